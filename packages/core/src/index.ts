@@ -1,0 +1,2 @@
+export { openMockContainer, IommuType } from './vfio';
+export type { Container } from './vfio';

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything vfiokit needs on a fresh Debian machine: the packages the
+# lab and the QEMU tests use (when run as root), pnpm through corepack, and the
+# workspace's dependencies. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(qemu-system-x86 qemu-system-ppc qemu-utils busybox-static cpio xz-utils pciutils gcc)
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  missing=()
+  for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "install: apt packages: ${missing[*]}"
+    apt-get update -qq || echo "install: apt-get update reported errors; trying the install anyway"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "install: Rust (cargo) is required to build crates/vfio-core; install it with rustup" >&2
+  exit 1
+fi
+
+# corepack's signature check fails against this registry; the pin in
+# package.json's packageManager still decides the version.
+export COREPACK_INTEGRITY_KEYS=0
+corepack enable
+pnpm --version >/dev/null
+pnpm install --frozen-lockfile
