@@ -1,2 +1,5 @@
-export { openMockContainer, IommuType } from './vfio';
-export type { Container } from './vfio';
+// The one entry point of @vfiokit/core. Each area owns its own index.
+export * from './vfio/index';
+export * from './host/index';
+export * from './dma/index';
+export * from './plan/index';

@@ -1,1 +1,4 @@
-export {};
+// The one entry point of @vfiokit/testkit. Each area owns its own index.
+export * from './fixtures/index';
+export * from './qmp/index';
+export * from './lab/index';

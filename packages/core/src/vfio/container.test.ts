@@ -1,5 +1,5 @@
 import test from 'ava';
-import { IommuType, openMockContainer } from './vfio';
+import { IommuType, openMockContainer } from './index';
 
 test('the mock container reports VFIO API version 0 as the kernel does', (t) => {
   t.is(openMockContainer().apiVersion(), 0);
