@@ -1,0 +1,69 @@
+// Errors of the DMA policy layer. Each subclass is a case a caller handles
+// differently; `code` is stable, the message names the object, the cause and
+// the fix.
+
+/** Base of every DMA policy error. */
+export class DmaError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+}
+
+/** A guest layout that is malformed on its own (overlap, misalignment, zero size). */
+export class InvalidLayoutError extends DmaError {
+  constructor(message: string) {
+    super('DMA_INVALID_LAYOUT', message);
+  }
+}
+
+/** A guest range that collides with the host's IOVA ranges or a group's reserved regions. */
+export class IovaCollisionError extends DmaError {
+  constructor(
+    message: string,
+    readonly collisions: readonly string[],
+  ) {
+    super('DMA_IOVA_COLLISION', message);
+  }
+}
+
+/** A guest IOMMU operation that contradicts the guest's own state (unmapping what is not mapped...). */
+export class GuestOpError extends DmaError {
+  constructor(message: string) {
+    super('DMA_GUEST_OP', message);
+  }
+}
+
+/** More live host mappings than the container's `dma_entry_limit` allows (the kernel's ENOSPC). */
+export class EntryLimitError extends DmaError {
+  constructor(message: string) {
+    super('DMA_ENTRY_LIMIT', message);
+  }
+}
+
+/** A map that the host would refuse for a reason the policy can see in advance (window end, page size...). */
+export class HostRefusalError extends DmaError {
+  constructor(message: string) {
+    super('DMA_HOST_REFUSAL', message);
+  }
+}
+
+/** A host call failed: carries the errno name the backend reported. */
+export class DmaTargetError extends DmaError {
+  constructor(
+    message: string,
+    readonly errno: string,
+  ) {
+    super('DMA_TARGET_FAILED', message);
+  }
+}
+
+/** A trace that cannot be read or attributed. */
+export class TraceError extends DmaError {
+  constructor(message: string) {
+    super('DMA_TRACE', message);
+  }
+}

@@ -1,0 +1,90 @@
+// The narrow face of a VFIO container that the DMA policy drives, and what it
+// needs to know about the host IOMMU. vfio-core's containers (mock and kernel)
+// are adapted to it in `vfio-target.ts`; tests may wrap it to watch calls.
+import type { AddressRange } from './guest';
+
+/** DMA permissions, as VFIO_DMA_MAP_FLAG_READ / _WRITE. */
+export const DMA_READ = 1;
+export const DMA_WRITE = 2;
+export const DMA_RW = DMA_READ | DMA_WRITE;
+
+/**
+ * One batch of maps: parallel arrays, entry i maps [iova[i], iova[i]+size[i])
+ * to host virtual address vaddr[i]. Typed arrays because they cross napi as is.
+ */
+export interface MapBatch {
+  readonly iova: BigUint64Array;
+  readonly vaddr: BigUint64Array;
+  readonly size: BigUint64Array;
+  /** Per-entry DMA_READ | DMA_WRITE. */
+  readonly flags: Uint32Array;
+}
+
+/** One batch of unmaps: entry i unmaps exactly [iova[i], iova[i]+size[i]). */
+export interface UnmapBatch {
+  readonly iova: BigUint64Array;
+  readonly size: BigUint64Array;
+}
+
+/**
+ * What the policy needs of a container. Both calls are all or nothing: if
+ * one entry fails, the target leaves the container as it was and throws an
+ * error whose `code` is the errno name (`EEXIST`, `EINVAL`, `ENOSPC`...).
+ * Each call returns the number of ioctls it issued (after coalescing).
+ */
+export interface DmaTarget {
+  mapBatch(batch: MapBatch): number;
+  unmapBatch(batch: UnmapBatch): number;
+}
+
+/** A reserved region of an IOMMU group (`/sys/kernel/iommu_groups/N/reserved_regions`). */
+export interface ReservedRegion {
+  readonly start: bigint;
+  readonly size: bigint;
+  /** `msi`, `direct`, `direct-relaxable`, `reserved`. */
+  readonly type: string;
+}
+
+/** A host IOMMU group as the DMA policy needs it. */
+export interface DmaGroup {
+  readonly id: number;
+  readonly reservedRegions: readonly ReservedRegion[];
+}
+
+/** What `VFIO_IOMMU_GET_INFO` tells about a type1 container. */
+export interface HostIommuInfo {
+  /** `iova_pgsizes`: bitmap of page sizes the host IOMMU maps. */
+  readonly pageSizes: bigint;
+  /** `VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE`: where the container accepts IOVAs. */
+  readonly iovaRanges: readonly AddressRange[];
+  /** `dma_entry_limit` (the DMA-available capability on a fresh container). */
+  readonly dmaEntryLimit: number;
+}
+
+/** What a 6.1 kernel reported under QEMU's emulated VT-d (see lab-facts.md). */
+export const VTD_HOST: HostIommuInfo = {
+  pageSizes: 0x40201000n,
+  iovaRanges: [
+    { start: 0n, size: 0xfee00000n },
+    { start: 0xfef00000n, size: 0x8000000000n - 0xfef00000n },
+  ],
+  dmaEntryLimit: 65535,
+};
+
+/** The MSI window x86 groups reserve. */
+export const X86_MSI_WINDOW: ReservedRegion = { start: 0xfee00000n, size: 0x100000n, type: 'msi' };
+
+/** An empty map batch of `n` entries to fill. */
+export function mapBatchOf(n: number): MapBatch {
+  return {
+    iova: new BigUint64Array(n),
+    vaddr: new BigUint64Array(n),
+    size: new BigUint64Array(n),
+    flags: new Uint32Array(n),
+  };
+}
+
+/** An empty unmap batch of `n` entries to fill. */
+export function unmapBatchOf(n: number): UnmapBatch {
+  return { iova: new BigUint64Array(n), size: new BigUint64Array(n) };
+}
