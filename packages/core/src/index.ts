@@ -1,4 +1,5 @@
 // The one entry point of @vfiokit/core. Each area owns its own index.
+export * from './errors';
 export * from './vfio/index';
 export * from './host/index';
 export * from './dma/index';
