@@ -1,0 +1,9 @@
+// The vfiokit command set, assembled. `main.ts` runs it; tests run the built binary.
+import { runProgram, CommandFactory } from './program';
+import { ExitCode } from './exit-codes';
+
+export const COMMANDS: readonly CommandFactory[] = [];
+
+export function runCli(argv: readonly string[]): Promise<ExitCode> {
+  return runProgram(argv, COMMANDS);
+}

@@ -1,0 +1,120 @@
+// The command tree. Each command lives in its own module under commands/ and
+// registers itself here; this file owns only what every command shares: the
+// global options, the help epilog, and turning a thrown error into an exit code.
+import { Command, CommanderError, Option } from 'commander';
+import { CommandContext, GlobalOptions } from './context';
+import { CliError, toCliError } from './errors';
+import { ExitCode, exitCodesHelp } from './exit-codes';
+import { Output } from './output';
+
+export type ActionBody<A extends unknown[]> = (ctx: CommandContext, ...args: A) => Promise<ExitCode | void> | ExitCode | void;
+
+/** Run in every action; says how the run ended. */
+export interface RunState {
+  exitCode: ExitCode;
+}
+
+/**
+ * Wrap a command body: build its context from the global options, run it,
+ * dispose the host session whatever happens, and report errors once.
+ */
+export function action<A extends unknown[]>(state: RunState, body: ActionBody<A>) {
+  return async (...params: unknown[]): Promise<void> => {
+    const command = params[params.length - 1] as Command;
+    const globals = readGlobals(command);
+    const out = new Output(globals.json, globals.debug);
+    const ctx = new CommandContext(globals, out);
+    try {
+      // Commander passes the positional arguments, the command's options, then the Command.
+      const code = await body(ctx, ...(params.slice(0, -1) as A));
+      state.exitCode = code ?? ExitCode.Ok;
+    } catch (err) {
+      const cliErr = toCliError(err);
+      out.error(cliErr);
+      state.exitCode = cliErr.exitCode;
+    } finally {
+      try {
+        await ctx.dispose();
+      } catch (err) {
+        out.error(toCliError(err));
+        if (state.exitCode === ExitCode.Ok) state.exitCode = ExitCode.HostFailure;
+      }
+    }
+  };
+}
+
+function readGlobals(command: Command): GlobalOptions {
+  const o = command.optsWithGlobals<{ sysfsRoot?: string; mock?: string; json?: boolean; debug?: boolean }>();
+  return { sysfsRoot: o.sysfsRoot, mock: o.mock, json: o.json === true, debug: o.debug === true };
+}
+
+/** Add the `Example:` block every command's --help ends with. */
+export function withExamples(command: Command, ...examples: string[]): Command {
+  return command.addHelpText('after', `\nExample${examples.length > 1 ? 's' : ''}:\n${examples.map((e) => `  $ ${e}`).join('\n')}\n`);
+}
+
+export type CommandFactory = (state: RunState) => Command;
+
+export function buildProgram(state: RunState, commands: readonly CommandFactory[]): Command {
+  const program = new Command('vfiokit')
+    .description('Give PCI devices to virtual machines through Linux VFIO: inspect, check, bind, plan, map and hot-plug.')
+    .version(readVersion(), '-V, --version')
+    .addOption(new Option('--sysfs-root <dir>', 'read and write this sysfs tree instead of /sys'))
+    .addOption(
+      new Option('--mock <fixture>', 'use a built-in simulated host (workstation, sriov-server, bridge-group, power8, no-iommu) and the mock VFIO backend').conflicts('sysfsRoot'),
+    )
+    .option('--json', 'print results as one JSON document on stdout (errors as JSON on stderr)', false)
+    .option('--debug', 'print stack traces with errors', false)
+    .showSuggestionAfterError(true)
+    .configureHelp({ showGlobalOptions: true, sortSubcommands: false })
+    .addHelpText(
+      'after',
+      `
+Exit codes:
+${exitCodesHelp()}
+
+Examples:
+  $ vfiokit --mock workstation ls
+  $ vfiokit --mock workstation check 0000:01:00.0
+  $ vfiokit demo
+`,
+    );
+  for (const make of commands) program.addCommand(make(state));
+  return program;
+}
+
+function readVersion(): string {
+  // package.json sits one level above dist/ in the built package.
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (require('../package.json') as { version: string }).version;
+}
+
+/** Parse argv and run; resolves to the process exit code. Never throws. */
+export async function runProgram(argv: readonly string[], commands: readonly CommandFactory[]): Promise<ExitCode> {
+  const state: RunState = { exitCode: ExitCode.Ok };
+  const program = buildProgram(state, commands);
+  const wantsJson = argv.includes('--json');
+  const out = new Output(wantsJson, argv.includes('--debug'));
+  applyErrorHandling(program, wantsJson);
+  try {
+    await program.parseAsync(argv as string[], { from: 'user' });
+    return state.exitCode;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version end here with exit code 0.
+      if (err.exitCode === 0) return ExitCode.Ok;
+      if (wantsJson) out.error(new CliError(err.code, err.message.replace(/^error: /, ''), ExitCode.Usage, 'see vfiokit --help'));
+      return ExitCode.Usage;
+    }
+    const cliErr = toCliError(err);
+    out.error(cliErr);
+    return cliErr.exitCode;
+  }
+}
+
+/** Commander throws instead of exiting, and in --json mode keeps its text errors to itself (runProgram prints them as JSON). */
+function applyErrorHandling(command: Command, json: boolean): void {
+  command.exitOverride();
+  if (json) command.configureOutput({ outputError: () => {} });
+  for (const sub of command.commands) applyErrorHandling(sub, json);
+}

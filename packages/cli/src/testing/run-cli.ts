@@ -1,0 +1,41 @@
+// Runs the built binary as a subprocess, the way a user or a script does.
+// Tests depend on `tsc -b` having produced dist/main.js (turbo's test task
+// builds first).
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+
+export const PACKAGE_DIR = join(__dirname, '..', '..');
+export const BIN = join(PACKAGE_DIR, 'dist', 'main.js');
+export const EXAMPLES = join(PACKAGE_DIR, 'examples');
+
+export interface CliRun {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export function vfiokit(args: readonly string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CliRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], {
+      cwd: PACKAGE_DIR,
+      env: { ...process.env, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      timeout: opts.timeoutMs ?? 30_000,
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** Parse stdout of a --json run, failing loudly with what was printed. */
+export function parseJson<T = unknown>(run: CliRun): T {
+  try {
+    return JSON.parse(run.stdout) as T;
+  } catch {
+    throw new Error(`stdout is not JSON (exit ${run.code}):\n${run.stdout}\nstderr:\n${run.stderr}`);
+  }
+}
