@@ -2,7 +2,7 @@
 // the shape and names the field that is wrong, and core's guestSpecProblems
 // checks the rules that span fields. The result is core's GuestSpec.
 import { readFileSync } from 'node:fs';
-import { parseDocument } from 'yaml';
+import { LineCounter, parseDocument } from 'yaml';
 import { z } from 'zod';
 import { guestSpecProblems, type DeviceSelector, type GuestSpec } from '@vfiokit/core';
 import { CliError, invalidInput, notFound } from './errors';
@@ -42,18 +42,20 @@ const idSelector = (text: string, index: number, ctx: z.RefinementCtx): DeviceSe
   return { vendor: parseInt(m[1]!, 16), device: parseInt(m[2]!, 16), index };
 };
 
-const deviceString = z.string().transform((text, ctx): DeviceSelector => {
-  const address = normalizePciAddress(text);
-  return address !== undefined ? { address } : idSelector(text, 0, ctx);
+// Both spellings parse to the same raw shape first, so a bad entry gets the
+// message of the spelling it used rather than zod's "Invalid input" for a union.
+const deviceObject = z.strictObject({
+  address: z.string().optional(),
+  id: z.string().optional(),
+  index: z.number().int().nonnegative().optional(),
 });
 
-const deviceObject = z
-  .strictObject({
-    address: z.string().optional(),
-    id: z.string().optional(),
-    index: z.number().int().nonnegative().optional(),
-  })
-  .transform((d, ctx): DeviceSelector => {
+const device = z.union([z.string(), deviceObject], { error: 'expected a PCI address, vendor:device IDs, or {address:} / {id:, index:}' }).transform(
+  (d, ctx): DeviceSelector => {
+    if (typeof d === 'string') {
+      const address = normalizePciAddress(d);
+      return address !== undefined ? { address } : idSelector(d, 0, ctx);
+    }
     if ((d.address === undefined) === (d.id === undefined)) {
       ctx.addIssue({ code: 'custom', message: 'give exactly one of address: or id:' });
       return z.NEVER;
@@ -71,7 +73,8 @@ const deviceObject = z
       return { address };
     }
     return idSelector(d.id!, d.index ?? 0, ctx);
-  });
+  },
+);
 
 export const guestSpecSchema = z
   .strictObject({
@@ -82,7 +85,7 @@ export const guestSpecSchema = z
     cpus: z.number({ error: 'expected a number of vCPUs' }).int().min(1).max(4096).default(1),
     machine: z.enum(['q35', 'pseries']).default('q35'),
     iommu: z.enum(['none', 'intel-iommu', 'virtio-iommu', 'spapr-tce']).optional(),
-    devices: z.array(z.union([deviceString, deviceObject])).min(1, 'list at least one device to assign'),
+    devices: z.array(device).min(1, 'list at least one device to assign'),
   })
   .transform(
     (s): GuestSpec => ({
@@ -105,10 +108,12 @@ function fieldPath(path: readonly PropertyKey[]): string {
 
 /** Parse and check a guest spec; `source` names it in messages. */
 export function parseGuestSpec(text: string, source: string): GuestSpec {
-  const doc = parseDocument(text, { prettyErrors: false });
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { prettyErrors: false, lineCounter });
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
-    const where = e.linePos ? `line ${e.linePos[0].line}, column ${e.linePos[0].col}` : 'somewhere';
+    const pos = lineCounter.linePos(e.pos[0]);
+    const where = `line ${pos.line}, column ${pos.col}`;
     throw new CliError('SPEC_MALFORMED_YAML', `${source} is not valid YAML (${where}): ${e.message.split('\n')[0]}`, ExitCode.InvalidInput, 'fix the YAML syntax; see packages/cli/examples/*.yaml');
   }
   const result = guestSpecSchema.safeParse(doc.toJS());

@@ -112,9 +112,14 @@ export async function runProgram(argv: readonly string[], commands: readonly Com
   }
 }
 
-/** Commander throws instead of exiting, and in --json mode keeps its text errors to itself (runProgram prints them as JSON). */
+/**
+ * Settings every command shares (addCommand does not copy them): help shows
+ * the global options; commander throws instead of exiting, and in --json mode
+ * keeps its text errors to itself (runProgram prints them as JSON).
+ */
 function applyErrorHandling(command: Command, json: boolean): void {
   command.exitOverride();
+  command.configureHelp({ showGlobalOptions: true });
   if (json) command.configureOutput({ outputError: () => {} });
   for (const sub of command.commands) applyErrorHandling(sub, json);
 }

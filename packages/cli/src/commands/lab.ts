@@ -1,0 +1,28 @@
+// `vfiokit lab`: the real-kernel lab from testkit, run as its own process so
+// its TAP output and exit status reach the caller unchanged.
+import { existsSync } from 'node:fs';
+import { Command } from 'commander';
+import { action, RunState, withExamples } from '../program';
+import { CliError } from '../errors';
+import { ExitCode } from '../exit-codes';
+
+export function labCommand(state: RunState): Command {
+  const cmd = new Command('lab')
+    .description('boot the real-kernel VFIO lab under QEMU and run every lab case (prints TAP)')
+    .argument('[args...]', 'passed to the lab runner unchanged (a profile name: x86, pseries)')
+    .allowUnknownOption(true)
+    .action(
+      action(state, async (ctx, args: string[]) => {
+        const testkit = await import('../testkit');
+        const runner = testkit.labRunnerPath();
+        if (!existsSync(runner)) {
+          throw new CliError('LAB_NOT_BUILT', `the lab runner ${runner} has not been built`, ExitCode.Unavailable, "run 'pnpm build' first");
+        }
+        if (ctx.globals.json) ctx.out.note('lab prints TAP; --json does not apply');
+        const status = await testkit.runLabRunner(args);
+        // The runner prints its own failures; its status says a lab case failed.
+        return status === 0 ? ExitCode.Ok : ExitCode.Refused;
+      }),
+    );
+  return withExamples(cmd, 'vfiokit lab', 'vfiokit lab x86');
+}

@@ -1,0 +1,60 @@
+import test from 'ava';
+import { pseriesDomains, q35Domains, slotsOf } from './domains';
+
+test('a GPU and its audio function share one root port as functions 0 and 1', (t) => {
+  const [rp, ...rest] = q35Domains([{ group: 12, functions: ['0000:01:00.1', '0000:01:00.0'] }]);
+  t.is(rest.length, 0);
+  t.deepEqual(rp, {
+    kind: 'pcie-root-port',
+    id: 'vfiokit-rp1',
+    chassis: 1,
+    slot: 1,
+    group: 12,
+    devices: [
+      {
+        hostSlot: '0000:01:00',
+        guestDevice: 0,
+        multifunction: true,
+        functions: [
+          { hostAddress: '0000:01:00.0', guestFunction: 0 },
+          { hostAddress: '0000:01:00.1', guestFunction: 1 },
+        ],
+      },
+    ],
+  });
+});
+
+test('two host slots of one group get a root port each, numbered on from the previous group', (t) => {
+  const domains = q35Domains([
+    { group: 3, functions: ['0000:00:1f.0'] },
+    { group: 7, functions: ['0000:04:01.0', '0000:04:02.0'] },
+  ]);
+  t.deepEqual(
+    domains.map((d) => [d.id, d.chassis, d.group, d.devices[0]!.hostSlot]),
+    [
+      ['vfiokit-rp1', 1, 3, '0000:00:1f'],
+      ['vfiokit-rp2', 2, 7, '0000:04:01'],
+      ['vfiokit-rp3', 3, 7, '0000:04:02'],
+    ],
+  );
+});
+
+test('a lone virtual function at function 3 becomes guest function 0', (t) => {
+  const [slot] = slotsOf(['0000:03:10.3'], 0);
+  t.deepEqual(slot!.functions, [{ hostAddress: '0000:03:10.3', guestFunction: 0 }]);
+  t.false(slot!.multifunction);
+});
+
+test('each pseries PE gets its own guest PHB, indexes from 1 under the device-tree root', (t) => {
+  const domains = pseriesDomains([
+    { group: 0, functions: ['0001:01:00.0'] },
+    { group: 1, functions: ['0002:01:00.0', '0002:01:00.1'] },
+  ]);
+  t.deepEqual(
+    domains.map((d) => [d.kind, d.id, d.index, d.parent, d.group, d.devices.length]),
+    [
+      ['spapr-pci-host-bridge', 'vfiokit-phb1', 1, '/', 0, 1],
+      ['spapr-pci-host-bridge', 'vfiokit-phb2', 2, '/', 1, 1],
+    ],
+  );
+});
