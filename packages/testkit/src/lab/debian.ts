@@ -1,0 +1,122 @@
+// Debian packages as the lab's source of kernels and busybox: downloaded with
+// `apt-get download` (no install, no root needed for the download itself) and
+// unpacked with `dpkg-deb -x` into the cache, so a second run costs nothing.
+
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { LabError } from './errors';
+
+/** Throws MISSING_TOOL naming the Debian package that provides `tool`. */
+export function requireTool(tool: string, debianPackage: string): void {
+  const found = spawnSync('sh', ['-c', `command -v ${tool}`], { encoding: 'utf8' });
+  if (found.status !== 0) {
+    throw new LabError(
+      'MISSING_TOOL',
+      `the lab needs '${tool}', which is not installed; install it with 'apt-get install ${debianPackage}' (scripts/install.sh does this when run as root)`,
+    );
+  }
+}
+
+/**
+ * Compares Debian package names by their numeric parts, so that
+ * linux-image-6.1.0-10-amd64 sorts after linux-image-6.1.0-9-amd64.
+ */
+export function compareVersionedNames(a: string, b: string): number {
+  const pa = a.split(/(\d+)/);
+  const pb = b.split(/(\d+)/);
+  for (let i = 0; i < Math.min(pa.length, pb.length); i++) {
+    if (pa[i] === pb[i]) continue;
+    const na = Number(pa[i]);
+    const nb = Number(pb[i]);
+    if (i % 2 === 1 && !Number.isNaN(na) && !Number.isNaN(nb)) return na - nb;
+    return pa[i]! < pb[i]! ? -1 : 1;
+  }
+  return pa.length - pb.length;
+}
+
+/**
+ * The newest package whose whole name matches `pattern` among what
+ * `apt-cache search --names-only` lists. The ABI number in kernel package
+ * names moves with every security update, so the lab never hard-codes one.
+ */
+export function newestPackage(pattern: RegExp, searchTerm: string): string {
+  requireTool('apt-cache', 'apt');
+  const out = spawnSync('apt-cache', ['search', '--names-only', searchTerm], { encoding: 'utf8' });
+  const names = out.stdout
+    .split('\n')
+    .map((line) => line.split(' - ')[0]!.trim())
+    .filter((name) => pattern.test(name))
+    .sort(compareVersionedNames);
+  const newest = names.at(-1);
+  if (newest === undefined) {
+    throw new LabError(
+      'MISSING_PACKAGE',
+      `no Debian package matching ${pattern} is listed by 'apt-cache search ${searchTerm}'; run 'apt-get update' (as root), or name one in the environment`,
+    );
+  }
+  return newest;
+}
+
+export interface UnpackedPackage {
+  /** `name` or `name:arch`, as asked. */
+  readonly spec: string;
+  /** The folder `dpkg-deb -x` unpacked into. */
+  readonly root: string;
+}
+
+/**
+ * Downloads `spec` (`name` or `name:arch`, or a path to a .deb) into
+ * `cacheDir/debs` and unpacks it into `cacheDir/pkgs/<name>`. Both steps are
+ * skipped when their result is already there; a half-done unpack is never
+ * mistaken for a done one (it lands under a temporary name first).
+ */
+export function fetchPackage(cacheDir: string, spec: string): UnpackedPackage {
+  requireTool('dpkg-deb', 'dpkg');
+  const debs = join(cacheDir, 'debs');
+  const pkgs = join(cacheDir, 'pkgs');
+  mkdirSync(debs, { recursive: true });
+  mkdirSync(pkgs, { recursive: true });
+
+  const deb = spec.endsWith('.deb') ? spec : downloadDeb(debs, spec);
+  const root = join(pkgs, deb.split('/').at(-1)!.replace(/\.deb$/, ''));
+  if (!existsSync(root)) {
+    const partial = `${root}.partial`;
+    rmSync(partial, { recursive: true, force: true });
+    mkdirSync(partial);
+    const res = spawnSync('dpkg-deb', ['-x', deb, partial], { encoding: 'utf8' });
+    if (res.status !== 0) {
+      throw new LabError('BAD_PACKAGE', `'dpkg-deb -x ${deb}' failed: ${res.stderr.trim()}`);
+    }
+    renameSync(partial, root);
+  }
+  return { spec, root };
+}
+
+function downloadDeb(debs: string, spec: string): string {
+  const [name, arch] = spec.split(':');
+  const prefix = `${name}_`;
+  const suffix = arch === undefined ? '.deb' : `_${arch}.deb`;
+  const cached = readdirSync(debs).find((f) => f.startsWith(prefix) && f.endsWith(suffix));
+  if (cached !== undefined) return join(debs, cached);
+
+  requireTool('apt-get', 'apt');
+  const res = spawnSync('apt-get', ['download', '-q', spec], { cwd: debs, encoding: 'utf8' });
+  const got = readdirSync(debs).find((f) => f.startsWith(prefix) && f.endsWith(suffix));
+  if (res.status !== 0 || got === undefined) {
+    const hint = arch !== undefined && arch !== hostArch() ? ` (a foreign architecture needs 'dpkg --add-architecture ${arch}' and 'apt-get update' first)` : '';
+    throw new LabError(
+      'MISSING_PACKAGE',
+      `'apt-get download ${spec}' failed${hint}: ${(res.stderr || res.stdout).trim().split('\n').slice(-3).join(' / ')}`,
+    );
+  }
+  return join(debs, got);
+}
+
+function hostArch(): string {
+  try {
+    return execFileSync('dpkg', ['--print-architecture'], { encoding: 'utf8' }).trim();
+  } catch {
+    return 'amd64';
+  }
+}

@@ -1,0 +1,102 @@
+// The guest side of the lab: runs every compiled `packages/*/dist/**/*.lab.js`
+// of the workspace, one case after another in this one node process (node
+// takes seconds to start under TCG), and prints TAP on stdout.
+//
+//   node packages/testkit/dist/lab/guest.js [repoRoot]
+//
+// It also runs on a host (it finds and runs the same files), which is how the
+// runner's own test checks it; the cases themselves expect the lab guest.
+
+import { readdirSync, statSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
+import { formatTap } from './tap';
+import { CaseReport } from './profile';
+
+export interface LabCase {
+  readonly name: string;
+  readonly run: () => void | Promise<void>;
+}
+
+const CASE_TIMEOUT_MS = 120_000;
+
+/** Every `*.lab.js` under `packages/<pkg>/dist`, sorted so runs are repeatable. */
+export function findLabFiles(repoRoot: string): string[] {
+  const found: string[] = [];
+  const walk = (dir: string): void => {
+    for (const entry of readdirSync(dir).sort()) {
+      if (entry === 'node_modules') continue;
+      const full = join(dir, entry);
+      if (statSync(full).isDirectory()) walk(full);
+      else if (entry.endsWith('.lab.js')) found.push(full);
+    }
+  };
+  const packages = join(repoRoot, 'packages');
+  for (const pkg of readdirSync(packages).sort()) {
+    const dist = join(packages, pkg, 'dist');
+    try {
+      if (statSync(dist).isDirectory()) walk(dist);
+    } catch {
+      // a package that was not built has no lab cases to offer
+    }
+  }
+  return found;
+}
+
+function withTimeout(p: Promise<void>, ms: number, what: string): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+function describe(err: unknown): string[] {
+  if (err instanceof Error) return (err.stack ?? `${err.name}: ${err.message}`).split('\n').slice(0, 12);
+  return [String(err)];
+}
+
+/** Runs every case of every file; a file that fails to load counts as one failed case. */
+export async function runLabFiles(repoRoot: string, files: readonly string[], caseTimeoutMs = CASE_TIMEOUT_MS): Promise<CaseReport[]> {
+  const reports: CaseReport[] = [];
+  for (const file of files) {
+    const label = relative(join(repoRoot, 'packages'), file).replace(/\/dist\//, '/').replace(/\.lab\.js$/, '');
+    let cases: unknown;
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      cases = (require(file) as { cases?: unknown }).cases;
+    } catch (err) {
+      reports.push({ name: `${label}: loads`, ok: false, detail: describe(err) });
+      continue;
+    }
+    if (!Array.isArray(cases)) {
+      reports.push({ name: `${label}: exports cases`, ok: false, detail: ['the file must export `cases: { name, run }[]`'] });
+      continue;
+    }
+    for (const c of cases as LabCase[]) {
+      const name = `${label}: ${c.name}`;
+      const started = Date.now();
+      try {
+        await withTimeout(Promise.resolve().then(() => c.run()), caseTimeoutMs, `case '${c.name}'`);
+        reports.push({ name, ok: true });
+      } catch (err) {
+        reports.push({ name, ok: false, detail: describe(err) });
+      }
+      process.stderr.write(`lab case ${name}: ${Date.now() - started} ms\n`);
+    }
+  }
+  return reports;
+}
+
+async function main(): Promise<void> {
+  const repoRoot = resolve(process.argv[2] ?? join(__dirname, '..', '..', '..', '..'));
+  const reports = await runLabFiles(repoRoot, findLabFiles(repoRoot));
+  process.stdout.write(formatTap(reports));
+  process.exitCode = reports.some((r) => !r.ok && !r.skip) ? 1 : 0;
+}
+
+if (require.main === module) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`lab guest runner failed: ${describe(err).join('\n')}\n`);
+    process.exitCode = 2;
+  });
+}
