@@ -1,15 +1,12 @@
 // Errors of the DMA policy layer. Each subclass is a case a caller handles
 // differently; `code` is stable, the message names the object, the cause and
 // the fix.
+import { VfiokitError, type VfiokitErrorOptions } from '../errors';
 
 /** Base of every DMA policy error. */
-export class DmaError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-    this.name = new.target.name;
+export class DmaError extends VfiokitError {
+  constructor(code: string, message: string, options?: VfiokitErrorOptions) {
+    super(code, message, options);
   }
 }
 
@@ -56,8 +53,9 @@ export class DmaTargetError extends DmaError {
   constructor(
     message: string,
     readonly errno: string,
+    cause?: unknown,
   ) {
-    super('DMA_TARGET_FAILED', message);
+    super('DMA_TARGET_FAILED', message, { cause });
   }
 }
 

@@ -1,0 +1,91 @@
+// A sorted set of disjoint intervals keyed by 4 KiB page numbers. Page numbers
+// are JS numbers: 2^64 bytes is 2^52 pages, inside Number's exact range, and
+// number keys keep the shadow translator's hot path free of bigint arithmetic.
+
+export const PAGE_SHIFT = 12n;
+export const PAGE_SIZE = 4096n;
+
+/** Page number of a 4 KiB-aligned byte address. */
+export function pfn(addr: bigint): number {
+  return Number(addr >> PAGE_SHIFT);
+}
+
+/** Byte address of a page number. */
+export function addrOf(pageNumber: number): bigint {
+  return BigInt(pageNumber) << PAGE_SHIFT;
+}
+
+/** Intervals [start, end) of pages, each carrying a value; no two overlap. */
+export class IntervalMap<V> {
+  private readonly starts: number[] = [];
+  private readonly ends: number[] = [];
+  private readonly values: V[] = [];
+
+  get size(): number {
+    return this.starts.length;
+  }
+
+  /** Index of the first interval whose end is after `page`. */
+  private firstEndingAfter(page: number): number {
+    let lo = 0;
+    let hi = this.ends.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.ends[mid]! <= page) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Index range [i, j) of intervals overlapping [start, end). */
+  overlapping(start: number, end: number): [number, number] {
+    const i = this.firstEndingAfter(start);
+    let j = i;
+    while (j < this.starts.length && this.starts[j]! < end) j++;
+    return [i, j];
+  }
+
+  /** Whether any interval overlaps [start, end). */
+  intersects(start: number, end: number): boolean {
+    const i = this.firstEndingAfter(start);
+    return i < this.starts.length && this.starts[i]! < end;
+  }
+
+  /** Insert [start, end) -> value; the caller has checked that nothing overlaps. */
+  insert(start: number, end: number, value: V): void {
+    const i = this.firstEndingAfter(start);
+    this.starts.splice(i, 0, start);
+    this.ends.splice(i, 0, end);
+    this.values.splice(i, 0, value);
+  }
+
+  /** Remove intervals [i, j). */
+  removeAt(i: number, j: number): void {
+    this.starts.splice(i, j - i);
+    this.ends.splice(i, j - i);
+    this.values.splice(i, j - i);
+  }
+
+  startAt(i: number): number {
+    return this.starts[i]!;
+  }
+
+  endAt(i: number): number {
+    return this.ends[i]!;
+  }
+
+  valueAt(i: number): V {
+    return this.values[i]!;
+  }
+
+  /** Every interval in address order. */
+  *entries(): IterableIterator<[number, number, V]> {
+    for (let i = 0; i < this.starts.length; i++) yield [this.starts[i]!, this.ends[i]!, this.values[i]!];
+  }
+
+  clear(): void {
+    this.starts.length = 0;
+    this.ends.length = 0;
+    this.values.length = 0;
+  }
+}

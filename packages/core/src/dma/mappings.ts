@@ -1,0 +1,183 @@
+// The policy's record of what one container holds, and the only path by which
+// the policy changes it. Every change goes out as one batched call; the record
+// is updated only after the target accepted the whole batch (batches are all
+// or nothing), so record and container never disagree.
+import { DmaTargetError, EntryLimitError } from './errors';
+import { addrOf, IntervalMap, PAGE_SHIFT } from './intervals';
+import { hex } from './layout';
+import { mapBatchOf, unmapBatchOf, type DmaTarget } from './target';
+
+/** One host mapping (one `vfio_dma` in the kernel): IOVA pages [iova, iova+pages) -> hva. */
+export interface HostEntry {
+  /** First IOVA page (4 KiB page number). */
+  readonly iova: number;
+  readonly pages: number;
+  /** Host virtual address of the first byte. */
+  readonly hva: bigint;
+  /** DMA_READ | DMA_WRITE. */
+  readonly perm: number;
+  /**
+   * Entries that share a unit may be merged by the target's coalescing; entries
+   * of different units must stay separate kernel mappings, because type1v2
+   * refuses an unmap that splits a mapping (vfio_dma_do_unmap: -EINVAL).
+   */
+  readonly unit: number;
+}
+
+/** Counters a benchmark or report reads. */
+export interface MappingStats {
+  /** Batched calls made to the target (napi crossings). */
+  calls: number;
+  /** ioctls the target reported issuing. */
+  ioctls: number;
+  /** Live entries as the policy keeps them (upper bound of kernel `vfio_dma`s). */
+  entries: number;
+  peakEntries: number;
+}
+
+function errnoOf(e: unknown): string {
+  const code = (e as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : 'EUNKNOWN';
+}
+
+/** What one container holds, kept in step with it. */
+export class ContainerMappings {
+  private readonly live = new IntervalMap<HostEntry>();
+  readonly stats: MappingStats = { calls: 0, ioctls: 0, entries: 0, peakEntries: 0 };
+
+  constructor(
+    /** Names the container in messages: `container of group 12`. */
+    readonly name: string,
+    private readonly target: DmaTarget,
+    /** The container's `dma_entry_limit`; checked before a call, so ENOSPC never reaches the kernel. */
+    readonly entryLimit: number,
+  ) {}
+
+  get size(): number {
+    return this.live.size;
+  }
+
+  /** Every live entry in IOVA order. */
+  *entries(): IterableIterator<HostEntry> {
+    for (const [, , e] of this.live.entries()) yield e;
+  }
+
+  /** Entries overlapping IOVA pages [start, end). */
+  overlapping(start: number, end: number): HostEntry[] {
+    const [i, j] = this.live.overlapping(start, end);
+    const out: HostEntry[] = [];
+    for (let k = i; k < j; k++) out.push(this.live.valueAt(k));
+    return out;
+  }
+
+  /**
+   * Map `entries` (none may overlap a live one or each other). Issues as few
+   * batches as the unit rule allows: usually one.
+   */
+  map(entries: readonly HostEntry[]): void {
+    if (entries.length === 0) return;
+    if (this.live.size + entries.length > this.entryLimit) {
+      throw new EntryLimitError(
+        `${this.name} would hold ${this.live.size + entries.length} mappings, over its dma_entry_limit of ${this.entryLimit} ` +
+          `(the kernel would answer ENOSPC); raise vfio_iommu_type1's dma_entry_limit module parameter or map fewer, larger regions`,
+      );
+    }
+    for (const batch of splitByUnit(entries)) {
+      const b = mapBatchOf(batch.length);
+      batch.forEach((e, i) => {
+        b.iova[i] = addrOf(e.iova);
+        b.vaddr[i] = e.hva;
+        b.size[i] = BigInt(e.pages) << PAGE_SHIFT;
+        b.flags[i] = e.perm;
+      });
+      let ioctls: number;
+      try {
+        ioctls = this.target.mapBatch(b);
+      } catch (e) {
+        const first = batch[0]!;
+        throw new DmaTargetError(
+          `mapping ${batch.length} entries from IOVA ${hex(addrOf(first.iova))} into ${this.name} failed with ${errnoOf(e)}: ${(e as Error).message}`,
+          errnoOf(e),
+          e,
+        );
+      }
+      this.stats.calls++;
+      this.stats.ioctls += ioctls;
+      for (const e of batch) this.live.insert(e.iova, e.iova + e.pages, e);
+      this.noteSize();
+    }
+  }
+
+  /**
+   * Unmap IOVA page ranges, each covering whole live entries (the caller splits
+   * nothing). One batched call; the target may coalesce neighbours, which is
+   * safe for unmaps because every range edge is an entry edge.
+   */
+  unmap(ranges: readonly { readonly start: number; readonly end: number }[]): void {
+    if (ranges.length === 0) return;
+    const b = unmapBatchOf(ranges.length);
+    ranges.forEach((r, i) => {
+      b.iova[i] = addrOf(r.start);
+      b.size[i] = BigInt(r.end - r.start) << PAGE_SHIFT;
+    });
+    let ioctls: number;
+    try {
+      ioctls = this.target.unmapBatch(b);
+    } catch (e) {
+      throw new DmaTargetError(
+        `unmapping ${ranges.length} ranges from IOVA ${hex(addrOf(ranges[0]!.start))} in ${this.name} failed with ${errnoOf(e)}: ${(e as Error).message}`,
+        errnoOf(e),
+        e,
+      );
+    }
+    this.stats.calls++;
+    this.stats.ioctls += ioctls;
+    for (const r of ranges) {
+      const [i, j] = this.live.overlapping(r.start, r.end);
+      this.live.removeAt(i, j);
+    }
+    this.noteSize();
+  }
+
+  /** Unmap every live entry, as contiguous runs, in one call. */
+  unmapAll(): void {
+    const runs: { start: number; end: number }[] = [];
+    for (const [s, e] of this.live.entries()) {
+      const last = runs[runs.length - 1];
+      if (last && last.end === s) last.end = e;
+      else runs.push({ start: s, end: e });
+    }
+    this.unmap(runs);
+  }
+
+  private noteSize(): void {
+    this.stats.entries = this.live.size;
+    if (this.live.size > this.stats.peakEntries) this.stats.peakEntries = this.live.size;
+  }
+}
+
+/** Whether the target's coalescing would merge a and b (contiguous in IOVA and host address, same permissions). */
+function mergeable(a: HostEntry, b: HostEntry): boolean {
+  const [lo, hi] = a.iova < b.iova ? [a, b] : [b, a];
+  return lo.iova + lo.pages === hi.iova && lo.hva + (BigInt(lo.pages) << PAGE_SHIFT) === hi.hva && lo.perm === hi.perm;
+}
+
+/**
+ * Split entries into batches so that no batch holds two mergeable entries of
+ * different units. Entries are sorted by IOVA first; only IOVA neighbours can
+ * merge, so each entry needs checking against its neighbours in its batch.
+ */
+export function splitByUnit(entries: readonly HostEntry[]): HostEntry[][] {
+  const sorted = [...entries].sort((a, b) => a.iova - b.iova);
+  const batches: HostEntry[][] = [];
+  /** Per batch, its entry with the highest IOVA so far (entries arrive in IOVA order). */
+  const lastOf: HostEntry[] = [];
+  for (const e of sorted) {
+    let k = 0;
+    while (k < batches.length && lastOf[k]!.unit !== e.unit && mergeable(lastOf[k]!, e)) k++;
+    if (k === batches.length) batches.push([]);
+    batches[k]!.push(e);
+    lastOf[k] = e;
+  }
+  return batches;
+}
