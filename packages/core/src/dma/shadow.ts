@@ -447,20 +447,10 @@ export class ShadowTranslator {
    * `tables` but the domain changed.
    */
   private setMode(g: GroupState, mode: Mode, rebuild: boolean): void {
-    if (g.mode === mode && !rebuild) return;
+    if (g.mode === mode && !(rebuild && mode === 'tables')) return;
     // Check the new contents before dropping the old ones: a refusal leaves the container as it was.
     const d = mode === 'tables' ? this.domain(g.domain!) : undefined;
-    if (d) {
-      this.checkCollisions(g, (function* () {
-        for (const [, , m] of d.tables.entries()) yield m;
-      })());
-      let n = 0;
-      for (const [, , m] of d.tables.entries()) n += m.pieces.length;
-      if (n > this.opts.host.dmaEntryLimit)
-        throw new EntryLimitError(
-          `${g.container.name} would need ${n} mappings for domain ${d.id}, over its dma_entry_limit of ${this.opts.host.dmaEntryLimit} (ENOSPC)`,
-        );
-    }
+    if (d) this.checkFits(g, d);
     if (g.mode === 'identity') g.identity.unmapAll();
     else if (g.container.size > 0) g.container.unmapAll();
     g.hostOf.clear();
@@ -477,12 +467,39 @@ export class ShadowTranslator {
     }
   }
 
+  /** Whether group g's container can hold all of domain d's tables. */
+  private checkFits(g: GroupState, d: Domain): void {
+    const all: GuestMapping[] = [];
+    for (const [, , m] of d.tables.entries()) all.push(m);
+    this.checkCollisions(g, all);
+    let n = 0;
+    for (const m of all) n += m.pieces.length;
+    if (n > this.opts.host.dmaEntryLimit)
+      throw new EntryLimitError(
+        `${g.container.name} would need ${n} mappings for domain ${d.id}, over its dma_entry_limit of ${this.opts.host.dmaEntryLimit} (ENOSPC)`,
+      );
+  }
+
   private setEnabled(on: boolean): void {
-    if (on === this.enabled) return;
-    // The guest's tables as they stand become what the hardware reads.
-    this.flushAll();
+    if (on === this.enabled) {
+      // Rewriting the enable bit makes the hardware read the tables as they stand.
+      this.flushAll();
+      return;
+    }
     this.enabled = on;
+    try {
+      for (const g of this.groups.values()) if (this.modeOf(g) === 'tables') this.checkFits(g, this.domain(g.domain!));
+    } catch (e) {
+      this.enabled = !on;
+      throw e;
+    }
+    // Every container leaves or enters its tables whole, so pending changes
+    // need no flush of their own: the new contents are the tables as they stand.
     for (const g of this.groups.values()) this.setMode(g, this.modeOf(g), false);
+    for (const d of this.domains.values()) {
+      d.added.clear();
+      d.removed.clear();
+    }
   }
 
   private attach(groupId: number, domainId: number, type: DomainType): void {
@@ -492,18 +509,18 @@ export class ShadowTranslator {
     d.type = type;
     const g = this.groups.get(groupId);
     if (!g) return; // an emulated device's group: nothing on the host follows it
-    this.flush(d);
-    if (g.domain !== undefined) this.flush(this.domain(g.domain));
-    if (g.domain !== undefined) this.domain(g.domain).groups.delete(groupId);
     const previous = g.domain;
-    g.domain = domainId;
-    try {
-      this.setMode(g, this.modeOf(g), previous !== domainId);
-    } catch (e) {
-      g.domain = previous;
-      if (previous !== undefined) this.domain(previous).groups.add(groupId);
-      throw e;
+    if (previous === domainId) return;
+    if (this.enabled && type === 'dma') this.checkFits(g, d);
+    // The group leaves its old domain before that domain's pending changes go
+    // out, so none of them reaches this container on its way elsewhere.
+    if (previous !== undefined) {
+      this.domain(previous).groups.delete(groupId);
+      this.flush(this.domain(previous));
     }
+    this.flush(d);
+    g.domain = domainId;
+    this.setMode(g, this.modeOf(g), true);
     d.groups.add(groupId);
   }
 

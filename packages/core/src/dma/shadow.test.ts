@@ -1,0 +1,258 @@
+import test from 'ava';
+import fc from 'fast-check';
+import { EntryLimitError, GuestOpError, HostRefusalError } from './errors';
+import { vtdIommu, type GuestMemoryLayout } from './guest';
+import type { GuestIommuOp } from './ops';
+import { ShadowTranslator, type SyncMode } from './shadow';
+import { VTD_HOST, X86_MSI_WINDOW, type DmaTarget, type HostIommuInfo } from './target';
+import { Type1Model } from './type1-model';
+import { GuestReference, pageView, sameView, within, P } from './testing.test-support';
+
+const layout: GuestMemoryLayout = {
+  regions: [
+    { name: 'low', gpa: 0n, size: 64n * P, source: 'boot', hva: 0x10000000n },
+    { name: 'high', gpa: 0x100000n, size: 64n * P, source: 'boot', hva: 0x20000000n },
+  ],
+};
+const group = { id: 7, reservedRegions: [X86_MSI_WINDOW] };
+
+function setup(opts: { enabled?: boolean; sync?: SyncMode; host?: HostIommuInfo; spy?: (model: Type1Model) => void } = {}) {
+  const host = opts.host ?? VTD_HOST;
+  const model = new Type1Model(host);
+  const target: DmaTarget = {
+    mapBatch: (b) => {
+      const n = model.mapBatch(b);
+      opts.spy?.(model);
+      return n;
+    },
+    unmapBatch: (b) => model.unmapBatch(b),
+  };
+  const tr = new ShadowTranslator({
+    layout,
+    iommu: vtdIommu({ enabled: opts.enabled ?? true }),
+    host,
+    groups: [{ group, target }],
+    sync: opts.sync ?? 'each-op',
+  });
+  tr.start();
+  return { tr, model };
+}
+
+const map = (iova: bigint, gpa: bigint, size: bigint, perm = 3, domain = 1): GuestIommuOp => ({ op: 'map', domain, iova, gpa, size, perm });
+const unmap = (iova: bigint, size: bigint, domain = 1): GuestIommuOp => ({ op: 'unmap', domain, iova, size });
+const attach: GuestIommuOp = { op: 'attach', domain: 1, group: 7 };
+
+test('a guest map becomes one host map of the same IOVA at the host address of its GPA', (t) => {
+  const { tr, model } = setup();
+  tr.apply(attach);
+  tr.apply(map(0xfffff000n, 0x2000n, P));
+  t.deepEqual(model.mappings(), [{ iova: 0xfffff000n, size: P, vaddr: 0x10002000n, flags: 3 }]);
+});
+
+test('one guest unmap covering several guest maps is one host call', (t) => {
+  const { tr, model } = setup();
+  tr.apply(attach);
+  for (let i = 0n; i < 4n; i++) tr.apply(map(0x10000n + i * P, i * 2n * P, P));
+  const before = tr.container(7).stats.calls;
+  tr.apply(unmap(0x10000n, 4n * P));
+  t.is(tr.container(7).stats.calls - before, 1);
+  t.is(model.mappings().length, 0);
+});
+
+test('guest maps contiguous in IOVA and host memory stay separate host mappings', (t) => {
+  const { tr, model } = setup();
+  tr.apply(attach);
+  tr.apply(map(0x10000n, 0n, P));
+  tr.apply(map(0x11000n, P, P));
+  tr.apply(unmap(0x10000n, P));
+  t.deepEqual(model.mappings().map((m) => m.iova), [0x11000n]);
+});
+
+test('a guest unmap of part of one of its maps unmaps the host entry and maps back the rest', (t) => {
+  const { tr, model } = setup();
+  tr.apply(attach);
+  tr.apply(map(0x10000n, 0n, 4n * P));
+  tr.apply(unmap(0x11000n, P));
+  t.deepEqual(
+    model.mappings().map((m) => [m.iova, m.size, m.vaddr]),
+    [
+      [0x10000n, P, 0x10000000n],
+      [0x12000n, 2n * P, 0x10002000n],
+    ],
+  );
+});
+
+test('the same guest page mapped at two IOVAs is two host mappings and holds a reference on its region twice', (t) => {
+  const { tr, model } = setup();
+  tr.apply(attach);
+  tr.apply(map(0x10000n, 0x5000n, P));
+  tr.apply(map(0x20000n, 0x5000n, P));
+  t.deepEqual(model.mappings().map((m) => m.vaddr), [0x10005000n, 0x10005000n]);
+  t.is(tr.referencesTo('low'), 2);
+});
+
+test('a map overlapping a live guest mapping is refused and changes nothing', (t) => {
+  const { tr, model } = setup();
+  tr.apply(attach);
+  tr.apply(map(0x10000n, 0n, 2n * P));
+  t.throws(() => tr.apply(map(0x11000n, 0x8000n, P)), { instanceOf: GuestOpError });
+  t.is(model.mappings().length, 1);
+});
+
+test('a map of a GPA that is not RAM is refused as peer-to-peer', (t) => {
+  const { tr } = setup();
+  tr.apply(attach);
+  t.throws(() => tr.apply(map(0x10000n, 0x80000n, P)), { instanceOf: HostRefusalError, message: /not guest RAM/ });
+});
+
+test('a guest IOVA in the host MSI window is refused before anything is mapped', (t) => {
+  const { tr, model } = setup();
+  tr.apply(attach);
+  t.throws(() => tr.apply(map(0xfee00000n, 0n, P)), { instanceOf: HostRefusalError, message: /msi reserved region/ });
+  t.is(model.mappings().length, 0);
+});
+
+test('maps past dma_entry_limit are refused with the limit named, before the kernel would say ENOSPC', (t) => {
+  const { tr } = setup({ host: { ...VTD_HOST, dmaEntryLimit: 2 } });
+  tr.apply(attach);
+  tr.apply(map(0x10000n, 0n, P));
+  tr.apply(map(0x20000n, 0n, P));
+  t.throws(() => tr.apply(map(0x30000n, 0n, P)), { instanceOf: EntryLimitError, message: /dma_entry_limit of 2/ });
+});
+
+test('a guest with its IOMMU off gets all RAM; enabling drops it before mapping the tables', (t) => {
+  const calls: string[] = [];
+  const { tr, model } = setup({ enabled: false, spy: (m) => calls.push(`map with ${m.mappings().length} live`) });
+  tr.apply(attach);
+  tr.apply(map(0x10000n, 0n, P));
+  t.deepEqual(model.mappings().map((m) => m.iova), [0n, 0x100000n]);
+  tr.apply({ op: 'enable' });
+  t.deepEqual(model.mappings().map((m) => m.iova), [0x10000n]);
+  // Identity map at start, then the tables after the identity map is gone: only one entry live at that map.
+  t.deepEqual(calls, ['map with 2 live', 'map with 1 live']);
+});
+
+test('disabling translation drops the tables and maps all RAM again', (t) => {
+  const { tr, model } = setup();
+  tr.apply(attach);
+  tr.apply(map(0x10000n, 0n, P));
+  tr.apply({ op: 'disable' });
+  t.deepEqual(model.mappings().map((m) => m.iova), [0n, 0x100000n]);
+});
+
+test('a detached group with translation on reaches nothing', (t) => {
+  const { tr, model } = setup();
+  tr.apply(attach);
+  tr.apply(map(0x10000n, 0n, P));
+  tr.apply({ op: 'detach', domain: 1, group: 7 });
+  t.is(model.mappings().length, 0);
+});
+
+test('with invalidate sync, maps reach the host at the invalidation, in one call', (t) => {
+  const { tr, model } = setup({ sync: 'invalidate' });
+  tr.apply(attach);
+  tr.apply(map(0x10000n, 0n, P));
+  tr.apply(map(0x20000n, 0x3000n, P));
+  t.is(model.mappings().length, 0);
+  const before = tr.container(7).stats.calls;
+  tr.apply({ op: 'invalidate', domain: 1 });
+  t.is(model.mappings().length, 2);
+  t.is(tr.container(7).stats.calls - before, 1);
+});
+
+test('maps hinted as one unit are merged, and a mispredicted partial unmap still leaves exactly the guest mapping', (t) => {
+  const { tr, model } = setup({ sync: 'invalidate' });
+  tr.apply(attach);
+  tr.apply({ ...map(0x10000n, 0n, P), unit: 5 } as GuestIommuOp);
+  tr.apply({ ...map(0x11000n, P, P), unit: 5 } as GuestIommuOp);
+  tr.apply({ op: 'invalidate', domain: 1 });
+  t.is(model.mappings().length, 1);
+  tr.apply(unmap(0x10000n, P));
+  tr.apply({ op: 'invalidate', domain: 1 });
+  t.deepEqual(model.mappings().map((m) => [m.iova, m.size]), [[0x11000n, P]]);
+});
+
+test('a DIMM with live guest mappings into it cannot be unplugged', (t) => {
+  const { tr } = setup();
+  tr.apply(attach);
+  tr.apply(map(0x10000n, 0x100000n, P));
+  t.throws(() => tr.unplug('high'), { instanceOf: GuestOpError, message: /1 guest IOMMU mapping/ });
+});
+
+// ---- property: after every op the container equals the guest's grant -------
+
+const pages = (n: number) => BigInt(n) * P;
+const opArb = fc.oneof(
+  { weight: 6, arbitrary: fc.record({ op: fc.constant('map' as const), iova: fc.nat(40), gpa: fc.oneof(fc.nat(63), fc.integer({ min: 256, max: 319 })), n: fc.integer({ min: 1, max: 4 }), perm: fc.integer({ min: 1, max: 3 }), unit: fc.option(fc.nat(3), { nil: undefined }) }) },
+  { weight: 4, arbitrary: fc.record({ op: fc.constant('unmap' as const), iova: fc.nat(40), n: fc.integer({ min: 1, max: 6 }) }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constantFrom('enable' as const, 'disable' as const, 'invalidate' as const) }) },
+  { weight: 1, arbitrary: fc.record({ op: fc.constantFrom('attach' as const, 'detach' as const), domain: fc.integer({ min: 1, max: 2 }) }) },
+);
+
+for (const sync of ['each-op', 'invalidate'] as const) {
+  test(`after every operation of a random trace (${sync} sync) the container equals the guest's grant and no map exceeds it`, (t) => {
+    fc.assert(
+      fc.property(fc.boolean(), fc.array(opArb, { maxLength: 60 }), (startEnabled, raw) => {
+        const ref = new GuestReference(layout, startEnabled);
+        let effective = new GuestReference(layout, startEnabled);
+        let grantNow = ref.grant(7);
+        let grantBefore = grantNow;
+        const { tr, model } = setup({
+          enabled: startEnabled,
+          sync,
+          // Every map call: the container after it holds nothing outside the new grant.
+          spy: (m) => {
+            if (!within(pageView(m.mappings()), grantNow) && !within(pageView(m.mappings()), grantBefore))
+              throw new Error('a map went beyond what the guest granted');
+          },
+        });
+        const snapshot = () => {
+          const e = new GuestReference(layout, ref.enabled);
+          for (const [d, m] of ref.domains) e.domains.set(d, new Map(m));
+          for (const [g, d] of ref.attached) e.attached.set(g, d);
+          return e;
+        };
+        for (const r of raw) {
+          let op: GuestIommuOp;
+          let ok = true;
+          switch (r.op) {
+            case 'map':
+              op = { op: 'map', domain: ref.attached.get(7) ?? 1, iova: 0x40000n + pages(r.iova), gpa: pages(r.gpa), size: pages(r.n), perm: r.perm, ...(r.unit !== undefined ? { unit: r.unit } : {}) };
+              ok = ref.map(op.domain, op.iova, op.gpa, op.size, op.perm);
+              break;
+            case 'unmap':
+              op = { op: 'unmap', domain: ref.attached.get(7) ?? 1, iova: 0x40000n + pages(r.iova), size: pages(r.n) };
+              ref.unmap(op.domain, op.iova, op.size);
+              break;
+            case 'attach':
+              op = { op: 'attach', domain: r.domain, group: 7 };
+              ref.attached.set(7, r.domain);
+              break;
+            case 'detach':
+              op = { op: 'detach', domain: ref.attached.get(7) ?? r.domain, group: 7 };
+              ok = ref.attached.has(7);
+              ref.attached.delete(7);
+              break;
+            case 'enable':
+            case 'disable':
+              op = { op: r.op };
+              ref.enabled = r.op === 'enable';
+              break;
+            default:
+              op = { op: 'invalidate', domain: ref.attached.get(7) ?? 1 };
+          }
+          const flushes = sync === 'each-op' || op.op !== 'map' && op.op !== 'unmap';
+          grantBefore = effective.grant(7);
+          if (flushes) effective = snapshot();
+          grantNow = effective.grant(7);
+          if (ok) tr.apply(op);
+          else t.throws(() => tr.apply(op));
+          if (!sameView(pageView(model.mappings()), grantNow)) return false;
+        }
+        return true;
+      }),
+      { numRuns: 300 },
+    );
+    t.pass();
+  });
+}
