@@ -1,0 +1,165 @@
+import test from 'ava';
+import { createFixtureHost } from '@vfiokit/testkit';
+import { discoverHost, findDevice, findGroup, parsePeName, parseReservedRegions } from './discover';
+import { parsePciIds } from './pci-ids';
+
+const workstation = () => discoverHost(createFixtureHost('workstation').fs);
+
+test('discovery lists every PCI device of the workstation', (t) => {
+  t.is(workstation().devices.length, 15);
+});
+
+test('the GPU and its HDMI audio share group 1 with their root port', (t) => {
+  t.deepEqual(
+    findGroup(workstation(), 1).devices.map((d) => d.address),
+    ['0000:00:01.0', '0000:01:00.0', '0000:01:00.1'],
+  );
+});
+
+test('a device reports its bound driver', (t) => {
+  t.is(findDevice(workstation(), '0000:01:00.1').driver, 'snd_hda_intel');
+});
+
+test('a device without a driver reports none', (t) => {
+  t.is(findDevice(workstation(), '0000:00:1f.0').driver, undefined);
+});
+
+test('ids and names come from sysfs and pci.ids', (t) => {
+  const gpu = findDevice(workstation(), '0000:01:00.0');
+  t.deepEqual(
+    [gpu.vendorId, gpu.deviceId, gpu.classCode, gpu.names.vendor, gpu.names.device, gpu.names.className],
+    [0x10de, 0x1b80, 0x030000, 'NVIDIA Corporation', 'GP104 [GeForce GTX 1080]', 'VGA compatible controller'],
+  );
+});
+
+test('names are absent, not wrong, on a host without pci.ids', (t) => {
+  const model = discoverHost(createFixtureHost('no-iommu').fs);
+  t.deepEqual([findDevice(model, '0000:00:02.0').names, model.pciIdsSource], [{}, undefined]);
+});
+
+test('the console GPU is marked boot_vga', (t) => {
+  t.true(findDevice(workstation(), '0000:01:00.0').bootVga);
+});
+
+test('a device behind a root port names it as upstream', (t) => {
+  t.is(findDevice(workstation(), '0000:02:00.0').upstream, '0000:00:1b.0');
+});
+
+test('a root port is a bridge with the PCIe root-port type', (t) => {
+  const port = findDevice(workstation(), '0000:00:1b.0');
+  t.deepEqual([port.isBridge, port.headerType, port.pcieType], [true, 'bridge', 'root-port']);
+});
+
+test('ACS control bits are read from the extended config space', (t) => {
+  t.deepEqual(findDevice(workstation(), '0000:00:1b.0').acs?.enabled, ['SV', 'RR', 'CR', 'UF']);
+});
+
+test('a root port without ACS shows none', (t) => {
+  t.is(findDevice(workstation(), '0000:00:01.0').acs, undefined);
+});
+
+test('a group reports its reserved regions as start and size', (t) => {
+  t.deepEqual(findGroup(workstation(), 9).reservedRegions, [
+    { start: 0n, size: 0x1000000n, type: 'direct-relaxable' },
+    { start: 0xfee00000n, size: 0x100000n, type: 'msi' },
+  ]);
+});
+
+test('the workstation has an Intel VT-d IOMMU', (t) => {
+  t.deepEqual(workstation().iommu, { present: true, kind: 'intel-vtd', units: ['dmar0', 'dmar1'] });
+});
+
+test('a host without an IOMMU has no groups and says so', (t) => {
+  const model = discoverHost(createFixtureHost('no-iommu').fs);
+  t.deepEqual([model.iommu, model.groups.length], [{ present: false, units: [] }, 0]);
+});
+
+test('an SR-IOV physical function lists its enabled virtual functions', (t) => {
+  const model = discoverHost(createFixtureHost('sriov-server').fs);
+  t.deepEqual(findDevice(model, '0000:3b:00.0').sriov, {
+    totalVfs: 64,
+    numVfs: 4,
+    virtualFunctions: ['0000:3b:02.0', '0000:3b:02.1', '0000:3b:02.2', '0000:3b:02.3'],
+  });
+});
+
+test('a virtual function names its physical function', (t) => {
+  const model = discoverHost(createFixtureHost('sriov-server').fs);
+  t.is(findDevice(model, '0000:3b:02.2').physicalFunction, '0000:3b:00.0');
+});
+
+test('NUMA node -1 reads as no node', (t) => {
+  t.is(findDevice(workstation(), '0000:01:00.0').numaNode, undefined);
+});
+
+test('a NUMA node is reported when the kernel knows it', (t) => {
+  t.is(findDevice(discoverHost(createFixtureHost('sriov-server').fs), '0000:3b:00.0').numaNode, 1);
+});
+
+test('the PCIe-to-PCI bridge shares its group with the cards behind it', (t) => {
+  const model = discoverHost(createFixtureHost('bridge-group').fs);
+  t.deepEqual(
+    findGroup(model, 2).devices.map((d) => [d.address, d.isBridge, d.upstream]),
+    [
+      ['0000:01:00.0', true, '0000:00:1c.0'],
+      ['0000:02:00.0', false, '0000:01:00.0'],
+      ['0000:02:01.0', false, '0000:01:00.0'],
+      ['0000:02:02.0', false, '0000:01:00.0'],
+    ],
+  );
+});
+
+test('POWER8 is detected as a POWER host with an sPAPR TCE IOMMU', (t) => {
+  const model = discoverHost(createFixtureHost('power8').fs);
+  t.deepEqual([model.platform, model.iommu.kind], ['power', 'spapr-tce']);
+});
+
+test('each POWER8 PHB is its own PCI domain with its own groups', (t) => {
+  const model = discoverHost(createFixtureHost('power8').fs);
+  t.deepEqual(
+    model.hostBridges.map((b) => [b.name, b.domain, b.groups]),
+    [
+      ['pci0000:00', 0, [0]],
+      ['pci0001:00', 1, [1]],
+      ['pci0002:00', 2, [2]],
+      ['pci0003:00', 3, [3]],
+    ],
+  );
+});
+
+test('a POWER group says which PE it is', (t) => {
+  t.deepEqual(findGroup(discoverHost(createFixtureHost('power8').fs), 3).pe, { domain: 3, pe: 1 });
+});
+
+test('a short address means domain 0', (t) => {
+  t.is(findDevice(workstation(), '1:00.1').address, '0000:01:00.1');
+});
+
+test('an unknown address is HOST_DEVICE_NOT_FOUND', (t) => {
+  t.is(t.throws(() => findDevice(workstation(), '0000:09:00.0'))?.message, 'no PCI device 0000:09:00.0 on this host (not in /sys/bus/pci/devices)');
+});
+
+test('a malformed address is HOST_INVALID_ADDRESS', (t) => {
+  t.is((t.throws(() => findDevice(workstation(), '0000:01:00')) as { code?: string }).code, 'HOST_INVALID_ADDRESS');
+});
+
+test('a device number above 0x1f is malformed', (t) => {
+  t.is((t.throws(() => findDevice(workstation(), '0000:01:20.0')) as { code?: string }).code, 'HOST_INVALID_ADDRESS');
+});
+
+test('a missing group is HOST_GROUP_NOT_FOUND', (t) => {
+  t.is((t.throws(() => findGroup(workstation(), 42)) as { code?: string }).code, 'HOST_GROUP_NOT_FOUND');
+});
+
+test('reserved_regions lines parse with inclusive ends', (t) => {
+  t.deepEqual(parseReservedRegions('0x00000000fee00000 0x00000000feefffff msi\n'), [{ start: 0xfee00000n, size: 0x100000n, type: 'msi' }]);
+});
+
+test('a POWER group name gives its domain and hex PE number', (t) => {
+  t.deepEqual(parsePeName('domain2-pe1f'), { domain: 2, pe: 0x1f });
+});
+
+test('pci.ids subsystem lines name a subsystem', (t) => {
+  const ids = parsePciIds('10de  NVIDIA Corporation\n\t1b80  GP104\n\t\t3842 6180  GTX 1080 FTW\n', 'x');
+  t.is(ids.namesFor({ vendorId: 0x10de, deviceId: 0x1b80, subsystemVendorId: 0x3842, subsystemDeviceId: 0x6180, classCode: 0 }).subsystem, 'GTX 1080 FTW');
+});
