@@ -74,3 +74,52 @@ export function within(a: Map<bigint, string>, b: Map<bigint, string>): boolean 
 export function sameView(a: Map<bigint, string>, b: Map<bigint, string>): boolean {
   return a.size === b.size && within(a, b);
 }
+
+import type { GuestIommuOp } from './ops';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+/** Apply one op to the reference (each-op semantics); false if the guest's rules refuse it. */
+export function applyToReference(ref: GuestReference, op: GuestIommuOp): boolean {
+  switch (op.op) {
+    case 'map':
+      return ref.map(op.domain, op.iova, op.gpa, op.size, op.perm);
+    case 'unmap':
+      ref.unmap(op.domain, op.iova, op.size);
+      return true;
+    case 'attach':
+      ref.attached.set(op.group, op.domain);
+      return true;
+    case 'detach':
+      ref.attached.delete(op.group);
+      return true;
+    case 'enable':
+    case 'disable':
+      ref.enabled = op.op === 'enable';
+      return true;
+    default:
+      return true;
+  }
+}
+
+/** The repository's root: the folder holding pnpm-workspace.yaml above this file. */
+export function repoRoot(): string {
+  let dir = __dirname;
+  while (!fs.existsSync(path.join(dir, 'pnpm-workspace.yaml'))) {
+    const up = path.dirname(dir);
+    if (up === dir) throw new Error(`no pnpm-workspace.yaml above ${__dirname}`);
+    dir = up;
+  }
+  return dir;
+}
+
+/** The real recording, from ../shared/data beside the repository (CI puts a copy of shared/ there). */
+export const FULL_RECORDING = 'guest-iommu-e1000e-strict-6.1.txt';
+export function sharedDataPath(file: string): string {
+  return path.join(repoRoot(), '..', 'shared', 'data', file);
+}
+
+/** The committed excerpt of the recording. */
+export function fixturePath(file: string): string {
+  return path.join(__dirname, 'fixtures', file);
+}
