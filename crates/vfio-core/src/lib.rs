@@ -1,14 +1,28 @@
 //! vfio-core: the whole VFIO user API behind one backend seam.
 //!
-//! The pure core (uapi, backends, batching) is usable from Rust alone; the
-//! Node binding lives in `binding` behind the `napi` cargo feature.
+//! - [`uapi`]: the kernel ABI (`linux/vfio.h`), checked against the system header;
+//! - [`backend`]: the seam ([`Backend`]) with [`KernelBackend`] and [`MockBackend`];
+//! - [`Container`], [`Group`], [`Device`]: safe types owning their descriptors;
+//! - batched DMA: [`Container::map_batch`] / [`Container::unmap_batch`].
+//!
+//! The pure core is usable from Rust alone; the Node binding lives in
+//! `binding` behind the `napi` cargo feature.
 
 pub mod backend;
+pub mod batch;
+pub mod container;
+pub mod device;
 pub mod error;
+pub mod group;
+pub mod spapr;
 pub mod uapi;
 
 #[cfg(feature = "napi")]
 mod binding;
 
-pub use backend::{Backend, MockBackend};
+pub use backend::{Backend, BackendKind, KernelBackend, MockBackend, MockConfig};
+pub use batch::{BatchFlags, BatchReport};
+pub use container::{dma_flags, Container, IommuInfo, IovaRange, MigrationCap};
+pub use device::{Device, DeviceInfo, IrqAction, IrqData, IrqInfo, MappedRegion, RegionInfo, SparseArea};
 pub use error::{Error, Result};
+pub use group::{Group, GroupStatus};

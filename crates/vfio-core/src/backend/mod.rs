@@ -1,16 +1,239 @@
-//! The backend seam: the code above it does not know whether it talks to the
-//! kernel or to the mock.
+//! The backend seam. [`Backend`] is the whole VFIO system-call surface, one
+//! method per ioctl (plus open/close/pread/pwrite/mmap), with raw `uapi`
+//! arguments and bare errnos. Two implementations exist, chosen when the
+//! caller opens something:
+//!
+//! - [`KernelBackend`]: real syscalls on `/dev/vfio`;
+//! - [`MockBackend`]: an in-process model of the kernel, configured per
+//!   fixture by [`MockConfig`], following the kernel's rules errno for errno.
+//!
+//! The safe types ([`crate::Container`], [`crate::Group`], [`crate::Device`])
+//! hold an `Arc<dyn Backend>` and a descriptor and never ask which one they
+//! have. Arguments pass through unchanged, invalid ones included, so a
+//! conformance run can hold the mock to the kernel call by call.
+//!
+//! sPAPR: the TCE ioctls live outside this trait, in `crate::spapr`, which
+//! reaches a container through [`Backend::as_any`] (mock) or its descriptor
+//! (kernel). A mock container's IOMMU is a [`mock::MockIommu`], whose sPAPR
+//! variant holds a model the sPAPR module provides.
 
-mod mock;
+pub mod kernel;
+pub mod mock;
+pub mod mock_config;
+pub mod mock_devices;
+pub mod spapr_kernel;
+pub mod spapr_mock;
 
+use std::any::Any;
+use std::ffi::CStr;
+use std::fmt;
+use std::ptr::NonNull;
+
+use crate::uapi::{
+    vfio_group_status, vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap, vfio_irq_info,
+};
+
+pub use kernel::KernelBackend;
 pub use mock::MockBackend;
+pub use mock_config::*;
 
-use crate::error::Result;
+/// A descriptor a backend hands out: a real file descriptor for the kernel,
+/// an entry of the mock's descriptor table for the mock.
+pub type RawFd = i32;
 
-/// One VFIO container as a backend sees it.
-pub trait Backend {
-    /// `VFIO_GET_API_VERSION`.
-    fn api_version(&self) -> Result<i32>;
-    /// `VFIO_CHECK_EXTENSION`: whether an IOMMU type or feature is offered.
-    fn check_extension(&self, extension: u32) -> Result<bool>;
+/// A bare errno from a backend; the safe layer adds the call and object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// The calling thread's `errno` after a failed libc call.
+    pub fn last() -> Self {
+        Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO))
+    }
+}
+
+pub type SysResult<T> = std::result::Result<T, Errno>;
+
+/// Which implementation a backend is, for reports only: code above the seam
+/// must not branch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Kernel,
+    Mock,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Kernel => "kernel",
+            BackendKind::Mock => "mock",
+        })
+    }
+}
+
+/// A mapping of part of a device region, made by [`Backend::mmap`].
+#[derive(Debug)]
+pub enum Mmap {
+    /// Host memory: a real `mmap` of the device fd; accessed with volatile
+    /// loads and stores, released with `munmap`.
+    Host { ptr: NonNull<u8>, len: usize },
+    /// The mock cannot give a process real MMIO pages that run a device
+    /// model on every access, so an emulated mapping forwards each access to
+    /// the device model at `fd_offset + offset`, after the same checks the
+    /// kernel makes at mmap time (vfio_pci_core_mmap).
+    Emulated { device: RawFd, fd_offset: u64, len: usize },
+}
+
+// SAFETY: `Host` is a shared MMIO mapping of a device fd; the pointer is only
+// dereferenced through volatile accesses bounds-checked against `len`, which
+// is sound from any thread (the device, not Rust, serialises MMIO).
+unsafe impl Send for Mmap {}
+// SAFETY: as above; no interior state is mutated through `&Mmap` by Rust.
+unsafe impl Sync for Mmap {}
+
+impl Mmap {
+    pub fn len(&self) -> usize {
+        match self {
+            Mmap::Host { len, .. } | Mmap::Emulated { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The VFIO system-call surface. Every method mirrors one kernel entry point
+/// and returns its errno unchanged. Buffers for the `*_GET_INFO` ioctls are
+/// `u64` slices so they are 8-byte aligned like the kernel's capability
+/// chains; their first bytes hold the uapi struct with `argsz` set by the
+/// caller, and the backend fills them exactly as the kernel would (including
+/// raising `argsz` when the capability chain does not fit).
+pub trait Backend: Send + Sync + fmt::Debug {
+    fn kind(&self) -> BackendKind;
+    /// For extensions (sPAPR) that need the concrete backend.
+    fn as_any(&self) -> &dyn Any;
+
+    /// `open("/dev/vfio/vfio")`.
+    fn open_container(&self) -> SysResult<RawFd>;
+    /// `open("/dev/vfio/<group>")`.
+    fn open_group(&self, group: u32) -> SysResult<RawFd>;
+    /// `close(fd)` for any descriptor this backend handed out.
+    fn close(&self, fd: RawFd);
+
+    // Container (/dev/vfio/vfio) ioctls.
+    fn get_api_version(&self, container: RawFd) -> SysResult<i32>;
+    /// Returns the ioctl's value (> 0 when the extension is offered).
+    fn check_extension(&self, container: RawFd, extension: u32) -> SysResult<i32>;
+    fn set_iommu(&self, container: RawFd, iommu: u32) -> SysResult<()>;
+    /// `VFIO_IOMMU_GET_INFO` (type1): `buf` starts with a `vfio_iommu_type1_info`.
+    fn iommu_get_info(&self, container: RawFd, buf: &mut [u64]) -> SysResult<()>;
+    fn map_dma(&self, container: RawFd, map: &vfio_iommu_type1_dma_map) -> SysResult<()>;
+    /// Issue `maps` in order, stopping at the first failure; returns how
+    /// many succeeded and the failure. The kernel has no batch ioctl, so the
+    /// default issues one `VFIO_IOMMU_MAP_DMA` per element; the mock takes
+    /// its lock once.
+    fn map_dma_many(
+        &self,
+        container: RawFd,
+        maps: &[vfio_iommu_type1_dma_map],
+    ) -> (usize, SysResult<()>) {
+        for (i, m) in maps.iter().enumerate() {
+            if let Err(e) = self.map_dma(container, m) {
+                return (i, Err(e));
+            }
+        }
+        (maps.len(), Ok(()))
+    }
+    /// On success the kernel writes the number of bytes unmapped into `size`.
+    fn unmap_dma(&self, container: RawFd, unmap: &mut vfio_iommu_type1_dma_unmap) -> SysResult<()>;
+
+    // Group (/dev/vfio/N) ioctls.
+    fn group_get_status(&self, group: RawFd, status: &mut vfio_group_status) -> SysResult<()>;
+    fn group_set_container(&self, group: RawFd, container: RawFd) -> SysResult<()>;
+    fn group_unset_container(&self, group: RawFd) -> SysResult<()>;
+    fn group_get_device_fd(&self, group: RawFd, name: &CStr) -> SysResult<RawFd>;
+
+    // Device fd ioctls and file operations.
+    /// `buf` starts with a `vfio_device_info`.
+    fn device_get_info(&self, device: RawFd, buf: &mut [u64]) -> SysResult<()>;
+    /// `buf` starts with a `vfio_region_info` whose `index` is set.
+    fn device_get_region_info(&self, device: RawFd, buf: &mut [u64]) -> SysResult<()>;
+    fn device_get_irq_info(&self, device: RawFd, info: &mut vfio_irq_info) -> SysResult<()>;
+    /// `buf` holds a `vfio_irq_set` followed by its data.
+    fn device_set_irqs(&self, device: RawFd, buf: &[u64]) -> SysResult<()>;
+    fn device_reset(&self, device: RawFd) -> SysResult<()>;
+    /// `pread(device, buf, offset)`: returns bytes read.
+    fn device_read(&self, device: RawFd, offset: u64, buf: &mut [u8]) -> SysResult<usize>;
+    /// `pwrite(device, buf, offset)`: returns bytes written.
+    fn device_write(&self, device: RawFd, offset: u64, buf: &[u8]) -> SysResult<usize>;
+    /// `mmap(NULL, len, PROT_READ|PROT_WRITE, MAP_SHARED, device, offset)`.
+    fn mmap(&self, device: RawFd, offset: u64, len: usize) -> SysResult<Mmap>;
+    /// Release a mapping made by [`Backend::mmap`].
+    fn munmap(&self, map: &Mmap);
+    /// Access an [`Mmap::Emulated`] mapping; `Host` mappings are accessed
+    /// directly by the safe layer and never reach these.
+    fn mmio_read(&self, map: &Mmap, offset: u64, buf: &mut [u8]) -> SysResult<()>;
+    fn mmio_write(&self, map: &Mmap, offset: u64, buf: &[u8]) -> SysResult<()>;
+}
+
+/// The `argsz` (first `u32` in memory) of an info buffer, on either endianness.
+pub fn argsz_of(buf: &[u64]) -> u32 {
+    match buf.first() {
+        Some(w) => {
+            let b = w.to_ne_bytes();
+            u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
+        }
+        None => 0,
+    }
+}
+
+/// Views an info buffer as bytes (for reading and writing uapi structs and
+/// capability chains at byte offsets).
+pub fn buf_bytes(buf: &[u64]) -> &[u8] {
+    // SAFETY: u64 has no padding and any byte pattern is a valid u8; the
+    // length is exactly the slice's size in bytes and the lifetime is tied to `buf`.
+    unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), std::mem::size_of_val(buf)) }
+}
+
+/// Mutable byte view of an info buffer.
+pub fn buf_bytes_mut(buf: &mut [u64]) -> &mut [u8] {
+    let len = std::mem::size_of_val(buf);
+    // SAFETY: as `buf_bytes`; the exclusive borrow of `buf` is carried over.
+    unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), len) }
+}
+
+/// Reads a plain-old-data uapi struct at byte `offset` of `bytes`.
+/// Returns `None` when it does not fit.
+pub fn read_pod<T: Copy + Default>(bytes: &[u8], offset: usize) -> Option<T> {
+    let size = std::mem::size_of::<T>();
+    let end = offset.checked_add(size)?;
+    if end > bytes.len() {
+        return None;
+    }
+    let mut out = T::default();
+    // SAFETY: `T` is one of the repr(C) uapi structs made only of integers
+    // (every bit pattern valid); the source range was bounds-checked above
+    // and the destination is a distinct local of exactly `size` bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr().add(offset), (&mut out as *mut T).cast::<u8>(), size)
+    };
+    Some(out)
+}
+
+/// Writes the first `len` bytes of a uapi struct at byte `offset`; returns
+/// false (writing nothing) when they do not fit.
+pub fn write_pod<T: Copy>(bytes: &mut [u8], offset: usize, value: &T, len: usize) -> bool {
+    let len = len.min(std::mem::size_of::<T>());
+    let Some(end) = offset.checked_add(len) else { return false };
+    if end > bytes.len() {
+        return false;
+    }
+    // SAFETY: the destination range was bounds-checked above; the source is
+    // `len <= size_of::<T>()` bytes of a live `T`; the two cannot overlap
+    // because `value` is a shared borrow distinct from `bytes`.
+    unsafe {
+        std::ptr::copy_nonoverlapping((value as *const T).cast::<u8>(), bytes.as_mut_ptr().add(offset), len)
+    };
+    true
 }

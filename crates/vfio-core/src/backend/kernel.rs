@@ -1,0 +1,232 @@
+//! The real thing: every method is one syscall on a descriptor from
+//! `/dev/vfio`. Each `unsafe` block wraps exactly one syscall and says why
+//! its pointer and length are valid.
+
+use std::any::Any;
+use std::ffi::{CStr, CString};
+use std::path::PathBuf;
+use std::ptr::NonNull;
+
+use super::{Backend, BackendKind, Errno, Mmap, RawFd, SysResult};
+use crate::uapi::{self, vfio_group_status, vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap, vfio_irq_info};
+
+/// Real ioctls on `/dev/vfio` (or another directory holding the same nodes,
+/// for a chroot or a container runtime).
+#[derive(Debug, Clone)]
+pub struct KernelBackend {
+    dev_vfio: PathBuf,
+}
+
+impl Default for KernelBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl KernelBackend {
+    pub fn new() -> Self {
+        Self { dev_vfio: PathBuf::from("/dev/vfio") }
+    }
+
+    /// Use `dir` instead of `/dev/vfio`.
+    pub fn with_dev_dir(dir: impl Into<PathBuf>) -> Self {
+        Self { dev_vfio: dir.into() }
+    }
+
+    fn open_path(&self, name: &str) -> SysResult<RawFd> {
+        let path = self.dev_vfio.join(name);
+        let c = CString::new(path.into_os_string().into_encoded_bytes()).map_err(|_| Errno(libc::EINVAL))?;
+        // SAFETY: `c` is a NUL-terminated path that outlives the call; open
+        // does not retain the pointer.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd < 0 {
+            Err(Errno::last())
+        } else {
+            Ok(fd)
+        }
+    }
+}
+
+/// `ioctl(fd, request, arg)` where `arg` is an integer, not a pointer.
+fn ioctl_val(fd: RawFd, request: u64, arg: libc::c_ulong) -> SysResult<i32> {
+    // SAFETY: the request takes its argument by value (VFIO_CHECK_EXTENSION,
+    // VFIO_SET_IOMMU, or no argument at all); no memory is passed.
+    let r = unsafe { libc::ioctl(fd, request as libc::c_ulong, arg) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r)
+    }
+}
+
+/// `ioctl(fd, request, ptr)`; `ptr` must be valid for the kernel's reads
+/// and writes of `argsz` bytes, which every caller states.
+fn ioctl_ptr<T>(fd: RawFd, request: u64, ptr: *mut T) -> SysResult<i32> {
+    // SAFETY: callers pass a pointer to a live, properly aligned buffer at
+    // least as long as the `argsz` it holds (or, for GET_DEVICE_FD, a
+    // NUL-terminated string); the kernel copies at most that much.
+    let r = unsafe { libc::ioctl(fd, request as libc::c_ulong, ptr) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Checks that an info buffer is at least as long as the `argsz` it
+/// declares, so the kernel cannot write past its end.
+fn check_argsz(buf: &[u64]) -> SysResult<()> {
+    let argsz = crate::backend::argsz_of(buf) as usize;
+    if argsz > buf.len() * 8 {
+        return Err(Errno(libc::EINVAL));
+    }
+    Ok(())
+}
+
+impl Backend for KernelBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Kernel
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn open_container(&self) -> SysResult<RawFd> {
+        self.open_path("vfio")
+    }
+
+    fn open_group(&self, group: u32) -> SysResult<RawFd> {
+        self.open_path(&group.to_string())
+    }
+
+    fn close(&self, fd: RawFd) {
+        // SAFETY: `fd` was returned by open/ioctl of this backend and is
+        // owned by exactly one safe object, which calls close once on drop.
+        unsafe { libc::close(fd) };
+    }
+
+    fn get_api_version(&self, container: RawFd) -> SysResult<i32> {
+        ioctl_val(container, uapi::VFIO_GET_API_VERSION, 0)
+    }
+
+    fn check_extension(&self, container: RawFd, extension: u32) -> SysResult<i32> {
+        ioctl_val(container, uapi::VFIO_CHECK_EXTENSION, extension as libc::c_ulong)
+    }
+
+    fn set_iommu(&self, container: RawFd, iommu: u32) -> SysResult<()> {
+        ioctl_val(container, uapi::VFIO_SET_IOMMU, iommu as libc::c_ulong).map(drop)
+    }
+
+    fn iommu_get_info(&self, container: RawFd, buf: &mut [u64]) -> SysResult<()> {
+        check_argsz(buf)?;
+        ioctl_ptr(container, uapi::VFIO_IOMMU_GET_INFO, buf.as_mut_ptr()).map(drop)
+    }
+
+    fn map_dma(&self, container: RawFd, map: &vfio_iommu_type1_dma_map) -> SysResult<()> {
+        let mut m = *map;
+        ioctl_ptr(container, uapi::VFIO_IOMMU_MAP_DMA, &mut m).map(drop)
+    }
+
+    fn unmap_dma(&self, container: RawFd, unmap: &mut vfio_iommu_type1_dma_unmap) -> SysResult<()> {
+        ioctl_ptr(container, uapi::VFIO_IOMMU_UNMAP_DMA, unmap).map(drop)
+    }
+
+    fn group_get_status(&self, group: RawFd, status: &mut vfio_group_status) -> SysResult<()> {
+        ioctl_ptr(group, uapi::VFIO_GROUP_GET_STATUS, status).map(drop)
+    }
+
+    fn group_set_container(&self, group: RawFd, container: RawFd) -> SysResult<()> {
+        let mut fd: i32 = container;
+        ioctl_ptr(group, uapi::VFIO_GROUP_SET_CONTAINER, &mut fd).map(drop)
+    }
+
+    fn group_unset_container(&self, group: RawFd) -> SysResult<()> {
+        ioctl_val(group, uapi::VFIO_GROUP_UNSET_CONTAINER, 0).map(drop)
+    }
+
+    fn group_get_device_fd(&self, group: RawFd, name: &CStr) -> SysResult<RawFd> {
+        ioctl_ptr(group, uapi::VFIO_GROUP_GET_DEVICE_FD, name.as_ptr() as *mut libc::c_char)
+    }
+
+    fn device_get_info(&self, device: RawFd, buf: &mut [u64]) -> SysResult<()> {
+        check_argsz(buf)?;
+        ioctl_ptr(device, uapi::VFIO_DEVICE_GET_INFO, buf.as_mut_ptr()).map(drop)
+    }
+
+    fn device_get_region_info(&self, device: RawFd, buf: &mut [u64]) -> SysResult<()> {
+        check_argsz(buf)?;
+        ioctl_ptr(device, uapi::VFIO_DEVICE_GET_REGION_INFO, buf.as_mut_ptr()).map(drop)
+    }
+
+    fn device_get_irq_info(&self, device: RawFd, info: &mut vfio_irq_info) -> SysResult<()> {
+        ioctl_ptr(device, uapi::VFIO_DEVICE_GET_IRQ_INFO, info).map(drop)
+    }
+
+    fn device_set_irqs(&self, device: RawFd, buf: &[u64]) -> SysResult<()> {
+        check_argsz(buf)?;
+        // The kernel only reads a SET_IRQS argument.
+        ioctl_ptr(device, uapi::VFIO_DEVICE_SET_IRQS, buf.as_ptr() as *mut u64).map(drop)
+    }
+
+    fn device_reset(&self, device: RawFd) -> SysResult<()> {
+        ioctl_val(device, uapi::VFIO_DEVICE_RESET, 0).map(drop)
+    }
+
+    fn device_read(&self, device: RawFd, offset: u64, buf: &mut [u8]) -> SysResult<usize> {
+        // SAFETY: `buf` is a live, writable slice of exactly `buf.len()` bytes.
+        let n = unsafe { libc::pread(device, buf.as_mut_ptr().cast(), buf.len(), offset as libc::off_t) };
+        if n < 0 {
+            Err(Errno::last())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn device_write(&self, device: RawFd, offset: u64, buf: &[u8]) -> SysResult<usize> {
+        // SAFETY: `buf` is a live slice of exactly `buf.len()` readable bytes.
+        let n = unsafe { libc::pwrite(device, buf.as_ptr().cast(), buf.len(), offset as libc::off_t) };
+        if n < 0 {
+            Err(Errno::last())
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    fn mmap(&self, device: RawFd, offset: u64, len: usize) -> SysResult<Mmap> {
+        // SAFETY: a fresh shared mapping chosen by the kernel (addr NULL);
+        // nothing existing is replaced. The result is checked for MAP_FAILED.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                device,
+                offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or(Errno(libc::EFAULT))?;
+        Ok(Mmap::Host { ptr, len })
+    }
+
+    fn munmap(&self, map: &Mmap) {
+        if let Mmap::Host { ptr, len } = map {
+            // SAFETY: `ptr`/`len` are exactly what mmap returned, and the
+            // owning MappedRegion is being dropped, so no access follows.
+            unsafe { libc::munmap(ptr.as_ptr().cast(), *len) };
+        }
+    }
+
+    fn mmio_read(&self, _map: &Mmap, _offset: u64, _buf: &mut [u8]) -> SysResult<()> {
+        // Kernel mappings are host memory, accessed directly by MappedRegion.
+        Err(Errno(libc::ENOTTY))
+    }
+
+    fn mmio_write(&self, _map: &Mmap, _offset: u64, _buf: &[u8]) -> SysResult<()> {
+        Err(Errno(libc::ENOTTY))
+    }
+}

@@ -1,0 +1,195 @@
+//! How a mock host looks: its IOMMU, its groups, their devices and drivers.
+//! Plain data, built by tests and fixtures (and from JSON through the Node
+//! binding). The defaults are what the lab's real kernel answered
+//! (`/work/shared/notes/lab-facts.md`): Linux 6.1, type1v2 on an emulated
+//! VT-d with 39-bit addressing and the MSI window reserved.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::mock::IommuDriverOps;
+
+/// One usable (or reserved) IOVA range, both ends inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IovaSpan {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl IovaSpan {
+    pub const fn new(start: u64, end: u64) -> Self {
+        Self { start, end }
+    }
+}
+
+/// Kernel versions whose answers differ in a way the mock models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelVersion {
+    /// Debian bookworm's 6.1.
+    #[default]
+    V6_1,
+    /// 6.12 (bookworm-backports, and trixie).
+    V6_12,
+}
+
+/// A driver a mock PCI function can be bound to, as sysfs names it.
+pub const VFIO_PCI: &str = "vfio-pci";
+
+/// The mock host.
+#[derive(Clone)]
+pub struct MockConfig {
+    pub kernel: KernelVersion,
+    /// The IOMMU page-size bitmap (`iova_pgsizes`): 4K | 2M | 1G on VT-d.
+    pub iova_pgsizes: u64,
+    /// The IOMMU aperture minus the host-wide reserved regions, as
+    /// VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE reports it before per-group
+    /// reserved regions are removed.
+    pub iova_ranges: Vec<IovaSpan>,
+    /// vfio_iommu_type1's `dma_entry_limit` module parameter.
+    pub dma_entry_limit: u32,
+    /// Whether the IOMMU enforces cache coherency (VT-d snoop control);
+    /// QEMU's emulated VT-d does not by default.
+    pub enforce_cache_coherency: bool,
+    pub groups: Vec<MockGroupConfig>,
+    /// Extra IOMMU drivers (the kernel's `iommu_drivers_list`), asked after
+    /// the built-in type1 driver unless `type1` is false. sPAPR registers here.
+    pub iommu_drivers: Vec<Arc<dyn IommuDriverOps>>,
+    /// Whether vfio_iommu_type1 is loaded.
+    pub type1: bool,
+}
+
+impl fmt::Debug for MockConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockConfig")
+            .field("kernel", &self.kernel)
+            .field("iova_pgsizes", &format_args!("{:#x}", self.iova_pgsizes))
+            .field("iova_ranges", &self.iova_ranges)
+            .field("dma_entry_limit", &self.dma_entry_limit)
+            .field("groups", &self.groups)
+            .field("iommu_drivers", &self.iommu_drivers.iter().map(|d| d.name()).collect::<Vec<_>>())
+            .field("type1", &self.type1)
+            .finish()
+    }
+}
+
+/// The lab's VT-d: 39-bit aperture with the MSI window 0xfee00000-0xfeefffff removed.
+pub const VTD_IOVA_RANGES: [IovaSpan; 2] =
+    [IovaSpan::new(0, 0xfedf_ffff), IovaSpan::new(0xfef0_0000, 0x7f_ffff_ffff)];
+
+impl Default for MockConfig {
+    /// An x86 host with one group (1) holding one `edu` device at
+    /// 0000:00:03.0 bound to vfio-pci.
+    fn default() -> Self {
+        Self::empty().with_group(MockGroupConfig::new(1).with_device(MockDeviceConfig::edu("0000:00:03.0")))
+    }
+}
+
+impl MockConfig {
+    /// An x86 host as the lab's kernel answered, with no groups.
+    pub fn empty() -> Self {
+        Self {
+            kernel: KernelVersion::V6_1,
+            iova_pgsizes: 0x4020_1000,
+            iova_ranges: VTD_IOVA_RANGES.to_vec(),
+            dma_entry_limit: 65535,
+            enforce_cache_coherency: false,
+            groups: Vec::new(),
+            iommu_drivers: Vec::new(),
+            type1: true,
+        }
+    }
+
+    pub fn with_group(mut self, group: MockGroupConfig) -> Self {
+        self.groups.push(group);
+        self
+    }
+}
+
+/// One IOMMU group.
+#[derive(Debug, Clone)]
+pub struct MockGroupConfig {
+    pub id: u32,
+    pub devices: Vec<MockDeviceConfig>,
+    /// Reserved regions of this group that are removed from the container's
+    /// IOVA ranges when it attaches (`reserved_regions` in sysfs, except
+    /// `direct-relaxable` ones, which vfio does not exclude).
+    pub reserved: Vec<IovaSpan>,
+}
+
+impl MockGroupConfig {
+    pub fn new(id: u32) -> Self {
+        Self { id, devices: Vec::new(), reserved: Vec::new() }
+    }
+
+    pub fn with_device(mut self, device: MockDeviceConfig) -> Self {
+        self.devices.push(device);
+        self
+    }
+}
+
+/// One PCI function in a group.
+#[derive(Debug, Clone)]
+pub struct MockDeviceConfig {
+    /// Its PCI address, the name `VFIO_GROUP_GET_DEVICE_FD` takes.
+    pub address: String,
+    /// The bound driver (`vfio-pci`, `e1000e`, ...), `None` when unbound.
+    pub driver: Option<String>,
+    pub model: DeviceModelConfig,
+}
+
+impl MockDeviceConfig {
+    /// QEMU's `edu` bound to vfio-pci.
+    pub fn edu(address: &str) -> Self {
+        Self { address: address.into(), driver: Some(VFIO_PCI.into()), model: DeviceModelConfig::Edu(EduConfig::default()) }
+    }
+
+    pub fn bound_to(mut self, driver: Option<&str>) -> Self {
+        self.driver = driver.map(str::to_string);
+        self
+    }
+}
+
+/// What the device does.
+#[derive(Debug, Clone)]
+pub enum DeviceModelConfig {
+    Edu(EduConfig),
+    Generic(GenericDeviceConfig),
+}
+
+/// QEMU's `edu` (hw/misc/edu.c).
+#[derive(Debug, Clone)]
+pub struct EduConfig {
+    /// `dma_mask` property: DMA addresses are clamped to it (edu_clamp_addr).
+    pub dma_mask: u64,
+    /// Whether the kernel found a reset method (a device alone on a bus
+    /// behind a bridge gets a bus reset; one on the root bus gets none).
+    pub reset: bool,
+}
+
+impl Default for EduConfig {
+    fn default() -> Self {
+        Self { dma_mask: (1 << 28) - 1, reset: false }
+    }
+}
+
+/// A plain memory-BAR device whose BARs are RAM, for region and sparse-mmap cases.
+#[derive(Debug, Clone)]
+pub struct GenericDeviceConfig {
+    pub vendor: u16,
+    pub device: u16,
+    pub class_code: u32,
+    pub bars: Vec<BarConfig>,
+    pub reset: bool,
+    pub msi_vectors: u32,
+    pub msix_vectors: u32,
+    pub pcie: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct BarConfig {
+    pub index: u32,
+    pub size: u64,
+    pub mmap: bool,
+    /// Sparse mmap areas (offset, size) reported as VFIO_REGION_INFO_CAP_SPARSE_MMAP.
+    pub sparse: Option<Vec<(u64, u64)>>,
+}
