@@ -57,3 +57,38 @@ pub trait SpaprOps {
     /// value (the PE state for `VFIO_EEH_PE_GET_STATE`).
     fn eeh_pe_op(&mut self, op: u32) -> Result<i32>;
 }
+
+/// A borrowed backend is a backend: lets a [`super::TceContainer`] drive a
+/// backend its caller keeps (`TceContainer<&mut dyn SpaprOps>`).
+impl<T: SpaprOps + ?Sized> SpaprOps for &mut T {
+    fn tce_get_info(&mut self, argsz: u32) -> Result<u::vfio_iommu_spapr_tce_info> {
+        (**self).tce_get_info(argsz)
+    }
+    fn enable(&mut self) -> Result<()> {
+        (**self).enable()
+    }
+    fn disable(&mut self) -> Result<()> {
+        (**self).disable()
+    }
+    fn register_memory(&mut self, vaddr: u64, size: u64, flags: u32) -> Result<()> {
+        (**self).register_memory(vaddr, size, flags)
+    }
+    fn unregister_memory(&mut self, vaddr: u64, size: u64, flags: u32) -> Result<()> {
+        (**self).unregister_memory(vaddr, size, flags)
+    }
+    fn tce_create(&mut self, page_shift: u32, window_size: u64, levels: u32, flags: u32) -> Result<u64> {
+        (**self).tce_create(page_shift, window_size, levels, flags)
+    }
+    fn tce_remove(&mut self, start_addr: u64, flags: u32) -> Result<()> {
+        (**self).tce_remove(start_addr, flags)
+    }
+    fn map_dma(&mut self, iova: u64, vaddr: u64, size: u64, flags: u32) -> Result<i32> {
+        (**self).map_dma(iova, vaddr, size, flags)
+    }
+    fn unmap_dma(&mut self, iova: u64, size: u64, flags: u32) -> Result<i32> {
+        (**self).unmap_dma(iova, size, flags)
+    }
+    fn eeh_pe_op(&mut self, op: u32) -> Result<i32> {
+        (**self).eeh_pe_op(op)
+    }
+}

@@ -1,0 +1,495 @@
+//! The sPAPR conformance cases: each runs on a fresh container, on the
+//! kernel in the pseries guest and on the mock on the host, and records the
+//! same steps on both. Calls that the kernel answers with an oops or a
+//! console WARNING (a map past a window's end, unregistering mapped memory,
+//! registering 0 bytes) are never issued raw: their cases go through
+//! vfio-core's `TceContainer`, which refuses them first.
+
+use vfio_core::spapr::{DmaDirection, SpaprOps, TceContainer, TceVersion};
+use vfio_core::uapi::spapr as u;
+
+use crate::spapr::{errno, Bench, Buffer, Rec, Stop};
+
+pub struct SpaprCase {
+    pub name: &'static str,
+    /// PEs (PHBs) the case needs.
+    pub pes: usize,
+    pub run: fn(&mut dyn Bench, &mut Rec) -> Result<(), Stop>,
+}
+
+const RW: u32 = u::VFIO_DMA_MAP_FLAG_READ | u::VFIO_DMA_MAP_FLAG_WRITE;
+const GIB: u64 = 1 << 30;
+const PAGE: u64 = 0x1000;
+
+fn info_text(i: &u::vfio_iommu_spapr_tce_info) -> String {
+    format!(
+        "flags={:#x} dma32={:#x}+{:#x} pgsizes={:#x} windows={} levels={}",
+        i.flags, i.dma32_window_start, i.dma32_window_size, i.ddw.pgsizes, i.ddw.max_dynamic_windows_supported, i.ddw.levels
+    )
+}
+
+fn none<T>(_: &T) -> String {
+    String::new()
+}
+
+fn ret(v: &i32) -> String {
+    format!("ret={v}")
+}
+
+fn hex(v: &u64) -> String {
+    format!("start={v:#x}")
+}
+
+/// Attaches pe0 and sets the IOMMU type: every case starts here.
+fn setup(b: &mut dyn Bench, r: &mut Rec, v2: bool) -> Result<(), Stop> {
+    r.must("SET_CONTAINER pe0", b.attach(0), none)?;
+    r.must(if v2 { "SET_IOMMU SPAPR_TCE_v2" } else { "SET_IOMMU SPAPR_TCE" }, b.set_iommu(v2), none)?;
+    Ok(())
+}
+
+fn register(b: &mut dyn Bench, r: &mut Rec, buf: &Buffer, what: &str) -> Result<(), Stop> {
+    r.must(format!("REGISTER_MEMORY {what} size={:#x}", buf.size), errno(b.ops().register_memory(buf.addr, buf.size, 0)), none)
+}
+
+pub static CASES: &[SpaprCase] = &[
+    SpaprCase {
+        name: "GET_INFO reports the default 32-bit window and dynamic windows",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            r.step("GET_INFO argsz=32", errno(b.ops().tce_get_info(32)), info_text);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "GET_INFO with argsz 16 sets the DDW flag but writes no ddw fields",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            r.step("GET_INFO argsz=16", errno(b.ops().tce_get_info(16)), info_text);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "GET_INFO with argsz 8 fails with EINVAL",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            r.step("GET_INFO argsz=8", errno(b.ops().tce_get_info(8)), info_text);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "v1 GET_INFO reports no dynamic windows",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, false)?;
+            r.step("GET_INFO argsz=32", errno(b.ops().tce_get_info(32)), info_text);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "v2 MAP_DMA before any memory is registered fails with EPERM",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(PAGE as usize, PAGE as usize);
+            r.step("MAP_DMA iova=0 size=0x1000 RW", errno(b.ops().map_dma(0, buf.addr, PAGE, RW)), ret);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "UNREGISTER_MEMORY before the container has an mm fails with EPERM",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(PAGE as usize, PAGE as usize);
+            r.step("UNREGISTER_MEMORY buf", errno(b.ops().unregister_memory(buf.addr, PAGE, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "REGISTER_MEMORY of a misaligned address fails with EINVAL",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(2 * PAGE as usize, PAGE as usize);
+            r.step("REGISTER_MEMORY buf+0x800 size=0x1000", errno(b.ops().register_memory(buf.addr + 0x800, PAGE, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "REGISTER_MEMORY with a flag fails with EINVAL",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(PAGE as usize, PAGE as usize);
+            r.step("REGISTER_MEMORY buf flags=1", errno(b.ops().register_memory(buf.addr, PAGE, 1)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "REGISTER_MEMORY of the same region twice fails with EBUSY",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(PAGE as usize, PAGE as usize);
+            register(b, r, &buf, "buf")?;
+            r.step("REGISTER_MEMORY buf again", errno(b.ops().register_memory(buf.addr, PAGE, 0)), none);
+            r.step("UNREGISTER_MEMORY buf", errno(b.ops().unregister_memory(buf.addr, PAGE, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "REGISTER_MEMORY overlapping a registered region fails with EINVAL",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(3 * PAGE as usize, PAGE as usize);
+            r.must("REGISTER_MEMORY buf size=0x2000", errno(b.ops().register_memory(buf.addr, 2 * PAGE, 0)), none)?;
+            r.step("REGISTER_MEMORY buf+0x1000 size=0x2000", errno(b.ops().register_memory(buf.addr + PAGE, 2 * PAGE, 0)), none);
+            r.step("UNREGISTER_MEMORY buf size=0x2000", errno(b.ops().unregister_memory(buf.addr, 2 * PAGE, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "UNREGISTER_MEMORY of a region not registered as such fails with ENOENT",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(2 * PAGE as usize, PAGE as usize);
+            r.must("REGISTER_MEMORY buf size=0x2000", errno(b.ops().register_memory(buf.addr, 2 * PAGE, 0)), none)?;
+            r.step("UNREGISTER_MEMORY buf size=0x1000", errno(b.ops().unregister_memory(buf.addr, PAGE, 0)), none);
+            r.step("UNREGISTER_MEMORY buf size=0x2000", errno(b.ops().unregister_memory(buf.addr, 2 * PAGE, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "MAP_DMA into the default window, UNMAP_DMA, then UNREGISTER_MEMORY all succeed",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(4 * PAGE as usize, PAGE as usize);
+            register(b, r, &buf, "buf")?;
+            r.step("MAP_DMA iova=0x100000 size=0x4000 RW", errno(b.ops().map_dma(0x10_0000, buf.addr, 4 * PAGE, RW)), ret);
+            r.step("UNMAP_DMA iova=0x100000 size=0x4000", errno(b.ops().unmap_dma(0x10_0000, 4 * PAGE, 0)), ret);
+            r.step("UNREGISTER_MEMORY buf", errno(b.ops().unregister_memory(buf.addr, buf.size, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "MAP_DMA of memory that is not registered fails with EINVAL",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(2 * PAGE as usize, PAGE as usize);
+            r.must("REGISTER_MEMORY buf size=0x1000", errno(b.ops().register_memory(buf.addr, PAGE, 0)), none)?;
+            r.step("MAP_DMA iova=0 size=0x2000 RW", errno(b.ops().map_dma(0, buf.addr, 2 * PAGE, RW)), ret);
+            r.step("UNREGISTER_MEMORY buf size=0x1000", errno(b.ops().unregister_memory(buf.addr, PAGE, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "MAP_DMA at an IOVA in no window fails with ENXIO",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(PAGE as usize, PAGE as usize);
+            register(b, r, &buf, "buf")?;
+            r.step("MAP_DMA iova=0x40000000 size=0x1000 RW", errno(b.ops().map_dma(GIB, buf.addr, PAGE, RW)), ret);
+            r.step("UNREGISTER_MEMORY buf", errno(b.ops().unregister_memory(buf.addr, PAGE, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "MAP_DMA at a misaligned IOVA returns 1 and maps nothing",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(PAGE as usize, PAGE as usize);
+            register(b, r, &buf, "buf")?;
+            r.step("MAP_DMA iova=0x800 size=0x1000 RW", errno(b.ops().map_dma(0x800, buf.addr, PAGE, RW)), ret);
+            r.step("UNREGISTER_MEMORY buf", errno(b.ops().unregister_memory(buf.addr, PAGE, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "MAP_DMA of a misaligned size fails with EINVAL",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(PAGE as usize, PAGE as usize);
+            register(b, r, &buf, "buf")?;
+            r.step("MAP_DMA iova=0 size=0x800 RW", errno(b.ops().map_dma(0, buf.addr, 0x800, RW)), ret);
+            r.step("UNREGISTER_MEMORY buf", errno(b.ops().unregister_memory(buf.addr, PAGE, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "MAP_DMA without READ or WRITE fails with EINVAL",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(PAGE as usize, PAGE as usize);
+            register(b, r, &buf, "buf")?;
+            r.step("MAP_DMA iova=0 size=0x1000 flags=0", errno(b.ops().map_dma(0, buf.addr, PAGE, 0)), ret);
+            r.step("MAP_DMA iova=0 size=0x1000 flags=RW|4", errno(b.ops().map_dma(0, buf.addr, PAGE, RW | 4)), ret);
+            r.step("UNREGISTER_MEMORY buf", errno(b.ops().unregister_memory(buf.addr, PAGE, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "MAP_DMA over a live TCE replaces it",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(2 * PAGE as usize, PAGE as usize);
+            register(b, r, &buf, "buf")?;
+            r.step("MAP_DMA iova=0 buf size=0x1000 RW", errno(b.ops().map_dma(0, buf.addr, PAGE, RW)), ret);
+            r.step(
+                "MAP_DMA iova=0 buf+0x1000 size=0x1000 READ",
+                errno(b.ops().map_dma(0, buf.addr + PAGE, PAGE, u::VFIO_DMA_MAP_FLAG_READ)),
+                ret,
+            );
+            r.step("UNMAP_DMA iova=0 size=0x1000", errno(b.ops().unmap_dma(0, PAGE, 0)), ret);
+            r.step("UNREGISTER_MEMORY buf", errno(b.ops().unregister_memory(buf.addr, buf.size, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "UNMAP_DMA with a flag fails with EINVAL and of a misaligned size with EINVAL",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(PAGE as usize, PAGE as usize);
+            register(b, r, &buf, "buf")?;
+            r.step("UNMAP_DMA iova=0 size=0x1000 flags=1", errno(b.ops().unmap_dma(0, PAGE, 1)), ret);
+            r.step("UNMAP_DMA iova=0 size=0x800", errno(b.ops().unmap_dma(0, 0x800, 0)), ret);
+            r.step("UNMAP_DMA iova=0x800 size=0x1000", errno(b.ops().unmap_dma(0x800, PAGE, 0)), ret);
+            r.step("UNREGISTER_MEMORY buf", errno(b.ops().unregister_memory(buf.addr, PAGE, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "UNMAP_DMA of part of a mapping succeeds",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(2 * PAGE as usize, PAGE as usize);
+            register(b, r, &buf, "buf")?;
+            r.step("MAP_DMA iova=0 size=0x2000 RW", errno(b.ops().map_dma(0, buf.addr, 2 * PAGE, RW)), ret);
+            r.step("UNMAP_DMA iova=0x1000 size=0x1000", errno(b.ops().unmap_dma(PAGE, PAGE, 0)), ret);
+            r.step("UNMAP_DMA iova=0 size=0x1000", errno(b.ops().unmap_dma(0, PAGE, 0)), ret);
+            r.step("UNREGISTER_MEMORY buf", errno(b.ops().unregister_memory(buf.addr, buf.size, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "TCE_CREATE of a 1 GiB window of 64 KiB TCEs lands at the firmware's 64-bit address",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let start = r.step("TCE_CREATE shift=16 size=1GiB levels=1", errno(b.ops().tce_create(16, GIB, 1, 0)), hex);
+            if let Some(s) = start {
+                r.step("TCE_REMOVE start", errno(b.ops().tce_remove(s, 0)), none);
+            }
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "TCE_CREATE with a page size the PE does not offer fails with EINVAL",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            r.step("TCE_CREATE shift=20 size=1GiB levels=1", errno(b.ops().tce_create(20, GIB, 1, 0)), hex);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "TCE_CREATE of a size that is not a power of two fails with EINVAL",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            r.step("TCE_CREATE shift=16 size=768MiB levels=1", errno(b.ops().tce_create(16, 3 << 28, 1, 0)), hex);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "TCE_CREATE with a flag fails with EINVAL",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            r.step("TCE_CREATE shift=16 size=1GiB flags=1", errno(b.ops().tce_create(16, GIB, 1, 1)), hex);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "TCE_CREATE of a third window fails with ENOSPC",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let s = r.must("TCE_CREATE shift=16 size=1GiB", errno(b.ops().tce_create(16, GIB, 1, 0)), hex)?;
+            r.step("TCE_CREATE shift=16 size=1GiB again", errno(b.ops().tce_create(16, GIB, 1, 0)), hex);
+            r.step("TCE_REMOVE start", errno(b.ops().tce_remove(s, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "TCE_REMOVE of an address in no window fails with EINVAL",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            r.step("TCE_REMOVE start=0x40000000", errno(b.ops().tce_remove(GIB, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "TCE_REMOVE of the default window before first use, then a 4 KiB window of 256 MiB comes back at 0",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            r.step("TCE_REMOVE start=0", errno(b.ops().tce_remove(0, 0)), none);
+            let s = r.step("TCE_CREATE shift=12 size=256MiB", errno(b.ops().tce_create(12, 1 << 28, 1, 0)), hex);
+            let buf = Buffer::new(PAGE as usize, PAGE as usize);
+            register(b, r, &buf, "buf")?;
+            r.step("MAP_DMA iova=0x10000000 size=0x1000 RW", errno(b.ops().map_dma(1 << 28, buf.addr, PAGE, RW)), ret);
+            r.step("MAP_DMA iova=0xfff000 size=0x1000 RW", errno(b.ops().map_dma(0xff_f000, buf.addr, PAGE, RW)), ret);
+            r.step("UNMAP_DMA iova=0xfff000 size=0x1000", errno(b.ops().unmap_dma(0xff_f000, PAGE, 0)), ret);
+            if let Some(s) = s {
+                r.step("TCE_REMOVE start", errno(b.ops().tce_remove(s, 0)), none);
+            }
+            r.step("UNREGISTER_MEMORY buf", errno(b.ops().unregister_memory(buf.addr, PAGE, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "MAP_DMA of 64 KiB TCEs over 4 KiB pages fails with EINVAL",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let s = r.must("TCE_CREATE shift=16 size=1GiB", errno(b.ops().tce_create(16, GIB, 1, 0)), hex)?;
+            let buf = Buffer::new(0x20000, 0x10000);
+            register(b, r, &buf, "buf (64 KiB aligned)")?;
+            r.step("MAP_DMA iova=start size=0x10000 RW", errno(b.ops().map_dma(s, buf.addr, 0x10000, RW)), ret);
+            r.step("TCE_REMOVE start", errno(b.ops().tce_remove(s, 0)), none);
+            r.step("UNREGISTER_MEMORY buf", errno(b.ops().unregister_memory(buf.addr, buf.size, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "v2 ENABLE and REGISTER on v1 fail with ENOTTY",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            r.step("ENABLE (v2)", errno(b.ops().enable()), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "v1 maps into the default window after ENABLE without registering memory",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, false)?;
+            let buf = Buffer::new(PAGE as usize, PAGE as usize);
+            r.step("MAP_DMA before ENABLE", errno(b.ops().map_dma(0, buf.addr, PAGE, RW)), ret);
+            r.step("ENABLE", errno(b.ops().enable()), none);
+            r.step("ENABLE again", errno(b.ops().enable()), none);
+            r.step("REGISTER_MEMORY buf (v1)", errno(b.ops().register_memory(buf.addr, PAGE, 0)), none);
+            r.step("TCE_CREATE (v1)", errno(b.ops().tce_create(16, GIB, 1, 0)), hex);
+            r.step("MAP_DMA iova=0 size=0x1000 RW", errno(b.ops().map_dma(0, buf.addr, PAGE, RW)), ret);
+            r.step("UNMAP_DMA iova=0 size=0x1000", errno(b.ops().unmap_dma(0, PAGE, 0)), ret);
+            r.step("DISABLE", errno(b.ops().disable()), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "EEH_PE_OP on a pseries PE under TCG",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            r.step("EEH_PE_OP GET_STATE", errno(b.ops().eeh_pe_op(u::VFIO_EEH_PE_GET_STATE)), ret);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "vfio-core refuses a map or unmap that runs past the window end before the kernel sees it",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(2 * PAGE as usize, PAGE as usize);
+            let mut c = r.must("vfio-core TceContainer::new v2", errno(TceContainer::new(b.ops(), TceVersion::V2, 0, 12)), |_| String::new())?;
+            r.must("vfio-core register buf", errno(c.register(buf.addr, buf.size)), none)?;
+            let m = c.map(GIB - PAGE, buf.addr, 2 * PAGE, DmaDirection::Bidirectional);
+            let refused = m.as_ref().err().and_then(|e| e.detail.clone()).unwrap_or_default();
+            r.step("vfio-core map iova=0x3ffff000 size=0x2000", errno(m), none);
+            r.check("the refusal came from vfio-core, not the kernel", refused.contains("before the ioctl"), refused);
+            r.step("vfio-core unmap iova=0x3ffff000 size=0x2000", errno(c.unmap(GIB - PAGE, 2 * PAGE)), none);
+            r.step("vfio-core map iova=0x3fffe000 size=0x2000", errno(c.map(GIB - 2 * PAGE, buf.addr, 2 * PAGE, DmaDirection::Bidirectional)), none);
+            r.step("vfio-core release", errno(c.release()), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "vfio-core refuses to unregister memory that is still mapped",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(PAGE as usize, PAGE as usize);
+            let mut c = r.must("vfio-core TceContainer::new v2", errno(TceContainer::new(b.ops(), TceVersion::V2, 0, 12)), |_| String::new())?;
+            r.must("vfio-core register buf", errno(c.register(buf.addr, buf.size)), none)?;
+            r.must("vfio-core map iova=0 size=0x1000", errno(c.map(0, buf.addr, PAGE, DmaDirection::Bidirectional)), none)?;
+            r.step("vfio-core unregister buf", errno(c.unregister(buf.addr, buf.size)), none);
+            r.step("vfio-core unmap iova=0", errno(c.unmap(0, PAGE)), none);
+            r.step("vfio-core unregister buf", errno(c.unregister(buf.addr, buf.size)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "vfio-core creates a 64-bit window of 4 KiB TCEs with the levels the PE allows and maps into it",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(PAGE as usize, PAGE as usize);
+            let mut c = r.must("vfio-core TceContainer::new v2", errno(TceContainer::new(b.ops(), TceVersion::V2, 0, 12)), |_| String::new())?;
+            let w = r.must("vfio-core create_window shift=12 size=1GiB", errno(c.create_window(12, GIB)), |w| format!("start={:#x} size={:#x}", w.start, w.size))?;
+            r.must("vfio-core register buf", errno(c.register(buf.addr, buf.size)), none)?;
+            r.step("vfio-core map iova=start", errno(c.map(w.start, buf.addr, PAGE, DmaDirection::Bidirectional)), none);
+            r.step("vfio-core remove_window start", errno(c.remove_window(w.start)), none);
+            r.step("vfio-core release", errno(c.release()), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "a second PE joins a v2 container, then TCE_CREATE fails with EPERM",
+        pes: 2,
+        run: |b, r| {
+            setup(b, r, true)?;
+            r.step("SET_CONTAINER pe1", b.attach(1), none);
+            r.step("TCE_CREATE shift=16 size=1GiB", errno(b.ops().tce_create(16, GIB, 1, 0)), hex);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "a second PE into a v2 container that has a window fails with EPERM",
+        pes: 2,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let s = r.must("TCE_CREATE shift=16 size=1GiB", errno(b.ops().tce_create(16, GIB, 1, 0)), hex)?;
+            r.step("SET_CONTAINER pe1", b.attach(1), none);
+            r.step("TCE_REMOVE start", errno(b.ops().tce_remove(s, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "a second PE into a v1 container fails with EBUSY",
+        pes: 2,
+        run: |b, r| {
+            setup(b, r, false)?;
+            r.step("SET_CONTAINER pe1", b.attach(1), none);
+            Ok(())
+        },
+    },
+];
+
+#[allow(dead_code)]
+fn _object_safe(_: &mut dyn SpaprOps) {}
