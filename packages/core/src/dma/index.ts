@@ -9,3 +9,8 @@ export { ContainerMappings, type HostEntry, type MappingStats } from './mappings
 export * from './identity';
 export * from './shadow';
 export { Type1Model, type ModelMapping } from './type1-model';
+export * from './spapr';
+export * from './trace-format';
+export * from './trace-linux';
+export * from './replay';
+export * from './generate';
