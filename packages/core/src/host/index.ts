@@ -8,3 +8,7 @@ export * from './pci-ids';
 export * from './config-space';
 export * from './model';
 export * from './discover';
+export * from './viability';
+export * from './safety';
+export * from './state';
+export * from './bind';

@@ -69,13 +69,17 @@ export function createHostFs(roots: HostRoots = {}): HostFs {
   };
 }
 
-/** Absence (ENOENT, ENOTDIR, EINVAL from readlink on a non-link) reads as undefined. */
+/**
+ * Absence (ENOENT, ENOTDIR, EINVAL from readlink on a non-link) reads as
+ * undefined, and so does EACCES: another user's /proc/PID/fd is as invisible
+ * to us as a missing one.
+ */
 function absentAsUndefined<T>(read: () => T): T | undefined {
   try {
     return read();
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EINVAL' || code === 'ENODEV') return undefined;
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EINVAL' || code === 'ENODEV' || code === 'EACCES') return undefined;
     throw err;
   }
 }

@@ -1,0 +1,83 @@
+import test from 'ava';
+import { createFixtureHost } from '@vfiokit/testkit';
+import { discoverHost, findGroup } from './discover';
+import type { HostModel, PciDevice } from './model';
+import { allowsViability, assertViable, checkViability, viabilityRuleFor } from './viability';
+
+const model = (name: string) => discoverHost(createFixtureHost(name).fs);
+const withKernel = (m: HostModel, kernelRelease: string): HostModel => ({ ...m, kernelRelease });
+
+test('a group whose devices are on snd_hda_intel and nouveau is not viable', (t) => {
+  const m = model('workstation');
+  t.deepEqual(checkViability(m, findGroup(m, 1)).blocking, [
+    { address: '0000:01:00.0', driver: 'nouveau', fix: 'vfiokit bind 0000:01:00.0' },
+    { address: '0000:01:00.1', driver: 'snd_hda_intel', fix: 'vfiokit bind 0000:01:00.1' },
+  ]);
+});
+
+test('a root port on pcieport does not block its group (driver_managed_dma)', (t) => {
+  const m = model('workstation');
+  t.deepEqual(checkViability(m, findGroup(m, 1)).bystanders, ['0000:00:01.0']);
+});
+
+test('a group of one device with no driver is viable', (t) => {
+  const m = model('power8');
+  t.true(checkViability(m, findGroup(m, 2)).viable);
+});
+
+test('a bridge without a driver and an unbound card leave the bridge group blocked only by the driven cards', (t) => {
+  const m = model('bridge-group');
+  t.deepEqual(
+    checkViability(m, findGroup(m, 2)).blocking.map((b) => b.address),
+    ['0000:02:00.0', '0000:02:01.0'],
+  );
+});
+
+test('the not-viable error names each blocking device, its driver and the fix', (t) => {
+  const m = model('workstation');
+  const err = t.throws(() => assertViable(m, findGroup(m, 1)));
+  t.is(
+    err?.message,
+    "group 1 is not viable: 0000:01:00.0 is bound to nouveau, 0000:01:00.1 is bound to snd_hda_intel; run 'vfiokit bind 0000:01:00.0' to move the whole group to vfio-pci",
+  );
+});
+
+test('the not-viable error has code HOST_GROUP_NOT_VIABLE and a bind hint', (t) => {
+  const m = model('workstation');
+  const err = t.throws(() => assertViable(m, findGroup(m, 1))) as { code?: string; hint?: string };
+  t.deepEqual([err.code, err.hint], ['HOST_GROUP_NOT_VIABLE', 'vfiokit bind 0000:01:00.0']);
+});
+
+test('kernels from 5.19 on decide by DMA ownership', (t) => {
+  t.deepEqual([viabilityRuleFor('5.19.0'), viabilityRuleFor('6.1.0-27-amd64'), viabilityRuleFor(undefined)], ['dma-owner', 'dma-owner', 'dma-owner']);
+});
+
+test('kernels before 5.19 decide by the driver allow-list', (t) => {
+  t.is(viabilityRuleFor('5.15.0-91-generic'), 'driver-allowlist');
+});
+
+const bridgeOn = (driver: string): PciDevice =>
+  ({ address: '0000:01:00.0', driver, headerType: 'bridge', isBridge: true }) as PciDevice;
+
+test('before 5.19 a bridge with any driver is allowed (vfio_dev_driver_allowed)', (t) => {
+  t.true(allowsViability(bridgeOn('shpchp'), 'driver-allowlist'));
+});
+
+test('from 5.19 a bridge on a DMA-using driver blocks its group', (t) => {
+  t.false(allowsViability(bridgeOn('shpchp'), 'dma-owner'));
+});
+
+test('pci-stub leaves a group viable under both rules', (t) => {
+  const d = { address: '0000:01:00.0', driver: 'pci-stub', headerType: 'normal', isBridge: false } as PciDevice;
+  t.deepEqual([allowsViability(d, 'dma-owner'), allowsViability(d, 'driver-allowlist')], [true, true]);
+});
+
+test('a root port on pcieport leaves its group viable on a pre-5.19 kernel too (not a type 0 header)', (t) => {
+  const m = model('workstation');
+  t.true(checkViability(withKernel(m, '5.4.0'), findGroup(m, 5)).viable);
+});
+
+test('the report names the rule the kernel applies', (t) => {
+  const m = model('workstation');
+  t.is(checkViability(withKernel(m, '5.4.0'), findGroup(m, 5)).rule, 'driver-allowlist');
+});
