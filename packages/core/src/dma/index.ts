@@ -14,3 +14,5 @@ export * from './trace-format';
 export * from './trace-linux';
 export * from './replay';
 export * from './generate';
+export * from './topology';
+export * from './compat';
