@@ -1,23 +1,28 @@
 // What every command gets: the global options, an Output, and the host it
 // works on, opened lazily (lab and trace replay never touch one) and always
 // disposed, so a --mock run leaves no temporary tree behind.
+import { createHostFs, DEFAULT_STATE_DIR, discoverHost, type HostFs, type HostModel } from '@vfiokit/core';
 import { Output } from './output';
-import { CliError } from './errors';
-import { ExitCode } from './exit-codes';
+import { invalidInput } from './errors';
 
 export interface GlobalOptions {
   readonly sysfsRoot?: string;
   readonly mock?: string;
+  readonly mockDir?: string;
   readonly json: boolean;
   readonly debug: boolean;
 }
 
 /** The host a command acts on: a real sysfs (default /sys) or a simulated fixture host. */
 export interface HostSession {
-  /** Root of the sysfs tree that discovery reads and bind/unbind write. */
-  readonly sysfsRoot: string;
+  /** Every read and write of the host goes through this (core's seam). */
+  readonly fs: HostFs;
+  /** What this host is, for people: `/sys`, `simulated host workstation`. */
+  readonly description: string;
   /** The fixture's name when this is a simulated host (--mock), else undefined. */
   readonly fixture?: string;
+  /** Where bind records (each device's original driver) are kept between runs. */
+  readonly stateDir: string;
   /** Which VFIO backend containers are opened on. */
   readonly backend: 'kernel' | 'mock';
   dispose(): Promise<void>;
@@ -37,18 +42,33 @@ export class CommandContext {
     return this.session;
   }
 
+  /** A fresh discovery of the host: call again after changing it. */
+  async discover(): Promise<HostModel> {
+    return discoverHost((await this.host()).fs);
+  }
+
   async dispose(): Promise<void> {
-    if (this.session) await (await this.session).dispose();
+    // A session that failed to open has nothing to dispose; its error was reported already.
+    const session = await this.session?.catch(() => undefined);
+    await session?.dispose();
   }
 }
 
 async function openHostSession(globals: GlobalOptions): Promise<HostSession> {
-  if (globals.mock !== undefined) {
-    // Wired to testkit's fixture hosts as soon as they exist (issue 5).
-    throw new CliError('UNAVAILABLE', `simulated host ${globals.mock} is not available in this build`, ExitCode.Unavailable);
+  if (globals.mockDir !== undefined && globals.mock === undefined) {
+    throw invalidInput('--mock-dir needs --mock', "name the simulated host too: 'vfiokit --mock workstation --mock-dir DIR ...'");
   }
+  if (globals.mock !== undefined) {
+    // The only path from the CLI into testkit, loaded on demand so a
+    // production run never imports it.
+    const { openSimulatedHost } = await import('./testkit');
+    return openSimulatedHost(globals.mock, globals.mockDir);
+  }
+  const sysfsRoot = globals.sysfsRoot ?? '/sys';
   return {
-    sysfsRoot: globals.sysfsRoot ?? '/sys',
+    fs: createHostFs({ sysfsRoot }),
+    description: sysfsRoot,
+    stateDir: DEFAULT_STATE_DIR,
     backend: 'kernel',
     async dispose() {},
   };

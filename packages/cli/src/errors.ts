@@ -25,8 +25,10 @@ function layerCode(err: unknown): string | undefined {
 }
 
 /**
- * Exit codes for the codes core and qemu-bridge give their errors. A code
- * not listed is a failure of the layer it came from; the prefix then decides.
+ * Exit codes for the stable codes of the layers below. Each layer documents
+ * its codes beside its error classes (core/src/host/errors.ts,
+ * core/src/dma/errors.ts, qemu-bridge); a code missing here falls back to its
+ * layer's prefix below.
  */
 const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   // Node's own, from fs and net.
@@ -34,10 +36,34 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   EACCES: ExitCode.HostFailure,
   EPERM: ExitCode.HostFailure,
   ECONNREFUSED: ExitCode.QemuFailure,
-  ETIMEDOUT: ExitCode.QemuFailure,
+  // core/host
+  HOST_INVALID_ADDRESS: ExitCode.InvalidInput,
+  HOST_DEVICE_NOT_FOUND: ExitCode.NotFound,
+  HOST_GROUP_NOT_FOUND: ExitCode.NotFound,
+  HOST_NO_IOMMU: ExitCode.Unavailable,
+  HOST_VFIO_PCI_UNAVAILABLE: ExitCode.Unavailable,
+  HOST_GROUP_NOT_VIABLE: ExitCode.Refused,
+  HOST_UNSAFE_DETACH: ExitCode.Refused,
+  HOST_MEMLOCK_TOO_LOW: ExitCode.Refused,
+  HOST_BIND_FAILED: ExitCode.HostFailure,
+  HOST_ROLLBACK_FAILED: ExitCode.HostFailure,
+  HOST_STATE: ExitCode.HostFailure,
+  // core/dma
+  DMA_INVALID_LAYOUT: ExitCode.InvalidInput,
+  DMA_TRACE: ExitCode.InvalidInput,
+  DMA_GUEST_OP: ExitCode.InvalidInput,
+  DMA_IOVA_COLLISION: ExitCode.Refused,
+  DMA_ENTRY_LIMIT: ExitCode.Refused,
+  DMA_HOST_REFUSAL: ExitCode.Refused,
+  DMA_TARGET_FAILED: ExitCode.HostFailure,
 };
 
+/** A code this table does not list yet: its layer says what kind of failure it is. */
 const EXIT_BY_PREFIX: readonly (readonly [string, ExitCode])[] = [
+  ['HOST_', ExitCode.HostFailure],
+  ['DMA_', ExitCode.Refused],
+  ['PLAN_', ExitCode.Refused],
+  ['VFIO_', ExitCode.HostFailure],
   ['QMP_', ExitCode.QemuFailure],
   ['QEMU_', ExitCode.QemuFailure],
 ];
@@ -47,12 +73,9 @@ export function exitCodeFor(code: string | undefined): ExitCode {
   const exact = EXIT_BY_CODE[code];
   if (exact !== undefined) return exact;
   for (const [prefix, exit] of EXIT_BY_PREFIX) if (code.startsWith(prefix)) return exit;
-  if (/(NOT_FOUND|UNKNOWN|NO_SUCH)/.test(code)) return ExitCode.NotFound;
-  if (/(INVALID|MALFORMED|PARSE|BAD_)/.test(code)) return ExitCode.InvalidInput;
-  if (/(NOT_VIABLE|UNSAFE|REFUSED|UNSATISFIABLE|INCOMPATIBLE|MEMLOCK|COLLISION)/.test(code)) return ExitCode.Refused;
-  if (/(TIMEOUT|QMP)/.test(code)) return ExitCode.QemuFailure;
-  if (/(NO_IOMMU|UNAVAILABLE|UNSUPPORTED)/.test(code)) return ExitCode.Unavailable;
-  return ExitCode.HostFailure;
+  // An errno from the kernel (EBUSY from a sysfs write, EINVAL from an ioctl).
+  if (/^E[A-Z0-9]+$/.test(code)) return ExitCode.HostFailure;
+  return ExitCode.Internal;
 }
 
 /** Turn anything thrown into a CliError: known layer errors keep their message and code. */

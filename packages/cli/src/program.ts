@@ -44,8 +44,8 @@ export function action<A extends unknown[]>(state: RunState, body: ActionBody<A>
 }
 
 function readGlobals(command: Command): GlobalOptions {
-  const o = command.optsWithGlobals<{ sysfsRoot?: string; mock?: string; json?: boolean; debug?: boolean }>();
-  return { sysfsRoot: o.sysfsRoot, mock: o.mock, json: o.json === true, debug: o.debug === true };
+  const o = command.optsWithGlobals<{ sysfsRoot?: string; mock?: string; mockDir?: string; json?: boolean; debug?: boolean }>();
+  return { sysfsRoot: o.sysfsRoot, mock: o.mock, mockDir: o.mockDir, json: o.json === true, debug: o.debug === true };
 }
 
 /** Add the `Example:` block every command's --help ends with. */
@@ -63,6 +63,7 @@ export function buildProgram(state: RunState, commands: readonly CommandFactory[
     .addOption(
       new Option('--mock <fixture>', 'use a built-in simulated host (workstation, sriov-server, bridge-group, power8, no-iommu) and the mock VFIO backend').conflicts('sysfsRoot'),
     )
+    .addOption(new Option('--mock-dir <dir>', 'keep the simulated host in this folder, so later runs see what this one changed (with --mock)'))
     .option('--json', 'print results as one JSON document on stdout (errors as JSON on stderr)', false)
     .option('--debug', 'print stack traces with errors', false)
     .showSuggestionAfterError(true)

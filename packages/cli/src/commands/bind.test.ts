@@ -1,0 +1,71 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { parseJson, vfiokit } from '../testing/run-cli';
+
+function keptHost(t: { teardown(fn: () => void): void }): string[] {
+  const dir = mkdtempSync(join(tmpdir(), 'vfiokit-cli-test-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return ['--mock', 'workstation', '--mock-dir', dir];
+}
+
+test('bind moves a group to vfio-pci and a later run sees it there; unbind gives the old driver back', async (t) => {
+  const host = keptHost(t);
+  const bound = await vfiokit([...host, 'bind', '0000:04:00.0']);
+  t.is(bound.code, 0);
+  t.is(bound.stdout.split('\n')[1], '  0000:04:00.0  xhci_hcd -> vfio-pci');
+  const after = parseJson<{ device: { driver: string } }>(await vfiokit([...host, '--json', 'show', '04:00.0']));
+  t.is(after.device.driver, 'vfio-pci');
+  const unbound = await vfiokit([...host, 'unbind', '11']);
+  t.is(unbound.code, 0);
+  t.is(unbound.stdout.split('\n')[1], '  0000:04:00.0  vfio-pci -> xhci_hcd');
+  const back = parseJson<{ device: { driver: string } }>(await vfiokit([...host, '--json', 'show', '04:00.0']));
+  t.is(back.device.driver, 'xhci_hcd');
+});
+
+test('bind --dry-run says what would move and leaves every driver as it was', async (t) => {
+  const host = keptHost(t);
+  const run = await vfiokit([...host, '--json', 'bind', '--dry-run', '11']);
+  t.is(run.code, 0);
+  const body = parseJson<{ dryRun: boolean; groups: { group: number; changes: unknown[]; plan: { devices: { address: string; action: string }[] } }[] }>(run);
+  t.true(body.dryRun);
+  t.deepEqual(body.groups[0]!.plan.devices, [{ address: '0000:04:00.0', action: 'bind', driver: 'xhci_hcd' }]);
+  t.deepEqual(body.groups[0]!.changes, []);
+  const after = parseJson<{ device: { driver: string } }>(await vfiokit([...host, '--json', 'show', '04:00.0']));
+  t.is(after.device.driver, 'xhci_hcd');
+});
+
+test('bind of the console GPU is refused with exit 5 and the override in the hint', async (t) => {
+  const run = await vfiokit(['--mock', 'workstation', 'bind', '01:00.0']);
+  t.is(run.code, 5);
+  t.is(run.stdout, '');
+  t.is(
+    run.stderr,
+    "vfiokit: refusing to detach 0000:01:00.0 from nouveau: it drives the boot console (boot_vga = 1) (rule 'console-display'); override with --force console-display if the host can do without it\nhint: vfiokit bind --force console-display 0000:01:00.0\n",
+  );
+});
+
+test('bind with --force console-display moves the GPU and its audio function together', async (t) => {
+  const run = await vfiokit(['--mock', 'workstation', '--json', 'bind', '--force', 'console-display', '01:00.0']);
+  t.is(run.code, 0);
+  const body = parseJson<{ groups: { group: number; changes: { address: string; from: string; to: string }[] }[] }>(run);
+  t.deepEqual(body.groups[0]!.changes, [
+    { address: '0000:01:00.0', from: 'nouveau', to: 'vfio-pci' },
+    { address: '0000:01:00.1', from: 'snd_hda_intel', to: 'vfio-pci' },
+  ]);
+});
+
+test('bind of several targets that fails on a later one puts the earlier groups back', async (t) => {
+  const host = keptHost(t);
+  const run = await vfiokit([...host, 'bind', '04:00.0', '01:00.0']);
+  t.is(run.code, 5);
+  const usb = parseJson<{ device: { driver: string } }>(await vfiokit([...host, '--json', 'show', '04:00.0']));
+  t.is(usb.device.driver, 'xhci_hcd');
+});
+
+test('an unknown --force rule is invalid input', async (t) => {
+  const run = await vfiokit(['--mock', 'workstation', 'bind', '--force', 'gpu', '01:00.0']);
+  t.is(run.code, 4);
+  t.is(run.stderr, 'vfiokit: --force gpu: no such safety rule\nhint: use one of root-filesystem, default-route, console-display, bridge, or all\n');
+});

@@ -1,0 +1,50 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { parseJson, vfiokit } from '../testing/run-cli';
+
+interface CheckJson {
+  ok: boolean;
+  devices: { address: string; group: number | null; ok: boolean; checks: { check: string; ok: boolean; message: string; fix?: string }[] }[];
+}
+
+test('check of the console GPU fails with exit 5, giving the bind and the override commands', async (t) => {
+  const run = await vfiokit(['--mock', 'workstation', '--json', 'check', '01:00.0']);
+  t.is(run.code, 5);
+  const body = parseJson<CheckJson>(run);
+  t.false(body.ok);
+  const failed = body.devices[0]!.checks.filter((c) => !c.ok);
+  t.deepEqual(
+    failed.map((c) => [c.check, c.fix]),
+    [
+      ['viability', 'vfiokit bind 0000:01:00.0'],
+      ['safety', 'vfiokit bind --force console-display 0000:01:00.0   # only if the host can do without it'],
+    ],
+  );
+});
+
+test('check of a device whose group is on vfio-pci passes with exit 0', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vfiokit-cli-test-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const host = ['--mock', 'workstation', '--mock-dir', dir];
+  t.is((await vfiokit([...host, 'bind', '04:00.0'])).code, 0);
+  const run = await vfiokit([...host, 'check', '04:00.0']);
+  t.is(run.code, 0);
+  t.is(run.stdout.split('\n')[0], '0000:04:00.0 (group 11): can be assigned');
+});
+
+test('check on a host without an IOMMU says how to turn it on', async (t) => {
+  const run = await vfiokit(['--mock', 'no-iommu', 'check', '00:17.0']);
+  t.is(run.code, 5);
+  t.is(
+    run.stdout,
+    '0000:00:17.0: cannot be assigned yet\n  FAIL iommu     this host has no IOMMU groups: the IOMMU is off or absent\n                 fix: enable VT-d or AMD-Vi in the firmware, add intel_iommu=on to the kernel command line on Intel, and reboot\n',
+  );
+});
+
+test('check of an unknown address exits 3', async (t) => {
+  const run = await vfiokit(['--mock', 'workstation', 'check', '0000:42:00.0']);
+  t.is(run.code, 3);
+  t.regex(run.stderr, /^vfiokit: no PCI device 0000:42:00\.0 on this host/);
+});

@@ -1,0 +1,103 @@
+// `vfiokit check ADDRESS...`: can these devices be assigned, and if not, what
+// exactly to run. Read-only: it decides what `bind` and a VMM would run into
+// (no IOMMU, vfio-pci missing, a group not viable, a safety rule, too little
+// locked memory) without changing anything.
+import { Command } from 'commander';
+import {
+  checkViability,
+  describeViability,
+  findDevice,
+  findGroup,
+  planGroupBind,
+  type HostFs,
+  type HostModel,
+} from '@vfiokit/core';
+import { action, RunState, withExamples } from '../program';
+import { ExitCode } from '../exit-codes';
+
+export interface CheckItem {
+  readonly check: 'iommu' | 'vfio-pci' | 'viability' | 'safety' | 'memlock';
+  readonly ok: boolean;
+  readonly message: string;
+  /** The command that fixes it, when something does. */
+  readonly fix?: string;
+}
+
+export interface DeviceCheck {
+  readonly address: string;
+  readonly group: number | null;
+  readonly ok: boolean;
+  readonly checks: readonly CheckItem[];
+}
+
+/** Every check for one device, in the order an operator would fix them. */
+export function checkDevice(fs: HostFs, model: HostModel, target: string): DeviceCheck {
+  const device = findDevice(model, target);
+  const checks: CheckItem[] = [];
+  if (device.iommuGroup === undefined) {
+    checks.push({
+      check: 'iommu',
+      ok: false,
+      message: model.iommu.present
+        ? `${device.address} has no IOMMU group, so VFIO cannot take it`
+        : 'this host has no IOMMU groups: the IOMMU is off or absent',
+      fix: 'enable VT-d or AMD-Vi in the firmware, add intel_iommu=on to the kernel command line on Intel, and reboot',
+    });
+    return { address: device.address, group: null, ok: false, checks };
+  }
+  checks.push({ check: 'iommu', ok: true, message: `IOMMU group ${device.iommuGroup} (${model.iommu.kind ?? 'unknown'} IOMMU)` });
+  checks.push(
+    model.vfioPciLoaded
+      ? { check: 'vfio-pci', ok: true, message: 'vfio-pci is loaded' }
+      : { check: 'vfio-pci', ok: false, message: 'vfio-pci is not loaded', fix: 'modprobe vfio-pci' },
+  );
+  const group = findGroup(model, device.iommuGroup);
+  const viability = checkViability(model, group);
+  checks.push(
+    viability.viable
+      ? { check: 'viability', ok: true, message: describeViability(viability) }
+      : { check: 'viability', ok: false, message: describeViability(viability), fix: `vfiokit bind ${device.address}` },
+  );
+  const plan = planGroupBind(fs, model, group.id);
+  if (plan.refusals.length === 0) {
+    checks.push({ check: 'safety', ok: true, message: `no device of group ${group.id} that bind would detach is one the host needs` });
+  }
+  for (const f of plan.refusals) {
+    checks.push({
+      check: 'safety',
+      ok: false,
+      message: `${f.address}: ${f.detail} (rule '${f.rule}')`,
+      fix: `vfiokit bind ${f.override} ${device.address}   # only if the host can do without it`,
+    });
+  }
+  return { address: device.address, group: group.id, ok: checks.every((c) => c.ok), checks };
+}
+
+function checkText(results: readonly DeviceCheck[]): string {
+  const lines: string[] = [];
+  for (const r of results) {
+    lines.push(`${r.address}${r.group === null ? '' : ` (group ${r.group})`}: ${r.ok ? 'can be assigned' : 'cannot be assigned yet'}`);
+    for (const c of r.checks) {
+      lines.push(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.check.padEnd(10)}${c.message}`);
+      if (c.fix) lines.push(`       ${''.padEnd(10)}fix: ${c.fix}`);
+    }
+  }
+  return lines.join('\n');
+}
+
+export function checkCommand(state: RunState): Command {
+  const cmd = new Command('check')
+    .description('check that devices can be assigned: IOMMU, vfio-pci, group viability, host-safety rules; prints the command that fixes each problem')
+    .argument('<addresses...>', 'PCI addresses')
+    .action(
+      action(state, async (ctx, addresses: string[]) => {
+        const host = await ctx.host();
+        const model = await ctx.discover();
+        const results = addresses.map((a) => checkDevice(host.fs, model, a));
+        const ok = results.every((r) => r.ok);
+        ctx.out.result({ ok, devices: results }, () => checkText(results));
+        return ok ? ExitCode.Ok : ExitCode.Refused;
+      }),
+    );
+  return withExamples(cmd, 'vfiokit check 0000:01:00.0', 'vfiokit --mock workstation check 01:00.0 04:00.0 --json');
+}
