@@ -12,3 +12,4 @@ export * from './viability';
 export * from './safety';
 export * from './state';
 export * from './bind';
+export * from './memlock';
