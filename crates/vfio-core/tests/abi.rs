@@ -1,0 +1,208 @@
+//! Holds `vfio_core::uapi` to the system's `linux/vfio.h`: a C program built
+//! with `cc` prints every size, field offset and constant in the table
+//! below, and each must equal the Rust side.
+//!
+//! To add a struct or constant, add a line to `abi_table!`: `struct NAME {
+//! fields }` checks size and offsets, `const NAME` checks a value.
+
+use std::collections::HashMap;
+use std::mem::{offset_of, size_of};
+use std::process::Command;
+
+use vfio_core::uapi::spapr::{
+    vfio_eeh_pe_err, vfio_eeh_pe_op, vfio_iommu_spapr_register_memory, vfio_iommu_spapr_tce_create,
+    vfio_iommu_spapr_tce_ddw_info, vfio_iommu_spapr_tce_info, vfio_iommu_spapr_tce_remove,
+};
+use vfio_core::uapi::*;
+
+/// One entry: the C expression's name and the Rust value.
+struct Entry {
+    c_name: String,
+    c_expr: String,
+    rust: u64,
+}
+
+macro_rules! abi_table {
+    ($( struct $s:ident { $($f:ident),* } )* ; $( const $c:path = $cname:literal ),* $(,)?) => {{
+        let mut v: Vec<Entry> = Vec::new();
+        $(
+            v.push(Entry {
+                c_name: format!("sizeof {}", stringify!($s)),
+                c_expr: format!("sizeof(struct {})", stringify!($s)),
+                rust: size_of::<$s>() as u64,
+            });
+            $(
+                v.push(Entry {
+                    c_name: format!("offsetof {}.{}", stringify!($s), c_field(stringify!($f))),
+                    c_expr: format!("offsetof(struct {}, {})", stringify!($s), c_field(stringify!($f))),
+                    rust: offset_of!($s, $f) as u64,
+                });
+            )*
+        )*
+        $(
+            v.push(Entry { c_name: format!("const {}", $cname), c_expr: format!("(unsigned long long)({})", $cname), rust: $c as u64 });
+        )*
+        v
+    }};
+}
+
+/// Rust field names that differ from C (keywords).
+fn c_field(f: &str) -> &str {
+    match f {
+        "type_" => "type",
+        other => other,
+    }
+}
+
+fn table() -> Vec<Entry> {
+    abi_table! {
+        struct vfio_info_cap_header { id, version, next }
+        struct vfio_group_status { argsz, flags }
+        struct vfio_device_info { argsz, flags, num_regions, num_irqs, cap_offset }
+        struct vfio_region_info { argsz, flags, index, cap_offset, size, offset }
+        struct vfio_region_sparse_mmap_area { offset, size }
+        struct vfio_region_info_cap_sparse_mmap { header, nr_areas, reserved, areas }
+        struct vfio_region_info_cap_type { header, type_, subtype }
+        struct vfio_irq_info { argsz, flags, index, count }
+        struct vfio_irq_set { argsz, flags, index, start, count, data }
+        struct vfio_iommu_type1_info { argsz, flags, iova_pgsizes, cap_offset }
+        struct vfio_iova_range { start, end }
+        struct vfio_iommu_type1_info_cap_iova_range { header, nr_iovas, reserved, iova_ranges }
+        struct vfio_iommu_type1_info_cap_migration { header, flags, pgsize_bitmap, max_dirty_bitmap_size }
+        struct vfio_iommu_type1_info_dma_avail { header, avail }
+        struct vfio_iommu_type1_dma_map { argsz, flags, vaddr, iova, size }
+        struct vfio_bitmap { pgsize, size, data }
+        struct vfio_iommu_type1_dma_unmap { argsz, flags, iova, size, data }
+        struct vfio_iommu_type1_dirty_bitmap { argsz, flags, data }
+        struct vfio_iommu_type1_dirty_bitmap_get { iova, size, bitmap }
+        struct vfio_iommu_spapr_tce_ddw_info { pgsizes, max_dynamic_windows_supported, levels }
+        struct vfio_iommu_spapr_tce_info { argsz, flags, dma32_window_start, dma32_window_size, ddw }
+        struct vfio_iommu_spapr_register_memory { argsz, flags, vaddr, size }
+        struct vfio_iommu_spapr_tce_create { argsz, flags, page_shift, window_size, levels, start_addr }
+        struct vfio_iommu_spapr_tce_remove { argsz, flags, start_addr }
+        struct vfio_eeh_pe_err { type_, func, addr, mask }
+        struct vfio_eeh_pe_op { argsz, flags, op, err }
+        ;
+        const VFIO_API_VERSION = "VFIO_API_VERSION",
+        const VFIO_TYPE1_IOMMU = "VFIO_TYPE1_IOMMU",
+        const VFIO_SPAPR_TCE_IOMMU = "VFIO_SPAPR_TCE_IOMMU",
+        const VFIO_TYPE1V2_IOMMU = "VFIO_TYPE1v2_IOMMU",
+        const VFIO_DMA_CC_IOMMU = "VFIO_DMA_CC_IOMMU",
+        const VFIO_EEH = "VFIO_EEH",
+        const VFIO_TYPE1_NESTING_IOMMU = "VFIO_TYPE1_NESTING_IOMMU",
+        const VFIO_SPAPR_TCE_V2_IOMMU = "VFIO_SPAPR_TCE_v2_IOMMU",
+        const VFIO_NOIOMMU_IOMMU = "VFIO_NOIOMMU_IOMMU",
+        const VFIO_UNMAP_ALL = "VFIO_UNMAP_ALL",
+        const VFIO_UPDATE_VADDR = "VFIO_UPDATE_VADDR",
+        const VFIO_GET_API_VERSION = "VFIO_GET_API_VERSION",
+        const VFIO_CHECK_EXTENSION = "VFIO_CHECK_EXTENSION",
+        const VFIO_SET_IOMMU = "VFIO_SET_IOMMU",
+        const VFIO_GROUP_GET_STATUS = "VFIO_GROUP_GET_STATUS",
+        const VFIO_GROUP_SET_CONTAINER = "VFIO_GROUP_SET_CONTAINER",
+        const VFIO_GROUP_UNSET_CONTAINER = "VFIO_GROUP_UNSET_CONTAINER",
+        const VFIO_GROUP_GET_DEVICE_FD = "VFIO_GROUP_GET_DEVICE_FD",
+        const VFIO_DEVICE_GET_INFO = "VFIO_DEVICE_GET_INFO",
+        const VFIO_DEVICE_GET_REGION_INFO = "VFIO_DEVICE_GET_REGION_INFO",
+        const VFIO_DEVICE_GET_IRQ_INFO = "VFIO_DEVICE_GET_IRQ_INFO",
+        const VFIO_DEVICE_SET_IRQS = "VFIO_DEVICE_SET_IRQS",
+        const VFIO_DEVICE_RESET = "VFIO_DEVICE_RESET",
+        const VFIO_DEVICE_GET_PCI_HOT_RESET_INFO = "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO",
+        const VFIO_DEVICE_PCI_HOT_RESET = "VFIO_DEVICE_PCI_HOT_RESET",
+        const VFIO_IOMMU_GET_INFO = "VFIO_IOMMU_GET_INFO",
+        const VFIO_IOMMU_MAP_DMA = "VFIO_IOMMU_MAP_DMA",
+        const VFIO_IOMMU_UNMAP_DMA = "VFIO_IOMMU_UNMAP_DMA",
+        const VFIO_IOMMU_ENABLE = "VFIO_IOMMU_ENABLE",
+        const VFIO_IOMMU_DISABLE = "VFIO_IOMMU_DISABLE",
+        const VFIO_IOMMU_DIRTY_PAGES = "VFIO_IOMMU_DIRTY_PAGES",
+        const VFIO_GROUP_FLAGS_VIABLE = "VFIO_GROUP_FLAGS_VIABLE",
+        const VFIO_GROUP_FLAGS_CONTAINER_SET = "VFIO_GROUP_FLAGS_CONTAINER_SET",
+        const VFIO_DEVICE_FLAGS_RESET = "VFIO_DEVICE_FLAGS_RESET",
+        const VFIO_DEVICE_FLAGS_PCI = "VFIO_DEVICE_FLAGS_PCI",
+        const VFIO_DEVICE_FLAGS_CAPS = "VFIO_DEVICE_FLAGS_CAPS",
+        const VFIO_REGION_INFO_FLAG_READ = "VFIO_REGION_INFO_FLAG_READ",
+        const VFIO_REGION_INFO_FLAG_WRITE = "VFIO_REGION_INFO_FLAG_WRITE",
+        const VFIO_REGION_INFO_FLAG_MMAP = "VFIO_REGION_INFO_FLAG_MMAP",
+        const VFIO_REGION_INFO_FLAG_CAPS = "VFIO_REGION_INFO_FLAG_CAPS",
+        const VFIO_REGION_INFO_CAP_SPARSE_MMAP = "VFIO_REGION_INFO_CAP_SPARSE_MMAP",
+        const VFIO_REGION_INFO_CAP_TYPE = "VFIO_REGION_INFO_CAP_TYPE",
+        const VFIO_REGION_INFO_CAP_MSIX_MAPPABLE = "VFIO_REGION_INFO_CAP_MSIX_MAPPABLE",
+        const VFIO_IRQ_INFO_EVENTFD = "VFIO_IRQ_INFO_EVENTFD",
+        const VFIO_IRQ_INFO_MASKABLE = "VFIO_IRQ_INFO_MASKABLE",
+        const VFIO_IRQ_INFO_AUTOMASKED = "VFIO_IRQ_INFO_AUTOMASKED",
+        const VFIO_IRQ_INFO_NORESIZE = "VFIO_IRQ_INFO_NORESIZE",
+        const VFIO_IRQ_SET_DATA_NONE = "VFIO_IRQ_SET_DATA_NONE",
+        const VFIO_IRQ_SET_DATA_BOOL = "VFIO_IRQ_SET_DATA_BOOL",
+        const VFIO_IRQ_SET_DATA_EVENTFD = "VFIO_IRQ_SET_DATA_EVENTFD",
+        const VFIO_IRQ_SET_ACTION_MASK = "VFIO_IRQ_SET_ACTION_MASK",
+        const VFIO_IRQ_SET_ACTION_UNMASK = "VFIO_IRQ_SET_ACTION_UNMASK",
+        const VFIO_IRQ_SET_ACTION_TRIGGER = "VFIO_IRQ_SET_ACTION_TRIGGER",
+        const VFIO_PCI_BAR0_REGION_INDEX = "VFIO_PCI_BAR0_REGION_INDEX",
+        const VFIO_PCI_ROM_REGION_INDEX = "VFIO_PCI_ROM_REGION_INDEX",
+        const VFIO_PCI_CONFIG_REGION_INDEX = "VFIO_PCI_CONFIG_REGION_INDEX",
+        const VFIO_PCI_VGA_REGION_INDEX = "VFIO_PCI_VGA_REGION_INDEX",
+        const VFIO_PCI_NUM_REGIONS = "VFIO_PCI_NUM_REGIONS",
+        const VFIO_PCI_INTX_IRQ_INDEX = "VFIO_PCI_INTX_IRQ_INDEX",
+        const VFIO_PCI_MSI_IRQ_INDEX = "VFIO_PCI_MSI_IRQ_INDEX",
+        const VFIO_PCI_MSIX_IRQ_INDEX = "VFIO_PCI_MSIX_IRQ_INDEX",
+        const VFIO_PCI_ERR_IRQ_INDEX = "VFIO_PCI_ERR_IRQ_INDEX",
+        const VFIO_PCI_REQ_IRQ_INDEX = "VFIO_PCI_REQ_IRQ_INDEX",
+        const VFIO_PCI_NUM_IRQS = "VFIO_PCI_NUM_IRQS",
+        const VFIO_IOMMU_INFO_PGSIZES = "VFIO_IOMMU_INFO_PGSIZES",
+        const VFIO_IOMMU_INFO_CAPS = "VFIO_IOMMU_INFO_CAPS",
+        const VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE = "VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE",
+        const VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION = "VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION",
+        const VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL = "VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL",
+        const VFIO_DMA_MAP_FLAG_READ = "VFIO_DMA_MAP_FLAG_READ",
+        const VFIO_DMA_MAP_FLAG_WRITE = "VFIO_DMA_MAP_FLAG_WRITE",
+        const VFIO_DMA_MAP_FLAG_VADDR = "VFIO_DMA_MAP_FLAG_VADDR",
+        const VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP = "VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP",
+        const VFIO_DMA_UNMAP_FLAG_ALL = "VFIO_DMA_UNMAP_FLAG_ALL",
+        const VFIO_DMA_UNMAP_FLAG_VADDR = "VFIO_DMA_UNMAP_FLAG_VADDR",
+        const VFIO_IOMMU_DIRTY_PAGES_FLAG_START = "VFIO_IOMMU_DIRTY_PAGES_FLAG_START",
+        const VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP = "VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP",
+        const VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP = "VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP",
+        const spapr::VFIO_IOMMU_SPAPR_TCE_GET_INFO = "VFIO_IOMMU_SPAPR_TCE_GET_INFO",
+        const spapr::VFIO_IOMMU_SPAPR_REGISTER_MEMORY = "VFIO_IOMMU_SPAPR_REGISTER_MEMORY",
+        const spapr::VFIO_IOMMU_SPAPR_UNREGISTER_MEMORY = "VFIO_IOMMU_SPAPR_UNREGISTER_MEMORY",
+        const spapr::VFIO_IOMMU_SPAPR_TCE_CREATE = "VFIO_IOMMU_SPAPR_TCE_CREATE",
+        const spapr::VFIO_IOMMU_SPAPR_TCE_REMOVE = "VFIO_IOMMU_SPAPR_TCE_REMOVE",
+        const spapr::VFIO_EEH_PE_OP = "VFIO_EEH_PE_OP",
+    }
+}
+
+#[test]
+fn every_size_offset_and_number_matches_the_system_header() {
+    let header = std::path::Path::new("/usr/include/linux/vfio.h");
+    assert!(header.exists(), "/usr/include/linux/vfio.h is missing: install linux-libc-dev");
+    let entries = table();
+    let mut c = String::from("#include <stdio.h>\n#include <stddef.h>\n#include <linux/vfio.h>\nint main(void) {\n");
+    for e in &entries {
+        c.push_str(&format!("  printf(\"%s=%llu\\n\", \"{}\", (unsigned long long)({}));\n", e.c_name, e.c_expr));
+    }
+    c.push_str("  return 0;\n}\n");
+    let dir = std::env::temp_dir().join(format!("vfio-core-abi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("abi.c");
+    let exe = dir.join("abi");
+    std::fs::write(&src, c).unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc).arg("-o").arg(&exe).arg(&src).output().expect("a C compiler (cc)");
+    assert!(out.status.success(), "{cc} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let run = Command::new(&exe).output().unwrap();
+    let text = String::from_utf8(run.stdout).unwrap();
+    let c_side: HashMap<&str, u64> = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k, v.parse().unwrap()))
+        .collect();
+    let mut mismatches = Vec::new();
+    for e in &entries {
+        match c_side.get(e.c_name.as_str()) {
+            Some(&v) if v == e.rust => {}
+            other => mismatches.push(format!("{}: C {:?}, Rust {}", e.c_name, other, e.rust)),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(mismatches.is_empty(), "uapi disagrees with linux/vfio.h:\n{}", mismatches.join("\n"));
+    assert!(entries.len() > 100, "the table covers the whole header ({} entries)", entries.len());
+}

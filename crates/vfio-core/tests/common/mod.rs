@@ -1,0 +1,54 @@
+//! Shared fixtures for the mock tests.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use vfio_core::backend::{MockDeviceConfig, MockGroupConfig};
+use vfio_core::uapi::VFIO_TYPE1V2_IOMMU;
+use vfio_core::{Backend, Container, Group, MockBackend, MockConfig};
+
+pub const EDU: &str = "0000:00:03.0";
+
+pub fn host(config: MockConfig) -> Arc<dyn Backend> {
+    Arc::new(MockBackend::new(config))
+}
+
+/// The default host (group 1: one edu bound to vfio-pci), with a type1v2
+/// container holding group 1.
+pub fn ready() -> (Arc<dyn Backend>, Container, Group) {
+    ready_with(MockConfig::default())
+}
+
+pub fn ready_with(config: MockConfig) -> (Arc<dyn Backend>, Container, Group) {
+    let b = host(config);
+    let c = Container::open(b.clone()).unwrap();
+    let g = Group::open(b.clone(), 1).unwrap();
+    g.set_container(&c).unwrap();
+    c.set_iommu(VFIO_TYPE1V2_IOMMU).unwrap();
+    (b, c, g)
+}
+
+pub fn two_device_group(second_driver: Option<&str>) -> MockConfig {
+    MockConfig::empty().with_group(
+        MockGroupConfig::new(1)
+            .with_device(MockDeviceConfig::edu("0000:01:01.0"))
+            .with_device(MockDeviceConfig::edu("0000:01:02.0").bound_to(second_driver)),
+    )
+}
+
+pub const RW: u32 = vfio_core::dma_flags::READ_WRITE;
+pub const MB: u64 = 1 << 20;
+
+/// A host with group 1 attached to a type1v2 container.
+pub struct Fixture {
+    pub backend: Arc<dyn Backend>,
+    pub container: Container,
+    pub group: Group,
+}
+
+impl Fixture {
+    pub fn new(config: MockConfig) -> Self {
+        let (backend, container, group) = ready_with(config);
+        Self { backend, container, group }
+    }
+}
