@@ -45,16 +45,16 @@ test('a lone virtual function at function 3 becomes guest function 0', (t) => {
   t.false(slot!.multifunction);
 });
 
-test('each pseries PE gets its own guest PHB, indexes from 1 under the device-tree root', (t) => {
+test('each pseries PE gets its own guest PHB from the DMA policy, indexes from 1 under the machine', (t) => {
   const domains = pseriesDomains([
-    { group: 0, functions: ['0001:01:00.0'] },
-    { group: 1, functions: ['0002:01:00.0', '0002:01:00.1'] },
+    { group: 0, functions: ['0001:01:00.0'], reservedRegions: [] },
+    { group: 1, functions: ['0002:01:00.0', '0002:01:00.1'], reservedRegions: [] },
   ]);
   t.deepEqual(
-    domains.map((d) => [d.kind, d.id, d.index, d.parent, d.group, d.devices.length]),
+    domains.map((d) => [d.kind, d.bridge.id, d.bridge.index, d.parent, d.group, d.devices[0]!.functions.length]),
     [
-      ['spapr-pci-host-bridge', 'vfiokit-phb1', 1, '/', 0, 1],
-      ['spapr-pci-host-bridge', 'vfiokit-phb2', 2, '/', 1, 1],
+      ['spapr-pci-host-bridge', 'phb1', 1, 'spapr-machine', 0, 1],
+      ['spapr-pci-host-bridge', 'phb2', 2, 'spapr-machine', 1, 2],
     ],
   );
 });

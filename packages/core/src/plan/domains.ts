@@ -7,11 +7,9 @@
 // the guest, which drivers expect.
 //
 // pseries: every host PE (on POWER an IOMMU group is a PE) gets a guest PCI
-// host bridge of its own (`spapr-pci-host-bridge`), so each PE keeps its own
-// TCE tables and its own container (hw/ppc/spapr_pci_vfio.c ties EEH and DMA
-// windows to a PHB; two PEs in one container fail with EPERM on 6.12). All
-// guest PHBs are children of the one device-tree root, the common parent the
-// guest enumerates them from.
+// host bridge of its own, numbered by the DMA policy's planSpaprBridges (its
+// LIOBNs must match), so each PE keeps its own TCE tables and container.
+import { planSpaprBridges, type DmaGroup, type SpaprPciTopology, type SpaprPhb } from '../dma/index';
 
 /** One host function as the guest sees it. */
 export interface GuestFunction {
@@ -44,15 +42,12 @@ export interface RootPortDomain {
   readonly devices: readonly GuestSlot[];
 }
 
-/** A pseries guest PHB holding one host PE. */
+/** A pseries guest PHB holding one host PE: dma's bridge (index, id, LIOBNs) with the PE's functions placed on it. */
 export interface SpaprPhbDomain {
   readonly kind: 'spapr-pci-host-bridge';
-  /** QEMU device id, e.g. `vfiokit-phb1`. */
-  readonly id: string;
-  /** The PHB's `index` property; 0 is the machine's default PHB, so assigned PEs start at 1. */
-  readonly index: number;
-  /** Every guest PHB hangs off the device-tree root. */
-  readonly parent: '/';
+  readonly bridge: SpaprPhb;
+  /** Every guest PHB hangs off the pseries machine (dma's SpaprPciTopology.parent). */
+  readonly parent: SpaprPciTopology['parent'];
   readonly group: number;
   readonly devices: readonly GuestSlot[];
 }
@@ -113,14 +108,17 @@ export function q35Domains(groups: readonly GroupToPlace[]): RootPortDomain[] {
   return domains;
 }
 
-/** pseries: one guest PHB per PE, slots numbered from 0 inside it. */
-export function pseriesDomains(groups: readonly GroupToPlace[]): SpaprPhbDomain[] {
-  return groups.map((g, i) => ({
+/**
+ * pseries: one guest PHB per PE, as dma's planSpaprBridges numbers them (the
+ * DMA policy needs the same LIOBNs), slots numbered from 0 inside each.
+ */
+export function pseriesDomains(groups: readonly (GroupToPlace & { readonly reservedRegions: DmaGroup['reservedRegions'] })[]): SpaprPhbDomain[] {
+  const topology = planSpaprBridges(groups.map((g) => ({ id: g.group, reservedRegions: g.reservedRegions })));
+  return topology.bridges.map((bridge) => ({
     kind: 'spapr-pci-host-bridge',
-    id: `vfiokit-phb${i + 1}`,
-    index: i + 1,
-    parent: '/',
-    group: g.group,
-    devices: slotsOf(g.functions, 0),
+    bridge,
+    parent: topology.parent,
+    group: bridge.group,
+    devices: slotsOf(groups.find((g) => g.group === bridge.group)!.functions, 0),
   }));
 }

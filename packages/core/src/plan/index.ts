@@ -2,3 +2,4 @@
 // domains, DMA policy and pinned memory, or a refusal with reasons.
 export * from './spec';
 export * from './domains';
+export * from './plan';
