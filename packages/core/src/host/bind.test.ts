@@ -322,3 +322,13 @@ test('planning reports the safety refusals without writing', (t) => {
   const { host } = setUp('workstation');
   t.deepEqual(planGroupBind(host.fs, discoverHost(host.fs), 6).refusals.map((f) => f.rule), ['root-filesystem']);
 });
+
+test('a managed release leaves devices vfiokit did not bind on vfio-pci', (t) => {
+  const { host, store } = setUp('bridge-group');
+  host.fs.writeText('/sys/bus/pci/devices/0000:02:02.0/driver_override', 'vfio-pci');
+  host.fs.writeText('/sys/bus/pci/drivers_probe', '0000:02:02.0');
+  bindGroup(host.fs, 2, { store });
+  unbindGroup(host.fs, 2, { store, onlyRecorded: true });
+  const s = host.deviceStates();
+  t.deepEqual([s['0000:02:00.0']?.driver, s['0000:02:01.0']?.driver, s['0000:02:02.0']?.driver], ['snd_emu10k1', 'firewire_ohci', 'vfio-pci']);
+});

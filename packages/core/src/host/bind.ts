@@ -179,6 +179,12 @@ export function bindGroup(host: HostFs, target: string | number, options: BindOp
 export interface UnbindOptions {
   readonly store: BindingStore;
   readonly dryRun?: boolean;
+  /**
+   * Release only the devices vfiokit moved (libvirt's "managed" semantics),
+   * leaving devices someone else put on vfio-pci where they are. Default:
+   * release every vfio-pci device of the group.
+   */
+  readonly onlyRecorded?: boolean;
 }
 
 /** One device `unbindGroup` gives back. */
@@ -211,6 +217,7 @@ export function unbindGroup(host: HostFs, target: string | number, options: Unbi
   const releases: { device: PciDevice; record: BindingRecord | undefined }[] = [];
   for (const device of group.devices) {
     const record = matchingRecord(options.store.get(device.address), device);
+    if (options.onlyRecorded && record === undefined) continue;
     if (device.driver === VFIO_PCI || (record !== undefined && device.driver !== record.originalDriver)) {
       releases.push({ device, record });
     } else if (record !== undefined && !options.dryRun) {
