@@ -26,12 +26,12 @@ function span(start: bigint, size: bigint): string {
   return `${hex(start)}-${hex(start + size - 1n)}`;
 }
 
-/** Parts of [start, start+size) not covered by `ranges` (sorted, disjoint). */
+/** Parts of [start, start+size) not covered by `ranges` (sorted by start, disjoint). */
 export function uncovered(start: bigint, size: bigint, ranges: readonly AddressRange[]): AddressRange[] {
   const out: AddressRange[] = [];
   let at = start;
   const end = start + size;
-  for (const r of [...ranges].sort((a, b) => (a.start < b.start ? -1 : 1))) {
+  for (const r of ranges) {
     if (at >= end) break;
     const rEnd = r.start + r.size;
     if (rEnd <= at) continue;
@@ -54,6 +54,7 @@ export function iovaCollisions(
   groups: readonly DmaGroup[],
 ): Collision[] {
   const out: Collision[] = [];
+  const hostRanges = [...host.iovaRanges].sort((a, b) => (a.start < b.start ? -1 : 1));
   for (const r of ranges) {
     const end = r.start + r.size;
     let reservedHit = false;
@@ -70,7 +71,7 @@ export function iovaCollisions(
         }
       }
     }
-    for (const gap of uncovered(r.start, r.size, host.iovaRanges)) {
+    for (const gap of uncovered(r.start, r.size, hostRanges)) {
       // A gap that is exactly a reserved region already reported says nothing new.
       if (reservedHit && groups.some((g) => g.reservedRegions.some((rr) => rr.start <= gap.start && gap.start + gap.size <= rr.start + rr.size)))
         continue;
@@ -84,4 +85,34 @@ export function iovaCollisions(
     }
   }
   return out;
+}
+
+/**
+ * The IOVA pages a container of `groups` can never map, as sorted page
+ * intervals: the gaps of the host IOVA ranges and the groups' reserved regions
+ * (direct-relaxable excepted). For the shadow policy's per-operation check,
+ * which must be cheap; `iovaCollisions` then words the message.
+ */
+export function forbiddenPages(host: HostIommuInfo, groups: readonly DmaGroup[]): [number, number][] {
+  const out: [number, number][] = [];
+  const pg = (a: bigint) => Number(a >> 12n);
+  const ranges = [...host.iovaRanges].sort((a, b) => (a.start < b.start ? -1 : 1));
+  let at = 0n;
+  for (const r of ranges) {
+    if (r.start > at) out.push([pg(at), pg(r.start)]);
+    if (r.start + r.size > at) at = r.start + r.size;
+  }
+  out.push([pg(at), Number.MAX_SAFE_INTEGER]);
+  for (const g of groups)
+    for (const rr of g.reservedRegions) if (rr.type !== 'direct-relaxable') out.push([pg(rr.start), pg(rr.start + rr.size + 0xfffn)]);
+  return out.sort((a, b) => a[0] - b[0]);
+}
+
+/** Whether page interval [start, end) meets any forbidden interval. */
+export function hitsForbidden(forbidden: readonly [number, number][], start: number, end: number): boolean {
+  for (const [s, e] of forbidden) {
+    if (s >= end) return false;
+    if (e > start) return true;
+  }
+  return false;
 }

@@ -56,6 +56,9 @@ class IovaAllocator {
     const bucket = this.free[Number(pages)];
     if (bucket && bucket.length > 0) return bucket.pop()!;
     this.next -= pages * P;
+    // Linux keeps the x86 MSI window out of every DMA domain's IOVAs
+    // (intel-iommu reserves IOAPIC_RANGE_START..END in the domain's iova tree).
+    if (this.next < 0xfef00000n && this.next + pages * P > 0xfee00000n) this.next = 0xfee00000n - pages * P;
     return this.next;
   }
   release(iova: bigint, pages: bigint): void {

@@ -14,7 +14,7 @@
 //   one of its own maps costs an unmap of the whole host entry and a map of
 //   what remains: the device briefly loses access, never gains it.
 // - `dma_entry_limit` is checked before anything is issued.
-import { iovaCollisions } from './collisions';
+import { forbiddenPages, hitsForbidden, iovaCollisions } from './collisions';
 import { EntryLimitError, GuestOpError, HostRefusalError } from './errors';
 import type { GuestIommuCaps, GuestMemoryLayout, RamRegion } from './guest';
 import { IdentityMap } from './identity';
@@ -80,6 +80,8 @@ interface GroupState {
   mode: Mode;
   /** Host entries of each guest mapping that is on this container. */
   readonly hostOf: Map<number, HostEntry[]>;
+  /** IOVA pages this container can never map. */
+  readonly forbidden: [number, number][];
 }
 
 /** A guest mapping as the guest sees it, in bytes. */
@@ -103,6 +105,8 @@ export class ShadowTranslator {
   /** The guest mapping each host entry was made for. */
   private readonly owner = new WeakMap<HostEntry, GuestMapping>();
   private readonly minPages: number;
+  private readonly pageBytes: bigint;
+  private readonly guestEnd: bigint;
   /** Guest operations applied. */
   opsApplied = 0;
 
@@ -111,6 +115,8 @@ export class ShadowTranslator {
     this.enabled = opts.iommu.enabled;
     const minPage = lowestBit(opts.iommu.pageSizes) > lowestBit(opts.host.pageSizes) ? lowestBit(opts.iommu.pageSizes) : lowestBit(opts.host.pageSizes);
     this.minPages = Number(minPage >> PAGE_SHIFT) || 1;
+    this.pageBytes = BigInt(this.minPages) << PAGE_SHIFT;
+    this.guestEnd = 1n << BigInt(opts.iommu.addressWidth);
     for (const { group, target } of opts.groups) {
       const container = new ContainerMappings(`container of group ${group.id}`, target, opts.host.dmaEntryLimit);
       this.groups.set(group.id, {
@@ -120,6 +126,7 @@ export class ShadowTranslator {
         domain: undefined,
         mode: 'blocked',
         hostOf: new Map(),
+        forbidden: forbiddenPages(opts.host, [group]),
       });
     }
   }
@@ -229,11 +236,11 @@ export class ShadowTranslator {
   // ---- guest table changes -------------------------------------------------
 
   private checkRange(what: string, iova: bigint, size: bigint): void {
-    const pageBytes = BigInt(this.minPages) << PAGE_SHIFT;
+    const pageBytes = this.pageBytes;
     if (size <= 0n || iova % pageBytes !== 0n || size % pageBytes !== 0n)
       throw new GuestOpError(`${what} of IOVA ${hex(iova)} size ${hex(size)} is not a whole number of ${pageBytes} byte pages`);
     const end = iova + size;
-    if (!this.opts.iommu.iovaRanges.some((r) => r.start <= iova && end <= r.start + r.size) || end > 1n << BigInt(this.opts.iommu.addressWidth))
+    if (end > this.guestEnd || !this.opts.iommu.iovaRanges.some((r) => r.start <= iova && end <= r.start + r.size))
       throw new GuestOpError(
         `${what} of IOVA ${hex(iova)}-${hex(end - 1n)} is outside the guest IOMMU's ${this.opts.iommu.addressWidth}-bit IOVA space`,
       );
@@ -355,7 +362,10 @@ export class ShadowTranslator {
 
   private checkCollisions(g: GroupState, ms: Iterable<GuestMapping>): void {
     const ranges = [];
-    for (const m of ms) ranges.push({ name: `guest IOVA ${hex(addrOf(m.iova))}`, start: addrOf(m.iova), size: addrOf(m.pages) });
+    for (const m of ms)
+      if (hitsForbidden(g.forbidden, m.iova, m.iova + m.pages))
+        ranges.push({ name: `guest IOVA ${hex(addrOf(m.iova))}`, start: addrOf(m.iova), size: addrOf(m.pages) });
+    if (ranges.length === 0) return;
     const found = iovaCollisions(ranges, this.opts.host, [g.group]);
     if (found.length > 0)
       throw new HostRefusalError(
