@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(qemu-system-x86 qemu-system-ppc qemu-utils busybox-static cpio xz-utils pciutils gcc)
+apt_packages=(qemu-system-x86 qemu-system-ppc qemu-utils busybox-static cpio xz-utils pciutils gcc
+  gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${apt_packages[@]}"; do
@@ -21,6 +22,12 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "install: Rust (cargo) is required to build crates/vfio-core; install it with rustup" >&2
   exit 1
+fi
+
+# The pseries lab runs vfio-lab inside a ppc64le guest: a static binary
+# linked by gcc-powerpc64le-linux-gnu (.cargo/config.toml).
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx powerpc64le-unknown-linux-gnu; then
+  rustup target add powerpc64le-unknown-linux-gnu
 fi
 
 # corepack's signature check fails against this registry; the pin in

@@ -8,10 +8,11 @@ import { join, resolve } from 'node:path';
 import { LabError } from './errors';
 import { CaseReport, LabContext, LabProfile } from './profile';
 import { formatTap } from './tap';
+import { pseriesProfile } from './pseries/index';
 import { x86Profile } from './x86/index';
 
 /** Every profile, in the order `pnpm lab` runs them without arguments. */
-export const PROFILES: readonly LabProfile[] = [x86Profile];
+export const PROFILES: readonly LabProfile[] = [x86Profile, pseriesProfile];
 
 function findRepoRoot(from: string): string {
   let dir = from;
