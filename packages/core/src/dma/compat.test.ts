@@ -47,7 +47,7 @@ test('a fragmented layout needing more mappings than dma_entry_limit is ENOSPC, 
 
 test('two groups behind a guest IOMMU pin twice guest RAM, over a 8 GiB memlock limit with ENOMEM named', (t) => {
   const r = checkCompatibility(guest({ iommu: vtdIommu() }), VTD_HOST, [g12, g13], { memlock: { soft: 8n * GiB } });
-  t.regex(r.findings.find((f) => f.code === 'MEMLOCK')!.message, /2 container\(s\) may pin 16 GiB, over RLIMIT_MEMLOCK 8 GiB \(the kernel answers ENOMEM/);
+  t.regex(r.findings.find((f) => f.code === 'MEMLOCK')!.message, /2 container\(s\) may pin 16 GiB \(17 GiB with headroom\), over RLIMIT_MEMLOCK 8 GiB \(the kernel answers ENOMEM/);
 });
 
 test('a guest IOMMU with 4 KiB pages on a host whose smallest IOMMU page is 64 KiB cannot be mirrored', (t) => {
@@ -65,6 +65,11 @@ test('64 KiB TCEs over RAM backed by 4 KiB host pages are flagged, as maps into 
     spapr: { ddwPageSizes: 0x1011000n, maxWindowSize: 1n << 40n, dma32Size: 1n << 30n, ramPageShift: 12 },
   });
   t.deepEqual(codes(r), ['warning:TCE_PAGE_SIZE']);
+});
+
+test("a guest IOMMU present but off also pins N x RAM: each group's container holds the identity map", (t) => {
+  const p = planContainers(guest({ iommu: vtdIommu({ enabled: false }) }), [g12, g13]);
+  t.deepEqual([p.policy, p.containers.map((c) => c.holds), p.pinnedBytes], ['identity', ['all-ram', 'all-ram'], 16n * GiB]);
 });
 
 test('containers: no guest IOMMU shares one container; a guest IOMMU gives each group its own and N x RAM to pin', (t) => {

@@ -161,7 +161,7 @@ export function checkCompatibility(guest: GuestModel, host: HostIommuInfo, group
     f.push({
       code: 'MEMLOCK',
       severity: 'error',
-      message: `${topo.containers.length} container(s) may pin ${sizeText(topo.pinnedBytes)}, over RLIMIT_MEMLOCK ${sizeText(opts.memlock.soft)} (the kernel answers ENOMEM, not ENOSPC); raise the limit (ulimit -l, or LimitMEMLOCK= in the unit) to at least ${topo.pinnedBytes} bytes`,
+      message: `${topo.containers.length} container(s) may pin ${sizeText(topo.pinnedBytes)} (${sizeText(topo.requiredMemlock)} with headroom), over RLIMIT_MEMLOCK ${sizeText(opts.memlock.soft)} (the kernel answers ENOMEM, not ENOSPC); raise the limit (ulimit -l, or LimitMEMLOCK= in the unit) to at least ${topo.requiredMemlock} bytes`,
     });
 
   const assignments = groups.map((g) => {

@@ -6,6 +6,8 @@
 // vfio_pin_pages_remote), so the budget becomes N x guest RAM. sPAPR v2
 // preregisters memory per process (mm_iommu_new accounts it once per mm), so
 // its containers share one registration.
+import { hasCapIpcLock, MEMLOCK_HEADROOM, readLockedMemoryLimit } from '../host/memlock';
+import type { HostFs } from '../host/seam';
 import { ramSize, translationEnabled, type GuestModel } from './guest';
 import type { DmaGroup } from './target';
 
@@ -15,6 +17,12 @@ export interface MemlockLimit {
   readonly soft: bigint | 'unlimited';
   /** CAP_IPC_LOCK: vfio_lock_acct does not check the limit for such a process. */
   readonly capIpcLock?: boolean;
+}
+
+/** The process's limit as the host model reads it (/proc/self/limits, CapEff). */
+export function memlockFromHost(host: HostFs): MemlockLimit {
+  const soft = readLockedMemoryLimit(host).soft;
+  return { soft: soft ?? 'unlimited', capIpcLock: hasCapIpcLock(host) };
 }
 
 export interface PlannedContainer {
@@ -31,7 +39,9 @@ export interface ContainerTopology {
   /** What the kernel will charge against RLIMIT_MEMLOCK at worst. */
   readonly pinnedBytes: bigint;
   readonly memlock?: MemlockLimit;
-  /** False when the pinned budget exceeds the limit (the kernel would answer ENOMEM). */
+  /** What RLIMIT_MEMLOCK must be at least: pinned bytes plus the host model's headroom (libvirt's 1 GiB). */
+  readonly requiredMemlock: bigint;
+  /** False when the limit is below `requiredMemlock` (the kernel would answer ENOMEM). */
   readonly fitsMemlock: boolean;
 }
 
@@ -55,6 +65,7 @@ export function planContainers(guest: GuestModel, groups: readonly DmaGroup[], m
     containers = ids.map((id) => ({ groups: [id], holds: translationEnabled(guest.iommu) ? 'guest-domain' : 'all-ram', pinnedBytes: ram }));
     pinned = ram * BigInt(ids.length);
   }
-  const fitsMemlock = !memlock || memlock.capIpcLock === true || memlock.soft === 'unlimited' || pinned <= memlock.soft;
-  return { policy, containers, pinnedBytes: pinned, ...(memlock ? { memlock } : {}), fitsMemlock };
+  const requiredMemlock = pinned + MEMLOCK_HEADROOM;
+  const fitsMemlock = !memlock || memlock.capIpcLock === true || memlock.soft === 'unlimited' || requiredMemlock <= memlock.soft;
+  return { policy, containers, pinnedBytes: pinned, requiredMemlock, ...(memlock ? { memlock } : {}), fitsMemlock };
 }
