@@ -58,6 +58,23 @@ export function newestPackage(pattern: RegExp, searchTerm: string): string {
   return newest;
 }
 
+/**
+ * Runs `fetch`, and when a package cannot be found or downloaded, refreshes
+ * apt's lists once (as root) and tries again: a machine's lists may predate
+ * the archive's current kernel ABI, whose old packages are then gone.
+ */
+export function withAptRefresh<T>(fetch: () => T, log: (m: string) => void): T {
+  try {
+    return fetch();
+  } catch (err) {
+    if (!(err instanceof LabError) || err.code !== 'MISSING_PACKAGE' || process.getuid?.() !== 0) throw err;
+    log(`${err.message}; running 'apt-get update' and trying again`);
+    const res = spawnSync('apt-get', ['update', '-qq'], { encoding: 'utf8' });
+    if (res.status !== 0) log(`apt-get update failed: ${res.stderr.trim()}`);
+    return fetch();
+  }
+}
+
 export interface UnpackedPackage {
   /** `name` or `name:arch`, as asked. */
   readonly spec: string;

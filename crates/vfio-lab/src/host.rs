@@ -1,0 +1,115 @@
+//! The machine a conformance run works on: the lab topology (roles, BDFs,
+//! drivers, groupings), as the lab runner writes it to `topology.json`, plus
+//! the IOMMU group number of each device. In the guest the numbers come
+//! from sysfs, as the kernel assigned them; for the mock they are assigned
+//! here, one per distinct group, and the mock is configured with them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::report::HostDevice;
+
+/// One device of `topology.json` (packages/testkit/src/lab/x86/topology.ts).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopologyDevice {
+    pub role: String,
+    pub bdf: String,
+    pub model: String,
+    pub driver: Option<String>,
+    pub group_with: Vec<String>,
+    pub group_bridges: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Topology {
+    pub name: String,
+    pub dma_entry_limit: u32,
+    pub devices: Vec<TopologyDevice>,
+}
+
+impl Topology {
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read topology {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("topology {} is malformed: {e}", path.display()))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LabHost {
+    pub topology: Topology,
+    groups: BTreeMap<String, u32>,
+    drivers: BTreeMap<String, Option<String>>,
+}
+
+impl LabHost {
+    /// Group numbers as the running kernel assigned them (`iommu_group` links in sysfs).
+    pub fn from_sysfs(topology: Topology, sysfs: &Path) -> Result<Self, String> {
+        let mut groups = BTreeMap::new();
+        let mut drivers = BTreeMap::new();
+        for d in &topology.devices {
+            let link = sysfs.join("bus/pci/devices").join(&d.bdf).join("iommu_group");
+            let target = std::fs::read_link(&link).map_err(|e| format!("{}: {e} (is {} in this machine?)", link.display(), d.bdf))?;
+            let id = target
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| format!("{} points to {}, not a group number", link.display(), target.display()))?;
+            groups.insert(d.role.clone(), id);
+            let driver = std::fs::read_link(sysfs.join("bus/pci/devices").join(&d.bdf).join("driver"))
+                .ok()
+                .and_then(|t| t.file_name().and_then(|n| n.to_str()).map(String::from));
+            drivers.insert(d.role.clone(), driver);
+        }
+        Ok(Self { topology, groups, drivers })
+    }
+
+    /// Group numbers for the mock: one per distinct set of group members, from 1.
+    pub fn assigned(topology: Topology) -> Self {
+        let mut by_members: BTreeMap<Vec<String>, u32> = BTreeMap::new();
+        let mut groups = BTreeMap::new();
+        for d in &topology.devices {
+            let mut members = d.group_with.clone();
+            members.sort();
+            let next = by_members.len() as u32 + 1;
+            let id = *by_members.entry(members).or_insert(next);
+            groups.insert(d.role.clone(), id);
+        }
+        let drivers = topology.devices.iter().map(|d| (d.role.clone(), d.driver.clone())).collect();
+        Self { topology, groups, drivers }
+    }
+
+    pub fn device(&self, role: &str) -> &TopologyDevice {
+        self.topology.devices.iter().find(|d| d.role == role).unwrap_or_else(|| panic!("the lab topology has no device playing '{role}'"))
+    }
+
+    pub fn group_of(&self, role: &str) -> u32 {
+        self.groups[&self.device(role).role]
+    }
+
+    pub fn bdf_of(&self, role: &str) -> &str {
+        &self.device(role).bdf
+    }
+
+    /// A group number no device has, for the "no such group" rules.
+    pub fn unused_group(&self) -> u32 {
+        self.groups.values().max().copied().unwrap_or(0) + 100
+    }
+
+    /// What this run saw, for the results file.
+    pub fn describe(&self) -> Vec<HostDevice> {
+        self.topology
+            .devices
+            .iter()
+            .map(|d| HostDevice {
+                role: d.role.clone(),
+                bdf: d.bdf.clone(),
+                group: self.groups[&d.role],
+                driver: self.drivers[&d.role].clone(),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,123 @@
+//! `vfio-lab`: the lab's conformance suite, written once and run twice.
+//!
+//! ```text
+//! vfio-lab x86 --backend kernel --topology topology.json [--out results.jsonl] [--sysfs /sys]
+//! vfio-lab x86 --backend mock   --topology topology.json [--out results.jsonl]
+//! vfio-lab spapr --backend kernel|mock --phbs N [--out results.jsonl]   (see spapr.rs)
+//! ```
+//!
+//! In the lab guest it runs against the real kernel (`--backend kernel`); on
+//! the host the lab runner runs it against the mock configured as that guest.
+//! Results go out as JSON lines (see `report`); the runner compares the two
+//! files case by case. Progress goes to stderr. The exit code is 0 when every
+//! case ran (whatever it found: judging is the runner's), 1 when the run
+//! could not be done, 2 on a usage error.
+
+mod case;
+mod host;
+mod mock_host;
+mod report;
+mod spapr;
+mod spapr_cases;
+mod spapr_dma;
+mod x86;
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use vfio_core::backend::{Backend, KernelBackend};
+
+use crate::case::{Case, Ctx};
+use crate::host::{LabHost, Topology};
+use crate::report::{Line, Writer};
+
+struct Args {
+    suite: String,
+    backend: String,
+    topology: PathBuf,
+    out: Option<PathBuf>,
+    sysfs: PathBuf,
+    only: Option<String>,
+}
+
+const USAGE: &str = "usage: vfio-lab x86 --backend kernel|mock --topology FILE [--out FILE] [--sysfs DIR] [--only TEXT]\n       vfio-lab spapr --backend kernel|mock --phbs N [--out FILE]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let suite = it.next().ok_or("no suite given")?;
+    let mut args =
+        Args { suite, backend: String::new(), topology: PathBuf::new(), out: None, sysfs: "/sys".into(), only: None };
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--backend" => args.backend = value()?,
+            "--topology" => args.topology = value()?.into(),
+            "--out" => args.out = Some(value()?.into()),
+            "--sysfs" => args.sysfs = value()?.into(),
+            "--only" => args.only = Some(value()?),
+            other => return Err(format!("unknown argument '{other}'")),
+        }
+    }
+    if args.suite != "x86" {
+        return Err(format!("unknown suite '{}': the suites are x86 and spapr", args.suite));
+    }
+    if args.backend != "kernel" && args.backend != "mock" {
+        return Err(format!("--backend must be kernel or mock, not '{}'", args.backend));
+    }
+    if args.topology.as_os_str().is_empty() {
+        return Err("--topology is required".into());
+    }
+    Ok(args)
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let topology = Topology::load(&args.topology)?;
+    eprintln!("vfio-lab {} {}: topology {}", args.backend, args.suite, topology.name);
+    let (host, backend): (LabHost, Arc<dyn Backend>) = if args.backend == "kernel" {
+        (LabHost::from_sysfs(topology, &args.sysfs)?, Arc::new(KernelBackend::new()))
+    } else {
+        let host = LabHost::assigned(topology);
+        let backend = mock_host::mock_backend(&host);
+        (host, backend)
+    };
+    let out: Box<dyn Write> = match &args.out {
+        Some(p) => Box::new(BufWriter::new(File::create(p).map_err(|e| format!("cannot create {}: {e}", p.display()))?)),
+        None => Box::new(io::stdout().lock()),
+    };
+    let io_err = |e: io::Error| format!("cannot write results: {e}");
+    let mut w = Writer::new(out, &args.suite, &args.backend).map_err(io_err)?;
+    w.line(&Line::Host { devices: host.describe() }).map_err(io_err)?;
+
+    let cases: Vec<Case> = x86::cases();
+    for case in cases.iter().filter(|c| args.only.as_ref().is_none_or(|o| c.name.contains(o.as_str()))) {
+        let started = Instant::now();
+        let mut ctx = Ctx::new(Arc::clone(&backend), &host);
+        let outcome = (case.run)(&mut ctx);
+        let line = ctx.finish(case.name, outcome);
+        eprintln!("vfio-lab {} {}: {} ({} ms)", args.backend, args.suite, case.name, started.elapsed().as_millis());
+        w.line(&line).map_err(io_err)?;
+    }
+    w.finish().map_err(io_err)
+}
+
+fn main() {
+    // The sPAPR suite (pseries guest) has its own arguments: spapr.rs.
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if raw.first().map(String::as_str) == Some("spapr") {
+        std::process::exit(spapr::main(&raw[1..]));
+    }
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("vfio-lab: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&args) {
+        eprintln!("vfio-lab: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,237 @@
+//! type1v2 map and unmap rules (drivers/vfio/vfio_iommu_type1.c in 6.1:
+//! vfio_dma_do_map, vfio_dma_do_unmap, vfio_iommu_iova_dma_valid,
+//! vfio_iommu_type1_get_info) and vfio-core's batches with rollback.
+
+use std::sync::Arc;
+
+use vfio_core::uapi::*;
+
+use super::util::{iommu_info, map, type1v2, unmap, HostBuf, RW};
+use crate::case::{Case, CaseResult, Ctx};
+
+const PAGE: u64 = 4096;
+/// Below edu's 28-bit DMA mask, and inside the first IOVA range.
+const IOVA: u64 = 0x10_0000;
+
+fn info_sizes(ctx: &mut Ctx) -> CaseResult {
+    let (c, _) = type1v2(ctx, "solo")?;
+    // Too small for the fixed part; exactly the v1 part (no cap_offset);
+    // the whole struct but no room for capabilities; room for everything.
+    for argsz in [8, 16, 24, 4096] {
+        let _ = iommu_info(ctx, c, argsz);
+    }
+    Ok(())
+}
+
+fn dma_avail_counts_entries(ctx: &mut Ctx) -> CaseResult {
+    let (c, _) = type1v2(ctx, "solo")?;
+    let buf = HostBuf::new(4 * PAGE as usize);
+    let _ = map(ctx, c, &buf, 0, IOVA, PAGE, RW);
+    let _ = map(ctx, c, &buf, PAGE, IOVA + PAGE, 2 * PAGE, RW);
+    let _ = iommu_info(ctx, c, 4096);
+    let _ = unmap(ctx, c, IOVA, PAGE, 0);
+    let _ = iommu_info(ctx, c, 4096);
+    Ok(())
+}
+
+fn map_then_unmap(ctx: &mut Ctx) -> CaseResult {
+    let (c, _) = type1v2(ctx, "solo")?;
+    let buf = HostBuf::new(16 * PAGE as usize);
+    let _ = map(ctx, c, &buf, 0, IOVA, 16 * PAGE, RW);
+    let _ = unmap(ctx, c, IOVA, 16 * PAGE, 0);
+    let _ = map(ctx, c, &buf, 0, IOVA, 16 * PAGE, VFIO_DMA_MAP_FLAG_READ);
+    let _ = unmap(ctx, c, IOVA, 16 * PAGE, 0);
+    let _ = map(ctx, c, &buf, 0, IOVA, 16 * PAGE, VFIO_DMA_MAP_FLAG_WRITE);
+    let _ = unmap(ctx, c, IOVA, 16 * PAGE, 0);
+    Ok(())
+}
+
+fn overlap(ctx: &mut Ctx) -> CaseResult {
+    // vfio_find_dma finds any mapping that intersects the new range.
+    let (c, _) = type1v2(ctx, "solo")?;
+    let buf = HostBuf::new(16 * PAGE as usize);
+    let _ = map(ctx, c, &buf, 0, IOVA + 4 * PAGE, 4 * PAGE, RW);
+    let _ = map(ctx, c, &buf, 0, IOVA + 4 * PAGE, 4 * PAGE, RW); // the same range
+    let _ = map(ctx, c, &buf, 0, IOVA + 2 * PAGE, 4 * PAGE, RW); // overlaps the start
+    let _ = map(ctx, c, &buf, 0, IOVA + 7 * PAGE, 4 * PAGE, RW); // overlaps the end
+    let _ = map(ctx, c, &buf, 0, IOVA, 16 * PAGE, RW); // covers it
+    let _ = map(ctx, c, &buf, 0, IOVA + 5 * PAGE, PAGE, RW); // inside it
+    let _ = map(ctx, c, &buf, 0, IOVA + 3 * PAGE, PAGE, RW); // just before: fine
+    let _ = map(ctx, c, &buf, 0, IOVA + 8 * PAGE, PAGE, RW); // just after: fine
+    // The same host pages at a second IOVA are fine too.
+    let _ = map(ctx, c, &buf, 4 * PAGE, IOVA + 9 * PAGE, 4 * PAGE, RW);
+    Ok(())
+}
+
+fn bad_arguments(ctx: &mut Ctx) -> CaseResult {
+    let (c, _) = type1v2(ctx, "solo")?;
+    let buf = HostBuf::new(4 * PAGE as usize);
+    let _ = map(ctx, c, &buf, 0, IOVA, 0, RW); // zero size
+    let _ = map(ctx, c, &buf, 0, IOVA + 0x800, PAGE, RW); // unaligned IOVA
+    let _ = map(ctx, c, &buf, 0x800, IOVA, PAGE, RW); // unaligned host address
+    let _ = map(ctx, c, &buf, 0, IOVA, PAGE + 0x800, RW); // unaligned size
+    let _ = map(ctx, c, &buf, 0, IOVA, PAGE, 0); // neither READ nor WRITE
+    let _ = map(ctx, c, &buf, 0, IOVA, PAGE, RW | 0x80); // an unknown flag
+    let _ = map(ctx, c, &buf, 0, u64::MAX - PAGE + 1, 2 * PAGE, RW); // IOVA wraps
+    // Nothing of the above was mapped: the whole range is still free.
+    let _ = map(ctx, c, &buf, 0, IOVA, 4 * PAGE, RW);
+    Ok(())
+}
+
+fn ranges(ctx: &mut Ctx) -> CaseResult {
+    // vfio_iommu_iova_dma_valid: the whole range must lie in one reported
+    // IOVA range; VT-d's are 0-0xfedfffff and 0xfef00000-(2^39-1), the hole
+    // being the MSI window.
+    let (c, _) = type1v2(ctx, "solo")?;
+    let buf = HostBuf::new(2 * PAGE as usize);
+    let _ = map(ctx, c, &buf, 0, 0xfee0_0000, PAGE, RW); // in the MSI window
+    let _ = map(ctx, c, &buf, 0, 0xfedf_f000, 2 * PAGE, RW); // runs into it
+    let _ = map(ctx, c, &buf, 0, 0xfedf_f000, PAGE, RW); // the last page below it
+    let _ = map(ctx, c, &buf, 0, 0xfef0_0000, PAGE, RW); // the first page above it
+    let _ = map(ctx, c, &buf, 0, 0x7f_ffff_f000, PAGE, RW); // the last page of the top range
+    let _ = map(ctx, c, &buf, 0, 0x80_0000_0000, PAGE, RW); // past the top
+    let _ = map(ctx, c, &buf, 0, 0, PAGE, RW); // IOVA 0 is a valid address
+    Ok(())
+}
+
+fn unmap_rules(ctx: &mut Ctx) -> CaseResult {
+    let (c, _) = type1v2(ctx, "solo")?;
+    let buf = HostBuf::new(16 * PAGE as usize);
+    let _ = map(ctx, c, &buf, 0, IOVA, 4 * PAGE, RW);
+    let _ = map(ctx, c, &buf, 4 * PAGE, IOVA + 4 * PAGE, 4 * PAGE, RW);
+    // type1v2 refuses to split a mapping: an unmap must start and end on
+    // mapping boundaries (the v2 checks in vfio_dma_do_unmap).
+    let _ = unmap(ctx, c, IOVA, PAGE, 0); // the head of a mapping
+    let _ = unmap(ctx, c, IOVA + PAGE, 3 * PAGE, 0); // its tail
+    let _ = unmap(ctx, c, IOVA + 2 * PAGE, 4 * PAGE, 0); // across two
+    let _ = unmap(ctx, c, IOVA, 0, 0); // zero size
+    let _ = unmap(ctx, c, IOVA + 0x800, PAGE, 0); // unaligned IOVA
+    let _ = unmap(ctx, c, IOVA, PAGE + 0x800, 0); // unaligned size
+    let _ = unmap(ctx, c, 0x4000_0000, 4 * PAGE, 0); // nothing there: size 0
+    let _ = unmap(ctx, c, IOVA - 4 * PAGE, 16 * PAGE, 0); // both, with room around
+    let _ = unmap(ctx, c, IOVA, 8 * PAGE, 0); // gone already
+    Ok(())
+}
+
+fn unmap_all(ctx: &mut Ctx) -> CaseResult {
+    let (c, _) = type1v2(ctx, "solo")?;
+    let buf = HostBuf::new(8 * PAGE as usize);
+    let _ = map(ctx, c, &buf, 0, IOVA, 2 * PAGE, RW);
+    let _ = map(ctx, c, &buf, 0, 0x2000_0000, 8 * PAGE, RW);
+    let _ = unmap(ctx, c, IOVA, PAGE, VFIO_DMA_UNMAP_FLAG_ALL); // ALL takes no range
+    let _ = unmap(ctx, c, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL);
+    let _ = unmap(ctx, c, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL);
+    let _ = unmap(ctx, c, 0, PAGE, 0x80); // an unknown flag
+    Ok(())
+}
+
+fn entry_limit(ctx: &mut Ctx) -> CaseResult {
+    // dma_entry_limit counts vfio_dma entries (one per successful map), not
+    // pages; past it vfio_dma_do_map fails with ENOSPC.
+    let limit = u64::from(ctx.host.topology.dma_entry_limit);
+    let (c, _) = type1v2(ctx, "solo")?;
+    let buf = HostBuf::new(PAGE as usize);
+    let mut failed_at = None;
+    for i in 0..limit {
+        // Every other page, so no two entries are adjacent.
+        let m = vfio_iommu_type1_dma_map {
+            argsz: std::mem::size_of::<vfio_iommu_type1_dma_map>() as u32,
+            flags: RW,
+            vaddr: buf.addr(),
+            iova: IOVA + 2 * i * PAGE,
+            size: PAGE,
+        };
+        if let Err(e) = ctx.backend.map_dma(c, &m) {
+            failed_at = Some((i, e.0));
+            break;
+        }
+    }
+    ctx.observe(format!("{limit} separate 4 KiB maps"), match failed_at {
+        None => "all succeeded".to_string(),
+        Some((i, e)) => format!("map {i} failed with {}", vfio_core::error::errno_name(e)),
+    });
+    let _ = iommu_info(ctx, c, 4096);
+    let _ = map(ctx, c, &buf, 0, IOVA + 2 * limit * PAGE, PAGE, RW); // one more
+    let _ = unmap(ctx, c, IOVA, PAGE, 0);
+    let _ = map(ctx, c, &buf, 0, IOVA + 2 * limit * PAGE, PAGE, RW); // room again
+    let _ = unmap(ctx, c, 0, 0, VFIO_DMA_UNMAP_FLAG_ALL);
+    Ok(())
+}
+
+fn closing_releases_mappings(ctx: &mut Ctx) -> CaseResult {
+    // Closing the container (its last user) unmaps everything; a new
+    // container can map the same IOVA at once.
+    let (c, g) = type1v2(ctx, "solo")?;
+    let buf = HostBuf::new(PAGE as usize);
+    let _ = map(ctx, c, &buf, 0, IOVA, PAGE, RW);
+    ctx.close(g);
+    ctx.close(c);
+    let (c2, _) = type1v2(ctx, "solo")?;
+    let _ = map(ctx, c2, &buf, 0, IOVA, PAGE, RW);
+    Ok(())
+}
+
+fn batch_rolls_back(ctx: &mut Ctx) -> CaseResult {
+    // vfio-core's map_batch: all or nothing. Entry 3 overlaps a mapping made
+    // before the batch; entries 0-2 must be unmapped again, and the error
+    // must name entry 3 and EEXIST.
+    use vfio_core::{BatchFlags, Container};
+    let backend = Arc::clone(&ctx.backend);
+    let container = Container::open(backend.clone());
+    let container = ctx.need(container.map_err(|e| vfio_core::backend::Errno(e.errno)), "Container::open")?;
+    let group = vfio_core::Group::open(backend, ctx.host.group_of("solo"));
+    let group = ctx.need(group.map_err(|e| vfio_core::backend::Errno(e.errno)), "Group::open")?;
+    let r = group.set_container(&container).map_err(|e| vfio_core::backend::Errno(e.errno));
+    let r = ctx.call("Group::set_container", r);
+    ctx.need(r, "Group::set_container")?;
+    let r = container.set_iommu(VFIO_TYPE1V2_IOMMU).map_err(|e| vfio_core::backend::Errno(e.errno));
+    let r = ctx.call("Container::set_iommu Type1v2", r);
+    ctx.need(r, "Container::set_iommu")?;
+
+    let buf = HostBuf::new(16 * PAGE as usize);
+    let r = container.map_dma(IOVA + 6 * PAGE, buf.addr(), PAGE, RW).map_err(|e| vfio_core::backend::Errno(e.errno));
+    let _ = ctx.call("map_dma iova=IOVA+6p size=1p (before the batch)", r);
+
+    // Non-contiguous entries so none are coalesced: 0, 2, 4 fine, 6 collides.
+    let entries: Vec<[u64; 3]> = [0u64, 2, 4, 6, 8].iter().map(|i| [IOVA + i * PAGE, buf.addr() + i * PAGE, PAGE]).collect();
+    let r = container.map_batch(&entries, BatchFlags::All(RW));
+    let text = match &r {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("{} entry={:?}", vfio_core::error::errno_name(e.errno), e.entry),
+    };
+    ctx.observe("map_batch of 5 entries, the 4th overlapping", text);
+    // Whatever the batch did is gone again: the first three IOVAs map now.
+    for i in [0u64, 2, 4] {
+        let r = container.map_dma(IOVA + i * PAGE, buf.addr(), PAGE, RW).map_err(|e| vfio_core::backend::Errno(e.errno));
+        let _ = ctx.call(format!("map_dma iova=IOVA+{i}p after the rollback"), r);
+    }
+    let r = container.unmap_all().map_err(|e| vfio_core::backend::Errno(e.errno));
+    let _ = ctx.call_v("unmap_all", r, |s| format!("size={s:#x}"));
+
+    // A batch that succeeds: contiguous entries coalesce into one mapping,
+    // which a single unmap of the whole range removes.
+    let contiguous: Vec<[u64; 3]> = (0..8u64).map(|i| [IOVA + i * PAGE, buf.addr() + i * PAGE, PAGE]).collect();
+    let r = container.map_batch(&contiguous, BatchFlags::All(RW)).map(|rep| rep.ioctls).map_err(|e| vfio_core::backend::Errno(e.errno));
+    let _ = ctx.call_v("map_batch of 8 contiguous pages", r, |n| format!("ioctls={n}"));
+    let r = container.unmap_dma(IOVA, 8 * PAGE).map_err(|e| vfio_core::backend::Errno(e.errno));
+    let _ = ctx.call_v("unmap_dma of the whole batch", r, |s| format!("size={s:#x}"));
+    drop(group);
+    drop(container);
+    Ok(())
+}
+
+pub fn cases() -> Vec<Case> {
+    vec![
+        Case { name: "IOMMU_GET_INFO reports page sizes, IOVA ranges and DMA entries, growing argsz when the buffer is short", run: info_sizes },
+        Case { name: "the DMA-available capability counts mappings, not pages", run: dma_avail_counts_entries },
+        Case { name: "a page-aligned map succeeds for each permission and unmap reports its size", run: map_then_unmap },
+        Case { name: "a map overlapping an existing mapping fails with EEXIST", run: overlap },
+        Case { name: "a map with a zero size, an unaligned address or size, or bad flags fails with EINVAL", run: bad_arguments },
+        Case { name: "a map outside the reported IOVA ranges fails with EINVAL", run: ranges },
+        Case { name: "an unmap must cover whole mappings and reports the size it removed", run: unmap_rules },
+        Case { name: "UNMAP_DMA with FLAG_ALL removes every mapping and takes no range", run: unmap_all },
+        Case { name: "maps past dma_entry_limit fail with ENOSPC until one is unmapped", run: entry_limit },
+        Case { name: "closing the container releases its mappings", run: closing_releases_mappings },
+        Case { name: "a batch that fails midway unmaps what it mapped and names the entry", run: batch_rolls_back },
+    ]
+}
