@@ -26,11 +26,16 @@ export class Output {
 
   /** The command's result: JSON in --json mode, otherwise the text from `render`. */
   result(value: unknown, render: () => string): void {
-    if (this.json) this.stdout.write(`${JSON.stringify(value, jsonReplacer, 2)}\n`);
+    if (this.json) this.printJson(value);
     else {
       const text = render();
       if (text.length > 0) this.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
     }
+  }
+
+  /** A JSON document on stdout whatever the mode (`--format json`). */
+  printJson(value: unknown): void {
+    this.stdout.write(`${JSON.stringify(value, jsonReplacer, 2)}\n`);
   }
 
   /** A note about what is happening, for people; stderr so it never pollutes results. */

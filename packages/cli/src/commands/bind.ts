@@ -19,11 +19,11 @@ import { action, RunState, withExamples } from '../program';
 import { invalidInput } from '../errors';
 import type { CommandContext } from '../context';
 
-function collectRule(value: string, previous: string[] = []): string[] {
+export function collectRule(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
-function safetyOverride(rules: readonly string[] | undefined): SafetyOverride {
+export function safetyOverride(rules: readonly string[] | undefined): SafetyOverride {
   if (!rules || rules.length === 0) return false;
   if (rules.includes('all')) return true;
   for (const r of rules) {

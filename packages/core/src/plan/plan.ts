@@ -300,7 +300,7 @@ export function planAssignment(host: HostModel, spec: GuestSpec, options: PlanOp
         kind: 'note',
         code: 'GROUP_COMPANION',
         subject: f.address,
-        message: `${f.address} joins the guest because it shares IOMMU group ${id} with ${functions.find((x) => x.role === 'requested')!.address} (a group is assigned whole)`,
+        message: `joins the guest because it shares IOMMU group ${id} with ${functions.find((x) => x.role === 'requested')!.address} (a group is assigned whole)`,
       });
     }
     const viability = checkViability(host, group);

@@ -1,0 +1,107 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import test from 'ava';
+import { EXAMPLES, parseJson, vfiokit } from '../testing/run-cli';
+
+function specFile(t: { teardown(fn: () => void): void }, text: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'vfiokit-spec-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'guest.yaml');
+  writeFileSync(file, text);
+  return file;
+}
+
+interface PlanJson {
+  ok: boolean;
+  groups: { id: number; functions: { address: string; role: string }[] }[];
+  domains: { kind: string; id?: string; bridge?: { id: string }; devices: { functions: { hostAddress: string; guestFunction: number }[] }[] }[];
+  dma: { policy: string; topology: { pinnedBytes: string; containers: { groups: number[] }[] } };
+  findings: { kind: string; code: string; subject: string }[];
+  actions: string[];
+}
+
+test('plan of the USB controller with enough locked memory is ready once bound, on one root port', async (t) => {
+  const run = await vfiokit(['--mock', 'workstation', 'plan', join(EXAMPLES, 'usb-controller.yaml'), '--memlock', 'unlimited']);
+  t.is(run.code, 0);
+  t.is(run.stderr, '');
+  const lines = run.stdout.split('\n');
+  t.is(lines[0], 'guest usb-guest: q35, 4 GiB RAM, 2 vCPUs, guest IOMMU none');
+  t.is(lines[1], 'status: ready once the actions below are done');
+  t.true(lines.includes('  pcie-root-port vfiokit-rp1 (chassis 1, slot 1) <- group 11'));
+  t.true(lines.includes('    00.0 = host 0000:04:00.0'));
+  t.deepEqual(lines.slice(-3, -1), ['before starting the guest, run:', '  vfiokit bind 0000:04:00.0']);
+});
+
+test('plan --format json gives the groups, domains and the pinned budget', async (t) => {
+  const run = await vfiokit(['--mock', 'workstation', 'plan', join(EXAMPLES, 'gpu-passthrough.yaml'), '--force', 'console-display', '--memlock', '32G', '--format', 'json']);
+  t.is(run.code, 0);
+  const plan = parseJson<PlanJson>(run);
+  t.true(plan.ok);
+  t.deepEqual(plan.groups[0]!.functions.map((f) => [f.address, f.role]), [
+    ['0000:01:00.0', 'requested'],
+    ['0000:01:00.1', 'companion'],
+  ]);
+  t.deepEqual(plan.domains[0]!.devices[0]!.functions, [
+    { hostAddress: '0000:01:00.0', guestFunction: 0 },
+    { hostAddress: '0000:01:00.1', guestFunction: 1 },
+  ]);
+  t.is(plan.dma.policy, 'identity');
+  t.is(plan.dma.topology.pinnedBytes, '0x400000000');
+});
+
+test('plan behind a guest IOMMU gives each VF its own container', async (t) => {
+  const run = await vfiokit(['--mock', 'sriov-server', '--json', 'plan', join(EXAMPLES, 'sriov-vfs-viommu.yaml'), '--memlock', 'unlimited']);
+  t.is(run.code, 0);
+  const plan = parseJson<PlanJson>(run);
+  t.is(plan.dma.policy, 'shadow');
+  t.is(plan.dma.topology.containers.length, 2);
+  t.is(plan.dma.topology.pinnedBytes, '0x400000000');
+});
+
+test('plan of a pseries guest puts each PE on a PHB of its own', async (t) => {
+  const run = await vfiokit(['--mock', 'power8', '--json', 'plan', join(EXAMPLES, 'power8-tesla.yaml'), '--memlock', 'unlimited']);
+  const plan = parseJson<PlanJson>(run);
+  t.deepEqual(plan.domains.map((d) => [d.kind, d.bridge!.id]), [
+    ['spapr-pci-host-bridge', 'phb1'],
+    ['spapr-pci-host-bridge', 'phb2'],
+  ]);
+  t.is(plan.dma.policy, 'spapr-tce');
+});
+
+test('a plan over the locked-memory limit exits 5 with the number to raise it to', async (t) => {
+  const run = await vfiokit(['--mock', 'workstation', 'plan', join(EXAMPLES, 'usb-controller.yaml')]);
+  t.is(run.code, 5);
+  t.regex(run.stdout, /^status: REFUSED \(1 reason below\)$/m);
+  t.regex(run.stderr, /^vfiokit: guest usb-guest cannot be planned on this host: guest: 1 container\(s\) may pin 4 GiB .*raise the limit .* to at least 5368709120 bytes\n$/);
+});
+
+test('a spec naming a device the host lacks exits 5 naming the field', async (t) => {
+  const file = specFile(t, 'name: g\nmemory: 1G\ndevices: [0000:42:00.0]\n');
+  const run = await vfiokit(['--mock', 'workstation', '--json', 'plan', file, '--memlock', 'unlimited']);
+  t.is(run.code, 5);
+  const plan = parseJson<PlanJson>(run);
+  t.deepEqual(plan.findings.filter((f) => f.kind === 'refusal').map((f) => [f.code, f.subject]), [['DEVICE_NOT_FOUND', 'devices[0]']]);
+  t.is(JSON.parse(run.stderr).error.code, 'PLAN_UNSATISFIABLE');
+});
+
+test('malformed YAML exits 4 naming the line', async (t) => {
+  const file = specFile(t, 'name: g\nmemory: [1G\n');
+  const run = await vfiokit(['--mock', 'workstation', 'plan', file]);
+  t.is(run.code, 4);
+  t.is(run.stdout, '');
+  t.regex(run.stderr, /^vfiokit: .*guest\.yaml is not valid YAML \(line 3, column 1\): /);
+});
+
+test('a spec with a wrong field exits 4 naming the field', async (t) => {
+  const file = specFile(t, 'name: g\nmemory: 1G\ncpus: many\ndevices: [0000:04:00.0]\n');
+  const run = await vfiokit(['--mock', 'workstation', 'plan', file]);
+  t.is(run.code, 4);
+  t.regex(run.stderr, /is not a valid guest spec:\n {2}cpus: expected a number of vCPUs\nhint: see packages\/cli\/examples\/\*\.yaml/);
+});
+
+test('a spec file that does not exist exits 3', async (t) => {
+  const run = await vfiokit(['--mock', 'workstation', 'plan', '/nonexistent/guest.yaml']);
+  t.is(run.code, 3);
+  t.regex(run.stderr, /^vfiokit: guest spec \/nonexistent\/guest\.yaml does not exist\n/);
+});

@@ -1,0 +1,138 @@
+// `vfiokit plan GUEST.yaml`: read a guest spec, plan it on this host with
+// core's planAssignment, and print the plan as text, JSON or QEMU arguments.
+// A plan with refusals prints what it could decide and exits 5.
+import { Command, Option } from 'commander';
+import {
+  assertPlanOk,
+  discoverHost,
+  findProtectedDevices,
+  hasCapIpcLock,
+  planAssignment,
+  readLockedMemoryLimit,
+  type GuestPciDomain,
+  type HostFs,
+  type MemlockLimit,
+  type Plan,
+} from '@vfiokit/core';
+import { action, RunState, withExamples } from '../program';
+import { readGuestSpec } from '../guest-spec';
+import { formatSize, hex, parseSize } from '../sizes';
+import { collectRule, safetyOverride } from './bind';
+import type { CommandContext } from '../context';
+
+export type PlanFormat = 'text' | 'json';
+
+/** The VMM's RLIMIT_MEMLOCK: as given, or this process's (the VMM is usually started like vfiokit is). */
+export function memlockOf(fs: HostFs, option: string | undefined): MemlockLimit {
+  if (option === 'unlimited') return { soft: 'unlimited' };
+  if (option !== undefined) return { soft: parseSize(option, '--memlock') };
+  const limit = readLockedMemoryLimit(fs);
+  return { soft: limit.soft ?? 'unlimited', capIpcLock: hasCapIpcLock(fs) };
+}
+
+export interface PlanOptions {
+  readonly force?: string[];
+  readonly memlock?: string;
+}
+
+/** Read, plan, and return the plan whether or not it is ok. */
+export async function planFromFile(ctx: CommandContext, file: string, opts: PlanOptions): Promise<Plan> {
+  const spec = readGuestSpec(file);
+  const host = await ctx.host();
+  const model = discoverHost(host.fs);
+  return planAssignment(model, spec, {
+    protectedDevices: findProtectedDevices(host.fs, model),
+    force: safetyOverride(opts.force),
+    memlock: memlockOf(host.fs, opts.memlock),
+  });
+}
+
+function domainLines(d: GuestPciDomain): string[] {
+  const head =
+    d.kind === 'pcie-root-port'
+      ? `pcie-root-port ${d.id} (chassis ${d.chassis}, slot ${d.slot}) <- group ${d.group}`
+      : `spapr-pci-host-bridge ${d.bridge.id} (index ${d.bridge.index}, LIOBNs ${hex(BigInt(d.bridge.liobn32))}/${hex(BigInt(d.bridge.liobn64))}) <- PE group ${d.group}`;
+  const lines = [`  ${head}`];
+  for (const slot of d.devices) {
+    for (const f of slot.functions) {
+      const at = `${slot.guestDevice.toString(16).padStart(2, '0')}.${f.guestFunction}`;
+      lines.push(`    ${at} = host ${f.hostAddress}${slot.multifunction && f.guestFunction === 0 ? '  (multifunction)' : ''}`);
+    }
+  }
+  return lines;
+}
+
+const POLICY_TEXT = {
+  identity: 'identity: all guest RAM mapped at IOVA = GPA for the guest\'s whole life',
+  shadow: 'shadow: all RAM at IOVA = GPA until the guest enables its IOMMU, then exactly what the guest maps',
+  'spapr-tce': 'sPAPR TCE: the guest\'s TCE windows, one container per PE',
+} as const;
+
+export function planText(plan: Plan): string {
+  const s = plan.spec;
+  const refusals = plan.findings.filter((f) => f.kind === 'refusal');
+  const lines = [
+    `guest ${s.name}: ${s.machine}, ${formatSize(s.memoryBytes)} RAM, ${s.cpus} vCPU${s.cpus === 1 ? '' : 's'}, guest IOMMU ${s.iommu}`,
+    `status: ${refusals.length > 0 ? `REFUSED (${refusals.length} reason${refusals.length === 1 ? '' : 's'} below)` : plan.actions.length > 0 ? 'ready once the actions below are done' : 'ready'}`,
+    '',
+    'groups (each assigned whole):',
+  ];
+  if (plan.groups.length === 0) lines.push('  none');
+  for (const g of plan.groups) {
+    lines.push(`  group ${g.id}${g.viable ? '' : ' (not viable yet)'}`);
+    for (const f of g.functions) {
+      const who = f.role === 'requested' ? `requested as ${f.requestedAs}` : `companion: shares group ${g.id}`;
+      lines.push(`    ${f.address}  ${f.vendorId.toString(16).padStart(4, '0')}:${f.deviceId.toString(16).padStart(4, '0')}  ${f.driver ?? 'no driver'}  ${who}`);
+    }
+    for (const b of g.hostBridges) lines.push(`    ${b}  bridge: stays with the host`);
+  }
+  lines.push('', 'guest PCI:');
+  if (plan.domains.length === 0) lines.push('  none');
+  for (const d of plan.domains) lines.push(...domainLines(d));
+  const topo = plan.dma.topology;
+  const limit = topo.memlock ? (topo.memlock.soft === 'unlimited' ? 'unlimited' : formatSize(topo.memlock.soft)) : 'not checked';
+  lines.push('', 'DMA:', `  policy      ${POLICY_TEXT[plan.dma.policy]}`);
+  lines.push(`  guest RAM   ${plan.guest.memory.regions.map((r) => `${r.name} ${hex(r.gpa)}-${hex(r.gpa + r.size - 1n)}`).join(', ')}`);
+  for (const [i, c] of topo.containers.entries()) {
+    lines.push(`  ${i === 0 ? 'containers ' : '           '} ${i + 1}: group${c.groups.length === 1 ? '' : 's'} ${c.groups.join(', ')}, holds ${c.holds}, pins up to ${formatSize(c.pinnedBytes)}`);
+  }
+  for (const w of plan.dma.tceWindows ?? []) {
+    for (const win of w.windows) {
+      lines.push(`  window      ${w.bridge} #${win.index}: ${hex(win.start)}+${formatSize(win.size)}, ${formatSize(1n << BigInt(win.pageShift))} TCEs (created by the ${win.createdBy})`);
+    }
+  }
+  lines.push(`  pinned      ${formatSize(topo.pinnedBytes)} at most; RLIMIT_MEMLOCK ${limit}${topo.memlock?.capIpcLock ? ' (CAP_IPC_LOCK: not enforced)' : ''} -> ${topo.fitsMemlock ? 'fits' : 'TOO LOW'}`);
+  if (plan.findings.length > 0) {
+    lines.push('', 'findings:');
+    for (const f of plan.findings) {
+      lines.push(`  ${f.kind.padEnd(8)} ${f.subject}: ${f.message}`);
+      if (f.fix) lines.push(`  ${''.padEnd(8)} fix: ${f.fix}`);
+    }
+  }
+  if (plan.actions.length > 0) lines.push('', 'before starting the guest, run:', ...plan.actions.map((a) => `  ${a}`));
+  return lines.join('\n');
+}
+
+export function planCommand(state: RunState): Command {
+  const cmd = new Command('plan')
+    .description('plan a guest from a YAML spec: whole IOMMU groups, guest PCI placement, DMA policy, pinned memory, QEMU arguments')
+    .argument('<guest.yaml>', 'guest spec (see packages/cli/examples/*.yaml)')
+    .addOption(new Option('-f, --format <format>', 'output format').choices(['text', 'json']).default('text'))
+    .addOption(new Option('--force <rule>', 'waive a host-safety rule for devices the plan detaches; repeatable').argParser(collectRule))
+    .option('--memlock <size>', "the VMM's RLIMIT_MEMLOCK (8G, bytes, or unlimited); default: this process's")
+    .action(
+      action(state, async (ctx, file: string, opts: PlanOptions & { format: PlanFormat }) => {
+        const plan = await planFromFile(ctx, file, opts);
+        const format = ctx.globals.json ? 'json' : opts.format;
+        if (format === 'json') ctx.out.printJson(plan);
+        else ctx.out.result(plan, () => planText(plan));
+        assertPlanOk(plan);
+      }),
+    );
+  return withExamples(
+    cmd,
+    'vfiokit plan guest.yaml',
+    'vfiokit --mock workstation plan packages/cli/examples/usb-controller.yaml --memlock unlimited',
+    'vfiokit --mock power8 plan packages/cli/examples/power8-tesla.yaml --format json',
+  );
+}
