@@ -184,3 +184,19 @@ export function parseTrace(text: string): DmaTrace {
     phases,
   };
 }
+
+/**
+ * Read a trace in whichever form it comes: vfiokit's own format (by its
+ * first line) or the Linux tracepoint text (`importLinuxTrace`, which may need
+ * `device` to attribute run-time DMA).
+ */
+export function readTrace(text: string, opts: { readonly device?: string } = {}): DmaTrace {
+  if (text.startsWith(TRACE_MAGIC)) return parseTrace(text);
+  if (/^\s*\S.*-\d+\s+\[\d+\].*\d+\.\d+: (map|unmap|attach_device_to_domain|add_device_to_group):/m.test(text)) {
+    // Loaded lazily: the importer depends on this module.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { importLinuxTrace } = require('./trace-linux') as typeof import('./trace-linux');
+    return importLinuxTrace(text, opts).trace;
+  }
+  throw new TraceError(`not a trace vfiokit reads: expected '${TRACE_MAGIC}' on the first line, or Linux iommu tracepoint lines (/sys/kernel/tracing/trace)`);
+}
