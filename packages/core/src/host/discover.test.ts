@@ -163,3 +163,19 @@ test('pci.ids subsystem lines name a subsystem', (t) => {
   const ids = parsePciIds('10de  NVIDIA Corporation\n\t1b80  GP104\n\t\t3842 6180  GTX 1080 FTW\n', 'x');
   t.is(ids.namesFor({ vendorId: 0x10de, deviceId: 0x1b80, subsystemVendorId: 0x3842, subsystemDeviceId: 0x6180, classCode: 0 }).subsystem, 'GTX 1080 FTW');
 });
+
+test('BARs are read from the resource file with their kinds', (t) => {
+  t.deepEqual(
+    findDevice(workstation(), '0000:01:00.0').bars.map((b) => [b.index, b.size, b.kind, b.prefetchable, b.is64]),
+    [
+      [0, 0x1000000n, 'mem', false, false],
+      [1, 0x10000000n, 'mem', true, true],
+      [3, 0x2000000n, 'mem', true, true],
+      [5, 0x80n, 'io', false, false],
+    ],
+  );
+});
+
+test('a bridge has no BARs in the fixture', (t) => {
+  t.deepEqual(findDevice(workstation(), '0000:00:1b.0').bars, []);
+});

@@ -13,6 +13,7 @@ import type {
   IommuGroup,
   IommuKind,
   PartitionableEndpoint,
+  PciBar,
   PciDevice,
   ReservedRegion,
   SriovPhysicalFunction,
@@ -123,7 +124,40 @@ export function readPciDevice(host: HostFs, address: string, pciIds: PciIds): Pc
     ...(sriov === undefined ? {} : { sriov }),
     ...(physfn === undefined ? {} : { physicalFunction: physfn }),
     ...(resetMethods ? { resetMethods: resetMethods.split(/\s+/) } : {}),
+    bars: parseResource(host.readText(`${link}/resource`) ?? ''),
   };
+}
+
+const IORESOURCE_IO = 0x100n;
+const IORESOURCE_MEM = 0x200n;
+const IORESOURCE_PREFETCH = 0x2000n;
+const IORESOURCE_MEM_64 = 0x100000n;
+
+/**
+ * BARs 0-5 from the `resource` file: "start end flags" per line, as
+ * resource_show (drivers/pci/pci-sysfs.c) prints them; a BAR the firmware
+ * did not assign reads as zeros and is left out.
+ */
+export function parseResource(text: string): readonly PciBar[] {
+  const bars: PciBar[] = [];
+  text
+    .split('\n')
+    .slice(0, 6)
+    .forEach((line, index) => {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 3) return;
+      const [start, end, flags] = f.map((x) => BigInt(x)) as [bigint, bigint, bigint];
+      if (end === 0n || !(flags & (IORESOURCE_IO | IORESOURCE_MEM))) return;
+      bars.push({
+        index,
+        start,
+        size: end - start + 1n,
+        kind: flags & IORESOURCE_IO ? 'io' : 'mem',
+        prefetchable: (flags & IORESOURCE_PREFETCH) !== 0n,
+        is64: (flags & IORESOURCE_MEM_64) !== 0n,
+      });
+    });
+  return bars;
 }
 
 function readSriov(host: HostFs, link: string): SriovPhysicalFunction | undefined {

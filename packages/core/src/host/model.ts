@@ -14,6 +14,16 @@ export interface SriovPhysicalFunction {
   readonly virtualFunctions: readonly string[];
 }
 
+/** One BAR, from the `resource` file. */
+export interface PciBar {
+  readonly index: number;
+  readonly start: bigint;
+  readonly size: bigint;
+  readonly kind: 'mem' | 'io';
+  readonly prefetchable: boolean;
+  readonly is64: boolean;
+}
+
 /** One PCI function, as /sys/bus/pci/devices/ADDRESS describes it. */
 export interface PciDevice {
   /** `0000:01:00.0`: the sysfs name. */
@@ -56,6 +66,8 @@ export interface PciDevice {
   readonly physicalFunction?: string;
   /** `reset_method`: the resets the kernel can do (flr, pm, bus...), when it says. */
   readonly resetMethods?: readonly string[];
+  /** Assigned BARs 0-5 (unassigned ones are left out). */
+  readonly bars: readonly PciBar[];
 }
 
 /** Which POWER partitionable endpoint a group is (its name, `domainD-peN`, from iommu_register_group). */
