@@ -1,17 +1,322 @@
 //! The Node face of vfio-core. All napi types live here and nowhere else.
+//!
+//! - Errors are JS `Error`s with stable properties: `code` (`EEXIST`, ...),
+//!   `errno`, `ioctl`, `object`, and `entryIndex` for batches.
+//! - Batches cross as typed arrays: a `BigUint64Array` of iova/vaddr/size
+//!   triples (iova/size pairs to unmap) and a `Uint32Array` of flags (or one
+//!   number for all), borrowed without copying.
+//! - A mock host is described by a plain, JSON-able object
+//!   ([`MockHostConfig`]); 64-bit quantities there are numbers or strings
+//!   ("0x7fffffffff"), since JSON has no bigint.
 
 use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
+use napi::{Env, JsValue};
 use napi_derive::napi;
 
-use crate::backend::{Backend, MockBackend, MockConfig};
+use crate::backend::{
+    self, BarConfig, DeviceModelConfig, EduConfig, GenericDeviceConfig, IovaSpan, KernelBackend, KernelVersion,
+    MockBackend, MockConfig, MockDeviceConfig, MockGroupConfig,
+};
+use crate::batch::{as_pairs, as_triples, BatchFlags};
 
-fn to_js(e: crate::Error) -> napi::Error {
-    napi::Error::new(Status::GenericFailure, format!("[{}] {}", e.code(), e))
+/// Builds the JS error for `e`, with its properties, and hands it to napi to throw.
+fn js_err(env: &Env, e: crate::Error) -> napi::Error {
+    let build = || -> Result<napi::Error> {
+        let mut obj = env.create_error(napi::Error::new(Status::GenericFailure, e.to_string()))?;
+        obj.set_named_property("code", e.code())?;
+        obj.set_named_property("errno", e.errno)?;
+        obj.set_named_property("ioctl", e.ioctl)?;
+        obj.set_named_property("object", e.object.as_str())?;
+        if let Some(k) = e.entry {
+            obj.set_named_property("entryIndex", k as f64)?;
+        }
+        if let Some(d) = &e.detail {
+            obj.set_named_property("detail", d.as_str())?;
+        }
+        Ok(napi::Error::from(obj.to_unknown()))
+    };
+    build().unwrap_or_else(|x| x)
 }
 
-/// A VFIO container opened on a backend: the kernel's /dev/vfio/vfio or the mock.
+fn bad_arg(what: impl Into<String>) -> crate::Error {
+    crate::Error::new(libc::EINVAL, "argument", "vfio-core binding").with_detail(what)
+}
+
+fn u64_of(name: &str, v: &BigInt) -> std::result::Result<u64, crate::Error> {
+    let (signed, value, lossless) = v.get_u64();
+    if signed || !lossless {
+        return Err(bad_arg(format!("{name} must be a bigint in 0..2^64")));
+    }
+    Ok(value)
+}
+
+fn num_or_str(name: &str, v: &Either<f64, String>) -> std::result::Result<u64, crate::Error> {
+    match v {
+        Either::A(n) if *n >= 0.0 && n.fract() == 0.0 && *n <= 9_007_199_254_740_991.0 => Ok(*n as u64),
+        Either::A(_) => Err(bad_arg(format!("{name} must be a safe non-negative integer, or a string"))),
+        Either::B(s) => {
+            let t = s.trim();
+            let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                Some(hex) => u64::from_str_radix(hex, 16),
+                None => t.parse(),
+            };
+            r.map_err(|_| bad_arg(format!("{name}: cannot read {s:?} as an integer")))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Mock host configuration
+
+/// One IOVA range, both ends inclusive.
+#[napi(object)]
+pub struct IovaSpanConfig {
+    pub start: Either<f64, String>,
+    pub end: Either<f64, String>,
+}
+
+/// A memory BAR of a generic device.
+#[napi(object, js_name = "MockBarConfig")]
+pub struct BarConfigJs {
+    pub index: u32,
+    pub size: Either<f64, String>,
+    pub mmap: Option<bool>,
+    /// Sparse mmap areas as [offset, size] pairs.
+    pub sparse: Option<Vec<Vec<f64>>>,
+}
+
+/// What a mock device is: `kind` is `edu` (QEMU's edu) or `generic`.
+#[napi(object, js_name = "MockDeviceModel")]
+pub struct DeviceModelJs {
+    pub kind: String,
+    /// edu: DMA address mask (default 2^28-1).
+    pub dma_mask: Option<Either<f64, String>>,
+    /// Whether the kernel would find a reset method (default false).
+    pub reset: Option<bool>,
+    pub vendor: Option<u32>,
+    pub device: Option<u32>,
+    pub class_code: Option<u32>,
+    pub bars: Option<Vec<BarConfigJs>>,
+    pub msi_vectors: Option<u32>,
+    pub msix_vectors: Option<u32>,
+    pub pcie: Option<bool>,
+}
+
+#[napi(object, js_name = "MockDeviceConfig")]
+pub struct MockDeviceJs {
+    /// PCI address, e.g. "0000:00:03.0".
+    pub address: String,
+    /// Bound driver ("vfio-pci", "e1000e", ...); null or absent: unbound.
+    pub driver: Option<String>,
+    /// Defaults to an edu.
+    pub model: Option<DeviceModelJs>,
+}
+
+#[napi(object, js_name = "MockGroupConfig")]
+pub struct MockGroupJs {
+    pub id: u32,
+    pub devices: Vec<MockDeviceJs>,
+    /// Reserved regions removed from the IOVA ranges when the group attaches.
+    pub reserved: Option<Vec<IovaSpanConfig>>,
+}
+
+/// A mock host. Every field is optional; the defaults are what the lab's
+/// Linux 6.1 answered on an emulated VT-d: page sizes 0x40201000, IOVA ranges
+/// 0-0xfedfffff and 0xfef00000-0x7fffffffff, dma_entry_limit 65535, and one
+/// group (1) with an edu at 0000:00:03.0 bound to vfio-pci.
+#[napi(object)]
+pub struct MockHostConfig {
+    /// "6.1" (default) or "6.12".
+    pub kernel: Option<String>,
+    pub iova_pgsizes: Option<Either<f64, String>>,
+    pub iova_ranges: Option<Vec<IovaSpanConfig>>,
+    pub dma_entry_limit: Option<u32>,
+    pub enforce_cache_coherency: Option<bool>,
+    pub groups: Option<Vec<MockGroupJs>>,
+}
+
+fn span(name: &str, s: &IovaSpanConfig) -> std::result::Result<IovaSpan, crate::Error> {
+    Ok(IovaSpan::new(num_or_str(name, &s.start)?, num_or_str(name, &s.end)?))
+}
+
+fn model_of(m: Option<&DeviceModelJs>) -> std::result::Result<DeviceModelConfig, crate::Error> {
+    let Some(m) = m else { return Ok(DeviceModelConfig::Edu(EduConfig::default())) };
+    match m.kind.as_str() {
+        "edu" => {
+            let mut c = EduConfig::default();
+            if let Some(mask) = &m.dma_mask {
+                c.dma_mask = num_or_str("dmaMask", mask)?;
+            }
+            c.reset = m.reset.unwrap_or(false);
+            Ok(DeviceModelConfig::Edu(c))
+        }
+        "generic" => {
+            let mut bars = Vec::new();
+            for b in m.bars.iter().flatten() {
+                let size = num_or_str("bars[].size", &b.size)?;
+                if !size.is_power_of_two() {
+                    return Err(bad_arg(format!("BAR {} size {size:#x} is not a power of two", b.index)));
+                }
+                let sparse = b.sparse.as_ref().map(|v| {
+                    v.iter().map(|p| (p.first().copied().unwrap_or(0.0) as u64, p.get(1).copied().unwrap_or(0.0) as u64)).collect()
+                });
+                bars.push(BarConfig { index: b.index, size, mmap: b.mmap.unwrap_or(true), sparse });
+            }
+            Ok(DeviceModelConfig::Generic(GenericDeviceConfig {
+                vendor: m.vendor.unwrap_or(0x1af4) as u16,
+                device: m.device.unwrap_or(0x1000) as u16,
+                class_code: m.class_code.unwrap_or(0xff0000),
+                bars,
+                reset: m.reset.unwrap_or(false),
+                msi_vectors: m.msi_vectors.unwrap_or(0),
+                msix_vectors: m.msix_vectors.unwrap_or(0),
+                pcie: m.pcie.unwrap_or(false),
+            }))
+        }
+        other => Err(bad_arg(format!("unknown device model kind {other:?}: use \"edu\" or \"generic\""))),
+    }
+}
+
+fn config_of(c: Option<MockHostConfig>) -> std::result::Result<MockConfig, crate::Error> {
+    let Some(c) = c else { return Ok(MockConfig::default()) };
+    let mut out = if c.groups.is_some() { MockConfig::empty() } else { MockConfig::default() };
+    out.kernel = match c.kernel.as_deref() {
+        None | Some("6.1") => KernelVersion::V6_1,
+        Some("6.12") => KernelVersion::V6_12,
+        Some(k) => return Err(bad_arg(format!("kernel {k:?}: the mock models \"6.1\" and \"6.12\""))),
+    };
+    if let Some(p) = &c.iova_pgsizes {
+        out.iova_pgsizes = num_or_str("iovaPgsizes", p)?;
+        if out.iova_pgsizes == 0 {
+            return Err(bad_arg("iovaPgsizes must have at least one page size bit"));
+        }
+    }
+    if let Some(r) = &c.iova_ranges {
+        out.iova_ranges = r.iter().map(|s| span("iovaRanges", s)).collect::<std::result::Result<_, _>>()?;
+    }
+    if let Some(l) = c.dma_entry_limit {
+        out.dma_entry_limit = l;
+    }
+    out.enforce_cache_coherency = c.enforce_cache_coherency.unwrap_or(false);
+    for g in c.groups.iter().flatten() {
+        let mut group = MockGroupConfig::new(g.id);
+        for d in &g.devices {
+            group.devices.push(MockDeviceConfig {
+                address: d.address.clone(),
+                driver: d.driver.clone(),
+                model: model_of(d.model.as_ref())?,
+            });
+        }
+        group.reserved = g.reserved.iter().flatten().map(|s| span("reserved", s)).collect::<std::result::Result<_, _>>()?;
+        out.groups.push(group);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Backends
+
+/// A VFIO system: the kernel's /dev/vfio, or an in-process mock host.
+/// Containers and groups opened from one backend can be used together.
+#[napi]
+pub struct VfioBackend {
+    inner: Arc<dyn backend::Backend>,
+    mock: Option<Arc<MockBackend>>,
+}
+
+#[napi]
+impl VfioBackend {
+    /// The kernel's VFIO at /dev/vfio (or `devDir`).
+    #[napi(factory)]
+    pub fn kernel(dev_dir: Option<String>) -> Self {
+        let k = match dev_dir {
+            Some(d) => KernelBackend::with_dev_dir(d),
+            None => KernelBackend::new(),
+        };
+        Self { inner: Arc::new(k), mock: None }
+    }
+
+    /// A mock host built from `config` (see MockHostConfig).
+    #[napi(factory)]
+    pub fn mock(env: &Env, config: Option<MockHostConfig>) -> Result<Self> {
+        let cfg = config_of(config).map_err(|e| js_err(env, e))?;
+        let m = Arc::new(MockBackend::new(cfg));
+        Ok(Self { inner: m.clone(), mock: Some(m) })
+    }
+
+    /// "kernel" or "mock".
+    #[napi(getter)]
+    pub fn kind(&self) -> String {
+        self.inner.kind().to_string()
+    }
+
+    #[napi]
+    pub fn open_container(&self, env: &Env) -> Result<Container> {
+        let c = crate::Container::open(self.inner.clone()).map_err(|e| js_err(env, e))?;
+        Ok(Container { inner: c })
+    }
+
+    #[napi]
+    pub fn open_group(&self, env: &Env, id: u32) -> Result<Group> {
+        let g = crate::Group::open(self.inner.clone(), id).map_err(|e| js_err(env, e))?;
+        Ok(Group { inner: g })
+    }
+
+    /// Mock only: bind a device to `driver` (null unbinds), as sysfs would.
+    #[napi]
+    pub fn bind(&self, env: &Env, address: String, driver: Option<String>) -> Result<()> {
+        let m = self.mock_only(env, "bind")?;
+        m.bind(&address, driver.as_deref())
+            .map_err(|e| js_err(env, crate::Error::new(e.0, "bind", format!("mock device {address}"))))
+    }
+
+    /// Mock only: how many ioctls the mock has served.
+    #[napi]
+    pub fn ioctl_count(&self, env: &Env) -> Result<f64> {
+        Ok(self.mock_only(env, "ioctlCount")?.ioctl_count() as f64)
+    }
+
+    fn mock_only(&self, env: &Env, what: &'static str) -> Result<&Arc<MockBackend>> {
+        self.mock.as_ref().ok_or_else(|| {
+            js_err(env, crate::Error::new(libc::ENOTTY, what, "kernel backend").with_detail("only a mock host has this"))
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Container
+
+#[napi(object, js_name = "IovaRange")]
+pub struct IovaRangeJs {
+    pub start: BigInt,
+    pub end: BigInt,
+}
+
+#[napi(object, js_name = "IommuInfo")]
+pub struct IommuInfoJs {
+    pub flags: u32,
+    pub iova_pgsizes: BigInt,
+    pub iova_ranges: Option<Vec<IovaRangeJs>>,
+    pub dma_avail: Option<u32>,
+    pub migration_pgsize_bitmap: Option<BigInt>,
+}
+
+#[napi(object, js_name = "BatchReport")]
+pub struct BatchReportJs {
+    pub entries: u32,
+    pub ioctls: u32,
+    pub bytes: BigInt,
+}
+
+impl From<crate::BatchReport> for BatchReportJs {
+    fn from(r: crate::BatchReport) -> Self {
+        Self { entries: r.entries as u32, ioctls: r.ioctls as u32, bytes: BigInt::from(r.bytes) }
+    }
+}
+
+/// A VFIO container (/dev/vfio/vfio), on the kernel or on a mock host.
 #[napi]
 pub struct Container {
     inner: crate::Container,
@@ -19,22 +324,309 @@ pub struct Container {
 
 #[napi]
 impl Container {
-    /// Open a container on a fresh in-process mock of the kernel.
+    /// A container on a fresh mock host with the default configuration.
     #[napi(factory)]
-    pub fn open_mock() -> Result<Self> {
-        let backend: Arc<dyn Backend> = Arc::new(MockBackend::new(MockConfig::default()));
-        Ok(Self { inner: crate::Container::open(backend).map_err(to_js)? })
+    pub fn open_mock(env: &Env) -> Result<Self> {
+        let b: Arc<dyn backend::Backend> = Arc::new(MockBackend::new(MockConfig::default()));
+        Ok(Self { inner: crate::Container::open(b).map_err(|e| js_err(env, e))? })
+    }
+
+    #[napi(getter)]
+    pub fn backend_kind(&self) -> String {
+        self.inner.backend_kind().to_string()
     }
 
     /// `VFIO_GET_API_VERSION`.
     #[napi]
-    pub fn api_version(&self) -> Result<i32> {
-        self.inner.api_version().map_err(to_js)
+    pub fn api_version(&self, env: &Env) -> Result<i32> {
+        self.inner.api_version().map_err(|e| js_err(env, e))
     }
 
     /// `VFIO_CHECK_EXTENSION` for an IOMMU type or feature number.
     #[napi]
-    pub fn check_extension(&self, extension: u32) -> Result<bool> {
-        self.inner.check_extension(extension).map_err(to_js)
+    pub fn check_extension(&self, env: &Env, extension: u32) -> Result<bool> {
+        self.inner.check_extension(extension).map_err(|e| js_err(env, e))
+    }
+
+    /// `VFIO_SET_IOMMU`.
+    #[napi]
+    pub fn set_iommu(&self, env: &Env, iommu: u32) -> Result<()> {
+        self.inner.set_iommu(iommu).map_err(|e| js_err(env, e))
+    }
+
+    /// `VFIO_IOMMU_GET_INFO` with its capabilities.
+    #[napi]
+    pub fn iommu_info(&self, env: &Env) -> Result<IommuInfoJs> {
+        let i = self.inner.iommu_info().map_err(|e| js_err(env, e))?;
+        Ok(IommuInfoJs {
+            flags: i.flags,
+            iova_pgsizes: BigInt::from(i.iova_pgsizes),
+            iova_ranges: i.iova_ranges.map(|r| {
+                r.into_iter().map(|r| IovaRangeJs { start: BigInt::from(r.start), end: BigInt::from(r.end) }).collect()
+            }),
+            dma_avail: i.dma_avail,
+            migration_pgsize_bitmap: i.migration.map(|m| BigInt::from(m.pgsize_bitmap)),
+        })
+    }
+
+    /// `VFIO_IOMMU_MAP_DMA` of one range.
+    #[napi]
+    pub fn map_dma(&self, env: &Env, iova: BigInt, vaddr: BigInt, size: BigInt, flags: u32) -> Result<()> {
+        let r = (|| {
+            let (i, v, s) = (u64_of("iova", &iova)?, u64_of("vaddr", &vaddr)?, u64_of("size", &size)?);
+            self.inner.map_dma(i, v, s, flags)
+        })();
+        r.map_err(|e| js_err(env, e))
+    }
+
+    /// `VFIO_IOMMU_UNMAP_DMA`: returns the bytes unmapped.
+    #[napi]
+    pub fn unmap_dma(&self, env: &Env, iova: BigInt, size: BigInt) -> Result<BigInt> {
+        let r = (|| self.inner.unmap_dma(u64_of("iova", &iova)?, u64_of("size", &size)?))();
+        r.map(BigInt::from).map_err(|e| js_err(env, e))
+    }
+
+    /// `VFIO_IOMMU_UNMAP_DMA` with `VFIO_DMA_UNMAP_FLAG_ALL`.
+    #[napi]
+    pub fn unmap_all(&self, env: &Env) -> Result<BigInt> {
+        self.inner.unmap_all().map(BigInt::from).map_err(|e| js_err(env, e))
+    }
+
+    /// Maps a batch: `entries` holds iova, vaddr, size triples; `flags` one
+    /// word per entry or one number for all. All or nothing: on failure the
+    /// error's `entryIndex` names the entry and nothing stays mapped.
+    #[napi]
+    pub fn map_batch(&self, env: &Env, entries: BigUint64ArraySlice, flags: Either<u32, Uint32ArraySlice>) -> Result<BatchReportJs> {
+        let Some(triples) = as_triples(&entries) else {
+            return Err(js_err(env, bad_arg(format!("entries has {} values, not a multiple of 3 (iova, vaddr, size)", entries.len()))));
+        };
+        let f = match &flags {
+            Either::A(all) => BatchFlags::All(*all),
+            Either::B(each) => BatchFlags::Each(each),
+        };
+        self.inner.map_batch(triples, f).map(Into::into).map_err(|e| js_err(env, e))
+    }
+
+    /// Unmaps a batch of iova, size pairs, coalescing contiguous ones.
+    #[napi]
+    pub fn unmap_batch(&self, env: &Env, entries: BigUint64ArraySlice) -> Result<BatchReportJs> {
+        let Some(pairs) = as_pairs(&entries) else {
+            return Err(js_err(env, bad_arg(format!("entries has {} values, not a multiple of 2 (iova, size)", entries.len()))));
+        };
+        self.inner.unmap_batch(pairs).map(Into::into).map_err(|e| js_err(env, e))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Group and device
+
+#[napi(object, js_name = "GroupStatus")]
+pub struct GroupStatusJs {
+    pub viable: bool,
+    pub container_set: bool,
+    pub flags: u32,
+}
+
+#[napi]
+pub struct Group {
+    inner: crate::Group,
+}
+
+#[napi]
+impl Group {
+    #[napi(getter)]
+    pub fn id(&self) -> u32 {
+        self.inner.id()
+    }
+
+    /// `VFIO_GROUP_GET_STATUS`.
+    #[napi]
+    pub fn status(&self, env: &Env) -> Result<GroupStatusJs> {
+        let s = self.inner.status().map_err(|e| js_err(env, e))?;
+        Ok(GroupStatusJs { viable: s.viable, container_set: s.container_set, flags: s.flags })
+    }
+
+    /// `VFIO_GROUP_SET_CONTAINER`.
+    #[napi]
+    pub fn set_container(&self, env: &Env, container: &Container) -> Result<()> {
+        self.inner.set_container(&container.inner).map_err(|e| js_err(env, e))
+    }
+
+    /// `VFIO_GROUP_UNSET_CONTAINER`.
+    #[napi]
+    pub fn unset_container(&self, env: &Env) -> Result<()> {
+        self.inner.unset_container().map_err(|e| js_err(env, e))
+    }
+
+    /// `VFIO_GROUP_GET_DEVICE_FD`.
+    #[napi]
+    pub fn device(&self, env: &Env, name: String) -> Result<Device> {
+        Ok(Device { inner: self.inner.device(&name).map_err(|e| js_err(env, e))? })
+    }
+}
+
+#[napi(object, js_name = "DeviceInfo")]
+pub struct DeviceInfoJs {
+    pub flags: u32,
+    pub num_regions: u32,
+    pub num_irqs: u32,
+}
+
+#[napi(object, js_name = "SparseArea")]
+pub struct SparseAreaJs {
+    pub offset: BigInt,
+    pub size: BigInt,
+}
+
+#[napi(object, js_name = "RegionInfo")]
+pub struct RegionInfoJs {
+    pub index: u32,
+    pub flags: u32,
+    pub size: BigInt,
+    pub offset: BigInt,
+    pub sparse_areas: Option<Vec<SparseAreaJs>>,
+}
+
+#[napi(object, js_name = "IrqInfo")]
+pub struct IrqInfoJs {
+    pub index: u32,
+    pub flags: u32,
+    pub count: u32,
+}
+
+#[napi]
+pub struct Device {
+    inner: crate::Device,
+}
+
+#[napi]
+impl Device {
+    #[napi(getter)]
+    pub fn name(&self) -> String {
+        self.inner.name().to_string()
+    }
+
+    #[napi]
+    pub fn info(&self, env: &Env) -> Result<DeviceInfoJs> {
+        let i = self.inner.info().map_err(|e| js_err(env, e))?;
+        Ok(DeviceInfoJs { flags: i.flags, num_regions: i.num_regions, num_irqs: i.num_irqs })
+    }
+
+    #[napi]
+    pub fn region_info(&self, env: &Env, index: u32) -> Result<RegionInfoJs> {
+        let r = self.inner.region_info(index).map_err(|e| js_err(env, e))?;
+        Ok(RegionInfoJs {
+            index: r.index,
+            flags: r.flags,
+            size: BigInt::from(r.size),
+            offset: BigInt::from(r.offset),
+            sparse_areas: r.sparse_areas.map(|v| {
+                v.into_iter().map(|a| SparseAreaJs { offset: BigInt::from(a.offset), size: BigInt::from(a.size) }).collect()
+            }),
+        })
+    }
+
+    #[napi]
+    pub fn irq_info(&self, env: &Env, index: u32) -> Result<IrqInfoJs> {
+        let i = self.inner.irq_info(index).map_err(|e| js_err(env, e))?;
+        Ok(IrqInfoJs { index: i.index, flags: i.flags, count: i.count })
+    }
+
+    /// `VFIO_DEVICE_SET_IRQS` with eventfds (-1 unassigns a vector; an
+    /// empty array disables the index).
+    #[napi]
+    pub fn set_irq_eventfds(&self, env: &Env, index: u32, start: u32, fds: Vec<i32>) -> Result<()> {
+        let data = if fds.is_empty() { crate::IrqData::None { count: 0 } } else { crate::IrqData::Eventfds(&fds) };
+        self.inner.set_irqs(index, start, crate::IrqAction::Trigger, data).map_err(|e| js_err(env, e))
+    }
+
+    /// `VFIO_DEVICE_SET_IRQS` with `DATA_NONE`: `action` is "mask",
+    /// "unmask" or "trigger" (fires the vectors: a loopback test).
+    #[napi]
+    pub fn set_irqs_none(&self, env: &Env, index: u32, start: u32, count: u32, action: String) -> Result<()> {
+        let a = match action.as_str() {
+            "mask" => crate::IrqAction::Mask,
+            "unmask" => crate::IrqAction::Unmask,
+            "trigger" => crate::IrqAction::Trigger,
+            other => return Err(js_err(env, bad_arg(format!("action {other:?}: use mask, unmask or trigger")))),
+        };
+        self.inner.set_irqs(index, start, a, crate::IrqData::None { count }).map_err(|e| js_err(env, e))
+    }
+
+    /// `VFIO_DEVICE_RESET`.
+    #[napi]
+    pub fn reset(&self, env: &Env) -> Result<()> {
+        self.inner.reset().map_err(|e| js_err(env, e))
+    }
+
+    /// Reads `length` bytes at `offset` of region `index` (pread).
+    #[napi]
+    pub fn read_region(&self, env: &Env, index: u32, offset: i64, length: u32) -> Result<Buffer> {
+        let r = (|| {
+            let off = u64::try_from(offset).map_err(|_| bad_arg("offset must not be negative"))?;
+            let region = self.inner.region_info(index)?;
+            let mut buf = vec![0u8; length as usize];
+            self.inner.read_region(&region, off, &mut buf)?;
+            Ok(buf)
+        })();
+        r.map(Buffer::from).map_err(|e| js_err(env, e))
+    }
+
+    /// Writes `data` at `offset` of region `index` (pwrite).
+    #[napi]
+    pub fn write_region(&self, env: &Env, index: u32, offset: i64, data: &[u8]) -> Result<()> {
+        let r = (|| {
+            let off = u64::try_from(offset).map_err(|_| bad_arg("offset must not be negative"))?;
+            let region = self.inner.region_info(index)?;
+            self.inner.write_region(&region, off, data)
+        })();
+        r.map_err(|e| js_err(env, e))
+    }
+
+    /// mmap of `length` bytes at `offset` of region `index`.
+    #[napi]
+    pub fn map_region(&self, env: &Env, index: u32, offset: i64, length: u32) -> Result<MappedRegion> {
+        let r = (|| {
+            let off = u64::try_from(offset).map_err(|_| bad_arg("offset must not be negative"))?;
+            let region = self.inner.region_info(index)?;
+            self.inner.map_region(&region, off, length as usize)
+        })();
+        Ok(MappedRegion { inner: r.map_err(|e| js_err(env, e))? })
+    }
+}
+
+/// An mmap of part of a device region; accesses are single MMIO loads and
+/// stores of the named width, little-endian.
+#[napi]
+pub struct MappedRegion {
+    inner: crate::MappedRegion,
+}
+
+#[napi]
+impl MappedRegion {
+    #[napi(getter)]
+    pub fn length(&self) -> u32 {
+        self.inner.len() as u32
+    }
+
+    #[napi]
+    pub fn read32(&self, env: &Env, offset: u32) -> Result<u32> {
+        self.inner.read_u32(offset as u64).map_err(|e| js_err(env, e))
+    }
+
+    #[napi]
+    pub fn write32(&self, env: &Env, offset: u32, value: u32) -> Result<()> {
+        self.inner.write_u32(offset as u64, value).map_err(|e| js_err(env, e))
+    }
+
+    #[napi]
+    pub fn read64(&self, env: &Env, offset: u32) -> Result<BigInt> {
+        self.inner.read_u64(offset as u64).map(BigInt::from).map_err(|e| js_err(env, e))
+    }
+
+    #[napi]
+    pub fn write64(&self, env: &Env, offset: u32, value: BigInt) -> Result<()> {
+        let r = (|| self.inner.write_u64(offset as u64, u64_of("value", &value)?))();
+        r.map_err(|e| js_err(env, e))
     }
 }

@@ -1,6 +1,8 @@
-// The TypeScript face of vfio-core: thin typed wrappers over the napi-generated
-// declarations, so callers never import the addon directly.
+// The TypeScript face of vfio-core: thin typed wrappers over the napi addon,
+// so callers never import the addon directly and every failure arrives as a
+// VfioError (a VfiokitError with the errno's name as its stable code).
 import * as native from '@vfiokit/vfio-core';
+import { VfiokitError } from '../errors';
 
 /** IOMMU types and features as `VFIO_CHECK_EXTENSION` numbers them (linux/vfio.h). */
 export enum IommuType {
@@ -16,9 +18,261 @@ export enum IommuType {
   UpdateVaddr = 10,
 }
 
-export type Container = native.Container;
+/** `VFIO_DMA_MAP_FLAG_*`: what the device may do to the mapped memory. */
+export const DmaFlags = { Read: 1, Write: 2, ReadWrite: 3 } as const;
 
-/** Open a container on vfio-core's in-process model of the kernel. */
+/** vfio-pci's fixed region indexes. */
+export const PciRegion = { Bar0: 0, Bar1: 1, Bar2: 2, Bar3: 3, Bar4: 4, Bar5: 5, Rom: 6, Config: 7, Vga: 8 } as const;
+
+/** vfio-pci's IRQ indexes. */
+export const PciIrq = { Intx: 0, Msi: 1, Msix: 2, Err: 3, Req: 4 } as const;
+
+export type MockHostConfig = native.MockHostConfig;
+export type MockGroupConfig = native.MockGroupConfig;
+export type MockDeviceConfig = native.MockDeviceConfig;
+export type MockDeviceModel = native.MockDeviceModel;
+export type IommuInfo = native.IommuInfo;
+export type IovaRange = native.IovaRange;
+export type BatchReport = native.BatchReport;
+export type GroupStatus = native.GroupStatus;
+export type DeviceInfo = native.DeviceInfo;
+export type RegionInfo = native.RegionInfo;
+export type IrqInfo = native.IrqInfo;
+
+/**
+ * A VFIO call failed. `code` is the errno's name (`EEXIST`, `EINVAL`, ...),
+ * `ioctl` the call, `object` what it was issued on; a batch also names the
+ * failing `entryIndex`. The message says what to do about it.
+ */
+export class VfioError extends VfiokitError {
+  constructor(
+    code: string,
+    message: string,
+    readonly errno: number,
+    readonly ioctl: string,
+    readonly object: string,
+    readonly entryIndex?: number,
+    readonly detail?: string,
+  ) {
+    super(code, message);
+  }
+}
+
+interface NativeErrorShape {
+  message: string;
+  code?: unknown;
+  errno?: unknown;
+  ioctl?: unknown;
+  object?: unknown;
+  entryIndex?: unknown;
+  detail?: unknown;
+}
+
+function toVfioError(err: unknown): unknown {
+  if (!(err instanceof Error)) return err;
+  const e = err as unknown as NativeErrorShape;
+  if (typeof e.code !== 'string' || typeof e.errno !== 'number' || typeof e.ioctl !== 'string') return err;
+  return new VfioError(
+    e.code,
+    e.message,
+    e.errno,
+    e.ioctl,
+    typeof e.object === 'string' ? e.object : '',
+    typeof e.entryIndex === 'number' ? e.entryIndex : undefined,
+    typeof e.detail === 'string' ? e.detail : undefined,
+  );
+}
+
+function call<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (err) {
+    throw toVfioError(err);
+  }
+}
+
+/** A VFIO system: the kernel's /dev/vfio or an in-process mock host. */
+export class VfioHost {
+  private constructor(private readonly backend: native.VfioBackend) {}
+
+  /** The kernel's VFIO at /dev/vfio (or `devDir`). */
+  static kernel(devDir?: string): VfioHost {
+    return new VfioHost(native.VfioBackend.kernel(devDir));
+  }
+
+  /** A mock host that answers as the kernel does; see MockHostConfig for the defaults. */
+  static mock(config?: MockHostConfig): VfioHost {
+    return new VfioHost(call(() => native.VfioBackend.mock(config)));
+  }
+
+  get kind(): 'kernel' | 'mock' {
+    return this.backend.kind as 'kernel' | 'mock';
+  }
+
+  openContainer(): Container {
+    return new Container(call(() => this.backend.openContainer()));
+  }
+
+  openGroup(id: number): Group {
+    return new Group(call(() => this.backend.openGroup(id)));
+  }
+
+  /** Mock only: bind a device to `driver` (null unbinds). */
+  bind(address: string, driver: string | null): void {
+    call(() => this.backend.bind(address, driver));
+  }
+
+  /** Mock only: ioctls served so far. */
+  ioctlCount(): number {
+    return call(() => this.backend.ioctlCount());
+  }
+}
+
+/** A VFIO container. */
+export class Container {
+  /** @internal */
+  constructor(readonly native: native.Container) {}
+
+  get backendKind(): string {
+    return this.native.backendKind;
+  }
+  apiVersion(): number {
+    return call(() => this.native.apiVersion());
+  }
+  checkExtension(extension: IommuType | number): boolean {
+    return call(() => this.native.checkExtension(extension));
+  }
+  setIommu(type: IommuType | number): void {
+    call(() => this.native.setIommu(type));
+  }
+  iommuInfo(): IommuInfo {
+    return call(() => this.native.iommuInfo());
+  }
+  mapDma(iova: bigint, vaddr: bigint, size: bigint, flags: number = DmaFlags.ReadWrite): void {
+    call(() => this.native.mapDma(iova, vaddr, size, flags));
+  }
+  /** Returns the bytes the kernel unmapped. */
+  unmapDma(iova: bigint, size: bigint): bigint {
+    return call(() => this.native.unmapDma(iova, size));
+  }
+  unmapAll(): bigint {
+    return call(() => this.native.unmapAll());
+  }
+  /**
+   * Maps `entries` (iova, vaddr, size triples) in one call, coalescing
+   * contiguous entries; all or nothing (a failure's `entryIndex` names the entry).
+   */
+  mapBatch(entries: BigUint64Array, flags: number | Uint32Array = DmaFlags.ReadWrite): BatchReport {
+    return call(() => this.native.mapBatch(entries, flags));
+  }
+  /** Unmaps `entries` (iova, size pairs); entries before a failing one stay unmapped. */
+  unmapBatch(entries: BigUint64Array): BatchReport {
+    return call(() => this.native.unmapBatch(entries));
+  }
+}
+
+/** A VFIO group (/dev/vfio/N). */
+export class Group {
+  /** @internal */
+  constructor(private readonly native: native.Group) {}
+
+  get id(): number {
+    return this.native.id;
+  }
+  status(): GroupStatus {
+    return call(() => this.native.status());
+  }
+  setContainer(container: Container): void {
+    call(() => this.native.setContainer(container.native));
+  }
+  unsetContainer(): void {
+    call(() => this.native.unsetContainer());
+  }
+  device(name: string): Device {
+    return new Device(call(() => this.native.device(name)));
+  }
+}
+
+/** A VFIO device fd. */
+export class Device {
+  /** @internal */
+  constructor(private readonly native: native.Device) {}
+
+  get name(): string {
+    return this.native.name;
+  }
+  info(): DeviceInfo {
+    return call(() => this.native.info());
+  }
+  regionInfo(index: number): RegionInfo {
+    return call(() => this.native.regionInfo(index));
+  }
+  irqInfo(index: number): IrqInfo {
+    return call(() => this.native.irqInfo(index));
+  }
+  /** Wire eventfds to vectors `start..`; an empty list disables the index. */
+  setIrqEventfds(index: number, start: number, fds: readonly number[]): void {
+    call(() => this.native.setIrqEventfds(index, start, [...fds]));
+  }
+  setIrqsNone(index: number, start: number, count: number, action: 'mask' | 'unmask' | 'trigger'): void {
+    call(() => this.native.setIrqsNone(index, start, count, action));
+  }
+  reset(): void {
+    call(() => this.native.reset());
+  }
+  readRegion(index: number, offset: number, length: number): Buffer {
+    return call(() => this.native.readRegion(index, offset, length));
+  }
+  writeRegion(index: number, offset: number, data: Uint8Array): void {
+    call(() => this.native.writeRegion(index, offset, data));
+  }
+  readConfig16(offset: number): number {
+    return this.readRegion(PciRegion.Config, offset, 2).readUInt16LE(0);
+  }
+  writeConfig16(offset: number, value: number): void {
+    const b = Buffer.alloc(2);
+    b.writeUInt16LE(value, 0);
+    this.writeRegion(PciRegion.Config, offset, b);
+  }
+  mapRegion(index: number, offset: number, length: number): MappedRegion {
+    return new MappedRegion(call(() => this.native.mapRegion(index, offset, length)));
+  }
+}
+
+/** An mmap of part of a device region (MMIO accessors, little-endian). */
+export class MappedRegion {
+  /** @internal */
+  constructor(private readonly native: native.MappedRegion) {}
+
+  get length(): number {
+    return this.native.length;
+  }
+  read32(offset: number): number {
+    return call(() => this.native.read32(offset));
+  }
+  write32(offset: number, value: number): void {
+    call(() => this.native.write32(offset, value));
+  }
+  read64(offset: number): bigint {
+    return call(() => this.native.read64(offset));
+  }
+  write64(offset: number, value: bigint): void {
+    call(() => this.native.write64(offset, value));
+  }
+}
+
+/** Open a container on a fresh mock host with the default configuration. */
 export function openMockContainer(): Container {
-  return native.Container.openMock();
+  return new Container(call(() => native.Container.openMock()));
+}
+
+/** Packs iova, vaddr, size triples into the typed array mapBatch takes. */
+export function packTriples(entries: readonly (readonly [bigint, bigint, bigint])[]): BigUint64Array {
+  const out = new BigUint64Array(entries.length * 3);
+  entries.forEach(([iova, vaddr, size], i) => {
+    out[3 * i] = iova;
+    out[3 * i + 1] = vaddr;
+    out[3 * i + 2] = size;
+  });
+  return out;
 }

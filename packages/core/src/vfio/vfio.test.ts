@@ -1,0 +1,139 @@
+import test from 'ava';
+import { DmaFlags, IommuType, PciRegion, VfioError, VfioHost, packTriples } from './index';
+
+const EDU = '0000:00:03.0';
+const VA = 0x7000_0000_0000n;
+
+function ready(config?: Parameters<typeof VfioHost.mock>[0]) {
+  const host = VfioHost.mock(config);
+  const container = host.openContainer();
+  const group = host.openGroup(1);
+  group.setContainer(container);
+  container.setIommu(IommuType.Type1v2);
+  return { host, container, group };
+}
+
+function pages(n: number, iova: bigint, stride: bigint): BigUint64Array {
+  return packTriples(Array.from({ length: n }, (_, i) => [iova + BigInt(i) * stride, VA + BigInt(i) * stride, 0x1000n] as const));
+}
+
+test('the iommu info reports the VT-d page sizes, both IOVA ranges and 65535 entries', (t) => {
+  const info = ready().container.iommuInfo();
+  t.is(info.iovaPgsizes, 0x40201000n);
+  t.deepEqual(info.iovaRanges, [
+    { start: 0n, end: 0xfedfffffn },
+    { start: 0xfef00000n, end: 0x7fffffffffn },
+  ]);
+  t.is(info.dmaAvail, 65535);
+});
+
+test('an overlapping map throws a VfioError with code EEXIST', (t) => {
+  const { container } = ready();
+  container.mapDma(0x100000n, VA, 0x4000n, DmaFlags.ReadWrite);
+  const e = t.throws(() => container.mapDma(0x102000n, VA, 0x1000n), { instanceOf: VfioError });
+  t.is(e?.code, 'EEXIST');
+  t.is(e?.errno, 17);
+  t.is(e?.ioctl, 'VFIO_IOMMU_MAP_DMA');
+});
+
+test('unmapping part of a mapping throws EINVAL', (t) => {
+  const { container } = ready();
+  container.mapDma(0x100000n, VA, 0x4000n);
+  t.is(t.throws(() => container.unmapDma(0x100000n, 0x1000n), { instanceOf: VfioError })?.code, 'EINVAL');
+});
+
+test('unmap returns the number of bytes removed', (t) => {
+  const { container } = ready();
+  container.mapDma(0x100000n, VA, 0x4000n);
+  t.is(container.unmapDma(0x100000n, 0x4000n), 0x4000n);
+});
+
+test('set iommu before a group is attached throws EINVAL', (t) => {
+  const c = VfioHost.mock().openContainer();
+  t.is(t.throws(() => c.setIommu(IommuType.Type1v2), { instanceOf: VfioError })?.code, 'EINVAL');
+});
+
+test('a group with a device on a host driver is not viable and cannot be attached', (t) => {
+  const host = VfioHost.mock({
+    groups: [{ id: 5, devices: [{ address: '0000:01:00.0', driver: 'vfio-pci' }, { address: '0000:01:00.1', driver: 'snd_hda_intel' }] }],
+  });
+  const g = host.openGroup(5);
+  t.false(g.status().viable);
+  t.is(t.throws(() => g.setContainer(host.openContainer()), { instanceOf: VfioError })?.code, 'EPERM');
+});
+
+test('a contiguous batch of 256 pages is mapped with one ioctl', (t) => {
+  const { container } = ready();
+  const r = container.mapBatch(pages(256, 0x100000n, 0x1000n));
+  t.deepEqual(r, { entries: 256, ioctls: 1, bytes: 256n * 0x1000n });
+});
+
+test('a failing batch names the entry and leaves nothing mapped', (t) => {
+  const { container } = ready();
+  container.mapDma(0x105000n, VA, 0x1000n);
+  const e = t.throws(() => container.mapBatch(pages(8, 0x100000n, 0x1000n)), { instanceOf: VfioError });
+  t.is(e?.entryIndex, 5);
+  t.is(e?.code, 'EEXIST');
+  t.is(container.iommuInfo().dmaAvail, 65534);
+});
+
+test('per-entry flags arrive as a Uint32Array', (t) => {
+  const { container } = ready();
+  const r = container.mapBatch(pages(4, 0x100000n, 0x1000n), new Uint32Array([3, 3, 1, 1]));
+  t.is(r.ioctls, 2);
+});
+
+test('a batch whose length is not a multiple of three throws EINVAL', (t) => {
+  const { container } = ready();
+  t.is(t.throws(() => container.mapBatch(new BigUint64Array(4)), { instanceOf: VfioError })?.code, 'EINVAL');
+});
+
+test('unmapBatch takes iova and size pairs and reports the bytes unmapped', (t) => {
+  const { container } = ready();
+  container.mapBatch(pages(4, 0x100000n, 0x2000n));
+  const r = container.unmapBatch(new BigUint64Array([0x100000n, 0x1000n, 0x102000n, 0x1000n, 0x104000n, 0x1000n]));
+  t.is(r.bytes, 0x3000n);
+});
+
+test('the entry limit of the fixture is enforced with ENOSPC', (t) => {
+  const { container } = ready({ dmaEntryLimit: 2 });
+  const e = t.throws(() => container.mapBatch(pages(3, 0x100000n, 0x2000n)), { instanceOf: VfioError });
+  t.is(e?.code, 'ENOSPC');
+  t.is(e?.entryIndex, 2);
+});
+
+test('the edu device answers its id through a BAR0 mapping', (t) => {
+  const { group } = ready();
+  const bar = group.device(EDU).mapRegion(PciRegion.Bar0, 0, 0x1000);
+  t.is(bar.read32(0), 0x010000ed);
+});
+
+test('the edu liveness register returns the bitwise NOT of what was written', (t) => {
+  const { group } = ready();
+  const bar = group.device(EDU).mapRegion(PciRegion.Bar0, 0, 0x1000);
+  bar.write32(4, 0x12345678);
+  t.is(bar.read32(4), ~0x12345678 >>> 0);
+});
+
+test('config space reads the edu vendor id', (t) => {
+  const { group } = ready();
+  t.is(group.device(EDU).readConfig16(0), 0x1234);
+});
+
+test('a device fd before the container is set throws EINVAL', (t) => {
+  const host = VfioHost.mock();
+  t.is(t.throws(() => host.openGroup(1).device(EDU), { instanceOf: VfioError })?.code, 'EINVAL');
+});
+
+test('a JSON config with hex strings sets page sizes and ranges', (t) => {
+  const config = JSON.parse('{"iovaPgsizes":"0x10000","iovaRanges":[{"start":0,"end":"0xffffffff"}]}');
+  const info = ready(config).container.iommuInfo();
+  t.is(info.iovaPgsizes, 0x10000n);
+  t.deepEqual(info.iovaRanges, [{ start: 0n, end: 0xffffffffn }]);
+});
+
+test('the error message names the call, the object and the fix', (t) => {
+  const { container } = ready();
+  const e = t.throws(() => container.mapDma(0xfee00000n, VA, 0x1000n), { instanceOf: VfioError });
+  t.regex(e?.message ?? '', /^VFIO_IOMMU_MAP_DMA on mock container fd \d+ .* failed with EINVAL: .*IOVA ranges/);
+});
