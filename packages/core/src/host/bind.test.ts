@@ -332,3 +332,15 @@ test('a managed release leaves devices vfiokit did not bind on vfio-pci', (t) =>
   const s = host.deviceStates();
   t.deepEqual([s['0000:02:00.0']?.driver, s['0000:02:01.0']?.driver, s['0000:02:02.0']?.driver], ['snd_emu10k1', 'firewire_ohci', 'vfio-pci']);
 });
+
+test('a host booted with intel_iommu=off is told so, with the fix', (t) => {
+  const { host, store } = setUp('no-iommu');
+  const err = t.throws(() => bindGroup(host.fs, '0000:00:14.0', { store })) as { message: string; hint?: string };
+  t.deepEqual(
+    [err.message, err.hint],
+    [
+      '0000:00:14.0 has no IOMMU group: this host has no IOMMU enabled (the kernel was booted with intel_iommu=off), so VFIO cannot take it',
+      'remove intel_iommu=off from the kernel command line, boot with intel_iommu=on, and reboot',
+    ],
+  );
+});

@@ -93,8 +93,13 @@ export function resolveGroup(model: HostModel, target: string | number): IommuGr
   }
   const device = findDevice(model, target);
   if (device.iommuGroup === undefined) {
+    if (model.iommu.present) {
+      throw new NoIommuError(`${device.address} has no IOMMU group, so VFIO cannot take it (its IOMMU does not translate for it)`);
+    }
+    const off = /(?:^|\s)((?:intel_iommu|amd_iommu)=off|iommu=off)(?:\s|$)/.exec(model.kernelCommandLine ?? '')?.[1];
     throw new NoIommuError(
-      `${device.address} has no IOMMU group${model.iommu.present ? '' : ': this host has no IOMMU enabled'}, so VFIO cannot take it`,
+      `${device.address} has no IOMMU group: this host has no IOMMU enabled${off ? ` (the kernel was booted with ${off})` : ''}, so VFIO cannot take it`,
+      off ? `remove ${off} from the kernel command line, boot with ${off.startsWith('amd') ? 'amd_iommu=on' : 'intel_iommu=on'}, and reboot` : undefined,
     );
   }
   return findGroup(model, device.iommuGroup);

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { createFixtureHost } from '@vfiokit/testkit';
-import { discoverHost, findDevice, findGroup, parsePeName, parseReservedRegions } from './discover';
+import { discoverHost, findDevice, findGroup, iommuKindOfUnit, parsePeName, parseReservedRegions } from './discover';
 import { parsePciIds } from './pci-ids';
 
 const workstation = () => discoverHost(createFixtureHost('workstation').fs);
@@ -178,4 +178,15 @@ test('BARs are read from the resource file with their kinds', (t) => {
 
 test('a bridge has no BARs in the fixture', (t) => {
   t.deepEqual(findDevice(workstation(), '0000:00:1b.0').bars, []);
+});
+
+test('IOMMU units name their kind: dmar, ivhd, smmu3, smmu, iommu-phb', (t) => {
+  t.deepEqual(
+    ['dmar0', 'ivhd0', 'smmu3.0x0000000009050000', 'smmu.0x0000000009050000', 'iommu-phb0001', 'virtio-iommu'].map(iommuKindOfUnit),
+    ['intel-vtd', 'amd-vi', 'arm-smmu-v3', 'arm-smmu', 'spapr-tce', 'virtio-iommu'],
+  );
+});
+
+test('the kernel command line is part of the model', (t) => {
+  t.is(discoverHost(createFixtureHost('no-iommu').fs).kernelCommandLine, 'BOOT_IMAGE=/vmlinuz-6.1.0-27-amd64 root=/dev/sda2 ro intel_iommu=off');
 });

@@ -49,9 +49,11 @@ export function discoverHost(host: HostFs, options: DiscoverOptions = {}): HostM
     .map((id) => readGroup(host, id, byAddress));
   const platform = readPlatform(host);
   const kernelRelease = host.readText('/proc/sys/kernel/osrelease')?.trim();
+  const kernelCommandLine = host.readText('/proc/cmdline')?.trim();
   return {
     platform,
     ...(kernelRelease ? { kernelRelease } : {}),
+    ...(kernelCommandLine ? { kernelCommandLine } : {}),
     iommu: readIommu(host, groups.length > 0, platform),
     devices,
     groups,
@@ -231,13 +233,14 @@ function readPlatform(host: HostFs): HostPlatform {
  */
 function readIommu(host: HostFs, hasGroups: boolean, platform: HostPlatform): HostIommu {
   const units = host.list(CLASS_IOMMU);
-  const kinds = new Set<IommuKind>(units.map(kindOfUnit));
+  const kinds = new Set<IommuKind>(units.map(iommuKindOfUnit));
   let kind: IommuKind | undefined = [...kinds][0];
   if (kind === undefined && hasGroups) kind = platform === 'power' ? 'spapr-tce' : 'unknown';
   return { present: hasGroups, ...(kind === undefined ? {} : { kind }), units };
 }
 
-function kindOfUnit(unit: string): IommuKind {
+/** The IOMMU kind a /sys/class/iommu unit's name shows. */
+export function iommuKindOfUnit(unit: string): IommuKind {
   if (/^dmar\d+$/.test(unit)) return 'intel-vtd';
   if (/^ivhd\d+$/.test(unit)) return 'amd-vi';
   if (unit.startsWith('smmu3.')) return 'arm-smmu-v3';

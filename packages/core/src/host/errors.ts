@@ -40,9 +40,11 @@ export class GroupNotFoundError extends HostError {
 
 /** A device that has no IOMMU group (no IOMMU, or the IOMMU is off). */
 export class NoIommuError extends HostError {
-  constructor(message: string) {
+  constructor(message: string, hint?: string) {
     super('HOST_NO_IOMMU', message, {
-      hint: 'enable the IOMMU in firmware and boot with intel_iommu=on (Intel) or amd_iommu=on (AMD); check /sys/kernel/iommu_groups',
+      hint:
+        hint ??
+        'enable the IOMMU (VT-d / AMD-Vi) in firmware and boot with intel_iommu=on (Intel) or amd_iommu=on (AMD); check /sys/kernel/iommu_groups',
     });
   }
 }

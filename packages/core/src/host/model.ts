@@ -123,6 +123,8 @@ export interface HostModel {
   readonly platform: HostPlatform;
   /** `/proc/sys/kernel/osrelease`, when readable. */
   readonly kernelRelease?: string;
+  /** `/proc/cmdline`, when readable (it says whether the IOMMU was turned off). */
+  readonly kernelCommandLine?: string;
   readonly iommu: HostIommu;
   /** All PCI devices, by address. */
   readonly devices: readonly PciDevice[];
