@@ -36,6 +36,11 @@ export class CommandContext {
     readonly out: Output,
   ) {}
 
+  /** A context for the same output with other global options (its own host session). */
+  withGlobals(globals: GlobalOptions): CommandContext {
+    return new CommandContext(globals, this.out);
+  }
+
   /** The host, opened on first use. */
   host(): Promise<HostSession> {
     this.session ??= openHostSession(this.globals);

@@ -45,7 +45,7 @@ async function groupsOf(ctx: CommandContext, targets: readonly string[]): Promis
   return ids;
 }
 
-function bindText(r: BindResult): string {
+export function bindText(r: BindResult): string {
   const lines = [`group ${r.group}: ${r.dryRun ? 'would move' : r.changes.length > 0 ? 'moved' : 'nothing to move'} to vfio-pci`];
   for (const d of r.plan.devices) {
     const from = d.driver ?? 'no driver';
@@ -61,7 +61,7 @@ function bindText(r: BindResult): string {
   return lines.join('\n');
 }
 
-function unbindText(r: UnbindResult): string {
+export function unbindText(r: UnbindResult): string {
   const lines = [`group ${r.group}: ${r.dryRun ? 'would give back' : r.changes.length > 0 ? 'gave back' : 'nothing on vfio-pci to give back'}`];
   for (const d of r.releases) {
     lines.push(`  ${d.address}  vfio-pci -> ${d.to ?? (d.recorded ? 'no driver (as before)' : "the kernel's choice (no record of its old driver)")}`);

@@ -73,7 +73,7 @@ export function checkDevice(fs: HostFs, model: HostModel, target: string): Devic
   return { address: device.address, group: group.id, ok: checks.every((c) => c.ok), checks };
 }
 
-function checkText(results: readonly DeviceCheck[]): string {
+export function checkText(results: readonly DeviceCheck[]): string {
   const lines: string[] = [];
   for (const r of results) {
     lines.push(`${r.address}${r.group === null ? '' : ` (group ${r.group})`}: ${r.ok ? 'can be assigned' : 'cannot be assigned yet'}`);

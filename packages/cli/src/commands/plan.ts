@@ -10,6 +10,7 @@ import {
   planAssignment,
   readLockedMemoryLimit,
   type GuestPciDomain,
+  type GuestSpec,
   type HostFs,
   type MemlockLimit,
   type Plan,
@@ -35,16 +36,20 @@ export interface PlanOptions {
   readonly memlock?: string;
 }
 
-/** Read, plan, and return the plan whether or not it is ok. */
+/** Plan a spec on the host behind `fs`; the plan is returned whether or not it is ok. */
+export function planOnHost(fs: HostFs, spec: GuestSpec, opts: PlanOptions): Plan {
+  const model = discoverHost(fs);
+  return planAssignment(model, spec, {
+    protectedDevices: findProtectedDevices(fs, model),
+    force: safetyOverride(opts.force),
+    memlock: memlockOf(fs, opts.memlock),
+  });
+}
+
+/** Read a spec file and plan it on the command's host. */
 export async function planFromFile(ctx: CommandContext, file: string, opts: PlanOptions): Promise<Plan> {
   const spec = readGuestSpec(file);
-  const host = await ctx.host();
-  const model = discoverHost(host.fs);
-  return planAssignment(model, spec, {
-    protectedDevices: findProtectedDevices(host.fs, model),
-    force: safetyOverride(opts.force),
-    memlock: memlockOf(host.fs, opts.memlock),
-  });
+  return planOnHost((await ctx.host()).fs, spec, opts);
 }
 
 function domainLines(d: GuestPciDomain): string[] {
