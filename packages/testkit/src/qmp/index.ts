@@ -1,1 +1,11 @@
-export {};
+// The fake QEMU monitor for unit tests, and a real QEMU for integration tests.
+export {
+  FakeQmpCommandError,
+  FakeQmpPeer,
+  NO_REPLY,
+  QEMU_2_11_GREETING,
+  QEMU_7_2_GREETING,
+} from './fake-peer';
+export type { FakeQmpCall, FakeQmpGreeting, FakeQmpHandler, FakeQmpPeerOptions } from './fake-peer';
+export { qemuAvailable, startTestQemu } from './qemu-process';
+export type { TestQemu, TestQemuOptions } from './qemu-process';

@@ -1,0 +1,378 @@
+// Hot-plug into a running VM: place a group's functions in free hot-pluggable
+// PCIe slots, check QEMU put them there, and unplug with a bounded wait for
+// the guest's consent (a PCIe unplug is a request to the guest, not an act).
+import { formatBdf, layoutSlots, parseBdf, type PciAddress, type VfioDeviceSpec } from '../cmdline/layout';
+import {
+  deviceAdd,
+  deviceDel,
+  qomGet,
+  qomList,
+  qomListTypes,
+  queryPci,
+  queryStatus,
+  type DeviceProperties,
+  type PciDeviceInfo,
+} from '../commands/queries';
+import { HotplugError, QmpCommandError, QmpTimeoutError } from '../errors';
+import type { QmpEventOf } from '../qmp/events';
+import type { QmpExecutor } from '../qmp/executor';
+
+/** User-created devices live here, named by their id (qdev_set_id()). */
+const PERIPHERAL = '/machine/peripheral';
+
+export interface RootPortInfo {
+  readonly id: string;
+  /** QOM type: pcie-root-port, ioh3420, xio3130-downstream, ... */
+  readonly type: string;
+  /** The slot's `hotplug` property (QEMU 5.2+; true when absent). */
+  readonly hotplug: boolean;
+  /** QOM paths of devices on the port's bus. */
+  readonly occupants: readonly string[];
+}
+
+/**
+ * Every PCIe slot (root or downstream port) created with an id, with whether
+ * it takes hot-plug and what sits on it. Read from QOM rather than query-pci:
+ * query-pci lists nothing behind a bridge whose bus firmware has not numbered
+ * yet (VM in prelaunch), while QOM always knows (qmp_query_pci_bus()).
+ */
+export async function listRootPorts(qmp: QmpExecutor): Promise<RootPortInfo[]> {
+  const slotTypes = new Set((await qomListTypes(qmp, { implements: 'pcie-slot', abstract: false })).map((t) => t.name));
+  const ports: RootPortInfo[] = [];
+  for (const child of await qomList(qmp, PERIPHERAL)) {
+    const m = /^child<(.+)>$/.exec(child.type);
+    if (!m || !slotTypes.has(m[1]!)) continue;
+    const path = `${PERIPHERAL}/${child.name}`;
+    let hotplug = true;
+    try {
+      hotplug = (await qomGet(qmp, path, 'hotplug')) !== false;
+    } catch (err) {
+      if (!(err instanceof QmpCommandError)) throw err; // property absent before QEMU 5.2
+    }
+    // A port's secondary bus is named after the port's id (qbus_init_internal()).
+    const busPath = `${path}/${child.name}`;
+    const links = (await qomList(qmp, busPath)).filter((p) => /^child\[\d+\]$/.test(p.name));
+    const occupants: string[] = [];
+    for (const link of links) occupants.push(String(await qomGet(qmp, busPath, link.name)));
+    ports.push({ id: child.name, type: m[1]!, hotplug, occupants });
+  }
+  return ports.sort((a, b) => a.id.localeCompare(b.id, 'en', { numeric: true }));
+}
+
+/** One function to plug into a slot. */
+export interface PlugFunction {
+  readonly id: string;
+  readonly driver: string;
+  readonly properties: DeviceProperties;
+  readonly guestFunction: number;
+}
+
+export interface PlacedDevice {
+  readonly id: string;
+  readonly rootPort: string;
+  readonly function: number;
+  /**
+   * True when query-pci shows the device: the port's bus has a number, so
+   * the guest can see it. False while firmware has not numbered the bus
+   * (VM not started yet); QOM then proves the device is in place.
+   */
+  readonly guestVisible: boolean;
+}
+
+export interface AttachOptions {
+  /** Ports to use, in order; default every free hot-pluggable port of the VM. */
+  readonly rootPorts?: readonly string[];
+  /** How long to wait for devices removed again when attaching fails part-way. Default 5 s. */
+  readonly rollbackTimeoutMs?: number;
+}
+
+/**
+ * Plugs each slot's functions into its own free root port; returns where
+ * each went. On failure removes what it added (as far as QEMU lets it
+ * without a guest) and reports what remains.
+ */
+export async function attachSlots(
+  qmp: QmpExecutor,
+  slots: readonly (readonly PlugFunction[])[],
+  options: AttachOptions = {},
+): Promise<PlacedDevice[]> {
+  const ids = slots.flat().map((f) => f.id);
+  const dup = ids.find((id, i) => ids.indexOf(id) !== i);
+  if (dup) throw new HotplugError('HOTPLUG_INVALID_REQUEST', `device id ${dup} is given twice; each device needs its own id`);
+  for (const slot of slots) {
+    if (!slot.some((f) => f.guestFunction === 0)) {
+      throw new HotplugError(
+        'HOTPLUG_INVALID_REQUEST',
+        `slot of ${slot.map((f) => f.id).join(', ')} has no function 0; a guest only scans a slot whose function 0 exists`,
+      );
+    }
+  }
+  const existing = new Set((await qomList(qmp, PERIPHERAL)).map((p) => p.name));
+  const taken = ids.filter((id) => existing.has(id));
+  if (taken.length > 0) {
+    throw new HotplugError('HOTPLUG_INVALID_REQUEST', `the VM already has devices with id ${taken.join(', ')}; detach them or choose other ids`);
+  }
+  const ports = await listRootPorts(qmp);
+  const free = ports.filter((p) => p.hotplug && p.occupants.length === 0);
+  let chosen: RootPortInfo[];
+  if (options.rootPorts) {
+    chosen = options.rootPorts.map((id) => {
+      const port = ports.find((p) => p.id === id);
+      if (!port) throw new HotplugError('HOTPLUG_INVALID_REQUEST', `the VM has no PCIe root port with id ${id}`);
+      if (!port.hotplug) throw new HotplugError('HOTPLUG_INVALID_REQUEST', `root port ${id} was created with hotplug=off`);
+      if (port.occupants.length > 0) {
+        throw new HotplugError('HOTPLUG_INVALID_REQUEST', `root port ${id} is occupied by ${port.occupants.join(', ')}`);
+      }
+      return port;
+    });
+  } else {
+    chosen = free;
+  }
+  if (chosen.length < slots.length) {
+    throw new HotplugError(
+      'HOTPLUG_NO_FREE_SLOT',
+      `need ${slots.length} free hot-pluggable PCIe root port(s), found ${chosen.length}` +
+        `${chosen.length ? ` (${chosen.map((p) => p.id).join(', ')})` : ''}; q35's pcie.0 takes no hot-plug, ` +
+        `so start the VM with spare ports (-device pcie-root-port,id=rpN,chassis=N) or detach devices first`,
+    );
+  }
+  const added: string[] = [];
+  const placed: { id: string; rootPort: string; function: number }[] = [];
+  try {
+    for (const [i, slot] of slots.entries()) {
+      const port = chosen[i]!.id;
+      const multi = slot.length > 1;
+      // Function 0 last: QEMU announces the slot to the guest when function 0
+      // arrives, and only then (pcie_cap_slot_plug_cb()).
+      const order = [...slot].sort((a, b) => (a.guestFunction === 0 ? 1 : 0) - (b.guestFunction === 0 ? 1 : 0) || a.guestFunction - b.guestFunction);
+      for (const f of order) {
+        const props: Record<string, string | number | boolean> = { ...f.properties, bus: port, addr: `0.${f.guestFunction}` };
+        if (multi && f.guestFunction === 0) props.multifunction = true;
+        await deviceAdd(qmp, f.driver, f.id, props);
+        added.push(f.id);
+        placed.push({ id: f.id, rootPort: port, function: f.guestFunction });
+      }
+    }
+  } catch (err) {
+    const remaining = await rollback(qmp, added, options.rollbackTimeoutMs ?? 5_000);
+    const cause = err instanceof QmpCommandError ? `${err.desc}${hintFor(err.desc)}` : (err as Error).message;
+    const last = slots.flat().find((f) => !added.includes(f.id));
+    throw new HotplugError(
+      'HOTPLUG_FAILED',
+      `device_add of ${last?.id ?? 'a device'} failed: ${cause}` +
+        (remaining.length ? `; ${remaining.join(', ')} could not be removed again and stay in the VM` : added.length ? '; devices added before it were removed' : ''),
+      remaining,
+      { cause: err },
+    );
+  }
+  return verify(qmp, placed);
+}
+
+/** Hot-plugs a group's vfio-pci devices, one root port per host device. */
+export async function attachGroup(
+  qmp: QmpExecutor,
+  devices: readonly VfioDeviceSpec[],
+  options: AttachOptions = {},
+): Promise<PlacedDevice[]> {
+  const addressed: (VfioDeviceSpec & { address: PciAddress })[] = [];
+  for (const d of devices) {
+    const address = parseBdf(d.host);
+    if (!address) throw new HotplugError('HOTPLUG_INVALID_REQUEST', `${JSON.stringify(d.host)} is not a PCI address like 0000:01:00.0`);
+    addressed.push({ ...d, address });
+  }
+  const slots = layoutSlots(addressed).map((layout) =>
+    layout.functions.map((f) => ({
+      id: f.id,
+      driver: 'vfio-pci',
+      properties: { host: formatBdf(f.host) },
+      guestFunction: f.guestFunction,
+    })),
+  );
+  return attachSlots(qmp, slots, options);
+}
+
+async function verify(qmp: QmpExecutor, placed: readonly { id: string; rootPort: string; function: number }[]): Promise<PlacedDevice[]> {
+  const pci = await queryPci(qmp);
+  const ports = new Map<string, PciDeviceInfo>();
+  const walk = (devices: readonly PciDeviceInfo[]): void => {
+    for (const d of devices) {
+      if (d.qdevId) ports.set(d.qdevId, d);
+      if (d.bridge) walk(d.bridge.devices);
+    }
+  };
+  for (const bus of pci) walk(bus.devices);
+  const result: PlacedDevice[] = [];
+  for (const p of placed) {
+    const path = `${PERIPHERAL}/${p.id}`;
+    const realized = await qomGet(qmp, path, 'realized');
+    const parent = await qomGet(qmp, path, 'parent_bus');
+    const devfn = await qomGet(qmp, path, 'addr');
+    const expectedBus = `${PERIPHERAL}/${p.rootPort}/${p.rootPort}`;
+    if (realized !== true || parent !== expectedBus || devfn !== p.function) {
+      throw new HotplugError(
+        'HOTPLUG_NOT_VERIFIED',
+        `QEMU accepted ${p.id} but QOM shows realized=${String(realized)}, bus ${String(parent)}, devfn ${String(devfn)}; ` +
+          `expected realized=true, bus ${expectedBus}, devfn ${p.function}`,
+        placed.map((x) => x.id),
+      );
+    }
+    const port = ports.get(p.rootPort);
+    let guestVisible = false;
+    if (port?.bridge && port.bridge.secondary !== 0) {
+      const seen = port.bridge.devices.find((d) => d.qdevId === p.id);
+      if (!seen || seen.slot !== 0 || seen.function !== p.function) {
+        throw new HotplugError(
+          'HOTPLUG_NOT_VERIFIED',
+          `query-pci does not show ${p.id} at 00.${p.function} behind ${p.rootPort} (bus ${port.bridge.secondary})`,
+          placed.map((x) => x.id),
+        );
+      }
+      guestVisible = true;
+    }
+    result.push({ ...p, guestVisible });
+  }
+  return result;
+}
+
+async function rollback(qmp: QmpExecutor, added: readonly string[], timeoutMs: number): Promise<string[]> {
+  if (added.length === 0) return [];
+  try {
+    await detachDevices(qmp, added, { timeoutMs });
+    return [];
+  } catch (err) {
+    if (err instanceof HotplugError) return [...err.remaining];
+    return [...added];
+  }
+}
+
+/** Known causes of a failed vfio-pci device_add, and what to do. */
+function hintFor(desc: string): string {
+  if (/no such host device/.test(desc)) return ' (the host has no PCI device at that address; check lspci -D)';
+  if (/not viable/.test(desc)) return ' (bind every device of the IOMMU group to vfio-pci, or leave them unbound)';
+  if (/\/dev\/vfio\/\d+.*(Permission denied|Operation not permitted)/.test(desc)) {
+    return ' (QEMU may not open the group: check the owner of /dev/vfio/N and its locked-memory limit)';
+  }
+  if (/does not support hotplugging/.test(desc)) return ' (put the device behind a pcie-root-port; pcie.0 takes no hot-plug)';
+  return '';
+}
+
+export interface DetachOptions {
+  /** How long the guest has to release the devices. Default 10 s. */
+  readonly timeoutMs?: number;
+}
+
+/**
+ * Asks QEMU to unplug the devices and waits for DEVICE_DELETED for each.
+ * Functions that share a slot leave together: pass them together.
+ */
+export async function detachDevices(qmp: QmpExecutor, ids: readonly string[], options: DetachOptions = {}): Promise<void> {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const wanted = new Set(ids);
+  // Per slot, unplug one device: a PCIe slot ejects as a whole, and a second
+  // device_del while the first is pending fails as "guest is busy"
+  // (pcie_cap_slot_unplug_request_cb()).
+  const toDelete: string[] = [];
+  const slots = new Map<string, { id: string; devfn: number }[]>();
+  for (const id of ids) {
+    const path = `${PERIPHERAL}/${id}`;
+    let bus: string;
+    let devfn: number;
+    try {
+      bus = String(await qomGet(qmp, path, 'parent_bus'));
+      devfn = Number(await qomGet(qmp, path, 'addr'));
+    } catch (err) {
+      if (err instanceof QmpCommandError) {
+        throw new HotplugError('HOTPLUG_INVALID_REQUEST', `the VM has no device with id ${id} (${err.desc})`);
+      }
+      throw err;
+    }
+    const key = `${bus}#${devfn >> 3}`;
+    const list = slots.get(key) ?? [];
+    list.push({ id, devfn });
+    slots.set(key, list);
+  }
+  for (const [key, list] of slots) {
+    const bus = key.slice(0, key.indexOf('#'));
+    const slot = Number(key.slice(key.indexOf('#') + 1));
+    const siblings: string[] = [];
+    for (const link of (await qomList(qmp, bus)).filter((p) => /^child\[\d+\]$/.test(p.name))) {
+      const path = String(await qomGet(qmp, bus, link.name));
+      const devfn = Number(await qomGet(qmp, path, 'addr'));
+      if (devfn >> 3 === slot) siblings.push(path.slice(path.lastIndexOf('/') + 1));
+    }
+    const left = siblings.filter((s) => !wanted.has(s));
+    if (left.length > 0) {
+      throw new HotplugError(
+        'HOTPLUG_INVALID_REQUEST',
+        `${list.map((d) => d.id).join(', ')} share a slot with ${left.join(', ')}; a PCIe slot is ejected whole, so detach them together`,
+      );
+    }
+    list.sort((a, b) => a.devfn - b.devfn);
+    toDelete.push(list[0]!.id);
+  }
+
+  const deleted = new Set<string>();
+  const waits = ids.map((id) => qmp.waitForEvent('DEVICE_DELETED', (e) => e.data.device === id, timeoutMs));
+  const refusal = qmp.waitForEvent('DEVICE_UNPLUG_GUEST_ERROR', (e) => e.data.device !== undefined && wanted.has(e.data.device), timeoutMs);
+  const cancelAll = (): void => {
+    for (const w of waits) w.cancel();
+    refusal.cancel();
+  };
+  const allDeleted = Promise.all(
+    waits.map((w, i) =>
+      w.promise.then(() => {
+        deleted.add(ids[i]!);
+      }),
+    ),
+  );
+  try {
+    for (const id of toDelete) {
+      try {
+        await deviceDel(qmp, id);
+      } catch (err) {
+        // A repeated request is still pending in QEMU: keep waiting for it.
+        if (err instanceof QmpCommandError && /already in the process of unplug/.test(err.desc)) continue;
+        throw err;
+      }
+    }
+    const outcome = await Promise.race([
+      allDeleted.then(() => 'deleted' as const),
+      refusal.promise.then((e: QmpEventOf<'DEVICE_UNPLUG_GUEST_ERROR'>) => e),
+    ]);
+    if (outcome !== 'deleted') {
+      throw new HotplugError(
+        'UNPLUG_REJECTED_BY_GUEST',
+        `the guest refused to release ${outcome.data.device} (DEVICE_UNPLUG_GUEST_ERROR); it may be in use by the guest OS: stop using it there and retry`,
+        ids.filter((id) => !deleted.has(id)),
+      );
+    }
+  } catch (err) {
+    if (err instanceof HotplugError) throw err;
+    if (err instanceof QmpTimeoutError && err.command.startsWith('event ')) {
+      const remaining = ids.filter((id) => !deleted.has(id));
+      throw new HotplugError('UNPLUG_NOT_ACKNOWLEDGED', await notAcknowledged(qmp, remaining, timeoutMs), remaining, { cause: err });
+    }
+    throw err;
+  } finally {
+    cancelAll();
+  }
+}
+
+async function notAcknowledged(qmp: QmpExecutor, remaining: readonly string[], timeoutMs: number): Promise<string> {
+  let state: string;
+  try {
+    const s = await queryStatus(qmp);
+    state = s.running
+      ? 'The VM is running, so the guest OS ignored the request: it has no PCIe hot-plug driver (Linux: pciehp), ' +
+        'or the device is busy in the guest'
+      : `The VM is not running (status ${s.status}), so no guest can answer`;
+  } catch {
+    state = 'The VM state could not be read';
+  }
+  return (
+    `device_del of ${remaining.join(', ')} was accepted, but the guest did not release ${remaining.length > 1 ? 'them' : 'it'} ` +
+    `within ${timeoutMs} ms: QEMU only asks the guest to eject a PCIe slot and removes the device once the guest ` +
+    `powers the slot off. ${state}. The device${remaining.length > 1 ? 's stay' : ' stays'} attached with the request pending; ` +
+    `let the guest finish it, or stop the VM to release the host device.`
+  );
+}
