@@ -132,6 +132,15 @@ export function planGroupBind(host: HostFs, model: HostModel, target: string | n
  * everything back when a write fails midway.
  */
 export function bindGroup(host: HostFs, target: string | number, options: BindOptions): BindResult {
+  const release = options.dryRun ? () => {} : options.store.lock();
+  try {
+    return bindLocked(host, target, options);
+  } finally {
+    release();
+  }
+}
+
+function bindLocked(host: HostFs, target: string | number, options: BindOptions): BindResult {
   const model = discoverHost(host, { pciIds: NO_NAMES });
   const plan = planGroupBind(host, model, target, options.force ?? false);
   const group = findGroup(model, plan.group);
@@ -217,6 +226,15 @@ export interface UnbindResult {
  * go back to vfio-pci: the group is left as it was.
  */
 export function unbindGroup(host: HostFs, target: string | number, options: UnbindOptions): UnbindResult {
+  const release = options.dryRun ? () => {} : options.store.lock();
+  try {
+    return unbindLocked(host, target, options);
+  } finally {
+    release();
+  }
+}
+
+function unbindLocked(host: HostFs, target: string | number, options: UnbindOptions): UnbindResult {
   const model = discoverHost(host, { pciIds: NO_NAMES });
   const group = resolveGroup(model, target);
   const releases: { device: PciDevice; record: BindingRecord | undefined }[] = [];

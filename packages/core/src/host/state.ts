@@ -32,6 +32,13 @@ export interface BindingStore {
   put(record: BindingRecord): void;
   remove(address: string): void;
   list(): readonly BindingRecord[];
+  /**
+   * Take the folder's lock for one driver switch, so two vfiokit processes
+   * never interleave writes to the same devices; returns the release.
+   * Waits up to `waitMs` for a live holder, and takes over a lock whose
+   * holder has died.
+   */
+  lock(waitMs?: number): () => void;
 }
 
 /** A store of one JSON file per device in `<dir>/devices/`. */
@@ -77,6 +84,32 @@ export function fileBindingStore(dir: string = DEFAULT_STATE_DIR): BindingStore 
     remove(address) {
       fs.rmSync(fileOf(address), { force: true });
     },
+    lock(waitMs = 5000) {
+      const file = path.join(dir, 'lock');
+      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      const deadline = Date.now() + waitMs;
+      for (;;) {
+        try {
+          fs.writeFileSync(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+          return () => fs.rmSync(file, { force: true });
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+            throw new StateError(`cannot take the lock ${file}: ${(err as Error).message}`, { cause: err });
+          }
+        }
+        const holder = Number(fs.readFileSync(file, 'utf8').trim());
+        if (!Number.isInteger(holder) || holder <= 0 || !isAlive(holder)) {
+          fs.rmSync(file, { force: true }); // its holder died mid-switch: the records say what it did
+          continue;
+        }
+        if (Date.now() >= deadline) {
+          throw new StateError(`another vfiokit (pid ${holder}) is switching drivers (lock ${file})`, {
+            hint: `wait for it to finish; if pid ${holder} is not vfiokit, remove ${file}`,
+          });
+        }
+        sleep(50);
+      }
+    },
     list() {
       let names: string[];
       try {
@@ -91,4 +124,18 @@ export function fileBindingStore(dir: string = DEFAULT_STATE_DIR): BindingStore 
         .filter((r): r is BindingRecord => r !== undefined);
     },
   };
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** A synchronous pause: driver switching is synchronous, and so is waiting for the lock. */
+function sleep(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
