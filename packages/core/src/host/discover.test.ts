@@ -190,3 +190,7 @@ test('IOMMU units name their kind: dmar, ivhd, smmu3, smmu, iommu-phb', (t) => {
 test('the kernel command line is part of the model', (t) => {
   t.is(discoverHost(createFixtureHost('no-iommu').fs).kernelCommandLine, 'BOOT_IMAGE=/vmlinuz-6.1.0-27-amd64 root=/dev/sda2 ro intel_iommu=off');
 });
+
+test('ACS of a multi-function endpoint is read from its extended config space', (t) => {
+  t.deepEqual(findDevice(discoverHost(createFixtureHost('sriov-server').fs), '0000:3b:00.1').acs?.enabled, ['SV', 'RR', 'CR', 'UF']);
+});

@@ -80,7 +80,15 @@ export function readPciDevice(host: HostFs, address: string, pciIds: PciIds): Pc
   const override = host.readText(`${link}/driver_override`)?.trim();
   const group = basenameOfLink(host, `${link}/iommu_group`);
   const numa = readInt(host, `${link}/numa_node`);
-  const config = parseConfigSpace(host.readBytes(`${link}/config`, 4096));
+  // Each config read is a real config cycle (and wakes a suspended device),
+  // so read the 256-byte header and capability list first, and the extended
+  // space only where ACS matters: ports and the functions of multi-function
+  // devices (bit 7 of the header type is set on function 0 only).
+  let config = parseConfigSpace(host.readBytes(`${link}/config`, 256));
+  const multifunction = config?.multifunction === true || !address.endsWith('.0');
+  if (config?.pcieType !== undefined && (config.headerType !== 'normal' || multifunction)) {
+    config = parseConfigSpace(host.readBytes(`${link}/config`, 4096)) ?? config;
+  }
   const base = classCode >> 8;
   // Class 06 04 (PCI bridge), 06 07 (CardBus), 06 09 (semi-transparent): the
   // header type says the same when config is readable; class is the fallback.
