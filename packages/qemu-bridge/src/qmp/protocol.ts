@@ -80,9 +80,15 @@ export class QmpSession implements QmpExecutor {
           : `${this.label} closed the connection (QEMU exited or another client took the monitor)`,
       ),
     );
-    stream.on('error', (err: Error) =>
-      this.end('socket-error', `connection to ${this.label} failed: ${err.message}`, err),
-    );
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      // A reset or broken pipe is the peer going away with data in flight
+      // (QEMU killed while it had unread requests): the same as a close.
+      if (err.code === 'ECONNRESET' || err.code === 'EPIPE') {
+        this.end('peer-closed', `${this.label} dropped the connection (${err.code}): QEMU exited or was killed`, err);
+      } else {
+        this.end('socket-error', `connection to ${this.label} failed: ${err.message}`, err);
+      }
+    });
     stream.on('close', () => this.end('peer-closed', `connection to ${this.label} closed`));
   }
 
