@@ -13,3 +13,4 @@ export * from './safety';
 export * from './state';
 export * from './bind';
 export * from './memlock';
+export * from './vfio-mock';

@@ -1,0 +1,53 @@
+import test from 'ava';
+import { createFixtureHost, FIXTURE_HOST_NAMES } from '@vfiokit/testkit';
+import { discoverHost } from './discover';
+import type { HostModel, PciDevice } from './model';
+import { VfioHost } from '../vfio/index';
+import { checkViability } from './viability';
+import { vfioMockHostConfig } from './vfio-mock';
+
+test('the mock host of the workstation has its groups and drivers', (t) => {
+  const config = vfioMockHostConfig(discoverHost(createFixtureHost('workstation').fs));
+  t.deepEqual(
+    config.groups?.find((g) => g.id === 1)?.devices.map((d) => [d.address, d.driver]),
+    [
+      ['0000:00:01.0', 'pcieport'],
+      ['0000:01:00.0', 'nouveau'],
+      ['0000:01:00.1', 'snd_hda_intel'],
+    ],
+  );
+});
+
+test('direct-relaxable regions stay usable IOVA space, the MSI window does not', (t) => {
+  const config = vfioMockHostConfig(discoverHost(createFixtureHost('workstation').fs));
+  t.deepEqual(config.groups?.find((g) => g.id === 9)?.reserved, [{ start: '0xfee00000', end: '0xfeefffff' }]);
+});
+
+/**
+ * The model with one device of group `id` moved to vfio-pci, as an operator
+ * binding just that function would leave it: the mock opens only groups that
+ * have a vfio-pci device (/dev/vfio/N exists only then), and the rest of the
+ * group is what viability is about.
+ */
+function withOneOnVfio(model: HostModel, id: number): HostModel | undefined {
+  const chosen = model.groups.find((g) => g.id === id)?.devices.find((d) => !d.isBridge);
+  if (!chosen) return undefined;
+  const moved = (d: PciDevice): PciDevice => (d === chosen ? { ...d, driver: 'vfio-pci' } : d);
+  return { ...model, devices: model.devices.map(moved), groups: model.groups.map((g) => ({ ...g, devices: g.devices.map(moved) })) };
+}
+
+for (const name of FIXTURE_HOST_NAMES.filter((n) => n !== 'no-iommu')) {
+  test(`vfio-core's mock and checkViability agree on every group of ${name}`, (t) => {
+    const base = discoverHost(createFixtureHost(name).fs);
+    const seen: [number, boolean][] = [];
+    const expected: [number, boolean][] = [];
+    for (const g of base.groups) {
+      const model = withOneOnVfio(base, g.id);
+      if (!model) continue;
+      const group = model.groups.find((x) => x.id === g.id)!;
+      seen.push([g.id, VfioHost.mock(vfioMockHostConfig(model)).openGroup(g.id).status().viable]);
+      expected.push([g.id, checkViability(model, group).viable]);
+    }
+    t.deepEqual(seen, expected);
+  });
+}

@@ -1,0 +1,52 @@
+// A host model as vfio-core's mock host: the same groups, devices and
+// bindings, so `--mock` runs the VFIO ioctls against the host that discovery
+// showed. The mock decides viability itself (its own reading of
+// driver_managed_dma); a test holds it to checkViability on every fixture.
+import type { MockDeviceConfig, MockDeviceModel, MockGroupConfig, MockHostConfig } from '../vfio/index';
+import type { HostModel, PciDevice } from './model';
+
+const EDU = { vendor: 0x1234, device: 0x11e8 };
+
+/** The MockHostConfig that describes `model` (its x86 type1 view: groups, devices, drivers, reserved regions). */
+export function vfioMockHostConfig(model: HostModel): MockHostConfig {
+  const groups: MockGroupConfig[] = model.groups.map((g) => ({
+    id: g.id,
+    devices: g.devices.map(mockDevice),
+    // vfio_iommu_resv_exclude leaves direct-relaxable regions in the IOVA
+    // ranges (they are identity maps the device may give up); every other
+    // reserved region is cut out of what the container accepts.
+    reserved: g.reservedRegions
+      .filter((r) => r.type !== 'direct-relaxable')
+      .map((r) => ({ start: hex(r.start), end: hex(r.start + r.size - 1n) })),
+  }));
+  return { kernel: mockKernelFor(model.kernelRelease), groups };
+}
+
+/** The mock models the two kernels the lab runs: 6.12 and later read as 6.12, the rest as 6.1. */
+function mockKernelFor(release: string | undefined): '6.1' | '6.12' {
+  const m = /^(\d+)\.(\d+)/.exec(release ?? '');
+  if (!m) return '6.1';
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  return major > 6 || (major === 6 && minor >= 12) ? '6.12' : '6.1';
+}
+
+function mockDevice(d: PciDevice): MockDeviceConfig {
+  return { address: d.address, ...(d.driver === undefined ? {} : { driver: d.driver }), model: deviceModel(d) };
+}
+
+function deviceModel(d: PciDevice): MockDeviceModel {
+  const reset = (d.resetMethods?.length ?? 0) > 0;
+  if (d.vendorId === EDU.vendor && d.deviceId === EDU.device) return { kind: 'edu', reset };
+  return {
+    kind: 'generic',
+    vendor: d.vendorId,
+    device: d.deviceId,
+    classCode: d.classCode,
+    pcie: d.pcieType !== undefined,
+    reset,
+    // The mock maps memory BARs only; I/O BARs have no mmap and sysfs sizes them exactly.
+    bars: d.bars.filter((b) => b.kind === 'mem').map((b) => ({ index: b.index, size: hex(b.size) })),
+  };
+}
+
+const hex = (n: bigint) => `0x${n.toString(16)}`;
