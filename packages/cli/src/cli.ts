@@ -3,13 +3,14 @@ import { runProgram, CommandFactory } from './program';
 import { ExitCode } from './exit-codes';
 import { labCommand } from './commands/lab';
 import { lsCommand } from './commands/ls';
+import { attachCommand, detachCommand } from './commands/attach';
 import { demoCommand } from './commands/demo';
 import { planCommand } from './commands/plan';
 import { checkCommand } from './commands/check';
 import { bindCommand, unbindCommand } from './commands/bind';
 import { showCommand } from './commands/show';
 
-export const COMMANDS: readonly CommandFactory[] = [lsCommand, showCommand, checkCommand, bindCommand, unbindCommand, planCommand, labCommand, demoCommand];
+export const COMMANDS: readonly CommandFactory[] = [lsCommand, showCommand, checkCommand, bindCommand, unbindCommand, planCommand, attachCommand, detachCommand, labCommand, demoCommand];
 
 export function runCli(argv: readonly string[]): Promise<ExitCode> {
   return runProgram(argv, COMMANDS);

@@ -56,6 +56,9 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   DMA_ENTRY_LIMIT: ExitCode.Refused,
   DMA_HOST_REFUSAL: ExitCode.Refused,
   DMA_TARGET_FAILED: ExitCode.HostFailure,
+  // qemu-bridge (its QMP_*, QEMU_*, HOTPLUG_* and UNPLUG_* codes fall to the prefixes below)
+  HOTPLUG_INVALID_REQUEST: ExitCode.InvalidInput,
+  VM_DESCRIPTION_INVALID: ExitCode.InvalidInput,
 };
 
 /** A code this table does not list yet: its layer says what kind of failure it is. */
@@ -66,6 +69,9 @@ const EXIT_BY_PREFIX: readonly (readonly [string, ExitCode])[] = [
   ['VFIO_', ExitCode.HostFailure],
   ['QMP_', ExitCode.QemuFailure],
   ['QEMU_', ExitCode.QemuFailure],
+  ['HOTPLUG_', ExitCode.QemuFailure],
+  ['UNPLUG_', ExitCode.QemuFailure],
+  ['MEMORY_LAYOUT_', ExitCode.QemuFailure],
 ];
 
 export function exitCodeFor(code: string | undefined): ExitCode {

@@ -1,0 +1,107 @@
+// `vfiokit attach` / `detach --qmp SOCKET`: hot-plug whole IOMMU groups into a
+// running QEMU as vfio-pci devices (one free pcie-root-port per host slot, a
+// slot's functions together), and unplug them, waiting for the guest to let
+// go. Both go through qemu-bridge's hot-plug; every wait has a timeout.
+import { Command, Option } from 'commander';
+import { attachGroup, connectQmp, defaultDeviceId, detachDevices, parseBdf, type PlacedDevice, type QmpSession, type VfioDeviceSpec } from '@vfiokit/qemu-bridge';
+import { checkViability, discoverHost, resolveGroup, type HostModel } from '@vfiokit/core';
+import { action, RunState, withExamples } from '../program';
+import { invalidInput, refused } from '../errors';
+import type { CommandContext } from '../context';
+
+export interface QmpOptions {
+  readonly qmp: string;
+  readonly timeout: string;
+}
+
+/** Seconds from the command line, as milliseconds. */
+export function timeoutMs(text: string): number {
+  const s = Number(text);
+  if (!Number.isFinite(s) || s <= 0) throw invalidInput(`--timeout ${text}: not a number of seconds`, 'give a positive number, e.g. --timeout 5');
+  return Math.round(s * 1000);
+}
+
+/** Connect to QEMU's monitor; every wait (connect, greeting, each command) is bounded by the timeout. */
+export function openQmp(opts: QmpOptions): Promise<QmpSession> {
+  const ms = timeoutMs(opts.timeout);
+  return connectQmp({ path: opts.qmp }, { connectTimeoutMs: ms, greetingTimeoutMs: ms, commandTimeoutMs: ms });
+}
+
+/** The vfio-pci devices for whole groups: every endpoint of each group the targets name. */
+export function groupDevices(model: HostModel, targets: readonly string[]): VfioDeviceSpec[] {
+  const devices: VfioDeviceSpec[] = [];
+  const seen = new Set<number>();
+  for (const t of targets) {
+    const group = resolveGroup(model, t);
+    if (seen.has(group.id)) continue;
+    seen.add(group.id);
+    const report = checkViability(model, group);
+    if (!report.viable) {
+      throw refused(
+        'HOST_GROUP_NOT_VIABLE',
+        `group ${group.id} is not viable on this host: ${report.blocking.map((b) => `${b.address} is bound to ${b.driver}`).join(', ')}`,
+        `vfiokit bind ${group.id}`,
+      );
+    }
+    for (const d of group.devices) if (!d.isBridge) devices.push({ host: d.address, group: group.id });
+  }
+  return devices;
+}
+
+export function placementText(placed: readonly PlacedDevice[], devices: readonly VfioDeviceSpec[]): string {
+  return placed
+    .map((p) => {
+      const host = devices.find((d) => defaultDeviceId(parseBdf(d.host)!) === p.id)?.host ?? '?';
+      return `${host} -> ${p.id} on ${p.rootPort} function ${p.function}${p.guestVisible ? '' : ' (guest has not numbered the bus yet: VM not started)'}`;
+    })
+    .join('\n');
+}
+
+async function withQmp<T>(opts: QmpOptions, run: (qmp: QmpSession) => Promise<T>): Promise<T> {
+  const qmp = await openQmp(opts);
+  try {
+    return await run(qmp);
+  } finally {
+    await qmp.close();
+  }
+}
+
+const qmpOption = () => new Option('--qmp <socket>', "QEMU's QMP UNIX socket (-qmp unix:PATH,server=on,wait=off)").makeOptionMandatory(true);
+const timeoutOption = (what: string) => new Option('--timeout <seconds>', what).default('10');
+
+export function attachCommand(state: RunState): Command {
+  const cmd = new Command('attach')
+    .description('hot-plug the whole IOMMU group of each target into a running QEMU, as vfio-pci devices on free pcie-root-ports')
+    .argument('<targets...>', 'PCI addresses or IOMMU group numbers (their groups must be on vfio-pci)')
+    .addOption(qmpOption())
+    .addOption(timeoutOption('give up on QEMU after this many seconds (connect, greeting, each command)'))
+    .option('--root-port <id...>', 'use these root ports, in order, instead of the first free ones')
+    .action(
+      action(state, async (ctx: CommandContext, targets: string[], opts: QmpOptions & { rootPort?: string[] }) => {
+        const model = discoverHost((await ctx.host()).fs);
+        const devices = groupDevices(model, targets);
+        const placed = await withQmp(opts, (qmp) => attachGroup(qmp, devices, opts.rootPort ? { rootPorts: opts.rootPort } : {}));
+        ctx.out.result({ attached: placed }, () => placementText(placed, devices));
+      }),
+    );
+  return withExamples(cmd, 'vfiokit attach --qmp /run/vm1/qmp.sock 0000:04:00.0', 'vfiokit attach --qmp vm.sock --root-port rp2 11');
+}
+
+export function detachCommand(state: RunState): Command {
+  const cmd = new Command('detach')
+    .description('unplug devices from a running QEMU and wait until the guest releases them (device_del, then DEVICE_DELETED)')
+    .argument('<devices...>', 'QEMU device ids, or host PCI addresses attached with their default ids (hostdev-DDDD-BB-DD-F)')
+    .addOption(qmpOption())
+    .addOption(timeoutOption('how long the guest has to release the devices, and the limit on every other wait'))
+    .action(
+      action(state, async (ctx, targets: string[], opts: QmpOptions) => {
+        const ids = targets.map((t) => {
+          const bdf = parseBdf(t);
+          return bdf ? defaultDeviceId(bdf) : t;
+        });
+        await withQmp(opts, (qmp) => detachDevices(qmp, ids, { timeoutMs: timeoutMs(opts.timeout) }));
+        ctx.out.result({ detached: ids }, () => ids.map((id) => `${id}: released by the guest and removed`).join('\n'));
+      }),
+    );
+  return withExamples(cmd, 'vfiokit detach --qmp /run/vm1/qmp.sock 0000:04:00.0', 'vfiokit detach --qmp vm.sock --timeout 30 hostdev-0000-04-00-0');
+}
