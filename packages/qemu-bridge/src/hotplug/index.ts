@@ -304,7 +304,7 @@ export async function detachDevices(qmp: QmpExecutor, ids: readonly string[], op
     if (left.length > 0) {
       throw new HotplugError(
         'HOTPLUG_INVALID_REQUEST',
-        `${list.map((d) => d.id).join(', ')} share a slot with ${left.join(', ')}; a PCIe slot is ejected whole, so detach them together`,
+        `${list.map((d) => d.id).join(', ')} ${list.length > 1 ? 'share' : 'shares'} a slot with ${left.join(', ')}; a PCIe slot is ejected whole, so detach them together`,
       );
     }
     list.sort((a, b) => a.devfn - b.devfn);

@@ -1,0 +1,142 @@
+// Hot-plug paths a stopped real QEMU cannot show (a guest that releases or
+// refuses a device), against the fake peer with a small model of QEMU's QOM
+// tree: /machine/peripheral/<port>/<port> is the port's bus, whose child[N]
+// links name the devices on it, as qom-list shows on QEMU 7.2.
+import test from 'ava';
+import { FakeQmpCommandError, FakeQmpPeer, type FakeQmpCall } from '@vfiokit/testkit';
+import { HotplugError } from '../errors';
+import { connectQmp } from '../qmp/transport';
+import { attachGroup, detachDevices } from './index';
+
+interface FakeDevice {
+  driver: string;
+  bus: string;
+  devfn: number;
+}
+
+/** A q35 VM with root ports rp1, rp2 and whatever device_add puts there; `guest` decides unplugs. */
+function fakeVm(peer: FakeQmpPeer, guest: 'releases' | 'refuses'): Map<string, FakeDevice> {
+  const devices = new Map<string, FakeDevice>();
+  const ports = ['rp1', 'rp2'];
+  const onBus = (bus: string): string[] => [...devices].filter(([, d]) => d.bus === bus).map(([id]) => id);
+  peer.handle('qom-list-types', () => [{ name: 'pcie-root-port', parent: 'pcie-root-port-base' }]);
+  peer.handle('qom-list', ({ arguments: a }: FakeQmpCall) => {
+    const path = String(a!.path);
+    if (path === '/machine/peripheral') {
+      return [
+        { name: 'type', type: 'string' },
+        ...ports.map((p) => ({ name: p, type: 'child<pcie-root-port>' })),
+        ...[...devices].map(([id, d]) => ({ name: id, type: `child<${d.driver}>` })),
+      ];
+    }
+    const m = /^\/machine\/peripheral\/(\w+)\/\1$/.exec(path);
+    if (m) return onBus(m[1]!).map((_, i) => ({ name: `child[${i}]`, type: 'link<vfio-pci>' }));
+    throw new FakeQmpCommandError('DeviceNotFound', `Device '${path}' not found`);
+  });
+  peer.handle('qom-get', ({ arguments: a }: FakeQmpCall) => {
+    const path = String(a!.path);
+    const prop = String(a!.property);
+    const bus = /^\/machine\/peripheral\/(\w+)\/\1$/.exec(path);
+    if (bus) return `/machine/peripheral/${onBus(bus[1]!)[Number(/\d+/.exec(prop)![0])]}`;
+    const id = path.slice('/machine/peripheral/'.length);
+    if (ports.includes(id) && prop === 'hotplug') return true;
+    const d = devices.get(id);
+    if (!d) throw new FakeQmpCommandError('DeviceNotFound', `Device '${path}' not found`);
+    if (prop === 'realized') return true;
+    if (prop === 'parent_bus') return `/machine/peripheral/${d.bus}/${d.bus}`;
+    if (prop === 'addr') return d.devfn;
+    throw new FakeQmpCommandError('GenericError', `Property '${prop}' not found`);
+  });
+  peer.handle('query-pci', () => [
+    {
+      bus: 0,
+      devices: ports.map((p, i) => ({
+        bus: 0, slot: 2 + i, function: 0, qdev_id: p,
+        class_info: { class: 0x604 }, id: { vendor: 0x1b36, device: 0xc },
+        pci_bridge: { bus: { number: 0, secondary: 0, subordinate: 0 } },
+      })),
+    },
+  ]);
+  peer.handle('device_add', ({ arguments: a }: FakeQmpCall) => {
+    const fn = Number(String(a!.addr).split('.')[1]);
+    devices.set(String(a!.id), { driver: String(a!.driver), bus: String(a!.bus), devfn: fn });
+    return {};
+  });
+  peer.handle('device_del', ({ arguments: a, peer: p }: FakeQmpCall) => {
+    const id = String(a!.id);
+    const d = devices.get(id)!;
+    setTimeout(() => {
+      if (guest === 'refuses') {
+        p.emitEvent('DEVICE_UNPLUG_GUEST_ERROR', { device: id, path: `/machine/peripheral/${id}` });
+        return;
+      }
+      // The guest powers the slot off: every function on it goes (pcie_cap_slot_do_unplug()).
+      for (const other of onBus(d.bus)) {
+        devices.delete(other);
+        p.emitEvent('DEVICE_DELETED', { device: other, path: `/machine/peripheral/${other}` });
+      }
+    }, 10);
+    return {};
+  });
+  peer.handle('query-status', () => ({ status: 'running', running: true }));
+  return devices;
+}
+
+test('a guest that releases a two-function slot lets detach finish with one device_del', async (t) => {
+  const peer = await FakeQmpPeer.listen();
+  const devices = fakeVm(peer, 'releases');
+  const qmp = await connectQmp(peer.address);
+  await attachGroup(qmp, [
+    { host: '0000:05:00.0', group: 3, id: 'gpu' },
+    { host: '0000:05:00.1', group: 3, id: 'gpu-audio' },
+  ]);
+  t.deepEqual([...devices.keys()], ['gpu-audio', 'gpu']);
+  await detachDevices(qmp, ['gpu', 'gpu-audio'], { timeoutMs: 1_000 });
+  t.is(devices.size, 0);
+  t.deepEqual(
+    peer.received.filter((r) => r.execute === 'device_del').map((r) => r.arguments),
+    [{ id: 'gpu' }],
+  );
+  await qmp.close();
+  await peer.close();
+});
+
+test('a guest that refuses the unplug ends detach with UNPLUG_REJECTED_BY_GUEST', async (t) => {
+  const peer = await FakeQmpPeer.listen();
+  fakeVm(peer, 'refuses');
+  const qmp = await connectQmp(peer.address);
+  await attachGroup(qmp, [{ host: '0000:06:00.0', group: 4, id: 'nic' }]);
+  const err = await t.throwsAsync(detachDevices(qmp, ['nic'], { timeoutMs: 1_000 }), { instanceOf: HotplugError });
+  t.is(err!.code, 'UNPLUG_REJECTED_BY_GUEST');
+  t.deepEqual(err!.remaining, ['nic']);
+  await qmp.close();
+  await peer.close();
+});
+
+test('detaching one function of a shared slot is refused before any device_del', async (t) => {
+  const peer = await FakeQmpPeer.listen();
+  fakeVm(peer, 'releases');
+  const qmp = await connectQmp(peer.address);
+  await attachGroup(qmp, [
+    { host: '0000:05:00.0', group: 3, id: 'gpu' },
+    { host: '0000:05:00.1', group: 3, id: 'gpu-audio' },
+  ]);
+  const err = await t.throwsAsync(detachDevices(qmp, ['gpu-audio']), { instanceOf: HotplugError });
+  t.is(err!.code, 'HOTPLUG_INVALID_REQUEST');
+  t.is(err!.message, 'gpu-audio shares a slot with gpu; a PCIe slot is ejected whole, so detach them together');
+  t.false(peer.received.some((r) => r.execute === 'device_del'));
+  await qmp.close();
+  await peer.close();
+});
+
+test('an id already in the VM is refused before any device_add', async (t) => {
+  const peer = await FakeQmpPeer.listen();
+  fakeVm(peer, 'releases');
+  const qmp = await connectQmp(peer.address);
+  await attachGroup(qmp, [{ host: '0000:06:00.0', group: 4, id: 'nic' }]);
+  const err = await t.throwsAsync(attachGroup(qmp, [{ host: '0000:07:00.0', group: 5, id: 'nic' }]), { instanceOf: HotplugError });
+  t.is(err!.code, 'HOTPLUG_INVALID_REQUEST');
+  t.is(peer.received.filter((r) => r.execute === 'device_add').length, 1);
+  await qmp.close();
+  await peer.close();
+});
