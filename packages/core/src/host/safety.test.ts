@@ -75,3 +75,20 @@ test('force true waives every rule', (t) => {
   const model = discoverHost(host.fs);
   t.deepEqual(safetyViolations(findProtectedDevices(host.fs, model), [findDevice(model, '0000:02:00.0')], true), []);
 });
+
+test('a root filesystem on LVM protects the controller under the device-mapper volume', (t) => {
+  const host = createFixtureHost('workstation');
+  const root = host.root;
+  fs.writeFileSync(path.join(root, 'proc/self/mountinfo'), '26 1 253:0 / / rw,relatime shared:1 - ext4 /dev/mapper/vg-root rw\n');
+  const dm = path.join(root, 'sys/devices/virtual/block/dm-0');
+  fs.mkdirSync(path.join(dm, 'slaves'), { recursive: true });
+  fs.mkdirSync(path.join(dm, 'dm'));
+  fs.writeFileSync(path.join(dm, 'dm/name'), 'vg-root\n');
+  fs.symlinkSync('../../../../pci0000:00/0000:00:1b.0/0000:02:00.0/nvme/nvme0/nvme0n1/nvme0n1p2', path.join(dm, 'slaves/nvme0n1p2'));
+  fs.symlinkSync('../../devices/virtual/block/dm-0', path.join(root, 'sys/dev/block/253:0'));
+  fs.symlinkSync('../../devices/virtual/block/dm-0', path.join(root, 'sys/class/block/dm-0'));
+  t.deepEqual(
+    findProtectedDevices(host.fs, discoverHost(host.fs)).filter((f) => f.rule === 'root-filesystem').map((f) => [f.address, f.detail]),
+    [['0000:02:00.0', 'it serves the root filesystem (/ is /dev/mapper/vg-root)']],
+  );
+});

@@ -3,12 +3,25 @@
 // showed. The mock decides viability itself (its own reading of
 // driver_managed_dma); a test holds it to checkViability on every fixture.
 import type { MockDeviceConfig, MockDeviceModel, MockGroupConfig, MockHostConfig } from '../vfio/index';
+import { HostError } from './errors';
 import type { HostModel, PciDevice } from './model';
 
 const EDU = { vendor: 0x1234, device: 0x11e8 };
 
-/** The MockHostConfig that describes `model` (its x86 type1 view: groups, devices, drivers, reserved regions). */
+/**
+ * The MockHostConfig that describes `model` (its type1 view: groups, devices,
+ * drivers, reserved regions). A POWER host is refused: vfio-core's mock host
+ * answers as type1 does, and a POWER host's VFIO is sPAPR TCE, so the mock
+ * would disagree with that host's kernel.
+ */
 export function vfioMockHostConfig(model: HostModel): MockHostConfig {
+  if (model.platform === 'power' || model.iommu.kind === 'spapr-tce') {
+    throw new HostError(
+      'HOST_MOCK_UNSUPPORTED',
+      'vfio-core has no mock host for sPAPR TCE (POWER) yet: its mock answers as a type1 IOMMU would, which this host does not',
+      { hint: 'use an x86 simulated host (workstation, sriov-server, bridge-group) for VFIO calls' },
+    );
+  }
   const groups: MockGroupConfig[] = model.groups.map((g) => ({
     id: g.id,
     devices: g.devices.map(mockDevice),
