@@ -1,119 +1,116 @@
-//! The sPAPR (pseries) conformance suite and DMA checks.
+//! The sPAPR (pseries) conformance suite and DMA checks, on vfio-core's
+//! Container/Group/Device and `spapr::ops_for` for both backends.
 //!
 //! `vfio-lab spapr --backend kernel --phbs N [--out FILE]` runs in the pseries
 //! guest against the real `vfio_iommu_spapr_tce`; `--backend mock` runs the
-//! same cases on the host against `MockSpapr`. Both write the lab's JSON-lines
-//! format (`crate::report`), suite `spapr`; the pseries profile of the lab
-//! runner compares the two case by case. Cases whose name starts with
-//! `kernel-only:` run only in the guest (DMA through edu, sysfs discovery):
-//! the mock has no device to move data.
+//! same code on the host against vfio-core's MockBackend configured as that
+//! guest (`SpaprDriver`, one group per PHB, an edu in each). Both write the
+//! lab's JSON-lines format (`crate::report`), suite `spapr`; the pseries
+//! profile of the lab runner compares the two case by case, edu DMA included
+//! (the mock's edu walks the mock's TCEs). Only the sysfs discovery case,
+//! named `kernel-only: ...`, runs in the guest alone.
 //!
 //! PEs are numbered by PHB: `pe0` is the edu on the first PHB, `pe1` the one
 //! on the second. Group numbers are whatever the kernel assigned.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
+use std::sync::Arc;
 
-use vfio_core::backend::spapr_kernel::KernelSpapr;
-use vfio_core::backend::spapr_mock::{MockSpapr, SpaprProfile};
+use vfio_core::backend::mock_config::{DeviceModelConfig, EduConfig, MockDeviceConfig, MockGroupConfig};
+use vfio_core::backend::spapr_mock::{SpaprDriver, SpaprProfile};
+use vfio_core::backend::{Backend, KernelBackend, MockBackend};
 use vfio_core::error::errno_name;
-use vfio_core::spapr::SpaprOps;
+use vfio_core::spapr::{ops_for, SpaprOps};
 use vfio_core::uapi;
+use vfio_core::{Container, Device, Group, MockConfig};
 
 use crate::report::{Check, Line, Step, Writer};
 use crate::spapr_cases::CASES;
 use crate::spapr_dma;
 
-/// One container of a run, on either backend.
-pub trait Bench {
-    /// `VFIO_GROUP_SET_CONTAINER` of PE `pe`'s group.
-    fn attach(&mut self, pe: usize) -> Result<(), i32>;
-    /// `VFIO_SET_IOMMU` to sPAPR TCE v2 (`true`) or v1.
-    fn set_iommu(&mut self, v2: bool) -> Result<(), i32>;
-    /// The sPAPR calls; only after a successful `set_iommu`.
-    fn ops(&mut self) -> &mut dyn SpaprOps;
-}
-
-/// Where containers come from.
-pub trait World {
-    fn backend(&self) -> &'static str;
-    /// How many PEs (PHBs with an edu) this run has.
-    fn pes(&self) -> usize;
-    fn container(&mut self) -> Result<Box<dyn Bench + '_>, String>;
-}
-
-// ---------------------------------------------------------------------------
-// The mock world
-
-pub struct MockWorld {
-    pub profile: SpaprProfile,
-    pub pes: usize,
-}
-
-struct MockBench {
-    profile: SpaprProfile,
-    pending: Vec<usize>,
-    spapr: Option<MockSpapr>,
-}
-
-impl Bench for MockBench {
-    // vfio_container_attach_group: before SET_IOMMU a group only joins the
-    // container; after it the IOMMU driver's attach_group decides.
-    fn attach(&mut self, pe: usize) -> Result<(), i32> {
-        match &mut self.spapr {
-            None => {
-                self.pending.push(pe);
-                Ok(())
-            }
-            Some(s) => s.attach_group(pe as u32).map_err(|e| e.errno),
-        }
-    }
-
-    // vfio_ioctl_set_iommu: opens the driver, attaches every group joined so far.
-    fn set_iommu(&mut self, v2: bool) -> Result<(), i32> {
-        if self.spapr.is_some() || self.pending.is_empty() {
-            return Err(libc::EINVAL);
-        }
-        let mut s = MockSpapr::new(self.profile.clone(), v2);
-        for &pe in &self.pending {
-            s.attach_group(pe as u32).map_err(|e| e.errno)?;
-        }
-        self.spapr = Some(s);
-        Ok(())
-    }
-
-    fn ops(&mut self) -> &mut dyn SpaprOps {
-        self.spapr.as_mut().expect("set_iommu succeeded")
-    }
-}
-
-impl World for MockWorld {
-    fn backend(&self) -> &'static str {
-        "mock"
-    }
-    fn pes(&self) -> usize {
-        self.pes
-    }
-    fn container(&mut self) -> Result<Box<dyn Bench + '_>, String> {
-        Ok(Box::new(MockBench { profile: self.profile.clone(), pending: Vec::new(), spapr: None }))
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The kernel world: /dev/vfio in the pseries guest
-
-/// A PE of the guest: the edu device on one PHB and its IOMMU group.
+/// A PE of the run: the edu on one PHB and its IOMMU group.
 #[derive(Debug, Clone)]
 pub struct Pe {
     pub bdf: String,
     pub group: u32,
 }
 
-pub struct KernelWorld {
+/// Where containers come from: the kernel's /dev/vfio in the guest, or the
+/// mock configured as that guest. Everything above this is the same code.
+pub struct World {
+    pub backend: Arc<dyn Backend>,
     pub pes: Vec<Pe>,
+    pub name: &'static str,
+}
+
+impl World {
+    /// The guest: one edu per PHB, groups as the kernel numbered them.
+    pub fn kernel(phbs: usize) -> Result<Self, String> {
+        let edus = find_edus()?;
+        if edus.len() != phbs {
+            return Err(format!("expected one edu per PHB ({phbs}), found {}: {edus:?}", edus.len()));
+        }
+        let pes = edus.iter().map(|bdf| Ok(Pe { bdf: bdf.clone(), group: group_of(bdf)? })).collect::<Result<_, String>>()?;
+        Ok(Self { backend: Arc::new(KernelBackend::new()), pes, name: "kernel" })
+    }
+
+    /// The mock as the guest: a pseries host (no type1, the sPAPR driver
+    /// with QEMU's PE profile), one group per PHB holding an edu whose DMA
+    /// mask reaches the 64-bit window, as the lab's QEMU command line sets.
+    pub fn mock(phbs: usize) -> Self {
+        let mut config = MockConfig::empty();
+        let mut pes = Vec::new();
+        for i in 0..phbs {
+            let bdf = format!("{i:04x}:00:02.0");
+            let mut edu = MockDeviceConfig::edu(&bdf);
+            edu.model = DeviceModelConfig::Edu(EduConfig { dma_mask: u64::MAX, ..EduConfig::default() });
+            config = config.with_group(MockGroupConfig::new(i as u32).with_device(edu));
+            pes.push(Pe { bdf, group: i as u32 });
+        }
+        let config = SpaprDriver::pseries_config(config, SpaprProfile::qemu_pseries());
+        Self { backend: Arc::new(MockBackend::new(config)), pes, name: "mock" }
+    }
+
+    pub fn container(&self) -> Result<Bench<'_>, String> {
+        let container = Container::open(self.backend.clone()).map_err(|e| e.to_string())?;
+        Ok(Bench { groups: Vec::new(), container, world: self })
+    }
+}
+
+/// One container of a run and the groups attached to it, through vfio-core.
+/// Groups are declared first so they close (and detach) before the container.
+pub struct Bench<'w> {
+    groups: Vec<Group>,
+    container: Container,
+    world: &'w World,
+}
+
+impl Bench<'_> {
+    /// `VFIO_GROUP_SET_CONTAINER` of PE `pe`'s group.
+    pub fn attach(&mut self, pe: usize) -> Result<(), i32> {
+        let group = Group::open(self.world.backend.clone(), self.world.pes[pe].group).map_err(|e| e.errno)?;
+        group.set_container(&self.container).map_err(|e| e.errno)?;
+        self.groups.push(group);
+        Ok(())
+    }
+
+    /// `VFIO_SET_IOMMU` to sPAPR TCE v2 (`true`) or v1.
+    pub fn set_iommu(&mut self, v2: bool) -> Result<(), i32> {
+        let kind = if v2 { uapi::VFIO_SPAPR_TCE_V2_IOMMU } else { uapi::VFIO_SPAPR_TCE_IOMMU };
+        self.container.set_iommu(kind).map_err(|e| e.errno)
+    }
+
+    /// The sPAPR calls of this container, on its backend.
+    pub fn ops(&self) -> Box<dyn SpaprOps + '_> {
+        ops_for(&self.container)
+    }
+
+    /// The edu of the `i`-th attached group.
+    pub fn device(&self, i: usize, pe: usize) -> Result<Device, i32> {
+        self.groups[i].device(&self.world.pes[pe].bdf).map_err(|e| e.errno)
+    }
 }
 
 /// Reads `/sys/bus/pci/devices/<bdf>/iommu_group`'s number.
@@ -122,87 +119,6 @@ pub fn group_of(bdf: &str) -> Result<u32, String> {
         .map_err(|e| format!("device {bdf} has no IOMMU group: {e}"))?;
     let name = link.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
     name.parse().map_err(|_| format!("device {bdf}: iommu_group link {} is not a number", link.display()))
-}
-
-fn open_rw(path: &str) -> Result<OwnedFd, i32> {
-    let c = CString::new(path).expect("no NUL in a path");
-    // SAFETY: `c` is a NUL-terminated path that outlives the call.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(last_errno());
-    }
-    // SAFETY: `fd` was just returned by open and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-pub fn last_errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
-}
-
-/// A container and the groups attached to it. Field order matters: `ops`
-/// borrows `container`'s descriptor and is dropped first; groups are closed
-/// before the container, which detaches them (`vfio_group_detach_container`).
-pub struct KernelBench {
-    ops: Option<KernelSpapr<'static>>,
-    groups: Vec<OwnedFd>,
-    container: OwnedFd,
-    pes: Vec<Pe>,
-}
-
-impl KernelBench {
-    pub fn open(pes: &[Pe]) -> Result<Self, String> {
-        let container = open_rw("/dev/vfio/vfio").map_err(|e| format!("open /dev/vfio/vfio: {}", errno_name(e)))?;
-        Ok(Self { ops: None, groups: Vec::new(), container, pes: pes.to_vec() })
-    }
-
-    pub fn group_fd(&self, i: usize) -> RawFd {
-        self.groups[i].as_raw_fd()
-    }
-}
-
-impl Bench for KernelBench {
-    fn attach(&mut self, pe: usize) -> Result<(), i32> {
-        let group = open_rw(&format!("/dev/vfio/{}", self.pes[pe].group))?;
-        let container = self.container.as_raw_fd();
-        // SAFETY: VFIO_GROUP_SET_CONTAINER reads one int (the container fd)
-        // from the pointer, which points at a live local.
-        let r = unsafe { libc::ioctl(group.as_raw_fd(), uapi::VFIO_GROUP_SET_CONTAINER as _, &container as *const RawFd) };
-        if r < 0 {
-            return Err(last_errno());
-        }
-        self.groups.push(group);
-        Ok(())
-    }
-
-    fn set_iommu(&mut self, v2: bool) -> Result<(), i32> {
-        let kind = if v2 { uapi::VFIO_SPAPR_TCE_V2_IOMMU } else { uapi::VFIO_SPAPR_TCE_IOMMU };
-        // SAFETY: VFIO_SET_IOMMU takes its argument by value; no memory is passed.
-        let r = unsafe { libc::ioctl(self.container.as_raw_fd(), uapi::VFIO_SET_IOMMU as _, kind as libc::c_ulong) };
-        if r < 0 {
-            return Err(last_errno());
-        }
-        // SAFETY: the descriptor stays open until `self.container` drops,
-        // after `self.ops` (declared first, so dropped first).
-        let fd = unsafe { BorrowedFd::borrow_raw(self.container.as_raw_fd()) };
-        self.ops = Some(KernelSpapr::new(fd));
-        Ok(())
-    }
-
-    fn ops(&mut self) -> &mut dyn SpaprOps {
-        self.ops.as_mut().expect("set_iommu succeeded")
-    }
-}
-
-impl World for KernelWorld {
-    fn backend(&self) -> &'static str {
-        "kernel"
-    }
-    fn pes(&self) -> usize {
-        self.pes.len()
-    }
-    fn container(&mut self) -> Result<Box<dyn Bench + '_>, String> {
-        Ok(Box::new(KernelBench::open(&self.pes)?))
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -303,7 +219,7 @@ fn usage() -> String {
         .into()
 }
 
-/// The edu devices of the guest, one per PHB, in domain order.
+/// The edu devices of the guest, one per PHB, in domain order (sysfs).
 pub fn find_edus() -> Result<Vec<String>, String> {
     let mut found = Vec::new();
     let dir = std::fs::read_dir("/sys/bus/pci/devices").map_err(|e| format!("cannot list PCI devices: {e}"))?;
@@ -344,15 +260,12 @@ pub fn main(args: &[String]) -> i32 {
         },
         None => Box::new(std::io::stdout()),
     };
-    let result = match backend.as_deref() {
-        Some("mock") => run(&mut MockWorld { profile: SpaprProfile::qemu_pseries(), pes: phbs }, sink),
-        Some("kernel") => match kernel_world(phbs) {
-            Ok(mut w) => run(&mut w, sink),
-            Err(e) => Err(e),
-        },
+    let world = match backend.as_deref() {
+        Some("mock") => Ok(World::mock(phbs)),
+        Some("kernel") => World::kernel(phbs),
         _ => Err(usage()),
     };
-    match result {
+    match world.and_then(|w| run(&w, sink)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("vfio-lab spapr: {e}");
@@ -361,31 +274,20 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
-fn kernel_world(phbs: usize) -> Result<KernelWorld, String> {
-    let edus = find_edus()?;
-    if edus.len() != phbs {
-        return Err(format!("expected one edu per PHB ({phbs}), found {}: {edus:?}", edus.len()));
-    }
-    let pes = edus.iter().map(|bdf| Ok(Pe { bdf: bdf.clone(), group: group_of(bdf)? })).collect::<Result<_, String>>()?;
-    Ok(KernelWorld { pes })
-}
-
-fn run(world: &mut dyn World, sink: Box<dyn Write>) -> Result<(), String> {
+fn run(world: &World, sink: Box<dyn Write>) -> Result<(), String> {
     let io = |e: std::io::Error| format!("cannot write results: {e}");
-    let mut w = Writer::new(sink, "spapr", world.backend()).map_err(io)?;
-    let pes = world.pes();
+    let mut w = Writer::new(sink, "spapr", world.name).map_err(io)?;
+    let pes = world.pes.len();
     for case in CASES.iter().filter(|c| c.pes <= pes) {
         let mut rec = Rec::new();
         let aborted = match world.container() {
-            Ok(mut bench) => (case.run)(bench.as_mut(), &mut rec).err().map(|s| s.0),
+            Ok(mut bench) => (case.run)(&mut bench, &mut rec).err().map(|s| s.0),
             Err(e) => Some(e),
         };
         w.line(&Line::Case { name: case.name.to_string(), steps: rec.steps, checks: rec.checks, aborted }).map_err(io)?;
     }
-    if world.backend() == "kernel" {
-        for (name, rec, aborted) in spapr_dma::run_all(world.pes()) {
-            w.line(&Line::Case { name, steps: rec.steps, checks: rec.checks, aborted }).map_err(io)?;
-        }
+    for (name, rec, aborted) in spapr_dma::run_all(world) {
+        w.line(&Line::Case { name, steps: rec.steps, checks: rec.checks, aborted }).map_err(io)?;
     }
     w.finish().map_err(io)
 }

@@ -4,11 +4,19 @@
 //! (arch/powerpc/platforms/pseries/iommu.c). Each rule cites the function it
 //! mirrors; the pseries lab holds it to the real kernel case by case.
 
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+// IommuOps is named by path, not imported: its map_dma/unmap_dma would make
+// MockSpapr's SpaprOps calls ambiguous wherever both traits are in scope.
+use super::mock::{AttachGroup, IommuDriverOps};
+use super::mock_config::{KernelVersion, MockConfig};
+use super::{argsz_of, buf_bytes_mut, Errno, MockBackend, RawFd, SysResult};
 use crate::error::{Error, Result};
 use crate::spapr::SpaprOps;
 use crate::uapi::spapr as u;
+use crate::uapi::{vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap, VFIO_EEH, VFIO_SPAPR_TCE_IOMMU, VFIO_SPAPR_TCE_V2_IOMMU};
 
 /// What a PE looks like to the driver: `struct iommu_table_group` plus the
 /// firmware's answers to `ibm,query-pe-dma-window`.
@@ -247,9 +255,9 @@ impl MockSpapr {
         }
     }
 
-    /// Bus addresses currently mapped, with their user address and flags:
-    /// what a device could reach (for tests).
-    pub fn translate(&self, ioba: u64) -> Option<(u64, u32)> {
+    /// The TCE behind bus address `ioba`: the user address it points at
+    /// (plus the offset) and its `VFIO_DMA_MAP_FLAG_*` permission bits.
+    pub fn tce_at(&self, ioba: u64) -> Option<(u64, u32)> {
         let t = self.tables.iter().flatten().find(|t| t.holds(ioba))?;
         let entry = (ioba - t.start) >> t.page_shift;
         let (ua, flags) = *t.tces.get(&entry)?;
@@ -555,6 +563,205 @@ impl SpaprOps for MockSpapr {
     }
 }
 
+// ---------------------------------------------------------------------------
+// The mock backend's IOMMU driver seam (struct vfio_iommu_driver_ops)
+
+/// `tce_iommu_driver_ops` for [`super::MockBackend`]: registered in a
+/// [`MockConfig`] (see [`SpaprDriver::pseries_config`]), it answers
+/// `VFIO_SET_IOMMU` with sPAPR TCE v1 or v2 and backs the container with a
+/// [`MockSpapr`].
+#[derive(Debug, Clone)]
+pub struct SpaprDriver {
+    pub profile: SpaprProfile,
+}
+
+impl SpaprDriver {
+    /// A pseries guest's host as the lab's kernel answered: 6.12, no
+    /// vfio_iommu_type1 (POWER has none), this driver with `profile`.
+    pub fn pseries_config(mut config: MockConfig, profile: SpaprProfile) -> MockConfig {
+        config.kernel = KernelVersion::V6_12;
+        config.type1 = false;
+        config.iommu_drivers.push(Arc::new(SpaprDriver { profile }));
+        config
+    }
+}
+
+// tce_iommu_ioctl(NULL, VFIO_CHECK_EXTENSION): both TCE types; EEH when eeh_enabled().
+fn spapr_extension(profile: &SpaprProfile, ext: u32) -> i32 {
+    match ext {
+        VFIO_SPAPR_TCE_IOMMU | VFIO_SPAPR_TCE_V2_IOMMU => 1,
+        VFIO_EEH => profile.eeh as i32,
+        _ => 0,
+    }
+}
+
+impl IommuDriverOps for SpaprDriver {
+    fn name(&self) -> &'static str {
+        "iommu-vfio-powerpc"
+    }
+
+    fn check_extension(&self, _config: &MockConfig, extension: u32) -> i32 {
+        spapr_extension(&self.profile, extension)
+    }
+
+    // tce_iommu_open: only the two TCE types, else EINVAL.
+    fn open(&self, _config: &MockConfig, extension: u32) -> SysResult<Box<dyn super::mock::IommuOps>> {
+        match extension {
+            VFIO_SPAPR_TCE_IOMMU => Ok(Box::new(MockSpapr::new(self.profile.clone(), false))),
+            VFIO_SPAPR_TCE_V2_IOMMU => Ok(Box::new(MockSpapr::new(self.profile.clone(), true))),
+            _ => Err(Errno(libc::EINVAL)),
+        }
+    }
+}
+
+impl super::mock::IommuOps for MockSpapr {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn check_extension(&self, extension: u32) -> i32 {
+        spapr_extension(&self.profile, extension)
+    }
+
+    fn attach_group(&mut self, group: &AttachGroup) -> SysResult<()> {
+        MockSpapr::attach_group(self, group.id).map_err(|e| Errno(e.errno))
+    }
+
+    // tce_iommu_detach_group -> tce_iommu_release_ownership: the windows are
+    // cleared and unset on the PE that leaves; with the last PE gone the
+    // container holds no table.
+    fn detach_group(&mut self, group: u32) {
+        self.groups.retain(|&g| g != group);
+        if self.groups.is_empty() {
+            for num in 0..MAX_TABLES {
+                if let Some(t) = &self.tables[num] {
+                    let pages = t.size >> t.page_shift;
+                    self.clear(num, 0, pages);
+                    self.tables[num] = None;
+                }
+            }
+        }
+    }
+
+    // VFIO_IOMMU_GET_INFO and VFIO_IOMMU_SPAPR_TCE_GET_INFO share a number:
+    // the buffer gets what the sPAPR driver copies back (16 or 32 bytes).
+    fn get_info(&mut self, buf: &mut [u64]) -> SysResult<()> {
+        let argsz = argsz_of(buf);
+        let info = self.tce_get_info(argsz).map_err(|e| Errno(e.errno))?;
+        let len = if argsz as usize >= std::mem::size_of::<u::vfio_iommu_spapr_tce_info>() {
+            std::mem::size_of::<u::vfio_iommu_spapr_tce_info>()
+        } else {
+            u::SPAPR_TCE_INFO_MINSZ as usize
+        };
+        let bytes = buf_bytes_mut(buf);
+        if bytes.len() < len {
+            return Err(Errno(libc::EFAULT));
+        }
+        // SAFETY: `info` is a plain #[repr(C)] struct of `size_of` bytes; only
+        // its first `len` <= size_of bytes are read.
+        let src = unsafe { std::slice::from_raw_parts((&info as *const u::vfio_iommu_spapr_tce_info).cast::<u8>(), len) };
+        bytes[..len].copy_from_slice(src);
+        Ok(())
+    }
+
+    // The generic map path cannot carry the driver's positive "nothing
+    // mapped" answer; it reports it as EINVAL. TceContainer uses SpaprOps.
+    fn map_dma(&mut self, map: &vfio_iommu_type1_dma_map) -> SysResult<()> {
+        match SpaprOps::map_dma(self, map.iova, map.vaddr, map.size, map.flags) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(Errno(libc::EINVAL)),
+            Err(e) => Err(Errno(e.errno)),
+        }
+    }
+
+    fn unmap_dma(&mut self, unmap: &mut vfio_iommu_type1_dma_unmap) -> SysResult<()> {
+        match SpaprOps::unmap_dma(self, unmap.iova, unmap.size, unmap.flags) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(Errno(libc::EINVAL)),
+            Err(e) => Err(Errno(e.errno)),
+        }
+    }
+
+    // What the PHB does with a device access: the TCE's page, if its
+    // permission bits allow the direction.
+    fn translate(&self, iova: u64, write: bool) -> Option<(u64, u64)> {
+        let t = self.tables.iter().flatten().find(|t| t.holds(iova))?;
+        let entry = (iova - t.start) >> t.page_shift;
+        let (ua, flags) = *t.tces.get(&entry)?;
+        let need = if write { u::VFIO_DMA_MAP_FLAG_WRITE } else { u::VFIO_DMA_MAP_FLAG_READ };
+        if flags & need == 0 {
+            return None;
+        }
+        let offset = iova & ((1u64 << t.page_shift) - 1);
+        Some((ua + offset, (1u64 << t.page_shift) - offset))
+    }
+}
+
+
+/// [`SpaprOps`] on a [`MockBackend`] container whose IOMMU is sPAPR: what
+/// [`crate::spapr::ops_for`] returns for a mock container.
+pub struct MockContainerSpapr<'a> {
+    backend: &'a MockBackend,
+    fd: RawFd,
+}
+
+impl<'a> MockContainerSpapr<'a> {
+    pub fn new(backend: &'a MockBackend, fd: RawFd) -> Self {
+        Self { backend, fd }
+    }
+
+    /// Runs `f` on the container's [`MockSpapr`]. As on the kernel: EINVAL
+    /// before `VFIO_SET_IOMMU` (vfio_fops_unl_ioctl), ENOTTY when the IOMMU is
+    /// not sPAPR (type1 does not know these commands).
+    fn with<R>(&self, ioctl: &'static str, f: impl FnOnce(&mut MockSpapr) -> Result<R>) -> Result<R> {
+        let r = self.backend.with_iommu(self.fd, |iommu| match iommu.as_any_mut().downcast_mut::<MockSpapr>() {
+            Some(s) => f(s),
+            None => Err(err(libc::ENOTTY, ioctl)),
+        });
+        match r {
+            Ok(inner) => inner,
+            Err(Errno(e)) => Err(err(e, ioctl)),
+        }
+    }
+}
+
+impl SpaprOps for MockContainerSpapr<'_> {
+    fn tce_get_info(&mut self, argsz: u32) -> Result<u::vfio_iommu_spapr_tce_info> {
+        self.with("VFIO_IOMMU_SPAPR_TCE_GET_INFO", |s| s.tce_get_info(argsz))
+    }
+    fn enable(&mut self) -> Result<()> {
+        self.with("VFIO_IOMMU_ENABLE", |s| s.enable())
+    }
+    fn disable(&mut self) -> Result<()> {
+        self.with("VFIO_IOMMU_DISABLE", |s| s.disable())
+    }
+    fn register_memory(&mut self, vaddr: u64, size: u64, flags: u32) -> Result<()> {
+        self.with("VFIO_IOMMU_SPAPR_REGISTER_MEMORY", |s| s.register_memory(vaddr, size, flags))
+    }
+    fn unregister_memory(&mut self, vaddr: u64, size: u64, flags: u32) -> Result<()> {
+        self.with("VFIO_IOMMU_SPAPR_UNREGISTER_MEMORY", |s| s.unregister_memory(vaddr, size, flags))
+    }
+    fn tce_create(&mut self, page_shift: u32, window_size: u64, levels: u32, flags: u32) -> Result<u64> {
+        self.with("VFIO_IOMMU_SPAPR_TCE_CREATE", |s| s.tce_create(page_shift, window_size, levels, flags))
+    }
+    fn tce_remove(&mut self, start_addr: u64, flags: u32) -> Result<()> {
+        self.with("VFIO_IOMMU_SPAPR_TCE_REMOVE", |s| s.tce_remove(start_addr, flags))
+    }
+    fn map_dma(&mut self, iova: u64, vaddr: u64, size: u64, flags: u32) -> Result<i32> {
+        self.with("VFIO_IOMMU_MAP_DMA", |s| SpaprOps::map_dma(s, iova, vaddr, size, flags))
+    }
+    fn unmap_dma(&mut self, iova: u64, size: u64, flags: u32) -> Result<i32> {
+        self.with("VFIO_IOMMU_UNMAP_DMA", |s| SpaprOps::unmap_dma(s, iova, size, flags))
+    }
+    fn eeh_pe_op(&mut self, op: u32) -> Result<i32> {
+        self.with("VFIO_EEH_PE_OP", |s| s.eeh_pe_op(op))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -619,7 +826,7 @@ mod tests {
         let mut m = v2();
         m.register_memory(MEM, 0x10000, 0).unwrap();
         assert_eq!(m.map_dma(0x2000, MEM, 0x1000, RW).unwrap(), 0);
-        assert_eq!(m.translate(0x2010), Some((MEM + 0x10, RW)));
+        assert_eq!(m.tce_at(0x2010), Some((MEM + 0x10, RW)));
     }
 
     #[test]
@@ -627,7 +834,7 @@ mod tests {
         let mut m = v2();
         m.register_memory(MEM, 0x1000, 0).unwrap();
         assert_eq!(errno(m.map_dma(0, MEM, 0x2000, RW)), libc::EINVAL);
-        assert_eq!(m.translate(0), None);
+        assert_eq!(m.tce_at(0), None);
     }
 
     #[test]
@@ -642,7 +849,7 @@ mod tests {
         let mut m = v2();
         m.register_memory(MEM, 0x2000, 0).unwrap();
         assert_eq!(m.map_dma(0x800, MEM, 0x1000, RW).unwrap(), 1);
-        assert_eq!(m.translate(0x800), None);
+        assert_eq!(m.tce_at(0x800), None);
     }
 
     #[test]
@@ -672,7 +879,7 @@ mod tests {
         m.register_memory(MEM, 0x2000, 0).unwrap();
         m.map_dma(0, MEM, 0x1000, RW).unwrap();
         assert_eq!(m.map_dma(0, MEM + 0x1000, 0x1000, u::VFIO_DMA_MAP_FLAG_READ).unwrap(), 0);
-        assert_eq!(m.translate(0), Some((MEM + 0x1000, u::VFIO_DMA_MAP_FLAG_READ)));
+        assert_eq!(m.tce_at(0), Some((MEM + 0x1000, u::VFIO_DMA_MAP_FLAG_READ)));
     }
 
     #[test]
@@ -704,7 +911,7 @@ mod tests {
         m.register_memory(MEM, 0x2000, 0).unwrap();
         m.map_dma(0, MEM, 0x2000, RW).unwrap();
         assert_eq!(m.unmap_dma(0x1000, 0x1000, 0).unwrap(), 0);
-        assert_eq!((m.translate(0).is_some(), m.translate(0x1000)), (true, None));
+        assert_eq!((m.tce_at(0).is_some(), m.tce_at(0x1000)), (true, None));
     }
 
     #[test]
@@ -818,7 +1025,7 @@ mod tests {
         m.map_dma(0, MEM, 0x1000, RW).unwrap();
         m.tce_remove(0, 0).unwrap();
         m.unregister_memory(MEM, 0x10000, 0).unwrap();
-        assert_eq!((m.translate(0), m.leaked_registrations(), start), (None, 0, 1 << 59));
+        assert_eq!((m.tce_at(0), m.leaked_registrations(), start), (None, 0, 1 << 59));
     }
 
     #[test]

@@ -483,7 +483,7 @@ mod tests {
         c.register(MEM, 0x1000).unwrap();
         c.register(MEM + 0x1000, 0x1000).unwrap();
         c.map(0, MEM, 0x2000, DmaDirection::Bidirectional).unwrap();
-        assert_eq!(c.ops_mut().translate(0x1000), Some((MEM + 0x1000, 3)));
+        assert_eq!(c.ops_mut().tce_at(0x1000), Some((MEM + 0x1000, 3)));
     }
 
     #[test]
@@ -549,7 +549,7 @@ mod tests {
         let w = c.create_window(12, 1 << 31).unwrap();
         c.register(MEM, 0x1000).unwrap();
         c.map(w.start, MEM, 0x1000, DmaDirection::Bidirectional).unwrap();
-        assert_eq!((w.start, c.ops_mut().translate(1 << 59)), (1 << 59, Some((MEM, 3))));
+        assert_eq!((w.start, c.ops_mut().tce_at(1 << 59)), (1 << 59, Some((MEM, 3))));
     }
 
     #[test]
@@ -593,6 +593,6 @@ mod tests {
         m.attach_group(1).unwrap();
         let mut c = TceContainer::new(m, TceVersion::V1, 1, 12).unwrap();
         c.map(0x1000, MEM, 0x1000, DmaDirection::ToDevice).unwrap();
-        assert_eq!(c.ops_mut().translate(0x1000), Some((MEM, 1)));
+        assert_eq!(c.ops_mut().tce_at(0x1000), Some((MEM, 1)));
     }
 }

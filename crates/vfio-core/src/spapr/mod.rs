@@ -19,3 +19,111 @@ mod window;
 pub use container::{Mapping, TceContainer, TceVersion};
 pub use ops::{DmaDirection, SpaprOps};
 pub use window::{initial_levels, max_levels, DdwInfo, TceInfo, Window};
+
+use std::os::fd::BorrowedFd;
+
+use crate::backend::spapr_kernel::KernelSpapr;
+use crate::backend::spapr_mock::MockContainerSpapr;
+use crate::backend::MockBackend;
+use crate::Container;
+
+/// The sPAPR calls of `container`, on whichever backend it was opened: the
+/// kernel's ioctls on its descriptor, or the mock's `MockSpapr` behind it.
+/// Call after `VFIO_SET_IOMMU` to an sPAPR type; wrap in a [`TceContainer`]
+/// for the safety checks.
+pub fn ops_for(container: &Container) -> Box<dyn SpaprOps + '_> {
+    match container.backend().as_any().downcast_ref::<MockBackend>() {
+        Some(mock) => Box::new(MockContainerSpapr::new(mock, container.raw_fd())),
+        // SAFETY: the descriptor belongs to `container`, which outlives the
+        // returned borrow and closes it only when dropped.
+        None => Box::new(KernelSpapr::new(unsafe { BorrowedFd::borrow_raw(container.raw_fd()) })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::backend::mock_config::{MockDeviceConfig, MockGroupConfig};
+    use crate::backend::spapr_mock::{SpaprDriver, SpaprProfile};
+    use crate::backend::Backend;
+    use crate::uapi::{VFIO_SPAPR_TCE_V2_IOMMU, VFIO_TYPE1V2_IOMMU};
+    use crate::{Group, MockConfig};
+
+    /// A pseries host: one PE per PHB, one edu in each.
+    fn pseries(pes: u32) -> Arc<MockBackend> {
+        let mut config = MockConfig::empty();
+        for pe in 0..pes {
+            config = config.with_group(MockGroupConfig::new(pe).with_device(MockDeviceConfig::edu(&format!("{pe:04x}:00:02.0"))));
+        }
+        Arc::new(MockBackend::new(SpaprDriver::pseries_config(config, SpaprProfile::qemu_pseries())))
+    }
+
+    fn v2_container(backend: &Arc<MockBackend>, group: &Group) -> Container {
+        let c = Container::open(backend.clone()).unwrap();
+        group.set_container(&c).unwrap();
+        c.set_iommu(VFIO_SPAPR_TCE_V2_IOMMU).unwrap();
+        c
+    }
+
+    #[test]
+    fn a_pseries_mock_host_offers_spapr_v2_and_not_type1() {
+        let backend = pseries(1);
+        let c = Container::open(backend.clone()).unwrap();
+        assert_eq!(
+            (c.check_extension(VFIO_SPAPR_TCE_V2_IOMMU).unwrap(), c.check_extension(VFIO_TYPE1V2_IOMMU).unwrap()),
+            (true, false)
+        );
+    }
+
+    #[test]
+    fn ops_for_a_mock_container_reaches_its_spapr_model() {
+        let backend = pseries(1);
+        let group = Group::open(backend.clone(), 0).unwrap();
+        let c = v2_container(&backend, &group);
+        let info = ops_for(&c).tce_get_info(32).unwrap();
+        assert_eq!((info.dma32_window_size, info.ddw.max_dynamic_windows_supported), (1 << 30, 2));
+    }
+
+    #[test]
+    fn a_tce_container_map_on_the_mock_backend_is_what_the_device_sees() {
+        let backend = pseries(1);
+        let group = Group::open(backend.clone(), 0).unwrap();
+        let c = v2_container(&backend, &group);
+        let mut ops = ops_for(&c);
+        let mut tce = TceContainer::new(&mut *ops, TceVersion::V2, 0, 12).unwrap();
+        tce.register(0x7f00_0000_0000, 0x1000).unwrap();
+        tce.map(0x2000, 0x7f00_0000_0000, 0x1000, DmaDirection::ToDevice).unwrap();
+        let seen = backend.with_iommu(c.raw_fd(), |i| (i.translate(0x2010, false), i.translate(0x2010, true))).unwrap();
+        assert_eq!(seen, (Some((0x7f00_0000_0010, 0xff0)), None));
+    }
+
+    #[test]
+    fn a_second_pe_into_a_mock_v2_container_with_a_window_fails_with_eperm() {
+        let backend = pseries(2);
+        let (g0, g1) = (Group::open(backend.clone(), 0).unwrap(), Group::open(backend.clone(), 1).unwrap());
+        let c = v2_container(&backend, &g0);
+        ops_for(&c).tce_create(16, 1 << 30, 1, 0).unwrap();
+        assert_eq!(g1.set_container(&c).unwrap_err().errno, libc::EPERM);
+    }
+
+    #[test]
+    fn spapr_calls_on_a_container_without_an_iommu_fail_with_einval() {
+        let backend = pseries(1);
+        let c = Container::open(backend.clone()).unwrap();
+        assert_eq!(ops_for(&c).tce_get_info(32).unwrap_err().errno, libc::EINVAL);
+    }
+
+    #[test]
+    fn the_generic_iommu_info_call_returns_the_spapr_info_bytes() {
+        let backend = pseries(1);
+        let group = Group::open(backend.clone(), 0).unwrap();
+        let c = v2_container(&backend, &group);
+        let mut buf = [0u64; 4];
+        buf[0] = 32;
+        backend.iommu_get_info(c.raw_fd(), &mut buf).unwrap();
+        // argsz 32 | flags DDW, dma32 start 0 | size 1 GiB, pgsizes, windows 2 | levels 1.
+        assert_eq!(buf, [32 | (1 << 32), 0x4000_0000 << 32, 0x121_1000, 2 | (1 << 32)]);
+    }
+}

@@ -58,9 +58,12 @@ pub trait SpaprOps {
     fn eeh_pe_op(&mut self, op: u32) -> Result<i32>;
 }
 
-/// A borrowed backend is a backend: lets a [`super::TceContainer`] drive a
-/// backend its caller keeps (`TceContainer<&mut dyn SpaprOps>`).
-impl<T: SpaprOps + ?Sized> SpaprOps for &mut T {
+/// A borrowed or boxed backend is a backend: lets a [`super::TceContainer`]
+/// drive one its caller keeps (`TceContainer<&mut dyn SpaprOps>`) or the
+/// box [`super::ops_for`] returns.
+macro_rules! forward_spapr_ops {
+    ($($ty:ty),*) => {$(
+impl<T: SpaprOps + ?Sized> SpaprOps for $ty {
     fn tce_get_info(&mut self, argsz: u32) -> Result<u::vfio_iommu_spapr_tce_info> {
         (**self).tce_get_info(argsz)
     }
@@ -92,3 +95,7 @@ impl<T: SpaprOps + ?Sized> SpaprOps for &mut T {
         (**self).eeh_pe_op(op)
     }
 }
+    )*};
+}
+
+forward_spapr_ops!(&mut T, Box<T>);
