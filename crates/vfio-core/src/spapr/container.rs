@@ -579,6 +579,77 @@ mod tests {
         assert_eq!((c.mappings().count(), c.windows().len()), (0, 1));
     }
 
+    /// A PE that offers 3 levels but whose tables cannot be allocated in
+    /// fewer than 3 (as on a fragmented powernv host): `create` fails until
+    /// then. Everything else is the mock's.
+    struct NeedsLevels {
+        inner: MockSpapr,
+        tried: Vec<u32>,
+    }
+
+    impl SpaprOps for NeedsLevels {
+        fn tce_get_info(&mut self, argsz: u32) -> Result<u::vfio_iommu_spapr_tce_info> {
+            let mut i = self.inner.tce_get_info(argsz)?;
+            i.ddw.levels = 3;
+            Ok(i)
+        }
+        fn enable(&mut self) -> Result<()> {
+            self.inner.enable()
+        }
+        fn disable(&mut self) -> Result<()> {
+            self.inner.disable()
+        }
+        fn register_memory(&mut self, vaddr: u64, size: u64, flags: u32) -> Result<()> {
+            self.inner.register_memory(vaddr, size, flags)
+        }
+        fn unregister_memory(&mut self, vaddr: u64, size: u64, flags: u32) -> Result<()> {
+            self.inner.unregister_memory(vaddr, size, flags)
+        }
+        fn tce_create(&mut self, page_shift: u32, window_size: u64, levels: u32, flags: u32) -> Result<u64> {
+            self.tried.push(levels);
+            if levels < 3 {
+                return Err(Error::new(libc::ENOMEM, "VFIO_IOMMU_SPAPR_TCE_CREATE", "test PE"));
+            }
+            self.inner.tce_create(page_shift, window_size, 1, flags)
+        }
+        fn tce_remove(&mut self, start_addr: u64, flags: u32) -> Result<()> {
+            self.inner.tce_remove(start_addr, flags)
+        }
+        fn map_dma(&mut self, iova: u64, vaddr: u64, size: u64, flags: u32) -> Result<i32> {
+            self.inner.map_dma(iova, vaddr, size, flags)
+        }
+        fn unmap_dma(&mut self, iova: u64, size: u64, flags: u32) -> Result<i32> {
+            self.inner.unmap_dma(iova, size, flags)
+        }
+        fn eeh_pe_op(&mut self, op: u32) -> Result<i32> {
+            self.inner.eeh_pe_op(op)
+        }
+    }
+
+    fn needs_levels() -> TceContainer<NeedsLevels> {
+        let mut m = MockSpapr::new(SpaprProfile::qemu_pseries(), true);
+        m.attach_group(1).unwrap();
+        TceContainer::new(NeedsLevels { inner: m, tried: Vec::new() }, TceVersion::V2, 1, 12).unwrap()
+    }
+
+    #[test]
+    fn create_window_retries_with_one_more_level_until_the_pe_takes_it() {
+        let mut c = needs_levels();
+        c.create_window(16, 1 << 30).unwrap();
+        // 2^14 TCEs * 8 bytes = 2^17 bytes: one level by QEMU's estimate, then 2, then 3.
+        assert_eq!(c.ops_mut().tried, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn create_window_gives_up_after_the_levels_the_pe_reports_with_the_first_error() {
+        let mut m = MockSpapr::new(SpaprProfile::qemu_pseries(), true);
+        m.attach_group(1).unwrap();
+        let mut c = TceContainer::new(NeedsLevels { inner: m, tried: Vec::new() }, TceVersion::V2, 1, 12).unwrap();
+        c.info.ddw = c.info.ddw.map(|d| DdwInfo { levels: 2, ..d });
+        let e = c.create_window(16, 1 << 30).unwrap_err();
+        assert_eq!((e.errno, c.ops_mut().tried.clone()), (libc::ENOMEM, vec![1, 2]));
+    }
+
     #[test]
     fn v1_has_no_preregistration() {
         let mut m = MockSpapr::new(SpaprProfile::qemu_pseries(), false);
