@@ -4,7 +4,7 @@ import test from 'ava';
 import { createFixtureHost, createFixtureHostFromSpec, errnoError, FIXTURE_HOSTS, openFixtureHost, type FixtureHost } from '@vfiokit/testkit';
 import { bindGroup, planGroupBind, unbindGroup } from './bind';
 import { discoverHost } from './discover';
-import { fileBindingStore } from './state';
+import { fileBindingStore, type BindingStore } from './state';
 
 const setUp = (name: string) => {
   const host = createFixtureHost(name);
@@ -343,4 +343,29 @@ test('a host booted with intel_iommu=off is told so, with the fix', (t) => {
       'remove intel_iommu=off from the kernel command line, boot with intel_iommu=on, and reboot',
     ],
   );
+});
+
+test('a switch a dead vfiokit left half-way is finished with the driver it recorded', (t) => {
+  const { host, store } = setUp('workstation');
+  bindGroup(host.fs, '0000:04:00.0', { store });
+  // As if a process died after unbinding: override set, no driver, record kept.
+  host.fs.writeText('/sys/bus/pci/drivers/vfio-pci/unbind', '0000:04:00.0');
+  bindGroup(host.fs, '0000:04:00.0', { store });
+  unbindGroup(host.fs, '0000:04:00.0', { store });
+  t.deepEqual(host.deviceStates()['0000:04:00.0'], { driver: 'xhci_hcd' });
+});
+
+test('a state folder that cannot be written midway puts the moved devices back', (t) => {
+  const { host, store } = setUp('workstation');
+  const before = host.deviceStates();
+  let puts = 0;
+  const failing: BindingStore = {
+    ...store,
+    put(record) {
+      if (++puts === 2) throw new Error('disk full');
+      store.put(record);
+    },
+  };
+  t.throws(() => bindGroup(host.fs, 1, { store: failing, force: true }));
+  t.deepEqual(host.deviceStates(), before);
 });

@@ -165,10 +165,10 @@ function bindLocked(host: HostFs, target: string | number, options: BindOptions)
   const moved: { device: PciDevice; record: BindingRecord }[] = [];
   const changes: DriverChange[] = [];
   for (const device of toMove) {
-    const record = recordFor(device, group.id);
-    options.store.put(record);
-    moved.push({ device, record });
     try {
+      const record = recordToKeep(options.store.get(device.address), device, group.id);
+      options.store.put(record);
+      moved.push({ device, record });
       moveToVfio(host, device, steps);
       changes.push({ address: device.address, ...(device.driver ? { from: device.driver } : {}), ...(device.isBridge ? {} : { to: VFIO_PCI }) });
     } catch (err) {
@@ -385,6 +385,16 @@ function describeFailure(host: HostFs, address: string, err: unknown, doing: str
   const errno = errnoOf(err);
   const message = err instanceof Error ? err.message : String(err);
   return errno === undefined ? message : `${doing}: the kernel answered ${errno} (${message})`;
+}
+
+/**
+ * The record to hold while moving `device`. A device left half-way by a
+ * vfiokit that died mid-switch (our override set, no driver yet) keeps the
+ * record that process wrote: it knows the driver the device really had.
+ */
+function recordToKeep(existing: BindingRecord | undefined, device: PciDevice, group: number): BindingRecord {
+  const own = matchingRecord(existing, device);
+  return own !== undefined && device.driverOverride === VFIO_PCI && device.driver === undefined ? own : recordFor(device, group);
 }
 
 function recordFor(device: PciDevice, group: number): BindingRecord {
