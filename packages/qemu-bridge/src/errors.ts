@@ -17,7 +17,8 @@ export type QemuBridgeErrorCode =
   | 'UNPLUG_NOT_ACKNOWLEDGED'
   | 'UNPLUG_REJECTED_BY_GUEST'
   | 'VM_DESCRIPTION_INVALID'
-  | 'MEMORY_LAYOUT_UNSUPPORTED';
+  | 'MEMORY_LAYOUT_UNSUPPORTED'
+  | 'QEMU_LAUNCH_FAILED';
 
 export class QemuBridgeError extends Error {
   readonly code: QemuBridgeErrorCode;
@@ -138,5 +139,16 @@ export class VmDescriptionError extends QemuBridgeError {
 export class MemoryLayoutError extends QemuBridgeError {
   constructor(message: string) {
     super('MEMORY_LAYOUT_UNSUPPORTED', message);
+  }
+}
+
+/** QEMU exited or never opened its monitor while being started. */
+export class QemuLaunchError extends QemuBridgeError {
+  /** What QEMU wrote on stderr before it failed. */
+  readonly stderr: string;
+
+  constructor(message: string, stderr: string, options?: { cause?: unknown }) {
+    super('QEMU_LAUNCH_FAILED', message, options);
+    this.stderr = stderr;
   }
 }

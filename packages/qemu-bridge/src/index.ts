@@ -5,3 +5,4 @@ export * from './commands/index';
 export * from './hotplug/index';
 export * from './cmdline/index';
 export * from './memory/index';
+export * from './process/index';

@@ -1,11 +1,15 @@
 // Against a real qemu-system-x86_64 (Debian's qemu-system-x86), started
 // stopped (-S) with no guest: what QEMU itself answers, not a model of it.
 import test from 'ava';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { qemuAvailable, startTestQemu, type TestQemu } from '@vfiokit/testkit';
 import { buildCommandLine } from './cmdline/builder';
 import { deviceAdd, flattenPci, queryPci, queryStatus, queryVersion } from './commands/queries';
 import { DeviceType, probeCapabilities } from './commands/probe';
-import { HotplugError, QmpCommandError, QmpDisconnectedError, type QemuBridgeError } from './errors';
+import { HotplugError, QemuLaunchError, QmpCommandError, QmpDisconnectedError, type QemuBridgeError } from './errors';
+import { launchQemu } from './process/index';
 import { attachGroup, attachSlots, detachDevices, listRootPorts } from './hotplug/index';
 import { readGuestMemoryLayout } from './memory/index';
 import type { QmpSession } from './qmp/protocol';
@@ -230,4 +234,44 @@ test.serial('a command line built for q35 with virtio-iommu starts QEMU with the
     const iommu = pci.find((d) => d.vendorId === 0x1af4 && d.deviceId === 0x1057);
     t.deepEqual(iommu && [iommu.slot, iommu.function], [1, 0]);
   });
+});
+
+function tempSocket(): { path: string; cleanup(): void } {
+  const dir = mkdtempSync(join(tmpdir(), 'vfiokit-bridge-test-'));
+  return { path: join(dir, 'qmp.sock'), cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+test.serial('launchQemu runs a built command line and hands back a negotiated session', async (t) => {
+  const sock = tempSocket();
+  const cl = buildCommandLine({
+    machine: 'q35', memoryMiB: 128, cpus: 1, guestIommu: 'none', devices: [], accel: 'tcg', spareRootPorts: 1,
+    qmp: { path: sock.path }, extraArgs: ['-S', '-display', 'none'],
+  });
+  const vm = await launchQemu(cl.argv, { path: sock.path });
+  try {
+    t.deepEqual(await queryStatus(vm.qmp), { status: 'prelaunch', running: false });
+    t.deepEqual((await listRootPorts(vm.qmp)).map((p) => p.id), ['rp0']);
+  } finally {
+    await vm.stop();
+    sock.cleanup();
+  }
+  t.is(await vm.exited, 0);
+});
+
+test.serial('launchQemu of a cold-plugged vfio-pci the host lacks fails with QEMU\'s stderr', async (t) => {
+  const sock = tempSocket();
+  const cl = buildCommandLine({
+    machine: 'q35', memoryMiB: 128, cpus: 1, guestIommu: 'intel-iommu', accel: 'tcg',
+    devices: [{ host: '0000:99:00.0', group: 7 }], qmp: { path: sock.path }, extraArgs: ['-S', '-display', 'none'],
+  });
+  try {
+    const err = await t.throwsAsync(launchQemu(cl.argv, { path: sock.path }), { instanceOf: QemuLaunchError });
+    t.is(
+      err!.stderr.trim(),
+      'qemu-system-x86_64: -device vfio-pci,host=0000:99:00.0,id=hostdev-0000-99-00-0,bus=rp0,addr=0x0.0: ' +
+        'vfio /sys/bus/pci/devices/0000:99:00.0: no such host device: No such file or directory',
+    );
+  } finally {
+    sock.cleanup();
+  }
 });
