@@ -16,3 +16,4 @@ export * from './replay';
 export * from './generate';
 export * from './topology';
 export * from './compat';
+export * from './vfio-target';

@@ -5,7 +5,7 @@
 import { DmaTargetError, EntryLimitError } from './errors';
 import { addrOf, IntervalMap, PAGE_SHIFT } from './intervals';
 import { hex } from './layout';
-import { mapBatchOf, unmapBatchOf, type DmaTarget } from './target';
+import { mapBatchOf, setMap, setUnmap, unmapBatchOf, type DmaTarget } from './target';
 
 /** One host mapping (one `vfio_dma` in the kernel): IOVA pages [iova, iova+pages) -> hva. */
 export interface HostEntry {
@@ -84,12 +84,7 @@ export class ContainerMappings {
     }
     for (const batch of splitByUnit(entries)) {
       const b = mapBatchOf(batch.length);
-      batch.forEach((e, i) => {
-        b.iova[i] = addrOf(e.iova);
-        b.vaddr[i] = e.hva;
-        b.size[i] = BigInt(e.pages) << PAGE_SHIFT;
-        b.flags[i] = e.perm;
-      });
+      batch.forEach((e, i) => setMap(b, i, addrOf(e.iova), e.hva, BigInt(e.pages) << PAGE_SHIFT, e.perm));
       let ioctls: number;
       try {
         ioctls = this.target.mapBatch(b);
@@ -116,10 +111,7 @@ export class ContainerMappings {
   unmap(ranges: readonly { readonly start: number; readonly end: number }[]): void {
     if (ranges.length === 0) return;
     const b = unmapBatchOf(ranges.length);
-    ranges.forEach((r, i) => {
-      b.iova[i] = addrOf(r.start);
-      b.size[i] = BigInt(r.end - r.start) << PAGE_SHIFT;
-    });
+    ranges.forEach((r, i) => setUnmap(b, i, addrOf(r.start), BigInt(r.end - r.start) << PAGE_SHIFT));
     let ioctls: number;
     try {
       ioctls = this.target.unmapBatch(b);

@@ -520,7 +520,11 @@ export class ShadowTranslator {
     const g = this.groups.get(groupId);
     if (!g) return; // an emulated device's group: nothing on the host follows it
     const previous = g.domain;
-    if (previous === domainId) return;
+    if (previous === domainId) {
+      // Attaching again rewrites the context entry: the hardware reads the tables as they stand.
+      this.flush(d);
+      return;
+    }
     if (this.enabled && type === 'dma') this.checkFits(g, d);
     // The group leaves its old domain before that domain's pending changes go
     // out, so none of them reaches this container on its way elsewhere.

@@ -9,21 +9,20 @@ export const DMA_WRITE = 2;
 export const DMA_RW = DMA_READ | DMA_WRITE;
 
 /**
- * One batch of maps: parallel arrays, entry i maps [iova[i], iova[i]+size[i])
- * to host virtual address vaddr[i]. Typed arrays because they cross napi as is.
+ * One batch of maps, as vfio-core's `mapBatch` takes it: entry i maps
+ * [entries[3i], entries[3i]+entries[3i+2]) to host virtual address
+ * entries[3i+1], with permissions flags[i]. Typed arrays cross napi as is.
  */
 export interface MapBatch {
-  readonly iova: BigUint64Array;
-  readonly vaddr: BigUint64Array;
-  readonly size: BigUint64Array;
+  /** iova, vaddr, size triples. */
+  readonly entries: BigUint64Array;
   /** Per-entry DMA_READ | DMA_WRITE. */
   readonly flags: Uint32Array;
 }
 
-/** One batch of unmaps: entry i unmaps exactly [iova[i], iova[i]+size[i]). */
+/** One batch of unmaps: iova, size pairs, each unmapping exactly that range. */
 export interface UnmapBatch {
-  readonly iova: BigUint64Array;
-  readonly size: BigUint64Array;
+  readonly entries: BigUint64Array;
 }
 
 /**
@@ -74,17 +73,24 @@ export const VTD_HOST: HostIommuInfo = {
 /** The MSI window x86 groups reserve. */
 export const X86_MSI_WINDOW: ReservedRegion = { start: 0xfee00000n, size: 0x100000n, type: 'msi' };
 
-/** An empty map batch of `n` entries to fill. */
+/** An empty map batch of `n` entries to fill with `setMap`. */
 export function mapBatchOf(n: number): MapBatch {
-  return {
-    iova: new BigUint64Array(n),
-    vaddr: new BigUint64Array(n),
-    size: new BigUint64Array(n),
-    flags: new Uint32Array(n),
-  };
+  return { entries: new BigUint64Array(3 * n), flags: new Uint32Array(n) };
 }
 
-/** An empty unmap batch of `n` entries to fill. */
+export function setMap(b: MapBatch, i: number, iova: bigint, vaddr: bigint, size: bigint, flags: number): void {
+  b.entries[3 * i] = iova;
+  b.entries[3 * i + 1] = vaddr;
+  b.entries[3 * i + 2] = size;
+  b.flags[i] = flags;
+}
+
+/** An empty unmap batch of `n` entries to fill with `setUnmap`. */
 export function unmapBatchOf(n: number): UnmapBatch {
-  return { iova: new BigUint64Array(n), size: new BigUint64Array(n) };
+  return { entries: new BigUint64Array(2 * n) };
+}
+
+export function setUnmap(b: UnmapBatch, i: number, iova: bigint, size: bigint): void {
+  b.entries[2 * i] = iova;
+  b.entries[2 * i + 1] = size;
 }

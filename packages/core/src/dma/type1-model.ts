@@ -42,15 +42,11 @@ export class Type1Model implements DmaTarget {
     return this.maps;
   }
 
-  /** The IOVA -> host address function the container implements, as maximal runs of pages. */
-  runs(): ModelMapping[] {
-    return coalesce(this.maps);
-  }
 
   mapBatch(batch: MapBatch): number {
     const entries: ModelMapping[] = [];
-    for (let i = 0; i < batch.iova.length; i++)
-      entries.push({ iova: batch.iova[i]!, size: batch.size[i]!, vaddr: batch.vaddr[i]!, flags: batch.flags[i]! });
+    for (let i = 0; i < batch.flags.length; i++)
+      entries.push({ iova: batch.entries[3 * i]!, vaddr: batch.entries[3 * i + 1]!, size: batch.entries[3 * i + 2]!, flags: batch.flags[i]! });
     const merged = coalesce(entries);
     const problem = this.mapProblem(merged);
     const n = this.call(() => this.inner?.mapBatch(batch), problem) ?? merged.length;
@@ -61,7 +57,7 @@ export class Type1Model implements DmaTarget {
 
   unmapBatch(batch: UnmapBatch): number {
     const ranges: AddressRange[] = [];
-    for (let i = 0; i < batch.iova.length; i++) ranges.push({ start: batch.iova[i]!, size: batch.size[i]! });
+    for (let i = 0; i < batch.entries.length / 2; i++) ranges.push({ start: batch.entries[2 * i]!, size: batch.entries[2 * i + 1]! });
     let problem: ModelError | undefined;
     const keep: ModelMapping[] = [];
     for (const m of this.maps) {
@@ -112,11 +108,13 @@ export class Type1Model implements DmaTarget {
   }
 }
 
-/** Merge entries contiguous in IOVA and host address with equal flags. */
+/**
+ * Merge consecutive entries contiguous in IOVA and host address with equal
+ * flags, as vfio-core's batch coalescing does (batch.rs: array order).
+ */
 export function coalesce(entries: readonly ModelMapping[]): ModelMapping[] {
-  const sorted = [...entries].sort((a, b) => (a.iova < b.iova ? -1 : a.iova > b.iova ? 1 : 0));
   const out: ModelMapping[] = [];
-  for (const e of sorted) {
+  for (const e of entries) {
     const last = out[out.length - 1];
     if (last && last.iova + last.size === e.iova && last.vaddr + last.size === e.vaddr && last.flags === e.flags)
       out[out.length - 1] = { ...last, size: last.size + e.size };

@@ -1,23 +1,69 @@
-// Adapters from vfio-core's containers to the DmaTarget seam.
-// PLACEHOLDER until vfio-core's mapBatch lands: a counting target with the
-// coalescing rule of vfio-core's batch.rs.
-import type { DmaTarget, HostIommuInfo, MapBatch, UnmapBatch } from './target';
+// The DmaTarget seam on vfio-core's type1 containers (mock or kernel), and
+// the host facts the policy needs, read from the container itself.
+import type { DmaGroup, DmaTarget, HostIommuInfo, MapBatch, UnmapBatch } from './target';
+import { Container, IommuType, VfioHost, type MockHostConfig } from '../vfio/index';
+
+/** A type1v2 container as a DmaTarget: each batch is one napi call. */
+export class VfioDmaTarget implements DmaTarget {
+  constructor(readonly container: Container) {}
+
+  mapBatch(b: MapBatch): number {
+    return this.container.mapBatch(b.entries, b.flags).ioctls;
+  }
+
+  unmapBatch(b: UnmapBatch): number {
+    return this.container.unmapBatch(b.entries).ioctls;
+  }
+}
+
+/** What VFIO_IOMMU_GET_INFO says, in the policy's terms (the kernel gives inclusive range ends). */
+export function hostIommuInfoOf(container: Container): HostIommuInfo {
+  const info = container.iommuInfo();
+  return {
+    pageSizes: info.iovaPgsizes,
+    // A kernel without the IOVA-range capability (before 5.4) checks no range.
+    iovaRanges: (info.iovaRanges ?? [{ start: 0n, end: (1n << 64n) - 1n }]).map((r) => ({ start: r.start, size: r.end - r.start + 1n })),
+    // Without the DMA-available capability, the kernel's default limit.
+    dmaEntryLimit: info.dmaAvail ?? 65535,
+  };
+}
+
+/** PCI address of the stand-in device of a mock group. */
+function mockAddress(group: number): string {
+  return `0000:${((group >> 5) & 0xff).toString(16).padStart(2, '0')}:${(group & 0x1f).toString(16).padStart(2, '0')}.0`;
+}
+
+/** A mock host whose IOMMU and groups are `host` and `groups`, each group holding one device bound to vfio-pci. */
+export function mockHostConfig(host: HostIommuInfo, groups: readonly DmaGroup[]): MockHostConfig {
+  const hex = (n: bigint) => '0x' + n.toString(16);
+  return {
+    iovaPgsizes: hex(host.pageSizes),
+    iovaRanges: host.iovaRanges.map((r) => ({ start: hex(r.start), end: hex(r.start + r.size - 1n) })),
+    dmaEntryLimit: host.dmaEntryLimit,
+    groups: groups.map((g) => ({
+      id: g.id,
+      devices: [{ address: mockAddress(g.id), driver: 'vfio-pci' }],
+      reserved: g.reservedRegions.filter((r) => r.type !== 'direct-relaxable').map((r) => ({ start: hex(r.start), end: hex(r.start + r.size - 1n) })),
+    })),
+  };
+}
+
+/**
+ * Open one type1v2 container holding `groups` on `vfio` (a mock host or the
+ * kernel), ready for maps: groups attached, then the IOMMU set, as the kernel
+ * requires (no VFIO_SET_IOMMU before a group is attached).
+ */
+export function openType1Target(vfio: VfioHost, groups: readonly number[]): VfioDmaTarget {
+  const container = vfio.openContainer();
+  for (const g of groups) vfio.openGroup(g).setContainer(container);
+  container.setIommu(IommuType.Type1v2);
+  return new VfioDmaTarget(container);
+}
 
 /** What `openMockDmaTarget` opens, for reports. */
-export const MOCK_TARGET_KIND = 'a counting stand-in (vfio-core mapBatch not landed yet)';
+export const MOCK_TARGET_KIND = "vfio-core's mock backend through napi";
 
-export function openMockDmaTarget(_host: HostIommuInfo, _groups: readonly number[]): DmaTarget {
-  return {
-    mapBatch(b: MapBatch): number {
-      let n = 0;
-      for (let i = 0; i < b.iova.length; i++) {
-        if (i > 0 && b.iova[i] === b.iova[i - 1]! + b.size[i - 1]! && b.vaddr[i] === b.vaddr[i - 1]! + b.size[i - 1]! && b.flags[i] === b.flags[i - 1]) continue;
-        n++;
-      }
-      return n;
-    },
-    unmapBatch(b: UnmapBatch): number {
-      return b.iova.length;
-    },
-  };
+/** A container on a fresh mock host configured as `host`, holding `groups`. */
+export function openMockDmaTarget(host: HostIommuInfo, groups: readonly DmaGroup[]): VfioDmaTarget {
+  return openType1Target(VfioHost.mock(mockHostConfig(host, groups)), groups.map((g) => g.id));
 }

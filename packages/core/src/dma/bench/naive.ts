@@ -6,7 +6,7 @@
 import type { GuestMemoryLayout } from '../guest';
 import { regionAt } from '../layout';
 import type { GuestIommuOp } from '../ops';
-import { mapBatchOf, unmapBatchOf, DMA_RW, type DmaTarget } from '../target';
+import { mapBatchOf, setMap, setUnmap, unmapBatchOf, DMA_RW, type DmaTarget } from '../target';
 
 const P = 4096n;
 
@@ -31,10 +31,7 @@ export class NaiveTranslator {
 
   private map1(iova: bigint, hva: bigint, size: bigint, perm: number): void {
     const b = mapBatchOf(1);
-    b.iova[0] = iova;
-    b.vaddr[0] = hva;
-    b.size[0] = size;
-    b.flags[0] = perm;
+    setMap(b, 0, iova, hva, size, perm);
     this.ioctls += this.target.mapBatch(b);
     this.calls++;
     if (++this.entries > this.peakEntries) this.peakEntries = this.entries;
@@ -42,8 +39,7 @@ export class NaiveTranslator {
 
   private unmap1(iova: bigint, size: bigint): void {
     const b = unmapBatchOf(1);
-    b.iova[0] = iova;
-    b.size[0] = size;
+    setUnmap(b, 0, iova, size);
     this.ioctls += this.target.unmapBatch(b);
     this.calls++;
     this.entries--;
