@@ -44,42 +44,44 @@ impl BatchFlags<'_> {
     }
 }
 
-/// A run of coalesced entries: `first..first+count` of the batch.
-#[derive(Debug, Clone, Copy)]
-struct Run {
-    first: usize,
-    count: usize,
-    map: vfio_iommu_type1_dma_map,
-}
-
-/// Coalesces `entries` ([iova, vaddr, size] each) into runs. Never merges
-/// across a wrap of the 64-bit space, and never merges zero-sized entries
-/// (the kernel must see those to reject them).
-fn coalesce(entries: &[[u64; 3]], flags: BatchFlags<'_>, out: &mut Vec<Run>) {
-    out.clear();
+/// Coalesces `entries` ([iova, vaddr, size] each) into one map per run of
+/// contiguous entries, appending to `out`. Never merges across a wrap of
+/// the 64-bit space, and never merges zero-sized entries (the kernel must
+/// see those to reject them).
+fn coalesce(entries: &[[u64; 3]], flags: BatchFlags<'_>, out: &mut Vec<vfio_iommu_type1_dma_map>) {
     let mut i = 0;
     while i < entries.len() {
-        let [iova, vaddr, mut size] = entries[i];
-        let f = flags.get(i);
-        let mut j = i + 1;
-        if size != 0 {
-            while j < entries.len() {
-                let [ni, nv, ns] = entries[j];
-                if ns == 0 || flags.get(j) != f {
-                    break;
-                }
-                let (Some(ie), Some(ve)) = (iova.checked_add(size), vaddr.checked_add(size)) else { break };
-                if ni != ie || nv != ve {
-                    break;
-                }
-                let Some(total) = size.checked_add(ns) else { break };
-                size = total;
-                j += 1;
-            }
-        }
-        out.push(Run { first: i, count: j - i, map: dma_map(iova, vaddr, size, f) });
+        let j = run_end(entries, flags, i);
+        let [iova, vaddr, _] = entries[i];
+        let size = entries[i..j].iter().map(|e| e[2]).sum();
+        out.push(dma_map(iova, vaddr, size, flags.get(i)));
         i = j;
     }
+}
+
+/// The end (exclusive) of the run that starts at entry `i`.
+#[inline]
+fn run_end(entries: &[[u64; 3]], flags: BatchFlags<'_>, i: usize) -> usize {
+    let [iova, vaddr, mut size] = entries[i];
+    let f = flags.get(i);
+    let mut j = i + 1;
+    if size == 0 {
+        return j;
+    }
+    while j < entries.len() {
+        let [ni, nv, ns] = entries[j];
+        if ns == 0 || flags.get(j) != f {
+            break;
+        }
+        let (Some(ie), Some(ve)) = (iova.checked_add(size), vaddr.checked_add(size)) else { break };
+        if ni != ie || nv != ve {
+            break;
+        }
+        let Some(total) = size.checked_add(ns) else { break };
+        size = total;
+        j += 1;
+    }
+    j
 }
 
 impl Container {
@@ -96,23 +98,42 @@ impl Container {
                 )));
             }
         }
-        let mut runs = Vec::with_capacity(16);
-        coalesce(entries, flags, &mut runs);
-        // Hand the runs to the backend in one go: the kernel backend issues
-        // one ioctl each, the mock takes its lock once.
-        let maps: Vec<vfio_iommu_type1_dma_map> = runs.iter().map(|r| r.map).collect();
-        let (done, result) = self.backend().map_dma_many(self.raw_fd(), &maps);
-        let bytes = |n: usize| maps[..n].iter().map(|m| m.size).sum::<u64>();
-        let Err(_) = result else {
-            return Ok(BatchReport { entries: entries.len(), ioctls: runs.len(), bytes: bytes(done) });
+        // Coalesce and hand runs to the backend a chunk at a time: the
+        // kernel backend issues one ioctl per run, the mock takes its lock
+        // once per chunk, and the buffer stays small and cache-hot.
+        const CHUNK: usize = 1024;
+        let mut maps: Vec<vfio_iommu_type1_dma_map> = Vec::with_capacity(CHUNK.min(entries.len()));
+        let mut starts: Vec<usize> = Vec::with_capacity(CHUNK.min(entries.len()));
+        let mut report = BatchReport { entries: entries.len(), ioctls: 0, bytes: 0 };
+        let mut i = 0;
+        let (first, end, run_errno) = loop {
+            if i == entries.len() {
+                return Ok(report);
+            }
+            maps.clear();
+            starts.clear();
+            while i < entries.len() && maps.len() < CHUNK {
+                let j = run_end(entries, flags, i);
+                let [iova, vaddr, _] = entries[i];
+                let size = entries[i..j].iter().map(|e| e[2]).sum();
+                starts.push(i);
+                maps.push(dma_map(iova, vaddr, size, flags.get(i)));
+                i = j;
+            }
+            let (done, result) = self.backend().map_dma_many(self.raw_fd(), &maps);
+            report.ioctls += done;
+            report.bytes += maps[..done].iter().map(|m| m.size).sum::<u64>();
+            if let Err(e) = result {
+                let end = starts.get(done + 1).copied().unwrap_or(i);
+                break (starts[done], end, e);
+            }
         };
 
-        // Run `done` failed as a whole. Replay its entries one by one to
-        // find the one the kernel refuses.
-        let failed = runs[done];
+        // The run at entries first..end failed as a whole. Replay its
+        // entries one by one to find the one the kernel refuses.
         let mut replayed: Vec<vfio_iommu_type1_dma_map> = Vec::new();
         let mut culprit: Option<(usize, Error)> = None;
-        for k in failed.first..failed.first + failed.count {
+        for k in first..end {
             let [iova, vaddr, size] = entries[k];
             match self.map_dma(iova, vaddr, size, flags.get(k)) {
                 Ok(()) => replayed.push(dma_map(iova, vaddr, size, flags.get(k))),
@@ -127,20 +148,24 @@ impl Container {
             None => {
                 // Every entry maps alone but not together: report the run's
                 // first entry with the coalesced call's errno.
-                let e = result.unwrap_err();
-                let m = failed.map;
+                let size: u64 = entries[first..end].iter().map(|e| e[2]).sum();
                 (
-                    failed.first,
-                    Error::new(e.0, "VFIO_IOMMU_MAP_DMA", self.object()).with_detail(format!(
+                    first,
+                    Error::new(run_errno.0, "VFIO_IOMMU_MAP_DMA", self.object()).with_detail(format!(
                         "coalesced run of {} entries iova {:#x} size {:#x}",
-                        failed.count, m.iova, m.size
+                        end - first,
+                        entries[first][0],
+                        size
                     )),
                 )
             }
         };
-        // Roll back: exactly the ranges mapped, newest first.
+        // Roll back: exactly the ranges mapped, newest first. The runs
+        // before `first` are recomputed: coalescing is deterministic.
+        let mut earlier = Vec::new();
+        coalesce(&entries[..first], flags, &mut earlier);
         let mut rollback_failures = Vec::new();
-        for m in replayed.iter().rev().chain(maps[..done].iter().rev()) {
+        for m in replayed.iter().rev().chain(earlier.iter().rev()) {
             if let Err(e) = self.unmap_raw(m.iova, m.size, 0) {
                 rollback_failures.push(format!("{:#x}+{:#x}: {}", m.iova, m.size, e.code()));
             }
@@ -220,10 +245,24 @@ pub fn as_pairs(flat: &[u64]) -> Option<&[[u64; 2]]> {
 mod tests {
     use super::*;
 
+    /// The entry range of run number `run`.
+    fn run_bounds(entries: &[[u64; 3]], flags: BatchFlags<'_>, run: usize) -> (usize, usize) {
+        let mut i = 0;
+        for _ in 0..run {
+            i = run_end(entries, flags, i);
+        }
+        (i, run_end(entries, flags, i))
+    }
+
     fn runs(entries: &[[u64; 3]], flags: BatchFlags<'_>) -> Vec<(usize, usize, u64, u64, u64)> {
         let mut out = Vec::new();
         coalesce(entries, flags, &mut out);
-        out.iter().map(|r| (r.first, r.count, r.map.iova, r.map.vaddr, r.map.size)).collect()
+        (0..out.len())
+            .map(|r| {
+                let (a, b) = run_bounds(entries, flags, r);
+                (a, b - a, out[r].iova, out[r].vaddr, out[r].size)
+            })
+            .collect()
     }
 
     #[test]

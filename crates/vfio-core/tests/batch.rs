@@ -145,3 +145,12 @@ fn the_error_message_names_the_entry_and_the_fix() {
     assert!(s.starts_with("VFIO_IOMMU_MAP_DMA on mock container fd"), "{s}");
     assert!(s.contains("(batch entry 0)") && s.contains("failed with EEXIST: the IOVA range overlaps"), "{s}");
 }
+
+#[test]
+fn a_failure_past_the_first_thousand_runs_is_named_and_rolled_back() {
+    let f = Fixture::new(MockConfig::default());
+    f.container.map_dma(0x10_0000 + 1500 * 0x2000, VA, 0x1000, RW).unwrap();
+    let e = f.container.map_batch(&pages(2000, 0x10_0000, 0x2000), BatchFlags::All(RW)).unwrap_err();
+    assert_eq!((e.entry, e.code()), (Some(1500), "EEXIST"));
+    assert_eq!(f.container.iommu_info().unwrap().dma_avail, Some(65534));
+}

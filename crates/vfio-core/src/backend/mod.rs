@@ -21,6 +21,7 @@ pub mod kernel;
 pub mod mock;
 pub mod mock_config;
 pub mod mock_devices;
+pub mod mock_index;
 pub mod spapr_kernel;
 pub mod spapr_mock;
 
