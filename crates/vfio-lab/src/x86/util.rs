@@ -126,6 +126,9 @@ pub struct Type1Info {
     pub ranges: Vec<(u64, u64)>,
     pub dma_avail: Option<u32>,
     pub migration: Option<(u32, u64, u64)>,
+    /// Each capability's id and offset, in chain order: the layout itself
+    /// is ABI (6.1 packs the chain; later kernels align every entry to 8).
+    pub chain: Vec<(u16, usize)>,
 }
 
 impl Type1Info {
@@ -137,6 +140,10 @@ impl Type1Info {
         }
         if let Some(a) = self.dma_avail {
             s.push_str(&format!(" dma_avail={a}"));
+        }
+        if !self.chain.is_empty() {
+            let c: Vec<String> = self.chain.iter().map(|(id, at)| format!("{id}@{at}")).collect();
+            s.push_str(&format!(" chain=[{}]", c.join(",")));
         }
         if let Some((f, p, m)) = self.migration {
             s.push_str(&format!(" migration=flags:{f:#x},pgsizes:{p:#x},max_bitmap:{m:#x}"));
@@ -174,6 +181,7 @@ fn decode_info(b: &[u8]) -> Type1Info {
     while next != 0 && next + 8 <= b.len() && guard < 16 {
         guard += 1;
         let id = u16::from_ne_bytes([b[next], b[next + 1]]);
+        info.chain.push((id, next));
         let following = read_u32(b, next + 4) as usize;
         match id {
             VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE => {
