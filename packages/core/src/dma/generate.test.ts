@@ -7,6 +7,7 @@ import { VTD_HOST, X86_MSI_WINDOW } from './target';
 import type { DmaTrace } from './trace-format';
 import { formatTrace, readTrace } from './trace-format';
 import { Type1Model } from './type1-model';
+import { openMockDmaTarget } from './vfio-target';
 import { applyToReference, GuestReference, pageView, sameView } from './testing.test-support';
 
 const group = { id: 1, reservedRegions: [X86_MSI_WINDOW] };
@@ -14,7 +15,7 @@ const group = { id: 1, reservedRegions: [X86_MSI_WINDOW] };
 /** Replay with one assigned group, comparing the container with the guest after every invalidation (each op for each-op traces). */
 function replayChecked(trace: DmaTrace, enabled: boolean): { ok: boolean; ops: number; calls: number } {
   const layout = placeRam(trace.memory!);
-  const model = new Type1Model(VTD_HOST);
+  const model = new Type1Model(VTD_HOST, openMockDmaTarget(VTD_HOST, [group]));
   const ref = new GuestReference(layout, enabled);
   let ok = true;
   const r = replayTrace({
@@ -29,7 +30,7 @@ function replayChecked(trace: DmaTrace, enabled: boolean): { ok: boolean; ops: n
       if (synced && !sameView(pageView(model.mappings()), ref.grant(1))) ok = false;
     },
   });
-  return { ok, ops: r.ops, calls: r.calls };
+  return { ok: ok && model.disagreements.length === 0, ops: r.ops, calls: r.calls };
 }
 
 test('a fragmented 1 TiB layout has the asked size and fragments and is a valid layout', (t) => {

@@ -4,13 +4,14 @@ import { placeRam, q35Layout } from './layout';
 import { ContainerMappings } from './mappings';
 import { VTD_HOST, X86_MSI_WINDOW } from './target';
 import { Type1Model } from './type1-model';
-import { IovaCollisionError, InvalidLayoutError } from './errors';
+import { openMockDmaTarget } from './vfio-target';
+import { DmaTargetError, IovaCollisionError, InvalidLayoutError } from './errors';
 
 const GiB = 1n << 30n;
 const group = { id: 12, reservedRegions: [X86_MSI_WINDOW] };
 
 function setup() {
-  const model = new Type1Model(VTD_HOST);
+  const model = new Type1Model(VTD_HOST, openMockDmaTarget(VTD_HOST, [group]));
   const container = new ContainerMappings('container 0', model, VTD_HOST.dmaEntryLimit);
   return { model, container, map: new IdentityMap(container, VTD_HOST, [group]) };
 }
@@ -72,4 +73,14 @@ test('boot RAM cannot be unplugged', (t) => {
   const { map } = setup();
   map.mapAll(placeRam(q35Layout(GiB)));
   t.throws(() => map.unplug('ram-below-4g'), { instanceOf: InvalidLayoutError, message: /is boot memory/ });
+});
+
+test('a map the kernel refuses surfaces as DmaTargetError with the errno, and the record stays empty', (t) => {
+  // The policy is told of no reserved region, but the mock's group has the MSI window: the kernel's answer wins.
+  const target = openMockDmaTarget(VTD_HOST, [group]);
+  const container = new ContainerMappings('container 0', target, VTD_HOST.dmaEntryLimit);
+  const map = new IdentityMap(container, { ...VTD_HOST, iovaRanges: [{ start: 0n, size: 1n << 39n }] }, []);
+  const layout = placeRam({ regions: [{ name: 'ram-below-4g', gpa: 0n, size: 0xff000000n, source: 'boot' }] });
+  const err = t.throws(() => map.mapAll(layout), { instanceOf: DmaTargetError });
+  t.deepEqual([err.errno, container.size], ['EINVAL', 0]);
 });

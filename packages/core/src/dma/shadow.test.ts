@@ -6,6 +6,7 @@ import type { GuestIommuOp } from './ops';
 import { ShadowTranslator, type SyncMode } from './shadow';
 import { VTD_HOST, X86_MSI_WINDOW, type DmaTarget, type HostIommuInfo } from './target';
 import { Type1Model } from './type1-model';
+import { openMockDmaTarget } from './vfio-target';
 import { GuestReference, pageView, sameView, within, P } from './testing.test-support';
 
 const layout: GuestMemoryLayout = {
@@ -18,7 +19,9 @@ const group = { id: 7, reservedRegions: [X86_MSI_WINDOW] };
 
 function setup(opts: { enabled?: boolean; sync?: SyncMode; host?: HostIommuInfo; spy?: (model: Type1Model) => void } = {}) {
   const host = opts.host ?? VTD_HOST;
-  const model = new Type1Model(host);
+  // vfio-core's mock through napi does the work; the model beside it records
+  // what the container holds and any call the mock took that the kernel refuses.
+  const model = new Type1Model(host, openMockDmaTarget(host, [group]));
   const target: DmaTarget = {
     mapBatch: (b) => {
       const n = model.mapBatch(b);
@@ -249,9 +252,9 @@ for (const sync of ['each-op', 'invalidate'] as const) {
           else t.throws(() => tr.apply(op));
           if (!sameView(pageView(model.mappings()), grantNow)) return false;
         }
-        return true;
+        return model.disagreements.length === 0;
       }),
-      { numRuns: 300 },
+      { numRuns: 200 },
     );
     t.pass();
   });
