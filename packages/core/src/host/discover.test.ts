@@ -1,5 +1,8 @@
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import test from 'ava';
-import { createFixtureHost } from '@vfiokit/testkit';
+import { createFixtureHost, createFixtureHostFromSpec, FIXTURE_HOSTS, type FixtureDevice, type FixtureSpec } from '@vfiokit/testkit';
 import { discoverHost, findDevice, findGroup, iommuKindOfUnit, parsePeName, parseReservedRegions } from './discover';
 import { parsePciIds } from './pci-ids';
 
@@ -193,4 +196,44 @@ test('the kernel command line is part of the model', (t) => {
 
 test('ACS of a multi-function endpoint is read from its extended config space', (t) => {
   t.deepEqual(findDevice(discoverHost(createFixtureHost('sriov-server').fs), '0000:3b:00.1').acs?.enabled, ['SV', 'RR', 'CR', 'UF']);
+});
+
+/**
+ * The lab's pseries guest as its 6.12 kernel showed it (QEMU pseries, two
+ * PHBs with one edu each, dumped from sysfs in the guest): one IOMMU unit
+ * `iommu-phb0000`, groups named `domainN-pe0` with type `unknown` and no
+ * reserved regions, and cpuinfo's `platform : pSeries`.
+ */
+const pseriesLab = (): FixtureSpec => {
+  const edu = (domain: string, group: number): FixtureDevice => ({
+    address: `${domain}:00:02.0`, vendorId: 0x1234, deviceId: 0x11e8, classCode: 0x00ff00,
+    vendorName: 'QEMU', deviceName: 'edu', group, driver: 'vfio-pci', pcie: 'endpoint',
+  });
+  return {
+    ...FIXTURE_HOSTS['power8']!,
+    name: 'pseries-lab',
+    cpuinfo: 'processor\t: 0\ncpu\t\t: POWER9 (architected), altivec supported\nclock\t\t: 1000.000000MHz\nrevision\t: 2.0 (pvr 004e 1200)\n\ntimebase\t: 512000000\nplatform\t: pSeries\nmodel\t\t: IBM pSeries (emulated by qemu)\nmachine\t\t: CHRP IBM pSeries (emulated by qemu)\nMMU\t\t: Radix\n',
+    osrelease: '6.12.95+deb12-powerpc64le',
+    iommuUnits: ['iommu-phb0000'],
+    groupType: 'unknown',
+    groupNames: { '0': 'domain0-pe0', '1': 'domain1-pe0' },
+    drivers: ['vfio-pci'],
+    devices: [edu('0000', 0), edu('0001', 1)],
+  };
+};
+
+test('the lab pseries guest reads as a POWER host with an sPAPR IOMMU and one PE per PHB', (t) => {
+  const model = discoverHost(createFixtureHostFromSpec(pseriesLab(), fs.mkdtempSync(path.join(os.tmpdir(), 'vfiokit-pseries-'))).fs);
+  t.deepEqual(
+    [model.platform, model.iommu.kind, model.groups.map((g) => [g.id, g.pe, g.domainType, g.reservedRegions]), model.hostBridges.map((b) => b.name)],
+    [
+      'power',
+      'spapr-tce',
+      [
+        [0, { domain: 0, pe: 0 }, 'unknown', []],
+        [1, { domain: 1, pe: 0 }, 'unknown', []],
+      ],
+      ['pci0000:00', 'pci0001:00'],
+    ],
+  );
 });
