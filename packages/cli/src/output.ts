@@ -55,11 +55,15 @@ export class Output {
   }
 
   error(err: CliError): void {
+    // A message that lists thousands of items (every colliding RAM region of a
+    // huge layout) is cut for the terminal; --json keeps all of it.
+    const LIMIT = 2000;
+    const text = err.message.length > LIMIT ? `${err.message.slice(0, LIMIT)}... (${err.message.length - LIMIT} more characters; --json prints all)` : err.message;
     if (this.json) {
       const body = { error: { code: err.code, message: err.message, hint: err.hint ?? null, exitCode: err.exitCode } };
       this.stderr.write(`${JSON.stringify(body)}\n`);
     } else {
-      this.stderr.write(`vfiokit: ${err.message}\n`);
+      this.stderr.write(`vfiokit: ${text}\n`);
       if (err.hint) this.stderr.write(`hint: ${err.hint}\n`);
     }
     if (this.debug) {

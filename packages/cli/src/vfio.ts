@@ -1,28 +1,14 @@
 // The VFIO side of a host session: the kernel's /dev/vfio, or for a simulated
-// host vfio-core's mock, configured from the same fixture so the two agree
-// (the groups, their devices and drivers, and each group's reserved regions).
-import { IommuType, VfioHost, type Container, type DmaGroup, type Group, type HostIommuInfo, type HostModel, type MockHostConfig } from '@vfiokit/core';
+// host vfio-core's mock described from the same host model (core's
+// vfioMockHostConfig), so discovery and the ioctls agree.
+import { checkViability, describeViability, resolveGroup, hostIommuInfoOf, IommuType, VfioHost, vfioMockHostConfig, type Container, type DmaGroup, type Group, type HostIommuInfo, type HostModel } from '@vfiokit/core';
 import { CliError } from './errors';
 import { ExitCode } from './exit-codes';
 import type { HostSession } from './context';
 
-/** vfio-core's mock host for a discovered simulated host. */
-export function mockConfigFor(model: HostModel): MockHostConfig {
-  return {
-    groups: model.groups.map((g) => ({
-      id: g.id,
-      devices: g.devices.map((d) => ({
-        address: d.address,
-        ...(d.driver === undefined ? {} : { driver: d.driver }),
-        model: { kind: 'generic', vendor: d.vendorId, device: d.deviceId, classCode: d.classCode },
-      })),
-      reserved: g.reservedRegions.map((r) => ({ start: `0x${r.start.toString(16)}`, end: `0x${(r.start + r.size - 1n).toString(16)}` })),
-    })),
-  };
-}
-
 export function openVfioHost(session: HostSession, model: HostModel): VfioHost {
-  return session.backend === 'mock' ? VfioHost.mock(mockConfigFor(model)) : VfioHost.kernel();
+  // The mock is described from the same model discovery read, so both agree on groups and drivers.
+  return session.backend === 'mock' ? VfioHost.mock(vfioMockHostConfig(model)) : VfioHost.kernel();
 }
 
 /** A type1v2 container holding `groups`, as a VMM sets one up (VFIO_GROUP_SET_CONTAINER, then VFIO_SET_IOMMU). */
@@ -41,6 +27,17 @@ export function openType1Container(vfio: VfioHost, model: HostModel, groupIds: r
   };
   try {
     for (const id of groupIds) {
+      // /dev/vfio/N exists only once a device of the group is on vfio-pci, and the
+      // group must be viable to join a container (vfio_group_set_container: EPERM).
+      const report = checkViability(model, resolveGroup(model, id));
+      if (!report.viable || report.assignable.length === 0) {
+        throw new CliError(
+          'HOST_GROUP_NOT_VIABLE',
+          report.viable ? `group ${id} has no device on vfio-pci, so VFIO cannot open it` : describeViability(report),
+          ExitCode.Refused,
+          `vfiokit bind ${id}`,
+        );
+      }
       const group = vfio.openGroup(id);
       if (!group.status().viable) {
         throw new CliError(
@@ -54,13 +51,7 @@ export function openType1Container(vfio: VfioHost, model: HostModel, groupIds: r
       groups.push(group);
     }
     container.setIommu(IommuType.Type1v2);
-    const raw = container.iommuInfo();
-    const info: HostIommuInfo = {
-      pageSizes: raw.iovaPgsizes,
-      iovaRanges: (raw.iovaRanges ?? []).map((r) => ({ start: r.start, size: r.end - r.start + 1n })),
-      dmaEntryLimit: raw.dmaAvail ?? 65535,
-    };
-    return { container, groups, info, close };
+    return { container, groups, info: hostIommuInfoOf(container), close };
   } catch (err) {
     close();
     throw err;
