@@ -342,7 +342,7 @@ impl SpaprOps for MockSpapr {
             return Err(err(libc::EINVAL, IOCTL));
         }
         let page = 1u64 << self.profile.host_page_shift;
-        if vaddr % page != 0 || size % page != 0 || vaddr.checked_add(size).is_none() {
+        if !vaddr.is_multiple_of(page) || !size.is_multiple_of(page) || vaddr.checked_add(size).is_none() {
             return Err(err(libc::EINVAL, IOCTL));
         }
         // mm_iommu_get: the same region registered before (by any container).
@@ -382,7 +382,7 @@ impl SpaprOps for MockSpapr {
             return Err(err(libc::EINVAL, IOCTL));
         }
         let page = 1u64 << self.profile.host_page_shift;
-        if vaddr % page != 0 || size % page != 0 {
+        if !vaddr.is_multiple_of(page) || !size.is_multiple_of(page) {
             return Err(err(libc::EINVAL, IOCTL));
         }
         let Some(i) = self.prereg.iter().position(|m| m.ua == vaddr && m.size == size) else {

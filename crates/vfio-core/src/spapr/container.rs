@@ -145,7 +145,7 @@ impl<O: SpaprOps> TceContainer<O> {
         const IOCTL: &str = "VFIO_IOMMU_SPAPR_REGISTER_MEMORY";
         self.need_v2(IOCTL)?;
         let page = 1u64 << self.host_page_shift;
-        if size == 0 || vaddr % page != 0 || size % page != 0 || vaddr.checked_add(size).is_none() {
+        if size == 0 || !vaddr.is_multiple_of(page) || !size.is_multiple_of(page) || vaddr.checked_add(size).is_none() {
             return Err(refused(
                 libc::EINVAL,
                 IOCTL,
@@ -316,7 +316,7 @@ impl<O: SpaprOps> TceContainer<O> {
         }
         let w = self.window_for(IOCTL, iova, size)?;
         let page = w.page_size();
-        if iova % page != 0 || vaddr % page != 0 || size % page != 0 {
+        if !iova.is_multiple_of(page) || !vaddr.is_multiple_of(page) || !size.is_multiple_of(page) {
             return Err(refused(
                 libc::EINVAL,
                 IOCTL,
@@ -369,7 +369,7 @@ impl<O: SpaprOps> TceContainer<O> {
         }
         let w = self.window_for(IOCTL, iova, size)?;
         let page = w.page_size();
-        if iova % page != 0 || size % page != 0 {
+        if !iova.is_multiple_of(page) || !size.is_multiple_of(page) {
             return Err(refused(
                 libc::EINVAL,
                 IOCTL,

@@ -21,11 +21,12 @@ pub use ops::{DmaDirection, SpaprOps};
 pub use window::{initial_levels, max_levels, DdwInfo, TceInfo, Window};
 
 use std::os::fd::BorrowedFd;
+use std::sync::Arc;
 
 use crate::backend::spapr_kernel::KernelSpapr;
 use crate::backend::spapr_mock::MockContainerSpapr;
-use crate::backend::MockBackend;
-use crate::Container;
+use crate::backend::{Backend, MockBackend};
+use crate::{Container, Group};
 
 /// The sPAPR calls of `container`, on whichever backend it was opened: the
 /// kernel's ioctls on its descriptor, or the mock's `MockSpapr` behind it.
@@ -37,6 +38,78 @@ pub fn ops_for(container: &Container) -> Box<dyn SpaprOps + '_> {
         // SAFETY: the descriptor belongs to `container`, which outlives the
         // returned borrow and closes it only when dropped.
         None => Box::new(KernelSpapr::new(unsafe { BorrowedFd::borrow_raw(container.raw_fd()) })),
+    }
+}
+
+/// A container that owns its one PE: opens the container and the group,
+/// attaches the group, sets the sPAPR IOMMU type, and keeps both open.
+/// Declared group first, so the group detaches before the container closes.
+pub struct PeContainer {
+    group: Group,
+    container: Container,
+}
+
+impl PeContainer {
+    pub fn open(backend: Arc<dyn Backend>, group: u32, version: TceVersion) -> crate::Result<Self> {
+        let container = Container::open(backend.clone())?;
+        let group = Group::open(backend, group)?;
+        group.set_container(&container)?;
+        container.set_iommu(match version {
+            TceVersion::V1 => crate::uapi::VFIO_SPAPR_TCE_IOMMU,
+            TceVersion::V2 => crate::uapi::VFIO_SPAPR_TCE_V2_IOMMU,
+        })?;
+        Ok(Self { group, container })
+    }
+
+    pub fn group(&self) -> &Group {
+        &self.group
+    }
+
+    pub fn container(&self) -> &Container {
+        &self.container
+    }
+}
+
+impl SpaprOps for PeContainer {
+    fn tce_get_info(&mut self, argsz: u32) -> crate::Result<crate::uapi::spapr::vfio_iommu_spapr_tce_info> {
+        ops_for(&self.container).tce_get_info(argsz)
+    }
+    fn enable(&mut self) -> crate::Result<()> {
+        ops_for(&self.container).enable()
+    }
+    fn disable(&mut self) -> crate::Result<()> {
+        ops_for(&self.container).disable()
+    }
+    fn register_memory(&mut self, vaddr: u64, size: u64, flags: u32) -> crate::Result<()> {
+        ops_for(&self.container).register_memory(vaddr, size, flags)
+    }
+    fn unregister_memory(&mut self, vaddr: u64, size: u64, flags: u32) -> crate::Result<()> {
+        ops_for(&self.container).unregister_memory(vaddr, size, flags)
+    }
+    fn tce_create(&mut self, page_shift: u32, window_size: u64, levels: u32, flags: u32) -> crate::Result<u64> {
+        ops_for(&self.container).tce_create(page_shift, window_size, levels, flags)
+    }
+    fn tce_remove(&mut self, start_addr: u64, flags: u32) -> crate::Result<()> {
+        ops_for(&self.container).tce_remove(start_addr, flags)
+    }
+    fn map_dma(&mut self, iova: u64, vaddr: u64, size: u64, flags: u32) -> crate::Result<i32> {
+        ops_for(&self.container).map_dma(iova, vaddr, size, flags)
+    }
+    fn unmap_dma(&mut self, iova: u64, size: u64, flags: u32) -> crate::Result<i32> {
+        ops_for(&self.container).unmap_dma(iova, size, flags)
+    }
+    fn eeh_pe_op(&mut self, op: u32) -> crate::Result<i32> {
+        ops_for(&self.container).eeh_pe_op(op)
+    }
+}
+
+impl TceContainer<PeContainer> {
+    /// One PE's sPAPR container on `backend`, ready for windows and maps,
+    /// with this process's page size for the registration rules.
+    pub fn open(backend: Arc<dyn Backend>, group: u32, version: TceVersion) -> crate::Result<Self> {
+        // SAFETY: sysconf reads a constant of the running kernel.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+        TceContainer::new(PeContainer::open(backend, group, version)?, version, group, page.trailing_zeros())
     }
 }
 
@@ -106,6 +179,15 @@ mod tests {
         let c = v2_container(&backend, &g0);
         ops_for(&c).tce_create(16, 1 << 30, 1, 0).unwrap();
         assert_eq!(g1.set_container(&c).unwrap_err().errno, libc::EPERM);
+    }
+
+    #[test]
+    fn a_pe_container_owns_its_group_and_maps_through_the_safety_checks() {
+        let backend = pseries(1);
+        let mut tce = TceContainer::open(backend.clone(), 0, TceVersion::V2).unwrap();
+        tce.register(0x7f00_0000_0000, 0x2000).unwrap();
+        let e = tce.map(0x3fff_f000, 0x7f00_0000_0000, 0x2000, DmaDirection::Bidirectional).unwrap_err();
+        assert_eq!((e.errno, tce.ops_mut().group().id()), (libc::ERANGE, 0));
     }
 
     #[test]

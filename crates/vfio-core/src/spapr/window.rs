@@ -22,7 +22,7 @@ impl Window {
     /// Whether `iova` lies in the window. This is the test
     /// `tce_iommu_find_table` applies to pick a window for a call.
     pub fn holds(&self, iova: u64) -> bool {
-        iova >= self.start && self.end().map_or(true, |end| iova < end)
+        iova >= self.start && self.end().is_none_or(|end| iova < end)
     }
 
     /// Whether all of `[iova, iova + size)` lies in the window: the check
