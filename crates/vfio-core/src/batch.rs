@@ -133,8 +133,7 @@ impl Container {
         // entries one by one to find the one the kernel refuses.
         let mut replayed: Vec<vfio_iommu_type1_dma_map> = Vec::new();
         let mut culprit: Option<(usize, Error)> = None;
-        for k in first..end {
-            let [iova, vaddr, size] = entries[k];
+        for (k, &[iova, vaddr, size]) in entries.iter().enumerate().take(end).skip(first) {
             match self.map_dma(iova, vaddr, size, flags.get(k)) {
                 Ok(()) => replayed.push(dma_map(iova, vaddr, size, flags.get(k))),
                 Err(e) => {
@@ -212,8 +211,7 @@ impl Container {
                 Err(_) => {
                     // Find the entry the kernel refuses; the ones before it
                     // in this run are unmapped, as the contract says.
-                    for k in i..j {
-                        let [ki, ks] = entries[k];
+                    for (k, &[ki, ks]) in entries.iter().enumerate().take(j).skip(i) {
                         report.ioctls += 1;
                         match self.unmap_raw(ki, ks, 0) {
                             Ok(n) => report.bytes += n,

@@ -396,3 +396,21 @@ fn edu_computes_factorials() {
     m.write_u32(edu::REG_FACTORIAL, 10).unwrap();
     assert_eq!(m.read_u32(edu::REG_FACTORIAL).unwrap(), 3_628_800);
 }
+
+#[test]
+fn an_edu_transfer_past_its_buffer_is_counted_and_moves_nothing() {
+    let b = std::sync::Arc::new(vfio_core::MockBackend::new(MockConfig::default()));
+    let dynb: std::sync::Arc<dyn vfio_core::Backend> = b.clone();
+    let c = vfio_core::Container::open(dynb.clone()).unwrap();
+    let g = vfio_core::Group::open(dynb, 1).unwrap();
+    g.set_container(&c).unwrap();
+    c.set_iommu(VFIO_TYPE1V2_IOMMU).unwrap();
+    let d = g.device(EDU).unwrap();
+    d.write_config(4, &0x6u16.to_le_bytes()).unwrap();
+    let dst = Page::new(1);
+    c.map_dma(0x20_0000, dst.addr(), 0x1000, RW).unwrap();
+    let m = d.map_region(&d.region_info(0).unwrap(), 0, 0x1000).unwrap();
+    start_dma(&m, edu::BUFFER + 0x800, 0x20_0000, 0x1000, true);
+    assert_eq!(b.edu_range_errors(EDU), Some(1));
+    assert!(dst.bytes().iter().all(|&b| b == 0));
+}

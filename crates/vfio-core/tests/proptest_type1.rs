@@ -24,11 +24,11 @@ enum Op {
 
 /// Addresses are mostly page-aligned, sometimes not.
 fn addr() -> impl Strategy<Value = u64> {
-    prop_oneof![9 => (0u64..70).prop_map(|p| p * PG), 1 => (0u64..70 * PG)]
+    prop_oneof![9 => (0u64..70).prop_map(|p| p * PG), 1 => 0u64..70 * PG]
 }
 
 fn size() -> impl Strategy<Value = u64> {
-    prop_oneof![9 => (0u64..8).prop_map(|p| p * PG), 1 => (0u64..8 * PG)]
+    prop_oneof![9 => (0u64..8).prop_map(|p| p * PG), 1 => 0u64..8 * PG]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -63,7 +63,7 @@ impl Model {
     }
 
     fn map(&mut self, iova: u64, size: u64, flags: u32) -> Result<u64, &'static str> {
-        if flags & 3 == 0 || size == 0 || (iova | size) % PG != 0 {
+        if flags & 3 == 0 || size == 0 || !(iova | size).is_multiple_of(PG) {
             return Err("EINVAL");
         }
         if iova.checked_add(size - 1).is_none() {
@@ -83,7 +83,7 @@ impl Model {
     }
 
     fn unmap(&mut self, iova: u64, size: u64) -> Result<u64, &'static str> {
-        if iova % PG != 0 || size == 0 || size % PG != 0 {
+        if !iova.is_multiple_of(PG) || size == 0 || !size.is_multiple_of(PG) {
             return Err("EINVAL");
         }
         let end = iova + size;

@@ -21,7 +21,7 @@ use super::mock_config::{IovaSpan, KernelVersion, MockConfig, VFIO_PCI};
 use super::mock_devices::{self, pci, Bus, DeviceModel};
 use super::mock_index::{Dma, DmaIndex};
 use super::{buf_bytes, buf_bytes_mut, argsz_of, read_pod, write_pod, Backend, BackendKind, Errno, Mmap, RawFd, SysResult};
-use crate::uapi::{self, *};
+use crate::uapi::*;
 
 fn einval<T>() -> SysResult<T> {
     Err(Errno(libc::EINVAL))
@@ -656,7 +656,7 @@ impl MockBackend {
     pub fn edu_range_errors(&self, address: &str) -> Option<u64> {
         let h = self.lock();
         let d = h.devices.iter().find(|d| d.address == address)?;
-        format!("{:?}", d.model).split("range_errors: ").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        d.model.as_any().downcast_ref::<mock_devices::Edu>().map(|e| e.range_errors)
     }
 }
 
@@ -834,11 +834,11 @@ fn io_pieces(mut off: u64, len: usize, mut f: impl FnMut(u64, usize, usize)) {
     let mut done = 0;
     while done < len {
         let left = len - done;
-        let w = if left >= 8 && off % 8 == 0 {
+        let w = if left >= 8 && off.is_multiple_of(8) {
             8
-        } else if left >= 4 && off % 4 == 0 {
+        } else if left >= 4 && off.is_multiple_of(4) {
             4
-        } else if left >= 2 && off % 2 == 0 {
+        } else if left >= 2 && off.is_multiple_of(2) {
             2
         } else {
             1
@@ -1487,7 +1487,7 @@ impl Backend for MockBackend {
     fn mmap(&self, device: RawFd, offset: u64, len: usize) -> SysResult<Mmap> {
         let h = self.lock();
         let d = h.device(device)?;
-        if len == 0 || offset % 4096 != 0 {
+        if len == 0 || !offset.is_multiple_of(4096) {
             return einval();
         }
         let index = (offset >> REGION_SHIFT) as u32;
@@ -1527,6 +1527,3 @@ impl Backend for MockBackend {
         h.bar_access(d, (pos >> REGION_SHIFT) as u32, pos & REGION_MASK, &mut tmp, true)
     }
 }
-
-#[allow(dead_code)]
-fn _uapi_is_used(_: uapi::vfio_iova_range) {}

@@ -182,6 +182,8 @@ impl ConfigSpace {
 
 /// A PCI function model.
 pub trait DeviceModel: Send + fmt::Debug {
+    /// For tests and fixtures that inspect a concrete model.
+    fn as_any(&self) -> &dyn std::any::Any;
     fn config(&self) -> &ConfigSpace;
     fn config_mut(&mut self) -> &mut ConfigSpace;
     /// Whether the kernel would find a reset method (vdev->reset_works).
@@ -294,6 +296,12 @@ impl Edu {
         addr >= edu::BUFFER && end > addr && end <= edu::BUFFER + edu::BUFFER_SIZE
     }
 
+    /// edu_mmio_read/write: registers below 0x80 take 4-byte accesses only,
+    /// the DMA registers 4- or 8-byte ones.
+    fn access_ok(addr: u64, width: usize) -> bool {
+        width == 4 || (width == 8 && addr >= 0x80)
+    }
+
     fn clamp(&self, addr: u64) -> u64 {
         addr & self.conf.dma_mask
     }
@@ -333,6 +341,9 @@ impl Edu {
 }
 
 impl DeviceModel for Edu {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
     fn config(&self) -> &ConfigSpace {
         &self.cfg
     }
@@ -353,7 +364,7 @@ impl DeviceModel for Edu {
     // registers 4- or 8-byte reads; anything else reads as all ones.
     fn bar_read(&mut self, bar: u32, addr: u64, width: usize) -> u64 {
         let invalid = if width == 8 { u64::MAX } else { (1u64 << (8 * width)) - 1 };
-        if bar != 0 || (addr < 0x80 && width != 4) || (addr >= 0x80 && width != 4 && width != 8) {
+        if bar != 0 || !Self::access_ok(addr, width) {
             return invalid;
         }
         let v = match addr {
@@ -376,20 +387,18 @@ impl DeviceModel for Edu {
     }
 
     fn bar_write(&mut self, bar: u32, addr: u64, width: usize, val: u64, bus: &mut dyn Bus) {
-        if bar != 0 || (addr < 0x80 && width != 4) || (addr >= 0x80 && width != 4 && width != 8) {
+        if bar != 0 || !Self::access_ok(addr, width) {
             return;
         }
         let dma_idle = self.dma_cmd & edu::DMA_RUN == 0;
         match addr {
             edu::REG_LIVENESS => self.addr4 = !(val as u32),
-            edu::REG_FACTORIAL => {
-                if self.status & edu::STATUS_COMPUTING == 0 {
-                    // The factorial thread, run at once; u32 arithmetic wraps.
-                    let n = val as u32;
-                    self.fact = (1..=n).fold(1u32, |acc, i| acc.wrapping_mul(i));
-                    if self.status & edu::STATUS_IRQFACT != 0 {
-                        self.raise(edu::IRQ_FACT, bus);
-                    }
+            // The factorial thread, run at once; u32 arithmetic wraps.
+            edu::REG_FACTORIAL if self.status & edu::STATUS_COMPUTING == 0 => {
+                let n = val as u32;
+                self.fact = (1..=n).fold(1u32, |acc, i| acc.wrapping_mul(i));
+                if self.status & edu::STATUS_IRQFACT != 0 {
+                    self.raise(edu::IRQ_FACT, bus);
                 }
             }
             edu::REG_STATUS => {
@@ -457,6 +466,9 @@ impl Generic {
 }
 
 impl DeviceModel for Generic {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
     fn config(&self) -> &ConfigSpace {
         &self.cfg
     }
