@@ -237,3 +237,16 @@ test('the lab pseries guest reads as a POWER host with an sPAPR IOMMU and one PE
     ],
   );
 });
+
+test('pci.ids comments inside a vendor block do not end it', (t) => {
+  const ids = parsePciIds('8086  Intel Corporation\n\t1572  X710\n# a comment\n\t154c  X710 VF\n10de  NVIDIA Corporation\n', 'x');
+  t.is(ids.namesFor({ vendorId: 0x8086, deviceId: 0x154c, classCode: 0 }).device, 'X710 VF');
+});
+
+test('pci.ids class lines name subclasses, and a device of another vendor is not confused', (t) => {
+  const ids = parsePciIds('8086  Intel Corporation\n\t1572  X710\n10de  NVIDIA Corporation\nC 02  Network controller\n\t00  Ethernet controller\n', 'x');
+  t.deepEqual(ids.namesFor({ vendorId: 0x10de, deviceId: 0x1572, classCode: 0x020000 }), {
+    vendor: 'NVIDIA Corporation',
+    className: 'Ethernet controller',
+  });
+});

@@ -39,45 +39,74 @@ export function loadPciIds(host: HostFs, paths: readonly string[] = PCI_IDS_PATH
 
 const key = (...parts: number[]) => parts.map((n) => n.toString(16)).join(':');
 
-/** Parse pci.ids text. Lines it does not understand are skipped, as lspci does. */
+/** Split on the first run of whitespace: `id  name`. */
+function idAndName(line: string, from: number): [string, string] | undefined {
+  const m = /^([0-9a-fA-F]+)\s+(.*)$/.exec(line.slice(from));
+  return m ? [m[1]!.toLowerCase(), m[2]!] : undefined;
+}
+
+/**
+ * Parse pci.ids text. Lines it does not understand are skipped, as lspci
+ * does. The file is large (1.3 MB, 40,000 lines) and a host has a few dozen
+ * devices, so only vendor lines are indexed up front; a vendor's devices are
+ * read the first time one of its ids is asked for.
+ */
 export function parsePciIds(text: string, source: string | undefined): PciIds {
-  const vendors = new Map<string, string>();
-  const devices = new Map<string, string>();
-  const subsystems = new Map<string, string>();
+  const lines = text.split('\n');
+  const vendorLine = new Map<string, number>();
   const classes = new Map<string, string>();
-  let vendor: number | undefined;
-  let device: number | undefined;
   let cls: number | undefined;
   let sub: number | undefined;
-  let inClasses = false;
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    let m: RegExpExecArray | null;
-    if ((m = /^C ([0-9a-fA-F]{2})\s+(.*)$/.exec(line))) {
-      inClasses = true;
-      cls = parseInt(m[1]!, 16);
-      classes.set(key(cls), m[2]!);
-    } else if ((m = /^([0-9a-fA-F]{4})\s+(.*)$/.exec(line))) {
-      inClasses = false;
-      vendor = parseInt(m[1]!, 16);
-      vendors.set(key(vendor), m[2]!);
-    } else if (inClasses && cls !== undefined && (m = /^\t([0-9a-fA-F]{2})\s+(.*)$/.exec(line))) {
-      sub = parseInt(m[1]!, 16);
-      classes.set(key(cls, sub), m[2]!);
-    } else if (inClasses && cls !== undefined && sub !== undefined && (m = /^\t\t([0-9a-fA-F]{2})\s+(.*)$/.exec(line))) {
-      classes.set(key(cls, sub, parseInt(m[1]!, 16)), m[2]!);
-    } else if (!inClasses && vendor !== undefined && (m = /^\t([0-9a-fA-F]{4})\s+(.*)$/.exec(line))) {
-      device = parseInt(m[1]!, 16);
-      devices.set(key(vendor, device), m[2]!);
-    } else if (
-      !inClasses &&
-      vendor !== undefined &&
-      device !== undefined &&
-      (m = /^\t\t([0-9a-fA-F]{4}) ([0-9a-fA-F]{4})\s+(.*)$/.exec(line))
-    ) {
-      subsystems.set(key(vendor, device, parseInt(m[1]!, 16), parseInt(m[2]!, 16)), m[3]!);
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!;
+    const c = line.charCodeAt(0);
+    if (c === 0x23 /* # */ || line === '') continue;
+    if (c === 0x43 /* C */ && line.charCodeAt(1) === 0x20) {
+      const p = idAndName(line, 2);
+      if (p) classes.set(key((cls = parseInt(p[0], 16))), p[1]);
+      sub = undefined;
+    } else if (c !== 0x09 /* tab */) {
+      cls = undefined;
+      const p = idAndName(line, 0);
+      if (p && p[0].length === 4) vendorLine.set(p[0], i);
+    } else if (cls !== undefined) {
+      if (line.charCodeAt(1) === 0x09) {
+        const p = idAndName(line, 2);
+        if (p && sub !== undefined) classes.set(key(cls, sub, parseInt(p[0], 16)), p[1]);
+      } else {
+        const p = idAndName(line, 1);
+        if (p) classes.set(key(cls, (sub = parseInt(p[0], 16))), p[1]);
+      }
     }
   }
+
+  /** A vendor's devices and subsystems, read on first use. */
+  const vendors = new Map<number, { name: string; devices: Map<string, string>; subsystems: Map<string, string> } | undefined>();
+  const vendor = (id: number) => {
+    if (vendors.has(id)) return vendors.get(id);
+    const at = vendorLine.get(id.toString(16).padStart(4, '0'));
+    let entry: { name: string; devices: Map<string, string>; subsystems: Map<string, string> } | undefined;
+    if (at !== undefined) {
+      entry = { name: idAndName(lines[at]!, 0)![1], devices: new Map(), subsystems: new Map() };
+      let device: string | undefined;
+      for (let i = at + 1; i < lines.length; i++) {
+        const line = lines[i]!;
+        if (line.startsWith('#') || line === '') continue;
+        if (line.charCodeAt(0) !== 0x09) break;
+        if (line.charCodeAt(1) === 0x09) {
+          const m = /^\t\t([0-9a-fA-F]{4}) ([0-9a-fA-F]{4})\s+(.*)$/.exec(line);
+          if (m && device !== undefined) entry.subsystems.set(`${device}:${m[1]!.toLowerCase()}:${m[2]!.toLowerCase()}`, m[3]!);
+        } else {
+          const p = idAndName(line, 1);
+          if (p) entry.devices.set((device = p[0]), p[1]);
+        }
+      }
+    }
+    vendors.set(id, entry);
+    return entry;
+  };
+  const hex4 = (n: number) => n.toString(16).padStart(4, '0');
+
   return {
     source,
     namesFor(ids) {
@@ -86,13 +115,14 @@ export function parsePciIds(text: string, source: string | undefined): PciIds {
       // lspci names a device by its subclass ("VGA compatible controller"),
       // falling back to the base class; the programming interface is a detail it shows only with -v.
       const className = classes.get(key(base, subclass)) ?? classes.get(key(base));
+      const v = vendor(ids.vendorId);
       const subsystem =
         ids.subsystemVendorId !== undefined && ids.subsystemDeviceId !== undefined
-          ? subsystems.get(key(ids.vendorId, ids.deviceId, ids.subsystemVendorId, ids.subsystemDeviceId))
+          ? v?.subsystems.get(`${hex4(ids.deviceId)}:${hex4(ids.subsystemVendorId)}:${hex4(ids.subsystemDeviceId)}`)
           : undefined;
       return omitUndefined({
-        vendor: vendors.get(key(ids.vendorId)),
-        device: devices.get(key(ids.vendorId, ids.deviceId)),
+        vendor: v?.name,
+        device: v?.devices.get(hex4(ids.deviceId)),
         subsystem,
         className,
       });
