@@ -89,3 +89,33 @@ export function annotateUnits(ops: readonly GuestIommuOp[]): GuestIommuOp[] {
   for (const [m, unit] of unitOf) out[m] = { ...(out[m] as Extract<GuestIommuOp, { op: 'map' }>), unit };
   return out;
 }
+
+/**
+ * The same trace moved into a smaller world: only `domain`'s operations (and
+ * the enable/disable ones), renumbered to `group`; IOVAs moved by `iovaDelta`;
+ * guest physical addresses folded into [0, ramBytes) page by page (pages that
+ * fold onto each other become shared pages, which the policy must handle
+ * anyway). The shape (sizes, order, overlaps in time) is kept: this is how the
+ * lab replays a 2 GiB guest's recording through a device with a 28-bit DMA mask.
+ */
+export function relocateTrace(trace: DmaTrace, o: { domain: number; group: number; iovaDelta: bigint; ramBytes: bigint }): DmaTrace {
+  const ops: GuestIommuOp[] = [];
+  const fold = (gpa: bigint) => gpa % o.ramBytes;
+  for (const op of trace.ops) {
+    if (op.op === 'enable' || op.op === 'disable') ops.push(op);
+    else if ((op.op === 'attach' || op.op === 'detach') && op.domain === o.domain) ops.push({ ...op, domain: o.group, group: o.group });
+    else if (op.op === 'unmap' && op.domain === o.domain) ops.push({ ...op, domain: o.group, iova: op.iova + o.iovaDelta });
+    else if (op.op === 'invalidate' && op.domain === o.domain) ops.push({ ...op, domain: o.group });
+    else if (op.op === 'map' && op.domain === o.domain) {
+      // A map whose folded range would wrap past the end is split at it.
+      let done = 0n;
+      while (done < op.size) {
+        const gpa = fold(op.gpa + done);
+        const n = op.size - done < o.ramBytes - gpa ? op.size - done : o.ramBytes - gpa;
+        ops.push({ ...op, domain: o.group, iova: op.iova + done + o.iovaDelta, gpa, size: n });
+        done += n;
+      }
+    }
+  }
+  return { sync: trace.sync, devices: new Map(), ops, phases: [] };
+}
