@@ -3,6 +3,7 @@ import { runProgram, CommandFactory } from './program';
 import { ExitCode } from './exit-codes';
 import { labCommand } from './commands/lab';
 import { lsCommand } from './commands/ls';
+import { traceCommand } from './commands/trace';
 import { mapCommand } from './commands/map';
 import { attachCommand, detachCommand } from './commands/attach';
 import { demoCommand } from './commands/demo';
@@ -11,7 +12,7 @@ import { checkCommand } from './commands/check';
 import { bindCommand, unbindCommand } from './commands/bind';
 import { showCommand } from './commands/show';
 
-export const COMMANDS: readonly CommandFactory[] = [lsCommand, showCommand, checkCommand, bindCommand, unbindCommand, planCommand, mapCommand, attachCommand, detachCommand, labCommand, demoCommand];
+export const COMMANDS: readonly CommandFactory[] = [lsCommand, showCommand, checkCommand, bindCommand, unbindCommand, planCommand, mapCommand, traceCommand, attachCommand, detachCommand, labCommand, demoCommand];
 
 export function runCli(argv: readonly string[]): Promise<ExitCode> {
   return runProgram(argv, COMMANDS);
