@@ -1,5 +1,7 @@
 import test from 'ava';
-import { GuestOpError } from './errors';
+import { GuestOpError, HostRefusalError } from './errors';
+import { VfioError, VfioHost } from '../vfio/index';
+import { spaprTargetOf } from './vfio-target';
 import { SPAPR_DMA64_START, spaprTceIommu, type GuestMemoryLayout } from './guest';
 import { planSpaprBridges, SpaprPeTranslator, spaprLiobn, type SpaprTarget } from './spapr';
 
@@ -57,7 +59,7 @@ class FakeTce implements SpaprTarget {
 function setup() {
   const topo = planSpaprBridges([{ id: 5, reservedRegions: [] }]);
   const fake = new FakeTce();
-  const tr = new SpaprPeTranslator(topo.bridges[0]!, fake, layout, spaprTceIommu().defaultWindow);
+  const tr = new SpaprPeTranslator(topo.bridges[0]!, fake, layout, spaprTceIommu().defaultWindow, 16);
   tr.start();
   fake.log.length = 0;
   return { tr, fake, phb: topo.bridges[0]! };
@@ -133,4 +135,40 @@ test('a DIMM with TCEs into it cannot be unplugged', (t) => {
   const { tr, phb } = setup();
   tr.apply({ call: 'H_PUT_TCE', liobn: phb.liobn32, ioba: 0n, tce: 0x1003n });
   t.throws(() => tr.unplug('ram'), { instanceOf: GuestOpError, message: /1 TCE\(s\) of phb1 still map it/ });
+});
+
+test('a 64 KiB-TCE window over RAM backed by 4 KiB pages is refused before the host is asked', (t) => {
+  const fake = new FakeTce();
+  const phb = planSpaprBridges([{ id: 5, reservedRegions: [] }]).bridges[0]!;
+  const tr = new SpaprPeTranslator(phb, fake, layout, spaprTceIommu().defaultWindow, 12);
+  tr.start();
+  fake.log.length = 0;
+  t.throws(() => tr.apply({ call: 'create-window', phb: 1, pageShift: 16, windowShift: 30 }), { instanceOf: HostRefusalError, message: /4096-byte host pages/ });
+  t.deepEqual(fake.log, []);
+});
+
+// The same calls on vfio-core's sPAPR mock (a QEMU pseries PE on 6.12) through napi.
+function onMock() {
+  const container = VfioHost.mock({ spapr: true }).openTceContainer(1);
+  const phb = planSpaprBridges([{ id: 1, reservedRegions: [] }]).bridges[0]!;
+  const tr = new SpaprPeTranslator(phb, spaprTargetOf(container), layout, spaprTceIommu().defaultWindow);
+  tr.start();
+  return { container, phb, tr };
+}
+
+test('on the sPAPR mock the guest default window replaces the host one and TCE puts land in it', (t) => {
+  const { container, phb, tr } = onMock();
+  tr.apply({ call: 'H_PUT_TCE_INDIRECT', liobn: phb.liobn32, ioba: 0x10000n, tces: [0x1003n, 0x2003n, 0x3003n] });
+  t.deepEqual(container.windows(), [{ start: 0n, size: 1n << 30n, pageShift: 12 }]);
+  // The mock holds the TCEs: a second map there is EEXIST.
+  t.is(t.throws(() => container.map(0x11000n, 0x7f0000001000n, 0x1000n), { instanceOf: VfioError })?.code, 'EEXIST');
+});
+
+test('on the sPAPR mock the guest 64-bit window is created where QEMU puts it, mapped, and torn down in order', (t) => {
+  const { container, phb, tr } = onMock();
+  tr.apply({ call: 'create-window', phb: phb.index, pageShift: 12, windowShift: 30 });
+  tr.apply({ call: 'H_PUT_TCE', liobn: phb.liobn64, ioba: SPAPR_DMA64_START + 0x10000n, tce: 0x30003n });
+  t.deepEqual(container.windows().map((w) => w.start), [0n, SPAPR_DMA64_START]);
+  tr.close();
+  t.deepEqual(container.windows(), []);
 });

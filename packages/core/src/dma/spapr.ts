@@ -113,6 +113,12 @@ export class SpaprPeTranslator {
     private readonly target: SpaprTarget,
     layout: GuestMemoryLayout,
     private readonly defaultWindow: TceWindow,
+    /**
+     * log2 of the host pages backing guest RAM. A TCE larger than them cannot
+     * be mapped (the kernel pins one host page per TCE and wants it whole):
+     * QEMU offers the guest only TCE sizes its RAM backing allows.
+     */
+    private readonly ramPageShift = 12,
   ) {
     this.layout = validateLayout(layout);
   }
@@ -150,6 +156,11 @@ export class SpaprPeTranslator {
   }
 
   private createWindow(w: TceWindow): void {
+    if (w.pageShift > this.ramPageShift)
+      throw new HostRefusalError(
+        `${this.phb.id} cannot back ${1n << BigInt(w.pageShift)}-byte TCEs: guest RAM is backed by ${1n << BigInt(this.ramPageShift)}-byte host pages, ` +
+          `and maps into such a window fail; back RAM with hugepages or offer the guest smaller TCEs (QEMU's spapr-pci-host-bridge pgsz)`,
+      );
     const made = this.target.createWindow(w.pageShift, w.size);
     this.stats.hostCalls++;
     if (made.start !== w.start) {

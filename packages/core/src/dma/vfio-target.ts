@@ -1,7 +1,8 @@
 // The DmaTarget seam on vfio-core's type1 containers (mock or kernel), and
 // the host facts the policy needs, read from the container itself.
 import type { DmaGroup, DmaTarget, HostIommuInfo, MapBatch, UnmapBatch } from './target';
-import { Container, IommuType, VfioHost, type MockHostConfig } from '../vfio/index';
+import { Container, IommuType, VfioHost, type MockHostConfig, type TceContainer } from '../vfio/index';
+import type { SpaprTarget } from './spapr';
 
 /** A type1v2 container as a DmaTarget: each batch is one napi call. */
 export class VfioDmaTarget implements DmaTarget {
@@ -66,4 +67,24 @@ export const MOCK_TARGET_KIND = "vfio-core's mock backend through napi";
 /** A container on a fresh mock host configured as `host`, holding `groups`. */
 export function openMockDmaTarget(host: HostIommuInfo, groups: readonly DmaGroup[]): VfioDmaTarget {
   return openType1Target(VfioHost.mock(mockHostConfig(host, groups)), groups.map((g) => g.id));
+}
+
+/** vfio-core's sPAPR TCE container as the sPAPR translator's target. */
+export function spaprTargetOf(c: TceContainer): SpaprTarget {
+  return {
+    info: () => {
+      const i = c.info();
+      return {
+        dma32Start: i.dma32Start,
+        dma32Size: i.dma32Size,
+        ...(i.ddw ? { ddw: { pageSizes: i.ddw.pageSizes, maxWindows: i.ddw.maxWindows } } : {}),
+      };
+    },
+    createWindow: (pageShift, size) => ({ start: c.createWindow(pageShift, size).start }),
+    removeWindow: (start) => c.removeWindow(start),
+    register: (vaddr, size) => c.register(vaddr, size),
+    unregister: (vaddr, size) => c.unregister(vaddr, size),
+    map: (iova, vaddr, size, perm) => c.map(iova, vaddr, size, perm),
+    unmap: (iova, size) => c.unmap(iova, size),
+  };
 }

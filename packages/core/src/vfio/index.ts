@@ -122,6 +122,11 @@ export class VfioHost {
     call(() => this.backend.bind(address, driver));
   }
 
+  /** An sPAPR TCE container owning group `id`'s PE, its IOMMU set (v2 unless `v2` is false). */
+  openTceContainer(id: number, v2 = true): TceContainer {
+    return new TceContainer(call(() => native.TceContainer.open(this.backend, id, v2)));
+  }
+
   /** Mock only: ioctls served so far. */
   ioctlCount(): number {
     return call(() => this.backend.ioctlCount());
@@ -168,6 +173,48 @@ export class Container {
   /** Unmaps `entries` (iova, size pairs); entries before a failing one stay unmapped. */
   unmapBatch(entries: BigUint64Array): BatchReport {
     return call(() => this.native.unmapBatch(entries));
+  }
+}
+
+export type TceInfo = native.TceInfo;
+/** A window as the host container reports it (`TceWindow` is the guest model's, in dma). */
+export type HostTceWindow = native.TceWindow;
+
+/** The sPAPR TCE container of one PE; every call checked in user space before its ioctl. */
+export class TceContainer {
+  /** @internal */
+  constructor(private readonly native: native.TceContainer) {}
+
+  get group(): number {
+    return this.native.group;
+  }
+  info(): TceInfo {
+    return call(() => this.native.info());
+  }
+  windows(): HostTceWindow[] {
+    return call(() => this.native.windows());
+  }
+  createWindow(pageShift: number, size: bigint): HostTceWindow {
+    return call(() => this.native.createWindow(pageShift, size));
+  }
+  removeWindow(start: bigint): void {
+    call(() => this.native.removeWindow(start));
+  }
+  register(vaddr: bigint, size: bigint): void {
+    call(() => this.native.register(vaddr, size));
+  }
+  unregister(vaddr: bigint, size: bigint): void {
+    call(() => this.native.unregister(vaddr, size));
+  }
+  map(iova: bigint, vaddr: bigint, size: bigint, flags: number = DmaFlags.ReadWrite): void {
+    call(() => this.native.map(iova, vaddr, size, flags));
+  }
+  unmap(iova: bigint, size: bigint): void {
+    call(() => this.native.unmap(iova, size));
+  }
+  /** Unmaps everything, then unregisters everything. */
+  release(): void {
+    call(() => this.native.release());
   }
 }
 

@@ -143,8 +143,10 @@ export function runLabReplay(bdf: string, mode?: string): Record<string, unknown
     device.writeConfig16(4, device.readConfig16(4) & ~0x4);
   }
 
+  // Leave the container empty; the fds close when this process exits (with a
+  // device fd open the kernel refuses VFIO_GROUP_UNSET_CONTAINER: EBUSY).
   container.unmapAll();
-  group.unsetContainer();
+  if (mode !== 'edu') group.unsetContainer();
   return out;
 }
 
