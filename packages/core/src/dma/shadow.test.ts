@@ -259,3 +259,37 @@ for (const sync of ['each-op', 'invalidate'] as const) {
     t.pass();
   });
 }
+
+test('two assigned groups in one guest domain each get the domain\'s maps in their own container', (t) => {
+  const host = VTD_HOST;
+  const g8 = { id: 8, reservedRegions: [X86_MSI_WINDOW] };
+  const m7 = new Type1Model(host, openMockDmaTarget(host, [group]));
+  const m8 = new Type1Model(host, openMockDmaTarget(host, [g8]));
+  const tr = new ShadowTranslator({ layout, iommu: vtdIommu({ enabled: true }), host, groups: [{ group, target: m7 }, { group: g8, target: m8 }], sync: 'each-op' });
+  tr.start();
+  tr.apply({ op: 'attach', domain: 1, group: 7 });
+  tr.apply({ op: 'attach', domain: 1, group: 8 });
+  tr.apply(map(0x10000n, 0x2000n, P));
+  t.deepEqual([m7.mappings().map((m) => m.iova), m8.mappings().map((m) => m.iova)], [[0x10000n], [0x10000n]]);
+});
+
+test('moving a group to another domain swaps its container to that domain\'s tables, old entries out first', (t) => {
+  const { tr, model } = setup();
+  tr.apply(attach);
+  tr.apply(map(0x10000n, 0n, P));
+  tr.apply(map(0x20000n, 0x1000n, P, 3, 2));
+  tr.apply({ op: 'attach', domain: 2, group: 7 });
+  t.deepEqual(model.mappings().map((m) => m.iova), [0x20000n]);
+});
+
+test('a group attached to an identity domain reaches all RAM while translation is on', (t) => {
+  const { tr, model } = setup();
+  tr.apply({ op: 'attach', domain: 3, group: 7, domainType: 'identity' });
+  t.deepEqual(model.mappings().map((m) => [m.iova, m.size]), [[0n, 64n * P], [0x100000n, 64n * P]]);
+});
+
+test('a guest map crossing from one RAM region into a hole is refused', (t) => {
+  const { tr } = setup();
+  tr.apply(attach);
+  t.throws(() => tr.apply(map(0x10000n, 63n * P, 2n * P)), { instanceOf: HostRefusalError });
+});
