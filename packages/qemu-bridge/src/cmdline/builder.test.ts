@@ -45,6 +45,20 @@ test('functions of one host device share a root port as a multifunction device',
   ]);
 });
 
+test('functions of one host slot in different IOMMU groups get a root port each', (t) => {
+  const cl = buildCommandLine({
+    ...base,
+    devices: [
+      { host: '0000:3b:02.0', group: 4 },
+      { host: '0000:3b:02.1', group: 5 },
+    ],
+  });
+  t.deepEqual(cl.placements.map((p) => [p.host, p.bus, p.function]), [
+    ['0000:3b:02.0', 'rp0', 0],
+    ['0000:3b:02.1', 'rp1', 0],
+  ]);
+});
+
 test('a lone function other than 0 becomes guest function 0', (t) => {
   const slots = layoutSlots([{ host: '0000:03:00.2', group: 9, address: parseBdf('0000:03:00.2')! }]);
   t.deepEqual(slots[0]!.functions.map((f) => f.guestFunction), [0]);

@@ -58,7 +58,11 @@ export function defaultDeviceId(a: PciAddress): string {
 }
 
 /**
- * Groups devices by host slot, in the order each slot first appears. Guest
+ * Groups devices by IOMMU group and host slot, in the order each first
+ * appears: functions of one slot in different groups (SR-IOV VFs, say) get a
+ * guest slot each, since a PCIe slot is hot-unplugged whole and a guest
+ * groups the functions of a multi-function device behind a port without ACS
+ * together, which would merge host groups in the guest. Guest
  * function numbers equal host ones when the host's function 0 is passed;
  * otherwise they are renumbered from 0 in host order, because a guest only
  * scans the other functions of a slot whose function 0 exists
@@ -68,12 +72,13 @@ export function defaultDeviceId(a: PciAddress): string {
 export function layoutSlots(devices: readonly (VfioDeviceSpec & { readonly address: PciAddress })[]): SlotLayout[] {
   const bySlot = new Map<string, (VfioDeviceSpec & { readonly address: PciAddress })[]>();
   for (const d of devices) {
-    const key = formatBdf(d.address).slice(0, -2);
+    const key = `${d.group}/${formatBdf(d.address).slice(0, -2)}`;
     const list = bySlot.get(key);
     if (list) list.push(d);
     else bySlot.set(key, [d]);
   }
-  return [...bySlot].map(([hostSlot, list]) => {
+  return [...bySlot].map(([key, list]) => {
+    const hostSlot = key.slice(key.indexOf('/') + 1);
     const sorted = [...list].sort((a, b) => a.address.function - b.address.function);
     const keep = sorted[0]!.address.function === 0;
     const functions = sorted.map((d, i) => ({
