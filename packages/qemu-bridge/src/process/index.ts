@@ -72,11 +72,18 @@ export async function launchQemu(argv: readonly string[], qmp: QmpAddress, optio
         },
       };
     } catch (err) {
-      // The socket appears a moment after QEMU starts: retry until the deadline.
       if (!(err instanceof QmpConnectError)) {
+        // QEMU opens its monitor before it creates devices, so a device it
+        // cannot create makes it exit under a session being negotiated:
+        // report why it exited, not that the socket closed.
+        const code = await Promise.race([exited, new Promise<'running'>((r) => setTimeout(() => r('running'), 2_000))]);
+        if (code !== 'running') {
+          throw new QemuLaunchError(`${argv[0]} exited with ${code} while starting: ${stderr.trim()}`, stderr, { cause: err });
+        }
         await kill(1_000);
         throw err;
       }
+      // The socket appears a moment after QEMU starts: retry until the deadline.
       if (Date.now() > deadline) {
         await kill(1_000);
         throw new QemuLaunchError(
