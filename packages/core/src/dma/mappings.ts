@@ -108,8 +108,16 @@ export class ContainerMappings {
    * nothing). One batched call; the target may coalesce neighbours, which is
    * safe for unmaps because every range edge is an entry edge.
    */
-  unmap(ranges: readonly { readonly start: number; readonly end: number }[]): void {
-    if (ranges.length === 0) return;
+  unmap(given: readonly { readonly start: number; readonly end: number }[]): void {
+    if (given.length === 0) return;
+    // Sorted and joined where they touch: a kernel mapping merged from two
+    // entries must go in one range, whatever order the caller listed them in.
+    const ranges: { start: number; end: number }[] = [];
+    for (const r of [...given].sort((a, b) => a.start - b.start)) {
+      const last = ranges[ranges.length - 1];
+      if (last && r.start <= last.end) last.end = Math.max(last.end, r.end);
+      else ranges.push({ start: r.start, end: r.end });
+    }
     const b = unmapBatchOf(ranges.length);
     ranges.forEach((r, i) => setUnmap(b, i, addrOf(r.start), BigInt(r.end - r.start) << PAGE_SHIFT));
     let ioctls: number;
