@@ -69,7 +69,7 @@ test('a group reports its reserved regions as start and size', (t) => {
 });
 
 test('the workstation has an Intel VT-d IOMMU', (t) => {
-  t.deepEqual(workstation().iommu, { present: true, kind: 'intel-vtd', units: ['dmar0', 'dmar1'] });
+  t.deepEqual(workstation().iommu, { present: true, kind: 'intel-vtd', units: ['dmar0', 'dmar1'], addressWidth: 39 });
 });
 
 test('a host without an IOMMU has no groups and says so', (t) => {
@@ -249,4 +249,15 @@ test('pci.ids class lines name subclasses, and a device of another vendor is not
     vendor: 'NVIDIA Corporation',
     className: 'Ethernet controller',
   });
+});
+
+test('the VT-d address width comes from MGAW in the capability register', (t) => {
+  t.deepEqual(
+    [workstation().iommu.addressWidth, discoverHost(createFixtureHost('sriov-server').fs).iommu.addressWidth],
+    [39, 48],
+  );
+});
+
+test('a host whose units show no capability register has no address width', (t) => {
+  t.is(discoverHost(createFixtureHost('bridge-group').fs).iommu.addressWidth, undefined);
 });

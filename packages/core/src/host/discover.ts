@@ -244,7 +244,17 @@ function readIommu(host: HostFs, hasGroups: boolean, platform: HostPlatform): Ho
   const kinds = new Set<IommuKind>(units.map(iommuKindOfUnit));
   let kind: IommuKind | undefined = [...kinds][0];
   if (kind === undefined && hasGroups) kind = platform === 'power' ? 'spapr-tce' : 'unknown';
-  return { present: hasGroups, ...(kind === undefined ? {} : { kind }), units };
+  const widths = units
+    .map((u) => host.readText(`${CLASS_IOMMU}/${u}/intel-iommu/cap`)?.trim())
+    .filter((c): c is string => c !== undefined && /^(0x)?[0-9a-fA-F]+$/.test(c))
+    .map(vtdAddressWidth);
+  const addressWidth = widths.length > 0 ? Math.min(...widths) : undefined;
+  return { present: hasGroups, ...(kind === undefined ? {} : { kind }), units, ...(addressWidth === undefined ? {} : { addressWidth }) };
+}
+
+/** MGAW, bits 21:16 of the VT-d Capability Register, holds the width minus one (VT-d spec 11.4.2; cap_mgaw in intel-iommu.h). */
+export function vtdAddressWidth(cap: string): number {
+  return Number((BigInt(cap.startsWith('0x') ? cap : `0x${cap}`) >> 16n) & 0x3fn) + 1;
 }
 
 /** The IOMMU kind a /sys/class/iommu unit's name shows. */

@@ -101,6 +101,12 @@ export interface HostIommu {
   readonly kind?: IommuKind;
   /** IOMMU units (/sys/class/iommu entries: dmar0, ivhd0, iommu-phb0000...). */
   readonly units: readonly string[];
+  /**
+   * Input address width in bits the IOMMU translates, when its units show it
+   * (VT-d: MGAW of the `intel-iommu/cap` register; the smallest over all
+   * units). IOVAs at or above 2^addressWidth cannot be mapped.
+   */
+  readonly addressWidth?: number;
 }
 
 /** A PCI host bridge (root bus); on POWER each is a PHB, its own PCI domain. */
