@@ -2,7 +2,7 @@ import test from 'ava';
 import { createFixtureHost, FIXTURE_HOST_NAMES } from '@vfiokit/testkit';
 import { discoverHost } from './discover';
 import type { HostModel, PciDevice } from './model';
-import { VfioHost } from '../vfio/index';
+import { IommuType, VfioHost } from '../vfio/index';
 import { checkViability } from './viability';
 import { vfioMockHostConfig } from './vfio-mock';
 
@@ -55,4 +55,16 @@ for (const name of FIXTURE_HOST_NAMES.filter((n) => n !== 'no-iommu' && n !== 'p
 test('a POWER host is refused, since the mock answers as type1 and POWER is sPAPR', (t) => {
   const err = t.throws(() => vfioMockHostConfig(discoverHost(createFixtureHost('power8').fs))) as { code?: string };
   t.is(err.code, 'HOST_MOCK_UNSUPPORTED');
+});
+
+test("the mock container's IOVA ranges span the host IOMMU's address width, less the MSI window", (t) => {
+  const model = withOneOnVfio(discoverHost(createFixtureHost('sriov-server').fs), 4)!;
+  const host = VfioHost.mock(vfioMockHostConfig(model));
+  const container = host.openContainer();
+  host.openGroup(4).setContainer(container);
+  container.setIommu(IommuType.Type1v2);
+  t.deepEqual(container.iommuInfo().iovaRanges, [
+    { start: 0n, end: 0xfedfffffn },
+    { start: 0xfef00000n, end: 0xffffffffffffn },
+  ]);
 });

@@ -32,7 +32,11 @@ export function vfioMockHostConfig(model: HostModel): MockHostConfig {
       .filter((r) => r.type !== 'direct-relaxable')
       .map((r) => ({ start: hex(r.start), end: hex(r.start + r.size - 1n) })),
   }));
-  return { kernel: mockKernelFor(model.kernelRelease), groups };
+  // The container's IOVA space is the IOMMU's input address space (the domain
+  // aperture); attaching a group then cuts that group's reserved regions out.
+  const width = model.iommu.addressWidth;
+  const iovaRanges = width === undefined ? {} : { iovaRanges: [{ start: '0x0', end: hex((1n << BigInt(width)) - 1n) }] };
+  return { kernel: mockKernelFor(model.kernelRelease), ...iovaRanges, groups };
 }
 
 /** The mock models the two kernels the lab runs: 6.12 and later read as 6.12, the rest as 6.1. */
