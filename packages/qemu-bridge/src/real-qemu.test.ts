@@ -8,7 +8,7 @@ import { qemuAvailable, startTestQemu, type TestQemu } from '@vfiokit/testkit';
 import { buildCommandLine } from './cmdline/builder';
 import { deviceAdd, flattenPci, queryPci, queryStatus, queryVersion } from './commands/queries';
 import { DeviceType, probeCapabilities } from './commands/probe';
-import { HotplugError, QemuLaunchError, QmpCommandError, QmpDisconnectedError, type QemuBridgeError } from './errors';
+import { HotplugError, QemuLaunchError, QmpCommandError, QmpConnectError, QmpDisconnectedError, type QemuBridgeError } from './errors';
 import { launchQemu } from './process/index';
 import { attachGroup, attachSlots, detachDevices, listRootPorts } from './hotplug/index';
 import { readGuestMemoryLayout } from './memory/index';
@@ -22,12 +22,27 @@ const ROOT_PORTS = [
 
 async function withQemu(args: readonly string[], body: (qmp: QmpSession, qemu: TestQemu) => Promise<void>, memory?: string): Promise<void> {
   const qemu = await startTestQemu({ args, memory });
-  const qmp = await connectQmp(qemu.address, { commandTimeoutMs: 10_000 });
   try {
-    await body(qmp, qemu);
+    const qmp = await connectWhenListening(qemu);
+    try {
+      await body(qmp, qemu);
+    } finally {
+      await qmp.close();
+    }
   } finally {
-    await qmp.close();
     await qemu.stop();
+  }
+}
+
+/** QEMU binds its socket a moment before it listens: retry a refused connect briefly. */
+async function connectWhenListening(qemu: TestQemu): Promise<QmpSession> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await connectQmp(qemu.address, { commandTimeoutMs: 20_000, greetingTimeoutMs: 20_000 });
+    } catch (err) {
+      if (!(err instanceof QmpConnectError) || attempt >= 50) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   }
 }
 
@@ -215,16 +230,28 @@ test.serial('a command line built for q35 with intel-iommu and spare ports start
 
 test.serial('a command to a frozen QEMU times out, and its exit then ends the session with reason peer-closed', async (t) => {
   const qemu = await startTestQemu();
-  const qmp = await connectQmp(qemu.address);
-  process.kill(qemu.pid, 'SIGSTOP');
-  const timedOut = await t.throwsAsync(qmp.execute('query-status', undefined, { timeoutMs: 200 }));
-  t.is((timedOut as QemuBridgeError).code, 'QMP_TIMEOUT');
-  const pending = qmp.execute('query-status');
-  process.kill(qemu.pid, 'SIGKILL');
-  const err = await t.throwsAsync(pending, { instanceOf: QmpDisconnectedError });
-  t.is(err!.reason, 'peer-closed');
-  await qmp.close();
-  await qemu.stop();
+  const qmp = await connectWhenListening(qemu).catch(async (err: unknown) => {
+    await qemu.stop();
+    throw err;
+  });
+  try {
+    process.kill(qemu.pid, 'SIGSTOP');
+    const timedOut = await t.throwsAsync<QemuBridgeError>(qmp.execute('query-status', undefined, { timeoutMs: 200 }));
+    t.is(timedOut?.code, 'QMP_TIMEOUT');
+    const pending = qmp.execute('query-status');
+    process.kill(qemu.pid, 'SIGKILL');
+    const err = await t.throwsAsync(pending, { instanceOf: QmpDisconnectedError });
+    t.is(err?.reason, 'peer-closed');
+  } finally {
+    // A stopped process ignores SIGTERM until continued: make sure it dies.
+    try {
+      process.kill(qemu.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+    await qmp.close();
+    await qemu.stop();
+  }
 });
 
 test.serial('a command line built for q35 with virtio-iommu starts QEMU with the IOMMU at 00:01.0', async (t) => {
