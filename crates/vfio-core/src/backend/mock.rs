@@ -807,9 +807,12 @@ impl Bus for HostBus<'_> {
 
     // vfio_msihandler / vfio_intx_handler: MSI signals its trigger; INTx
     // signals and masks itself until unmasked (VFIO_IRQ_INFO_AUTOMASKED).
+    // An MSI is a memory write by the device (QEMU's msi_send_message goes
+    // through the bus-master address space), so without bus mastering it is
+    // lost, as the lab's kernel shows; INTx is a wire and needs no master.
     fn raise_irq(&mut self) {
         match self.irq_type {
-            Some(VFIO_PCI_MSI_IRQ_INDEX) => {
+            Some(VFIO_PCI_MSI_IRQ_INDEX) if self.master => {
                 if let Some(Some(fd)) = self.irqs[VFIO_PCI_MSI_IRQ_INDEX as usize].triggers.first() {
                     signal_eventfd(fd);
                 }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use vfio_core::backend::{Errno, SysResult};
 use vfio_core::uapi::*;
+use vfio_core::device::{IrqAction, IrqData};
 use vfio_core::{Container, Device, Group};
 
 use super::util::{HostBuf, RW};
@@ -21,6 +22,9 @@ use crate::case::{Abort, Case, CaseResult, Ctx};
 
 const EDU_ID: u64 = 0x00;
 const EDU_LIVENESS: u64 = 0x04;
+const EDU_IRQ_STATUS: u64 = 0x24;
+const EDU_IRQ_RAISE: u64 = 0x60;
+const EDU_IRQ_ACK: u64 = 0x64;
 const EDU_DMA_SRC: u64 = 0x80;
 const EDU_DMA_DST: u64 = 0x88;
 const EDU_DMA_COUNT: u64 = 0x90;
@@ -144,6 +148,21 @@ fn dma_round_trip(ctx: &mut Ctx) -> CaseResult {
     Ok(())
 }
 
+fn dma_needs_bus_master(ctx: &mut Ctx) -> CaseResult {
+    let edu = open_edu(ctx, "mf-1")?;
+    let mut buf = HostBuf::new(PAGE as usize);
+    buf.bytes_mut()[..LEN].copy_from_slice(&pattern(5));
+    let r = ctx.call("map_dma 1 page RW", sys(edu.container.map_dma(IOVA, buf.addr(), PAGE, RW)));
+    ctx.need(r, "map the buffer")?;
+    // The device's buffer starts zeroed; bus mastering is off after open.
+    buf.bytes_mut().fill(0xaa);
+    dma(ctx, &edu.device, EDU_BUFFER, IOVA, true)?;
+    let got = if buf.bytes()[..LEN].iter().all(|&b| b == 0xaa) { "untouched" } else { "written" };
+    ctx.observe("buffer after a DMA with bus mastering off", got);
+    ctx.check("a device without bus mastering writes nothing", got == "untouched", got);
+    Ok(())
+}
+
 fn dma_after_unmap(ctx: &mut Ctx) -> CaseResult {
     let edu = open_edu(ctx, "mf-0")?;
     enable_bus_master(ctx, &edu.device)?;
@@ -192,11 +211,123 @@ fn dma_into_read_only(ctx: &mut Ctx) -> CaseResult {
     Ok(())
 }
 
+/// An eventfd, closed on drop.
+struct EventFd(i32);
+
+impl EventFd {
+    fn new() -> Self {
+        // SAFETY: eventfd takes no pointers; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        assert!(fd >= 0, "eventfd failed: {}", std::io::Error::last_os_error());
+        Self(fd)
+    }
+
+    /// Waits up to `ms` for the counter to become non-zero; returns and clears it.
+    fn wait(&self, ms: i32) -> u64 {
+        let mut pfd = libc::pollfd { fd: self.0, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, count 1.
+        if unsafe { libc::poll(&mut pfd, 1, ms) } <= 0 {
+            return 0;
+        }
+        let mut v = 0u64;
+        // SAFETY: reads exactly 8 bytes into a u64 on the stack.
+        let n = unsafe { libc::read(self.0, (&mut v as *mut u64).cast(), 8) };
+        if n == 8 { v } else { 0 }
+    }
+}
+
+impl Drop for EventFd {
+    fn drop(&mut self) {
+        // SAFETY: closes the descriptor this value owns.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// Raises edu's interrupt by register and reports whether `efd` fired within 2 s.
+fn raise_and_wait(ctx: &mut Ctx, d: &Device, efd: &EventFd, label: &str) -> CaseResult {
+    let bar0 = ctx.need(sys(d.region_info(VFIO_PCI_BAR0_REGION_INDEX)), "BAR0 info")?;
+    let map = ctx.need(sys(d.map_region(&bar0, 0, 4096)), "mmap BAR0")?;
+    ctx.need(sys(map.write_u32(EDU_IRQ_RAISE, 0x1)), "raise edu's interrupt")?;
+    let fired = efd.wait(2000);
+    let status = ctx.need(sys(map.read_u32(EDU_IRQ_STATUS)), "read edu's interrupt status")?;
+    ctx.need(sys(map.write_u32(EDU_IRQ_ACK, status)), "acknowledge edu's interrupt")?;
+    ctx.observe(format!("{label}: eventfd after edu raised its interrupt"), if fired > 0 { "signalled" } else { "silent" });
+    ctx.check(format!("{label} reaches the eventfd"), fired > 0, "no signal within 2 s");
+    Ok(())
+}
+
+fn msi_to_eventfd(ctx: &mut Ctx) -> CaseResult {
+    // vfio_msi_enable + vfio_msi_set_vector_signal: the device's MSI lands on
+    // the host's vector, whose handler signals the eventfd.
+    let edu = open_edu(ctx, "solo")?;
+    let efd = EventFd::new();
+    let r = edu.device.set_irqs(VFIO_PCI_MSI_IRQ_INDEX, 0, IrqAction::Trigger, IrqData::Eventfds(&[efd.0]));
+    let r = ctx.call("SET_IRQS MSI trigger eventfd", sys(r));
+    ctx.need(r, "enable MSI")?;
+    // An MSI is a memory write by the device: lost without bus mastering.
+    let bar0 = ctx.need(sys(edu.device.region_info(VFIO_PCI_BAR0_REGION_INDEX)), "BAR0 info")?;
+    let map = ctx.need(sys(edu.device.map_region(&bar0, 0, 4096)), "mmap BAR0")?;
+    ctx.need(sys(map.write_u32(EDU_IRQ_RAISE, 0x1)), "raise edu's interrupt")?;
+    let fired = efd.wait(500);
+    ctx.need(sys(map.write_u32(EDU_IRQ_ACK, 0x1)), "acknowledge edu's interrupt")?;
+    ctx.observe("MSI without bus mastering: eventfd", if fired > 0 { "signalled" } else { "silent" });
+    enable_bus_master(ctx, &edu.device)?;
+    raise_and_wait(ctx, &edu.device, &efd, "MSI")?;
+    let r = edu.device.set_irqs(VFIO_PCI_MSI_IRQ_INDEX, 0, IrqAction::Trigger, IrqData::None { count: 0 });
+    let _ = ctx.call("SET_IRQS MSI trigger count=0 (disable)", sys(r));
+    Ok(())
+}
+
+fn intx_to_eventfd(ctx: &mut Ctx) -> CaseResult {
+    // INTx is level-triggered and auto-masked: the handler masks the line
+    // and signals; vfio_pci_intx_unmask re-arms it once the device is quiet.
+    let edu = open_edu(ctx, "mf-0")?;
+    let efd = EventFd::new();
+    let r = edu.device.set_irqs(VFIO_PCI_INTX_IRQ_INDEX, 0, IrqAction::Trigger, IrqData::Eventfds(&[efd.0]));
+    let r = ctx.call("SET_IRQS INTx trigger eventfd", sys(r));
+    ctx.need(r, "enable INTx")?;
+    raise_and_wait(ctx, &edu.device, &efd, "INTx")?;
+    // Auto-masked now: a second interrupt (raised and acknowledged on the
+    // device while masked) does not reach the eventfd.
+    let bar0 = ctx.need(sys(edu.device.region_info(VFIO_PCI_BAR0_REGION_INDEX)), "BAR0 info")?;
+    let map = ctx.need(sys(edu.device.map_region(&bar0, 0, 4096)), "mmap BAR0")?;
+    ctx.need(sys(map.write_u32(EDU_IRQ_RAISE, 0x1)), "raise edu's interrupt")?;
+    let fired = efd.wait(500);
+    ctx.need(sys(map.write_u32(EDU_IRQ_ACK, 0x1)), "acknowledge edu's interrupt")?;
+    ctx.observe("INTx while masked: eventfd", if fired > 0 { "signalled" } else { "silent" });
+    let r = edu.device.set_irqs(VFIO_PCI_INTX_IRQ_INDEX, 0, IrqAction::Unmask, IrqData::None { count: 1 });
+    let _ = ctx.call("SET_IRQS INTx unmask", sys(r));
+    raise_and_wait(ctx, &edu.device, &efd, "INTx after unmask")?;
+    Ok(())
+}
+
+fn set_irqs_rules(ctx: &mut Ctx) -> CaseResult {
+    // vfio_set_irqs_validate_and_prepare: the range must fit the index's count.
+    let edu = open_edu(ctx, "solo")?;
+    let efd = EventFd::new();
+    let cases: [(&str, u32, u32, IrqAction, IrqData); 5] = [
+        ("MSI vectors 0-1 (edu has one)", VFIO_PCI_MSI_IRQ_INDEX, 0, IrqAction::Trigger, IrqData::Eventfds(&[efd.0, efd.0])),
+        ("MSI-X vector 0 (edu has none)", VFIO_PCI_MSIX_IRQ_INDEX, 0, IrqAction::Trigger, IrqData::Eventfds(&[efd.0])),
+        ("INTx start 1", VFIO_PCI_INTX_IRQ_INDEX, 1, IrqAction::Trigger, IrqData::Eventfds(&[efd.0])),
+        ("index 9", 9, 0, IrqAction::Trigger, IrqData::Eventfds(&[efd.0])),
+        ("MSI mask (MSI cannot be masked)", VFIO_PCI_MSI_IRQ_INDEX, 0, IrqAction::Mask, IrqData::None { count: 1 }),
+    ];
+    for (label, index, start, action, data) in cases {
+        let r = edu.device.set_irqs(index, start, action, data);
+        let _ = ctx.call(format!("SET_IRQS {label}"), sys(r));
+    }
+    Ok(())
+}
+
 pub fn cases() -> Vec<Case> {
     vec![
         Case { name: "BAR0 mmap reads edu's id and its liveness register answers the NOT of what was written", run: bar0_mmap },
         Case { name: "edu DMA through a mapping reads and writes the right host memory", run: dma_round_trip },
+        Case { name: "edu DMA with bus mastering off writes nothing", run: dma_needs_bus_master },
         Case { name: "after unmap the same edu DMA writes nothing", run: dma_after_unmap },
         Case { name: "edu cannot write into a read-only mapping", run: dma_into_read_only },
+        Case { name: "edu's interrupt reaches the eventfd set for its MSI vector", run: msi_to_eventfd },
+        Case { name: "edu's INTx reaches its eventfd, masked until unmasked", run: intx_to_eventfd },
+        Case { name: "SET_IRQS refuses vectors past an index's count, unknown indexes and masking MSI", run: set_irqs_rules },
     ]
 }

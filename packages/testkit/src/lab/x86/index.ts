@@ -5,7 +5,7 @@
 // suite runs against the mock, and the two are compared case by case.
 
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { compareResults, parseResults } from '../conformance';
 import { fetchPackage, newestPackage, requireTool, withAptRefresh } from '../debian';
@@ -77,7 +77,10 @@ function buildConformance(ctx: LabContext): string {
   }
   const targetDir = process.env.CARGO_TARGET_DIR || join(ctx.repoRoot, 'target');
   const bin = join(ctx.outDir, LAB_BIN);
-  copyFileSync(join(targetDir, 'debug', LAB_BIN), bin);
+  // Copy, then rename over: a binary still running from an earlier run
+  // (ETXTBSY) cannot be overwritten in place, but can be replaced.
+  copyFileSync(join(targetDir, 'debug', LAB_BIN), `${bin}.new`);
+  renameSync(`${bin}.new`, bin);
   return bin;
 }
 
