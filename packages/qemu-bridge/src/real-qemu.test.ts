@@ -302,3 +302,22 @@ test.serial('launchQemu of a cold-plugged vfio-pci the host lacks fails with QEM
     sock.cleanup();
   }
 });
+
+test.serial('qemu-system-ppc64 offers spapr-pci-host-bridge and vfio-pci, and a pseries guest has its RAM at 0', async (t) => {
+  t.true(qemuAvailable('qemu-system-ppc64'), 'install qemu-system-ppc to run this test');
+  const qemu = await startTestQemu({ binary: 'qemu-system-ppc64', machine: 'pseries', memory: '256M' });
+  try {
+    const qmp = await connectWhenListening(qemu);
+    try {
+      const caps = await probeCapabilities(qmp);
+      t.true(caps.deviceTypes.has(DeviceType.spaprPciHostBridge));
+      t.true(caps.deviceTypes.has(DeviceType.vfioPci));
+      t.false(caps.deviceTypes.has(DeviceType.intelIommu));
+      t.deepEqual(await readGuestMemoryLayout(qmp), { regions: [{ name: 'ram', gpa: 0n, size: 256n << 20n, source: 'boot' }] });
+    } finally {
+      await qmp.close();
+    }
+  } finally {
+    await qemu.stop();
+  }
+});

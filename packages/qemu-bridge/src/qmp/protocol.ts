@@ -214,7 +214,12 @@ export class QmpSession implements QmpExecutor {
     const message: Record<string, unknown> = { [options.oob ? 'exec-oob' : 'execute']: command };
     if (args !== undefined) message.arguments = args;
     message.id = id;
-    const text = encodeMessage(message);
+    let text: string;
+    try {
+      text = encodeMessage(message);
+    } catch (err) {
+      return Promise.reject(err); // e.g. a bigint argument: JSON has none
+    }
     const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {

@@ -1,4 +1,4 @@
-// Starts a real qemu-system-x86_64 for integration tests: stopped (-S), with
+// Starts a real QEMU (qemu-system-x86_64 q35 unless told) for integration tests: stopped (-S), with
 // no default devices, TCG, no display, and QMP on a UNIX socket in a private
 // temporary folder. stop() ends the process and removes the folder.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -13,6 +13,8 @@ export interface TestQemuOptions {
   readonly memory?: string;
   /** The binary. Default 'qemu-system-x86_64' from PATH. */
   readonly binary?: string;
+  /** The -machine value. Default 'q35'. */
+  readonly machine?: string;
   /** How long to wait for the QMP socket to appear. Default 15 s. */
   readonly startTimeoutMs?: number;
 }
@@ -42,7 +44,7 @@ export async function startTestQemu(options: TestQemuOptions = {}): Promise<Test
     '-S',
     '-nodefaults',
     '-machine',
-    'q35',
+    options.machine ?? 'q35',
     '-accel',
     'tcg',
     '-display',
