@@ -3,7 +3,7 @@ import { GuestOpError, HostRefusalError } from './errors';
 import { VfioError, VfioHost } from '../vfio/index';
 import { spaprTargetOf } from './vfio-target';
 import { SPAPR_DMA64_START, spaprTceIommu, type GuestMemoryLayout } from './guest';
-import { planSpaprBridges, SpaprPeTranslator, spaprLiobn, type SpaprTarget } from './spapr';
+import { planSpaprBridges, SpaprGuestDma, SpaprPeTranslator, spaprLiobn, type SpaprTarget } from './spapr';
 
 const MiB = 1n << 20n;
 const layout: GuestMemoryLayout = { regions: [{ name: 'ram', gpa: 0n, size: 256n * MiB, source: 'boot', hva: 0x7f0000000000n }] };
@@ -171,4 +171,23 @@ test('on the sPAPR mock the guest 64-bit window is created where QEMU puts it, m
   t.deepEqual(container.windows().map((w) => w.start), [0n, SPAPR_DMA64_START]);
   tr.close();
   t.deepEqual(container.windows(), []);
+});
+
+test('a pseries guest with two PEs routes each hypercall by LIOBN to its own PE\'s container', (t) => {
+  const a = new FakeTce();
+  const b = new FakeTce();
+  const dma = new SpaprGuestDma(
+    [
+      { group: { id: 3, reservedRegions: [] }, target: a },
+      { group: { id: 8, reservedRegions: [] }, target: b },
+    ],
+    layout,
+    spaprTceIommu().defaultWindow,
+  );
+  dma.start();
+  a.log.length = 0;
+  b.log.length = 0;
+  dma.apply({ call: 'H_PUT_TCE', liobn: spaprLiobn(2, 0), ioba: 0x1000n, tce: 0x1003n });
+  t.deepEqual([a.log, b.log], [[], ['map 1000+1000']]);
+  t.throws(() => dma.apply({ call: 'H_PUT_TCE', liobn: spaprLiobn(3, 0), ioba: 0n, tce: 0x1003n }), { instanceOf: GuestOpError, message: /belongs to no guest host bridge/ });
 });

@@ -315,3 +315,56 @@ function runsOf(idx: readonly number[]): [number, number][] {
   }
   return out;
 }
+
+/**
+ * A pseries guest's DMA: one translator per PE (so one container per PE),
+ * with every hypercall routed by its LIOBN to the bridge that owns it, as
+ * QEMU's spapr_tce_find_by_liobn does.
+ */
+export class SpaprGuestDma {
+  readonly topology: SpaprPciTopology;
+  private readonly byLiobn = new Map<number, SpaprPeTranslator>();
+  private readonly byIndex = new Map<number, SpaprPeTranslator>();
+
+  constructor(
+    groups: readonly { readonly group: DmaGroup; readonly target: SpaprTarget }[],
+    layout: GuestMemoryLayout,
+    defaultWindow: TceWindow,
+    ramPageShift = 12,
+  ) {
+    this.topology = planSpaprBridges(groups.map((g) => g.group));
+    for (const phb of this.topology.bridges) {
+      const target = groups.find((g) => g.group.id === phb.group)!.target;
+      const tr = new SpaprPeTranslator(phb, target, layout, defaultWindow, ramPageShift);
+      this.byLiobn.set(phb.liobn32, tr);
+      this.byLiobn.set(phb.liobn64, tr);
+      this.byIndex.set(phb.index, tr);
+    }
+  }
+
+  /** Register RAM and set up each PE's default window. */
+  start(): void {
+    for (const tr of this.byIndex.values()) tr.start();
+  }
+
+  /** The translator of the bridge holding `group`. */
+  pe(group: number): SpaprPeTranslator {
+    const phb = this.topology.bridges.find((b) => b.group === group);
+    if (!phb) throw new GuestOpError(`group ${group} is not one of this guest's PEs`);
+    return this.byIndex.get(phb.index)!;
+  }
+
+  apply(c: SpaprCall): void {
+    const tr = c.call === 'create-window' ? this.byIndex.get(c.phb) : this.byLiobn.get(c.liobn);
+    if (!tr)
+      throw new GuestOpError(
+        c.call === 'create-window' ? `no guest host bridge with index ${c.phb} (H_PARAMETER)` : `LIOBN ${hex(BigInt(c.liobn))} belongs to no guest host bridge (H_PARAMETER)`,
+      );
+    tr.apply(c);
+  }
+
+  /** Tear every PE down: unmap, remove windows, unregister. */
+  close(): void {
+    for (const tr of this.byIndex.values()) tr.close();
+  }
+}
