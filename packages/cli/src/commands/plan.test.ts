@@ -28,7 +28,7 @@ test('plan of the USB controller with enough locked memory is ready once bound, 
   const lines = run.stdout.split('\n');
   t.is(lines[0], 'guest usb-guest: q35, 4 GiB RAM, 2 vCPUs, guest IOMMU none');
   t.is(lines[1], 'status: ready once the actions below are done');
-  t.true(lines.includes('  pcie-root-port vfiokit-rp1 (chassis 1, slot 1) <- group 11'));
+  t.true(lines.includes('  pcie-root-port rp0 (chassis 1) <- group 11'));
   t.true(lines.includes('    00.0 = host 0000:04:00.0'));
   t.deepEqual(lines.slice(-3, -1), ['before starting the guest, run:', '  vfiokit bind 0000:04:00.0']);
 });
@@ -104,4 +104,26 @@ test('a spec file that does not exist exits 3', async (t) => {
   const run = await vfiokit(['--mock', 'workstation', 'plan', '/nonexistent/guest.yaml']);
   t.is(run.code, 3);
   t.regex(run.stderr, /^vfiokit: guest spec \/nonexistent\/guest\.yaml does not exist\n/);
+});
+
+test('plan --format qemu-args gives each VF of the spec a root port of its own behind intel-iommu', async (t) => {
+  const run = await vfiokit(['--mock', 'sriov-server', '--json', 'plan', join(EXAMPLES, 'sriov-vfs-viommu.yaml'), '--memlock', 'unlimited', '--format', 'qemu-args']);
+  t.is(run.code, 0, run.stderr);
+  const { argv } = parseJson<{ argv: string[] }>(run);
+  const devices = argv.filter((_, i) => argv[i - 1] === '-device');
+  t.deepEqual(devices, [
+    'intel-iommu,intremap=on,caching-mode=on',
+    'pcie-root-port,id=rp0,chassis=1,bus=pcie.0,addr=0x2.0,multifunction=on',
+    'pcie-root-port,id=rp1,chassis=2,bus=pcie.0,addr=0x2.1',
+    'vfio-pci,host=0000:3b:02.0,id=hostdev-0000-3b-02-0,bus=rp0,addr=0x0.0',
+    'vfio-pci,host=0000:3b:02.1,id=hostdev-0000-3b-02-1,bus=rp1,addr=0x0.0',
+  ]);
+  t.deepEqual(argv.slice(0, 3), ['qemu-system-x86_64', '-name', 'guest=nfv-guest']);
+});
+
+test('plan --format qemu-args of a refused plan prints no command line and exits 5', async (t) => {
+  const run = await vfiokit(['--mock', 'workstation', 'plan', join(EXAMPLES, 'gpu-passthrough.yaml'), '--memlock', 'unlimited', '--format', 'qemu-args']);
+  t.is(run.code, 5);
+  t.is(run.stdout, '');
+  t.regex(run.stderr, /^vfiokit: guest gpu-guest cannot be planned on this host: 0000:01:00\.0: it drives the boot console/);
 });

@@ -17,11 +17,12 @@ import {
 } from '@vfiokit/core';
 import { action, RunState, withExamples } from '../program';
 import { readGuestSpec } from '../guest-spec';
+import { qemuCommandLineOf } from '../qemu-args';
 import { formatSize, hex, parseSize } from '../sizes';
 import { collectRule, safetyOverride } from './bind';
 import type { CommandContext } from '../context';
 
-export type PlanFormat = 'text' | 'json';
+export type PlanFormat = 'text' | 'json' | 'qemu-args';
 
 /** The VMM's RLIMIT_MEMLOCK: as given, or this process's (the VMM is usually started like vfiokit is). */
 export function memlockOf(fs: HostFs, option: string | undefined): MemlockLimit {
@@ -55,7 +56,7 @@ export async function planFromFile(ctx: CommandContext, file: string, opts: Plan
 function domainLines(d: GuestPciDomain): string[] {
   const head =
     d.kind === 'pcie-root-port'
-      ? `pcie-root-port ${d.id} (chassis ${d.chassis}, slot ${d.slot}) <- group ${d.group}`
+      ? `pcie-root-port ${d.id} (chassis ${d.chassis}) <- group ${d.group}`
       : `spapr-pci-host-bridge ${d.bridge.id} (index ${d.bridge.index}, LIOBNs ${hex(BigInt(d.bridge.liobn32))}/${hex(BigInt(d.bridge.liobn64))}) <- PE group ${d.group}`;
   const lines = [`  ${head}`];
   for (const slot of d.devices) {
@@ -73,7 +74,8 @@ const POLICY_TEXT = {
   'spapr-tce': 'sPAPR TCE: the guest\'s TCE windows, one container per PE',
 } as const;
 
-export function planText(plan: Plan): string {
+/** The plan for people; `qemu` is the readable command line, for a plan that has one. */
+export function planText(plan: Plan, qemu?: string): string {
   const s = plan.spec;
   const refusals = plan.findings.filter((f) => f.kind === 'refusal');
   const lines = [
@@ -114,6 +116,7 @@ export function planText(plan: Plan): string {
       if (f.fix) lines.push(`  ${''.padEnd(8)} fix: ${f.fix}`);
     }
   }
+  if (qemu !== undefined) lines.push('', 'QEMU command line:', `  ${qemu}`);
   if (plan.actions.length > 0) lines.push('', 'before starting the guest, run:', ...plan.actions.map((a) => `  ${a}`));
   return lines.join('\n');
 }
@@ -122,15 +125,23 @@ export function planCommand(state: RunState): Command {
   const cmd = new Command('plan')
     .description('plan a guest from a YAML spec: whole IOMMU groups, guest PCI placement, DMA policy, pinned memory, QEMU arguments')
     .argument('<guest.yaml>', 'guest spec (see packages/cli/examples/*.yaml)')
-    .addOption(new Option('-f, --format <format>', 'output format').choices(['text', 'json']).default('text'))
+    .addOption(new Option('-f, --format <format>', 'output format').choices(['text', 'json', 'qemu-args']).default('text'))
     .addOption(new Option('--force <rule>', 'waive a host-safety rule for devices the plan detaches; repeatable').argParser(collectRule))
     .option('--memlock <size>', "the VMM's RLIMIT_MEMLOCK (8G, bytes, or unlimited); default: this process's")
     .action(
       action(state, async (ctx, file: string, opts: PlanOptions & { format: PlanFormat }) => {
         const plan = await planFromFile(ctx, file, opts);
-        const format = ctx.globals.json ? 'json' : opts.format;
-        if (format === 'json') ctx.out.printJson(plan);
-        else ctx.out.result(plan, () => planText(plan));
+        // --json turns text into JSON; qemu-args stays qemu-args (its JSON is the argv array).
+        const format = ctx.globals.json && opts.format === 'text' ? 'json' : opts.format;
+        if (format === 'qemu-args') {
+          // Only a plan that can be carried out has a command line.
+          assertPlanOk(plan);
+          const cmdline = qemuCommandLineOf(plan);
+          ctx.out.result({ argv: cmdline.argv, placements: cmdline.placements }, () => cmdline.readable);
+          return;
+        }
+        if (format === 'json') ctx.out.printJson({ ...plan, qemu: plan.ok ? qemuCommandLineOf(plan).argv : null });
+        else ctx.out.result(plan, () => planText(plan, plan.ok ? qemuCommandLineOf(plan).readable : undefined));
         assertPlanOk(plan);
       }),
     );
@@ -139,5 +150,6 @@ export function planCommand(state: RunState): Command {
     'vfiokit plan guest.yaml',
     'vfiokit --mock workstation plan packages/cli/examples/usb-controller.yaml --memlock unlimited',
     'vfiokit --mock power8 plan packages/cli/examples/power8-tesla.yaml --format json',
+    'vfiokit --mock sriov-server plan packages/cli/examples/sriov-vfs-viommu.yaml --memlock unlimited --format qemu-args',
   );
 }

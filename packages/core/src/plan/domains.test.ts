@@ -6,9 +6,8 @@ test('a GPU and its audio function share one root port as functions 0 and 1', (t
   t.is(rest.length, 0);
   t.deepEqual(rp, {
     kind: 'pcie-root-port',
-    id: 'vfiokit-rp1',
+    id: 'rp0',
     chassis: 1,
-    slot: 1,
     group: 12,
     devices: [
       {
@@ -32,9 +31,9 @@ test('two host slots of one group get a root port each, numbered on from the pre
   t.deepEqual(
     domains.map((d) => [d.id, d.chassis, d.group, d.devices[0]!.hostSlot]),
     [
-      ['vfiokit-rp1', 1, 3, '0000:00:1f'],
-      ['vfiokit-rp2', 2, 7, '0000:04:01'],
-      ['vfiokit-rp3', 3, 7, '0000:04:02'],
+      ['rp0', 1, 3, '0000:00:1f'],
+      ['rp1', 2, 7, '0000:04:01'],
+      ['rp2', 3, 7, '0000:04:02'],
     ],
   );
 });

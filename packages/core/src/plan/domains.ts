@@ -32,11 +32,10 @@ export interface GuestSlot {
 /** A q35 guest's pcie-root-port holding one host slot. */
 export interface RootPortDomain {
   readonly kind: 'pcie-root-port';
-  /** QEMU device id, e.g. `vfiokit-rp1`: the bus the vfio-pci devices plug into. */
+  /** QEMU device id (`rp0`, `rp1`...): the bus the vfio-pci devices plug into; qemu-bridge's command line uses the same ids. */
   readonly id: string;
-  /** PCIe chassis and slot numbers; QEMU requires the pair to be unique. */
+  /** PCIe chassis number, unique per port (QEMU refuses two ports with the same chassis and slot). */
   readonly chassis: number;
-  readonly slot: number;
   readonly group: number;
   /** A root port has one device slot (0) below it. */
   readonly devices: readonly GuestSlot[];
@@ -95,14 +94,14 @@ export function slotsOf(functions: readonly string[], firstGuestDevice: number):
   });
 }
 
-/** q35: one root port per host slot, chassis and slot numbered from 1. */
+/** q35: one root port per host slot, `rpN` with chassis N+1, in the order qemu-bridge's command line creates them. */
 export function q35Domains(groups: readonly GroupToPlace[]): RootPortDomain[] {
   const domains: RootPortDomain[] = [];
   for (const g of groups) {
     for (const slot of slotsOf(g.functions, 0)) {
-      const n = domains.length + 1;
+      const n = domains.length;
       // Below a root port the only device number is 0.
-      domains.push({ kind: 'pcie-root-port', id: `vfiokit-rp${n}`, chassis: n, slot: n, group: g.group, devices: [{ ...slot, guestDevice: 0 }] });
+      domains.push({ kind: 'pcie-root-port', id: `rp${n}`, chassis: n + 1, group: g.group, devices: [{ ...slot, guestDevice: 0 }] });
     }
   }
   return domains;

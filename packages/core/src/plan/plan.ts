@@ -210,8 +210,9 @@ export function guestModelOf(spec: GuestSpec, hostIommu: HostIommuInfo): GuestMo
   }
   const hostEnd = hostIommu.iovaRanges.reduce((m, r) => (r.start + r.size > m ? r.start + r.size : m), 0n);
   let iommu: GuestIommu = { kind: 'none' };
-  // The widest guest IOMMU whose IOVAs the host can mirror: 48-bit when the host reaches that far.
-  if (spec.iommu === 'intel-iommu') iommu = vtdIommu({ addressWidth: hostEnd >= 1n << 48n ? 48 : 39, cachingMode: true, enabled: false });
+  // QEMU's intel-iommu default, aw-bits=39 (the command line sets no other);
+  // caching-mode=on, which vfio-pci behind a vIOMMU needs.
+  if (spec.iommu === 'intel-iommu') iommu = vtdIommu({ addressWidth: 39, cachingMode: true, enabled: false });
   if (spec.iommu === 'virtio-iommu') {
     const bits = Math.min(64, hostEnd.toString(2).length - 1);
     iommu = virtioIommu({ enabled: false, addressWidth: bits });
