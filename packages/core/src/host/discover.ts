@@ -185,10 +185,15 @@ function readSriov(host: HostFs, link: string): SriovPhysicalFunction | undefine
 
 function readGroup(host: HostFs, id: number, byAddress: ReadonlyMap<string, PciDevice>): IommuGroup {
   const dir = `${IOMMU_GROUPS}/${id}`;
-  const devices = host
-    .list(`${dir}/devices`)
-    .map((a) => byAddress.get(a))
-    .filter((d): d is PciDevice => d !== undefined);
+  const names = host.list(`${dir}/devices`);
+  const devices = names.map((a) => byAddress.get(a)).filter((d): d is PciDevice => d !== undefined);
+  const otherDevices = names
+    .filter((n) => !byAddress.has(n))
+    .map((name) => {
+      const driver = basenameOfLink(host, `${dir}/devices/${name}/driver`);
+      const bus = basenameOfLink(host, `${dir}/devices/${name}/subsystem`);
+      return { name, ...(bus === undefined ? {} : { bus }), ...(driver === undefined ? {} : { driver }) };
+    });
   const domainType = host.readText(`${dir}/type`)?.trim();
   const name = host.readText(`${dir}/name`)?.trim();
   const pe = name === undefined ? undefined : parsePeName(name);
@@ -199,6 +204,7 @@ function readGroup(host: HostFs, id: number, byAddress: ReadonlyMap<string, PciD
     ...(domainType ? { domainType } : {}),
     ...(name ? { name } : {}),
     ...(pe === undefined ? {} : { pe }),
+    otherDevices,
   };
 }
 

@@ -88,6 +88,20 @@ export interface IommuGroup {
   readonly name?: string;
   /** On POWER: the PE this group is. */
   readonly pe?: PartitionableEndpoint;
+  /**
+   * Members that are not PCI functions (platform devices behind an ARM SMMU,
+   * say): they count for viability like any device.
+   */
+  readonly otherDevices?: readonly GroupMember[];
+}
+
+/** A non-PCI member of an IOMMU group. */
+export interface GroupMember {
+  /** Its name in the group's `devices` folder. */
+  readonly name: string;
+  /** Its bus (`platform`, `amba`), from its `subsystem` link. */
+  readonly bus?: string;
+  readonly driver?: string;
 }
 
 /** The kinds of host IOMMU vfiokit tells apart. */

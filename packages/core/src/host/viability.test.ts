@@ -1,3 +1,5 @@
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import test from 'ava';
 import { createFixtureHost } from '@vfiokit/testkit';
 import { discoverHost, findGroup } from './discover';
@@ -80,4 +82,21 @@ test('a root port on pcieport leaves its group viable on a pre-5.19 kernel too (
 test('the report names the rule the kernel applies', (t) => {
   const m = model('workstation');
   t.is(checkViability(withKernel(m, '5.4.0'), findGroup(m, 5)).rule, 'driver-allowlist');
+});
+
+test('a platform device on a driver in the group blocks it, with the unbind that frees it', (t) => {
+  const host = createFixtureHost('workstation');
+  // An ARM-style non-PCI member of group 11, on a DMA-using platform driver.
+  const dev = path.join(host.root, 'sys/devices/platform/soc/a000000.dma');
+  fs.mkdirSync(dev, { recursive: true });
+  fs.mkdirSync(path.join(host.root, 'sys/bus/platform/drivers/pl330'), { recursive: true });
+  fs.symlinkSync('../../../../bus/platform/drivers/pl330', path.join(dev, 'driver'));
+  fs.symlinkSync('../../../../bus/platform', path.join(dev, 'subsystem'));
+  fs.symlinkSync('../../../../devices/platform/soc/a000000.dma', path.join(host.root, 'sys/kernel/iommu_groups/11/devices/a000000.dma'));
+  const m = discoverHost(host.fs);
+  t.deepEqual(checkViability(m, findGroup(m, 11)).blocking.at(-1), {
+    address: 'a000000.dma',
+    driver: 'pl330',
+    fix: 'echo a000000.dma > /sys/bus/platform/drivers/pl330/unbind',
+  });
 });

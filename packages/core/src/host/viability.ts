@@ -76,6 +76,13 @@ export function checkViability(model: HostModel, group: IommuGroup): ViabilityRe
   const blocking = group.devices
     .filter((d) => !allowsViability(d, rule))
     .map((d) => ({ address: d.address, driver: d.driver!, fix: `vfiokit bind ${d.address}` }));
+  // A non-PCI member on a driver holds DMA ownership just the same; vfiokit
+  // cannot move it, so the fix is unbinding it by hand.
+  for (const m of group.otherDevices ?? []) {
+    if (m.driver !== undefined && !DRIVER_MANAGED_DMA.has(m.driver) && !m.driver.startsWith('vfio-')) {
+      blocking.push({ address: m.name, driver: m.driver, fix: `echo ${m.name} > /sys/bus/${m.bus ?? 'platform'}/drivers/${m.driver}/unbind` });
+    }
+  }
   return {
     group: group.id,
     viable: blocking.length === 0,
@@ -90,14 +97,15 @@ export function checkViability(model: HostModel, group: IommuGroup): ViabilityRe
 export function describeViability(report: ViabilityReport): string {
   if (report.viable) return `group ${report.group} is viable`;
   const held = report.blocking.map((b) => `${b.address} is bound to ${b.driver}`).join(', ');
-  return `group ${report.group} is not viable: ${held}; run 'vfiokit bind ${report.blocking[0]!.address}' to move the whole group to vfio-pci`;
+  const fix = report.blocking[0]!.fix;
+  return `group ${report.group} is not viable: ${held}; run '${fix}'${fix.startsWith('vfiokit bind') ? ' to move the whole group to vfio-pci' : ''}`;
 }
 
 /** Throw GroupNotViableError unless the group is viable. */
 export function assertViable(model: HostModel, group: IommuGroup): ViabilityReport {
   const report = checkViability(model, group);
   if (!report.viable) {
-    throw new GroupNotViableError(report.group, describeViability(report), `vfiokit bind ${report.blocking[0]!.address}`);
+    throw new GroupNotViableError(report.group, describeViability(report), report.blocking[0]!.fix);
   }
   return report;
 }
