@@ -1,0 +1,52 @@
+import test from 'ava';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { findLabFiles, runLabFiles } from './guest';
+
+/** A fake workspace whose packages' dist folders hold the given lab files. */
+function workspace(files: Record<string, string>): string {
+  const root = mkdtempSync(join(tmpdir(), 'vfiokit-labws-'));
+  for (const [path, text] of Object.entries(files)) {
+    mkdirSync(join(root, path, '..'), { recursive: true });
+    writeFileSync(join(root, path), text);
+  }
+  return root;
+}
+
+test('every *.lab.js under a package dist is found, in a stable order, and nothing under node_modules', (t) => {
+  const root = workspace({
+    'packages/b/dist/x.lab.js': '',
+    'packages/a/dist/deep/y.lab.js': '',
+    'packages/a/dist/node_modules/z.lab.js': '',
+    'packages/a/src/w.lab.js': '',
+  });
+  try {
+    t.deepEqual(findLabFiles(root), [join(root, 'packages/a/dist/deep/y.lab.js'), join(root, 'packages/b/dist/x.lab.js')]);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('each case is reported by file and name; a failure, a load error and a hang each count as one failed case', async (t) => {
+  const root = workspace({
+    'packages/a/dist/good.lab.js': `exports.cases = [{ name: 'passes', run: () => {} }, { name: 'fails', run: () => { throw new Error('boom'); } }];`,
+    'packages/a/dist/broken.lab.js': `throw new Error('cannot load');`,
+    'packages/a/dist/slow.lab.js': `exports.cases = [{ name: 'hangs', run: () => new Promise(() => {}) }];`,
+  });
+  try {
+    const reports = await runLabFiles(root, findLabFiles(root), 200);
+    t.deepEqual(
+      reports.map((r) => [r.name, r.ok]),
+      [
+        ['a/broken: loads', false],
+        ['a/good: passes', true],
+        ['a/good: fails', false],
+        ['a/slow: hangs', false],
+      ],
+    );
+    t.regex(reports[3]!.detail!.join('\n'), /did not finish within 0.2 s/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
