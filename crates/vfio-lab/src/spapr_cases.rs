@@ -315,6 +315,22 @@ pub static CASES: &[SpaprCase] = &[
         },
     },
     SpaprCase {
+        name: "TCE_CREATE of a 2 GiB window, twice the guest's RAM, is accepted in 4 KiB and in 64 KiB TCEs",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let s = r.step("TCE_CREATE shift=12 size=2GiB", errno(b.ops().tce_create(12, 2 * GIB, 1, 0)), hex);
+            if let Some(s) = s {
+                r.step("TCE_REMOVE start", errno(b.ops().tce_remove(s, 0)), none);
+            }
+            let s = r.step("TCE_CREATE shift=16 size=2GiB", errno(b.ops().tce_create(16, 2 * GIB, 1, 0)), hex);
+            if let Some(s) = s {
+                r.step("TCE_REMOVE start", errno(b.ops().tce_remove(s, 0)), none);
+            }
+            Ok(())
+        },
+    },
+    SpaprCase {
         name: "TCE_CREATE with a flag fails with EINVAL",
         pes: 1,
         run: |b, r| {

@@ -34,9 +34,9 @@ pub struct SpaprProfile {
     pub levels: u32,
     /// Where the firmware places a dynamic window (QEMU's `dma64_win_addr`).
     pub ddw_start: u64,
-    /// `largest_available_block`, in TCEs of the requested size are compared
-    /// against it; expressed here as the largest window in bytes of 4 KiB TCEs.
-    pub ddw_max_size: u64,
+    /// `largest_available_block` of `ibm,query-pe-dma-window`, in TCEs:
+    /// `spapr_tce_create_table` refuses a window of more TCEs with EINVAL.
+    pub ddw_largest_block: u64,
     /// The guest kernel's PAGE_SHIFT (12 for the 4k build, 16 for -64k).
     pub host_page_shift: u32,
     /// `eeh_enabled()` and a PE the EEH core knows.
@@ -56,7 +56,9 @@ impl SpaprProfile {
             max_dynamic_windows: 2,
             levels: 1,
             ddw_start: 1 << 59,
-            ddw_max_size: 1 << 31,
+            // The guest's log: "ibm,query-pe-dma-windows(2026) 1000 8000000
+            // 20000000 returned 0, lb=2000000000 ps=107 wn=1".
+            ddw_largest_block: 1 << 37,
             host_page_shift: 12,
             eeh: false,
         }
@@ -212,7 +214,7 @@ impl MockSpapr {
                 return Err(err(libc::EPERM, IOCTL));
             }
             // query.largest_available_block < window TCEs: "Retry with smaller window size".
-            if (window_size >> page_shift) > (self.profile.ddw_max_size >> 12) {
+            if (window_size >> page_shift) > self.profile.ddw_largest_block {
                 return Err(err(libc::EINVAL, IOCTL));
             }
             Table { start: self.profile.ddw_start, size: window_size, page_shift, default: false, tces: BTreeMap::new() }
@@ -987,6 +989,18 @@ mod tests {
     #[test]
     fn create_with_two_levels_fails_with_einval() {
         assert_eq!(errno(v2().tce_create(16, 1 << 30, 2, 0)), libc::EINVAL);
+    }
+
+    #[test]
+    fn create_of_more_tces_than_the_largest_block_fails_with_einval() {
+        let mut m = MockSpapr::new(SpaprProfile { ddw_largest_block: 1 << 18, ..SpaprProfile::qemu_pseries() }, true);
+        m.attach_group(1).unwrap();
+        assert_eq!(errno(m.tce_create(12, 1 << 31, 1, 0)), libc::EINVAL);
+    }
+
+    #[test]
+    fn create_of_a_window_twice_the_guest_ram_is_within_qemus_largest_block() {
+        assert_eq!(v2().tce_create(12, 1 << 31, 1, 0).unwrap(), 1 << 59);
     }
 
     #[test]

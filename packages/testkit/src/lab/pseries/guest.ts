@@ -98,6 +98,9 @@ ${binds}
 mark stage=run
 /bin/vfio-lab spapr --backend kernel --phbs ${topology.phbs} --out /dev/hvc1
 mark "run-exit=$?"
+# What the firmware offered for dynamic windows (KERN_INFO, below the
+# console's loglevel): the mock's SpaprProfile comes from this line.
+dmesg | grep -F "ibm,query-pe-dma-windows" | tail -n 1
 sync
 mark done
 poweroff -f
