@@ -137,3 +137,16 @@ test('the error message names the call, the object and the fix', (t) => {
   const e = t.throws(() => container.mapDma(0xfee00000n, VA, 0x1000n), { instanceOf: VfioError });
   t.regex(e?.message ?? '', /^VFIO_IOMMU_MAP_DMA on mock container fd \d+ .* failed with EINVAL: .*IOVA ranges/);
 });
+
+test('a kernel host without /dev/vfio nodes throws ENOENT from open', (t) => {
+  const host = VfioHost.kernel('/nonexistent-vfio-dir');
+  t.is(host.kind, 'kernel');
+  const e = t.throws(() => host.openGroup(3), { instanceOf: VfioError });
+  t.is(e?.code, 'ENOENT');
+  t.is(e?.ioctl, 'open');
+});
+
+test('mock-only calls on a kernel host throw ENOTTY', (t) => {
+  const e = t.throws(() => VfioHost.kernel('/nonexistent-vfio-dir').ioctlCount(), { instanceOf: VfioError });
+  t.is(e?.code, 'ENOTTY');
+});
