@@ -159,6 +159,23 @@ impl Container {
         self.unmap_raw(0, 0, uapi::VFIO_DMA_UNMAP_FLAG_ALL)
     }
 
+    /// `VFIO_IOMMU_UNMAP_DMA` with `VFIO_DMA_UNMAP_FLAG_VADDR` (needs
+    /// `VFIO_UPDATE_VADDR`): the mappings stay, their host addresses become
+    /// invalid until [`Container::update_vaddr`]; for live update of the
+    /// process that owns the memory. Returns the bytes invalidated.
+    pub fn invalidate_vaddr(&self, iova: u64, size: u64) -> Result<u64> {
+        self.unmap_raw(iova, size, uapi::VFIO_DMA_UNMAP_FLAG_VADDR)
+    }
+
+    /// `VFIO_IOMMU_MAP_DMA` with `VFIO_DMA_MAP_FLAG_VADDR`: gives the
+    /// invalidated mapping at exactly `iova`/`size` its new host address.
+    pub fn update_vaddr(&self, iova: u64, vaddr: u64, size: u64) -> Result<()> {
+        let map = dma_map(iova, vaddr, size, uapi::VFIO_DMA_MAP_FLAG_VADDR);
+        self.backend.map_dma(self.fd, &map).map_err(|e| {
+            self.err(e.0, "VFIO_IOMMU_MAP_DMA").with_detail(format!("update vaddr of iova {iova:#x} size {size:#x} to {vaddr:#x}"))
+        })
+    }
+
     pub(crate) fn unmap_raw(&self, iova: u64, size: u64, flags: u32) -> Result<u64> {
         let mut unmap = vfio_iommu_type1_dma_unmap {
             argsz: std::mem::size_of::<vfio_iommu_type1_dma_unmap>() as u32,

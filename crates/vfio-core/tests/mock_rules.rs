@@ -460,3 +460,38 @@ fn two_groups_share_one_container() {
     g2.set_container(&c).unwrap();
     g2.device("0000:00:04.0").unwrap();
 }
+
+// ---- live update of host addresses (VFIO_UPDATE_VADDR) ----
+
+#[test]
+fn invalidating_vaddrs_keeps_the_mappings_and_reports_their_size() {
+    let (_b, c, _g) = ready();
+    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x2000, RW).unwrap();
+    assert_eq!(c.invalidate_vaddr(0x10_0000, 0x2000).unwrap(), 0x2000);
+    assert_eq!(c.iommu_info().unwrap().dma_avail, Some(65534));
+}
+
+#[test]
+fn invalidating_an_already_invalid_vaddr_fails_with_einval() {
+    let (_b, c, _g) = ready();
+    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x2000, RW).unwrap();
+    c.invalidate_vaddr(0x10_0000, 0x2000).unwrap();
+    assert_eq!(errno(c.invalidate_vaddr(0x10_0000, 0x2000)), "EINVAL");
+}
+
+#[test]
+fn a_new_vaddr_is_accepted_only_for_an_invalidated_mapping_of_the_same_extent() {
+    let (_b, c, _g) = ready();
+    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x2000, RW).unwrap();
+    assert_eq!(errno(c.update_vaddr(0x10_0000, 0x7100_0000_0000, 0x2000)), "EINVAL");
+    c.invalidate_vaddr(0x10_0000, 0x2000).unwrap();
+    assert_eq!(errno(c.update_vaddr(0x10_0000, 0x7100_0000_0000, 0x1000)), "EINVAL");
+    c.update_vaddr(0x10_0000, 0x7100_0000_0000, 0x2000).unwrap();
+    assert_eq!(c.invalidate_vaddr(0x10_0000, 0x2000).unwrap(), 0x2000);
+}
+
+#[test]
+fn a_new_vaddr_for_an_iova_with_no_mapping_fails_with_enoent() {
+    let (_b, c, _g) = ready();
+    assert_eq!(errno(c.update_vaddr(0x10_0000, 0x7100_0000_0000, 0x1000)), "ENOENT");
+}

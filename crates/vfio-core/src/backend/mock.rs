@@ -230,11 +230,17 @@ impl Type1Iommu {
         }
         let found = self.find(iova, size);
         if set_vaddr {
-            // VFIO_DMA_MAP_FLAG_VADDR re-supplies the vaddr of a mapping
-            // whose vaddr was invalidated; the mock never invalidates one.
+            // VFIO_DMA_MAP_FLAG_VADDR gives a new vaddr to exactly one
+            // mapping whose vaddr was invalidated (live update).
             return match found {
                 None => Err(Errno(libc::ENOENT)),
-                Some(_) => einval(),
+                Some((k, d)) if !d.vaddr_invalid || k != iova || d.size != size => einval(),
+                Some(_) => {
+                    let d = self.dma.get_mut(iova).expect("found above");
+                    d.vaddr = vaddr;
+                    d.vaddr_invalid = false;
+                    Ok(())
+                }
             };
         }
         if found.is_some() {
@@ -247,7 +253,7 @@ impl Type1Iommu {
             return einval();
         }
         self.dma_avail -= 1;
-        self.dma.insert(iova, Dma { size, vaddr, prot });
+        self.dma.insert(iova, Dma { size, vaddr, prot, vaddr_invalid: false });
         Ok(())
     }
 
@@ -283,10 +289,7 @@ impl Type1Iommu {
         if unmap.flags & VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP != 0 {
             return einval();
         }
-        if unmap.flags & VFIO_DMA_UNMAP_FLAG_VADDR != 0 {
-            // Invalidating vaddrs (live update) is not modelled.
-            return Err(Errno(libc::ENOTTY));
-        }
+        let invalidate_vaddr = unmap.flags & VFIO_DMA_UNMAP_FLAG_VADDR != 0;
         let last = iova.saturating_add(size - 1);
         // v2: the range must not bisect a mapping at either end.
         if self.v2 && !unmap_all {
@@ -309,6 +312,20 @@ impl Type1Iommu {
         // and nothing unmapped (only the first key can start below `iova`).
         if !self.v2 && keys.first().is_some_and(|&k| k < iova) {
             unmap.size = 0;
+            return Ok(());
+        }
+        if invalidate_vaddr {
+            // VFIO_DMA_UNMAP_FLAG_VADDR keeps the mappings and marks their
+            // vaddrs invalid; one already invalid undoes the call: EINVAL.
+            if keys.iter().any(|&k| self.dma.get_mut(k).is_some_and(|d| d.vaddr_invalid)) {
+                return einval();
+            }
+            for &k in &keys {
+                let d = self.dma.get_mut(k).expect("key from the index");
+                d.vaddr_invalid = true;
+                unmapped += d.size;
+            }
+            unmap.size = unmapped;
             return Ok(());
         }
         // Newest-first removal is cheapest for the index; the total is the same.

@@ -16,6 +16,9 @@ pub struct Dma {
     pub size: u64,
     pub vaddr: u64,
     pub prot: u32,
+    /// Set by an unmap with VFIO_DMA_UNMAP_FLAG_VADDR until a map with
+    /// VFIO_DMA_MAP_FLAG_VADDR supplies a new one.
+    pub vaddr_invalid: bool,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +103,15 @@ impl DmaIndex {
         out
     }
 
+    /// The mapping at exactly `iova`, to change it in place.
+    pub fn get_mut(&mut self, iova: u64) -> Option<&mut Dma> {
+        if let Some(d) = self.tree.get_mut(&iova) {
+            return Some(d);
+        }
+        let i = self.tail.binary_search_by_key(&iova, |(k, _)| *k).ok()?;
+        Some(&mut self.tail[i].1)
+    }
+
     /// Removes the mapping at exactly `iova`.
     pub fn remove(&mut self, iova: u64) -> Option<Dma> {
         if let Some(d) = self.tree.remove(&iova) {
@@ -120,7 +132,7 @@ impl DmaIndex {
 mod tests {
     use super::*;
 
-    const D: Dma = Dma { size: 0x1000, vaddr: 0, prot: 3 };
+    const D: Dma = Dma { size: 0x1000, vaddr: 0, prot: 3, vaddr_invalid: false };
 
     #[test]
     fn ascending_inserts_stay_in_the_tail() {
