@@ -4,9 +4,13 @@
 // calls the same functions the commands do, prints each step as the command
 // an operator would type, and leaves nothing behind: the simulated host's
 // folder, the QEMU process and its socket are removed whatever happens.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { Command } from 'commander';
-import { bindGroup, checkViability, discoverHost, fileBindingStore, unbindGroup, type HostModel } from '@vfiokit/core';
+import { bindGroup, checkViability, discoverHost, fileBindingStore, unbindGroup, type HostModel, type Plan } from '@vfiokit/core';
+import { attachGroup, attachSlots, buildCommandLine, detachDevices, launchQemu, queryVersion, type RunningQemu } from '@vfiokit/qemu-bridge';
 import { action, RunState, withExamples } from '../program';
 import { readGuestSpec } from '../guest-spec';
 import type { CommandContext, HostSession } from '../context';
@@ -14,7 +18,18 @@ import { groupTree } from './ls';
 import { checkDevice, checkText } from './check';
 import { bindText, unbindText } from './bind';
 import { planOnHost, planText } from './plan';
+import { identityMapRun, mapText } from './map';
+import { placementText } from './attach';
 import { ExitCode } from '../exit-codes';
+import { toCliError } from '../errors';
+import { openVfioHost } from '../vfio';
+import { qemuCommandLineOf } from '../qemu-args';
+
+const QEMU = 'qemu-system-x86_64';
+
+function qemuInstalled(): boolean {
+  return spawnSync(QEMU, ['--version'], { stdio: 'ignore' }).status === 0;
+}
 
 const FIXTURE = 'workstation';
 const GPU = '0000:01:00.0';
@@ -42,8 +57,12 @@ class Narrator {
     for (const line of text.split('\n')) this.ctx.out.line(`    ${line}`);
   }
 
+  seconds(): number {
+    return Number(process.hrtime.bigint() - this.started) / 1e9;
+  }
+
   elapsed(): string {
-    return `${(Number(process.hrtime.bigint() - this.started) / 1e9).toFixed(1)} s`;
+    return `${this.seconds().toFixed(1)} s`;
   }
 }
 
@@ -54,8 +73,70 @@ function discoverStep(n: Narrator, model: HostModel): void {
   n.say(`(${model.groups.length - shown.length} more groups: 'vfiokit --mock ${FIXTURE} ls' lists them all)`);
 }
 
+/** A step that is expected to fail shows QEMU's or vfiokit's own message. */
+function failureOf(err: unknown): string {
+  return toCliError(err).message;
+}
+
+/**
+ * Start a real QEMU (stopped with -S, TCG, two spare pcie-root-ports, QMP on
+ * a socket in a private folder) and show hot-plug against it: the vfio-pci
+ * device of the simulated host, which this machine does not have, gets QEMU's
+ * real refusal; a virtio device goes in and is verified with query-pci; its
+ * unplug is never acknowledged because no guest runs, and ends in the timeout.
+ */
+async function qemuStep(n: Narrator, plan: Plan): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'vfiokit-demo-qemu-'));
+  const socket = join(dir, 'qmp.sock');
+  let qemu: RunningQemu | undefined;
+  try {
+    const cmdline = buildCommandLine({
+      name: 'vfiokit-demo',
+      machine: 'q35',
+      memoryMiB: 128,
+      cpus: 1,
+      guestIommu: 'none',
+      devices: [],
+      accel: 'tcg',
+      qmp: { path: socket },
+      spareRootPorts: 2,
+      extraArgs: ['-S', '-display', 'none'],
+    });
+    n.say(`$ ${cmdline.argv.join(' ')}`);
+    qemu = await launchQemu(cmdline.argv, { path: socket }, { startTimeoutMs: 20_000, commandTimeoutMs: 10_000 });
+    const version = await queryVersion(qemu.qmp);
+    n.say(`QEMU ${version.major}.${version.minor}.${version.micro} is up (pid ${qemu.pid}), stopped before boot; QMP negotiated on ${socket}`);
+    const usb = plan.groups.flatMap((g) => g.functions.map((f) => ({ host: f.address, group: g.id })));
+    n.say('');
+    n.say(`$ vfiokit attach --qmp ${socket} ${usb.map((d) => d.host).join(' ')}`);
+    try {
+      const placed = await attachGroup(qemu.qmp, usb);
+      n.say(placementText(placed, usb));
+    } catch (err) {
+      n.say(`QEMU refused, as it must on a machine without that device:\n  ${failureOf(err)}`);
+    }
+    n.say('');
+    n.say('hot-plug a virtio-rng-pci into a free root port instead, through the same path:');
+    const placed = await attachSlots(qemu.qmp, [[{ id: 'demo-rng', driver: 'virtio-rng-pci', properties: {}, guestFunction: 0 }]]);
+    n.say(placed.map((p) => `demo-rng -> ${p.rootPort} function ${p.function}, verified in QOM${p.guestVisible ? ' and query-pci' : ' (query-pci shows it once firmware numbers the bus)'}`).join('\n'));
+    n.say('');
+    n.say(`$ vfiokit detach --qmp ${socket} --timeout 1 demo-rng`);
+    try {
+      await detachDevices(qemu.qmp, ['demo-rng'], { timeoutMs: 1_000 });
+      n.say('released');
+    } catch (err) {
+      n.say(`as expected without a running guest:\n  ${failureOf(err)}`);
+    }
+  } finally {
+    await qemu?.stop(2_000);
+    rmSync(dir, { recursive: true, force: true });
+    if (qemu) n.say(`QEMU stopped; ${dir} removed`);
+  }
+}
+
 export async function runDemo(ctx: CommandContext, opts: { qemu: boolean }): Promise<ExitCode> {
-  const n = new Narrator(ctx, opts.qemu ? 6 : 5);
+  const withQemu = opts.qemu && qemuInstalled();
+  const n = new Narrator(ctx, 7);
   const host: HostSession = await ctx.host();
   ctx.out.line(`vfiokit demo on ${host.description}.`);
   ctx.out.line("Nothing here touches this machine's devices: the host is a sysfs tree in a temporary folder, written through testkit's model of the kernel.");
@@ -67,20 +148,35 @@ export async function runDemo(ctx: CommandContext, opts: { qemu: boolean }): Pro
   n.say(checkText([checkDevice(host.fs, model, GPU), checkDevice(host.fs, model, USB)]));
   n.say(`The GPU drives the console, so the demo leaves it alone and takes the USB controller.`);
 
-  n.header('bind: move the USB controller\'s group to vfio-pci', `vfiokit bind ${USB}`);
+  n.header("bind: move the USB controller's group to vfio-pci", `vfiokit bind ${USB}`);
   const store = fileBindingStore(host.stateDir);
   const bound = bindGroup(host.fs, USB, { store });
   n.say(bindText(bound));
   try {
-    n.header('plan: a 4 GiB q35 guest with that controller', `vfiokit plan ${relative(process.cwd(), DEMO_SPEC)} --memlock 8G`);
+    const specPath = relative(process.cwd(), DEMO_SPEC);
+    n.header('plan: a 4 GiB q35 guest with that controller', `vfiokit plan ${specPath} --memlock 8G`);
     const plan = planOnHost(host.fs, readGuestSpec(DEMO_SPEC), { memlock: '8G' });
-    n.say(planText(plan));
+    n.say(planText(plan, plan.ok ? qemuCommandLineOf(plan).readable : undefined));
+
+    n.header("map: the guest's RAM at IOVA = GPA into a container holding group 11", `vfiokit map ${specPath}`);
+    const bound11 = discoverHost(host.fs);
+    const groups = plan.groups.map((g) => g.id);
+    n.say(mapText(identityMapRun(ctx, host.backend, openVfioHost(host, bound11), bound11, groups, plan.guest.memory)));
+
+    if (withQemu) {
+      n.header('attach: hot-plug into a real QEMU');
+      await qemuStep(n, plan);
+    } else {
+      n.header('attach: skipped');
+      n.say(opts.qemu ? `${QEMU} is not installed here (Debian: apt-get install qemu-system-x86); the rest of the demo ran without it.` : 'skipped (--no-qemu)');
+    }
   } finally {
     n.header('clean up: give the controller back to its driver', `vfiokit unbind ${USB}`);
     n.say(unbindText(unbindGroup(host.fs, USB, { store })));
   }
   ctx.out.line('');
   ctx.out.line(`demo finished in ${n.elapsed()}; the simulated host is removed on exit.`);
+  ctx.out.result({ ok: true, qemu: withQemu, seconds: n.seconds() }, () => '');
   return ExitCode.Ok;
 }
 
