@@ -369,3 +369,8 @@ test('a state folder that cannot be written midway puts the moved devices back',
   t.throws(() => bindGroup(host.fs, 1, { store: failing, force: true }));
   t.deepEqual(host.deviceStates(), before);
 });
+
+test('a bound group reports nothing still blocking it', (t) => {
+  const { host, store } = setUp('workstation');
+  t.deepEqual(bindGroup(host.fs, '0000:04:00.0', { store }).stillBlocking, []);
+});

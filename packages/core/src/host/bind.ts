@@ -23,7 +23,7 @@ import { parsePciIds } from './pci-ids';
 import { describeViolation, findProtectedDevices, safetyViolations, type SafetyFinding, type SafetyOverride } from './safety';
 import { errnoOf, type HostFs } from './seam';
 import type { BindingRecord, BindingStore } from './state';
-import { allowsViability, viabilityRuleFor } from './viability';
+import { allowsViability, checkViability, viabilityRuleFor, type BlockingDevice } from './viability';
 
 const VFIO_PCI = 'vfio-pci';
 const PCI_BUS = '/sys/bus/pci';
@@ -78,6 +78,12 @@ export interface BindResult {
   /** Every sysfs write, as `echo DATA > FILE`. */
   readonly steps: readonly string[];
   readonly dryRun: boolean;
+  /**
+   * What keeps the group from being viable even with every PCI function on
+   * vfio-pci: non-PCI members on drivers, which vfiokit cannot move. Empty
+   * when the group is (or, for a dry run, would be) viable.
+   */
+  readonly stillBlocking: readonly BlockingDevice[];
 }
 
 /** The group a target names: an IOMMU group number, or the group of a device address. */
@@ -159,7 +165,11 @@ function bindLocked(host: HostFs, target: string | number, options: BindOptions)
   });
   if (toMove.length > 0 && !model.vfioPciLoaded) throw new VfioPciUnavailableError();
   for (const d of toMove) refuseKnownProbeFailures(d);
-  if (options.dryRun || toMove.length === 0) return { group: group.id, plan, changes: [], steps: [], dryRun: !!options.dryRun };
+  const pci = new Set(group.devices.map((d) => d.address));
+  const stillBlocking = checkViability(model, group).blocking.filter((b) => !pci.has(b.address));
+  if (options.dryRun || toMove.length === 0) {
+    return { group: group.id, plan, changes: [], steps: [], dryRun: !!options.dryRun, stillBlocking };
+  }
 
   const steps: string[] = [];
   const moved: { device: PciDevice; record: BindingRecord }[] = [];
@@ -187,7 +197,7 @@ function bindLocked(host: HostFs, target: string | number, options: BindOptions)
       });
     }
   }
-  return { group: group.id, plan, changes, steps, dryRun: false };
+  return { group: group.id, plan, changes, steps, dryRun: false, stillBlocking };
 }
 
 export interface UnbindOptions {
