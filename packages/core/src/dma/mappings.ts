@@ -5,7 +5,7 @@
 import { DmaTargetError, EntryLimitError } from './errors';
 import { addrOf, IntervalMap, PAGE_SHIFT } from './intervals';
 import { hex } from './layout';
-import { mapBatchOf, setMap, setUnmap, unmapBatchOf, type DmaTarget } from './target';
+import { setMap, setUnmap, type DmaTarget, type MapBatch, type UnmapBatch } from './target';
 
 /** One host mapping (one `vfio_dma` in the kernel): IOVA pages [iova, iova+pages) -> hva. */
 export interface HostEntry {
@@ -22,6 +22,8 @@ export interface HostEntry {
    * refuses an unmap that splits a mapping (vfio_dma_do_unmap: -EINVAL).
    */
   readonly unit: number;
+  /** Whose entry this is, for the caller's own bookkeeping (the shadow policy puts its guest mapping id here). */
+  readonly owner?: number;
 }
 
 /** Counters a benchmark or report reads. */
@@ -43,6 +45,23 @@ function errnoOf(e: unknown): string {
 /** What one container holds, kept in step with it. */
 export class ContainerMappings {
   private readonly live = new IntervalMap<HostEntry>();
+  /**
+   * Scratch arrays reused across calls, handed to the target as views of the
+   * right length: a new ArrayBuffer per call is off-heap memory each young
+   * GC must sweep, and the shadow policy makes a call per guest operation.
+   */
+  private mapScratch = { entries: new BigUint64Array(3 * 16), flags: new Uint32Array(16) };
+  private unmapScratch = new BigUint64Array(2 * 16);
+
+  private mapBatchOf(n: number): MapBatch {
+    if (this.mapScratch.flags.length < n) this.mapScratch = { entries: new BigUint64Array(3 * n), flags: new Uint32Array(n) };
+    return { entries: this.mapScratch.entries.subarray(0, 3 * n), flags: this.mapScratch.flags.subarray(0, n) };
+  }
+
+  private unmapBatchOf(n: number): UnmapBatch {
+    if (this.unmapScratch.length < 2 * n) this.unmapScratch = new BigUint64Array(2 * n);
+    return { entries: this.unmapScratch.subarray(0, 2 * n) };
+  }
   readonly stats: MappingStats = { calls: 0, ioctls: 0, entries: 0, peakEntries: 0 };
 
   constructor(
@@ -83,7 +102,7 @@ export class ContainerMappings {
       );
     }
     for (const batch of splitByUnit(entries)) {
-      const b = mapBatchOf(batch.length);
+      const b = this.mapBatchOf(batch.length);
       batch.forEach((e, i) => setMap(b, i, addrOf(e.iova), e.hva, BigInt(e.pages) << PAGE_SHIFT, e.perm));
       let ioctls: number;
       try {
@@ -113,12 +132,12 @@ export class ContainerMappings {
     // Sorted and joined where they touch: a kernel mapping merged from two
     // entries must go in one range, whatever order the caller listed them in.
     const ranges: { start: number; end: number }[] = [];
-    for (const r of [...given].sort((a, b) => a.start - b.start)) {
+    for (const r of given.length === 1 ? given : [...given].sort((a, b) => a.start - b.start)) {
       const last = ranges[ranges.length - 1];
       if (last && r.start <= last.end) last.end = Math.max(last.end, r.end);
       else ranges.push({ start: r.start, end: r.end });
     }
-    const b = unmapBatchOf(ranges.length);
+    const b = this.unmapBatchOf(ranges.length);
     ranges.forEach((r, i) => setUnmap(b, i, addrOf(r.start), BigInt(r.end - r.start) << PAGE_SHIFT));
     let ioctls: number;
     try {
@@ -168,6 +187,7 @@ function mergeable(a: HostEntry, b: HostEntry): boolean {
  * merge, so each entry needs checking against its neighbours in its batch.
  */
 export function splitByUnit(entries: readonly HostEntry[]): HostEntry[][] {
+  if (entries.length === 1) return [entries as HostEntry[]];
   const sorted = [...entries].sort((a, b) => a.iova - b.iova);
   const batches: HostEntry[][] = [];
   /** Per batch, its entry with the highest IOVA so far (entries arrive in IOVA order). */

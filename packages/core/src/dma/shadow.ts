@@ -102,8 +102,6 @@ export class ShadowTranslator {
   private nextUnit = -1;
   /** Live guest mapping pieces per RAM region: a region with references cannot be unplugged. */
   private readonly regionRefs = new Map<string, number>();
-  /** The guest mapping each host entry was made for. */
-  private readonly owner = new WeakMap<HostEntry, GuestMapping>();
   private readonly minPages: number;
   private readonly pageBytes: bigint;
   private readonly guestEnd: bigint;
@@ -378,11 +376,7 @@ export class ShadowTranslator {
 
   /** The host entries of guest mapping m, remembered as m's so a run can name its owners. */
   private entriesOf(m: GuestMapping, unit = m.unit): HostEntry[] {
-    return m.pieces.map((p) => {
-      const e = { iova: p.iova, pages: p.pages, hva: p.hva, perm: m.perm, unit };
-      this.owner.set(e, m);
-      return e;
-    });
+    return m.pieces.map((p) => ({ iova: p.iova, pages: p.pages, hva: p.hva, perm: m.perm, unit, owner: m.id }));
   }
 
   /** Make the host reflect the domain's pending changes: one unmap batch, then one map batch, per container. */
@@ -393,20 +387,23 @@ export class ShadowTranslator {
       if (g.mode !== 'tables') continue;
       const ranges: { start: number; end: number }[] = [];
       const collateral: GuestMapping[] = [];
-      const removedIds = new Set(d.removed.keys());
+      const removedIds = d.removed;
       for (const m of d.removed.values()) {
         for (const e of g.hostOf.get(m.id) ?? []) {
           const run = this.runOf(g, e);
           ranges.push(run);
           // Entries merged with this one under a shared unit but still mapped by the guest go back in.
           for (const other of g.container.overlapping(run.start, run.end)) {
-            const owner = this.owner.get(other);
-            if (owner && !removedIds.has(owner.id) && !collateral.includes(owner)) collateral.push(owner);
+            if (other.owner === undefined || removedIds.has(other.owner)) continue;
+            // Still mapped by the guest, so still in its tables at the entry's IOVA.
+            const [i, j] = d.tables.overlapping(other.iova, other.iova + 1);
+            const owner = i < j ? d.tables.valueAt(i) : undefined;
+            if (owner && owner.id === other.owner && !collateral.includes(owner)) collateral.push(owner);
           }
         }
         g.hostOf.delete(m.id);
       }
-      g.container.unmap(mergeRanges(ranges));
+      if (ranges.length > 0) g.container.unmap(ranges);
       const adds: HostEntry[] = [];
       for (const m of d.added.values()) {
         const es = this.entriesOf(m);
@@ -419,7 +416,7 @@ export class ShadowTranslator {
         g.hostOf.set(m.id, es);
         adds.push(...es);
       }
-      g.container.map(adds);
+      if (adds.length > 0) g.container.map(adds);
     }
     d.added.clear();
     d.removed.clear();
@@ -551,15 +548,4 @@ export class ShadowTranslator {
 
 function lowestBit(n: bigint): bigint {
   return n & -n;
-}
-
-function mergeRanges(rs: { start: number; end: number }[]): { start: number; end: number }[] {
-  rs.sort((a, b) => a.start - b.start);
-  const out: { start: number; end: number }[] = [];
-  for (const r of rs) {
-    const last = out[out.length - 1];
-    if (last && r.start <= last.end) last.end = Math.max(last.end, r.end);
-    else out.push({ ...r });
-  }
-  return out;
 }
