@@ -48,3 +48,12 @@ test('check of an unknown address exits 3', async (t) => {
   t.is(run.code, 3);
   t.regex(run.stderr, /^vfiokit: no PCI device 0000:42:00\.0 on this host/);
 });
+
+test('check --memory compares what the guest pins with RLIMIT_MEMLOCK and gives the number to raise it to', async (t) => {
+  const run = await vfiokit(['--mock', 'workstation', '--json', 'check', '--memory', '8G', '04:00.0']);
+  t.is(run.code, 5);
+  const body = parseJson<CheckJson & { memlock: { ok: boolean; message: string; fix: string } }>(run);
+  t.false(body.memlock.ok);
+  t.is(body.memlock.message, 'RLIMIT_MEMLOCK is 8 MiB but the assignment pins 8 GiB (9 GiB with headroom): VFIO_IOMMU_MAP_DMA would fail with ENOMEM');
+  t.true(body.memlock.fix.includes('LimitMEMLOCK=9663676416'));
+});

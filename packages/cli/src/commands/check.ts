@@ -4,6 +4,7 @@
 // locked memory) without changing anything.
 import { Command } from 'commander';
 import {
+  checkLockedMemory,
   checkViability,
   describeViability,
   findDevice,
@@ -14,6 +15,8 @@ import {
 } from '@vfiokit/core';
 import { action, RunState, withExamples } from '../program';
 import { ExitCode } from '../exit-codes';
+import { parseSize } from '../sizes';
+import { invalidInput } from '../errors';
 
 export interface CheckItem {
   readonly check: 'iommu' | 'vfio-pci' | 'viability' | 'safety' | 'memlock';
@@ -73,7 +76,19 @@ export function checkDevice(fs: HostFs, model: HostModel, target: string): Devic
   return { address: device.address, group: group.id, ok: checks.every((c) => c.ok), checks };
 }
 
-export function checkText(results: readonly DeviceCheck[]): string {
+/**
+ * The locked-memory check for a guest of `memory` bytes with these devices'
+ * groups (core's checkLockedMemory: all RAM pinned, once per container).
+ */
+export function memlockCheck(fs: HostFs, model: HostModel, results: readonly DeviceCheck[], memory: bigint, iommu: 'none' | 'present-disabled' | 'enabled'): CheckItem {
+  const groups = new Set(results.map((r) => r.group).filter((g) => g !== null)).size;
+  const report = checkLockedMemory(fs, { guestMemoryBytes: memory, groups: Math.max(1, groups), guestIommu: iommu, platform: model.platform });
+  return report.ok
+    ? { check: 'memlock', ok: true, message: report.reason }
+    : { check: 'memlock', ok: false, message: report.reason, fix: report.hints.join('\n                 or ') };
+}
+
+export function checkText(results: readonly DeviceCheck[], memlock?: CheckItem): string {
   const lines: string[] = [];
   for (const r of results) {
     lines.push(`${r.address}${r.group === null ? '' : ` (group ${r.group})`}: ${r.ok ? 'can be assigned' : 'cannot be assigned yet'}`);
@@ -82,22 +97,36 @@ export function checkText(results: readonly DeviceCheck[]): string {
       if (c.fix) lines.push(`       ${''.padEnd(10)}fix: ${c.fix}`);
     }
   }
+  if (memlock) {
+    lines.push(`locked memory for the guest:`);
+    lines.push(`  ${memlock.ok ? 'ok  ' : 'FAIL'} ${memlock.check.padEnd(10)}${memlock.message}`);
+    if (memlock.fix) lines.push(`       ${''.padEnd(10)}fix: ${memlock.fix}`);
+  }
   return lines.join('\n');
 }
 
 export function checkCommand(state: RunState): Command {
   const cmd = new Command('check')
-    .description('check that devices can be assigned: IOMMU, vfio-pci, group viability, host-safety rules; prints the command that fixes each problem')
+    .description('check that devices can be assigned: IOMMU, vfio-pci, group viability, host-safety rules and (with --memory) locked memory; prints the command that fixes each problem')
     .argument('<addresses...>', 'PCI addresses')
+    .option('--memory <size>', 'also check RLIMIT_MEMLOCK for a guest with this much RAM (8G)')
+    .option('--guest-iommu <state>', 'the guest IOMMU for --memory: none, present-disabled or enabled', 'none')
     .action(
-      action(state, async (ctx, addresses: string[]) => {
+      action(state, async (ctx, addresses: string[], opts: { memory?: string; guestIommu: string }) => {
+        if (!['none', 'present-disabled', 'enabled'].includes(opts.guestIommu)) {
+          throw invalidInput(`--guest-iommu ${opts.guestIommu}: not a guest IOMMU state`, 'use none, present-disabled or enabled');
+        }
         const host = await ctx.host();
         const model = await ctx.discover();
         const results = addresses.map((a) => checkDevice(host.fs, model, a));
-        const ok = results.every((r) => r.ok);
-        ctx.out.result({ ok, devices: results }, () => checkText(results));
+        const memlock =
+          opts.memory === undefined
+            ? undefined
+            : memlockCheck(host.fs, model, results, parseSize(opts.memory, '--memory'), opts.guestIommu as 'none' | 'present-disabled' | 'enabled');
+        const ok = results.every((r) => r.ok) && (memlock?.ok ?? true);
+        ctx.out.result({ ok, devices: results, memlock: memlock ?? null }, () => checkText(results, memlock));
         return ok ? ExitCode.Ok : ExitCode.Refused;
       }),
     );
-  return withExamples(cmd, 'vfiokit check 0000:01:00.0', 'vfiokit --mock workstation check 01:00.0 04:00.0 --json');
+  return withExamples(cmd, 'vfiokit check 0000:01:00.0', 'vfiokit check --memory 16G 0000:01:00.0', 'vfiokit --mock workstation check 01:00.0 04:00.0 --json');
 }
