@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use crate::backend::spapr_kernel::KernelSpapr;
 use crate::backend::spapr_mock::MockContainerSpapr;
-use crate::backend::{Backend, MockBackend};
+use crate::backend::{Backend, KernelBackend, MockBackend};
 use crate::{Container, Group};
 
 /// The sPAPR calls of `container`, on whichever backend it was opened: the
@@ -33,12 +33,59 @@ use crate::{Container, Group};
 /// Call after `VFIO_SET_IOMMU` to an sPAPR type; wrap in a [`TceContainer`]
 /// for the safety checks.
 pub fn ops_for(container: &Container) -> Box<dyn SpaprOps + '_> {
-    match container.backend().as_any().downcast_ref::<MockBackend>() {
-        Some(mock) => Box::new(MockContainerSpapr::new(mock, container.raw_fd())),
-        // SAFETY: the descriptor belongs to `container`, which outlives the
-        // returned borrow and closes it only when dropped.
-        None => Box::new(KernelSpapr::new(unsafe { BorrowedFd::borrow_raw(container.raw_fd()) })),
+    let any = container.backend().as_any();
+    if let Some(mock) = any.downcast_ref::<MockBackend>() {
+        return Box::new(MockContainerSpapr::new(mock, container.raw_fd()));
     }
+    if any.is::<KernelBackend>() {
+        // SAFETY: a kernel container's descriptor is a real fd owned by
+        // `container`, which outlives the returned borrow and closes it only
+        // when dropped.
+        return Box::new(KernelSpapr::new(unsafe { BorrowedFd::borrow_raw(container.raw_fd()) }));
+    }
+    Box::new(Unsupported)
+}
+
+/// A backend that is neither the kernel nor the mock has no sPAPR calls:
+/// each answers ENOTTY, as an IOMMU driver does for a command it lacks.
+struct Unsupported;
+
+impl SpaprOps for Unsupported {
+    fn tce_get_info(&mut self, _: u32) -> crate::Result<crate::uapi::spapr::vfio_iommu_spapr_tce_info> {
+        Err(unsupported("VFIO_IOMMU_SPAPR_TCE_GET_INFO"))
+    }
+    fn enable(&mut self) -> crate::Result<()> {
+        Err(unsupported("VFIO_IOMMU_ENABLE"))
+    }
+    fn disable(&mut self) -> crate::Result<()> {
+        Err(unsupported("VFIO_IOMMU_DISABLE"))
+    }
+    fn register_memory(&mut self, _: u64, _: u64, _: u32) -> crate::Result<()> {
+        Err(unsupported("VFIO_IOMMU_SPAPR_REGISTER_MEMORY"))
+    }
+    fn unregister_memory(&mut self, _: u64, _: u64, _: u32) -> crate::Result<()> {
+        Err(unsupported("VFIO_IOMMU_SPAPR_UNREGISTER_MEMORY"))
+    }
+    fn tce_create(&mut self, _: u32, _: u64, _: u32, _: u32) -> crate::Result<u64> {
+        Err(unsupported("VFIO_IOMMU_SPAPR_TCE_CREATE"))
+    }
+    fn tce_remove(&mut self, _: u64, _: u32) -> crate::Result<()> {
+        Err(unsupported("VFIO_IOMMU_SPAPR_TCE_REMOVE"))
+    }
+    fn map_dma(&mut self, _: u64, _: u64, _: u64, _: u32) -> crate::Result<i32> {
+        Err(unsupported("VFIO_IOMMU_MAP_DMA"))
+    }
+    fn unmap_dma(&mut self, _: u64, _: u64, _: u32) -> crate::Result<i32> {
+        Err(unsupported("VFIO_IOMMU_UNMAP_DMA"))
+    }
+    fn eeh_pe_op(&mut self, _: u32) -> crate::Result<i32> {
+        Err(unsupported("VFIO_EEH_PE_OP"))
+    }
+}
+
+fn unsupported(ioctl: &'static str) -> crate::Error {
+    crate::Error::new(libc::ENOTTY, ioctl, "a container of a backend other than the kernel or the mock")
+        .with_detail("vfio-core's sPAPR calls know the kernel and the mock only")
 }
 
 /// A container that owns its one PE: opens the container and the group,
