@@ -1,5 +1,8 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import test from 'ava';
-import { vfiokit } from './testing/run-cli';
+import { EXIT_CODE_DESCRIPTIONS } from './exit-codes';
+import { PACKAGE_DIR, vfiokit } from './testing/run-cli';
 
 test('--help lists every exit code with its meaning', async (t) => {
   const run = await vfiokit(['--help']);
@@ -29,4 +32,27 @@ test('--version prints the package version', async (t) => {
   const run = await vfiokit(['--version']);
   t.is(run.code, 0);
   t.is(run.stdout, '0.1.0\n');
+});
+
+const COMMANDS = ['ls', 'show', 'check', 'bind', 'unbind', 'plan', 'map', 'trace', 'trace replay', 'attach', 'detach', 'lab', 'demo'];
+
+for (const name of COMMANDS) {
+  test(`${name} --help shows its usage and an example, and exits 0`, async (t) => {
+    const run = await vfiokit([...name.split(' '), '--help']);
+    t.is(run.code, 0);
+    t.true(run.stdout.startsWith(`Usage: vfiokit ${name} `));
+    t.regex(run.stdout, /\nExamples?:\n {2}\$ (vfiokit|pnpm) /);
+  });
+}
+
+test('--help lists every command', async (t) => {
+  const run = await vfiokit(['--help']);
+  const listed = [...run.stdout.matchAll(/^ {2}([a-z]+) /gm)].map((m) => m[1]);
+  t.deepEqual(listed, ['ls', 'show', 'check', 'bind', 'unbind', 'plan', 'map', 'trace', 'attach', 'detach', 'lab', 'demo', 'help']);
+});
+
+test('the README documents the same exit codes as --help', (t) => {
+  const readme = readFileSync(join(PACKAGE_DIR, 'README.md'), 'utf8');
+  const rows = [...readme.matchAll(/^\| (\d) \| ([^|]+) \|$/gm)].map((m) => [Number(m[1]), m[2]!.trim()]);
+  t.deepEqual(rows, EXIT_CODE_DESCRIPTIONS.map(([code, text]) => [code, text]));
 });
