@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { qemuAvailable, startTestQemu } from '@vfiokit/testkit';
-import { vfiokit } from '../testing/run-cli';
+import { EXAMPLES, vfiokit } from '../testing/run-cli';
 
 const hasQemu = qemuAvailable();
 
@@ -76,4 +76,16 @@ test('attach --qmp is required', async (t) => {
   const run = await vfiokit(['detach', '--qmp', qemu.socketPath, '--timeout', '1', 'rng0']);
   t.is(run.code, 7);
   t.regex(run.stderr, /^vfiokit: device_del of rng0 was accepted, but the guest did not release it within 1000 ms/);
+});
+
+(hasQemu ? test : test.skip)('attach of a guest spec hot-plugs the groups its plan assigns', async (t) => {
+  const qemu = await startTestQemu({ args: ['-device', 'pcie-root-port,id=rp1,chassis=1'] });
+  t.teardown(() => qemu.stop());
+  const dir = tempDir(t);
+  const host = ['--mock', 'workstation', '--mock-dir', dir];
+  t.is((await vfiokit([...host, 'bind', '04:00.0'])).code, 0);
+  const run = await vfiokit([...host, 'attach', '--qmp', qemu.socketPath, join(EXAMPLES, 'usb-controller.yaml')]);
+  // The simulated device is not on this machine: QEMU's refusal proves the planned group was the one asked for.
+  t.is(run.code, 7);
+  t.regex(run.stderr, /^vfiokit: device_add of hostdev-0000-04-00-0 failed/);
 });

@@ -4,7 +4,8 @@
 // go. Both go through qemu-bridge's hot-plug; every wait has a timeout.
 import { Command, Option } from 'commander';
 import { attachGroup, connectQmp, defaultDeviceId, detachDevices, parseBdf, type PlacedDevice, type QmpSession, type VfioDeviceSpec } from '@vfiokit/qemu-bridge';
-import { checkViability, discoverHost, resolveGroup, type HostModel } from '@vfiokit/core';
+import { assertPlanOk, checkViability, discoverHost, planAssignment, resolveGroup, type HostModel } from '@vfiokit/core';
+import { readGuestSpec } from '../guest-spec';
 import { action, RunState, withExamples } from '../program';
 import { invalidInput, refused } from '../errors';
 import type { CommandContext } from '../context';
@@ -27,11 +28,16 @@ export function openQmp(opts: QmpOptions): Promise<QmpSession> {
   return connectQmp({ path: opts.qmp }, { connectTimeoutMs: ms, greetingTimeoutMs: ms, commandTimeoutMs: ms });
 }
 
+/** A target that is a guest spec stands for the groups its plan assigns. */
+function expandTargets(model: HostModel, targets: readonly string[]): string[] {
+  return targets.flatMap((t) => (/\.ya?ml$/.test(t) ? assertPlanOk(planAssignment(model, readGuestSpec(t))).groups.map((g) => String(g.id)) : [t]));
+}
+
 /** The vfio-pci devices for whole groups: every endpoint of each group the targets name. */
 export function groupDevices(model: HostModel, targets: readonly string[]): VfioDeviceSpec[] {
   const devices: VfioDeviceSpec[] = [];
   const seen = new Set<number>();
-  for (const t of targets) {
+  for (const t of expandTargets(model, targets)) {
     const group = resolveGroup(model, t);
     if (seen.has(group.id)) continue;
     seen.add(group.id);
@@ -72,7 +78,7 @@ const timeoutOption = (what: string) => new Option('--timeout <seconds>', what).
 export function attachCommand(state: RunState): Command {
   const cmd = new Command('attach')
     .description('hot-plug the whole IOMMU group of each target into a running QEMU, as vfio-pci devices on free pcie-root-ports')
-    .argument('<targets...>', 'PCI addresses or IOMMU group numbers (their groups must be on vfio-pci)')
+    .argument('<targets...>', 'PCI addresses, IOMMU group numbers, or a guest spec (its planned groups); the groups must be on vfio-pci')
     .addOption(qmpOption())
     .addOption(timeoutOption('give up on QEMU after this many seconds (connect, greeting, each command)'))
     .option('--root-port <id...>', 'use these root ports, in order, instead of the first free ones')
@@ -84,7 +90,12 @@ export function attachCommand(state: RunState): Command {
         ctx.out.result({ attached: placed }, () => placementText(placed, devices));
       }),
     );
-  return withExamples(cmd, 'vfiokit attach --qmp /run/vm1/qmp.sock 0000:04:00.0', 'vfiokit attach --qmp vm.sock --root-port rp2 11');
+  return withExamples(
+    cmd,
+    'vfiokit attach --qmp /run/vm1/qmp.sock 0000:04:00.0',
+    'vfiokit attach --qmp vm.sock --root-port rp2 11',
+    'vfiokit attach --qmp vm.sock packages/cli/examples/usb-controller.yaml',
+  );
 }
 
 export function detachCommand(state: RunState): Command {

@@ -1,3 +1,6 @@
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { createFixtureHost } from '@vfiokit/testkit';
 import test from 'ava';
 import { parseJson, vfiokit } from '../testing/run-cli';
 
@@ -52,4 +55,19 @@ test('an unknown --mock fixture exits 3 naming the known ones', async (t) => {
   const run = await vfiokit(['--mock', 'mainframe', 'ls']);
   t.is(run.code, 3);
   t.is(run.stderr, "vfiokit: no simulated host named 'mainframe'\nhint: choose one of workstation, sriov-server, bridge-group, power8, no-iommu\n");
+});
+
+test('--sysfs-root reads another sysfs tree', async (t) => {
+  const host = createFixtureHost('workstation');
+  t.teardown(() => rmSync(host.root, { recursive: true, force: true }));
+  const run = await vfiokit(['--sysfs-root', join(host.root, 'sys'), '--json', 'ls']);
+  t.is(run.code, 0, run.stderr);
+  const body = parseJson<LsJson>(run);
+  t.deepEqual(body.groups.find((g) => g.id === 11)!.devices.map((d) => d.address), ['0000:04:00.0']);
+});
+
+test('--sysfs-root and --mock cannot be used together', async (t) => {
+  const run = await vfiokit(['--sysfs-root', '/sys', '--mock', 'workstation', 'ls']);
+  t.is(run.code, 2);
+  t.regex(run.stderr, /option '--mock <fixture>' cannot be used with option '--sysfs-root <dir>'/);
 });

@@ -127,3 +127,17 @@ test('plan --format qemu-args of a refused plan prints no command line and exits
   t.is(run.stdout, '');
   t.regex(run.stderr, /^vfiokit: guest gpu-guest cannot be planned on this host: 0000:01:00\.0: it drives the boot console/);
 });
+
+test('plan --format qemu-args of the pseries guest puts each PE on its own spapr-pci-host-bridge', async (t) => {
+  const run = await vfiokit(['--mock', 'power8', 'plan', join(EXAMPLES, 'power8-tesla.yaml'), '--memlock', 'unlimited', '--format', 'qemu-args']);
+  t.is(run.code, 0, run.stderr);
+  const lines = run.stdout.split('\n').map((l) => l.trim().replace(/ \\$/, ''));
+  t.is(lines[0], 'qemu-system-ppc64');
+  t.deepEqual(lines.filter((l) => l.startsWith('-device')), [
+    '-device spapr-pci-host-bridge,index=1,id=phb1',
+    '-device spapr-pci-host-bridge,index=2,id=phb2',
+    '-device vfio-pci,host=0002:01:00.0,id=hostdev-0002-01-00-0,bus=phb1.0,addr=0x0.0',
+    '-device vfio-pci,host=0003:01:00.0,id=hostdev-0003-01-00-0,bus=phb2.0,addr=0x0.0,multifunction=on',
+    '-device vfio-pci,host=0003:01:00.1,id=hostdev-0003-01-00-1,bus=phb2.0,addr=0x0.1',
+  ]);
+});
