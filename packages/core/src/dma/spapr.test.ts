@@ -1,9 +1,10 @@
 import test from 'ava';
+import fc from 'fast-check';
 import { GuestOpError, HostRefusalError } from './errors';
 import { VfioError, VfioHost } from '../vfio/index';
 import { spaprTargetOf } from './vfio-target';
 import { SPAPR_DMA64_START, spaprTceIommu, type GuestMemoryLayout } from './guest';
-import { planSpaprBridges, SpaprGuestDma, SpaprPeTranslator, spaprLiobn, type SpaprTarget } from './spapr';
+import { planSpaprBridges, SpaprGuestDma, SpaprPeTranslator, spaprLiobn, type SpaprCall, type SpaprTarget } from './spapr';
 
 const MiB = 1n << 20n;
 const layout: GuestMemoryLayout = { regions: [{ name: 'ram', gpa: 0n, size: 256n * MiB, source: 'boot', hva: 0x7f0000000000n }] };
@@ -191,3 +192,85 @@ test('a pseries guest with two PEs routes each hypercall by LIOBN to its own PE\
   t.deepEqual([a.log, b.log], [[], ['map 1000+1000']]);
   t.throws(() => dma.apply({ call: 'H_PUT_TCE', liobn: spaprLiobn(3, 0), ioba: 0n, tce: 0x1003n }), { instanceOf: GuestOpError, message: /belongs to no guest host bridge/ });
 });
+
+// ---- property: on the sPAPR mock, the container's TCEs equal the guest's after every call
+
+/** Records what reaches the container, page by page, and passes it on. */
+function witness(inner: SpaprTarget) {
+  const live = new Map<bigint, string>();
+  const target: SpaprTarget = {
+    ...inner,
+    info: () => inner.info(),
+    createWindow: (s, z) => inner.createWindow(s, z),
+    removeWindow: (start) => {
+      inner.removeWindow(start);
+      for (const k of [...live.keys()]) if (k >= start && k < start + (1n << 40n)) live.delete(k);
+    },
+    register: (v, z) => inner.register(v, z),
+    unregister: (v, z) => inner.unregister(v, z),
+    map: (iova, vaddr, size, perm) => {
+      inner.map(iova, vaddr, size, perm);
+      for (let o = 0n; o < size; o += 4096n) live.set(iova + o, `${vaddr + o}/${perm}`);
+    },
+    unmap: (iova, size) => {
+      inner.unmap(iova, size);
+      for (let o = 0n; o < size; o += 4096n) live.delete(iova + o);
+    },
+  };
+  return { target, live };
+}
+
+test('after every random TCE hypercall the sPAPR mock holds exactly the guest\'s valid TCEs, and nothing past a window end is ever sent', (t) => {
+  const W = 1n << 30n;
+  const call = fc.record({
+    kind: fc.constantFrom('put', 'stuff', 'indirect'),
+    back: fc.integer({ min: 1, max: 24 }),
+    n: fc.integer({ min: 1, max: 8 }),
+    page: fc.oneof(fc.nat(15), fc.constant(0x20000)), // 0x20000 pages = 512 MiB: not RAM
+    perm: fc.integer({ min: 0, max: 3 }),
+  });
+  fc.assert(
+    fc.property(fc.array(call, { maxLength: 40 }), (calls) => {
+      const container = VfioHost.mock({ spapr: true }).openTceContainer(1);
+      const { target, live } = witness(spaprTargetOf(container));
+      const phb = planSpaprBridges([{ id: 1, reservedRegions: [] }]).bridges[0]!;
+      const tr = new SpaprPeTranslator(phb, target, layout, spaprTceIommu().defaultWindow);
+      tr.start();
+      const guest = new Map<bigint, bigint>();
+      for (const c of calls) {
+        const ioba = W - BigInt(c.back) * 4096n;
+        const tce = (BigInt(c.page) * 4096n) | BigInt(c.perm);
+        const tces = c.kind === 'put' ? [tce] : c.kind === 'stuff' ? new Array<bigint>(c.n).fill(tce) : Array.from({ length: c.n }, (_, i) => tce + BigInt(i) * 4096n);
+        const fits = ioba + BigInt(tces.length) * 4096n <= W;
+        const isRam = tces.every((x) => (x & 3n) === 0n || (x & ~0xfffn) < 256n << 20n);
+        const op: SpaprCall =
+          c.kind === 'put'
+            ? { call: 'H_PUT_TCE', liobn: phb.liobn32, ioba, tce }
+            : c.kind === 'stuff'
+              ? { call: 'H_STUFF_TCE', liobn: phb.liobn32, ioba, tce, npages: c.n }
+              : { call: 'H_PUT_TCE_INDIRECT', liobn: phb.liobn32, ioba, tces };
+        if (fits && isRam) {
+          tr.apply(op);
+          tces.forEach((x, i) => ((x & 3n) === 0n ? guest.delete(ioba + BigInt(i) * 4096n) : guest.set(ioba + BigInt(i) * 4096n, x)));
+        } else if (!fits) {
+          if (!throwsOf(() => tr.apply(op), GuestOpError)) return false;
+        } else if (!throwsOf(() => tr.apply(op), HostRefusalError)) return false;
+        const expected = new Map([...guest].map(([k, x]) => [k, `${0x7f0000000000n + (x & ~0xfffn)}/${x & 3n}`]));
+        if (expected.size !== live.size || [...expected].some(([k, v]) => live.get(k) !== v)) return false;
+      }
+      tr.close();
+      return live.size === 0;
+    }),
+    { numRuns: 150 },
+  );
+  t.pass();
+});
+
+function throwsOf(f: () => void, kind: new (...a: never[]) => Error): boolean {
+  try {
+    f();
+    return false;
+  } catch (e) {
+    return e instanceof kind;
+  }
+}
