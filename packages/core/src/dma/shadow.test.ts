@@ -293,3 +293,24 @@ test('a guest map crossing from one RAM region into a hole is refused', (t) => {
   tr.apply(attach);
   t.throws(() => tr.apply(map(0x10000n, 63n * P, 2n * P)), { instanceOf: HostRefusalError });
 });
+
+test('a DIMM plugged while translation is off is mapped at once, and again when translation goes off later', (t) => {
+  const { tr, model } = setup({ enabled: false });
+  tr.apply(attach);
+  tr.plug({ name: 'dimm0', gpa: 0x200000n, size: 16n * P, source: 'hotplug', hva: 0x30000000n });
+  t.deepEqual(model.mappings().map((m) => m.iova), [0n, 0x100000n, 0x200000n]);
+  tr.apply({ op: 'enable' });
+  tr.apply(map(0x10000n, 0x200000n, P));
+  t.deepEqual(model.mappings().map((m) => [m.iova, m.vaddr]), [[0x10000n, 0x30000000n]]);
+  tr.apply(unmap(0x10000n, P));
+  tr.apply({ op: 'disable' });
+  t.deepEqual(model.mappings().map((m) => m.iova), [0n, 0x100000n, 0x200000n]);
+});
+
+test('an unplugged DIMM leaves the identity map with one unmap', (t) => {
+  const { tr, model } = setup({ enabled: false });
+  tr.plug({ name: 'dimm0', gpa: 0x200000n, size: 16n * P, source: 'hotplug', hva: 0x30000000n });
+  const before = tr.container(7).stats.calls;
+  tr.unplug('dimm0');
+  t.deepEqual([model.mappings().map((m) => m.iova), tr.container(7).stats.calls - before], [[0n, 0x100000n], 1]);
+});
