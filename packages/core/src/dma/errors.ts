@@ -23,11 +23,13 @@ export class IovaCollisionError extends DmaError {
     message: string,
     readonly collisions: readonly string[],
   ) {
-    super('DMA_IOVA_COLLISION', message);
+    super('DMA_IOVA_COLLISION', message, {
+      hint: 'move guest RAM out of the host reserved windows and below the end of the host IOVA ranges, or give the guest an IOMMU',
+    });
   }
 }
 
-/** A guest IOMMU operation that contradicts the guest's own state (unmapping what is not mapped...). */
+/** A guest IOMMU operation its own IOMMU would refuse (an overlapping map, an IOVA past its address width...). */
 export class GuestOpError extends DmaError {
   constructor(message: string) {
     super('DMA_GUEST_OP', message);
@@ -37,7 +39,9 @@ export class GuestOpError extends DmaError {
 /** More live host mappings than the container's `dma_entry_limit` allows (the kernel's ENOSPC). */
 export class EntryLimitError extends DmaError {
   constructor(message: string) {
-    super('DMA_ENTRY_LIMIT', message);
+    super('DMA_ENTRY_LIMIT', message, {
+      hint: 'raise the limit: modprobe vfio_iommu_type1 dma_entry_limit=N (or echo N > /sys/module/vfio_iommu_type1/parameters/dma_entry_limit)',
+    });
   }
 }
 
