@@ -503,6 +503,14 @@ pub struct IrqInfoJs {
     pub count: u32,
 }
 
+/// A device a PCI hot reset would also reset.
+#[napi(object, js_name = "DependentDevice")]
+pub struct DependentDeviceJs {
+    pub group_id: u32,
+    /// PCI address, "0000:01:02.0".
+    pub address: String,
+}
+
 #[napi]
 pub struct Device {
     inner: crate::Device,
@@ -560,6 +568,14 @@ impl Device {
             other => return Err(js_err(env, bad_arg(format!("action {other:?}: use mask, unmask or trigger")))),
         };
         self.inner.set_irqs(index, start, a, crate::IrqData::None { count }).map_err(|e| js_err(env, e))
+    }
+
+    /// `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO`: the devices a bus or slot
+    /// reset of this one also resets (ENODEV when it has neither).
+    #[napi]
+    pub fn pci_hot_reset_info(&self, env: &Env) -> Result<Vec<DependentDeviceJs>> {
+        let v = self.inner.pci_hot_reset_info().map_err(|e| js_err(env, e))?;
+        Ok(v.into_iter().map(|d| DependentDeviceJs { group_id: d.group_id, address: d.address() }).collect())
     }
 
     /// `VFIO_DEVICE_RESET`.

@@ -69,6 +69,23 @@ pub struct IrqInfo {
     pub count: u32,
 }
 
+/// A device a PCI hot reset of this one would also reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DependentDevice {
+    pub group_id: u32,
+    pub segment: u16,
+    pub bus: u8,
+    pub slot: u8,
+    pub function: u8,
+}
+
+impl DependentDevice {
+    /// Its PCI address, "0000:01:02.0".
+    pub fn address(&self) -> String {
+        format!("{:04x}:{:02x}:{:02x}.{:x}", self.segment, self.bus, self.slot, self.function)
+    }
+}
+
 /// What `VFIO_DEVICE_SET_IRQS` should do (`VFIO_IRQ_SET_ACTION_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IrqAction {
@@ -198,6 +215,41 @@ impl Device {
     /// `VFIO_DEVICE_RESET`.
     pub fn reset(&self) -> Result<()> {
         self.backend.device_reset(self.fd).map_err(|e| self.err(e.0, "VFIO_DEVICE_RESET"))
+    }
+
+    /// `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO`: every device a bus or slot
+    /// reset of this one affects (ENODEV when there is neither), growing
+    /// the buffer when the kernel answers ENOSPC with the count it needs.
+    pub fn pci_hot_reset_info(&self) -> Result<Vec<DependentDevice>> {
+        let head = std::mem::size_of::<uapi::vfio_pci_hot_reset_info>();
+        let item = std::mem::size_of::<uapi::vfio_pci_dependent_device>();
+        let mut count = 0usize;
+        for _ in 0..4 {
+            let argsz = head + count * item;
+            let mut buf = vec![0u64; argsz.div_ceil(8)];
+            let hdr = uapi::vfio_pci_hot_reset_info { argsz: argsz as u32, ..Default::default() };
+            write_pod(buf_bytes_mut(&mut buf), 0, &hdr, head);
+            let r = self.backend.device_get_pci_hot_reset_info(self.fd, &mut buf);
+            let bytes = buf_bytes(&buf);
+            let out: uapi::vfio_pci_hot_reset_info = read_pod(bytes, 0).unwrap_or_default();
+            match r {
+                Err(e) if e.0 == libc::ENOSPC && (out.count as usize) > count => count = out.count as usize,
+                Err(e) => return Err(self.err(e.0, "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO")),
+                Ok(()) => {
+                    return Ok((0..out.count as usize)
+                        .filter_map(|i| read_pod::<uapi::vfio_pci_dependent_device>(bytes, head + i * item))
+                        .map(|d| DependentDevice {
+                            group_id: d.group_id,
+                            segment: d.segment,
+                            bus: d.bus,
+                            slot: d.devfn >> 3,
+                            function: d.devfn & 7,
+                        })
+                        .collect())
+                }
+            }
+        }
+        Err(self.err(libc::ENOSPC, "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO").with_detail("the device count kept growing"))
     }
 
     /// `pread` at `offset` inside region `region` (e.g.

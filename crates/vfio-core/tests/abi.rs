@@ -65,6 +65,9 @@ fn table() -> Vec<Entry> {
         struct vfio_region_info_cap_type { header, type_, subtype }
         struct vfio_irq_info { argsz, flags, index, count }
         struct vfio_irq_set { argsz, flags, index, start, count, data }
+        struct vfio_pci_dependent_device { group_id, segment, bus, devfn }
+        struct vfio_pci_hot_reset_info { argsz, flags, count, devices }
+        struct vfio_pci_hot_reset { argsz, flags, count, group_fds }
         struct vfio_iommu_type1_info { argsz, flags, iova_pgsizes, cap_offset }
         struct vfio_iova_range { start, end }
         struct vfio_iommu_type1_info_cap_iova_range { header, nr_iovas, reserved, iova_ranges }

@@ -426,3 +426,23 @@ fn an_edu_transfer_past_its_buffer_is_counted_and_moves_nothing() {
     assert_eq!(b.edu_range_errors(EDU), Some(1));
     assert!(dst.bytes().iter().all(|&b| b == 0));
 }
+
+// ---- PCI hot reset info ----
+
+#[test]
+fn a_device_on_the_root_bus_has_no_hot_reset_and_fails_with_enodev() {
+    let (_f, d) = edu_device();
+    assert_eq!(errno(d.pci_hot_reset_info()), "ENODEV");
+}
+
+#[test]
+fn a_hot_reset_affects_every_function_on_the_bus_whatever_its_driver() {
+    let cfg = MockConfig::empty()
+        .with_group(MockGroupConfig::new(2).with_device(MockDeviceConfig::edu("0000:01:01.0")))
+        .with_group(MockGroupConfig::new(3).with_device(MockDeviceConfig::edu("0000:01:02.0").bound_to(None)));
+    let f = common::Fixture::new_group(cfg, 2);
+    let d = f.group.device("0000:01:01.0").unwrap();
+    let deps = d.pci_hot_reset_info().unwrap();
+    let got: Vec<(u32, String)> = deps.iter().map(|x| (x.group_id, x.address())).collect();
+    assert_eq!(got, vec![(2, "0000:01:01.0".to_string()), (3, "0000:01:02.0".to_string())]);
+}

@@ -173,6 +173,11 @@ impl Backend for KernelBackend {
         ioctl_val(device, uapi::VFIO_DEVICE_RESET, 0).map(drop)
     }
 
+    fn device_get_pci_hot_reset_info(&self, device: RawFd, buf: &mut [u64]) -> SysResult<()> {
+        check_argsz(buf)?;
+        ioctl_ptr(device, uapi::VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, buf.as_mut_ptr()).map(drop)
+    }
+
     fn device_read(&self, device: RawFd, offset: u64, buf: &mut [u8]) -> SysResult<usize> {
         // SAFETY: `buf` is a live, writable slice of exactly `buf.len()` bytes.
         let n = unsafe { libc::pread(device, buf.as_mut_ptr().cast(), buf.len(), offset as libc::off_t) };

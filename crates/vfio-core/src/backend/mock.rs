@@ -554,6 +554,16 @@ impl fmt::Debug for DeviceState {
     }
 }
 
+/// (segment, bus, devfn) of a PCI address "SSSS:BB:DD.F".
+fn pci_address(a: &str) -> Option<(u16, u8, u8)> {
+    let (seg, rest) = a.split_once(':')?;
+    let (bus, rest) = rest.split_once(':')?;
+    let (dev, func) = rest.split_once('.')?;
+    let dev = u8::from_str_radix(dev, 16).ok()?;
+    let func = u8::from_str_radix(func, 16).ok()?;
+    Some((u16::from_str_radix(seg, 16).ok()?, u8::from_str_radix(bus, 16).ok()?, (dev << 3) | func))
+}
+
 /// Drivers that leave a group viable: vfio-pci and pci-stub do no DMA of
 /// their own, and pcieport sets driver_managed_dma (so
 /// iommu_device_use_default_domain never claims the group).
@@ -1456,9 +1466,15 @@ impl Backend for MockBackend {
         if info.index == VFIO_PCI_ERR_IRQ_INDEX && !h.devices[d].model.is_pcie() {
             return einval();
         }
+        // Since 6.5 MSI-X can grow while enabled where the platform allocates
+        // vectors dynamically (vdev->has_dyn_msix, true on x86 with IRQ
+        // remapping), so only 6.1 marks an existing MSI-X as NORESIZE.
+        let dyn_msix = h.config.kernel == KernelVersion::V6_12 && h.devices[d].model.msix_vectors() > 0;
         info.flags = VFIO_IRQ_INFO_EVENTFD
             | if info.index == VFIO_PCI_INTX_IRQ_INDEX {
                 VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED
+            } else if info.index == VFIO_PCI_MSIX_IRQ_INDEX && dyn_msix {
+                0
             } else {
                 VFIO_IRQ_INFO_NORESIZE
             };
@@ -1486,6 +1502,47 @@ impl Backend for MockBackend {
         m.config_mut().save();
         m.reset();
         m.config_mut().restore();
+        Ok(())
+    }
+
+    // vfio_pci_ioctl_get_pci_hot_reset_info: a slot or bus reset must exist
+    // (a device on a root bus has neither: ENODEV); every function on the
+    // bus is affected, whatever its driver; a short buffer gets ENOSPC with
+    // the count written.
+    fn device_get_pci_hot_reset_info(&self, device: RawFd, buf: &mut [u64]) -> SysResult<()> {
+        let mut h = self.lock();
+        h.ioctls += 1;
+        let d = h.device(device)?;
+        let minsz = std::mem::offset_of!(vfio_pci_hot_reset_info, devices);
+        let argsz = argsz_of(buf) as usize;
+        if argsz < minsz {
+            return einval();
+        }
+        let me = pci_address(&h.devices[d].address).ok_or(Errno(libc::ENODEV))?;
+        if me.1 == 0 {
+            return Err(Errno(libc::ENODEV));
+        }
+        let mut deps: Vec<vfio_pci_dependent_device> = h
+            .devices
+            .iter()
+            .filter_map(|x| {
+                let (seg, bus, devfn) = pci_address(&x.address)?;
+                (seg == me.0 && bus == me.1).then_some(vfio_pci_dependent_device { group_id: x.group, segment: seg, bus, devfn })
+            })
+            .collect();
+        deps.sort_by_key(|x| x.devfn);
+        let mut hdr = vfio_pci_hot_reset_info { argsz: argsz as u32, flags: 0, count: deps.len() as u32, devices: [] };
+        let need = minsz + deps.len() * std::mem::size_of::<vfio_pci_dependent_device>();
+        let bytes = buf_bytes_mut(buf);
+        if argsz < need {
+            write_pod(bytes, 0, &hdr, minsz);
+            return Err(Errno(libc::ENOSPC));
+        }
+        for (i, dep) in deps.iter().enumerate() {
+            write_pod(bytes, minsz + i * 8, dep, 8);
+        }
+        hdr.count = deps.len() as u32;
+        write_pod(bytes, 0, &hdr, minsz);
         Ok(())
     }
 

@@ -164,6 +164,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// `buf` holds a `vfio_irq_set` followed by its data.
     fn device_set_irqs(&self, device: RawFd, buf: &[u64]) -> SysResult<()>;
     fn device_reset(&self, device: RawFd) -> SysResult<()>;
+    /// `VFIO_DEVICE_GET_PCI_HOT_RESET_INFO`: `buf` starts with a
+    /// `vfio_pci_hot_reset_info`. On ENOSPC the kernel still writes `count`
+    /// (how many devices the reset affects) so the caller can grow the buffer.
+    fn device_get_pci_hot_reset_info(&self, device: RawFd, buf: &mut [u64]) -> SysResult<()> {
+        let _ = (device, buf);
+        Err(Errno(libc::ENOTTY))
+    }
     /// `pread(device, buf, offset)`: returns bytes read.
     fn device_read(&self, device: RawFd, offset: u64, buf: &mut [u8]) -> SysResult<usize>;
     /// `pwrite(device, buf, offset)`: returns bytes written.

@@ -209,6 +209,37 @@ pub struct vfio_irq_set {
     pub data: [u8; 0],
 }
 
+/// One device a PCI hot reset would affect (`struct vfio_pci_dependent_device`).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct vfio_pci_dependent_device {
+    pub group_id: u32,
+    pub segment: u16,
+    pub bus: u8,
+    /// PCI_SLOT/PCI_FUNC packed as the kernel does: slot << 3 | function.
+    pub devfn: u8,
+}
+
+/// `struct vfio_pci_hot_reset_info`, followed by `count` dependent devices.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct vfio_pci_hot_reset_info {
+    pub argsz: u32,
+    pub flags: u32,
+    pub count: u32,
+    pub devices: [vfio_pci_dependent_device; 0],
+}
+
+/// `struct vfio_pci_hot_reset`, followed by `count` group fds.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct vfio_pci_hot_reset {
+    pub argsz: u32,
+    pub flags: u32,
+    pub count: u32,
+    pub group_fds: [i32; 0],
+}
+
 // vfio-pci's fixed region and IRQ indexes (the anonymous enums in vfio.h).
 pub const VFIO_PCI_BAR0_REGION_INDEX: u32 = 0;
 pub const VFIO_PCI_BAR1_REGION_INDEX: u32 = 1;

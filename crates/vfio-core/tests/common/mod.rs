@@ -48,7 +48,16 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(config: MockConfig) -> Self {
-        let (backend, container, group) = ready_with(config);
+        Self::new_group(config, 1)
+    }
+
+    /// Group `id` attached to a type1v2 container.
+    pub fn new_group(config: MockConfig, id: u32) -> Self {
+        let backend = host(config);
+        let container = Container::open(backend.clone()).unwrap();
+        let group = Group::open(backend.clone(), id).unwrap();
+        group.set_container(&container).unwrap();
+        container.set_iommu(VFIO_TYPE1V2_IOMMU).unwrap();
         Self { backend, container, group }
     }
 }

@@ -38,6 +38,7 @@ export type GroupStatus = native.GroupStatus;
 export type DeviceInfo = native.DeviceInfo;
 export type RegionInfo = native.RegionInfo;
 export type IrqInfo = native.IrqInfo;
+export type DependentDevice = native.DependentDevice;
 
 /**
  * A VFIO call failed. `code` is the errno's name (`EEXIST`, `EINVAL`, ...),
@@ -266,6 +267,10 @@ export class Device {
   }
   reset(): void {
     call(() => this.native.reset());
+  }
+  /** The devices a bus or slot reset of this one also resets (ENODEV: no such reset). */
+  pciHotResetInfo(): DependentDevice[] {
+    return call(() => this.native.pciHotResetInfo());
   }
   readRegion(index: number, offset: number, length: number): Buffer {
     return call(() => this.native.readRegion(index, offset, length));

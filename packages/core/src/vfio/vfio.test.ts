@@ -150,3 +150,19 @@ test('mock-only calls on a kernel host throw ENOTTY', (t) => {
   const e = t.throws(() => VfioHost.kernel('/nonexistent-vfio-dir').ioctlCount(), { instanceOf: VfioError });
   t.is(e?.code, 'ENOTTY');
 });
+
+test('a hot reset of a device behind a bridge lists every function on its bus', (t) => {
+  const host = VfioHost.mock({
+    groups: [
+      { id: 2, devices: [{ address: '0000:01:01.0', driver: 'vfio-pci' }, { address: '0000:01:02.0' }] },
+    ],
+  });
+  const c = host.openContainer();
+  const g = host.openGroup(2);
+  g.setContainer(c);
+  c.setIommu(IommuType.Type1v2);
+  t.deepEqual(g.device('0000:01:01.0').pciHotResetInfo(), [
+    { groupId: 2, address: '0000:01:01.0' },
+    { groupId: 2, address: '0000:01:02.0' },
+  ]);
+});
