@@ -279,9 +279,17 @@ function unbindLocked(host: HostFs, target: string | number, options: UnbindOpti
     } catch (err) {
       const cause = describeFailure(host, device.address, err, `giving ${device.address} back`);
       const failed: string[] = [];
-      for (const d of done.reverse()) {
+      // The device that failed may be half-way (unbound, override cleared): it goes back too.
+      const back = host.exists(`${PCI_DEVICES}/${device.address}`) ? [device, ...done.reverse()] : done.reverse();
+      const restored: string[] = [];
+      for (const d of back) {
+        const override = host.readText(`${PCI_DEVICES}/${d.address}/driver_override`)?.trim();
+        if (driverOf(host, d.address) === VFIO_PCI && override === (d.driverOverride ?? '(null)')) continue;
         try {
           moveToVfio(host, d, steps);
+          // As it was: a device someone bound without an override keeps none.
+          if (d.driverOverride !== VFIO_PCI) write(host, `${PCI_DEVICES}/${d.address}/driver_override`, d.driverOverride ?? '\n', steps);
+          restored.push(d.address);
         } catch (again) {
           failed.push(`${d.address}: ${describeFailure(host, d.address, again, 'rebinding it to vfio-pci')}`);
         }
@@ -291,7 +299,7 @@ function unbindLocked(host: HostFs, target: string | number, options: UnbindOpti
         throw new RollbackFailedError(`${what}; putting the group back on vfio-pci failed too: ${failed.join('; ')}`, steps, { cause: err });
       }
       throw new BindFailedError(
-        `${what}; ${done.length === 0 ? 'no device had changed' : `${done.map((d) => d.address).join(', ')} went back to vfio-pci`}, so the group is as it was`,
+        `${what}; ${restored.length === 0 ? 'no device had changed' : `${restored.join(', ')} went back to vfio-pci`}, so the group is as it was`,
         errnoOf(err),
         steps,
         { hint: 'the kernel log (dmesg) tells why a driver refused a device', cause: err },
