@@ -321,3 +321,30 @@ test.serial('qemu-system-ppc64 offers spapr-pci-host-bridge and vfio-pci, and a 
     await qemu.stop();
   }
 });
+
+test.serial('once firmware has numbered the buses, a hot-plugged device is visible in query-pci and an ignored unplug says the VM runs', async (t) => {
+  // Without -S SeaBIOS runs, assigns bus numbers to the root ports, finds
+  // nothing to boot and waits: a running VM with no OS to answer an unplug.
+  const qemu = await startTestQemu({ args: ROOT_PORTS, running: true });
+  try {
+    const qmp = await connectWhenListening(qemu);
+    try {
+      let secondary = 0;
+      for (let i = 0; i < 100 && secondary === 0; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        secondary = flattenPci(await queryPci(qmp)).find((d) => d.qdevId === 'rp1')?.bridge?.secondary ?? 0;
+      }
+      t.is(secondary, 1);
+      const placed = await attachSlots(qmp, [[{ id: 'nic0', driver: 'e1000e', properties: {}, guestFunction: 0 }]]);
+      t.deepEqual(placed, [{ id: 'nic0', rootPort: 'rp1', function: 0, guestVisible: true }]);
+      const nic = flattenPci(await queryPci(qmp)).find((d) => d.qdevId === 'nic0');
+      t.deepEqual(nic && [nic.bus, nic.slot, nic.function, nic.vendorId, nic.deviceId], [1, 0, 0, 0x8086, 0x10d3]);
+      const err = await t.throwsAsync(detachDevices(qmp, ['nic0'], { timeoutMs: 300 }), { instanceOf: HotplugError });
+      t.regex(err!.message, /The VM is running, so the guest OS ignored the request/);
+    } finally {
+      await qmp.close();
+    }
+  } finally {
+    await qemu.stop();
+  }
+});

@@ -15,6 +15,8 @@ export interface TestQemuOptions {
   readonly binary?: string;
   /** The -machine value. Default 'q35'. */
   readonly machine?: string;
+  /** Let the firmware run (no -S). Default false: the VM stays in prelaunch. */
+  readonly running?: boolean;
   /** How long to wait for the QMP socket to appear. Default 15 s. */
   readonly startTimeoutMs?: number;
 }
@@ -41,7 +43,7 @@ export async function startTestQemu(options: TestQemuOptions = {}): Promise<Test
   const socketPath = join(dir, 'qmp.sock');
   const binary = options.binary ?? 'qemu-system-x86_64';
   const argv = [
-    '-S',
+    ...(options.running ? [] : ['-S']),
     '-nodefaults',
     '-machine',
     options.machine ?? 'q35',
