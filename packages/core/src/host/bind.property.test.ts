@@ -73,3 +73,33 @@ test('a release with one failing write completes or leaves the group on vfio-pci
   );
   t.pass();
 });
+
+const twoFaults = fc.record({
+  target: fc.constantFrom(...TARGETS),
+  failAt: fc.uniqueArray(fc.nat({ max: 16 }), { minLength: 2, maxLength: 2 }),
+  errno: fc.constantFrom(...ERRNOS),
+});
+
+test('with two failing writes a bind never claims the host is as it was when it is not', (t) => {
+  fc.assert(
+    fc.property(twoFaults, ({ target, failAt, errno }) => {
+      const host = createFixtureHost(target.fixture);
+      const store = fileBindingStore(path.join(host.root, 'run/vfiokit'));
+      const before = JSON.stringify(host.deviceStates());
+      let n = 0;
+      host.onWrite((file) => {
+        if (failAt.includes(n++)) throw errnoError(errno, file, 'injected');
+      });
+      try {
+        bindGroup(host.fs, target.group, { store, force: true });
+        return true;
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        // HOST_BIND_FAILED promises the host is as it was; HOST_ROLLBACK_FAILED says it is not.
+        return code === 'HOST_ROLLBACK_FAILED' || (code === 'HOST_BIND_FAILED' && JSON.stringify(host.deviceStates()) === before);
+      }
+    }),
+    { numRuns: 60 },
+  );
+  t.pass();
+});
