@@ -63,9 +63,18 @@ export function createHostFs(roots: HostRoots = {}): HostFs {
     readLink: (file) => absentAsUndefined(() => fs.readlinkSync(place(file))),
     list: (dir) => absentAsUndefined(() => fs.readdirSync(place(dir)).sort()) ?? [],
     exists: (file) => fs.existsSync(place(file)),
-    // sysfs store functions see one write(2) per call: writeFileSync with a
-    // string does exactly one write for the short strings written here.
-    writeText: (file, data) => fs.writeFileSync(place(file), data),
+    // A sysfs store function sees one write(2) per call, so the whole string
+    // goes in one writeSync. O_WRONLY without O_CREAT: an attribute that is
+    // not there is an error (ENOENT), never a new file, and write-only
+    // attributes (bind, unbind: mode 0200) refuse O_RDWR.
+    writeText: (file, data) => {
+      const fd = fs.openSync(place(file), fs.constants.O_WRONLY);
+      try {
+        fs.writeSync(fd, data);
+      } finally {
+        fs.closeSync(fd);
+      }
+    },
   };
 }
 
