@@ -589,7 +589,7 @@ impl Device {
     pub fn read_region(&self, env: &Env, index: u32, offset: i64, length: u32) -> Result<Buffer> {
         let r = (|| {
             let off = u64::try_from(offset).map_err(|_| bad_arg("offset must not be negative"))?;
-            let region = self.inner.region_info(index)?;
+            let region = self.inner.region(index)?;
             let mut buf = vec![0u8; length as usize];
             self.inner.read_region(&region, off, &mut buf)?;
             Ok(buf)
@@ -602,7 +602,7 @@ impl Device {
     pub fn write_region(&self, env: &Env, index: u32, offset: i64, data: &[u8]) -> Result<()> {
         let r = (|| {
             let off = u64::try_from(offset).map_err(|_| bad_arg("offset must not be negative"))?;
-            let region = self.inner.region_info(index)?;
+            let region = self.inner.region(index)?;
             self.inner.write_region(&region, off, data)
         })();
         r.map_err(|e| js_err(env, e))
@@ -613,7 +613,7 @@ impl Device {
     pub fn map_region(&self, env: &Env, index: u32, offset: i64, length: u32) -> Result<MappedRegion> {
         let r = (|| {
             let off = u64::try_from(offset).map_err(|_| bad_arg("offset must not be negative"))?;
-            let region = self.inner.region_info(index)?;
+            let region = self.inner.region(index)?;
             self.inner.map_region(&region, off, length as usize)
         })();
         Ok(MappedRegion { inner: r.map_err(|e| js_err(env, e))? })

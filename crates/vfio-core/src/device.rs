@@ -2,7 +2,7 @@
 //! `MappedRegion`: an mmap of part of one of its regions.
 
 use std::os::fd::RawFd as OsFd;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::backend::{buf_bytes, buf_bytes_mut, read_pod, write_pod, Backend, Mmap, RawFd};
 use crate::container::walk_caps;
@@ -121,11 +121,30 @@ pub struct Device {
     backend: Arc<dyn Backend>,
     fd: RawFd,
     name: String,
+    /// Region infos already read: a region's layout does not change while
+    /// the device is open, and config access would otherwise cost an extra
+    /// ioctl every time.
+    regions: Mutex<Vec<Option<RegionInfo>>>,
 }
 
 impl Device {
     pub(crate) fn from_raw(backend: Arc<dyn Backend>, fd: RawFd, name: String) -> Self {
-        Self { backend, fd, name }
+        Self { backend, fd, name, regions: Mutex::new(Vec::new()) }
+    }
+
+    /// [`Device::region_info`], read once and then remembered.
+    pub fn region(&self, index: u32) -> Result<RegionInfo> {
+        let i = index as usize;
+        if let Some(Some(r)) = self.regions.lock().unwrap_or_else(|p| p.into_inner()).get(i) {
+            return Ok(r.clone());
+        }
+        let r = self.region_info(index)?;
+        let mut cache = self.regions.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() <= i {
+            cache.resize(i + 1, None);
+        }
+        cache[i] = Some(r.clone());
+        Ok(r)
     }
 
     pub fn name(&self) -> &str {
@@ -280,14 +299,14 @@ impl Device {
     /// Reads a little-endian config-space register of `N` bytes (PCI config
     /// space is little-endian on every architecture).
     pub fn read_config<const N: usize>(&self, offset: u64) -> Result<[u8; N]> {
-        let region = self.region_info(uapi::VFIO_PCI_CONFIG_REGION_INDEX)?;
+        let region = self.region(uapi::VFIO_PCI_CONFIG_REGION_INDEX)?;
         let mut b = [0u8; N];
         self.read_region(&region, offset, &mut b)?;
         Ok(b)
     }
 
     pub fn write_config(&self, offset: u64, bytes: &[u8]) -> Result<()> {
-        let region = self.region_info(uapi::VFIO_PCI_CONFIG_REGION_INDEX)?;
+        let region = self.region(uapi::VFIO_PCI_CONFIG_REGION_INDEX)?;
         self.write_region(&region, offset, bytes)
     }
 

@@ -446,3 +446,19 @@ fn a_hot_reset_affects_every_function_on_the_bus_whatever_its_driver() {
     let got: Vec<(u32, String)> = deps.iter().map(|x| (x.group_id, x.address())).collect();
     assert_eq!(got, vec![(2, "0000:01:01.0".to_string()), (3, "0000:01:02.0".to_string())]);
 }
+
+#[test]
+fn config_accesses_read_the_region_layout_once() {
+    let b = std::sync::Arc::new(vfio_core::MockBackend::new(MockConfig::default()));
+    let dynb: std::sync::Arc<dyn vfio_core::Backend> = b.clone();
+    let c = vfio_core::Container::open(dynb.clone()).unwrap();
+    let g = vfio_core::Group::open(dynb, 1).unwrap();
+    g.set_container(&c).unwrap();
+    c.set_iommu(VFIO_TYPE1V2_IOMMU).unwrap();
+    let d = g.device(EDU).unwrap();
+    d.read_config::<2>(0).unwrap();
+    let before = b.ioctl_count();
+    d.read_config::<2>(2).unwrap();
+    d.write_config(4, &0x6u16.to_le_bytes()).unwrap();
+    assert_eq!(b.ioctl_count(), before);
+}
