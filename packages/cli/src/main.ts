@@ -1,6 +1,16 @@
 #!/usr/bin/env node
 // The `vfiokit` binary.
 import { runCli } from './cli';
+import { runInterruptCleanups } from './cleanup';
+
+// Interrupted: remove what this run created (temporary hosts, sockets), then
+// exit as a shell expects of a signalled process (128 + signal number).
+for (const [signal, number] of [['SIGINT', 2], ['SIGTERM', 15]] as const) {
+  process.once(signal, () => {
+    runInterruptCleanups();
+    process.exit(128 + number);
+  });
+}
 
 // `vfiokit ls | head` closes our stdout early: that is the reader's choice, not an error.
 for (const stream of [process.stdout, process.stderr]) {

@@ -1,6 +1,7 @@
-// The command tree. Each command lives in its own module under commands/ and
-// registers itself here; this file owns only what every command shares: the
-// global options, the help epilog, and turning a thrown error into an exit code.
+// What every command shares: the global options, the help epilog with the
+// exit codes, and the action wrapper that turns a thrown error into one
+// message and an exit code. The commands themselves live in commands/ and are
+// listed in cli.ts.
 import { Command, CommanderError, Option } from 'commander';
 import { CommandContext, GlobalOptions } from './context';
 import { CliError, toCliError } from './errors';

@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import type { HostSession } from './context';
 import { CliError } from './errors';
 import { ExitCode } from './exit-codes';
+import { onInterrupt } from './cleanup';
 
 /** The compiled lab runner, beside testkit's own entry point. */
 export function labRunnerPath(): string {
@@ -39,6 +40,8 @@ export async function openSimulatedHost(name: string, dir: string | undefined): 
     );
   }
   const host = dir === undefined ? testkit.createFixtureHost(name) : testkit.fixtureHost(name, dir);
+  const removeTree = () => rmSync(host.root, { recursive: true, force: true });
+  const forget = dir === undefined ? onInterrupt(removeTree) : () => {};
   return {
     fs: host.fs,
     description: `simulated host ${name} (${host.spec.description})`,
@@ -47,7 +50,8 @@ export async function openSimulatedHost(name: string, dir: string | undefined): 
     stateDir: join(host.root, 'run', 'vfiokit'),
     backend: 'mock',
     async dispose() {
-      if (dir === undefined) rmSync(host.root, { recursive: true, force: true });
+      forget();
+      if (dir === undefined) removeTree();
     },
   };
 }

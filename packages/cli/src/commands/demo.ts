@@ -5,7 +5,7 @@
 // an operator would type, and leaves nothing behind: the simulated host's
 // folder, the QEMU process and its socket are removed whatever happens.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { Command } from 'commander';
@@ -22,6 +22,7 @@ import { identityMapRun, mapText } from './map';
 import { placementText } from './attach';
 import { ExitCode } from '../exit-codes';
 import { toCliError } from '../errors';
+import { onInterrupt } from '../cleanup';
 import { openVfioHost } from '../vfio';
 import { qemuCommandLineOf } from '../qemu-args';
 
@@ -89,6 +90,15 @@ async function qemuStep(n: Narrator, plan: Plan): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'vfiokit-demo-qemu-'));
   const socket = join(dir, 'qmp.sock');
   let qemu: RunningQemu | undefined;
+  const pidfile = join(dir, 'qemu.pid');
+  // Interrupted (Ctrl-C reaches QEMU too, a plain kill of vfiokit does not):
+  // end QEMU, found by the pidfile it writes as it starts, even while
+  // launchQemu is still connecting; then remove its folder.
+  const forget = onInterrupt(() => {
+    const pid = qemu?.pid ?? (existsSync(pidfile) ? Number(readFileSync(pidfile, 'utf8').trim()) : undefined);
+    if (pid !== undefined && Number.isInteger(pid) && pid > 0) process.kill(pid, 'SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
   try {
     const cmdline = buildCommandLine({
       name: 'vfiokit-demo',
@@ -100,7 +110,7 @@ async function qemuStep(n: Narrator, plan: Plan): Promise<void> {
       accel: 'tcg',
       qmp: { path: socket },
       spareRootPorts: 2,
-      extraArgs: ['-S', '-display', 'none'],
+      extraArgs: ['-S', '-display', 'none', '-pidfile', pidfile],
     });
     n.say(`$ ${cmdline.argv.join(' ')}`);
     qemu = await launchQemu(cmdline.argv, { path: socket }, { startTimeoutMs: 20_000, commandTimeoutMs: 10_000 });
@@ -129,6 +139,7 @@ async function qemuStep(n: Narrator, plan: Plan): Promise<void> {
     }
   } finally {
     await qemu?.stop(2_000);
+    forget();
     rmSync(dir, { recursive: true, force: true });
     if (qemu) n.say(`QEMU stopped; ${dir} removed`);
   }
