@@ -20,8 +20,10 @@ export function labCommand(state: RunState): Command {
         }
         if (ctx.globals.json) ctx.out.note('lab prints TAP; --json does not apply');
         const status = await testkit.runLabRunner(args);
-        // The runner prints its own failures; its status says a lab case failed.
-        return status === 0 ? ExitCode.Ok : ExitCode.Refused;
+        // The runner prints its own failures: 2 is a bad argument (an unknown
+        // profile), anything else non-zero a lab case that failed or could not run.
+        if (status === 0) return ExitCode.Ok;
+        return status === 2 ? ExitCode.Usage : ExitCode.Refused;
       }),
     );
   return withExamples(cmd, 'vfiokit lab', 'vfiokit lab x86');
