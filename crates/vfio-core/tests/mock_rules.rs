@@ -495,3 +495,22 @@ fn a_new_vaddr_for_an_iova_with_no_mapping_fails_with_enoent() {
     let (_b, c, _g) = ready();
     assert_eq!(errno(c.update_vaddr(0x10_0000, 0x7100_0000_0000, 0x1000)), "ENOENT");
 }
+
+#[test]
+fn a_host_driver_cannot_bind_into_a_group_user_space_owns() {
+    let b = std::sync::Arc::new(vfio_core::MockBackend::new(two_device_group(None)));
+    let dynb: std::sync::Arc<dyn vfio_core::Backend> = b.clone();
+    let c = Container::open(dynb.clone()).unwrap();
+    let g = Group::open(dynb, 1).unwrap();
+    g.set_container(&c).unwrap();
+    assert_eq!(b.bind("0000:01:02.0", Some("e1000e")), Err(vfio_core::backend::Errno(libc::EBUSY)));
+    assert!(g.status().unwrap().viable);
+}
+
+#[test]
+fn binding_a_host_driver_to_a_free_group_makes_it_not_viable() {
+    let b = std::sync::Arc::new(vfio_core::MockBackend::new(two_device_group(None)));
+    b.bind("0000:01:02.0", Some("e1000e")).unwrap();
+    let g = Group::open(b, 1).unwrap();
+    assert!(!g.status().unwrap().viable);
+}

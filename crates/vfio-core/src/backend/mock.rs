@@ -669,13 +669,22 @@ impl MockBackend {
 
     /// Sysfs-side change: binds device `address` to `driver` (`None`
     /// unbinds), as a test would with driver_override + drivers_probe.
+    ///
+    /// A device whose fd is open cannot change driver (EBUSY); a host driver
+    /// that does DMA cannot bind into a group user space owns:
+    /// iommu_device_use_default_domain fails the probe with EBUSY.
     pub fn bind(&self, address: &str, driver: Option<&str>) -> SysResult<()> {
         let mut h = self.lock();
-        let d = h.devices.iter_mut().find(|d| d.address == address).ok_or(Errno(libc::ENODEV))?;
+        let h = &mut *h;
+        let i = h.devices.iter().position(|d| d.address == address).ok_or(Errno(libc::ENODEV))?;
+        let d = &h.devices[i];
         if d.open_count > 0 {
             return Err(Errno(libc::EBUSY));
         }
-        d.driver = driver.map(str::to_string);
+        if h.groups[&d.group].container.is_some() && !driver_keeps_group_viable(driver) {
+            return Err(Errno(libc::EBUSY));
+        }
+        h.devices[i].driver = driver.map(str::to_string);
         Ok(())
     }
 
