@@ -9,3 +9,5 @@ export {
 export type { FakeQmpCall, FakeQmpGreeting, FakeQmpHandler, FakeQmpPeerOptions } from './fake-peer';
 export { qemuAvailable, startTestQemu } from './qemu-process';
 export type { TestQemu, TestQemuOptions } from './qemu-process';
+export { GUEST_READY_MARK, startTestGuest, testKernel } from './test-guest';
+export type { TestGuest, TestGuestOptions } from './test-guest';
