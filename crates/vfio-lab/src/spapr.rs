@@ -102,6 +102,11 @@ impl Bench<'_> {
         self.container.set_iommu(kind).map_err(|e| e.errno)
     }
 
+    /// `VFIO_CHECK_EXTENSION` on the container.
+    pub fn check_extension(&self, extension: u32) -> Result<bool, i32> {
+        self.container.check_extension(extension).map_err(|e| e.errno)
+    }
+
     /// The sPAPR calls of this container, on its backend.
     pub fn ops(&self) -> Box<dyn SpaprOps + '_> {
         ops_for(&self.container)

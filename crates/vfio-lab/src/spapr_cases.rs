@@ -53,6 +53,23 @@ fn register(b: &mut Bench, r: &mut Rec, buf: &Buffer, what: &str) -> Result<(), 
 
 pub static CASES: &[SpaprCase] = &[
     SpaprCase {
+        name: "CHECK_EXTENSION on a pseries host offers both TCE types, EEH as eeh_enabled() says, and no type1",
+        pes: 1,
+        run: |b, r| {
+            for (name, ext) in [
+                ("SPAPR_TCE_v2", vfio_core::uapi::VFIO_SPAPR_TCE_V2_IOMMU),
+                ("SPAPR_TCE", vfio_core::uapi::VFIO_SPAPR_TCE_IOMMU),
+                ("EEH", vfio_core::uapi::VFIO_EEH),
+                ("TYPE1v2", vfio_core::uapi::VFIO_TYPE1V2_IOMMU),
+            ] {
+                r.step(format!("CHECK_EXTENSION {name} (no group yet)"), b.check_extension(ext), |v| format!("{v}"));
+            }
+            setup(b, r, true)?;
+            r.step("CHECK_EXTENSION EEH (v2 set)", b.check_extension(vfio_core::uapi::VFIO_EEH), |v| format!("{v}"));
+            Ok(())
+        },
+    },
+    SpaprCase {
         name: "GET_INFO reports the default 32-bit window and dynamic windows",
         pes: 1,
         run: |b, r| {

@@ -88,6 +88,19 @@ fn unsupported(ioctl: &'static str) -> crate::Error {
         .with_detail("vfio-core's sPAPR calls know the kernel and the mock only")
 }
 
+/// The sPAPR type to use on `container`: v2 where the kernel offers it
+/// (preregistration, dynamic windows), else v1 (the default window only, as
+/// kernels before 4.2 had), else `None` (no sPAPR IOMMU driver: not POWER).
+pub fn offered_version(container: &Container) -> crate::Result<Option<TceVersion>> {
+    if container.check_extension(crate::uapi::VFIO_SPAPR_TCE_V2_IOMMU)? {
+        return Ok(Some(TceVersion::V2));
+    }
+    if container.check_extension(crate::uapi::VFIO_SPAPR_TCE_IOMMU)? {
+        return Ok(Some(TceVersion::V1));
+    }
+    Ok(None)
+}
+
 /// A container that owns its one PE: opens the container and the group,
 /// attaches the group, sets the sPAPR IOMMU type, and keeps both open.
 /// Declared group first, so the group detaches before the container closes.
@@ -195,6 +208,19 @@ mod tests {
             (c.check_extension(VFIO_SPAPR_TCE_V2_IOMMU).unwrap(), c.check_extension(VFIO_TYPE1V2_IOMMU).unwrap()),
             (true, false)
         );
+    }
+
+    #[test]
+    fn v2_is_the_offered_version_on_a_pseries_host() {
+        let backend = pseries(1);
+        let c = Container::open(backend.clone()).unwrap();
+        assert_eq!(offered_version(&c).unwrap(), Some(TceVersion::V2));
+    }
+
+    #[test]
+    fn no_spapr_version_is_offered_on_an_x86_host() {
+        let c = Container::open(Arc::new(MockBackend::new(MockConfig::default()))).unwrap();
+        assert_eq!(offered_version(&c).unwrap(), None);
     }
 
     #[test]
