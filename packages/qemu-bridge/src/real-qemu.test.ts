@@ -2,6 +2,7 @@
 // stopped (-S) with no guest: what QEMU itself answers, not a model of it.
 import test from 'ava';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { qemuAvailable, startTestQemu, type TestQemu } from '@vfiokit/testkit';
@@ -347,4 +348,32 @@ test.serial('once firmware has numbered the buses, a hot-plugged device is visib
   } finally {
     await qemu.stop();
   }
+});
+
+test.serial('QMP over TCP on loopback negotiates like the UNIX socket', async (t) => {
+  const port = await new Promise<number>((resolve) => {
+    const probe = createServer();
+    probe.listen(0, '127.0.0.1', () => {
+      const p = (probe.address() as { port: number }).port;
+      probe.close(() => resolve(p));
+    });
+  });
+  await withQemu(['-qmp', `tcp:127.0.0.1:${port},server=on,wait=off`], async () => {
+    const tcp = await connectQmp({ host: '127.0.0.1', port });
+    try {
+      t.true(tcp.oobEnabled);
+      t.deepEqual(await queryStatus(tcp), { status: 'prelaunch', running: false });
+    } finally {
+      await tcp.close();
+    }
+  });
+});
+
+test.serial('an out-of-band command reaches QEMU as exec-oob and gets QEMU\'s own answer', async (t) => {
+  await withQemu([], async (qmp) => {
+    const err = await t.throwsAsync(qmp.execute('migrate-pause', undefined, { oob: true }), { instanceOf: QmpCommandError });
+    t.is(err!.desc, 'migrate-pause is currently only supported during postcopy-active state');
+    const refused = await t.throwsAsync(qmp.execute('query-status', undefined, { oob: true }), { instanceOf: QmpCommandError });
+    t.is(refused!.desc, 'The command query-status does not support OOB');
+  });
 });
