@@ -435,10 +435,14 @@ function matchingRecord(record: BindingRecord | undefined, device: PciDevice): B
 /** Refusals vfio-pci's probe would give, said before anything changes. */
 function refuseKnownProbeFailures(device: PciDevice): void {
   if (device.sriov && device.sriov.numVfs > 0) {
-    // vfio_pci_core_register_device: "Cannot bind to PF with SR-IOV enabled" (EBUSY).
+    // Unbinding a PF's driver tears its VFs down (the driver's remove disables
+    // SR-IOV), VFs perhaps in use by guests; and a PF whose VFs survive is
+    // refused by vfio_pci_core_register_device ("Cannot bind to PF with SR-IOV
+    // enabled", EBUSY). Either way it is the operator's call, made first.
+    const from = device.driver === undefined ? '' : `moving it off ${device.driver} would tear them down, and `;
     throw new HostError(
       'HOST_SRIOV_ENABLED',
-      `vfio-pci refuses ${device.address}: it is an SR-IOV physical function with ${device.sriov.numVfs} VFs enabled`,
+      `${device.address} is an SR-IOV physical function with ${device.sriov.numVfs} VFs enabled: ${from}vfio-pci refuses a PF whose VFs remain`,
       { hint: `disable them first (echo 0 > /sys/bus/pci/devices/${device.address}/sriov_numvfs), or assign a VF instead` },
     );
   }
