@@ -84,6 +84,13 @@ export interface AttachOptions {
   readonly rootPorts?: readonly string[];
   /** How long to wait for devices removed again when attaching fails part-way. Default 5 s. */
   readonly rollbackTimeoutMs?: number;
+  /**
+   * How long one device_add may take. Default 5 min: realizing the first
+   * vfio-pci device of a guest without IOMMU pins all guest RAM before QEMU
+   * answers (vfio_listener_region_add -> VFIO_IOMMU_MAP_DMA), which for a
+   * large guest takes minutes, and the monitor is blocked meanwhile.
+   */
+  readonly deviceAddTimeoutMs?: number;
 }
 
 /**
@@ -148,7 +155,7 @@ export async function attachSlots(
       for (const f of order) {
         const props: Record<string, string | number | boolean> = { ...f.properties, bus: port, addr: `0.${f.guestFunction}` };
         if (multi && f.guestFunction === 0) props.multifunction = true;
-        await deviceAdd(qmp, f.driver, f.id, props);
+        await deviceAdd(qmp, f.driver, f.id, props, { timeoutMs: options.deviceAddTimeoutMs ?? 300_000 });
         added.push(f.id);
         placed.push({ id: f.id, rootPort: port, function: f.guestFunction });
       }
