@@ -14,6 +14,7 @@ pub mod container;
 pub mod device;
 pub mod error;
 pub mod group;
+pub mod memory;
 pub mod spapr;
 pub mod uapi;
 
@@ -26,3 +27,4 @@ pub use container::{dma_flags, Container, IommuInfo, IovaRange, MigrationCap};
 pub use device::{DependentDevice, Device, DeviceInfo, IrqAction, IrqData, IrqInfo, MappedRegion, RegionInfo, SparseArea};
 pub use error::{Error, Result};
 pub use group::{Group, GroupStatus};
+pub use memory::HostMemory;

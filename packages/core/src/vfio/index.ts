@@ -313,6 +313,36 @@ export class MappedRegion {
   }
 }
 
+/**
+ * Page-aligned memory of this process with a stable address, to map for DMA
+ * and to read what a device wrote. Keep it alive while a mapping refers to
+ * it; `free()` releases it at once.
+ */
+export class HostMemory {
+  private readonly native: native.HostMemory;
+
+  constructor(size: number) {
+    this.native = call(() => new native.HostMemory(size));
+  }
+
+  /** The virtual address to give mapDma/mapBatch. */
+  get address(): bigint {
+    return call(() => this.native.address);
+  }
+  get size(): number {
+    return call(() => this.native.size);
+  }
+  read(offset: number, length: number): Buffer {
+    return call(() => this.native.read(offset, length));
+  }
+  write(offset: number, data: Uint8Array): void {
+    call(() => this.native.write(offset, data));
+  }
+  free(): void {
+    this.native.free();
+  }
+}
+
 /** Open a container on a fresh mock host with the default configuration. */
 export function openMockContainer(): Container {
   return new Container(call(() => native.Container.openMock()));

@@ -1,0 +1,122 @@
+//! `HostMemory`: page-aligned anonymous memory of this process, for DMA.
+//!
+//! `VFIO_IOMMU_MAP_DMA` takes a host virtual address; the kernel pins the
+//! pages behind it. This gives callers (tests, the lab, TypeScript through
+//! the binding) memory with a stable address, page alignment and a known
+//! size, released with `munmap` when dropped.
+
+use std::ptr::NonNull;
+
+use crate::error::{Error, Result};
+
+/// Anonymous, private, zero-filled memory. Keep it alive while any DMA
+/// mapping refers to it: after `munmap` the address may be reused.
+#[derive(Debug)]
+pub struct HostMemory {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone; access goes through
+// `&self`/`&mut self` methods that copy bytes, so moving it between threads
+// is sound.
+unsafe impl Send for HostMemory {}
+// SAFETY: shared references only read through bounds-checked copies; a
+// device may write the memory concurrently (that is what DMA is), which
+// Rust cannot observe as a data race on its own references since every
+// access is a byte copy of a raw pointer range.
+unsafe impl Sync for HostMemory {}
+
+impl HostMemory {
+    /// Maps `len` bytes (rounded up to the page size).
+    pub fn new(len: usize) -> Result<Self> {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+        let len = len.max(1).div_ceil(page) * page;
+        // SAFETY: a fresh private anonymous mapping chosen by the kernel
+        // (addr NULL, fd -1); nothing existing is replaced. MAP_FAILED is checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOMEM);
+            return Err(Error::new(errno, "mmap", format!("{len} bytes of host memory")));
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::new(libc::ENOMEM, "mmap", "host memory"))?;
+        Ok(Self { ptr, len })
+    }
+
+    /// The virtual address to give `VFIO_IOMMU_MAP_DMA`.
+    pub fn addr(&self) -> u64 {
+        self.ptr.as_ptr() as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn check(&self, offset: usize, n: usize) -> Result<()> {
+        match offset.checked_add(n) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(Error::new(libc::EINVAL, "memory access", format!("host memory of {:#x} bytes", self.len))
+                .with_detail(format!("{n} bytes at {offset:#x} run past the end"))),
+        }
+    }
+
+    /// Copies `out.len()` bytes from `offset`.
+    pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<()> {
+        self.check(offset, out.len())?;
+        // SAFETY: the source range lies inside the live mapping (checked);
+        // `out` is a distinct Rust slice of exactly that many bytes.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), out.as_mut_ptr(), out.len()) };
+        Ok(())
+    }
+
+    /// Copies `data` to `offset`.
+    pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check(offset, data.len())?;
+        // SAFETY: the destination range lies inside the live, writable
+        // mapping (checked); `data` is a distinct slice of that length.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len()) };
+        Ok(())
+    }
+}
+
+impl Drop for HostMemory {
+    fn drop(&mut self) {
+        // SAFETY: exactly the range mmap returned; no reference into it
+        // outlives `self` (accessors copy).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_is_page_aligned_zeroed_and_rounded_up() {
+        let m = HostMemory::new(100).unwrap();
+        assert_eq!((m.addr() % 4096, m.len()), (0, 4096));
+        let mut b = [1u8; 8];
+        m.read(0, &mut b).unwrap();
+        assert_eq!(b, [0; 8]);
+    }
+
+    #[test]
+    fn an_access_past_the_end_fails_with_einval() {
+        let m = HostMemory::new(4096).unwrap();
+        assert_eq!(m.write(4090, &[0; 8]).unwrap_err().code(), "EINVAL");
+    }
+}
