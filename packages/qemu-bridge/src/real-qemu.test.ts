@@ -6,9 +6,9 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { qemuAvailable, startTestQemu, type TestQemu } from '@vfiokit/testkit';
-import { buildCommandLine } from './cmdline/builder';
+import { buildCommandLine, requirementsFor } from './cmdline/builder';
 import { deviceAdd, flattenPci, queryPci, queryStatus, queryVersion } from './commands/queries';
-import { DeviceType, probeCapabilities } from './commands/probe';
+import { DeviceType, missingCapabilities, probeCapabilities } from './commands/probe';
 import { HotplugError, QemuLaunchError, QmpCommandError, QmpConnectError, QmpDisconnectedError, type QemuBridgeError } from './errors';
 import { launchQemu } from './process/index';
 import { attachGroup, attachSlots, detachDevices, listRootPorts } from './hotplug/index';
@@ -174,6 +174,10 @@ test.serial('the capability probe finds vfio-pci, both vIOMMUs and no sPAPR brid
     t.true(caps.events.has('DEVICE_DELETED'));
     t.true(caps.oobCommands.has('migrate-pause'));
     t.false(caps.oobCommands.has('query-status'));
+    t.true(caps.deviceProperties.get(DeviceType.intelIommu)!.has('caching-mode'));
+    const vm = { machine: 'q35' as const, memoryMiB: 128, cpus: 1, guestIommu: 'intel-iommu' as const, devices: [{ host: '01:00.0', group: 1 }] };
+    t.deepEqual(missingCapabilities(caps, requirementsFor(vm)), []);
+    t.deepEqual(missingCapabilities(caps, requirementsFor({ ...vm, machine: 'pseries', guestIommu: 'none' })), ['device type spapr-pci-host-bridge']);
   });
 });
 

@@ -181,5 +181,10 @@ test('requirements name vfio-pci, the root port and the chosen vIOMMU', (t) => {
   t.deepEqual(requirementsFor({ ...base, guestIommu: 'virtio-iommu', devices: [{ host: '01:00.0', group: 1 }] }), {
     deviceTypes: ['vfio-pci', 'pcie-root-port', 'virtio-iommu-pci'],
     vfioPciProperties: ['host', 'multifunction', 'addr'],
+    deviceProperties: {},
   });
+});
+
+test('intel-iommu requires its caching-mode and intremap properties', (t) => {
+  t.deepEqual(requirementsFor({ ...base, guestIommu: 'intel-iommu' }).deviceProperties, { 'intel-iommu': ['intremap', 'caching-mode'] });
 });

@@ -166,7 +166,14 @@ export function requirementsFor(vm: VmDescription): QemuRequirements {
   if (vm.guestIommu === 'intel-iommu') types.push(DeviceType.intelIommu);
   if (vm.guestIommu === 'virtio-iommu') types.push(DeviceType.virtioIommu);
   if (vm.machine === 'pseries' && vm.devices.length > 0) types.push(DeviceType.spaprPciHostBridge);
-  return { deviceTypes: types, vfioPciProperties: vm.devices.length > 0 ? ['host', 'multifunction', 'addr'] : [] };
+  const deviceProperties: Record<string, string[]> = {};
+  if (vm.guestIommu === 'intel-iommu') deviceProperties[DeviceType.intelIommu] = ['intremap', 'caching-mode'];
+  if (vm.machine === 'pseries' && vm.devices.length > 0) deviceProperties[DeviceType.spaprPciHostBridge] = ['index'];
+  return {
+    deviceTypes: types,
+    vfioPciProperties: vm.devices.length > 0 ? ['host', 'multifunction', 'addr'] : [],
+    deviceProperties,
+  };
 }
 
 /** One option per line with its value, each word shell-quoted when needed. */

@@ -25,6 +25,8 @@ export interface QemuCapabilities {
   readonly deviceTypes: ReadonlySet<string>;
   /** vfio-pci's properties (host, sysfsdev, x-vga, ...); empty when vfio-pci is absent. */
   readonly vfioPciProperties: ReadonlySet<string>;
+  /** Properties of each device type of `DeviceType` this binary has (intel-iommu: caching-mode, intremap, ...). */
+  readonly deviceProperties: ReadonlyMap<string, ReadonlySet<string>>;
 }
 
 export async function probeCapabilities(qmp: QmpExecutor): Promise<QemuCapabilities> {
@@ -32,9 +34,11 @@ export async function probeCapabilities(qmp: QmpExecutor): Promise<QemuCapabilit
   const schema = await queryQmpSchema(qmp);
   const types = await qomListTypes(qmp, { implements: 'device', abstract: false });
   const deviceTypes = new Set(types.map((t) => t.name));
-  const vfioPciProperties = deviceTypes.has(DeviceType.vfioPci)
-    ? new Set((await deviceListProperties(qmp, DeviceType.vfioPci)).map((p) => p.name))
-    : new Set<string>();
+  const deviceProperties = new Map<string, ReadonlySet<string>>();
+  for (const type of Object.values(DeviceType)) {
+    if (deviceTypes.has(type)) deviceProperties.set(type, new Set((await deviceListProperties(qmp, type)).map((p) => p.name)));
+  }
+  const vfioPciProperties = deviceProperties.get(DeviceType.vfioPci) ?? new Set<string>();
   return {
     version,
     commands: new Set(schema.commands.keys()),
@@ -42,12 +46,15 @@ export async function probeCapabilities(qmp: QmpExecutor): Promise<QemuCapabilit
     events: schema.events,
     deviceTypes,
     vfioPciProperties,
+    deviceProperties,
   };
 }
 
 export interface QemuRequirements {
   readonly deviceTypes?: readonly string[];
   readonly vfioPciProperties?: readonly string[];
+  /** Properties other device types must have, e.g. { 'intel-iommu': ['caching-mode'] }. */
+  readonly deviceProperties?: Readonly<Record<string, readonly string[]>>;
   readonly commands?: readonly string[];
   readonly events?: readonly string[];
 }
@@ -58,6 +65,11 @@ export function missingCapabilities(caps: QemuCapabilities, needs: QemuRequireme
   for (const t of needs.deviceTypes ?? []) if (!caps.deviceTypes.has(t)) missing.push(`device type ${t}`);
   for (const p of needs.vfioPciProperties ?? []) {
     if (!caps.vfioPciProperties.has(p)) missing.push(`vfio-pci property ${p}`);
+  }
+  for (const [type, props] of Object.entries(needs.deviceProperties ?? {})) {
+    const have = caps.deviceProperties.get(type);
+    if (!have) continue; // the missing type itself is reported above
+    for (const p of props) if (!have.has(p)) missing.push(`${type} property ${p}`);
   }
   for (const c of needs.commands ?? []) if (!caps.commands.has(c)) missing.push(`command ${c}`);
   for (const e of needs.events ?? []) if (!caps.events.has(e)) missing.push(`event ${e}`);
