@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 
 const PAGE = 4096;
+const MIN_MMAPPED = 40 << 20;
 
 /** A page-aligned window of a Buffer, with the virtual address of its first byte. */
 export interface PinnableMemory {
@@ -16,8 +17,11 @@ export interface PinnableMemory {
 
 export function allocatePinnable(size: number): PinnableMemory {
   // A large ArrayBuffer's backing store is its own anonymous mmap, so it
-  // never moves; the extra page leaves room to align.
-  const raw = Buffer.alloc(size + PAGE);
+  // never moves; the extra page leaves room to align. glibc serves requests
+  // from its heap up to a threshold that grows to 32 MiB on 64-bit
+  // (DEFAULT_MMAP_THRESHOLD_MAX), so ask for more than that: then the buffer
+  // starts in the first page of a mapping of its own.
+  const raw = Buffer.alloc(Math.max(size + PAGE, MIN_MMAPPED));
   const marker = randomBytes(32);
   marker.copy(raw, 0);
   const mem = fs.openSync('/proc/self/mem', 'r');
