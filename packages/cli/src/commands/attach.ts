@@ -3,9 +3,8 @@
 // slot's functions together), and unplug them, waiting for the guest to let
 // go. Both go through qemu-bridge's hot-plug; every wait has a timeout.
 import { Command, Option } from 'commander';
-import { attachGroup, connectQmp, defaultDeviceId, detachDevices, parseBdf, type PlacedDevice, type QmpSession, type VfioDeviceSpec } from '@vfiokit/qemu-bridge';
+import type { PlacedDevice, QmpSession, VfioDeviceSpec } from '@vfiokit/qemu-bridge';
 import { assertPlanOk, checkViability, discoverHost, planAssignment, resolveGroup, type HostModel } from '@vfiokit/core';
-import { readGuestSpec } from '../guest-spec';
 import { action, RunState, withExamples } from '../program';
 import { invalidInput, refused } from '../errors';
 import type { CommandContext } from '../context';
@@ -22,22 +21,32 @@ export function timeoutMs(text: string): number {
   return Math.round(s * 1000);
 }
 
+export type QemuBridge = typeof import('@vfiokit/qemu-bridge');
+
+/** qemu-bridge, loaded only by the commands that talk to QEMU. */
+export function loadQemuBridge(): Promise<QemuBridge> {
+  return import('@vfiokit/qemu-bridge');
+}
+
 /** Connect to QEMU's monitor; every wait (connect, greeting, each command) is bounded by the timeout. */
-export function openQmp(opts: QmpOptions): Promise<QmpSession> {
+export async function openQmp(opts: QmpOptions): Promise<QmpSession> {
   const ms = timeoutMs(opts.timeout);
+  const { connectQmp } = await loadQemuBridge();
   return connectQmp({ path: opts.qmp }, { connectTimeoutMs: ms, greetingTimeoutMs: ms, commandTimeoutMs: ms });
 }
 
 /** A target that is a guest spec stands for the groups its plan assigns. */
-function expandTargets(model: HostModel, targets: readonly string[]): string[] {
+async function expandTargets(model: HostModel, targets: readonly string[]): Promise<string[]> {
+  if (!targets.some((t) => /\.ya?ml$/.test(t))) return [...targets];
+  const { readGuestSpec } = await import('../guest-spec');
   return targets.flatMap((t) => (/\.ya?ml$/.test(t) ? assertPlanOk(planAssignment(model, readGuestSpec(t))).groups.map((g) => String(g.id)) : [t]));
 }
 
 /** The vfio-pci devices for whole groups: every endpoint of each group the targets name. */
-export function groupDevices(model: HostModel, targets: readonly string[]): VfioDeviceSpec[] {
+export async function groupDevices(model: HostModel, targets: readonly string[]): Promise<VfioDeviceSpec[]> {
   const devices: VfioDeviceSpec[] = [];
   const seen = new Set<number>();
-  for (const t of expandTargets(model, targets)) {
+  for (const t of await expandTargets(model, targets)) {
     const group = resolveGroup(model, t);
     if (seen.has(group.id)) continue;
     seen.add(group.id);
@@ -54,7 +63,8 @@ export function groupDevices(model: HostModel, targets: readonly string[]): Vfio
   return devices;
 }
 
-export function placementText(placed: readonly PlacedDevice[], devices: readonly VfioDeviceSpec[]): string {
+export function placementText(qb: QemuBridge, placed: readonly PlacedDevice[], devices: readonly VfioDeviceSpec[]): string {
+  const { defaultDeviceId, parseBdf } = qb;
   return placed
     .map((p) => {
       const host = devices.find((d) => defaultDeviceId(parseBdf(d.host)!) === p.id)?.host ?? '?';
@@ -85,9 +95,10 @@ export function attachCommand(state: RunState): Command {
     .action(
       action(state, async (ctx: CommandContext, targets: string[], opts: QmpOptions & { rootPort?: string[] }) => {
         const model = discoverHost((await ctx.host()).fs);
-        const devices = groupDevices(model, targets);
-        const placed = await withQmp(opts, (qmp) => attachGroup(qmp, devices, opts.rootPort ? { rootPorts: opts.rootPort } : {}));
-        ctx.out.result({ attached: placed }, () => placementText(placed, devices));
+        const devices = await groupDevices(model, targets);
+        const qb = await loadQemuBridge();
+        const placed = await withQmp(opts, (qmp) => qb.attachGroup(qmp, devices, opts.rootPort ? { rootPorts: opts.rootPort } : {}));
+        ctx.out.result({ attached: placed }, () => placementText(qb, placed, devices));
       }),
     );
   return withExamples(
@@ -106,11 +117,12 @@ export function detachCommand(state: RunState): Command {
     .addOption(timeoutOption('how long the guest has to release the devices, and the limit on every other wait'))
     .action(
       action(state, async (ctx, targets: string[], opts: QmpOptions) => {
+        const qb = await loadQemuBridge();
         const ids = targets.map((t) => {
-          const bdf = parseBdf(t);
-          return bdf ? defaultDeviceId(bdf) : t;
+          const bdf = qb.parseBdf(t);
+          return bdf ? qb.defaultDeviceId(bdf) : t;
         });
-        await withQmp(opts, (qmp) => detachDevices(qmp, ids, { timeoutMs: timeoutMs(opts.timeout) }));
+        await withQmp(opts, (qmp) => qb.detachDevices(qmp, ids, { timeoutMs: timeoutMs(opts.timeout) }));
         ctx.out.result({ detached: ids }, () => ids.map((id) => `${id}: released by the guest and removed`).join('\n'));
       }),
     );

@@ -10,21 +10,19 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { Command } from 'commander';
 import { bindGroup, checkViability, discoverHost, fileBindingStore, unbindGroup, type HostModel, type Plan } from '@vfiokit/core';
-import { attachGroup, attachSlots, buildCommandLine, detachDevices, launchQemu, queryVersion, type RunningQemu } from '@vfiokit/qemu-bridge';
+import type { RunningQemu } from '@vfiokit/qemu-bridge';
 import { action, RunState, withExamples } from '../program';
-import { readGuestSpec } from '../guest-spec';
 import type { CommandContext, HostSession } from '../context';
 import { groupTree } from './ls';
 import { checkDevice, checkText } from './check';
 import { bindText, unbindText } from './bind';
 import { planOnHost, planText } from './plan';
 import { identityMapRun, mapText } from './map';
-import { placementText } from './attach';
+import { loadQemuBridge, placementText } from './attach';
 import { ExitCode } from '../exit-codes';
 import { toCliError } from '../errors';
 import { onInterrupt } from '../cleanup';
 import { openVfioHost } from '../vfio';
-import { qemuCommandLineOf } from '../qemu-args';
 
 const QEMU = 'qemu-system-x86_64';
 
@@ -100,6 +98,8 @@ async function qemuStep(n: Narrator, plan: Plan): Promise<void> {
     rmSync(dir, { recursive: true, force: true });
   });
   try {
+    const qb = await loadQemuBridge();
+    const { attachGroup, attachSlots, buildCommandLine, detachDevices, launchQemu, queryVersion } = qb;
     const cmdline = buildCommandLine({
       name: 'vfiokit-demo',
       machine: 'q35',
@@ -121,7 +121,7 @@ async function qemuStep(n: Narrator, plan: Plan): Promise<void> {
     n.say(`$ vfiokit attach --qmp ${socket} ${usb.map((d) => d.host).join(' ')}`);
     try {
       const placed = await attachGroup(qemu.qmp, usb);
-      n.say(placementText(placed, usb));
+      n.say(placementText(qb, placed, usb));
     } catch (err) {
       n.say(`QEMU refused, as it must on a machine without that device:\n  ${failureOf(err)}`);
     }
@@ -166,6 +166,8 @@ export async function runDemo(ctx: CommandContext, opts: { qemu: boolean }): Pro
   try {
     const specPath = relative(process.cwd(), DEMO_SPEC);
     n.header('plan: a 4 GiB q35 guest with that controller', `vfiokit plan ${specPath} --memlock 8G`);
+    const { readGuestSpec } = await import('../guest-spec');
+    const { qemuCommandLineOf } = await import('../qemu-args');
     const plan = planOnHost(host.fs, readGuestSpec(DEMO_SPEC), { memlock: '8G' });
     n.say(planText(plan, plan.ok ? qemuCommandLineOf(plan).readable : undefined));
 

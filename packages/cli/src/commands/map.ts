@@ -22,7 +22,6 @@ import {
 import { action, RunState, withExamples } from '../program';
 import { CliError, invalidInput } from '../errors';
 import { ExitCode } from '../exit-codes';
-import { readGuestSpec } from '../guest-spec';
 import { formatSize, hex, parseSize } from '../sizes';
 import { dmaGroupsOf, openType1Container, openVfioHost } from '../vfio';
 import type { CommandContext } from '../context';
@@ -121,6 +120,7 @@ async function layoutAndGroups(ctx: CommandContext, file: string | undefined, op
     return Number(g);
   });
   if (file !== undefined) {
+    const { readGuestSpec } = await import('../guest-spec');
     const spec = readGuestSpec(file);
     if (spec.machine !== 'q35') throw new CliError('MAP_NOT_TYPE1', `map does identity maps into type1 containers; ${file} is a ${spec.machine} guest`, ExitCode.InvalidInput, 'use a q35 guest spec');
     // The planner resolves the spec's devices to whole groups and gives the guest's RAM layout.

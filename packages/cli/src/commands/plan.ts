@@ -16,8 +16,6 @@ import {
   type Plan,
 } from '@vfiokit/core';
 import { action, RunState, withExamples } from '../program';
-import { readGuestSpec } from '../guest-spec';
-import { qemuCommandLineOf } from '../qemu-args';
 import { formatSize, hex, parseSize } from '../sizes';
 import { collectRule, safetyOverride } from './bind';
 import type { CommandContext } from '../context';
@@ -49,6 +47,8 @@ export function planOnHost(fs: HostFs, spec: GuestSpec, opts: PlanOptions): Plan
 
 /** Read a spec file and plan it on the command's host. */
 export async function planFromFile(ctx: CommandContext, file: string, opts: PlanOptions): Promise<Plan> {
+  // yaml and zod load only for the commands that read a spec.
+  const { readGuestSpec } = await import('../guest-spec');
   const spec = readGuestSpec(file);
   return planOnHost((await ctx.host()).fs, spec, opts);
 }
@@ -131,6 +131,8 @@ export function planCommand(state: RunState): Command {
     .action(
       action(state, async (ctx, file: string, opts: PlanOptions & { format: PlanFormat }) => {
         const plan = await planFromFile(ctx, file, opts);
+        // qemu-bridge loads only for the commands that talk to or about QEMU.
+        const { qemuCommandLineOf } = await import('../qemu-args');
         // --json turns text into JSON; qemu-args stays qemu-args (its JSON is the argv array).
         const format = ctx.globals.json && opts.format === 'text' ? 'json' : opts.format;
         if (format === 'qemu-args') {
