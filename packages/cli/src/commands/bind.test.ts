@@ -69,3 +69,21 @@ test('an unknown --force rule is invalid input', async (t) => {
   t.is(run.code, 4);
   t.is(run.stderr, 'vfiokit: --force gpu: no such safety rule\nhint: use one of root-filesystem, default-route, console-display, bridge, or all\n');
 });
+
+test('unbind of a group vfiokit never bound has nothing to give back and exits 0', async (t) => {
+  const run = await vfiokit(['--mock', 'workstation', 'unbind', '11']);
+  t.is(run.code, 0);
+  t.is(run.stdout, 'group 11: nothing on vfio-pci to give back\n');
+});
+
+test('unbind of a device the host does not have exits 3', async (t) => {
+  const run = await vfiokit(['--mock', 'workstation', 'unbind', '0000:42:00.0']);
+  t.is(run.code, 3);
+  t.regex(run.stderr, /^vfiokit: no PCI device 0000:42:00\.0 on this host/);
+});
+
+test('--mock-dir without --mock is invalid input', async (t) => {
+  const run = await vfiokit(['--mock-dir', '/tmp/x', 'ls']);
+  t.is(run.code, 4);
+  t.is(run.stderr, "vfiokit: --mock-dir needs --mock\nhint: name the simulated host too: 'vfiokit --mock workstation --mock-dir DIR ...'\n");
+});
