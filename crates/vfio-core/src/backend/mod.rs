@@ -14,14 +14,15 @@
 //!
 //! sPAPR: the TCE ioctls live outside this trait, in `crate::spapr`, which
 //! reaches a container through [`Backend::as_any`] (mock) or its descriptor
-//! (kernel). A mock container's IOMMU is a [`mock::MockIommu`], whose sPAPR
-//! variant holds a model the sPAPR module provides.
+//! (kernel). A mock container's IOMMU is a [`mock::IommuOps`] opened by an
+//! [`mock::IommuDriverOps`]: type1 is [`mock_type1`], sPAPR lives in `spapr_mock`.
 
 pub mod kernel;
 pub mod mock;
 pub mod mock_config;
 pub mod mock_devices;
 pub mod mock_index;
+pub mod mock_type1;
 pub mod spapr_kernel;
 pub mod spapr_mock;
 

@@ -1,0 +1,389 @@
+//! The type1 IOMMU driver of the mock (drivers/vfio/vfio_iommu_type1.c):
+//! extensions, attach/detach with reserved regions, map and unmap with the
+//! kernel's rules in the kernel's order, and the info capability chain.
+
+use std::any::Any;
+
+use super::mock::{einval, AttachGroup, CapChain, IommuDriverOps, IommuOps};
+use super::mock_config::{IovaSpan, KernelVersion, MockConfig};
+use super::mock_index::{Dma, DmaIndex};
+use super::{argsz_of, buf_bytes_mut, write_pod, Errno, SysResult};
+use crate::uapi::*;
+
+/// The built-in type1 driver.
+#[derive(Debug)]
+pub struct Type1Driver;
+
+impl IommuDriverOps for Type1Driver {
+    fn name(&self) -> &'static str {
+        "vfio-iommu-type1"
+    }
+
+    // vfio_iommu_type1_check_extension with iommu == NULL.
+    fn check_extension(&self, _config: &MockConfig, ext: u32) -> i32 {
+        type1_extension(None, ext)
+    }
+
+    // vfio_iommu_type1_open: TYPE1 is v1; TYPE1v2 and NESTING are v2; any
+    // other argument is EINVAL.
+    fn open(&self, config: &MockConfig, ext: u32) -> SysResult<Box<dyn IommuOps>> {
+        let v2 = match ext {
+            VFIO_TYPE1_IOMMU => false,
+            VFIO_TYPE1V2_IOMMU | VFIO_TYPE1_NESTING_IOMMU => true,
+            _ => return einval(),
+        };
+        Ok(Box::new(Type1Iommu {
+            v2,
+            config: Type1Config::from(config),
+            ranges: Vec::new(),
+            dma: DmaIndex::default(),
+            dma_avail: config.dma_entry_limit,
+            groups: Vec::new(),
+        }))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Type1Config {
+    kernel: KernelVersion,
+    pgsizes: u64,
+    ranges: Vec<IovaSpan>,
+    cache_coherent: bool,
+}
+
+impl From<&MockConfig> for Type1Config {
+    fn from(c: &MockConfig) -> Self {
+        Self {
+            kernel: c.kernel,
+            pgsizes: c.iova_pgsizes,
+            ranges: c.iova_ranges.clone(),
+            cache_coherent: c.enforce_cache_coherency,
+        }
+    }
+}
+
+// vfio_iommu_type1_check_extension.
+fn type1_extension(iommu: Option<&Type1Iommu>, ext: u32) -> i32 {
+    match ext {
+        VFIO_TYPE1_IOMMU | VFIO_TYPE1V2_IOMMU | VFIO_TYPE1_NESTING_IOMMU | VFIO_UNMAP_ALL => 1,
+        // "vfio/type1: disable VFIO_UPDATE_VADDR with mdevs" (in Debian's 6.1
+        // too, as the lab's kernel answers): it needs an IOMMU without
+        // emulated groups, so a container with no IOMMU set answers 0.
+        VFIO_UPDATE_VADDR => iommu.is_some() as i32,
+        // vfio_domains_have_enforce_cache_coherency: 0 without an IOMMU.
+        VFIO_DMA_CC_IOMMU => iommu.is_some_and(|i| i.config.cache_coherent && !i.groups.is_empty()) as i32,
+        _ => 0,
+    }
+}
+
+
+/// `struct vfio_iommu` of the type1 driver.
+#[derive(Debug)]
+pub struct Type1Iommu {
+    v2: bool,
+    config: Type1Config,
+    /// iommu->iova_list: the aperture minus every attached group's reserved regions.
+    ranges: Vec<IovaSpan>,
+    /// iommu->dma_list, keyed by IOVA.
+    dma: DmaIndex,
+    dma_avail: u32,
+    groups: Vec<AttachGroup>,
+}
+
+/// Removes `hole` from every span of `ranges` (vfio_iommu_resv_exclude).
+fn exclude(ranges: &mut Vec<IovaSpan>, hole: IovaSpan) {
+    let mut out = Vec::with_capacity(ranges.len() + 1);
+    for r in ranges.drain(..) {
+        if hole.end < r.start || hole.start > r.end {
+            out.push(r);
+            continue;
+        }
+        if hole.start > r.start {
+            out.push(IovaSpan::new(r.start, hole.start - 1));
+        }
+        if hole.end < r.end {
+            out.push(IovaSpan::new(hole.end + 1, r.end));
+        }
+    }
+    *ranges = out;
+}
+
+impl Type1Iommu {
+    fn min_pgsize(&self) -> u64 {
+        1u64 << self.config.pgsizes.trailing_zeros()
+    }
+
+    fn rebuild_ranges(&mut self) {
+        let mut r = self.config.ranges.clone();
+        for g in &self.groups {
+            for &h in &g.reserved {
+                exclude(&mut r, h);
+            }
+        }
+        self.ranges = r;
+    }
+
+    /// vfio_find_dma: a mapping that intersects [start, start+size).
+    /// With size 0 the kernel's search finds a mapping that strictly
+    /// contains `start` (one beginning at `start` goes left).
+    fn find(&self, start: u64, size: u64) -> Option<(u64, Dma)> {
+        if size == 0 {
+            return self.dma.containing(start).filter(|(iova, _)| *iova < start);
+        }
+        self.dma.intersecting(start, start.saturating_add(size))
+    }
+
+    // vfio_iommu_iova_dma_valid: inside one range, or no ranges at all.
+    fn iova_dma_valid(&self, start: u64, end: u64) -> bool {
+        self.ranges.is_empty() || self.ranges.iter().any(|r| start >= r.start && end <= r.end)
+    }
+
+    // vfio_dma_do_map.
+    pub(super) fn do_map(&mut self, map: &vfio_iommu_type1_dma_map) -> SysResult<()> {
+        // vfio_iommu_type1_map_dma: argsz and unknown flags.
+        let minsz = std::mem::size_of::<vfio_iommu_type1_dma_map>() as u32;
+        let mask = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE | VFIO_DMA_MAP_FLAG_VADDR;
+        if map.argsz < minsz || map.flags & !mask != 0 {
+            return einval();
+        }
+        let set_vaddr = map.flags & VFIO_DMA_MAP_FLAG_VADDR != 0;
+        let prot = map.flags & (VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE);
+        // READ/WRITE and VADDR exclude each other; one of them is needed.
+        if (prot != 0 && set_vaddr) || (prot == 0 && !set_vaddr) {
+            return einval();
+        }
+        let (iova, vaddr, size) = (map.iova, map.vaddr, map.size);
+        let pgsize = self.min_pgsize();
+        if size == 0 || (size | iova | vaddr) & (pgsize - 1) != 0 {
+            return einval();
+        }
+        // Don't allow IOVA or virtual address wrap.
+        if iova.checked_add(size - 1).is_none() || vaddr.checked_add(size - 1).is_none() {
+            return einval();
+        }
+        let found = self.find(iova, size);
+        if set_vaddr {
+            // VFIO_DMA_MAP_FLAG_VADDR gives a new vaddr to exactly one
+            // mapping whose vaddr was invalidated (live update).
+            return match found {
+                None => Err(Errno(libc::ENOENT)),
+                Some((k, d)) if !d.vaddr_invalid || k != iova || d.size != size => einval(),
+                Some(_) => {
+                    let d = self.dma.get_mut(iova).expect("found above");
+                    d.vaddr = vaddr;
+                    d.vaddr_invalid = false;
+                    Ok(())
+                }
+            };
+        }
+        if found.is_some() {
+            return Err(Errno(libc::EEXIST));
+        }
+        if self.dma_avail == 0 {
+            return Err(Errno(libc::ENOSPC));
+        }
+        if !self.iova_dma_valid(iova, iova + size - 1) {
+            return einval();
+        }
+        self.dma_avail -= 1;
+        self.dma.insert(iova, Dma { size, vaddr, prot, vaddr_invalid: false });
+        Ok(())
+    }
+
+    // vfio_dma_do_unmap.
+    fn do_unmap(&mut self, unmap: &mut vfio_iommu_type1_dma_unmap) -> SysResult<()> {
+        // vfio_iommu_type1_unmap_dma: argsz, flags, and the flag combinations.
+        let minsz = std::mem::size_of::<vfio_iommu_type1_dma_unmap>() as u32;
+        let mask = VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP | VFIO_DMA_UNMAP_FLAG_VADDR | VFIO_DMA_UNMAP_FLAG_ALL;
+        if unmap.argsz < minsz || unmap.flags & !mask != 0 {
+            return einval();
+        }
+        if unmap.flags & VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP != 0
+            && unmap.flags & (VFIO_DMA_UNMAP_FLAG_ALL | VFIO_DMA_UNMAP_FLAG_VADDR) != 0
+        {
+            return einval();
+        }
+        let unmap_all = unmap.flags & VFIO_DMA_UNMAP_FLAG_ALL != 0;
+        let pgsize = self.min_pgsize();
+        let iova = unmap.iova;
+        let mut size = unmap.size;
+        if iova & (pgsize - 1) != 0 {
+            return einval();
+        }
+        if unmap_all {
+            if iova != 0 || size != 0 {
+                return einval();
+            }
+            size = u64::MAX;
+        } else if size == 0 || size & (pgsize - 1) != 0 || iova.checked_add(size - 1).is_none() {
+            return einval();
+        }
+        // Dirty tracking is never started in the mock, so a bitmap request is refused.
+        if unmap.flags & VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP != 0 {
+            return einval();
+        }
+        let invalidate_vaddr = unmap.flags & VFIO_DMA_UNMAP_FLAG_VADDR != 0;
+        let last = iova.saturating_add(size - 1);
+        // v2: the range must not bisect a mapping at either end.
+        if self.v2 && !unmap_all {
+            if let Some((d_iova, _)) = self.find(iova, 1) {
+                if d_iova != iova {
+                    return einval();
+                }
+            }
+            if let Some((d_iova, d)) = self.find(last, 0) {
+                if d_iova + d.size != iova.wrapping_add(size) {
+                    return einval();
+                }
+            }
+        }
+        let mut unmapped = 0u64;
+        // The first mapping that intersects the range (vfio_find_dma_first_node).
+        let first = self.dma.containing(iova).map_or(iova, |(k, _)| k);
+        let keys = self.dma.keys_starting_in(first, last);
+        // v1: an unmap starting inside a mapping stops there, with success
+        // and nothing unmapped (only the first key can start below `iova`).
+        if !self.v2 && keys.first().is_some_and(|&k| k < iova) {
+            unmap.size = 0;
+            return Ok(());
+        }
+        if invalidate_vaddr {
+            // VFIO_DMA_UNMAP_FLAG_VADDR keeps the mappings and marks their
+            // vaddrs invalid; one already invalid undoes the call: EINVAL.
+            if keys.iter().any(|&k| self.dma.get_mut(k).is_some_and(|d| d.vaddr_invalid)) {
+                return einval();
+            }
+            for &k in &keys {
+                let d = self.dma.get_mut(k).expect("key from the index");
+                d.vaddr_invalid = true;
+                unmapped += d.size;
+            }
+            unmap.size = unmapped;
+            return Ok(());
+        }
+        // Newest-first removal is cheapest for the index; the total is the same.
+        for &k in keys.iter().rev() {
+            let d = self.dma.remove(k).expect("key from the index");
+            unmapped += d.size;
+            self.dma_avail += 1;
+        }
+        unmap.size = unmapped;
+        Ok(())
+    }
+}
+
+impl IommuOps for Type1Iommu {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn check_extension(&self, ext: u32) -> i32 {
+        type1_extension(Some(self), ext)
+    }
+
+    // vfio_iommu_type1_attach_group: the new group's reserved regions must
+    // not hold an existing mapping (vfio_iommu_resv_conflict: EINVAL).
+    fn attach_group(&mut self, group: &AttachGroup) -> SysResult<()> {
+        if self.groups.iter().any(|g| g.id == group.id) {
+            return einval();
+        }
+        for h in &group.reserved {
+            if self.dma.intersecting(h.start, h.end.saturating_add(1)).is_some() {
+                return einval();
+            }
+        }
+        self.groups.push(group.clone());
+        self.rebuild_ranges();
+        Ok(())
+    }
+
+    fn detach_group(&mut self, group: u32) {
+        self.groups.retain(|g| g.id != group);
+        self.rebuild_ranges();
+    }
+
+    // vfio_iommu_type1_get_info: minsz is up to iova_pgsizes; capabilities
+    // are added in the kernel's order (migration, DMA available, IOVA
+    // ranges), each 8-byte aligned, and copied only when argsz has room.
+    fn get_info(&mut self, buf: &mut [u64]) -> SysResult<()> {
+        let full = std::mem::size_of::<vfio_iommu_type1_info>();
+        let minsz = std::mem::offset_of!(vfio_iommu_type1_info, cap_offset);
+        let argsz = argsz_of(buf) as usize;
+        if argsz < minsz {
+            return einval();
+        }
+        let mut caps = CapChain::new(self.config.kernel == KernelVersion::V6_1);
+        let pgsize = self.min_pgsize();
+        caps.add(
+            VFIO_IOMMU_TYPE1_INFO_CAP_MIGRATION,
+            1,
+            &vfio_iommu_type1_info_cap_migration {
+                header: Default::default(),
+                flags: 0,
+                pgsize_bitmap: pgsize,
+                // DIRTY_BITMAP_SIZE_MAX: INT_MAX pages, one bit each, in u64 words.
+                max_dirty_bitmap_size: ((i32::MAX as u64).div_ceil(64) * 64) / 8,
+            },
+            &[],
+        );
+        caps.add(
+            VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL,
+            1,
+            &vfio_iommu_type1_info_dma_avail { header: Default::default(), avail: self.dma_avail },
+            &[],
+        );
+        let ranges: Vec<u8> = self
+            .ranges
+            .iter()
+            .flat_map(|r| r.start.to_ne_bytes().into_iter().chain(r.end.to_ne_bytes()))
+            .collect();
+        caps.add(
+            VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE,
+            1,
+            &vfio_iommu_type1_info_cap_iova_range {
+                header: Default::default(),
+                nr_iovas: self.ranges.len() as u32,
+                reserved: 0,
+                iova_ranges: [],
+            },
+            &ranges,
+        );
+        let mut info = vfio_iommu_type1_info {
+            argsz: argsz as u32,
+            flags: VFIO_IOMMU_INFO_PGSIZES | VFIO_IOMMU_INFO_CAPS,
+            iova_pgsizes: self.config.pgsizes,
+            cap_offset: 0,
+            pad: 0,
+        };
+        let bytes = buf_bytes_mut(buf);
+        if argsz < full + caps.bytes.len() {
+            info.argsz = (full + caps.bytes.len()) as u32;
+        } else {
+            caps.shift_into(bytes, full);
+            info.cap_offset = full as u32;
+        }
+        write_pod(bytes, 0, &info, argsz.min(full));
+        Ok(())
+    }
+
+    fn map_dma(&mut self, map: &vfio_iommu_type1_dma_map) -> SysResult<()> {
+        self.do_map(map)
+    }
+
+    fn unmap_dma(&mut self, unmap: &mut vfio_iommu_type1_dma_unmap) -> SysResult<()> {
+        self.do_unmap(unmap)
+    }
+
+    fn translate(&self, iova: u64, write: bool) -> Option<(u64, u64)> {
+        let (k, d) = self.dma.containing(iova)?;
+        let need = if write { VFIO_DMA_MAP_FLAG_WRITE } else { VFIO_DMA_MAP_FLAG_READ };
+        if d.prot & need == 0 {
+            return None;
+        }
+        Some((d.vaddr + (iova - k), k + d.size - iova))
+    }
+}
+
