@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { Command } from 'commander';
-import { bindGroup, checkViability, discoverHost, fileBindingStore, unbindGroup, type HostModel, type Plan } from '@vfiokit/core';
+import { bindGroup, checkViability, discoverHost, fileBindingStore, readLockedMemoryLimit, unbindGroup, type HostModel, type Plan } from '@vfiokit/core';
 import type { RunningQemu } from '@vfiokit/qemu-bridge';
 import { action, RunState, withExamples } from '../program';
 import type { CommandContext, HostSession } from '../context';
@@ -20,6 +20,7 @@ import { planOnHost, planText } from './plan';
 import { identityMapRun, mapText } from './map';
 import { loadQemuBridge, placementText } from './attach';
 import { ExitCode } from '../exit-codes';
+import { formatSize } from '../sizes';
 import { toCliError } from '../errors';
 import { onInterrupt } from '../cleanup';
 import { openVfioHost } from '../vfio';
@@ -169,6 +170,9 @@ export async function runDemo(ctx: CommandContext, opts: { qemu: boolean }): Pro
     const { readGuestSpec } = await import('../guest-spec');
     const { qemuCommandLineOf } = await import('../qemu-args');
     const plan = planOnHost(host.fs, readGuestSpec(DEMO_SPEC), { memlock: '8G' });
+    const own = readLockedMemoryLimit(host.fs).soft;
+    n.say(`(the simulated host's own RLIMIT_MEMLOCK is ${own === undefined ? 'unlimited' : formatSize(own)}; --memlock states the VMM's, as LimitMEMLOCK= in its systemd unit would)`);
+    n.say('');
     n.say(planText(plan, plan.ok ? qemuCommandLineOf(plan).readable : undefined));
 
     n.header("map: the guest's RAM at IOVA = GPA into a container holding group 11", `vfiokit map ${specPath}`);

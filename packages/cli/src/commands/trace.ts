@@ -128,7 +128,7 @@ export function replayText(r: ReplayReport): string {
   const perOp = r.guestMapsUnmaps > 0 ? (r.ioctls / r.guestMapsUnmaps).toFixed(3) : 'n/a';
   return [
     `replayed ${r.file}: ${r.ops} guest IOMMU operations (${r.guestMapsUnmaps} maps and unmaps), ${formatSize(r.ram)} guest RAM`,
-    `  assigned group${r.groups.length > 1 ? 's' : ''} ${r.groups.join(', ')}, one type1v2 container each on vfio-core's mock`,
+    `  assigned group${r.groups.length > 1 ? 's' : ''} ${r.groups.join(', ')}, ${r.groups.length > 1 ? 'one type1v2 container per group' : 'in a type1v2 container'} on vfio-core's mock`,
     `  ${r.calls} batched calls, ${r.ioctls} map/unmap ioctls (${perOp} per guest map or unmap), peak ${r.peakEntries} entries in one container`,
     `  ${r.ioctls <= r.ops ? 'never more host calls than guest operations' : 'MORE host calls than guest operations'}`,
     `  took ${(r.seconds * 1000).toFixed(1)} ms (${r.seconds > 0 ? Math.round(r.ops / r.seconds) : r.ops} guest ops/s)`,
