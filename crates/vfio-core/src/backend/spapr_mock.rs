@@ -103,13 +103,18 @@ const MAX_TABLES: usize = 2;
 pub struct MockSpapr {
     profile: SpaprProfile,
     v2: bool,
+    /// `container->group_list`; tables belong to the first group's PE, so
+    /// `spapr_tce_set_window` refuses them for any other.
     groups: Vec<u32>,
+    /// `container->mm` is bound (by register, create, remove or enable).
     mm_set: bool,
+    /// v1: VFIO_IOMMU_ENABLE done; v2: memory was registered.
     enabled: bool,
+    /// The default window is due on first use (`def_window_pending`).
     def_window_pending: bool,
+    /// `container->tables[IOMMU_TABLE_GROUP_MAX_TABLES]`.
     tables: [Option<Table>; MAX_TABLES],
-    /// The platform's `table_group->tables` of the first group: what
-    /// `spapr_tce_set_window` compares against for every other group.
+    /// The mm's preregistered regions (`mm->context.iommu_group_mem_list`).
     prereg: Vec<Prereg>,
 }
 
@@ -439,8 +444,8 @@ impl SpaprOps for MockSpapr {
         }
         let num = self.find_table(start_addr).ok_or_else(|| err(libc::EINVAL, IOCTL))?;
         let t = self.tables[num].as_ref().expect("found");
-        let (start, pages) = (0, t.size >> t.page_shift);
-        self.clear(num, start, pages);
+        let pages = t.size >> t.page_shift;
+        self.clear(num, 0, pages);
         self.tables[num] = None;
         Ok(())
     }
