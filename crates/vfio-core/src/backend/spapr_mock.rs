@@ -3,6 +3,18 @@
 //! QEMU's `spapr-pci-host-bridge` presents it to the guest kernel
 //! (arch/powerpc/platforms/pseries/iommu.c). Each rule cites the function it
 //! mirrors; the pseries lab holds it to the real kernel case by case.
+//!
+//! Known differences from the kernel, by design (as in the type1 mock):
+//! - nothing is pinned: registering (v2) or mapping (v1) memory that is not
+//!   mapped in this process is accepted, where `mm_iommu_do_alloc` and
+//!   `tce_iommu_use_page` answer EFAULT;
+//! - locked memory is not accounted (`account_locked_vm`: ENOMEM past
+//!   RLIMIT_MEMLOCK without CAP_IPC_LOCK);
+//! - backing pages are the profile's page size: huge pages, which let larger
+//!   TCEs map (`tce_page_is_contained`), are not modelled;
+//! - the calls that crash or corrupt 6.12.95 (a map or unmap running past a
+//!   window's end) panic instead of answering, so a test that reaches one
+//!   fails loudly; vfio-core's `TceContainer` never issues them.
 
 use std::any::Any;
 use std::collections::BTreeMap;
