@@ -111,9 +111,12 @@ export function fetchPackage(cacheDir: string, spec: string): UnpackedPackage {
 }
 
 function downloadDeb(debs: string, spec: string): string {
-  const [name, arch] = spec.split(':');
+  const [name, foreign] = spec.split(':');
+  const arch = foreign ?? hostArch();
   const prefix = `${name}_`;
-  const suffix = arch === undefined ? '.deb' : `_${arch}.deb`;
+  // The architecture is part of the match: the cache may hold the same
+  // package for another architecture (busybox-static for the pseries guest).
+  const suffix = `_${arch}.deb`;
   const cached = readdirSync(debs).find((f) => f.startsWith(prefix) && f.endsWith(suffix));
   if (cached !== undefined) return join(debs, cached);
 
@@ -121,7 +124,7 @@ function downloadDeb(debs: string, spec: string): string {
   const res = spawnSync('apt-get', ['download', '-q', spec], { cwd: debs, encoding: 'utf8' });
   const got = readdirSync(debs).find((f) => f.startsWith(prefix) && f.endsWith(suffix));
   if (res.status !== 0 || got === undefined) {
-    const hint = arch !== undefined && arch !== hostArch() ? ` (a foreign architecture needs 'dpkg --add-architecture ${arch}' and 'apt-get update' first)` : '';
+    const hint = foreign !== undefined && arch !== hostArch() ? ` (a foreign architecture needs 'dpkg --add-architecture ${arch}' and 'apt-get update' first)` : '';
     throw new LabError(
       'MISSING_PACKAGE',
       `'apt-get download ${spec}' failed${hint}: ${(res.stderr || res.stdout).trim().split('\n').slice(-3).join(' / ')}`,
