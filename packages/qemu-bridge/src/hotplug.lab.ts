@@ -155,4 +155,18 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
       });
     },
   },
+  {
+    name: 'a cold-plugged edu behind a virtio-iommu no guest driver has probed still pins all guest RAM',
+    run: async () => {
+      const solo = device('solo');
+      await withInnerVm({ guestIommu: 'virtio-iommu', devices: [solo], spareRootPorts: 0 }, async (vm) => {
+        // virtio-iommu starts in bypass (its boot-bypass property, on by
+        // default), so until a driver attaches endpoints to domains DMA is
+        // untranslated and QEMU maps all RAM, as with a VT-d that is off.
+        const view = await flatViewKiB(vm);
+        assert.equal(view.ram, GUEST_MIB * 1024 - 256);
+        assert.equal(vmLckKiB(vm.pid), view.ram);
+      });
+    },
+  },
 ];
