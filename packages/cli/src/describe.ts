@@ -50,11 +50,18 @@ export function deviceJson(d: PciDevice) {
     physicalFunction: d.physicalFunction ?? null,
     sriov: d.sriov ?? null,
     resetMethods: d.resetMethods ?? null,
+    bars: d.bars.map((b) => ({ index: b.index, start: hexAddr(b.start), size: `0x${b.size.toString(16)}`, kind: b.kind, prefetchable: b.prefetchable, is64: b.is64 })),
   };
 }
 
 export function reservedRegionsJson(g: IommuGroup) {
   return g.reservedRegions.map((r) => ({ start: hexAddr(r.start), end: hexAddr(r.start + r.size - 1n), type: r.type }));
+}
+
+/** `BAR0 mem 0xf6000000 16 MiB 64-bit prefetchable`. */
+export function barLine(b: PciDevice['bars'][number]): string {
+  const size = b.size >= 1n << 20n ? `${b.size >> 20n} MiB` : b.size >= 1n << 10n ? `${b.size >> 10n} KiB` : `${b.size} bytes`;
+  return `BAR${b.index} ${b.kind} ${hexAddr(b.start)} ${size}${b.is64 ? ' 64-bit' : ''}${b.prefetchable ? ' prefetchable' : ''}`;
 }
 
 /** `intel-vtd (dmar0, dmar1)`, or why there is none. */

@@ -8,6 +8,7 @@ test('show of the console GPU names the safety rule and the fix for its group', 
   t.is(lines[0], '0000:01:00.0  VGA compatible controller: NVIDIA Corporation GP104 [GeForce GTX 1080]');
   t.true(lines.includes("  host needs it    it drives the boot console (boot_vga = 1) (rule 'console-display'; override: --force console-display)"));
   t.true(lines.includes('  reserved regions 0xfee00000-0xfeefffff msi'));
+  t.true(lines.includes('                   BAR1 mem 0xf0000000 256 MiB 64-bit prefetchable'));
   t.true(lines.some((l) => l.startsWith('  viability        group 1 is not viable: ') && l.endsWith("run 'vfiokit bind 0000:01:00.0' to move the whole group to vfio-pci")));
 });
 

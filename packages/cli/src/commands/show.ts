@@ -13,7 +13,7 @@ import {
   type SafetyFinding,
 } from '@vfiokit/core';
 import { action, RunState, withExamples } from '../program';
-import { deviceJson, hexAddr, idsOf, nameOf, reservedRegionsJson } from '../describe';
+import { barLine, deviceJson, hexAddr, idsOf, nameOf, reservedRegionsJson } from '../describe';
 import { groupTree } from './ls';
 
 function field(name: string, value: string): string {
@@ -51,6 +51,7 @@ function deviceText(model: HostModel, d: PciDevice, safety: readonly SafetyFindi
   lines.push(field('NUMA node', d.numaNode === undefined ? 'not reported' : String(d.numaNode)));
   lines.push(field('topology', `${d.upstream ? `behind ${d.upstream}, ` : ''}host bridge ${d.hostBridge}${d.pcieType ? `, PCIe ${d.pcieType}` : ''}`));
   if (d.acs) lines.push(field('ACS', JSON.stringify(d.acs)));
+  d.bars.forEach((b, i) => lines.push(field(i === 0 ? 'BARs' : '', barLine(b))));
   if (d.resetMethods) lines.push(field('reset methods', d.resetMethods.join(', ')));
   if (d.sriov) lines.push(field('SR-IOV', `physical function: ${d.sriov.numVfs} of ${d.sriov.totalVfs} VFs enabled${d.sriov.virtualFunctions.length ? ` (${d.sriov.virtualFunctions.join(', ')})` : ''}`));
   if (d.physicalFunction) lines.push(field('SR-IOV', `virtual function of ${d.physicalFunction}`));
