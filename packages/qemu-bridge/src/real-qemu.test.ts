@@ -381,3 +381,35 @@ test.serial('an out-of-band command reaches QEMU as exec-oob and gets QEMU\'s ow
     t.is(refused!.desc, 'The command query-status does not support OOB');
   });
 });
+
+test.serial('when function 0 fails, a function already added stays until a guest acknowledges, and the error says so', async (t) => {
+  await withQemu(ROOT_PORTS, async (qmp) => {
+    const err = await t.throwsAsync(
+      attachSlots(
+        qmp,
+        [
+          [
+            { id: 'bad0', driver: 'vfio-pci', properties: { host: '0000:99:00.0' }, guestFunction: 0 },
+            { id: 'nic1', driver: 'e1000e', properties: {}, guestFunction: 1 },
+          ],
+        ],
+        { rollbackTimeoutMs: 300 },
+      ),
+      { instanceOf: HotplugError },
+    );
+    t.is(err!.code, 'HOTPLUG_FAILED');
+    // Even a function the guest never saw waits for the guest's eject here:
+    // q35 7.2 hands root-port hot-plug to ACPI by default (in
+    // guest-unplug.test.ts Linux's pciehp does not bind and the eject comes
+    // through ACPI), so the native path's "remove an unexposed function at
+    // once" (pcie_cap_slot_unplug_request_cb()) does not apply.
+    t.is(
+      err!.message,
+      'device_add of bad0 failed: vfio /sys/bus/pci/devices/0000:99:00.0: no such host device: No such file or directory ' +
+        '(the host has no PCI device at that address; check lspci -D); nic1, added before it, could not be removed again: ' +
+        'it stays in the VM until a guest acknowledges the unplug or QEMU exits',
+    );
+    t.deepEqual(err!.remaining, ['nic1']);
+    t.deepEqual((await listRootPorts(qmp)).map((p) => p.occupants), [['/machine/peripheral/nic1'], []]);
+  });
+});

@@ -167,7 +167,12 @@ export async function attachSlots(
     throw new HotplugError(
       'HOTPLUG_FAILED',
       `device_add of ${last?.id ?? 'a device'} failed: ${cause}` +
-        (remaining.length ? `; ${remaining.join(', ')} could not be removed again and stay in the VM` : added.length ? '; devices added before it were removed' : ''),
+        (remaining.length
+          ? `; ${remaining.join(', ')}, added before it, could not be removed again: ${remaining.length > 1 ? 'they stay' : 'it stays'} ` +
+            `in the VM until a guest acknowledges the unplug or QEMU exits`
+          : added.length
+            ? '; devices added before it were removed'
+            : ''),
       remaining,
       { cause: err },
     );
