@@ -43,7 +43,7 @@ test('a bind with one failing write completes or changes nothing', (t) => {
         return bridge !== 0 || s[a]?.driver === 'vfio-pci';
       });
     }),
-    { numRuns: 60 },
+    { numRuns: 30 },
   );
   t.pass();
 });
@@ -69,7 +69,7 @@ test('a release with one failing write completes or leaves the group on vfio-pci
       }
       return JSON.stringify(host.deviceStates()) === JSON.stringify(original) && store.list().length === 0;
     }),
-    { numRuns: 60 },
+    { numRuns: 30 },
   );
   t.pass();
 });
@@ -99,7 +99,7 @@ test('with two failing writes a bind never claims the host is as it was when it 
         return code === 'HOST_ROLLBACK_FAILED' || (code === 'HOST_BIND_FAILED' && JSON.stringify(host.deviceStates()) === before);
       }
     }),
-    { numRuns: 60 },
+    { numRuns: 30 },
   );
   t.pass();
 });
