@@ -81,6 +81,30 @@ export class ContainerMappings {
     for (const [, , e] of this.live.entries()) yield e;
   }
 
+  /**
+   * What the container pins: `charged` is what type1 charges to
+   * RLIMIT_MEMLOCK (vfio_pin_pages_remote accounts per mapping, so a page
+   * mapped at two IOVAs counts twice); `distinct` the host memory behind it.
+   */
+  pinnedBytes(): { readonly charged: bigint; readonly distinct: bigint } {
+    let charged = 0n;
+    const spans: [bigint, bigint][] = [];
+    for (const [, , e] of this.live.entries()) {
+      const size = BigInt(e.pages) << PAGE_SHIFT;
+      charged += size;
+      spans.push([e.hva, e.hva + size]);
+    }
+    spans.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    let distinct = 0n;
+    let end = -1n;
+    for (const [s, e] of spans) {
+      if (e <= end) continue;
+      distinct += e - (s > end ? s : end);
+      end = e;
+    }
+    return { charged, distinct };
+  }
+
   /** Entries overlapping IOVA pages [start, end). */
   overlapping(start: number, end: number): HostEntry[] {
     const [i, j] = this.live.overlapping(start, end);

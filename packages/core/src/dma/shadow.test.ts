@@ -314,3 +314,11 @@ test('an unplugged DIMM leaves the identity map with one unmap', (t) => {
   tr.unplug('dimm0');
   t.deepEqual([model.mappings().map((m) => m.iova), tr.container(7).stats.calls - before], [[0n, 0x100000n], 1]);
 });
+
+test('a page mapped at two IOVAs is charged twice against memlock but pins one page', (t) => {
+  const { tr } = setup();
+  tr.apply(attach);
+  tr.apply(map(0x10000n, 0x5000n, 2n * P));
+  tr.apply(map(0x20000n, 0x6000n, P));
+  t.deepEqual(tr.container(7).pinnedBytes(), { charged: 3n * P, distinct: 2n * P });
+});
