@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import test from 'ava';
 import { createFixtureHost, createFixtureHostFromSpec, errnoError, FIXTURE_HOSTS, openFixtureHost, type FixtureHost } from '@vfiokit/testkit';
-import { bindGroup, planGroupBind, unbindGroup } from './bind';
+import { bindGroup, groupHolders, planGroupBind, unbindGroup } from './bind';
 import { discoverHost } from './discover';
 import { fileBindingStore, type BindingStore } from './state';
 
@@ -373,4 +373,12 @@ test('a state folder that cannot be written midway puts the moved devices back',
 test('a bound group reports nothing still blocking it', (t) => {
   const { host, store } = setUp('workstation');
   t.deepEqual(bindGroup(host.fs, '0000:04:00.0', { store }).stillBlocking, []);
+});
+
+test('the processes holding a group open are listed with their names', (t) => {
+  const { host } = setUp('workstation');
+  fs.mkdirSync(path.join(host.root, 'proc/4242/fd'), { recursive: true });
+  fs.writeFileSync(path.join(host.root, 'proc/4242/comm'), 'qemu-system-x86\n');
+  fs.symlinkSync('/dev/vfio/11', path.join(host.root, 'proc/4242/fd/7'));
+  t.deepEqual(groupHolders(host.fs, 11), [{ pid: 4242, comm: 'qemu-system-x86' }]);
 });

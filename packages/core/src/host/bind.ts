@@ -448,22 +448,38 @@ function refuseKnownProbeFailures(device: PciDevice): void {
   }
 }
 
+/** A process that holds a VFIO group open. */
+export interface GroupHolder {
+  readonly pid: number;
+  /** Its command name (`/proc/PID/comm`), when readable. */
+  readonly comm?: string;
+}
+
+/**
+ * The processes that have /dev/vfio/GROUP open (a VMM using it), found
+ * through /proc/PID/fd. Another user's processes are visible only to root.
+ */
+export function groupHolders(host: HostFs, group: number): readonly GroupHolder[] {
+  const holders: GroupHolder[] = [];
+  for (const pid of host.list('/proc').filter((n) => /^\d+$/.test(n))) {
+    for (const fd of host.list(`/proc/${pid}/fd`)) {
+      if (host.readLink(`/proc/${pid}/fd/${fd}`) === `/dev/vfio/${group}`) {
+        const comm = host.readText(`/proc/${pid}/comm`)?.trim();
+        holders.push({ pid: Number(pid), ...(comm ? { comm } : {}) });
+        break;
+      }
+    }
+  }
+  return holders;
+}
+
 /**
  * Unbinding vfio-pci from a device a process still has open blocks in the
  * kernel until that process lets go (vfio_unregister_group_dev waits), so a
  * group someone holds is refused up front, naming who holds it.
  */
 function refuseGroupInUse(host: HostFs, group: number): void {
-  const holders: string[] = [];
-  for (const pid of host.list('/proc').filter((n) => /^\d+$/.test(n))) {
-    for (const fd of host.list(`/proc/${pid}/fd`)) {
-      if (host.readLink(`/proc/${pid}/fd/${fd}`) === `/dev/vfio/${group}`) {
-        const comm = host.readText(`/proc/${pid}/comm`)?.trim();
-        holders.push(comm ? `${comm} (pid ${pid})` : `pid ${pid}`);
-        break;
-      }
-    }
-  }
+  const holders = groupHolders(host, group).map((h) => (h.comm ? `${h.comm} (pid ${h.pid})` : `pid ${h.pid}`));
   if (holders.length > 0) {
     throw new HostError('HOST_GROUP_IN_USE', `group ${group} is open in ${holders.join(', ')}: releasing it now would hang until they close it`, {
       hint: 'stop the VM (or detach the device from it) first',
