@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { bindGroup, unbindGroup } from './bind';
+import { bindGroup, groupHolders, unbindGroup } from './bind';
 import { discoverHost, findDevice, findGroup } from './discover';
 import { hasCapIpcLock } from './memlock';
 import { findProtectedDevices } from './safety';
@@ -228,6 +228,24 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
       const found = findProtectedDevices(host, model);
       assert.deepEqual(found.filter((f) => edu.has(f.address)), []);
       assert.ok(found.some((f) => f.address === bridgeOfBridgeGroup() && f.rule === 'bridge'));
+    },
+  },
+  {
+    name: 'a group this process holds open is listed as held, and its release is refused instead of hanging',
+    run: () => {
+      const solo = role('solo').bdf;
+      const group = findDevice(discoverHost(host), solo).iommuGroup!;
+      const fd = fs.openSync(`/dev/vfio/${group}`, fs.constants.O_RDWR);
+      try {
+        assert.deepEqual(
+          groupHolders(host, group).map((h) => h.pid),
+          [process.pid],
+        );
+        assert.throws(() => unbindGroup(host, solo, { store: freshStore() }), { code: 'HOST_GROUP_IN_USE' });
+      } finally {
+        fs.closeSync(fd);
+      }
+      assert.deepEqual([groupHolders(host, group), driverOf(solo)], [[], 'vfio-pci']);
     },
   },
   {
