@@ -5,8 +5,8 @@
 // suite runs against the mock, and the two are compared case by case.
 
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { compareResults, parseResults } from '../conformance';
 import { fetchPackage, newestPackage, requireTool, withAptRefresh } from '../debian';
 import { LabError } from '../errors';
@@ -19,6 +19,7 @@ import {
   TAG_HOST_ROOT,
   TAG_OUT,
   TAG_REPO,
+  TAG_SHARED,
 } from '../initramfs';
 import { resolveModules } from '../modules';
 import { CaseReport, LabContext, LabProfile } from '../profile';
@@ -133,6 +134,12 @@ function runScript(ctx: LabContext): string {
   ].join('\n');
 }
 
+/** `shared/` beside the repository, which some lab cases read data from (CI lays it there). */
+function sharedDir(ctx: LabContext): string | undefined {
+  const dir = join(dirname(ctx.repoRoot), 'shared');
+  return existsSync(dir) ? dir : undefined;
+}
+
 function qemuArgs(ctx: LabContext, kernel: Kernel, initramfs: string): string[] {
   const share = (id: string, path: string, tag: string, addr: string, readonly: boolean): string[] => [
     '-fsdev',
@@ -157,6 +164,7 @@ function qemuArgs(ctx: LabContext, kernel: Kernel, initramfs: string): string[] 
     ...share('hostroot', '/', TAG_HOST_ROOT, '0x8', true),
     ...share('labrepo', ctx.repoRoot, TAG_REPO, '0x9', true),
     ...share('labout', ctx.outDir, TAG_OUT, '0xa', false),
+    ...(sharedDir(ctx) === undefined ? [] : share('labshared', sharedDir(ctx)!, TAG_SHARED, '0xb', true)),
   ];
 }
 
@@ -225,6 +233,7 @@ export const x86Profile: LabProfile = {
         moduleParams: { vfio_iommu_type1: `dma_entry_limit=${X86_TOPOLOGY.dmaEntryLimit}` },
         bindToVfio: X86_TOPOLOGY.devices.filter((d) => d.driver === 'vfio-pci').map((d) => d.bdf),
         repoRoot: ctx.repoRoot,
+        sharedDir: sharedDir(ctx),
       }),
     );
     writeFileSync(join(ctx.outDir, 'topology.json'), `${JSON.stringify(X86_TOPOLOGY, null, 2)}\n`);
