@@ -181,4 +181,59 @@ mod tests {
         assert_eq!(x.keys_starting_in(0, u64::MAX), vec![0, 0x1000, 0x3000, 0x4000]);
         assert_eq!(x.len(), 4);
     }
+
+    mod prop {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Insert(u64, u64),
+            Remove(u64),
+            Query(u64, u64),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (0u64..256, 1u64..4).prop_map(|(a, n)| Op::Insert(a, n)),
+                2 => (0u64..256).prop_map(Op::Remove),
+                3 => (0u64..260, 1u64..8).prop_map(|(a, n)| Op::Query(a, n)),
+            ]
+        }
+
+        proptest! {
+            /// Whatever the order of inserts and removals, the index answers
+            /// like a plain BTreeMap of intervals.
+            #[test]
+            fn the_index_answers_like_a_plain_btreemap(ops in prop::collection::vec(op(), 1..200)) {
+                let mut x = DmaIndex::default();
+                let mut r: BTreeMap<u64, u64> = BTreeMap::new();
+                for op in ops {
+                    match op {
+                        Op::Insert(a, n) => {
+                            let (start, end) = (a * 0x1000, (a + n) * 0x1000);
+                            if r.iter().any(|(&k, &s)| k < end && start < k + s) {
+                                continue; // the caller only inserts what overlaps nothing
+                            }
+                            r.insert(start, n * 0x1000);
+                            x.insert(start, Dma { size: n * 0x1000, vaddr: start, prot: 3, vaddr_invalid: false });
+                        }
+                        Op::Remove(a) => {
+                            let k = a * 0x1000;
+                            prop_assert_eq!(x.remove(k).map(|d| d.size), r.remove(&k));
+                        }
+                        Op::Query(a, n) => {
+                            let (start, end) = (a * 0x1000, (a + n) * 0x1000);
+                            let want = r.range(..end).next_back().filter(|(&k, &s)| k + s > start).map(|(&k, _)| k);
+                            prop_assert_eq!(x.intersecting(start, end).map(|m| m.0), want);
+                            let want_c = r.range(..=start).next_back().filter(|(&k, &s)| start < k + s).map(|(&k, _)| k);
+                            prop_assert_eq!(x.containing(start).map(|m| m.0), want_c);
+                        }
+                    }
+                    prop_assert_eq!(x.len(), r.len());
+                    prop_assert_eq!(x.keys_starting_in(0, u64::MAX), r.keys().copied().collect::<Vec<_>>());
+                }
+            }
+        }
+    }
 }
