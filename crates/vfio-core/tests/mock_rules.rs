@@ -514,3 +514,29 @@ fn binding_a_host_driver_to_a_free_group_makes_it_not_viable() {
     let g = Group::open(b, 1).unwrap();
     assert!(!g.status().unwrap().viable);
 }
+
+#[test]
+fn set_container_with_a_descriptor_that_is_not_a_container_fails_with_einval_on_6_1() {
+    let b = host(MockConfig::default());
+    let g = Group::open(b.clone(), 1).unwrap();
+    assert_eq!(b.group_set_container(g.raw_fd(), g.raw_fd()), Err(vfio_core::backend::Errno(libc::EINVAL)));
+}
+
+#[test]
+fn set_container_with_a_descriptor_that_is_not_a_container_fails_with_ebadfd_on_6_12() {
+    let b = host(MockConfig { kernel: KernelVersion::V6_12, ..MockConfig::default() });
+    let g = Group::open(b.clone(), 1).unwrap();
+    assert_eq!(b.group_set_container(g.raw_fd(), g.raw_fd()), Err(vfio_core::backend::Errno(libc::EBADFD)));
+}
+
+#[test]
+fn a_group_whose_reserved_region_holds_a_mapping_cannot_join_with_einval() {
+    let cfg = MockConfig::default().with_group(MockGroupConfig {
+        reserved: vec![IovaSpan::new(0x10_0000, 0x1f_ffff)],
+        ..MockGroupConfig::new(2).with_device(MockDeviceConfig::edu("0000:00:04.0"))
+    });
+    let (b, c, _g) = ready_with(cfg);
+    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x1000, RW).unwrap();
+    let g2 = Group::open(b, 2).unwrap();
+    assert_eq!(errno(g2.set_container(&c)), "EINVAL");
+}
