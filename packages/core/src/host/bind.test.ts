@@ -382,3 +382,14 @@ test('the processes holding a group open are listed with their names', (t) => {
   fs.symlinkSync('/dev/vfio/11', path.join(host.root, 'proc/4242/fd/7'));
   t.deepEqual(groupHolders(host.fs, 11), [{ pid: 4242, comm: 'qemu-system-x86' }]);
 });
+
+test('a host in vfio unsafe no-IOMMU mode is refused, saying so', (t) => {
+  const { host, store } = setUp('no-iommu');
+  fs.mkdirSync(path.join(host.root, 'sys/module/vfio/parameters'), { recursive: true });
+  fs.writeFileSync(path.join(host.root, 'sys/module/vfio/parameters/enable_unsafe_noiommu_mode'), 'Y\n');
+  const err = t.throws(() => bindGroup(host.fs, '0000:00:14.0', { store }));
+  t.is(
+    err?.message,
+    '0000:00:14.0 has no IOMMU group: vfio is in unsafe no-IOMMU mode, where a device gets no DMA isolation; vfiokit does not manage devices that way',
+  );
+});

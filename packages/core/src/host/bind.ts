@@ -102,6 +102,12 @@ export function resolveGroup(model: HostModel, target: string | number): IommuGr
     if (model.iommu.present) {
       throw new NoIommuError(`${device.address} has no IOMMU group, so VFIO cannot take it (its IOMMU does not translate for it)`);
     }
+    if (model.iommu.unsafeNoIommuMode) {
+      throw new NoIommuError(
+        `${device.address} has no IOMMU group: vfio is in unsafe no-IOMMU mode, where a device gets no DMA isolation; vfiokit does not manage devices that way`,
+        'enable the IOMMU for isolated assignment, or bind the device by hand if you accept what no-IOMMU mode means',
+      );
+    }
     const off = /(?:^|\s)((?:intel_iommu|amd_iommu)=off|iommu=off)(?:\s|$)/.exec(model.kernelCommandLine ?? '')?.[1];
     throw new NoIommuError(
       `${device.address} has no IOMMU group: this host has no IOMMU enabled${off ? ` (the kernel was booted with ${off})` : ''}, so VFIO cannot take it`,

@@ -69,12 +69,12 @@ test('a group reports its reserved regions as start and size', (t) => {
 });
 
 test('the workstation has an Intel VT-d IOMMU', (t) => {
-  t.deepEqual(workstation().iommu, { present: true, kind: 'intel-vtd', units: ['dmar0', 'dmar1'], addressWidth: 39 });
+  t.deepEqual(workstation().iommu, { present: true, kind: 'intel-vtd', units: ['dmar0', 'dmar1'], addressWidth: 39, unsafeNoIommuMode: false });
 });
 
 test('a host without an IOMMU has no groups and says so', (t) => {
   const model = discoverHost(createFixtureHost('no-iommu').fs);
-  t.deepEqual([model.iommu, model.groups.length], [{ present: false, units: [] }, 0]);
+  t.deepEqual([model.iommu, model.groups.length], [{ present: false, units: [], unsafeNoIommuMode: false }, 0]);
 });
 
 test('an SR-IOV physical function lists its enabled virtual functions', (t) => {

@@ -255,7 +255,14 @@ function readIommu(host: HostFs, hasGroups: boolean, platform: HostPlatform): Ho
     .filter((c): c is string => c !== undefined && /^(0x)?[0-9a-fA-F]+$/.test(c))
     .map(vtdAddressWidth);
   const addressWidth = widths.length > 0 ? Math.min(...widths) : undefined;
-  return { present: hasGroups, ...(kind === undefined ? {} : { kind }), units, ...(addressWidth === undefined ? {} : { addressWidth }) };
+  const noIommu = host.readText('/sys/module/vfio/parameters/enable_unsafe_noiommu_mode')?.trim();
+  return {
+    present: hasGroups,
+    ...(kind === undefined ? {} : { kind }),
+    units,
+    ...(addressWidth === undefined ? {} : { addressWidth }),
+    unsafeNoIommuMode: noIommu === 'Y' || noIommu === '1',
+  };
 }
 
 /** MGAW, bits 21:16 of the VT-d Capability Register, holds the width minus one (VT-d spec 11.4.2; cap_mgaw in intel-iommu.h). */

@@ -121,6 +121,12 @@ export interface HostIommu {
    * units). IOVAs at or above 2^addressWidth cannot be mapped.
    */
   readonly addressWidth?: number;
+  /**
+   * vfio's `enable_unsafe_noiommu_mode` is on: vfio-pci then takes devices
+   * without any IOMMU, with no DMA isolation (DPDK's last resort). vfiokit
+   * reports it and does not manage such devices.
+   */
+  readonly unsafeNoIommuMode: boolean;
 }
 
 /** A PCI host bridge (root bus); on POWER each is a PHB, its own PCI domain. */
