@@ -201,6 +201,27 @@ impl Buffer {
         Self { base, len, addr, size: size as u64 }
     }
 
+    /// `size` bytes of 2 MiB huge pages (MAP_HUGETLB), which let TCEs larger
+    /// than the base page map (`tce_page_is_contained`). ENOMEM when the
+    /// kernel has no free huge pages.
+    pub fn huge(size: usize) -> Result<Self, i32> {
+        // SAFETY: an anonymous private mapping; no pointer is passed in.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE | libc::MAP_HUGETLB,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOMEM));
+        }
+        Ok(Self { base, len: size, addr: base as u64, size: size as u64 })
+    }
+
     pub fn bytes(&mut self) -> &mut [u8] {
         // SAFETY: [addr, addr + size) lies inside the live mapping [base, base + len).
         unsafe { std::slice::from_raw_parts_mut(self.addr as *mut u8, self.size as usize) }
