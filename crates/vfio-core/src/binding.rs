@@ -37,6 +37,9 @@ fn js_err(env: &Env, e: crate::Error) -> napi::Error {
         if let Some(d) = &e.detail {
             obj.set_named_property("detail", d.as_str())?;
         }
+        if !e.hint().is_empty() {
+            obj.set_named_property("hint", e.hint())?;
+        }
         Ok(napi::Error::from(obj.to_unknown()))
     };
     build().unwrap_or_else(|x| x)
@@ -126,8 +129,9 @@ pub struct MockGroupJs {
 
 /// A mock host. Every field is optional; the defaults are what the lab's
 /// Linux 6.1 answered on an emulated VT-d: page sizes 0x40201000, IOVA ranges
-/// 0-0xfedfffff and 0xfef00000-0x7fffffffff, dma_entry_limit 65535, and one
-/// group (1) with an edu at 0000:00:03.0 bound to vfio-pci.
+/// 0-0xfedfffff and 0xfef00000-0x7fffffffff, dma_entry_limit 65535, and,
+/// unless `groups` is given, one group (1) with an edu at 0000:00:03.0 bound
+/// to vfio-pci.
 #[napi(object)]
 pub struct MockHostConfig {
     /// "6.1" (default) or "6.12".

@@ -54,8 +54,9 @@ export class VfioError extends VfiokitError {
     readonly object: string,
     readonly entryIndex?: number,
     readonly detail?: string,
+    hint?: string,
   ) {
-    super(code, message);
+    super(code, message, hint === undefined ? {} : { hint });
   }
 }
 
@@ -67,6 +68,7 @@ interface NativeErrorShape {
   object?: unknown;
   entryIndex?: unknown;
   detail?: unknown;
+  hint?: unknown;
 }
 
 function toVfioError(err: unknown): unknown {
@@ -81,6 +83,7 @@ function toVfioError(err: unknown): unknown {
     typeof e.object === 'string' ? e.object : '',
     typeof e.entryIndex === 'number' ? e.entryIndex : undefined,
     typeof e.detail === 'string' ? e.detail : undefined,
+    typeof e.hint === 'string' ? e.hint : undefined,
   );
 }
 

@@ -209,3 +209,9 @@ test('after unmap the same edu DMA writes nothing', (t) => {
   eduDma(dev.mapRegion(PciRegion.Bar0, 0, 0x1000), EDU_BUFFER, 0x200000n, 64, true);
   t.deepEqual(dst.read(0, 64), Buffer.alloc(64));
 });
+
+test('a VfioError carries the fix as its hint', (t) => {
+  const c = VfioHost.mock().openContainer();
+  const e = t.throws(() => c.setIommu(IommuType.Type1v2), { instanceOf: VfioError });
+  t.is(e?.hint, 'attach a group with VFIO_GROUP_SET_CONTAINER first, and set the IOMMU only once per container');
+});
