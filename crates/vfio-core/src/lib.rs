@@ -3,7 +3,8 @@
 //! - [`uapi`]: the kernel ABI (`linux/vfio.h`), checked against the system header;
 //! - [`backend`]: the seam ([`Backend`]) with [`KernelBackend`] and [`MockBackend`];
 //! - [`Container`], [`Group`], [`Device`]: safe types owning their descriptors;
-//! - batched DMA: [`Container::map_batch`] / [`Container::unmap_batch`].
+//! - batched DMA: [`Container::map_batch`] / [`Container::unmap_batch`];
+//! - [`HostMemory`]: memory with a stable address to map for DMA.
 //!
 //! The pure core is usable from Rust alone; the Node binding lives in
 //! `binding` behind the `napi` cargo feature.
