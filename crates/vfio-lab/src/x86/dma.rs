@@ -220,6 +220,28 @@ fn batch_rolls_back(ctx: &mut Ctx) -> CaseResult {
     Ok(())
 }
 
+fn type1_v1_unmap(ctx: &mut Ctx) -> CaseResult {
+    // The v1 interface (VFIO_TYPE1_IOMMU) predates the no-split rule: an
+    // unmap that starts at a mapping removes all of it, one that starts
+    // inside a mapping removes nothing and succeeds (vfio_dma_do_unmap).
+    let c = ctx.open_container();
+    let c = ctx.need(c, "open /dev/vfio/vfio")?;
+    let g = ctx.open_group("solo");
+    let g = ctx.need(g, "open the group")?;
+    let r = ctx.backend.group_set_container(g, c);
+    let r = ctx.call("GROUP_SET_CONTAINER", r);
+    ctx.need(r, "GROUP_SET_CONTAINER")?;
+    let r = ctx.backend.set_iommu(c, VFIO_TYPE1_IOMMU);
+    let r = ctx.call("SET_IOMMU TYPE1 (v1)", r);
+    ctx.need(r, "SET_IOMMU TYPE1")?;
+    let buf = HostBuf::new(8 * PAGE as usize);
+    let _ = map(ctx, c, &buf, 0, IOVA, 4 * PAGE, RW);
+    let _ = unmap(ctx, c, IOVA + PAGE, PAGE, 0); // inside: nothing
+    let _ = unmap(ctx, c, IOVA, PAGE, 0); // at its start: all of it
+    let _ = map(ctx, c, &buf, 0, IOVA, 4 * PAGE, RW); // so the range is free again
+    Ok(())
+}
+
 pub fn cases() -> Vec<Case> {
     vec![
         Case { name: "IOMMU_GET_INFO reports page sizes, IOVA ranges and DMA entries, growing argsz when the buffer is short", run: info_sizes },
@@ -232,6 +254,7 @@ pub fn cases() -> Vec<Case> {
         Case { name: "UNMAP_DMA with FLAG_ALL removes every mapping and takes no range", run: unmap_all },
         Case { name: "maps past dma_entry_limit fail with ENOSPC until one is unmapped", run: entry_limit },
         Case { name: "closing the container releases its mappings", run: closing_releases_mappings },
+        Case { name: "a type1 v1 container unmaps a whole mapping from its start and nothing from inside it", run: type1_v1_unmap },
         Case { name: "a batch that fails midway unmaps what it mapped and names the entry", run: batch_rolls_back },
     ]
 }
