@@ -582,6 +582,13 @@ impl Device {
         Ok(v.into_iter().map(|d| DependentDeviceJs { group_id: d.group_id, address: d.address() }).collect())
     }
 
+    /// `VFIO_DEVICE_PCI_HOT_RESET` with the groups that hold every affected device.
+    #[napi]
+    pub fn pci_hot_reset(&self, env: &Env, groups: Vec<&Group>) -> Result<()> {
+        let gs: Vec<&crate::Group> = groups.iter().map(|g| &g.inner).collect();
+        self.inner.pci_hot_reset(&gs).map_err(|e| js_err(env, e))
+    }
+
     /// `VFIO_DEVICE_RESET`.
     #[napi]
     pub fn reset(&self, env: &Env) -> Result<()> {

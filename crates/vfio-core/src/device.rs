@@ -271,6 +271,25 @@ impl Device {
         Err(self.err(libc::ENOSPC, "VFIO_DEVICE_GET_PCI_HOT_RESET_INFO").with_detail("the device count kept growing"))
     }
 
+    /// `VFIO_DEVICE_PCI_HOT_RESET`: resets every device on this one's bus or
+    /// slot. `groups` must together hold every affected device (see
+    /// [`Device::pci_hot_reset_info`]), all bound to vfio-pci.
+    pub fn pci_hot_reset(&self, groups: &[&crate::Group]) -> Result<()> {
+        let head = std::mem::offset_of!(uapi::vfio_pci_hot_reset, group_fds);
+        let argsz = head + 4 * groups.len();
+        let mut buf = vec![0u64; argsz.div_ceil(8)];
+        let hdr = uapi::vfio_pci_hot_reset { argsz: argsz as u32, flags: 0, count: groups.len() as u32, group_fds: [] };
+        let bytes = buf_bytes_mut(&mut buf);
+        write_pod(bytes, 0, &hdr, head);
+        for (i, g) in groups.iter().enumerate() {
+            bytes[head + 4 * i..head + 4 * i + 4].copy_from_slice(&g.raw_fd().to_ne_bytes());
+        }
+        self.backend.device_pci_hot_reset(self.fd, &buf).map_err(|e| {
+            let ids: Vec<String> = groups.iter().map(|g| g.id().to_string()).collect();
+            self.err(e.0, "VFIO_DEVICE_PCI_HOT_RESET").with_detail(format!("groups [{}]", ids.join(", ")))
+        })
+    }
+
     /// `pread` at `offset` inside region `region` (e.g.
     /// `VFIO_PCI_CONFIG_REGION_INDEX` for config space). Reads exactly `buf.len()`.
     pub fn read_region(&self, region: &RegionInfo, offset: u64, buf: &mut [u8]) -> Result<()> {

@@ -462,3 +462,38 @@ fn config_accesses_read_the_region_layout_once() {
     d.write_config(4, &0x6u16.to_le_bytes()).unwrap();
     assert_eq!(b.ioctl_count(), before);
 }
+
+fn bridge_host(second_driver: Option<&str>) -> (std::sync::Arc<dyn vfio_core::Backend>, vfio_core::Container, vfio_core::Group) {
+    let cfg = MockConfig::empty().with_group(
+        MockGroupConfig::new(2)
+            .with_device(MockDeviceConfig::edu("0000:01:01.0"))
+            .with_device(MockDeviceConfig::edu("0000:01:02.0").bound_to(second_driver)),
+    );
+    let f = common::Fixture::new_group(cfg, 2);
+    (f.backend, f.container, f.group)
+}
+
+#[test]
+fn a_hot_reset_with_the_group_of_every_affected_device_clears_their_registers() {
+    let (_b, _c, g) = bridge_host(Some("vfio-pci"));
+    let d = g.device("0000:01:01.0").unwrap();
+    let peer = g.device("0000:01:02.0").unwrap();
+    let m = peer.map_region(&peer.region_info(0).unwrap(), 0, 0x1000).unwrap();
+    m.write_u32(edu::REG_LIVENESS, 5).unwrap();
+    d.pci_hot_reset(&[&g]).unwrap();
+    assert_eq!(m.read_u32(edu::REG_LIVENESS).unwrap(), 0);
+}
+
+#[test]
+fn a_hot_reset_while_a_device_on_the_bus_is_not_on_vfio_pci_fails_with_einval() {
+    let (_b, _c, g) = bridge_host(None);
+    let d = g.device("0000:01:01.0").unwrap();
+    assert_eq!(errno(d.pci_hot_reset(&[&g])), "EINVAL");
+}
+
+#[test]
+fn a_hot_reset_without_group_fds_fails_with_einval() {
+    let (_b, _c, g) = bridge_host(Some("vfio-pci"));
+    let d = g.device("0000:01:01.0").unwrap();
+    assert_eq!(errno(d.pci_hot_reset(&[])), "EINVAL");
+}

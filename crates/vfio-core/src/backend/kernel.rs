@@ -178,6 +178,12 @@ impl Backend for KernelBackend {
         ioctl_ptr(device, uapi::VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, buf.as_mut_ptr()).map(drop)
     }
 
+    fn device_pci_hot_reset(&self, device: RawFd, buf: &[u64]) -> SysResult<()> {
+        check_argsz(buf)?;
+        // The kernel only reads a PCI_HOT_RESET argument.
+        ioctl_ptr(device, uapi::VFIO_DEVICE_PCI_HOT_RESET, buf.as_ptr() as *mut u64).map(drop)
+    }
+
     fn device_read(&self, device: RawFd, offset: u64, buf: &mut [u8]) -> SysResult<usize> {
         // SAFETY: `buf` is a live, writable slice of exactly `buf.len()` bytes.
         let n = unsafe { libc::pread(device, buf.as_mut_ptr().cast(), buf.len(), offset as libc::off_t) };

@@ -1179,6 +1179,60 @@ impl Backend for MockBackend {
         Ok(())
     }
 
+    // vfio_pci_ioctl_pci_hot_reset + vfio_pci_dev_set_hot_reset: flags must
+    // be 0; ENODEV without a slot or bus reset; 1..=affected group fds, each
+    // open (EBADF) and a group (EINVAL); every function on the bus bound to
+    // vfio-pci (vfio_pci_dev_set_resettable) and in one of the groups
+    // (vfio_dev_in_groups), else EINVAL. pci_reset_bus saves and restores
+    // each function's config space around the reset.
+    fn device_pci_hot_reset(&self, device: RawFd, buf: &[u64]) -> SysResult<()> {
+        let mut h = self.lock();
+        h.ioctls += 1;
+        let d = h.device(device)?;
+        let bytes = buf_bytes(buf);
+        let minsz = std::mem::offset_of!(vfio_pci_hot_reset, group_fds);
+        let hdr: vfio_pci_hot_reset = read_pod(bytes, 0).ok_or(Errno(libc::EINVAL))?;
+        if (hdr.argsz as usize) < minsz || hdr.flags != 0 {
+            return einval();
+        }
+        let me = pci_address(&h.devices[d].address).ok_or(Errno(libc::ENODEV))?;
+        if me.1 == 0 {
+            return Err(Errno(libc::ENODEV));
+        }
+        let on_bus: Vec<usize> = (0..h.devices.len())
+            .filter(|&i| pci_address(&h.devices[i].address).is_some_and(|(s, b, _)| s == me.0 && b == me.1))
+            .collect();
+        if hdr.count == 0 || hdr.count as usize > on_bus.len() {
+            return einval();
+        }
+        let fds = bytes
+            .get(minsz..minsz + 4 * hdr.count as usize)
+            .ok_or(Errno(libc::EFAULT))?
+            .chunks_exact(4)
+            .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
+        let mut groups = Vec::new();
+        for fd in fds {
+            match h.fds.get(&fd) {
+                None => return Err(Errno(libc::EBADF)),
+                Some(FdObj::Group(g)) => groups.push(*g),
+                Some(_) => return einval(),
+            }
+        }
+        for &i in &on_bus {
+            let dev = &h.devices[i];
+            if dev.driver.as_deref() != Some(VFIO_PCI) || !groups.contains(&dev.group) {
+                return einval();
+            }
+        }
+        for &i in &on_bus {
+            let m = &mut h.devices[i].model;
+            m.config_mut().save();
+            m.reset();
+            m.config_mut().restore();
+        }
+        Ok(())
+    }
+
     fn device_read(&self, device: RawFd, offset: u64, buf: &mut [u8]) -> SysResult<usize> {
         let mut h = self.lock();
         let d = h.device(device)?;

@@ -172,6 +172,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
         let _ = (device, buf);
         Err(Errno(libc::ENOTTY))
     }
+    /// `VFIO_DEVICE_PCI_HOT_RESET`: `buf` holds a `vfio_pci_hot_reset`
+    /// followed by `count` group fds that together own every affected device.
+    fn device_pci_hot_reset(&self, device: RawFd, buf: &[u64]) -> SysResult<()> {
+        let _ = (device, buf);
+        Err(Errno(libc::ENOTTY))
+    }
     /// `pread(device, buf, offset)`: returns bytes read.
     fn device_read(&self, device: RawFd, offset: u64, buf: &mut [u8]) -> SysResult<usize>;
     /// `pwrite(device, buf, offset)`: returns bytes written.

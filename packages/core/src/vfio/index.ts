@@ -225,7 +225,7 @@ export class TceContainer {
 /** A VFIO group (/dev/vfio/N). */
 export class Group {
   /** @internal */
-  constructor(private readonly native: native.Group) {}
+  constructor(readonly native: native.Group) {}
 
   get id(): number {
     return this.native.id;
@@ -270,6 +270,10 @@ export class Device {
   }
   reset(): void {
     call(() => this.native.reset());
+  }
+  /** Resets every device on this one's bus or slot; `groups` must hold all of them. */
+  pciHotReset(groups: readonly Group[]): void {
+    call(() => this.native.pciHotReset(groups.map((g) => g.native)));
   }
   /** The devices a bus or slot reset of this one also resets (ENODEV: no such reset). */
   pciHotResetInfo(): DependentDevice[] {
