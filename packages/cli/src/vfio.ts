@@ -20,6 +20,21 @@ export interface OpenContainer {
 }
 
 export function openType1Container(vfio: VfioHost, model: HostModel, groupIds: readonly number[]): OpenContainer {
+  // Decided from the host model before any device node is opened, so the
+  // answer names the group and its fix rather than an errno from /dev/vfio:
+  // /dev/vfio/N exists only once a device of the group is on vfio-pci, and the
+  // group must be viable to join a container (vfio_group_set_container: EPERM).
+  for (const id of groupIds) {
+    const report = checkViability(model, resolveGroup(model, id));
+    if (!report.viable || report.assignable.length === 0) {
+      throw new CliError(
+        'HOST_GROUP_NOT_VIABLE',
+        report.viable ? `group ${id} has no device on vfio-pci, so VFIO cannot open it` : describeViability(report),
+        ExitCode.Refused,
+        `vfiokit bind ${id}`,
+      );
+    }
+  }
   const container = vfio.openContainer();
   const groups: Group[] = [];
   const close = () => {
@@ -27,26 +42,7 @@ export function openType1Container(vfio: VfioHost, model: HostModel, groupIds: r
   };
   try {
     for (const id of groupIds) {
-      // /dev/vfio/N exists only once a device of the group is on vfio-pci, and the
-      // group must be viable to join a container (vfio_group_set_container: EPERM).
-      const report = checkViability(model, resolveGroup(model, id));
-      if (!report.viable || report.assignable.length === 0) {
-        throw new CliError(
-          'HOST_GROUP_NOT_VIABLE',
-          report.viable ? `group ${id} has no device on vfio-pci, so VFIO cannot open it` : describeViability(report),
-          ExitCode.Refused,
-          `vfiokit bind ${id}`,
-        );
-      }
       const group = vfio.openGroup(id);
-      if (!group.status().viable) {
-        throw new CliError(
-          'VFIO_GROUP_NOT_VIABLE',
-          `group ${id} is not viable: a device in it is held by a host driver`,
-          ExitCode.Refused,
-          `vfiokit bind ${id}`,
-        );
-      }
       group.setContainer(container);
       groups.push(group);
     }

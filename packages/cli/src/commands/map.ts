@@ -16,7 +16,9 @@ import {
   placeRam,
   q35Layout,
   VfioDmaTarget,
+  HostMemory,
   type GuestMemoryLayout,
+  type RamRegion,
   type HostIommuInfo,
 } from '@vfiokit/core';
 import { action, RunState, withExamples } from '../program';
@@ -58,12 +60,42 @@ function ms(since: bigint): number {
   return Number(process.hrtime.bigint() - since) / 1e6;
 }
 
+/** Largest piece of real memory per allocation (vfio-core's HostMemory takes a 32-bit size). */
+const PIECE = 1n << 30n;
+
+/**
+ * Guest RAM backed by memory of this process, for the kernel backend: the
+ * kernel pins what it maps (vfio_pin_pages_remote), so the addresses must be
+ * real. Regions over 1 GiB become several pieces, each its own mapping.
+ */
+function backWithHostMemory(layout: GuestMemoryLayout): { layout: GuestMemoryLayout; memories: HostMemory[] } {
+  const memories: HostMemory[] = [];
+  const regions: RamRegion[] = [];
+  try {
+    for (const r of layout.regions) {
+      const pieces = (r.size + PIECE - 1n) / PIECE;
+      for (let i = 0n; i < pieces; i++) {
+        const size = r.size - i * PIECE < PIECE ? r.size - i * PIECE : PIECE;
+        const memory = new HostMemory(Number(size));
+        memories.push(memory);
+        regions.push({ ...r, name: pieces === 1n ? r.name : `${r.name}.${i}`, gpa: r.gpa + i * PIECE, size, hva: memory.address });
+      }
+    }
+  } catch (err) {
+    for (const m of memories) m.free();
+    throw err;
+  }
+  return { layout: { ...layout, regions }, memories };
+}
+
 /** Map `layout` at IOVA = GPA into one container holding `groups`, then unmap it; returns the counts. */
 export function identityMapRun(ctx: { out: Output }, backend: 'kernel' | 'mock', vfio: ReturnType<typeof openVfioHost>, model: Parameters<typeof openType1Container>[1], groups: readonly number[], layout: GuestMemoryLayout): MapReport {
   const opened = openType1Container(vfio, model, groups);
+  // The mock checks addresses but pins nothing, so any layout can be simulated; the kernel needs real memory.
+  const backed = backend === 'kernel' ? backWithHostMemory(layout) : { layout: placeRam(layout), memories: [] };
   try {
     const t0 = process.hrtime.bigint();
-    const placed = placeRam(layout);
+    const placed = backed.layout;
     // Every collision is found before anything is mapped (dma's identity rule).
     checkIdentityRegions(placed.regions, opened.info, dmaGroupsOf(model, groups));
     // Boot RAM is one unit: mapped, and later unmapped, whole.
@@ -98,6 +130,7 @@ export function identityMapRun(ctx: { out: Output }, backend: 'kernel' | 'mock',
     };
   } finally {
     opened.close();
+    for (const m of backed.memories) m.free();
   }
 }
 
@@ -137,7 +170,7 @@ async function layoutAndGroups(ctx: CommandContext, file: string | undefined, op
 
 export function mapCommand(state: RunState): Command {
   const cmd = new Command('map')
-    .description('identity-map a guest RAM layout into a type1v2 container (mock or kernel) and report batched calls, ioctls and time')
+    .description('identity-map a guest RAM layout into a type1v2 container (the mock with --mock, else the kernel, pinning real memory) and report batched calls, ioctls and time')
     .argument('[guest.yaml]', "a q35 guest spec: its RAM layout and its devices' groups")
     .option('--memory <size>', 'guest RAM when no spec is given (q35 layout around the PCI hole)', '4G')
     .option('--fragments <n>', 'split --memory into N RAM regions with holes between them (starting at 4 GiB)')
@@ -145,14 +178,6 @@ export function mapCommand(state: RunState): Command {
     .action(
       action(state, async (ctx, file: string | undefined, opts: MapOptions) => {
         const session = await ctx.host();
-        if (session.backend === 'kernel') {
-          throw new CliError(
-            'MAP_NEEDS_GUEST_RAM',
-            "map on the kernel backend needs guest RAM to pin, and vfio-core does not yet allocate memory for Node",
-            ExitCode.Unavailable,
-            "use --mock to see the calls, or 'vfiokit lab' for maps on a real kernel",
-          );
-        }
         const { layout, groups } = await layoutAndGroups(ctx, file, opts);
         const model = discoverHost(session.fs);
         const report = identityMapRun(ctx, session.backend, openVfioHost(session, model), model, groups, layout);

@@ -1,0 +1,58 @@
+// The CLI on the real kernel (the lab's x86 guest, see
+// packages/testkit/src/lab/README.md): `vfiokit map` identity-maps real memory
+// of its own into a type1v2 container holding the solo edu's group, through
+// the built binary, as an operator would run it. No testkit here.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, readlinkSync } from 'node:fs';
+import { basename, join } from 'node:path';
+
+const BIN = join(__dirname, 'main.js');
+
+function soloBdf(): string {
+  const file = process.env.VFIOKIT_LAB_TOPOLOGY_FILE;
+  assert.ok(file, 'VFIOKIT_LAB_TOPOLOGY_FILE is not set: this case runs only inside the lab guest');
+  const topology = JSON.parse(readFileSync(file, 'utf8')) as { devices: { role: string; bdf: string }[] };
+  const solo = topology.devices.find((d) => d.role === 'solo');
+  assert.ok(solo, 'the lab topology has no solo device');
+  return solo.bdf;
+}
+
+function vfiokit(args: readonly string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 100_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+export const cases: { name: string; run: () => void | Promise<void> }[] = [
+  {
+    name: 'vfiokit map pins 64 MiB of its own memory into a kernel container and unmaps it, one ioctl each way',
+    run: () => {
+      const group = basename(readlinkSync(`/sys/bus/pci/devices/${soloBdf()}/iommu_group`));
+      const run = vfiokit(['--json', 'map', '--group', group, '--memory', '64M']);
+      assert.equal(run.status, 0, run.stderr);
+      const report = JSON.parse(run.stdout) as { backend: string; groups: number[]; regions: number; calls: number; ioctls: number; entries: number; unmapIoctls: number; host: { dmaEntryLimit: number } };
+      assert.equal(report.backend, 'kernel');
+      assert.deepEqual(report.groups, [Number(group)]);
+      assert.equal(report.regions, 1);
+      assert.equal(report.calls, 1);
+      assert.equal(report.ioctls, 1);
+      assert.equal(report.entries, 1);
+      assert.equal(report.unmapIoctls, 1);
+      // The lab loads vfio_iommu_type1 with dma_entry_limit=4096; the kernel reports what is left.
+      assert.equal(report.host.dmaEntryLimit, 4096);
+    },
+  },
+  {
+    name: 'vfiokit map of a group that is not viable is refused before /dev/vfio is opened',
+    run: () => {
+      const file = process.env.VFIOKIT_LAB_TOPOLOGY_FILE!;
+      const topology = JSON.parse(readFileSync(file, 'utf8')) as { devices: { role: string; bdf: string }[] };
+      const blocked = topology.devices.find((d) => d.role === 'blocked');
+      assert.ok(blocked);
+      const group = basename(readlinkSync(`/sys/bus/pci/devices/${blocked.bdf}/iommu_group`));
+      const run = vfiokit(['map', '--group', group, '--memory', '64M']);
+      assert.equal(run.status, 5, run.stderr);
+      assert.match(run.stderr, new RegExp(`^vfiokit: group ${group} is not viable: `));
+    },
+  },
+];
