@@ -348,6 +348,15 @@ pub static CASES: &[SpaprCase] = &[
         },
     },
     SpaprCase {
+        name: "TCE_CREATE with two levels fails with EINVAL (pseries tables have one)",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            r.step("TCE_CREATE shift=16 size=1GiB levels=2", errno(b.ops().tce_create(16, GIB, 2, 0)), hex);
+            Ok(())
+        },
+    },
+    SpaprCase {
         name: "TCE_CREATE with a flag fails with EINVAL",
         pes: 1,
         run: |b, r| {
