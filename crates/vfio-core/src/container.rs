@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::{buf_bytes, read_pod, Backend, BackendKind, RawFd};
+use crate::backend::{buf_bytes, buf_bytes_mut, read_pod, write_pod, Backend, BackendKind, RawFd};
 use crate::error::{Error, Result};
 use crate::uapi::{self, vfio_info_cap_header, vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap};
 
@@ -125,7 +125,7 @@ impl Container {
             let mut buf = vec![0u64; words];
             let argsz = (words * 8) as u32;
             let head = uapi::vfio_iommu_type1_info { argsz, ..Default::default() };
-            crate::backend::write_pod(crate::backend::buf_bytes_mut(&mut buf), 0, &head, minsz);
+            write_pod(buf_bytes_mut(&mut buf), 0, &head, minsz);
             self.backend.iommu_get_info(self.fd, &mut buf).map_err(|e| self.err(e.0, "VFIO_IOMMU_GET_INFO"))?;
             let bytes = buf_bytes(&buf);
             let info: uapi::vfio_iommu_type1_info = read_pod(bytes, 0).unwrap_or_default();
@@ -174,6 +174,55 @@ impl Container {
         self.backend.map_dma(self.fd, &map).map_err(|e| {
             self.err(e.0, "VFIO_IOMMU_MAP_DMA").with_detail(format!("update vaddr of iova {iova:#x} size {size:#x} to {vaddr:#x}"))
         })
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES` with `FLAG_START`: the IOMMU starts
+    /// tracking which mapped pages devices may have written (for migration).
+    pub fn start_dirty_tracking(&self) -> Result<()> {
+        self.dirty_pages_flag(uapi::VFIO_IOMMU_DIRTY_PAGES_FLAG_START)
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES` with `FLAG_STOP`.
+    pub fn stop_dirty_tracking(&self) -> Result<()> {
+        self.dirty_pages_flag(uapi::VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP)
+    }
+
+    fn dirty_pages_flag(&self, flag: u32) -> Result<()> {
+        let hdr = uapi::vfio_iommu_type1_dirty_bitmap { argsz: 8, flags: flag, data: [] };
+        let mut buf = [0u64; 1];
+        write_pod(buf_bytes_mut(&mut buf), 0, &hdr, 8);
+        self.backend.iommu_dirty_pages(self.fd, &buf).map_err(|e| self.err(e.0, "VFIO_IOMMU_DIRTY_PAGES"))
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES` with `FLAG_GET_BITMAP`: one bit per page of
+    /// `page_size` (the smallest IOMMU page size) over `[iova, iova + size)`,
+    /// bit n of word n / 64 for the page at `iova + n * page_size`. The range
+    /// must not cut a mapping; tracking must be started.
+    pub fn dirty_bitmap(&self, iova: u64, size: u64, page_size: u64) -> Result<Vec<u64>> {
+        let pages = if page_size.is_power_of_two() { size >> page_size.trailing_zeros() } else { 0 };
+        let mut bitmap = vec![0u64; (pages.div_ceil(64) as usize).max(1)];
+        let head = std::mem::size_of::<uapi::vfio_iommu_type1_dirty_bitmap>();
+        let get = uapi::vfio_iommu_type1_dirty_bitmap_get {
+            iova,
+            size,
+            bitmap: uapi::vfio_bitmap { pgsize: page_size, size: (bitmap.len() * 8) as u64, data: bitmap.as_mut_ptr() },
+        };
+        let argsz = head + std::mem::size_of::<uapi::vfio_iommu_type1_dirty_bitmap_get>();
+        let hdr = uapi::vfio_iommu_type1_dirty_bitmap {
+            argsz: argsz as u32,
+            flags: uapi::VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP,
+            data: [],
+        };
+        let mut buf = vec![0u64; argsz.div_ceil(8)];
+        let bytes = buf_bytes_mut(&mut buf);
+        write_pod(bytes, 0, &hdr, head);
+        write_pod(bytes, head, &get, std::mem::size_of_val(&get));
+        // `bitmap` stays alive and untouched until the call returns; the
+        // backend writes it through `get.bitmap.data`.
+        self.backend.iommu_dirty_pages(self.fd, &buf).map_err(|e| {
+            self.err(e.0, "VFIO_IOMMU_DIRTY_PAGES").with_detail(format!("bitmap of iova {iova:#x} size {size:#x}"))
+        })?;
+        Ok(bitmap)
     }
 
     pub(crate) fn unmap_raw(&self, iova: u64, size: u64, flags: u32) -> Result<u64> {

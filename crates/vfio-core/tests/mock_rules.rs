@@ -540,3 +540,58 @@ fn a_group_whose_reserved_region_holds_a_mapping_cannot_join_with_einval() {
     let g2 = Group::open(b, 2).unwrap();
     assert_eq!(errno(g2.set_container(&c)), "EINVAL");
 }
+
+// ---- dirty page tracking (VFIO_IOMMU_DIRTY_PAGES) ----
+
+#[test]
+fn a_dirty_bitmap_before_tracking_starts_fails_with_einval() {
+    let (_b, c, _g) = ready();
+    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x4000, RW).unwrap();
+    assert_eq!(errno(c.dirty_bitmap(0x10_0000, 0x4000, 0x1000)), "EINVAL");
+}
+
+#[test]
+fn every_mapped_page_is_dirty_while_tracking() {
+    // A device without page pinning may have written any mapped page
+    // (update_user_bitmap with num_non_pinned_groups).
+    let (_b, c, _g) = ready();
+    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x3000, RW).unwrap();
+    c.map_dma(0x10_5000, 0x7000_0001_0000, 0x1000, RW).unwrap();
+    c.start_dirty_tracking().unwrap();
+    assert_eq!(c.dirty_bitmap(0x10_0000, 0x8000, 0x1000).unwrap(), vec![0b10_0111]);
+}
+
+#[test]
+fn a_dirty_bitmap_that_cuts_a_mapping_fails_with_einval() {
+    let (_b, c, _g) = ready();
+    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x4000, RW).unwrap();
+    c.start_dirty_tracking().unwrap();
+    assert_eq!(errno(c.dirty_bitmap(0x10_0000, 0x2000, 0x1000)), "EINVAL");
+}
+
+#[test]
+fn a_dirty_bitmap_in_another_page_size_fails_with_einval() {
+    let (_b, c, _g) = ready();
+    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x20_0000, RW).unwrap();
+    c.start_dirty_tracking().unwrap();
+    assert_eq!(errno(c.dirty_bitmap(0x10_0000, 0x20_0000, 0x20_0000)), "EINVAL");
+}
+
+#[test]
+fn stopping_tracking_refuses_further_bitmaps() {
+    let (_b, c, _g) = ready();
+    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x1000, RW).unwrap();
+    c.start_dirty_tracking().unwrap();
+    c.stop_dirty_tracking().unwrap();
+    assert_eq!(errno(c.dirty_bitmap(0x10_0000, 0x1000, 0x1000)), "EINVAL");
+}
+
+#[test]
+fn dirty_tracking_on_a_type1_v1_container_fails_with_eacces() {
+    let b = host(MockConfig::default());
+    let c = Container::open(b.clone()).unwrap();
+    let g = Group::open(b, 1).unwrap();
+    g.set_container(&c).unwrap();
+    c.set_iommu(VFIO_TYPE1_IOMMU).unwrap();
+    assert_eq!(errno(c.start_dirty_tracking()), "EACCES");
+}

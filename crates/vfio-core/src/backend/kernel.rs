@@ -132,6 +132,13 @@ impl Backend for KernelBackend {
         ioctl_ptr(container, uapi::VFIO_IOMMU_UNMAP_DMA, unmap).map(drop)
     }
 
+    fn iommu_dirty_pages(&self, container: RawFd, buf: &[u64]) -> SysResult<()> {
+        check_argsz(buf)?;
+        // The kernel reads the argument and writes only through bitmap.data,
+        // which the caller owns (see the trait's contract).
+        ioctl_ptr(container, uapi::VFIO_IOMMU_DIRTY_PAGES, buf.as_ptr() as *mut u64).map(drop)
+    }
+
     fn group_get_status(&self, group: RawFd, status: &mut vfio_group_status) -> SysResult<()> {
         ioctl_ptr(group, uapi::VFIO_GROUP_GET_STATUS, status).map(drop)
     }

@@ -68,6 +68,10 @@ pub trait IommuOps: Send + fmt::Debug {
     fn unmap_dma(&mut self, _unmap: &mut vfio_iommu_type1_dma_unmap) -> SysResult<()> {
         Err(Errno(libc::ENOTTY))
     }
+    /// `VFIO_IOMMU_DIRTY_PAGES`.
+    fn dirty_pages(&mut self, _buf: &[u64]) -> SysResult<()> {
+        Err(Errno(libc::ENOTTY))
+    }
     /// What the IOMMU hardware does for a device access: the host address
     /// `iova` translates to and how many bytes after it stay in the same
     /// mapping, if the mapping allows `write` (or read).
@@ -422,7 +426,7 @@ impl HostBus<'_> {
 
 /// process_vm_writev on ourselves: copies into this process's memory at
 /// `addr`, failing (EFAULT) instead of crashing when it is not mapped.
-fn write_self(addr: u64, data: &[u8]) -> bool {
+pub(super) fn write_self(addr: u64, data: &[u8]) -> bool {
     let local = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
     let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: data.len() };
     // SAFETY: `local` describes a live slice for its exact length; `remote`
@@ -433,7 +437,7 @@ fn write_self(addr: u64, data: &[u8]) -> bool {
 }
 
 /// process_vm_readv on ourselves; a failed read leaves `out` as it was.
-fn read_self(addr: u64, out: &mut [u8]) -> bool {
+pub(super) fn read_self(addr: u64, out: &mut [u8]) -> bool {
     let local = libc::iovec { iov_base: out.as_mut_ptr().cast(), iov_len: out.len() };
     let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: out.len() };
     // SAFETY: as write_self; `local` is a live, writable slice of its length.
@@ -861,6 +865,14 @@ impl Backend for MockBackend {
         h.ioctls += 1;
         let c = h.container(container)?;
         h.containers[c].iommu.as_mut().ok_or(Errno(libc::EINVAL))?.map_dma(map)
+    }
+
+    // vfio_fops_unl_ioctl default branch: EINVAL without an IOMMU driver.
+    fn iommu_dirty_pages(&self, container: RawFd, buf: &[u64]) -> SysResult<()> {
+        let mut h = self.lock();
+        h.ioctls += 1;
+        let c = h.container(container)?;
+        h.containers[c].iommu.as_mut().ok_or(Errno(libc::EINVAL))?.dirty_pages(buf)
     }
 
     // One lock for the whole slice; each element is still one modelled ioctl.

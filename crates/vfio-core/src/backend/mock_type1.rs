@@ -4,10 +4,10 @@
 
 use std::any::Any;
 
-use super::mock::{einval, AttachGroup, CapChain, IommuDriverOps, IommuOps};
+use super::mock::{einval, read_self, write_self, AttachGroup, CapChain, IommuDriverOps, IommuOps};
 use super::mock_config::{IovaSpan, KernelVersion, MockConfig};
 use super::mock_index::{Dma, DmaIndex};
-use super::{argsz_of, buf_bytes_mut, write_pod, Errno, SysResult};
+use super::{argsz_of, buf_bytes, buf_bytes_mut, read_pod, write_pod, Errno, SysResult};
 use crate::uapi::*;
 
 /// The built-in type1 driver.
@@ -39,6 +39,7 @@ impl IommuDriverOps for Type1Driver {
             dma: DmaIndex::default(),
             dma_avail: config.dma_entry_limit,
             groups: Vec::new(),
+            dirty_tracking: false,
         }))
     }
 }
@@ -88,6 +89,8 @@ pub struct Type1Iommu {
     dma: DmaIndex,
     dma_avail: u32,
     groups: Vec<AttachGroup>,
+    /// iommu->dirty_page_tracking.
+    dirty_tracking: bool,
 }
 
 /// Removes `hole` from every span of `ranges` (vfio_iommu_resv_exclude).
@@ -218,7 +221,10 @@ impl Type1Iommu {
         } else if size == 0 || size & (pgsize - 1) != 0 || iova.checked_add(size - 1).is_none() {
             return einval();
         }
-        // Dirty tracking is never started in the mock, so a bitmap request is refused.
+        // An unmap that returns a dirty bitmap carries a vfio_bitmap after the
+        // struct (argsz >= minsz + sizeof(bitmap)); the Backend's unmap takes
+        // the bare struct, whose argsz is then too small: EINVAL, as
+        // vfio_iommu_type1_unmap_dma answers.
         if unmap.flags & VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP != 0 {
             return einval();
         }
@@ -268,6 +274,105 @@ impl Type1Iommu {
             self.dma_avail += 1;
         }
         unmap.size = unmapped;
+        Ok(())
+    }
+}
+
+/// DIRTY_BITMAP_SIZE_MAX: INT_MAX pages, one bit each, in bytes of u64 words.
+const DIRTY_BITMAP_SIZE_MAX: u64 = (i32::MAX as u64).div_ceil(64) * 64 / 8;
+
+/// access_ok on x86-64: the range must lie below TASK_SIZE_MAX.
+const TASK_SIZE_MAX: u64 = (1 << 47) - 4096;
+
+impl Type1Iommu {
+    // vfio_iommu_type1_dirty_pages.
+    fn do_dirty_pages(&mut self, buf: &[u64]) -> SysResult<()> {
+        if !self.v2 {
+            return Err(Errno(libc::EACCES));
+        }
+        let bytes = buf_bytes(buf);
+        let minsz = std::mem::offset_of!(vfio_iommu_type1_dirty_bitmap, data);
+        let hdr: vfio_iommu_type1_dirty_bitmap = read_pod(bytes, 0).ok_or(Errno(libc::EFAULT))?;
+        let mask = VFIO_IOMMU_DIRTY_PAGES_FLAG_START | VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP | VFIO_IOMMU_DIRTY_PAGES_FLAG_GET_BITMAP;
+        // Only one flag at a time.
+        if (hdr.argsz as usize) < minsz || hdr.flags & !mask != 0 || hdr.flags.count_ones() != 1 {
+            return einval();
+        }
+        match hdr.flags {
+            VFIO_IOMMU_DIRTY_PAGES_FLAG_START => {
+                self.dirty_tracking = true;
+                Ok(())
+            }
+            VFIO_IOMMU_DIRTY_PAGES_FLAG_STOP => {
+                self.dirty_tracking = false;
+                Ok(())
+            }
+            _ => self.get_dirty_bitmap(bytes, hdr.argsz as usize - minsz, minsz),
+        }
+    }
+
+    fn get_dirty_bitmap(&mut self, bytes: &[u8], data_size: usize, at: usize) -> SysResult<()> {
+        if data_size < std::mem::size_of::<vfio_iommu_type1_dirty_bitmap_get>() {
+            return einval();
+        }
+        let range: vfio_iommu_type1_dirty_bitmap_get = read_pod(bytes, at).ok_or(Errno(libc::EFAULT))?;
+        let (iova, size, bm) = (range.iova, range.size, range.bitmap);
+        if iova.checked_add(size).is_none() {
+            return einval();
+        }
+        let data = bm.data as u64;
+        if data.checked_add(bm.size).is_none_or(|end| end > TASK_SIZE_MAX) {
+            return einval();
+        }
+        // verify_bitmap_size, then the page size and alignment rules.
+        if bm.pgsize == 0 {
+            return einval();
+        }
+        let pgshift = bm.pgsize.trailing_zeros();
+        let npages = size >> pgshift;
+        if npages == 0 || bm.size == 0 || bm.size > DIRTY_BITMAP_SIZE_MAX || bm.size < npages.div_ceil(64) * 8 {
+            return einval();
+        }
+        let pgsize = self.min_pgsize();
+        if bm.pgsize != pgsize || iova & (pgsize - 1) != 0 || size & (pgsize - 1) != 0 {
+            return einval();
+        }
+        if !self.dirty_tracking {
+            return einval();
+        }
+        // vfio_iova_dirty_bitmap: the range must not cut a mapping.
+        if self.find(iova, 1).is_some_and(|(k, _)| k != iova) {
+            return einval();
+        }
+        if self.find(iova + size - 1, 0).is_some_and(|(k, d)| k + d.size != iova + size) {
+            return einval();
+        }
+        // update_user_bitmap: a group without page pinning can dirty any
+        // mapped page, so every page of every mapping in range is dirty.
+        // Each mapping's words are written whole; bits below it in its
+        // first word are kept, bits after it in its last word are cleared.
+        for k in self.dma.keys_starting_in(iova, iova + size - 1) {
+            let d = self.dma.containing(k).expect("key from the index").1;
+            let first = (k - iova) >> pgshift;
+            let nbits = d.size >> pgshift;
+            let shift = first % 64;
+            let word0 = first / 64;
+            let words = (shift + nbits).div_ceil(64);
+            let mut out = vec![0u64; words as usize];
+            for b in shift..shift + nbits {
+                out[(b / 64) as usize] |= 1 << (b % 64);
+            }
+            let addr = data + word0 * 8;
+            let mut old = [0u8; 8];
+            if !read_self(addr, &mut old) {
+                return Err(Errno(libc::EFAULT));
+            }
+            out[0] |= u64::from_ne_bytes(old) & ((1u64 << shift) - 1);
+            let raw: Vec<u8> = out.iter().flat_map(|w| w.to_ne_bytes()).collect();
+            if !write_self(addr, &raw) {
+                return Err(Errno(libc::EFAULT));
+            }
+        }
         Ok(())
     }
 }
@@ -324,8 +429,7 @@ impl IommuOps for Type1Iommu {
                 header: Default::default(),
                 flags: 0,
                 pgsize_bitmap: pgsize,
-                // DIRTY_BITMAP_SIZE_MAX: INT_MAX pages, one bit each, in u64 words.
-                max_dirty_bitmap_size: ((i32::MAX as u64).div_ceil(64) * 64) / 8,
+                max_dirty_bitmap_size: DIRTY_BITMAP_SIZE_MAX,
             },
             &[],
         );
@@ -375,6 +479,10 @@ impl IommuOps for Type1Iommu {
 
     fn unmap_dma(&mut self, unmap: &mut vfio_iommu_type1_dma_unmap) -> SysResult<()> {
         self.do_unmap(unmap)
+    }
+
+    fn dirty_pages(&mut self, buf: &[u64]) -> SysResult<()> {
+        self.do_dirty_pages(buf)
     }
 
     fn translate(&self, iova: u64, write: bool) -> Option<(u64, u64)> {

@@ -149,6 +149,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
     }
     /// On success the kernel writes the number of bytes unmapped into `size`.
     fn unmap_dma(&self, container: RawFd, unmap: &mut vfio_iommu_type1_dma_unmap) -> SysResult<()>;
+    /// `VFIO_IOMMU_DIRTY_PAGES`: `buf` holds a `vfio_iommu_type1_dirty_bitmap`
+    /// and, for GET_BITMAP, a `vfio_iommu_type1_dirty_bitmap_get` whose
+    /// `bitmap.data` points at memory the kernel writes: like a DMA address,
+    /// it must be memory of this process that nothing else uses meanwhile.
+    fn iommu_dirty_pages(&self, container: RawFd, buf: &[u64]) -> SysResult<()> {
+        let _ = (container, buf);
+        Err(Errno(libc::ENOTTY))
+    }
 
     // Group (/dev/vfio/N) ioctls.
     fn group_get_status(&self, group: RawFd, status: &mut vfio_group_status) -> SysResult<()>;

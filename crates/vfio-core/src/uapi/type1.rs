@@ -74,6 +74,12 @@ pub struct vfio_bitmap {
     pub data: *mut u64,
 }
 
+impl Default for vfio_bitmap {
+    fn default() -> Self {
+        Self { pgsize: 0, size: 0, data: std::ptr::null_mut() }
+    }
+}
+
 pub const VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP: u32 = 1 << 0;
 pub const VFIO_DMA_UNMAP_FLAG_ALL: u32 = 1 << 1;
 pub const VFIO_DMA_UNMAP_FLAG_VADDR: u32 = 1 << 2;
@@ -101,7 +107,7 @@ pub struct vfio_iommu_type1_dirty_bitmap {
 }
 
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct vfio_iommu_type1_dirty_bitmap_get {
     pub iova: u64,
     pub size: u64,
