@@ -405,6 +405,41 @@ impl Container {
         self.inner.unmap_all().map(BigInt::from).map_err(|e| js_err(env, e))
     }
 
+    /// Live update: the mappings in range keep working but their host
+    /// addresses become invalid until `updateVaddr` (`VFIO_DMA_UNMAP_FLAG_VADDR`).
+    #[napi]
+    pub fn invalidate_vaddr(&self, env: &Env, iova: BigInt, size: BigInt) -> Result<BigInt> {
+        let r = (|| self.inner.invalidate_vaddr(u64_of("iova", &iova)?, u64_of("size", &size)?))();
+        r.map(BigInt::from).map_err(|e| js_err(env, e))
+    }
+
+    /// Live update: the new host address of an invalidated mapping (`VFIO_DMA_MAP_FLAG_VADDR`).
+    #[napi]
+    pub fn update_vaddr(&self, env: &Env, iova: BigInt, vaddr: BigInt, size: BigInt) -> Result<()> {
+        let r = (|| self.inner.update_vaddr(u64_of("iova", &iova)?, u64_of("vaddr", &vaddr)?, u64_of("size", &size)?))();
+        r.map_err(|e| js_err(env, e))
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES` START.
+    #[napi]
+    pub fn start_dirty_tracking(&self, env: &Env) -> Result<()> {
+        self.inner.start_dirty_tracking().map_err(|e| js_err(env, e))
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES` STOP.
+    #[napi]
+    pub fn stop_dirty_tracking(&self, env: &Env) -> Result<()> {
+        self.inner.stop_dirty_tracking().map_err(|e| js_err(env, e))
+    }
+
+    /// `VFIO_IOMMU_DIRTY_PAGES` GET_BITMAP: one bit per page of `pageSize`
+    /// over [iova, iova + size).
+    #[napi]
+    pub fn dirty_bitmap(&self, env: &Env, iova: BigInt, size: BigInt, page_size: BigInt) -> Result<BigUint64Array> {
+        let r = (|| self.inner.dirty_bitmap(u64_of("iova", &iova)?, u64_of("size", &size)?, u64_of("pageSize", &page_size)?))();
+        r.map(BigUint64Array::new).map_err(|e| js_err(env, e))
+    }
+
     /// Maps a batch: `entries` holds iova, vaddr, size triples; `flags` one
     /// word per entry or one number for all. All or nothing: on failure the
     /// error's `entryIndex` names the entry and nothing stays mapped.

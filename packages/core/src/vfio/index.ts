@@ -167,6 +167,24 @@ export class Container {
   unmapAll(): bigint {
     return call(() => this.native.unmapAll());
   }
+  /** Live update: mappings stay, their host addresses are invalid until updateVaddr. */
+  invalidateVaddr(iova: bigint, size: bigint): bigint {
+    return call(() => this.native.invalidateVaddr(iova, size));
+  }
+  /** Live update: the new host address of an invalidated mapping of exactly this extent. */
+  updateVaddr(iova: bigint, vaddr: bigint, size: bigint): void {
+    call(() => this.native.updateVaddr(iova, vaddr, size));
+  }
+  startDirtyTracking(): void {
+    call(() => this.native.startDirtyTracking());
+  }
+  stopDirtyTracking(): void {
+    call(() => this.native.stopDirtyTracking());
+  }
+  /** One bit per page of `pageSize` over [iova, iova + size); tracking must be started. */
+  dirtyBitmap(iova: bigint, size: bigint, pageSize: bigint = 0x1000n): BigUint64Array {
+    return call(() => this.native.dirtyBitmap(iova, size, pageSize));
+  }
   /**
    * Maps `entries` (iova, vaddr, size triples) in one call, coalescing
    * contiguous entries; all or nothing (a failure's `entryIndex` names the entry).

@@ -215,3 +215,18 @@ test('a VfioError carries the fix as its hint', (t) => {
   const e = t.throws(() => c.setIommu(IommuType.Type1v2), { instanceOf: VfioError });
   t.is(e?.hint, 'attach a group with VFIO_GROUP_SET_CONTAINER first, and set the IOMMU only once per container');
 });
+
+test('while dirty tracking, every mapped page reads dirty', (t) => {
+  const { container } = ready();
+  container.mapDma(0x100000n, VA, 0x3000n);
+  container.startDirtyTracking();
+  t.deepEqual([...container.dirtyBitmap(0x100000n, 0x4000n)], [0b111n]);
+});
+
+test('a live update gives an invalidated mapping its new host address', (t) => {
+  const { container } = ready();
+  container.mapDma(0x100000n, VA, 0x2000n);
+  t.is(container.invalidateVaddr(0x100000n, 0x2000n), 0x2000n);
+  container.updateVaddr(0x100000n, VA + 0x100000n, 0x2000n);
+  t.is(t.throws(() => container.updateVaddr(0x100000n, VA, 0x2000n), { instanceOf: VfioError })?.code, 'EINVAL');
+});
