@@ -155,6 +155,6 @@ console.log('\n(3) batched path cost');
 console.log(`    scattered  (one modelled ioctl per entry) ${perEntry(sb)}`);
 console.log(`    contiguous (coalesced)                    ${perEntry(cb)}`);
 console.log(`    per-call napi path (scattered)            ${perEntry(sp)}`);
-const load = (await import('node:os')).loadavg()[0];
-console.log(`\nload average ${load.toFixed(1)} on ${(await import('node:os')).cpus().length} cores: wall times include waiting for a core; CPU times do not.`);
 console.log(`    target: < 100 ns/entry`);
+const os = await import('node:os');
+console.log(`\nload average ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} cores: wall times include waiting for a core; CPU times do not.`);
