@@ -2,7 +2,9 @@
 // devices may reach, and every assigned group's container must hold exactly
 // that. QEMU does this by walking the guest's tables on each invalidation and
 // calling VFIO once per 4 KiB leaf (vtd_page_walk -> vfio_iommu_map_notify);
-// here each guest operation becomes at most one batched call per container.
+// here a guest map or unmap becomes one batched call per container (two, an
+// unmap then a map, only when the guest unmaps part of one of its own maps),
+// and an invalidation flushes everything pending in one unmap and one map batch.
 //
 // Rules kept at every step:
 // - A container never holds a page its group's domain has not mapped: on every
