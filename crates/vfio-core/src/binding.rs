@@ -114,7 +114,7 @@ pub struct MockDeviceJs {
     /// PCI address, e.g. "0000:00:03.0".
     pub address: String,
     /// Bound driver ("vfio-pci", "e1000e", ...); null or absent: unbound.
-    pub driver: Option<String>,
+    pub driver: Option<Either<String, Null>>,
     /// Defaults to an edu.
     pub model: Option<DeviceModelJs>,
 }
@@ -218,7 +218,10 @@ fn config_of(c: Option<MockHostConfig>) -> std::result::Result<MockConfig, crate
         for d in &g.devices {
             group.devices.push(MockDeviceConfig {
                 address: d.address.clone(),
-                driver: d.driver.clone(),
+                driver: match &d.driver {
+                    Some(Either::A(name)) => Some(name.clone()),
+                    _ => None,
+                },
                 model: model_of(d.model.as_ref())?,
             });
         }

@@ -154,7 +154,7 @@ test('mock-only calls on a kernel host throw ENOTTY', (t) => {
 test('a hot reset of a device behind a bridge lists every function on its bus', (t) => {
   const host = VfioHost.mock({
     groups: [
-      { id: 2, devices: [{ address: '0000:01:01.0', driver: 'vfio-pci' }, { address: '0000:01:02.0' }] },
+      { id: 2, devices: [{ address: '0000:01:01.0', driver: 'vfio-pci' }, { address: '0000:01:02.0', driver: null }] },
     ],
   });
   const c = host.openContainer();
