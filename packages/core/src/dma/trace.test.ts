@@ -160,3 +160,19 @@ test('maps one unmap removes together share a unit hint; a map unmapped alone ge
   ];
   t.deepEqual(annotateUnits(ops).slice(0, 3).map((o) => (o.op === 'map' ? o.unit : null)), [3, 3, undefined]);
 });
+
+test('event lines without the flags column, with a tgid column, or with dashes in the task name are read', (t) => {
+  const lines = [
+    '          <idle>-0     [001]     3.000000: map: IOMMU: iova=0x0000000000003000 - 0x0000000000004000 paddr=0x0000000000003000 size=4096',
+    '     kworker/u4:1-57    (   57) [000] .....     2.000000: map: IOMMU: iova=0x0000000000002000 - 0x0000000000003000 paddr=0x0000000000002000 size=4096',
+    '    irq/24-ahci-99      [000] d.h1.     1.000000: map: IOMMU: iova=0x0000000000001000 - 0x0000000000002000 paddr=0x0000000000001000 size=4096',
+  ].join('\n');
+  t.deepEqual(
+    parseTraceEvents(lines).map((e) => [e.task, e.pid, e.cpu]),
+    [
+      ['irq/24-ahci', 99, 0],
+      ['kworker/u4:1', 57, 0],
+      ['<idle>', 0, 1],
+    ],
+  );
+});
