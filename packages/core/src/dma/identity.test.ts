@@ -84,3 +84,11 @@ test('a map the kernel refuses surfaces as DmaTargetError with the errno, and th
   const err = t.throws(() => map.mapAll(layout), { instanceOf: DmaTargetError });
   t.deepEqual([err.errno, container.size], ['EINVAL', 0]);
 });
+
+test('a guest without an IOMMU maps its RAM once into one container shared by all its groups', (t) => {
+  const g13 = { id: 13, reservedRegions: [X86_MSI_WINDOW] };
+  const model = new Type1Model(VTD_HOST, openMockDmaTarget(VTD_HOST, [group, g13]));
+  const container = new ContainerMappings('shared container', model, VTD_HOST.dmaEntryLimit);
+  new IdentityMap(container, VTD_HOST, [group, g13]).mapAll(placeRam(q35Layout(4n * GiB)));
+  t.deepEqual([container.stats.calls, model.mappings().length, model.disagreements], [1, 2, []]);
+});
