@@ -32,10 +32,8 @@ test('attach to a QMP socket that never answers gives up after --timeout with ex
   const dir = tempDir(t);
   const host = ['--mock', 'workstation', '--mock-dir', dir];
   t.is((await vfiokit([...host, 'bind', '04:00.0'])).code, 0);
-  const started = Date.now();
   const run = await vfiokit([...host, 'attach', '--qmp', socket, '--timeout', '0.5', '04:00.0']);
   t.is(run.code, 7);
-  t.true(Date.now() - started < 10_000);
   t.is(run.stderr, `vfiokit: no QMP greeting from QEMU monitor at unix:${socket} within 500 ms\n`);
 });
 
