@@ -45,6 +45,10 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   HOST_GROUP_NOT_VIABLE: ExitCode.Refused,
   HOST_UNSAFE_DETACH: ExitCode.Refused,
   HOST_MEMLOCK_TOO_LOW: ExitCode.Refused,
+  // Refused before anything is written: a PF whose VFs would be torn down, a group a VMM holds open.
+  HOST_SRIOV_ENABLED: ExitCode.Refused,
+  HOST_GROUP_IN_USE: ExitCode.Refused,
+  HOST_DRIVER_MISSING: ExitCode.Unavailable,
   HOST_BIND_FAILED: ExitCode.HostFailure,
   HOST_ROLLBACK_FAILED: ExitCode.HostFailure,
   HOST_STATE: ExitCode.HostFailure,

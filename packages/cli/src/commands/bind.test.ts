@@ -87,3 +87,9 @@ test('--mock-dir without --mock is invalid input', async (t) => {
   t.is(run.code, 4);
   t.is(run.stderr, "vfiokit: --mock-dir needs --mock\nhint: name the simulated host too: 'vfiokit --mock workstation --mock-dir DIR ...'\n");
 });
+
+test('bind of an SR-IOV physical function with VFs enabled is refused with exit 5', async (t) => {
+  const run = await vfiokit(['--mock', 'sriov-server', 'bind', '--dry-run', '0000:3b:00.0']);
+  t.is(run.code, 5);
+  t.regex(run.stderr, /^vfiokit: 0000:3b:00\.0 is an SR-IOV physical function with 4 VFs enabled/);
+});
