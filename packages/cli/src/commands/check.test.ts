@@ -57,3 +57,13 @@ test('check --memory compares what the guest pins with RLIMIT_MEMLOCK and gives 
   t.is(body.memlock.message, 'RLIMIT_MEMLOCK is 8 MiB but the assignment pins 8 GiB (9 GiB with headroom): VFIO_IOMMU_MAP_DMA would fail with ENOMEM');
   t.true(body.memlock.fix.includes('LimitMEMLOCK=9663676416'));
 });
+
+test('check of an SR-IOV physical function with VFs says bind would refuse it and what to do instead', async (t) => {
+  const run = await vfiokit(['--mock', 'sriov-server', '--json', 'check', '3b:00.0']);
+  t.is(run.code, 5);
+  const body = parseJson<CheckJson>(run);
+  const bind = body.devices[0]!.checks.find((c) => c.check === 'bind')!;
+  t.false(bind.ok);
+  t.is(bind.fix, 'disable them first (echo 0 > /sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs), or assign a VF instead');
+  t.is(body.devices[0]!.checks.find((c) => c.check === 'viability')!.fix, undefined);
+});

@@ -4,7 +4,10 @@
 // locked memory) without changing anything.
 import { Command } from 'commander';
 import {
+  bindGroup,
   checkLockedMemory,
+  fileBindingStore,
+  isVfiokitError,
   checkViability,
   describeViability,
   findDevice,
@@ -19,7 +22,7 @@ import { parseSize } from '../sizes';
 import { invalidInput } from '../errors';
 
 export interface CheckItem {
-  readonly check: 'iommu' | 'vfio-pci' | 'viability' | 'safety' | 'memlock';
+  readonly check: 'iommu' | 'vfio-pci' | 'viability' | 'safety' | 'bind' | 'memlock';
   readonly ok: boolean;
   readonly message: string;
   /** The command that fixes it, when something does. */
@@ -34,7 +37,7 @@ export interface DeviceCheck {
 }
 
 /** Every check for one device, in the order an operator would fix them. */
-export function checkDevice(fs: HostFs, model: HostModel, target: string): DeviceCheck {
+export function checkDevice(fs: HostFs, model: HostModel, target: string, stateDir: string): DeviceCheck {
   const device = findDevice(model, target);
   const checks: CheckItem[] = [];
   if (device.iommuGroup === undefined) {
@@ -72,6 +75,19 @@ export function checkDevice(fs: HostFs, model: HostModel, target: string): Devic
       message: `${f.address}: ${f.detail} (rule '${f.rule}')`,
       fix: `vfiokit bind ${f.override} ${device.address}   # only if the host can do without it`,
     });
+  }
+  // What else bind would refuse before writing (a PF whose VFs it would tear
+  // down, say): core's bind in dry-run mode decides, writing nothing.
+  if (plan.refusals.length === 0 && !viability.viable) {
+    try {
+      bindGroup(fs, group.id, { store: fileBindingStore(stateDir), dryRun: true });
+    } catch (err) {
+      if (!isVfiokitError(err)) throw err;
+      checks.push({ check: 'bind', ok: false, message: err.message, ...(err.hint === undefined ? {} : { fix: err.hint }) });
+      const viabilityCheck = checks.find((c) => c.check === 'viability');
+      // `vfiokit bind` is then not the fix: the bind check says what is.
+      if (viabilityCheck) checks[checks.indexOf(viabilityCheck)] = { check: 'viability', ok: false, message: viabilityCheck.message };
+    }
   }
   return { address: device.address, group: group.id, ok: checks.every((c) => c.ok), checks };
 }
@@ -118,7 +134,7 @@ export function checkCommand(state: RunState): Command {
         }
         const host = await ctx.host();
         const model = await ctx.discover();
-        const results = addresses.map((a) => checkDevice(host.fs, model, a));
+        const results = addresses.map((a) => checkDevice(host.fs, model, a, host.stateDir));
         const memlock =
           opts.memory === undefined
             ? undefined

@@ -157,7 +157,7 @@ export async function runDemo(ctx: CommandContext, opts: { qemu: boolean }): Pro
 
   n.header('check: can the GPU and the USB controller be assigned?', `vfiokit check ${GPU} ${USB}`);
   const model = discoverHost(host.fs);
-  n.say(checkText([checkDevice(host.fs, model, GPU), checkDevice(host.fs, model, USB)]));
+  n.say(checkText([checkDevice(host.fs, model, GPU, host.stateDir), checkDevice(host.fs, model, USB, host.stateDir)]));
   n.say(`The GPU drives the console, so the demo leaves it alone and takes the USB controller.`);
 
   n.header("bind: move the USB controller's group to vfio-pci", `vfiokit bind ${USB}`);
