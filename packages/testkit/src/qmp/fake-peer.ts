@@ -149,7 +149,12 @@ export class FakeQmpPeer {
     return new Promise((resolve) => this.requestWaiters.push({ command, resolve }));
   }
 
-  /** Closes every client connection, as a QEMU that exits does. */
+  /** Closes every client connection after what was written reaches it (a clean exit). */
+  endConnections(): void {
+    for (const conn of this.connections) conn.socket.end();
+  }
+
+  /** Closes every client connection at once, as a QEMU that crashes does. */
   dropConnections(): void {
     for (const conn of this.connections) conn.socket.destroy();
     this.connections.clear();
