@@ -91,7 +91,7 @@ test('a guest that releases a two-function slot lets detach finish with one devi
     { host: '0000:05:00.1', group: 3, id: 'gpu-audio' },
   ]);
   t.deepEqual([...devices.keys()], ['gpu-audio', 'gpu']);
-  await detachDevices(qmp, ['gpu', 'gpu-audio'], { timeoutMs: 1_000 });
+  await detachDevices(qmp, ['gpu', 'gpu-audio'], { timeoutMs: 10_000 });
   t.is(devices.size, 0);
   t.deepEqual(
     peer.received.filter((r) => r.execute === 'device_del').map((r) => r.arguments),
@@ -106,7 +106,7 @@ test('a guest that refuses the unplug ends detach with UNPLUG_REJECTED_BY_GUEST'
   fakeVm(peer, 'refuses');
   const qmp = await connectQmp(peer.address);
   await attachGroup(qmp, [{ host: '0000:06:00.0', group: 4, id: 'nic' }]);
-  const err = await t.throwsAsync(detachDevices(qmp, ['nic'], { timeoutMs: 1_000 }), { instanceOf: HotplugError });
+  const err = await t.throwsAsync(detachDevices(qmp, ['nic'], { timeoutMs: 10_000 }), { instanceOf: HotplugError });
   t.is(err!.code, 'UNPLUG_REJECTED_BY_GUEST');
   t.deepEqual(err!.remaining, ['nic']);
   await qmp.close();

@@ -206,7 +206,7 @@ test('close() fails pending commands with reason closed-by-client', async (t) =>
 
 test('waitForEvent resolves with the first matching event', async (t) => {
   await withPeer({}, async (peer, session) => {
-    const wait = session.waitForEvent('DEVICE_DELETED', (e) => e.data.device === 'b', 1_000);
+    const wait = session.waitForEvent('DEVICE_DELETED', (e) => e.data.device === 'b', 10_000);
     peer.emitEvent('DEVICE_DELETED', { device: 'a', path: '/machine/peripheral/a' });
     peer.emitEvent('DEVICE_DELETED', { device: 'b', path: '/machine/peripheral/b' });
     t.is((await wait.promise).data.path, '/machine/peripheral/b');
