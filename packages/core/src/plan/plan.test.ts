@@ -1,7 +1,7 @@
 import { rmSync } from 'node:fs';
 import test from 'ava';
 import { createFixtureHost } from '@vfiokit/testkit';
-import { discoverHost, findProtectedDevices, type HostFs, type HostModel, type SafetyFinding } from '../host/index';
+import { discoverHost, findProtectedDevices, type HostFs, type HostModel, type PciDevice, type SafetyFinding } from '../host/index';
 import { planAssignment, PlanRefusedError, assertPlanOk } from './plan';
 import type { GuestSpec } from './spec';
 
@@ -123,4 +123,22 @@ test('a q35 guest on a POWER host is refused', (t) => {
 test('a host without an IOMMU is refused with the fix', (t) => {
   const plan = planAssignment(host('no-iommu').model, spec({ devices: [{ address: '0000:00:17.0' }] }));
   t.deepEqual(plan.findings.filter((f) => f.kind === 'refusal').map((f) => f.code), ['NO_IOMMU']);
+});
+
+test('a viable group with a function on no driver still needs bind, since QEMU opens it through vfio-pci', (t) => {
+  const bridge = host('bridge-group');
+  // Group 2 as a half-finished manual bind leaves it: two cards on vfio-pci, the serial card on none.
+  const onVfio = (d: PciDevice): PciDevice => (d.address === '0000:02:00.0' || d.address === '0000:02:01.0' ? { ...d, driver: 'vfio-pci' } : d);
+  const model: HostModel = {
+    ...bridge.model,
+    devices: bridge.model.devices.map(onVfio),
+    groups: bridge.model.groups.map((g) => ({ ...g, devices: g.devices.map(onVfio) })),
+  };
+  const plan = planAssignment(model, spec({ devices: [{ address: '0000:02:00.0' }] }), { protectedDevices: bridge.protectedDevices, memlock: { soft: 'unlimited' } });
+  t.true(plan.groups[0]!.viable);
+  t.deepEqual(
+    plan.findings.filter((f) => f.kind === 'action').map((f) => [f.code, f.message]),
+    [['GROUP_NOT_BOUND', '0000:02:02.0 is not bound to any driver; QEMU opens each assigned function through vfio-pci']],
+  );
+  t.deepEqual(plan.actions, ['vfiokit bind 0000:02:00.0']);
 });

@@ -313,6 +313,16 @@ export function planAssignment(host: HostModel, spec: GuestSpec, options: PlanOp
         message: `${viability.blocking.map((b) => `${b.address} is bound to ${b.driver}`).join(', ')}`,
         fix: `vfiokit bind ${functions.find((x) => x.role === 'requested')!.address}`,
       });
+    } else if (functions.some((f) => f.driver !== 'vfio-pci')) {
+      // Viable is not enough: QEMU opens every assigned function through
+      // vfio-pci (VFIO_GROUP_GET_DEVICE_FD finds only devices vfio-pci bound).
+      findings.push({
+        kind: 'action',
+        code: 'GROUP_NOT_BOUND',
+        subject: `group ${id}`,
+        message: `${functions.filter((f) => f.driver !== 'vfio-pci').map((f) => `${f.address} is ${f.driver ? `bound to ${f.driver}` : 'not bound to any driver'}`).join(', ')}; QEMU opens each assigned function through vfio-pci`,
+        fix: `vfiokit bind ${functions.find((x) => x.role === 'requested')!.address}`,
+      });
     }
     toDetach.push(...group.devices.filter((d) => d.driver !== 'vfio-pci' && (!d.isBridge || viability.blocking.some((b) => b.address === d.address))));
     groups.push({
