@@ -58,6 +58,15 @@ export async function groupDevices(model: HostModel, targets: readonly string[])
         `vfiokit bind ${group.id}`,
       );
     }
+    // QEMU opens each function through vfio-pci: one on no driver would fail inside device_add.
+    const unbound = group.devices.filter((d) => !d.isBridge && d.driver !== 'vfio-pci');
+    if (unbound.length > 0) {
+      throw refused(
+        'HOST_GROUP_NOT_BOUND',
+        `group ${group.id} is viable but ${unbound.map((d) => d.address).join(', ')} ${unbound.length > 1 ? 'are' : 'is'} not on vfio-pci, which QEMU opens every function through`,
+        `vfiokit bind ${group.id}`,
+      );
+    }
     for (const d of group.devices) if (!d.isBridge) devices.push({ host: d.address, group: group.id });
   }
   return devices;
