@@ -252,10 +252,11 @@ function validate(vm: VmDescription): AddressedDevice[] {
     out.push({ ...d, address });
   }
   if (vm.machine === 'pseries') {
-    // Functions of one host device share a guest slot, hence a bridge.
+    // Functions of one host device in one group share a guest slot, hence a
+    // bridge (layoutSlots() keys slots by group and host slot).
     const slotDomain = new Map<string, number | undefined>();
     for (const d of out) {
-      const key = formatBdf(d.address).slice(0, -2);
+      const key = `${d.group}/${formatBdf(d.address).slice(0, -2)}`;
       if (slotDomain.has(key) && slotDomain.get(key) !== d.peDomain) {
         problems.push(`functions of ${key} are given different PE domains; a device's functions share one`);
       }
