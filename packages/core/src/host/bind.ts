@@ -439,7 +439,7 @@ function matchingRecord(record: BindingRecord | undefined, device: PciDevice): B
 }
 
 /** Refusals vfio-pci's probe would give, said before anything changes. */
-function refuseKnownProbeFailures(device: PciDevice): void {
+export function refuseKnownProbeFailures(device: PciDevice): void {
   if (device.sriov && device.sriov.numVfs > 0) {
     // Unbinding a PF's driver tears its VFs down (the driver's remove disables
     // SR-IOV), VFs perhaps in use by guests; and a PF whose VFs survive is

@@ -142,3 +142,11 @@ test('a viable group with a function on no driver still needs bind, since QEMU o
   );
   t.deepEqual(plan.actions, ['vfiokit bind 0000:02:00.0']);
 });
+
+test("an SR-IOV physical function with VFs enabled is refused with host's reason and fix", (t) => {
+  const plan = planAssignment(sriov.model, spec({ devices: [{ address: '0000:3b:00.0' }] }), { memlock: { soft: 'unlimited' } });
+  t.false(plan.ok);
+  const refusal = plan.findings.find((f) => f.kind === 'refusal')!;
+  t.is(refusal.code, 'SRIOV_ENABLED');
+  t.is(refusal.fix, 'disable them first (echo 0 > /sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs), or assign a VF instead');
+});

@@ -37,7 +37,7 @@ import {
   type TceWindow,
 } from '../dma/index';
 import { VfiokitError } from '../errors';
-import { checkViability, safetyViolations, type HostModel, type IommuGroup, type PciDevice, type SafetyFinding, type SafetyOverride } from '../host/index';
+import { checkViability, refuseKnownProbeFailures, safetyViolations, type HostModel, type IommuGroup, type PciDevice, type SafetyFinding, type SafetyOverride } from '../host/index';
 import { pseriesDomains, q35Domains, type GuestPciDomain } from './domains';
 import { formatSelector, guestSpecProblems, isAddressSelector, type DeviceSelector, type GuestSpec } from './spec';
 
@@ -323,6 +323,15 @@ export function planAssignment(host: HostModel, spec: GuestSpec, options: PlanOp
         message: `${functions.filter((f) => f.driver !== 'vfio-pci').map((f) => `${f.address} is ${f.driver ? `bound to ${f.driver}` : 'not bound to any driver'}`).join(', ')}; QEMU opens each assigned function through vfio-pci`,
         fix: `vfiokit bind ${functions.find((x) => x.role === 'requested')!.address}`,
       });
+    }
+    // What vfio-pci's probe would refuse (a PF whose VFs are enabled), by host's own rule.
+    for (const d of endpoints.filter((x) => x.driver !== 'vfio-pci')) {
+      try {
+        refuseKnownProbeFailures(d);
+      } catch (err) {
+        if (!(err instanceof VfiokitError)) throw err;
+        findings.push({ kind: 'refusal', code: err.code.replace(/^HOST_/, ''), subject: d.address, message: err.message, ...(err.hint === undefined ? {} : { fix: err.hint }) });
+      }
     }
     toDetach.push(...group.devices.filter((d) => d.driver !== 'vfio-pci' && (!d.isBridge || viability.blocking.some((b) => b.address === d.address))));
     groups.push({
