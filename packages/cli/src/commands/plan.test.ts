@@ -141,3 +141,11 @@ test('plan --format qemu-args of the pseries guest puts each PE on its own spapr
     '-device vfio-pci,host=0003:01:00.1,id=hostdev-0003-01-00-1,bus=phb2.0,addr=0x0.1',
   ]);
 });
+
+test('plan --qmp and --spare-root-ports add the monitor and empty hot-plug ports to the command line', async (t) => {
+  const run = await vfiokit(['--mock', 'workstation', '--json', 'plan', join(EXAMPLES, 'usb-controller.yaml'), '--memlock', 'unlimited', '--format', 'qemu-args', '--qmp', '/run/vm1/qmp.sock', '--spare-root-ports', '2']);
+  t.is(run.code, 0, run.stderr);
+  const { argv } = parseJson<{ argv: string[] }>(run);
+  t.is(argv[argv.indexOf('-qmp') + 1], 'unix:/run/vm1/qmp.sock,server=on,wait=off');
+  t.deepEqual(argv.filter((a) => a.startsWith('pcie-root-port,')).map((a) => a.split(',')[1]), ['id=rp0', 'id=rp1', 'id=rp2']);
+});

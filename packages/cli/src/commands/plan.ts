@@ -16,6 +16,7 @@ import {
   type Plan,
 } from '@vfiokit/core';
 import { action, RunState, withExamples } from '../program';
+import { invalidInput } from '../errors';
 import { formatSize, hex, parseSize } from '../sizes';
 import { collectRule, safetyOverride } from './bind';
 import type { CommandContext } from '../context';
@@ -128,11 +129,17 @@ export function planCommand(state: RunState): Command {
     .addOption(new Option('-f, --format <format>', 'output format').choices(['text', 'json', 'qemu-args']).default('text'))
     .addOption(new Option('--force <rule>', 'waive a host-safety rule for devices the plan detaches; repeatable').argParser(collectRule))
     .option('--memlock <size>', "the VMM's RLIMIT_MEMLOCK (8G, bytes, or unlimited); default: this process's")
+    .option('--qmp <socket>', 'give the QEMU command line a QMP monitor on this UNIX socket (for attach/detach later)')
+    .option('--spare-root-ports <n>', 'give the QEMU command line N empty pcie-root-ports for hot-plug (q35)')
     .action(
-      action(state, async (ctx, file: string, opts: PlanOptions & { format: PlanFormat }) => {
+      action(state, async (ctx, file: string, opts: PlanOptions & { format: PlanFormat; qmp?: string; spareRootPorts?: string }) => {
         const plan = await planFromFile(ctx, file, opts);
         // qemu-bridge loads only for the commands that talk to or about QEMU.
-        const { qemuCommandLineOf } = await import('../qemu-args');
+        const { qemuCommandLineOf: commandLineOf } = await import('../qemu-args');
+        const spare = opts.spareRootPorts === undefined ? 0 : Number(opts.spareRootPorts);
+        if (!Number.isInteger(spare) || spare < 0) throw invalidInput(`--spare-root-ports ${opts.spareRootPorts}: not a whole number`, 'e.g. --spare-root-ports 2');
+        // The monitor and spare hot-plug ports are the VMM's choice, not the plan's.
+        const qemuCommandLineOf = (p: Plan) => commandLineOf(p, { ...(opts.qmp ? { qmp: { path: opts.qmp } } : {}), ...(spare > 0 ? { spareRootPorts: spare } : {}) });
         // --json turns text into JSON; qemu-args stays qemu-args (its JSON is the argv array).
         const format = ctx.globals.json && opts.format === 'text' ? 'json' : opts.format;
         if (format === 'qemu-args') {
