@@ -17,16 +17,14 @@ use crate::host::LabHost;
 /// driver in every group (intel_iommu_get_resv_regions).
 const MSI_WINDOW: IovaSpan = IovaSpan::new(0xfee0_0000, 0xfeef_ffff);
 
-/// A PCI function that is not an edu: a bridge in an edu's group, or the
-/// virtio device that makes a group non-viable. Only its driver matters to
-/// the cases; it exposes no regions a case opens.
-fn other_function(address: &str, driver: Option<&str>, class_code: u32) -> MockDeviceConfig {
+/// A PCI function the cases never open: only its IDs and driver matter.
+fn plain_function(address: &str, driver: Option<&str>, ids: (u16, u16), class_code: u32) -> MockDeviceConfig {
     MockDeviceConfig {
         address: address.into(),
         driver: driver.map(str::to_string),
         model: DeviceModelConfig::Generic(GenericDeviceConfig {
-            vendor: 0x1b36,
-            device: 0x000e,
+            vendor: ids.0,
+            device: ids.1,
             class_code,
             bars: Vec::new(),
             reset: false,
@@ -37,6 +35,12 @@ fn other_function(address: &str, driver: Option<&str>, class_code: u32) -> MockD
     }
 }
 
+/// QEMU's `pcie-pci-bridge` (1b36:000e, a PCI-to-PCI bridge). No driver:
+/// pcieport does not take a PCIe-to-PCI bridge, so it never blocks viability.
+fn pcie_pci_bridge(address: &str) -> MockDeviceConfig {
+    plain_function(address, None, (0x1b36, 0x000e), 0x060400)
+}
+
 pub fn mock_config(host: &LabHost) -> MockConfig {
     let mut groups: BTreeMap<u32, MockGroupConfig> = BTreeMap::new();
     for d in &host.topology.devices {
@@ -44,17 +48,16 @@ pub fn mock_config(host: &LabHost) -> MockConfig {
         let group = groups.entry(id).or_insert_with(|| {
             let mut g = MockGroupConfig::new(id);
             g.reserved.push(MSI_WINDOW);
-            // The bridges of the group: no driver (pcieport does not take a
-            // PCIe-to-PCI bridge), so they never block viability.
             for bridge in &d.group_bridges {
-                g.devices.push(other_function(bridge, None, 0x060400));
+                g.devices.push(pcie_pci_bridge(bridge));
             }
             g
         });
         let device = match d.model.as_str() {
             "edu" => MockDeviceConfig::edu(&d.bdf).bound_to(d.driver.as_deref()),
-            // 0x00ff00: "unclassified device", what virtio-rng reports.
-            _ => other_function(&d.bdf, d.driver.as_deref(), 0x00ff00),
+            // virtio-rng-pci (transitional): 1af4:1005, class 0x00ff00.
+            "virtio-rng-pci" => plain_function(&d.bdf, d.driver.as_deref(), (0x1af4, 0x1005), 0x00ff00),
+            other => panic!("the lab topology has a '{other}' at {}, which mock_host.rs cannot model yet", d.bdf),
         };
         group.devices.push(device);
     }
