@@ -3,7 +3,7 @@
 // profile could not run (a missing package, a hung guest): the lab never
 // passes by not running.
 
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { LabError } from './errors';
 import { CaseReport, LabContext, LabProfile } from './profile';
@@ -22,6 +22,38 @@ function findRepoRoot(from: string): string {
     dir = up;
   }
   return dir;
+}
+
+/**
+ * Takes `lab-results/.lock` for this process. Two runs in one work tree
+ * would empty each other's output folders mid-run; the second is refused
+ * with the first's pid. A lock left by a process that is gone is taken over.
+ */
+export function takeLock(resultsDir: string): (() => void) | string {
+  mkdirSync(resultsDir, { recursive: true });
+  const lock = join(resultsDir, '.lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(lock, `${process.pid}\n`, { flag: 'wx' });
+      return () => rmSync(lock, { force: true });
+    } catch {
+      const holder = Number(readFileSync(lock, 'utf8').trim());
+      if (Number.isInteger(holder) && holder > 0 && processAlive(holder)) {
+        return `another 'pnpm lab' (pid ${holder}) is running in this work tree; wait for it to end (or remove ${lock} if that pid is not a lab run)`;
+      }
+      rmSync(lock, { force: true });
+    }
+  }
+  return `cannot take ${lock}`;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 function log(message: string): void {
@@ -43,7 +75,19 @@ async function main(): Promise<number> {
     return 2;
   }
   const cacheDir = resolve(process.env.VFIOKIT_LAB_CACHE || join(repoRoot, '.lab-cache'));
+  const release = takeLock(join(repoRoot, 'lab-results'));
+  if (typeof release === 'string') {
+    process.stderr.write(`lab: ${release}\n`);
+    return 2;
+  }
+  try {
+    return await runProfiles(chosen, repoRoot, cacheDir, timeoutSeconds);
+  } finally {
+    release();
+  }
+}
 
+async function runProfiles(chosen: readonly LabProfile[], repoRoot: string, cacheDir: string, timeoutSeconds: number): Promise<number> {
   const all: CaseReport[] = [];
   for (const profile of chosen) {
     const outDir = join(repoRoot, 'lab-results', profile.name);
@@ -77,12 +121,14 @@ async function main(): Promise<number> {
   return all.some((r) => !r.ok && !r.skip) ? 1 : 0;
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    process.stderr.write(`lab: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+if (require.main === module) {
+  main().then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      process.stderr.write(`lab: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}
