@@ -121,3 +121,55 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::TopologyDevice;
+
+    fn device(role: &str, bdf: &str, model: &str, driver: Option<&str>, with: &[&str], bridges: &[&str]) -> TopologyDevice {
+        TopologyDevice {
+            role: role.into(),
+            bdf: bdf.into(),
+            model: model.into(),
+            driver: driver.map(String::from),
+            group_with: with.iter().map(|s| s.to_string()).collect(),
+            group_bridges: bridges.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// The shape of the lab guest (packages/testkit/src/lab/x86/topology.ts).
+    fn lab_shape() -> Topology {
+        let vfio = Some("vfio-pci");
+        Topology {
+            name: "x86-q35-edu".into(),
+            dma_entry_limit: 4096,
+            devices: vec![
+                device("solo", "0000:00:03.0", "edu", vfio, &["solo"], &[]),
+                device("bridge-a", "0000:01:01.0", "edu", vfio, &["bridge-a", "bridge-b"], &["0000:00:04.0"]),
+                device("bridge-b", "0000:01:02.0", "edu", None, &["bridge-a", "bridge-b"], &["0000:00:04.0"]),
+                device("mf-0", "0000:02:00.0", "edu", vfio, &["mf-0", "mf-1"], &[]),
+                device("mf-1", "0000:02:00.1", "edu", vfio, &["mf-0", "mf-1"], &[]),
+                device("blocked", "0000:03:01.0", "edu", vfio, &["blocked", "blocked-peer"], &["0000:00:06.0"]),
+                device("blocked-peer", "0000:03:02.0", "virtio-rng-pci", Some("virtio-pci"), &["blocked", "blocked-peer"], &["0000:00:06.0"]),
+            ],
+        }
+    }
+
+    #[test]
+    fn every_x86_case_runs_to_its_end_on_the_mock_with_every_check_holding() {
+        // The lab compares these results with the kernel's; here they only
+        // must be complete, so a case that aborts or a mock that breaks a
+        // must-hold fact shows in `cargo test`, before any boot.
+        let host = LabHost::assigned(lab_shape());
+        let backend = mock_host::mock_backend(&host);
+        for case in x86::cases() {
+            let mut ctx = Ctx::new(Arc::clone(&backend), &host);
+            let outcome = (case.run)(&mut ctx);
+            let Line::Case { aborted, checks, .. } = ctx.finish(case.name, outcome) else { unreachable!() };
+            assert_eq!(aborted, None, "case '{}' stopped early", case.name);
+            let failed: Vec<_> = checks.iter().filter(|c| !c.ok).collect();
+            assert!(failed.is_empty(), "case '{}': {failed:?}", case.name);
+        }
+    }
+}
