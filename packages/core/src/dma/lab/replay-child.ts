@@ -18,8 +18,7 @@ import { IdentityMap } from '../identity';
 import { ContainerMappings } from '../mappings';
 import { VTD_HOST, X86_MSI_WINDOW } from '../target';
 import { hostIommuInfoOf, mockHostConfig, VfioDmaTarget } from '../vfio-target';
-import { IommuType, PciRegion, VfioError, VfioHost, type Device } from '../../vfio/index';
-import { allocatePinnable } from './memory';
+import { HostMemory, IommuType, PciRegion, VfioError, VfioHost, type Device } from '../../vfio/index';
 
 const RAM = 64 << 20;
 /** Moves the recording's IOVAs (just under 4 GiB) just under 256 MiB: edu's DMA mask is 28 bits. */
@@ -63,7 +62,12 @@ export function runLabReplay(bdf: string, mode?: string): Record<string, unknown
   group.setContainer(container);
   container.setIommu(IommuType.Type1v2);
   const host = hostIommuInfoOf(container);
-  const mem = allocatePinnable(RAM);
+  // Guest RAM must be pages of this process at a known address
+  // (VFIO_IOMMU_MAP_DMA pins the caller's pages): vfio-core's HostMemory is
+  // its own mmap and says where it is. Finding a Buffer's address in
+  // /proc/self/maps was fragile: the kernel merges adjacent anonymous VMAs
+  // (vma_merge), so a Buffer need not start a mapping of its own.
+  const mem = new HostMemory(RAM);
   const layout = { regions: [{ name: 'ram', gpa: 0n, size: BigInt(RAM), source: 'boot' as const, hva: mem.address }] };
 
   const { text, source } = recordingText();
@@ -123,7 +127,7 @@ export function runLabReplay(bdf: string, mode?: string): Record<string, unknown
     const device = group.device(bdf);
     device.writeConfig16(4, device.readConfig16(4) | 0x6); // memory space + bus master
     const bar0 = device.mapRegion(PciRegion.Bar0, 0, 4096);
-    const bytesAt = (gpa: bigint) => mem.bytes.subarray(Number(gpa), Number(gpa) + 64);
+    const bytesAt = (gpa: bigint) => mem.read(Number(gpa), 64);
     // Pairs of live read-write mappings on distinct pages: a pattern put in
     // S's page goes S -> edu -> T, and must arrive in T's page.
     const rw = live.filter((m) => m.perm === 3);
@@ -138,8 +142,8 @@ export function runLabReplay(bdf: string, mode?: string): Record<string, unknown
     let liveOk = 0;
     pairs.forEach(([a, b], k) => {
       const pattern = Buffer.from(Array.from({ length: 64 }, (_, i) => (i * 7 + 13 + k * 31) & 0xff));
-      pattern.copy(mem.bytes, Number(a.gpa));
-      bytesAt(b.gpa).fill(0);
+      mem.write(Number(a.gpa), pattern);
+      mem.write(Number(b.gpa), Buffer.alloc(64));
       if (eduDma(bar0, a.iova, false, 64) && eduDma(bar0, b.iova, true, 64) && bytesAt(b.gpa).equals(pattern)) liveOk++;
     });
     out.eduLivePairs = pairs.length;
@@ -151,7 +155,7 @@ export function runLabReplay(bdf: string, mode?: string): Record<string, unknown
     const freed = [...freedOps].filter((_, i, all) => i % Math.max(1, Math.floor(all.length / 8)) === 0).slice(0, 8);
     let untouched = 0;
     for (const [iova, gpa] of freed) {
-      const before = Buffer.from(bytesAt(gpa));
+      const before = bytesAt(gpa);
       eduDma(bar0, iova, true, 64);
       if (bytesAt(gpa).equals(before)) untouched++;
     }
@@ -163,6 +167,7 @@ export function runLabReplay(bdf: string, mode?: string): Record<string, unknown
   // Leave the container empty; the fds close when this process exits (with a
   // device fd open the kernel refuses VFIO_GROUP_UNSET_CONTAINER: EBUSY).
   container.unmapAll();
+  mem.free();
   if (mode !== 'edu') group.unsetContainer();
   return out;
 }
@@ -183,7 +188,7 @@ export function runEntryLimit(bdf: string): Record<string, unknown> {
   container.setIommu(IommuType.Type1v2);
   const host = hostIommuInfoOf(container);
   const limit = host.dmaEntryLimit;
-  const mem = allocatePinnable((limit + 1) * 4096);
+  const mem = new HostMemory((limit + 1) * 4096);
   // One page per region, a page apart in guest physical space so no two coalesce.
   const layoutOf = (n: number) => ({
     regions: Array.from({ length: n }, (_, i) => ({ name: `r${i}`, gpa: BigInt(i) * 0x2000n, size: 0x1000n, source: 'boot' as const, hva: mem.address + BigInt(i) * 0x1000n })),
@@ -203,6 +208,7 @@ export function runEntryLimit(bdf: string): Record<string, unknown> {
   new IdentityMap(at, host, groups).mapAll(layoutOf(limit));
   const beyond = errno(() => container.mapDma(0x100000000n, mem.address, 0x1000n));
   container.unmapAll();
+  mem.free();
   group.unsetContainer();
   return { limit, refused, afterRefusal, mappedAtLimit: at.size, callsAtLimit: at.stats.calls, beyond };
 }
