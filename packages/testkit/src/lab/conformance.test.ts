@@ -57,3 +57,20 @@ test('a case that stopped early fails with its reason', (t) => {
 test('a results file of another format is refused', (t) => {
   t.throws(() => parseResults(JSON.stringify({ kind: 'run', suite: 'x86', backend: 'mock', format: 2 }), 'f'), { message: /format 2/ });
 });
+
+test('a results file without its end line is incomplete', (t) => {
+  t.false(parseResults([run('kernel'), kase('a', [])].join('\n'), 'k').complete);
+});
+
+test('an end line that counts more cases than were read leaves the run incomplete', (t) => {
+  t.false(parseResults([run('kernel'), kase('a', []), end(2)].join('\n'), 'k').complete);
+});
+
+test('lines ending in CR, as a guest console writes them, parse', (t) => {
+  const r = parseResults([run('kernel'), kase('a', []), end(1)].join('\r\n'), 'k');
+  t.deepEqual([r.cases.map((c) => c.name), r.complete], [['a'], true]);
+});
+
+test('a line that is not JSON is an error naming the file and the line', (t) => {
+  t.throws(() => parseResults([run('kernel'), 'Oops'].join('\n'), 'k.jsonl'), { message: /^k\.jsonl line 2 is not JSON/ });
+});

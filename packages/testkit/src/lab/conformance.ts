@@ -1,9 +1,11 @@
 // Holds the mock to the kernel: reads the two results files the conformance
-// suite (crates/vfio-lab) wrote, one per backend, and turns them into one
-// case report per conformance case. A case passes when both sides ran it to
-// its end, every check held on each side, and both recorded the same steps
-// (each call's result, errno and returned values). A disagreement prints
-// both sides. The format is documented in crates/vfio-lab/src/report.rs.
+// suites (crates/vfio-lab) wrote, one per backend, and turns them into one
+// case report per conformance case. Both lab profiles (x86, pseries) read
+// and compare their results here: the Rust side writes one format for every
+// suite (crates/vfio-lab/src/report.rs). A case passes when both sides ran it
+// to its end, every check held on each side, and both recorded the same
+// steps (each call's result, errno and returned values). A disagreement
+// prints both sides.
 
 import { CaseReport } from './profile';
 
@@ -37,14 +39,20 @@ export interface ResultsFile {
   readonly complete: boolean;
 }
 
-/** Parses a results file; throws with the file's label and line number on malformed input. */
+/**
+ * Parses a results file; throws with the file's label and line number on
+ * malformed input. A results file read from a guest console may end its
+ * lines with CR; the run is complete only when the `end` line counts the
+ * cases read (a line lost on the way makes the run incomplete).
+ */
 export function parseResults(text: string, label: string): ResultsFile {
   let backend = '';
   let suite = '';
   let complete = false;
   const cases: CaseLine[] = [];
-  text.split('\n').forEach((raw, i) => {
-    if (raw.trim() === '') return;
+  text.split('\n').forEach((rawLine, i) => {
+    const raw = rawLine.replace(/\r$/, '').trim();
+    if (raw === '') return;
     let line: { kind?: string; [k: string]: unknown };
     try {
       line = JSON.parse(raw) as typeof line;
@@ -63,7 +71,7 @@ export function parseResults(text: string, label: string): ResultsFile {
         cases.push(line as unknown as CaseLine);
         break;
       case 'end':
-        complete = true;
+        complete = line.cases === cases.length;
         break;
       case 'host':
         break;
@@ -101,6 +109,15 @@ export function compareSteps(a: readonly Step[], b: readonly Step[], aName: stri
   return [];
 }
 
+/** What went wrong in one side's run of a case: where it stopped early, each check that failed. */
+export function caseProblems(side: string, line: CaseLine): string[] {
+  const out = line.aborted !== null ? [`${side}: stopped early: ${line.aborted}`] : [];
+  for (const check of line.checks.filter((k) => !k.ok)) {
+    out.push(`${side}: check failed: ${check.what}${check.detail ? ` (${check.detail})` : ''}`);
+  }
+  return out;
+}
+
 /** One report per case, in the reference side's order, then cases only the other side ran. */
 export function compareResults(reference: ResultsFile, candidate: ResultsFile): CaseReport[] {
   const ref = reference.backend;
@@ -115,15 +132,7 @@ export function compareResults(reference: ResultsFile, candidate: ResultsFile): 
     if (c === undefined) {
       detail.push(`the ${cand} run has no result for this case${candidate.complete ? '' : ` (the ${cand} run was cut short)`}`);
     } else {
-      for (const [side, line] of [
-        [ref, r],
-        [cand, c],
-      ] as const) {
-        if (line.aborted !== null) detail.push(`${side}: stopped early: ${line.aborted}`);
-        for (const check of line.checks.filter((k) => !k.ok)) {
-          detail.push(`${side}: check failed: ${check.what}${check.detail ? ` (${check.detail})` : ''}`);
-        }
-      }
+      detail.push(...caseProblems(ref, r), ...caseProblems(cand, c));
       detail.push(...compareSteps(r.steps, c.steps, ref, cand));
     }
     reports.push(detail.length === 0 ? { name: r.name, ok: true } : { name: r.name, ok: false, detail });

@@ -15,7 +15,8 @@ import { CaseReport, LabContext, LabProfile } from '../profile';
 import { runGuest } from '../qemu';
 import { buildInitramfs, consoleProblems, PseriesTopology, qemuArgs, readMarks, TOPOLOGIES } from './guest';
 import { buildLab, ensureHost, KERNEL_PATTERN, RUST_TARGET } from './host';
-import { compareResults, parseResults, Results } from './results';
+import { parseResults, ResultsFile } from '../conformance';
+import { compareResults } from './results';
 
 const QEMU = 'qemu-system-ppc64';
 /** vfio-pci pulls in vfio-pci-core and vfio; irqbypass and virqfd are built in on 6.12. */
@@ -41,12 +42,12 @@ function pseriesKernel(ctx: LabContext): Kernel {
   return { vmlinux: join(pkg.root, 'boot', boot), moduleDir: join(pkg.root, 'lib', 'modules', releases[0]!), release: releases[0]! };
 }
 
-function runMock(hostBin: string, topology: PseriesTopology, out: string): Results {
+function runMock(hostBin: string, topology: PseriesTopology, out: string): ResultsFile {
   const r = spawnSync(hostBin, ['spapr', '--backend', 'mock', '--phbs', String(topology.phbs), '--out', out], { encoding: 'utf8' });
   if (r.status !== 0) {
     throw new LabError('BAD_RESULTS', `the mock run '${hostBin} spapr --backend mock' failed (${r.status}): ${(r.stderr ?? '').trim()}`);
   }
-  return parseResults(readFileSync(out, 'utf8'));
+  return parseResults(readFileSync(out, 'utf8'), out);
 }
 
 async function boot(
@@ -92,9 +93,9 @@ async function boot(
   const problems = consoleProblems(run.console);
   reports.push({ name: 'console shows no Oops, WARNING, BUG or panic', ok: problems.length === 0, ...(problems.length > 0 ? { detail: problems } : {}) });
 
-  let kernelResults: Results;
+  let kernelResults: ResultsFile;
   try {
-    kernelResults = parseResults(readFileSync(results, 'utf8'));
+    kernelResults = parseResults(readFileSync(results, 'utf8'), results);
   } catch (err) {
     reports.push({ name: 'guest results are readable', ok: false, detail: [String(err instanceof Error ? err.message : err), `see ${results}`] });
     return reports.map((r) => ({ ...r, name: `${t}: ${r.name}` }));
