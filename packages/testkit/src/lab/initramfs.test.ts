@@ -1,5 +1,6 @@
 import test from 'ava';
-import { initScript } from './initramfs';
+import { spawnSync } from 'node:child_process';
+import { initScript, packInitramfs } from './initramfs';
 
 const spec = {
   busybox: '/bin/busybox',
@@ -40,4 +41,30 @@ test('the script powers the guest off at the end and on any setup failure', (t) 
   const s = initScript(spec);
   t.true(s.includes('fail() { mark "fail=$*"; sync; poweroff -f;'));
   t.true(s.trimEnd().endsWith('poweroff -f\nsleep 10'));
+});
+
+test('an initramfs holds busybox, the extra files, init and each module under its own directories', (t) => {
+  const archive = packInitramfs({
+    busybox: Buffer.from('bb'),
+    init: '#!/bin/busybox sh\n',
+    modules: spec.modules,
+    files: [{ kind: 'file', path: 'bin/vfio-lab', data: Buffer.from('lab'), mode: 0o755 }],
+  });
+  const res = spawnSync('cpio', ['-t', '--quiet'], { input: archive, encoding: 'utf8' });
+  t.is(res.status, 0, res.stderr);
+  t.deepEqual(res.stdout.trim().split('\n'), [
+    'bin',
+    'dev',
+    'dev/console',
+    'bin/busybox',
+    'bin/vfio-lab',
+    'init',
+    'lib',
+    'lib/modules',
+    'lib/modules/kernel',
+    'lib/modules/kernel/drivers',
+    'lib/modules/kernel/drivers/vfio',
+    'lib/modules/kernel/drivers/vfio/vfio.ko',
+    'lib/modules/kernel/drivers/vfio/vfio_iommu_type1.ko',
+  ]);
 });

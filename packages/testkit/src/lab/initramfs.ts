@@ -1,7 +1,8 @@
 // The lab guest's initramfs: a static busybox, the kernel modules the lab
 // needs (uncompressed, in load order), and an /init script that brings the
 // guest up, then runs the profile's script inside the host's root (shared
-// read-only over 9p) and powers off. Both profiles build theirs here.
+// read-only over 9p) and powers off. Both profiles pack theirs with
+// packInitramfs; pseries writes its own init (no 9p on that guest).
 //
 // The init script reports on the serial console with lines that start with
 // MARK: `stage=<name>` as it goes, `fail=<why>` when setup fails, `done`.
@@ -122,21 +123,36 @@ sleep 10
 `;
 }
 
-export function buildInitramfs(spec: InitramfsSpec): Buffer {
+/** What every lab initramfs holds; each profile brings its own init script and extra files. */
+export interface InitramfsParts {
+  /** A static busybox for the guest's architecture, installed as /bin/busybox. */
+  readonly busybox: Buffer;
+  /** The /init script. */
+  readonly init: string;
+  /** Loaded from /lib/modules/<path>. */
+  readonly modules: readonly KernelModule[];
+  /** More files, e.g. a guest binary at `bin/vfio-lab`; their directories must be listed too. */
+  readonly files?: readonly CpioEntry[];
+}
+
+/** Packs a guest's initramfs: busybox, /dev/console, the extra files, /init and the modules with their directories. */
+export function packInitramfs(parts: InitramfsParts): Buffer {
   const entries: CpioEntry[] = [
     { kind: 'dir', path: 'bin' },
     { kind: 'dir', path: 'dev' },
-    // The kernel opens /dev/console for init's stdio before init runs; without
-    // this node init would have no output at all.
+    // The kernel opens /dev/console for init's stdio before init runs (and
+    // before devtmpfs is mounted); without this node init would have no
+    // output at all.
     { kind: 'char', path: 'dev/console', major: 5, minor: 1 },
-    { kind: 'file', path: 'bin/busybox', data: readFileSync(spec.busybox), mode: 0o755 },
-    { kind: 'file', path: 'init', data: Buffer.from(initScript(spec)), mode: 0o755 },
+    { kind: 'file', path: 'bin/busybox', data: parts.busybox, mode: 0o755 },
+    ...(parts.files ?? []),
+    { kind: 'file', path: 'init', data: Buffer.from(parts.init), mode: 0o755 },
   ];
   const dirs = new Set<string>();
-  for (const m of spec.modules) {
-    const parts = `lib/modules/${m.path}`.split('/').slice(0, -1);
-    for (let i = 1; i <= parts.length; i++) {
-      const dir = parts.slice(0, i).join('/');
+  for (const m of parts.modules) {
+    const segments = `lib/modules/${m.path}`.split('/').slice(0, -1);
+    for (let i = 1; i <= segments.length; i++) {
+      const dir = segments.slice(0, i).join('/');
       if (!dirs.has(dir)) {
         dirs.add(dir);
         entries.push({ kind: 'dir', path: dir });
@@ -145,4 +161,9 @@ export function buildInitramfs(spec: InitramfsSpec): Buffer {
     entries.push({ kind: 'file', path: `lib/modules/${m.path}`, data: m.object });
   }
   return buildCpio(entries);
+}
+
+/** The x86 guest's initramfs: the generic init that chroots into the host's root over 9p. */
+export function buildInitramfs(spec: InitramfsSpec): Buffer {
+  return packInitramfs({ busybox: readFileSync(spec.busybox), init: initScript(spec), modules: spec.modules });
 }

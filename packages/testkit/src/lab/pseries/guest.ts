@@ -8,7 +8,7 @@
 // /dev/hvc1 (a `spapr-vty` whose chardev is a host file), so kernel messages
 // on hvc0 never interleave with them.
 
-import { buildCpio, CpioEntry } from '../cpio';
+import { packInitramfs } from '../initramfs';
 import { KernelModule } from '../modules';
 
 export const MARK = 'vfiokit-pseries:';
@@ -109,28 +109,12 @@ sleep 10
 }
 
 export function buildInitramfs(busybox: Buffer, labBinary: Buffer, modules: readonly KernelModule[], topology: PseriesTopology): Buffer {
-  const entries: CpioEntry[] = [
-    { kind: 'dir', path: 'bin' },
-    { kind: 'dir', path: 'dev' },
-    // The kernel opens /dev/console for init before devtmpfs is mounted.
-    { kind: 'char', path: 'dev/console', major: 5, minor: 1 },
-    { kind: 'file', path: 'bin/busybox', data: busybox, mode: 0o755 },
-    { kind: 'file', path: 'bin/vfio-lab', data: labBinary, mode: 0o755 },
-    { kind: 'file', path: 'init', data: Buffer.from(initScript(modules, topology)), mode: 0o755 },
-  ];
-  const dirs = new Set<string>();
-  for (const m of modules) {
-    const parts = `lib/modules/${m.path}`.split('/').slice(0, -1);
-    for (let i = 1; i <= parts.length; i++) {
-      const dir = parts.slice(0, i).join('/');
-      if (!dirs.has(dir)) {
-        dirs.add(dir);
-        entries.push({ kind: 'dir', path: dir });
-      }
-    }
-    entries.push({ kind: 'file', path: `lib/modules/${m.path}`, data: m.object });
-  }
-  return buildCpio(entries);
+  return packInitramfs({
+    busybox,
+    init: initScript(modules, topology),
+    modules,
+    files: [{ kind: 'file', path: 'bin/vfio-lab', data: labBinary, mode: 0o755 }],
+  });
 }
 
 /** Kernel lines that mean the run cannot be trusted, whatever the cases said. */
