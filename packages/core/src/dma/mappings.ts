@@ -38,6 +38,7 @@ export interface MappingStats {
 }
 
 function errnoOf(e: unknown): string {
+  if (e instanceof DmaTargetError) return e.errno;
   const code = (e as { code?: unknown } | null)?.code;
   return typeof code === 'string' ? code : 'EUNKNOWN';
 }

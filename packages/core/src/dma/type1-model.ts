@@ -5,6 +5,7 @@
 // would refuse. It coalesces batch entries as vfio-core does (contiguous in
 // IOVA and host address, same flags), so a later split shows as EINVAL here.
 import type { AddressRange } from './guest';
+import { DmaTargetError } from './errors';
 import { hex } from './layout';
 import type { DmaTarget, HostIommuInfo, MapBatch, UnmapBatch } from './target';
 
@@ -16,12 +17,14 @@ export interface ModelMapping {
   readonly flags: number;
 }
 
-export class ModelError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
+/**
+ * The model's own refusal, when it stands alone as the target: a DMA target
+ * error like any other (code DMA_TARGET_FAILED), carrying the errno the
+ * kernel would return.
+ */
+export class ModelError extends DmaTargetError {
+  constructor(errno: string, message: string) {
+    super(message, errno);
   }
 }
 
@@ -84,7 +87,7 @@ export class Type1Model implements DmaTarget {
       throw e;
     }
     if (problem) {
-      if (this.inner) this.disagreements.push(`target accepted a call the kernel refuses with ${problem.code}: ${problem.message}`);
+      if (this.inner) this.disagreements.push(`target accepted a call the kernel refuses with ${problem.errno}: ${problem.message}`);
       else throw problem;
     }
     return n;
