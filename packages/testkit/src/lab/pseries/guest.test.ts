@@ -1,5 +1,5 @@
 import test from 'ava';
-import { consoleProblems, eduBdf, initScript, qemuArgs, readMarks, TOPOLOGIES } from './guest';
+import { eduBdf, initScript, qemuArgs, readMarks, TOPOLOGIES } from './guest';
 
 const paths = { vmlinux: '/k/vmlinux', initramfs: '/o/i.cpio', results: '/o/r.jsonl' };
 
@@ -29,15 +29,6 @@ test('the init script binds the edu of every PHB and writes results to hvc1', (t
   const script = initScript([], { name: 'two-phbs', phbs: 2 });
   t.true(script.includes('bind_vfio 0000:00:02.0\nbind_vfio 0001:00:02.0'));
   t.true(script.includes('/bin/vfio-lab spapr --backend kernel --phbs 2 --out /dev/hvc1'));
-});
-
-test('an Oops on the console is a problem', (t) => {
-  t.deepEqual(consoleProblems('ok\n[ 5.1] Oops: Kernel access of bad area\nmore'), ['[ 5.1] Oops: Kernel access of bad area']);
-});
-
-test('a kernel WARNING on the console is a problem but QEMU warnings are not', (t) => {
-  const text = 'qemu-system-ppc64: warning: TCG does not support\n[ 3.0] WARNING: CPU: 0 PID: 1 at mm/vmalloc.c';
-  t.deepEqual(consoleProblems(text), ['[ 3.0] WARNING: CPU: 0 PID: 1 at mm/vmalloc.c']);
 });
 
 test('the marks say how far the guest got and what it bound', (t) => {

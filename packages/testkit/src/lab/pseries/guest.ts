@@ -117,13 +117,6 @@ export function buildInitramfs(busybox: Buffer, labBinary: Buffer, modules: read
   });
 }
 
-/** Kernel lines that mean the run cannot be trusted, whatever the cases said. */
-const BAD_CONSOLE = /^.*(Oops|WARNING: |BUG: |Kernel panic|Unable to handle kernel|Call Trace:).*$/gm;
-
-export function consoleProblems(console: string): string[] {
-  return [...console.matchAll(BAD_CONSOLE)].map((m) => m[0].trim()).slice(0, 20);
-}
-
 export interface GuestMarks {
   readonly failure?: string;
   readonly reachedRun: boolean;

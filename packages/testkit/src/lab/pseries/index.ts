@@ -11,9 +11,10 @@ import { join } from 'node:path';
 import { fetchPackage, newestPackage, requireTool } from '../debian';
 import { LabError } from '../errors';
 import { resolveModules, KernelModule } from '../modules';
+import { consoleProblemsReport } from '../console';
 import { CaseReport, LabContext, LabProfile } from '../profile';
 import { runGuest } from '../qemu';
-import { buildInitramfs, consoleProblems, PseriesTopology, qemuArgs, readMarks, TOPOLOGIES } from './guest';
+import { buildInitramfs, PseriesTopology, qemuArgs, readMarks, TOPOLOGIES } from './guest';
 import { buildLab, ensureHost, KERNEL_PATTERN, RUST_TARGET } from './host';
 import { parseResults, ResultsFile } from '../conformance';
 import { compareResults } from './results';
@@ -90,8 +91,7 @@ async function boot(
     ok: marks.failure === undefined && marks.reachedRun && marks.bound.length === topology.phbs,
     detail: marks.failure !== undefined ? [`guest setup failed: ${marks.failure}`, `see ${consolePath}`] : [...marks.bound],
   });
-  const problems = consoleProblems(run.console);
-  reports.push({ name: 'console shows no Oops, WARNING, BUG or panic', ok: problems.length === 0, ...(problems.length > 0 ? { detail: problems } : {}) });
+  reports.push(consoleProblemsReport(run.console));
 
   let kernelResults: ResultsFile;
   try {
