@@ -26,6 +26,6 @@ pub use backend::{Backend, BackendKind, KernelBackend, MockBackend, MockConfig};
 pub use batch::{BatchFlags, BatchReport};
 pub use container::{dma_flags, Container, IommuInfo, IovaRange, MigrationCap};
 pub use device::{DependentDevice, Device, DeviceInfo, IrqAction, IrqData, IrqInfo, MappedRegion, RegionInfo, SparseArea};
-pub use error::{Error, Result};
+pub use error::{Error, IommuModel, Result};
 pub use group::{Group, GroupStatus};
 pub use memory::HostMemory;

@@ -26,7 +26,7 @@ impl<'fd> KernelSpapr<'fd> {
         let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), request as _, arg as *mut T) };
         if r < 0 {
             let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
-            return Err(Error::new(errno, name, format!("sPAPR container fd {}", self.fd.as_raw_fd())));
+            return Err(Error::new(errno, name, format!("sPAPR container fd {}", self.fd.as_raw_fd())).on_spapr());
         }
         Ok(r)
     }
@@ -37,7 +37,7 @@ impl<'fd> KernelSpapr<'fd> {
         let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), request as _) };
         if r < 0 {
             let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
-            return Err(Error::new(errno, name, format!("sPAPR container fd {}", self.fd.as_raw_fd())));
+            return Err(Error::new(errno, name, format!("sPAPR container fd {}", self.fd.as_raw_fd())).on_spapr());
         }
         Ok(r)
     }

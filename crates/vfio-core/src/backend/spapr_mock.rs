@@ -131,7 +131,7 @@ pub struct MockSpapr {
 }
 
 fn err(errno: i32, ioctl: &'static str) -> Error {
-    Error::new(errno, ioctl, "sPAPR container (mock)")
+    Error::new(errno, ioctl, "sPAPR container (mock)").on_spapr()
 }
 
 impl MockSpapr {

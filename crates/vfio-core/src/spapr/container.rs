@@ -42,7 +42,7 @@ pub struct TceContainer<O: SpaprOps> {
 }
 
 fn refused(errno: i32, ioctl: &'static str, why: String) -> Error {
-    Error::new(errno, ioctl, why).with_detail("refused by vfio-core before the ioctl")
+    Error::new(errno, ioctl, why).on_spapr().with_detail("refused by vfio-core before the ioctl")
 }
 
 impl<O: SpaprOps> TceContainer<O> {
@@ -339,7 +339,7 @@ impl<O: SpaprOps> TceContainer<O> {
         }
         let value = self.ops.map_dma(iova, vaddr, size, direction.flags())?;
         if value != 0 {
-            return Err(Error::new(libc::EINVAL, IOCTL, format!("IOVA {iova:#x}+{size:#x}: the kernel returned {value}, nothing mapped")));
+            return Err(Error::new(libc::EINVAL, IOCTL, format!("IOVA {iova:#x}+{size:#x}: the kernel returned {value}, nothing mapped")).on_spapr());
         }
         self.mappings.insert(iova, Mapping { iova, vaddr, size, direction });
         Ok(())
@@ -386,7 +386,7 @@ impl<O: SpaprOps> TceContainer<O> {
         }
         let value = self.ops.unmap_dma(iova, size, 0)?;
         if value != 0 {
-            return Err(Error::new(libc::EINVAL, IOCTL, format!("IOVA {iova:#x}+{size:#x}: the kernel returned {value}, nothing unmapped")));
+            return Err(Error::new(libc::EINVAL, IOCTL, format!("IOVA {iova:#x}+{size:#x}: the kernel returned {value}, nothing unmapped")).on_spapr());
         }
         let end = iova + size;
         let hit: Vec<Mapping> = self.overlapping(iova, end).copied().collect();

@@ -85,6 +85,7 @@ impl SpaprOps for Unsupported {
 
 fn unsupported(ioctl: &'static str) -> crate::Error {
     crate::Error::new(libc::ENOTTY, ioctl, "a container of a backend other than the kernel or the mock")
+        .on_spapr()
         .with_detail("vfio-core's sPAPR calls know the kernel and the mock only")
 }
 
