@@ -14,6 +14,7 @@
 //! could not be done, 2 on a usage error.
 
 mod case;
+mod edu;
 mod host;
 mod mock_host;
 mod report;

@@ -17,12 +17,13 @@ use vfio_core::spapr::{DmaDirection, TceContainer, TceVersion};
 use vfio_core::uapi;
 use vfio_core::{Device, RegionInfo};
 
+use crate::edu::{
+    EDU_BUFFER, EDU_DMA_CMD, EDU_DMA_COUNT, EDU_DMA_DST, EDU_DMA_RUN, EDU_DMA_SRC, EDU_DMA_TO_RAM, EDU_ID, EDU_ID_VALUE,
+};
 use crate::spapr::{errno, find_edus, group_of, Bench, Buffer, Rec, Stop, World};
 
 const PAGE: u64 = 0x1000;
 const LEN: usize = 2048;
-const EDU_BUF: u64 = 0x40000;
-const EDU_ID: u32 = 0x0100_00ed;
 pub const KERNEL_ONLY: &str = "kernel-only: ";
 
 /// BAR0 and config space of one edu, through its VFIO device.
@@ -37,8 +38,8 @@ impl Edu {
     fn open(dev: Device) -> Result<Self, i32> {
         let bar0 = dev.region_info(uapi::VFIO_PCI_BAR0_REGION_INDEX).map_err(|e| e.errno)?;
         let mut edu = Self { dev, bar0, swap: false, id: 0 };
-        let raw = edu.read32(0)?;
-        edu.swap = raw == EDU_ID.swap_bytes();
+        let raw = edu.read32(EDU_ID)?;
+        edu.swap = raw == EDU_ID_VALUE.swap_bytes();
         edu.id = if edu.swap { raw.swap_bytes() } else { raw };
         Ok(edu)
     }
@@ -64,13 +65,13 @@ impl Edu {
     /// One edu DMA of LEN bytes: `to_ram` copies its buffer to `ram_iova`,
     /// else the other way. Waits for the command register's busy bit.
     fn dma(&self, ram_iova: u64, to_ram: bool) -> Result<(), i32> {
-        let (src, dst) = if to_ram { (EDU_BUF, ram_iova) } else { (ram_iova, EDU_BUF) };
-        self.write64(0x80, src)?;
-        self.write64(0x88, dst)?;
-        self.write64(0x90, LEN as u64)?;
-        self.write64(0x98, if to_ram { 3 } else { 1 })?;
+        let (src, dst) = if to_ram { (EDU_BUFFER, ram_iova) } else { (ram_iova, EDU_BUFFER) };
+        self.write64(EDU_DMA_SRC, src)?;
+        self.write64(EDU_DMA_DST, dst)?;
+        self.write64(EDU_DMA_COUNT, LEN as u64)?;
+        self.write64(EDU_DMA_CMD, EDU_DMA_RUN | if to_ram { EDU_DMA_TO_RAM } else { 0 })?;
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.read32(0x98)? & 1 != 0 {
+        while u64::from(self.read32(EDU_DMA_CMD)?) & EDU_DMA_RUN != 0 {
             if Instant::now() > deadline {
                 return Err(libc::ETIMEDOUT);
             }
@@ -98,7 +99,7 @@ fn round_trip(b: &mut Bench, pe: usize, version: TceVersion, window: Option<(u32
     let edu = r.must(format!("GET_DEVICE_FD pe{pe}"), b.device(0, pe).and_then(Edu::open), none)?;
     r.check(
         "edu's id register reads 0x010000ed",
-        edu.id == EDU_ID,
+        edu.id == EDU_ID_VALUE,
         format!("read {:#010x}; registers byte-swapped: {}", edu.id, edu.swap),
     );
     r.must("enable bus mastering", edu.enable_bus_master(), none)?;

@@ -2,11 +2,9 @@
 //! device, and DMA by edu's engine through the IOMMU, which proves a mapping
 //! exists with the right data and permissions, and is gone after unmap.
 //!
-//! edu (hw/misc/edu.c): 0x00 id, 0x04 liveness (reads back the bitwise
-//! NOT), 0x80 DMA source, 0x88 DMA destination, 0x90 count, 0x98 command
-//! (bit 0 start, bit 1 direction: 1 = device to RAM). Its own buffer is at
-//! device address 0x40000. Its DMA mask is 28 bits, and QEMU 7.2 stops the
-//! VM on a 4096-byte transfer into the buffer, so transfers are 4095 bytes.
+//! edu's registers are in crate::edu. Its DMA mask is 28 bits, and QEMU 7.2
+//! stops the VM on a 4096-byte transfer into the buffer, so transfers are
+//! 4095 bytes.
 
 use std::sync::Arc;
 use std::thread::sleep;
@@ -19,19 +17,8 @@ use vfio_core::{Container, Device, Group};
 
 use super::util::{HostBuf, RW};
 use crate::case::{Abort, Case, CaseResult, Ctx};
+use crate::edu::*;
 
-const EDU_ID: u64 = 0x00;
-const EDU_LIVENESS: u64 = 0x04;
-const EDU_IRQ_STATUS: u64 = 0x24;
-const EDU_IRQ_RAISE: u64 = 0x60;
-const EDU_IRQ_ACK: u64 = 0x64;
-const EDU_DMA_SRC: u64 = 0x80;
-const EDU_DMA_DST: u64 = 0x88;
-const EDU_DMA_COUNT: u64 = 0x90;
-const EDU_DMA_CMD: u64 = 0x98;
-const EDU_DMA_RUN: u64 = 1;
-const EDU_DMA_TO_RAM: u64 = 2;
-const EDU_BUFFER: u64 = 0x40000;
 const LEN: usize = 4095;
 const PAGE: u64 = 4096;
 const IOVA: u64 = 0x20_0000;
@@ -79,7 +66,7 @@ fn bar0_mmap(ctx: &mut Ctx) -> CaseResult {
     let map = ctx.call("Device::map_region BAR0 0..4096", sys(edu.device.map_region(&bar0, 0, 4096)));
     let map = ctx.need(map, "mmap BAR0")?;
     let id = ctx.call_v("mmio read 0x00 (id)", sys(map.read_u32(EDU_ID)), |v| format!("{v:#010x}"));
-    ctx.check("edu's id register reads 0x010000ed", id == Ok(0x0100_00ed), format!("read {id:?}"));
+    ctx.check("edu's id register reads 0x010000ed", id == Ok(EDU_ID_VALUE), format!("read {id:?}"));
     for value in [0x1234_5678u32, 0] {
         let _ = ctx.call(format!("mmio write 0x04 (liveness) {value:#x}"), sys(map.write_u32(EDU_LIVENESS, value)));
         let back = ctx.call_v("mmio read 0x04", sys(map.read_u32(EDU_LIVENESS)), |v| format!("{v:#010x}"));
