@@ -2,12 +2,17 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
+import { fixtureHost } from '@vfiokit/testkit';
 import { parseJson, vfiokit } from '../testing/run-cli';
 
 function keptHost(t: { teardown(fn: () => void): void }): string[] {
+  return ['--mock', 'workstation', '--mock-dir', keptDir(t)];
+}
+
+function keptDir(t: { teardown(fn: () => void): void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'vfiokit-cli-test-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return ['--mock', 'workstation', '--mock-dir', dir];
+  return dir;
 }
 
 test('bind moves a group to vfio-pci and a later run sees it there; unbind gives the old driver back', async (t) => {
@@ -62,6 +67,23 @@ test('bind of several targets that fails on a later one puts the earlier groups 
   t.is(run.code, 5);
   const usb = parseJson<{ device: { driver: string } }>(await vfiokit([...host, '--json', 'show', '04:00.0']));
   t.is(usb.device.driver, 'xhci_hcd');
+});
+
+test('a failed bind of several targets leaves on vfio-pci a device someone else put there before the run', async (t) => {
+  const dir = keptDir(t);
+  const host = ['--mock', 'workstation', '--mock-dir', dir];
+  // Someone else moves the GPU's audio function to vfio-pci, by hand, as an admin would.
+  const sim = fixtureHost('workstation', dir);
+  sim.fs.writeText('/sys/bus/pci/devices/0000:01:00.1/driver_override', 'vfio-pci');
+  sim.fs.writeText('/sys/bus/pci/drivers/snd_hda_intel/unbind', '0000:01:00.1');
+  sim.fs.writeText('/sys/bus/pci/drivers_probe', '0000:01:00.1');
+  t.is(sim.deviceStates()['0000:01:00.1']!.driver, 'vfio-pci');
+  // Group 1 binds (the GPU moves), then the NVMe root disk is refused: group 1 is rolled back.
+  const run = await vfiokit([...host, 'bind', '--force', 'console-display', '01:00.0', '02:00.0']);
+  t.is(run.code, 5);
+  const drivers = fixtureHost('workstation', dir).deviceStates();
+  t.is(drivers['0000:01:00.0']!.driver, 'nouveau');
+  t.is(drivers['0000:01:00.1']!.driver, 'vfio-pci');
 });
 
 test('an unknown --force rule is invalid input', async (t) => {

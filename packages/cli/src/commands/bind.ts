@@ -89,8 +89,10 @@ export function bindCommand(state: RunState): Command {
             done.push(bindGroup(host.fs, group, { store, force, dryRun: opts.dryRun }));
           }
         } catch (err) {
-          // Groups this run already moved go back before the error is reported.
-          for (const r of done.reverse()) if (r.changes.length > 0) unbindGroup(host.fs, r.group, { store });
+          // Groups this run already moved go back before the error is
+          // reported: only the devices this run recorded, so a device someone
+          // else had put on vfio-pci before stays there.
+          for (const r of done.reverse()) if (r.changes.length > 0) unbindGroup(host.fs, r.group, { store, onlyRecorded: true });
           throw err;
         }
         ctx.out.result({ dryRun: opts.dryRun, groups: done }, () => done.map(bindText).join('\n'));
