@@ -25,7 +25,7 @@ function demoQemus(tmp: string): string {
 test('demo runs every step on the simulated host, exits 0 and leaves nothing behind', async (t) => {
   const tmp = mkdtempSync(join(tmpdir(), 'vfiokit-demo-test-'));
   t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
-  const run = await vfiokit(['demo'], { env: { TMPDIR: tmp }, timeoutMs: 60_000 });
+  const run = await vfiokit(['demo'], { env: { TMPDIR: tmp } });
   t.is(run.code, 0, run.stderr);
   t.deepEqual(stepTitles(run.stdout), ['discover', 'check', 'bind', 'plan', 'map', 'attach', 'clean up']);
   t.regex(run.stdout, /\n {4}mapped 2 RAM regions \(4 GiB\) at IOVA = GPA\n {6}1 batched call, 2 VFIO_IOMMU_MAP_DMA ioctls, 2 live entries\n/);
@@ -35,7 +35,7 @@ test('demo runs every step on the simulated host, exits 0 and leaves nothing beh
 });
 
 (qemuAvailable() ? test : test.skip)('demo hot-plugs into a real QEMU and shows its refusal of the simulated device and the unplug timeout', async (t) => {
-  const run = await vfiokit(['demo'], { timeoutMs: 60_000 });
+  const run = await vfiokit(['demo']);
   t.is(run.code, 0, run.stderr);
   t.regex(run.stdout, /QEMU \d+\.\d+\.\d+ is up \(pid \d+\), stopped before boot/);
   t.regex(run.stdout, /device_add of hostdev-0000-04-00-0 failed: vfio .*0000:04:00\.0: no such host device/);

@@ -14,13 +14,20 @@ export interface CliRun {
   readonly stderr: string;
 }
 
+/**
+ * A hang guard, not a speed check: generous enough that a run on a loaded
+ * machine (2 cores, several builds at once) is never killed, and below ava's
+ * 180 s test timeout so a real hang still fails with the run's own output.
+ */
+const HANG_GUARD_MS = 150_000;
+
 export function vfiokit(args: readonly string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], {
       cwd: PACKAGE_DIR,
       env: { ...process.env, ...opts.env },
       stdio: ['ignore', 'pipe', 'pipe'],
-      timeout: opts.timeoutMs ?? 30_000,
+      timeout: opts.timeoutMs ?? HANG_GUARD_MS,
     });
     let stdout = '';
     let stderr = '';
