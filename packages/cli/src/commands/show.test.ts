@@ -12,6 +12,16 @@ test('show of the console GPU names the safety rule and the fix for its group', 
   t.true(lines.some((l) => l.startsWith('  viability        group 1 is not viable: ') && l.endsWith("run 'vfiokit bind 0000:01:00.0' to move the whole group to vfio-pci")));
 });
 
+test('show of an SR-IOV physical function with VFs enabled does not tell the user to run a bind that would refuse it', async (t) => {
+  const run = await vfiokit(['--mock', 'sriov-server', 'show', '0000:3b:00.0']);
+  t.is(run.code, 0);
+  const line = run.stdout.split('\n').find((l) => l.startsWith('  viability '))!;
+  t.is(
+    line,
+    "  viability        group 2 is not viable: 0000:3b:00.0 is bound to i40e; 'vfiokit bind' would refuse it: 0000:3b:00.0 is an SR-IOV physical function with 4 VFs enabled: moving it off i40e would tear them down, and vfio-pci refuses a PF whose VFs remain; disable them first (echo 0 > /sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs), or assign a VF instead",
+  );
+});
+
 test('show --json of an SR-IOV physical function lists its virtual functions', async (t) => {
   const run = await vfiokit(['--mock', 'sriov-server', '--json', 'show', '0000:3b:00.0']);
   t.is(run.code, 0);

@@ -20,6 +20,7 @@ import {
 } from './errors';
 import type { HostModel, IommuGroup, PciDevice } from './model';
 import { parsePciIds } from './pci-ids';
+import { knownProbeRefusal } from './probe';
 import { describeViolation, findProtectedDevices, safetyViolations, type SafetyFinding, type SafetyOverride } from './safety';
 import { errnoOf, type HostFs } from './seam';
 import type { BindingRecord, BindingStore } from './state';
@@ -438,20 +439,10 @@ function matchingRecord(record: BindingRecord | undefined, device: PciDevice): B
   return record && record.vendorId === device.vendorId && record.deviceId === device.deviceId ? record : undefined;
 }
 
-/** Refusals vfio-pci's probe would give, said before anything changes. */
+/** Throw the refusal vfio-pci's probe would give `device` (knownProbeRefusal), before anything changes. */
 export function refuseKnownProbeFailures(device: PciDevice): void {
-  if (device.sriov && device.sriov.numVfs > 0) {
-    // Unbinding a PF's driver tears its VFs down (the driver's remove disables
-    // SR-IOV), VFs perhaps in use by guests; and a PF whose VFs survive is
-    // refused by vfio_pci_core_register_device ("Cannot bind to PF with SR-IOV
-    // enabled", EBUSY). Either way it is the operator's call, made first.
-    const from = device.driver === undefined ? '' : `moving it off ${device.driver} would tear them down, and `;
-    throw new HostError(
-      'HOST_SRIOV_ENABLED',
-      `${device.address} is an SR-IOV physical function with ${device.sriov.numVfs} VFs enabled: ${from}vfio-pci refuses a PF whose VFs remain`,
-      { hint: `disable them first (echo 0 > /sys/bus/pci/devices/${device.address}/sriov_numvfs), or assign a VF instead` },
-    );
-  }
+  const refusal = knownProbeRefusal(device);
+  if (refusal) throw new HostError(refusal.code, refusal.reason, { hint: refusal.hint });
 }
 
 /** A process that holds a VFIO group open. */

@@ -9,6 +9,7 @@ export * from './config-space';
 export * from './model';
 export * from './discover';
 export * from './viability';
+export * from './probe';
 export * from './safety';
 export * from './state';
 export * from './bind';

@@ -4,7 +4,7 @@ import test from 'ava';
 import { createFixtureHost } from '@vfiokit/testkit';
 import { discoverHost, findGroup } from './discover';
 import type { HostModel, PciDevice } from './model';
-import { allowsViability, assertViable, checkViability, viabilityRuleFor } from './viability';
+import { allowsViability, assertViable, checkViability, describeViability, viabilityRuleFor } from './viability';
 
 const model = (name: string) => discoverHost(createFixtureHost(name).fs);
 const withKernel = (m: HostModel, kernelRelease: string): HostModel => ({ ...m, kernelRelease });
@@ -15,6 +15,27 @@ test('a group whose devices are on snd_hda_intel and nouveau is not viable', (t)
     { address: '0000:01:00.0', driver: 'nouveau', fix: 'vfiokit bind 0000:01:00.0' },
     { address: '0000:01:00.1', driver: 'snd_hda_intel', fix: 'vfiokit bind 0000:01:00.1' },
   ]);
+});
+
+test('an SR-IOV PF with VFs enabled has disabling its VFs as the fix, not a bind that would refuse it', (t) => {
+  const m = model('sriov-server');
+  t.deepEqual(checkViability(m, findGroup(m, 2)).blocking, [
+    {
+      address: '0000:3b:00.0',
+      driver: 'i40e',
+      fix: 'echo 0 > /sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs',
+      bindRefused:
+        '0000:3b:00.0 is an SR-IOV physical function with 4 VFs enabled: moving it off i40e would tear them down, and vfio-pci refuses a PF whose VFs remain; disable them first (echo 0 > /sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs), or assign a VF instead',
+    },
+  ]);
+});
+
+test('the viability sentence of an SR-IOV PF with VFs enabled says bind would refuse it and why', (t) => {
+  const m = model('sriov-server');
+  t.is(
+    describeViability(checkViability(m, findGroup(m, 2))),
+    "group 2 is not viable: 0000:3b:00.0 is bound to i40e; 'vfiokit bind' would refuse it: 0000:3b:00.0 is an SR-IOV physical function with 4 VFs enabled: moving it off i40e would tear them down, and vfio-pci refuses a PF whose VFs remain; disable them first (echo 0 > /sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs), or assign a VF instead",
+  );
 });
 
 test('a root port on pcieport does not block its group (driver_managed_dma)', (t) => {

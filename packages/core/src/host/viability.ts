@@ -8,6 +8,7 @@
 // pci-stub, or any driver on a device whose header is not type 0 (bridges).
 import { GroupNotViableError } from './errors';
 import type { HostModel, IommuGroup, PciDevice } from './model';
+import { knownProbeRefusal } from './probe';
 
 /**
  * PCI drivers that set `.driver_managed_dma = true` and so leave a group
@@ -48,6 +49,11 @@ export interface BlockingDevice {
   readonly driver: string;
   /** The command that fixes it. */
   readonly fix: string;
+  /**
+   * Why `vfiokit bind` is not the fix (bind would refuse the group: an SR-IOV
+   * PF with VFs enabled, say); `fix` then clears that refusal first.
+   */
+  readonly bindRefused?: string;
 }
 
 /** What the kernel would say about a group, and why. */
@@ -73,9 +79,18 @@ export function allowsViability(device: PciDevice, rule: ViabilityRule): boolean
 /** Decide a group's viability the way the host's kernel does. */
 export function checkViability(model: HostModel, group: IommuGroup): ViabilityReport {
   const rule = viabilityRuleFor(model.kernelRelease);
-  const blocking = group.devices
+  // bind refuses the whole group when it would refuse any device it moves.
+  const refusal = group.devices
+    .filter((d) => d.driver !== 'vfio-pci')
+    .map(knownProbeRefusal)
+    .find((r) => r !== undefined);
+  const blocking: BlockingDevice[] = group.devices
     .filter((d) => !allowsViability(d, rule))
-    .map((d) => ({ address: d.address, driver: d.driver!, fix: `vfiokit bind ${d.address}` }));
+    .map((d) =>
+      refusal
+        ? { address: d.address, driver: d.driver!, fix: refusal.fix, bindRefused: `${refusal.reason}; ${refusal.hint}` }
+        : { address: d.address, driver: d.driver!, fix: `vfiokit bind ${d.address}` },
+    );
   // A non-PCI member on a driver holds DMA ownership just the same; vfiokit
   // cannot move it, so the fix is unbinding it by hand.
   for (const m of group.otherDevices ?? []) {
@@ -97,7 +112,8 @@ export function checkViability(model: HostModel, group: IommuGroup): ViabilityRe
 export function describeViability(report: ViabilityReport): string {
   if (report.viable) return `group ${report.group} is viable`;
   const held = report.blocking.map((b) => `${b.address} is bound to ${b.driver}`).join(', ');
-  const fix = report.blocking[0]!.fix;
+  const { fix, bindRefused } = report.blocking[0]!;
+  if (bindRefused !== undefined) return `group ${report.group} is not viable: ${held}; 'vfiokit bind' would refuse it: ${bindRefused}`;
   return `group ${report.group} is not viable: ${held}; run '${fix}'${fix.startsWith('vfiokit bind') ? ' to move the whole group to vfio-pci' : ''}`;
 }
 
