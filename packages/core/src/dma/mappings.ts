@@ -156,10 +156,16 @@ export class ContainerMappings {
     if (given.length === 0) return;
     // Sorted and joined where they touch: a kernel mapping merged from two
     // entries must go in one range, whatever order the caller listed them in.
+    // Joined too across a gap that holds no live entry: type1v2 removes every
+    // vfio_dma wholly inside [iova, iova + size) and refuses only a range
+    // whose ends split one (vfio_dma_do_unmap), so one VFIO_IOMMU_UNMAP_DMA
+    // serves where one per run would otherwise go out. This relies on the
+    // record holding all the container has, which it does: it is the only
+    // path by which the policy maps.
     const ranges: { start: number; end: number }[] = [];
     for (const r of given.length === 1 ? given : [...given].sort((a, b) => a.start - b.start)) {
       const last = ranges[ranges.length - 1];
-      if (last && r.start <= last.end) last.end = Math.max(last.end, r.end);
+      if (last && (r.start <= last.end || this.isEmpty(last.end, r.start))) last.end = Math.max(last.end, r.end);
       else ranges.push({ start: r.start, end: r.end });
     }
     const b = this.unmapBatchOf(ranges.length);
@@ -183,15 +189,17 @@ export class ContainerMappings {
     this.noteSize();
   }
 
-  /** Unmap every live entry, as contiguous runs, in one call. */
+  /** Unmap every live entry in one call: one range from the first to the last, as nothing else lies between them. */
   unmapAll(): void {
-    const runs: { start: number; end: number }[] = [];
-    for (const [s, e] of this.live.entries()) {
-      const last = runs[runs.length - 1];
-      if (last && last.end === s) last.end = e;
-      else runs.push({ start: s, end: e });
-    }
-    this.unmap(runs);
+    if (this.live.size === 0) return;
+    const last = this.live.valueAt(this.live.size - 1);
+    this.unmap([{ start: this.live.valueAt(0).iova, end: last.iova + last.pages }]);
+  }
+
+  /** True when no live entry overlaps IOVA pages [start, end). */
+  private isEmpty(start: number, end: number): boolean {
+    const [i, j] = this.live.overlapping(start, end);
+    return i === j;
   }
 
   private noteSize(): void {

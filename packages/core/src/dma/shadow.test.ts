@@ -62,6 +62,56 @@ test('one guest unmap covering several guest maps is one host call', (t) => {
   t.is(model.mappings().length, 0);
 });
 
+test('one guest unmap covering several host mappings contiguous in IOVA costs one ioctl', (t) => {
+  const { tr, model } = setup();
+  tr.apply(attach);
+  // Host pages two apart: four separate kernel mappings, back to back in IOVA.
+  for (let i = 0n; i < 4n; i++) tr.apply(map(0x10000n + i * P, i * 2n * P, P));
+  const before = tr.container(7).stats.ioctls;
+  tr.apply(unmap(0x10000n, 4n * P));
+  t.deepEqual([tr.container(7).stats.ioctls - before, model.mappings().length, model.disagreements], [1, 0, []]);
+});
+
+test('one guest unmap covering host mappings with unmapped holes between them costs one ioctl', (t) => {
+  const { tr, model } = setup();
+  tr.apply(attach);
+  tr.apply(map(0x10000n, 0n, P));
+  tr.apply(map(0x11000n, 0x4000n, 2n * P));
+  tr.apply(map(0x14000n, 0x8000n, P));
+  const before = tr.container(7).stats.ioctls;
+  tr.apply(unmap(0x10000n, 5n * P));
+  t.deepEqual([tr.container(7).stats.ioctls - before, model.mappings().length, model.disagreements], [1, 0, []]);
+});
+
+test('a guest unmap joins its mappings across a hole into one ioctl and leaves the live mapping just past its end', (t) => {
+  const { tr, model } = setup();
+  tr.apply(attach);
+  tr.apply(map(0x10000n, 0n, P));
+  tr.apply(map(0x12000n, 0x4000n, P));
+  tr.apply(map(0x13000n, 0x8000n, P));
+  const before = tr.container(7).stats.ioctls;
+  tr.apply(unmap(0x10000n, 3n * P));
+  t.deepEqual(
+    [tr.container(7).stats.ioctls - before, model.mappings().map((m) => m.iova), model.disagreements],
+    [1, [0x13000n], []],
+  );
+});
+
+test('unmaps flushed together keep apart around a live mapping between them: two ioctls, and it stays', (t) => {
+  const { tr, model } = setup({ sync: 'invalidate' });
+  tr.apply(attach);
+  for (let i = 0n; i < 3n; i++) tr.apply(map(0x10000n + i * P, i * 2n * P, P));
+  tr.apply({ op: 'invalidate', domain: 1 });
+  tr.apply(unmap(0x10000n, P));
+  tr.apply(unmap(0x12000n, P));
+  const before = tr.container(7).stats.ioctls;
+  tr.apply({ op: 'invalidate', domain: 1 });
+  t.deepEqual(
+    [tr.container(7).stats.ioctls - before, model.mappings().map((m) => m.iova), model.disagreements],
+    [2, [0x11000n], []],
+  );
+});
+
 test('guest maps contiguous in IOVA and host memory stay separate host mappings', (t) => {
   const { tr, model } = setup();
   tr.apply(attach);
@@ -141,6 +191,16 @@ test('disabling translation drops the tables and maps all RAM again', (t) => {
   tr.apply(map(0x10000n, 0n, P));
   tr.apply({ op: 'disable' });
   t.deepEqual(model.mappings().map((m) => m.iova), [0n, 0x100000n]);
+});
+
+test('disabling translation drops a table of scattered mappings with one unmap ioctl', (t) => {
+  const { tr, model } = setup();
+  tr.apply(attach);
+  for (let i = 0n; i < 5n; i++) tr.apply(map(0x10000n + i * 0x10000n, i * 2n * P, P));
+  const before = tr.container(7).stats.ioctls;
+  tr.apply({ op: 'disable' });
+  // One unmap of the table, then the identity map of the two RAM regions.
+  t.deepEqual([tr.container(7).stats.ioctls - before, model.unmapCalls, model.disagreements], [3, 1, []]);
 });
 
 test('a detached group with translation on reaches nothing', (t) => {
