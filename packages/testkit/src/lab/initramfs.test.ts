@@ -23,7 +23,7 @@ test('modules are loaded in the given order, each with its parameters', (t) => {
 test('each device to hand over is bound through driver_override and drivers_probe', (t) => {
   const s = initScript(spec);
   t.true(s.includes('bind_vfio 0000:00:03.0\n'));
-  t.true(s.includes('echo vfio-pci > /sys/bus/pci/devices/$1/driver_override'));
+  t.true(s.includes('echo vfio-pci > $d/driver_override'));
   t.true(s.includes('echo $1 > /sys/bus/pci/drivers_probe'));
 });
 
