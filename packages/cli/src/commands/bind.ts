@@ -90,9 +90,11 @@ export function bindCommand(state: RunState): Command {
           }
         } catch (err) {
           // Groups this run already moved go back before the error is
-          // reported: only the devices this run recorded, so a device someone
-          // else had put on vfio-pci before stays there.
-          for (const r of done.reverse()) if (r.changes.length > 0) unbindGroup(host.fs, r.group, { store, onlyRecorded: true });
+          // reported: only the devices this run moved, so a device someone
+          // else (or an earlier run) had put on vfio-pci stays there.
+          for (const r of done.reverse()) {
+            if (r.changes.length > 0) unbindGroup(host.fs, r.group, { store, onlyRecorded: true, devices: r.changes.map((c) => c.address) });
+          }
           throw err;
         }
         ctx.out.result({ dryRun: opts.dryRun, groups: done }, () => done.map(bindText).join('\n'));

@@ -333,6 +333,15 @@ test('a managed release leaves devices vfiokit did not bind on vfio-pci', (t) =>
   t.deepEqual([s['0000:02:00.0']?.driver, s['0000:02:01.0']?.driver, s['0000:02:02.0']?.driver], ['snd_emu10k1', 'firewire_ohci', 'vfio-pci']);
 });
 
+test('a release limited to some devices leaves the other vfio-pci devices of the group bound', (t) => {
+  const { host, store } = setUp('bridge-group');
+  bindGroup(host.fs, 2, { store });
+  const r = unbindGroup(host.fs, 2, { store, onlyRecorded: true, devices: ['0000:02:00.0'] });
+  t.deepEqual(r.changes.map((c) => c.address), ['0000:02:00.0']);
+  const s = host.deviceStates();
+  t.deepEqual([s['0000:02:00.0']?.driver, s['0000:02:01.0']?.driver, s['0000:02:02.0']?.driver], ['snd_emu10k1', 'vfio-pci', 'vfio-pci']);
+});
+
 test('a host booted with intel_iommu=off is told so, with the fix', (t) => {
   const { host, store } = setUp('no-iommu');
   const err = t.throws(() => bindGroup(host.fs, '0000:00:14.0', { store })) as { message: string; hint?: string };

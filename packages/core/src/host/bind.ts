@@ -216,6 +216,12 @@ export interface UnbindOptions {
    * release every vfio-pci device of the group.
    */
   readonly onlyRecorded?: boolean;
+  /**
+   * Release only these devices of the group (PCI addresses): undoing one
+   * bindGroup's changes leaves alone devices an earlier run put on vfio-pci.
+   * Default: every device of the group.
+   */
+  readonly devices?: readonly string[];
 }
 
 /** One device `unbindGroup` gives back. */
@@ -258,6 +264,7 @@ function unbindLocked(host: HostFs, target: string | number, options: UnbindOpti
   for (const device of group.devices) {
     const record = matchingRecord(options.store.get(device.address), device);
     if (options.onlyRecorded && record === undefined) continue;
+    if (options.devices && !options.devices.includes(device.address)) continue;
     if (device.driver === VFIO_PCI || (record !== undefined && device.driver !== record.originalDriver)) {
       releases.push({ device, record });
     } else if (record !== undefined && !options.dryRun) {
