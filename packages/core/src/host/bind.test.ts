@@ -2,7 +2,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import test from 'ava';
 import { createFixtureHost, createFixtureHostFromSpec, errnoError, FIXTURE_HOSTS, openFixtureHost, type FixtureHost } from '@vfiokit/testkit';
-import { bindGroup, groupHolders, planGroupBind, unbindGroup } from './bind';
+import { bindGroup, groupHolders, planGroupBind, shellEcho, unbindGroup } from './bind';
 import { discoverHost } from './discover';
 import { fileBindingStore, type BindingStore } from './state';
 
@@ -21,10 +21,19 @@ test('binding a group moves its device to vfio-pci through driver_override', (t)
 test('binding writes override, unbind and drivers_probe, in that order', (t) => {
   const { host, store } = setUp('workstation');
   t.deepEqual(bindGroup(host.fs, '0000:04:00.0', { store }).steps, [
-    'echo "vfio-pci" > /sys/bus/pci/devices/0000:04:00.0/driver_override',
-    'echo "0000:04:00.0" > /sys/bus/pci/devices/0000:04:00.0/driver/unbind',
-    'echo "0000:04:00.0" > /sys/bus/pci/drivers_probe',
+    'echo vfio-pci > /sys/bus/pci/devices/0000:04:00.0/driver_override',
+    'echo 0000:04:00.0 > /sys/bus/pci/devices/0000:04:00.0/driver/unbind',
+    'echo 0000:04:00.0 > /sys/bus/pci/drivers_probe',
   ]);
+});
+
+test('clearing driver_override is shown as a bare echo, which writes the lone newline the kernel reads as none', (t) => {
+  t.is(shellEcho('\n'), 'echo');
+  t.is(shellEcho(''), 'echo');
+});
+
+test('a value with shell metacharacters is shown single-quoted', (t) => {
+  t.is(shellEcho("a b'c"), `echo 'a b'\\''c'`);
 });
 
 test('binding remembers the original driver in the state folder', (t) => {

@@ -330,8 +330,20 @@ function unbindLocked(host: HostFs, target: string | number, options: UnbindOpti
 const NO_NAMES = parsePciIds('', undefined);
 
 function write(host: HostFs, file: string, data: string, steps: string[]): void {
-  steps.push(`echo ${JSON.stringify(data)} > ${file}`);
+  steps.push(`${shellEcho(data)} > ${file}`);
   host.writeText(file, data);
+}
+
+/**
+ * The shell command an operator can paste to make the same write. Clearing
+ * driver_override is a lone newline (`echo` with no argument): the kernel's
+ * driver_set_override treats an empty or newline-only value as "none", while
+ * `echo "\n"` would store a backslash and an n.
+ */
+export function shellEcho(data: string): string {
+  const text = data.replace(/\n$/, '');
+  if (text === '') return 'echo';
+  return /^[A-Za-z0-9_.:\/-]+$/.test(text) ? `echo ${text}` : `echo '${text.replace(/'/g, `'\\''`)}'`;
 }
 
 function driverOf(host: HostFs, address: string): string | undefined {
