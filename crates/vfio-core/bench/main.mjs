@@ -99,11 +99,13 @@ console.log(`    target: >= 20x`);
 
 // (2) coalescing on realistic layouts
 console.log('\n(2) ioctls issued vs entries (coalescing)');
+const coalescing = [];
 function layoutRun(name, triples, flags) {
   const { c, host } = readyContainer();
   const before = host.ioctlCount();
   const r = c.mapBatch(triples, flags);
   const ioctls = host.ioctlCount() - before;
+  coalescing.push([name.split(',')[0], r.entries / ioctls]);
   console.log(`    ${name.padEnd(44)} ${String(r.entries).padStart(8)} entries -> ${String(ioctls).padStart(6)} ioctls  (${(r.entries / ioctls).toFixed(1)}:1)`);
 }
 
@@ -156,5 +158,19 @@ console.log(`    scattered  (one modelled ioctl per entry) ${perEntry(sb)}`);
 console.log(`    contiguous (coalesced)                    ${perEntry(cb)}`);
 console.log(`    per-call napi path (scattered)            ${perEntry(sp)}`);
 console.log(`    target: < 100 ns/entry`);
+
+// Summary: every headline figure on one line each, CPU and wall side by side.
+const mark = (ok) => (ok ? 'ok  ' : 'MISS');
+const row = (name, cpu, wall, target, ok) =>
+  console.log(`    ${mark(ok)} ${name.padEnd(38)} ${cpu.padStart(10)} ${wall.padStart(10)}   ${target}`);
+console.log(`\nsummary${' '.repeat(41)}${'cpu'.padStart(10)} ${'wall'.padStart(10)}   target`);
+for (const [name, slow, fast] of [['scattered: per-call / mapBatch', sp, sb], ['contiguous: per-call / mapBatch', cp, cb]]) {
+  const rc = slow.cpu / fast.cpu;
+  row(name, `${rc.toFixed(1)}x`, `${(slow.ns / fast.ns).toFixed(1)}x`, '>= 20x', rc >= 20);
+}
+for (const [name, t] of [['scattered mapBatch ns/entry', sb], ['contiguous mapBatch ns/entry', cb]]) {
+  row(name, (t.cpu / N).toFixed(1), (t.ns / N).toFixed(1), '< 100 ns', t.cpu / N < 100);
+}
+for (const [name, r] of coalescing) row(`coalescing: ${name}`, `${r.toFixed(1)}:1`, '', 'entries per ioctl', r > 1);
 const os = await import('node:os');
 console.log(`\nload average ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} cores: wall times include waiting for a core; CPU times do not.`);
