@@ -371,20 +371,252 @@ export async function detachDevices(qmp: QmpExecutor, ids: readonly string[], op
 }
 
 async function notAcknowledged(qmp: QmpExecutor, remaining: readonly string[], timeoutMs: number): Promise<string> {
+  // A device can leave QOM before DEVICE_DELETED: QEMU sends the event from
+  // device_finalize(), once the last reference is dropped. On a running TCG
+  // pseries VM whose vCPU only spins in firmware that has not happened after
+  // the DR connector released the device at once; stopping the VM completes it.
+  const gone: string[] = [];
+  for (const id of remaining) {
+    try {
+      await qomGet(qmp, `${PERIPHERAL}/${id}`, 'realized');
+    } catch (err) {
+      if (err instanceof QmpCommandError) gone.push(id);
+      else throw err;
+    }
+  }
+  const pending = remaining.filter((id) => !gone.includes(id));
   let state: string;
   try {
     const s = await queryStatus(qmp);
     state = s.running
-      ? 'The VM is running, so the guest OS ignored the request: it has no PCIe hot-plug driver (Linux: pciehp), ' +
-        'or the device is busy in the guest'
+      ? 'The VM is running, so the guest OS ignored the request: it has no PCI hot-plug support (Linux: pciehp on q35, ' +
+        'rpaphp/drmgr on pseries), or the device is busy in the guest'
       : `The VM is not running (status ${s.status}), so no guest can answer`;
   } catch {
     state = 'The VM state could not be read';
   }
-  return (
-    `device_del of ${remaining.join(', ')} was accepted, but the guest did not release ${remaining.length > 1 ? 'them' : 'it'} ` +
-    `within ${timeoutMs} ms: QEMU only asks the guest to eject a PCIe slot and removes the device once the guest ` +
-    `powers the slot off. ${state}. The device${remaining.length > 1 ? 's stay' : ' stays'} attached with the request pending; ` +
-    `let the guest finish it, or stop the VM to release the host device.`
+  const parts: string[] = [];
+  if (pending.length > 0) {
+    parts.push(
+      `device_del of ${pending.join(', ')} was accepted, but the guest did not release ${pending.length > 1 ? 'them' : 'it'} ` +
+        `within ${timeoutMs} ms: QEMU only asks the guest to eject the slot and removes the device once the guest ` +
+        `powers it off (q35: pcie_cap_slot_unplug_request_cb(); pseries: the guest isolates the slot's DR connector ` +
+        `through RTAS before spapr_drc_release()). ${state}. The device${pending.length > 1 ? 's stay' : ' stays'} attached ` +
+        `with the request pending; let the guest finish it, or stop the VM to release the host device.`,
+    );
+  }
+  if (gone.length > 0) {
+    parts.push(
+      `${gone.join(', ')} ${gone.length > 1 ? 'have' : 'has'} left the VM's device tree, but QEMU sent no DEVICE_DELETED ` +
+        `within ${timeoutMs} ms: it sends it only once the device is freed (device_finalize()), and until then the ` +
+        `host device stays open. Stop the VM (QMP stop) to let QEMU finish, or wait longer.`,
+    );
+  }
+  return parts.join(' ');
+}
+
+// ---------------------------------------------------------------------------
+// pseries: a PE domain is its own spapr-pci-host-bridge, whose root bus
+// `<id>.0` takes hot-plug directly into any of its 32 slots (each slot
+// function has its own PCI DR connector, spapr_phb_realize()).
+
+/** Slots on one sPAPR host bridge's root bus (PCI_SLOT_MAX). */
+const PHB_SLOTS = 32;
+
+export interface HostBridgeInfo {
+  readonly id: string;
+  /** The bridge's `index`: the guest PCI domain it becomes. */
+  readonly index: number;
+  /** Its root bus, as device_add's `bus` takes it. */
+  readonly bus: string;
+  /** Slots (0-31) that already hold a device, ascending. */
+  readonly occupiedSlots: readonly number[];
+}
+
+/**
+ * Every spapr-pci-host-bridge created with an id, with the slots in use on
+ * its root bus. The machine's own bridge (index 0) has no id and is not
+ * listed: vfiokit gives each PE domain a bridge of its own.
+ */
+export async function listHostBridges(qmp: QmpExecutor): Promise<HostBridgeInfo[]> {
+  const bridges: HostBridgeInfo[] = [];
+  for (const child of await qomList(qmp, PERIPHERAL)) {
+    if (child.type !== 'child<spapr-pci-host-bridge>') continue;
+    const path = `${PERIPHERAL}/${child.name}`;
+    const index = Number(await qomGet(qmp, path, 'index'));
+    // The root bus is named `<id>.0` (qbus_init_internal() for a bridge's first bus).
+    const bus = `${child.name}.0`;
+    const busPath = `${path}/${bus}`;
+    const slots = new Set<number>();
+    for (const link of (await qomList(qmp, busPath)).filter((p) => /^child\[\d+\]$/.test(p.name))) {
+      const dev = String(await qomGet(qmp, busPath, link.name));
+      slots.add(Number(await qomGet(qmp, dev, 'addr')) >> 3);
+    }
+    bridges.push({ id: child.name, index, bus, occupiedSlots: [...slots].sort((a, b) => a - b) });
+  }
+  return bridges.sort((a, b) => a.index - b.index);
+}
+
+export interface PlacedOnHostBridge {
+  readonly id: string;
+  readonly hostBridge: string;
+  readonly slot: number;
+  readonly function: number;
+}
+
+export interface HostBridgeAttachOptions {
+  /** Id of the spapr-pci-host-bridge of the group's PE domain (`phbN` from buildCommandLine). */
+  readonly hostBridge: string;
+  /** How long to wait for devices removed again when attaching fails part-way. Default 5 s. */
+  readonly rollbackTimeoutMs?: number;
+  /** How long one device_add may take. Default 5 min (see AttachOptions.deviceAddTimeoutMs). */
+  readonly deviceAddTimeoutMs?: number;
+}
+
+/**
+ * Hot-plugs a group's vfio-pci devices into free slots of a pseries guest's
+ * host bridge, lowest slots first, a host slot's functions kept together;
+ * verifies through QOM and query-pci. Detach with detachDevices.
+ */
+export async function attachGroupToHostBridge(
+  qmp: QmpExecutor,
+  devices: readonly VfioDeviceSpec[],
+  options: HostBridgeAttachOptions,
+): Promise<PlacedOnHostBridge[]> {
+  const addressed: (VfioDeviceSpec & { address: PciAddress })[] = [];
+  for (const d of devices) {
+    const address = parseBdf(d.host);
+    if (!address) throw new HotplugError('HOTPLUG_INVALID_REQUEST', `${JSON.stringify(d.host)} is not a PCI address like 0000:01:00.0`);
+    addressed.push({ ...d, address });
+  }
+  const slots = layoutSlots(addressed).map((layout) =>
+    layout.functions.map((f) => ({
+      id: f.id,
+      driver: 'vfio-pci',
+      properties: { host: formatBdf(f.host) },
+      guestFunction: f.guestFunction,
+    })),
   );
+  return attachSlotsToHostBridge(qmp, slots, options);
+}
+
+/**
+ * Plugs each slot's functions into its own free slot of a pseries host
+ * bridge, lowest first; returns where each went. On failure removes what it
+ * added (as far as QEMU lets it) and reports what remains.
+ */
+export async function attachSlotsToHostBridge(
+  qmp: QmpExecutor,
+  slots: readonly (readonly PlugFunction[])[],
+  options: HostBridgeAttachOptions,
+): Promise<PlacedOnHostBridge[]> {
+  const ids = slots.flat().map((f) => f.id);
+  const dup = ids.find((id, i) => ids.indexOf(id) !== i);
+  if (dup) throw new HotplugError('HOTPLUG_INVALID_REQUEST', `device id ${dup} is given twice; each device needs its own id`);
+  for (const slot of slots) {
+    if (!slot.some((f) => f.guestFunction === 0)) {
+      throw new HotplugError(
+        'HOTPLUG_INVALID_REQUEST',
+        `slot of ${slot.map((f) => f.id).join(', ')} has no function 0; a guest only scans a slot whose function 0 exists`,
+      );
+    }
+  }
+  const existing = new Set((await qomList(qmp, PERIPHERAL)).map((p) => p.name));
+  const taken = ids.filter((id) => existing.has(id));
+  if (taken.length > 0) {
+    throw new HotplugError('HOTPLUG_INVALID_REQUEST', `the VM already has devices with id ${taken.join(', ')}; detach them or choose other ids`);
+  }
+  const bridges = await listHostBridges(qmp);
+  const phb = bridges.find((b) => b.id === options.hostBridge);
+  if (!phb) {
+    throw new HotplugError(
+      'HOTPLUG_INVALID_REQUEST',
+      `the VM has no spapr-pci-host-bridge with id ${options.hostBridge}` +
+        `${bridges.length ? ` (it has ${bridges.map((b) => b.id).join(', ')})` : ''}; ` +
+        `start it with -device spapr-pci-host-bridge,index=N,id=${options.hostBridge} for the group's PE domain`,
+    );
+  }
+  const free = [...Array(PHB_SLOTS).keys()].filter((s) => !phb.occupiedSlots.includes(s));
+  if (free.length < slots.length) {
+    throw new HotplugError(
+      'HOTPLUG_NO_FREE_SLOT',
+      `need ${slots.length} free slot(s) on host bridge ${phb.id}, found ${free.length} of ${PHB_SLOTS}; ` +
+        `detach devices from ${phb.id} or give the PE domain another spapr-pci-host-bridge`,
+    );
+  }
+  const added: string[] = [];
+  const placed: PlacedOnHostBridge[] = [];
+  let current: string | undefined;
+  try {
+    for (const [i, functions] of slots.entries()) {
+      const slot = free[i]!;
+      const multi = functions.length > 1;
+      // Function 0 last: sPAPR signals the slot's hot-plug to the guest when
+      // function 0 arrives and refuses other functions after it
+      // (spapr_pci_pre_plug(), spapr_pci_plug()).
+      const order = [...functions].sort(
+        (a, b) => (a.guestFunction === 0 ? 1 : 0) - (b.guestFunction === 0 ? 1 : 0) || a.guestFunction - b.guestFunction,
+      );
+      for (const f of order) {
+        const props: Record<string, string | number | boolean> = {
+          ...f.properties,
+          bus: phb.bus,
+          addr: `0x${slot.toString(16)}.${f.guestFunction}`,
+        };
+        if (multi && f.guestFunction === 0) props.multifunction = true;
+        current = f.id;
+        await deviceAdd(qmp, f.driver, f.id, props, { timeoutMs: options.deviceAddTimeoutMs ?? 300_000 });
+        added.push(f.id);
+        placed.push({ id: f.id, hostBridge: phb.id, slot, function: f.guestFunction });
+      }
+    }
+  } catch (err) {
+    const remaining = await rollback(qmp, added, options.rollbackTimeoutMs ?? 5_000);
+    const cause = err instanceof QmpCommandError ? `${err.desc}${hintFor(err.desc)}` : (err as Error).message;
+    throw new HotplugError(
+      'HOTPLUG_FAILED',
+      `device_add of ${current ?? 'a device'} on ${phb.id} failed: ${cause}` +
+        (remaining.length
+          ? `; ${remaining.join(', ')}, added before it, could not be removed again: ${remaining.length > 1 ? 'they stay' : 'it stays'} ` +
+            `in the VM until the guest releases ${remaining.length > 1 ? 'them' : 'it'} or QEMU exits`
+          : added.length
+            ? '; devices added before it were removed'
+            : ''),
+      remaining,
+      { cause: err },
+    );
+  }
+  await verifyOnHostBridge(qmp, placed);
+  return placed;
+}
+
+async function verifyOnHostBridge(qmp: QmpExecutor, placed: readonly PlacedOnHostBridge[]): Promise<void> {
+  // A host bridge's root bus is bus 0 of its own domain and needs no
+  // firmware numbering, so query-pci shows its devices even in prelaunch.
+  const seen = new Map<string, PciDeviceInfo>();
+  for (const bus of await queryPci(qmp)) for (const d of bus.devices) if (d.qdevId) seen.set(d.qdevId, d);
+  for (const p of placed) {
+    const path = `${PERIPHERAL}/${p.id}`;
+    const realized = await qomGet(qmp, path, 'realized');
+    const parent = await qomGet(qmp, path, 'parent_bus');
+    const devfn = await qomGet(qmp, path, 'addr');
+    const expectedBus = `${PERIPHERAL}/${p.hostBridge}/${p.hostBridge}.0`;
+    const expectedDevfn = (p.slot << 3) | p.function;
+    if (realized !== true || parent !== expectedBus || devfn !== expectedDevfn) {
+      throw new HotplugError(
+        'HOTPLUG_NOT_VERIFIED',
+        `QEMU accepted ${p.id} but QOM shows realized=${String(realized)}, bus ${String(parent)}, devfn ${String(devfn)}; ` +
+          `expected realized=true, bus ${expectedBus}, devfn ${expectedDevfn}`,
+        placed.map((x) => x.id),
+      );
+    }
+    const info = seen.get(p.id);
+    if (!info || info.slot !== p.slot || info.function !== p.function) {
+      throw new HotplugError(
+        'HOTPLUG_NOT_VERIFIED',
+        `query-pci does not show ${p.id} at ${p.slot.toString(16).padStart(2, '0')}.${p.function} on ${p.hostBridge}`,
+        placed.map((x) => x.id),
+      );
+    }
+  }
 }
