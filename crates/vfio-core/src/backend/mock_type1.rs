@@ -172,9 +172,11 @@ impl Type1Iommu {
                 None => Err(Errno(libc::ENOENT)),
                 Some((k, d)) if !d.vaddr_invalid || k != iova || d.size != size => einval(),
                 Some(_) => {
-                    let d = self.dma.get_mut(iova).expect("found above");
-                    d.vaddr = vaddr;
-                    d.vaddr_invalid = false;
+                    let found = self.dma.update(iova, |d| {
+                        d.vaddr = vaddr;
+                        d.vaddr_invalid = false;
+                    });
+                    debug_assert!(found, "found above");
                     Ok(())
                 }
             };
@@ -256,13 +258,12 @@ impl Type1Iommu {
         if invalidate_vaddr {
             // VFIO_DMA_UNMAP_FLAG_VADDR keeps the mappings and marks their
             // vaddrs invalid; one already invalid undoes the call: EINVAL.
-            if keys.iter().any(|&k| self.dma.get_mut(k).is_some_and(|d| d.vaddr_invalid)) {
+            if keys.iter().any(|&k| self.dma.get(k).is_some_and(|d| d.vaddr_invalid)) {
                 return einval();
             }
             for &k in &keys {
-                let d = self.dma.get_mut(k).expect("key from the index");
-                d.vaddr_invalid = true;
-                unmapped += d.size;
+                unmapped += self.dma.get(k).expect("key from the index").size;
+                self.dma.update(k, |d| d.vaddr_invalid = true);
             }
             unmap.size = unmapped;
             return Ok(());
