@@ -2,40 +2,18 @@
 // machine and no guest OS: what QEMU itself answers about hot-plug into an
 // spapr-pci-host-bridge, not a model of it.
 import test from 'ava';
-import { qemuAvailable, startTestQemu, type TestQemu } from '@vfiokit/testkit';
+import { qemuAvailable } from '@vfiokit/testkit';
 import { flattenPci, queryPci } from './commands/queries';
-import { HotplugError, QmpConnectError } from './errors';
+import { HotplugError } from './errors';
 import { attachGroupToHostBridge, attachSlotsToHostBridge, detachDevices, listHostBridges } from './hotplug/index';
 import type { QmpSession } from './qmp/protocol';
-import { connectQmp } from './qmp/transport';
+import { withTestQemu } from './test-support/real-qemu';
 
 const PPC64 = 'qemu-system-ppc64';
 const PHB1 = ['-device', 'spapr-pci-host-bridge,index=1,id=phb1'];
 
-async function withPseries(running: boolean, body: (qmp: QmpSession) => Promise<void>): Promise<void> {
-  const qemu = await startTestQemu({ binary: PPC64, machine: 'pseries', memory: '512M', args: PHB1, running });
-  try {
-    const qmp = await connectWhenListening(qemu);
-    try {
-      await body(qmp);
-    } finally {
-      await qmp.close();
-    }
-  } finally {
-    await qemu.stop();
-  }
-}
-
-/** QEMU binds its socket a moment before it listens: retry a refused connect briefly. */
-async function connectWhenListening(qemu: TestQemu): Promise<QmpSession> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await connectQmp(qemu.address, { commandTimeoutMs: 20_000, greetingTimeoutMs: 20_000 });
-    } catch (err) {
-      if (!(err instanceof QmpConnectError) || attempt >= 50) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
+function withPseries(running: boolean, body: (qmp: QmpSession) => Promise<void>): Promise<void> {
+  return withTestQemu({ binary: PPC64, machine: 'pseries', memory: '512M', args: PHB1, running }, body);
 }
 
 const e1000 = (id: string) => [[{ id, driver: 'e1000', properties: {}, guestFunction: 0 }]];

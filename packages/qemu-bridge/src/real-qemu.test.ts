@@ -9,42 +9,21 @@ import { qemuAvailable, startTestQemu, type TestQemu } from '@vfiokit/testkit';
 import { buildCommandLine, requirementsFor } from './cmdline/builder';
 import { deviceAdd, flattenPci, queryPci, queryStatus, queryVersion } from './commands/queries';
 import { DeviceType, missingCapabilities, probeCapabilities } from './commands/probe';
-import { HotplugError, QemuLaunchError, QmpCommandError, QmpConnectError, QmpDisconnectedError, type QemuBridgeError } from './errors';
+import { HotplugError, QemuLaunchError, QmpCommandError, QmpDisconnectedError, type QemuBridgeError } from './errors';
 import { launchQemu } from './process/index';
 import { attachGroup, attachSlots, detachDevices, listRootPorts } from './hotplug/index';
 import { readGuestMemoryLayout } from './memory/index';
 import type { QmpSession } from './qmp/protocol';
 import { connectQmp } from './qmp/transport';
+import { connectWhenListening, withTestQemu } from './test-support/real-qemu';
 
 const ROOT_PORTS = [
   '-device', 'pcie-root-port,id=rp1,chassis=1,bus=pcie.0,addr=0x2',
   '-device', 'pcie-root-port,id=rp2,chassis=2,bus=pcie.0,addr=0x3',
 ];
 
-async function withQemu(args: readonly string[], body: (qmp: QmpSession, qemu: TestQemu) => Promise<void>, memory?: string): Promise<void> {
-  const qemu = await startTestQemu({ args, memory });
-  try {
-    const qmp = await connectWhenListening(qemu);
-    try {
-      await body(qmp, qemu);
-    } finally {
-      await qmp.close();
-    }
-  } finally {
-    await qemu.stop();
-  }
-}
-
-/** QEMU binds its socket a moment before it listens: retry a refused connect briefly. */
-async function connectWhenListening(qemu: TestQemu): Promise<QmpSession> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await connectQmp(qemu.address, { commandTimeoutMs: 20_000, greetingTimeoutMs: 20_000 });
-    } catch (err) {
-      if (!(err instanceof QmpConnectError) || attempt >= 50) throw err;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
+function withQemu(args: readonly string[], body: (qmp: QmpSession, qemu: TestQemu) => Promise<void>, memory?: string): Promise<void> {
+  return withTestQemu({ args, memory }, body);
 }
 
 test.before('qemu-system-x86_64 is installed (Debian package qemu-system-x86)', (t) => {

@@ -94,15 +94,11 @@ export interface AttachOptions {
 }
 
 /**
- * Plugs each slot's functions into its own free root port; returns where
- * each went. On failure removes what it added (as far as QEMU lets it
- * without a guest) and reports what remains.
+ * Refuses, before anything is plugged, a request QEMU would only refuse
+ * halfway: an id given twice or already in the VM, a slot without function 0.
+ * Root ports and pseries host bridges take the same requests.
  */
-export async function attachSlots(
-  qmp: QmpExecutor,
-  slots: readonly (readonly PlugFunction[])[],
-  options: AttachOptions = {},
-): Promise<PlacedDevice[]> {
+async function checkPlugRequest(qmp: QmpExecutor, slots: readonly (readonly PlugFunction[])[]): Promise<void> {
   const ids = slots.flat().map((f) => f.id);
   const dup = ids.find((id, i) => ids.indexOf(id) !== i);
   if (dup) throw new HotplugError('HOTPLUG_INVALID_REQUEST', `device id ${dup} is given twice; each device needs its own id`);
@@ -119,6 +115,19 @@ export async function attachSlots(
   if (taken.length > 0) {
     throw new HotplugError('HOTPLUG_INVALID_REQUEST', `the VM already has devices with id ${taken.join(', ')}; detach them or choose other ids`);
   }
+}
+
+/**
+ * Plugs each slot's functions into its own free root port; returns where
+ * each went. On failure removes what it added (as far as QEMU lets it
+ * without a guest) and reports what remains.
+ */
+export async function attachSlots(
+  qmp: QmpExecutor,
+  slots: readonly (readonly PlugFunction[])[],
+  options: AttachOptions = {},
+): Promise<PlacedDevice[]> {
+  await checkPlugRequest(qmp, slots);
   const ports = await listRootPorts(qmp);
   const free = ports.filter((p) => p.hotplug && p.occupants.length === 0);
   let chosen: RootPortInfo[];
@@ -510,22 +519,7 @@ export async function attachSlotsToHostBridge(
   slots: readonly (readonly PlugFunction[])[],
   options: HostBridgeAttachOptions,
 ): Promise<PlacedOnHostBridge[]> {
-  const ids = slots.flat().map((f) => f.id);
-  const dup = ids.find((id, i) => ids.indexOf(id) !== i);
-  if (dup) throw new HotplugError('HOTPLUG_INVALID_REQUEST', `device id ${dup} is given twice; each device needs its own id`);
-  for (const slot of slots) {
-    if (!slot.some((f) => f.guestFunction === 0)) {
-      throw new HotplugError(
-        'HOTPLUG_INVALID_REQUEST',
-        `slot of ${slot.map((f) => f.id).join(', ')} has no function 0; a guest only scans a slot whose function 0 exists`,
-      );
-    }
-  }
-  const existing = new Set((await qomList(qmp, PERIPHERAL)).map((p) => p.name));
-  const taken = ids.filter((id) => existing.has(id));
-  if (taken.length > 0) {
-    throw new HotplugError('HOTPLUG_INVALID_REQUEST', `the VM already has devices with id ${taken.join(', ')}; detach them or choose other ids`);
-  }
+  await checkPlugRequest(qmp, slots);
   const bridges = await listHostBridges(qmp);
   const phb = bridges.find((b) => b.id === options.hostBridge);
   if (!phb) {
