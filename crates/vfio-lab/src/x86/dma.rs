@@ -224,13 +224,7 @@ fn type1_v1_unmap(ctx: &mut Ctx) -> CaseResult {
     // The v1 interface (VFIO_TYPE1_IOMMU) predates the no-split rule: an
     // unmap that starts at a mapping removes all of it, one that starts
     // inside a mapping removes nothing and succeeds (vfio_dma_do_unmap).
-    let c = ctx.open_container();
-    let c = ctx.need(c, "open /dev/vfio/vfio")?;
-    let g = ctx.open_group("solo");
-    let g = ctx.need(g, "open the group")?;
-    let r = ctx.backend.group_set_container(g, c);
-    let r = ctx.call("GROUP_SET_CONTAINER", r);
-    ctx.need(r, "GROUP_SET_CONTAINER")?;
+    let (c, _) = super::util::attached(ctx, "solo")?;
     let r = ctx.backend.set_iommu(c, VFIO_TYPE1_IOMMU);
     let r = ctx.call("SET_IOMMU TYPE1 (v1)", r);
     ctx.need(r, "SET_IOMMU TYPE1")?;

@@ -141,13 +141,7 @@ fn set_iommu_needs_a_group(ctx: &mut Ctx) -> CaseResult {
 }
 
 fn map_needs_an_iommu(ctx: &mut Ctx) -> CaseResult {
-    let c = ctx.open_container();
-    let c = ctx.need(c, "open /dev/vfio/vfio")?;
-    let g = ctx.open_group("solo");
-    let g = ctx.need(g, "open the group")?;
-    let r = ctx.backend.group_set_container(g, c);
-    let r = ctx.call("GROUP_SET_CONTAINER", r);
-    ctx.need(r, "GROUP_SET_CONTAINER")?;
+    let (c, _) = super::util::attached(ctx, "solo")?;
     let buf = super::util::HostBuf::new(4096);
     let _ = super::util::map(ctx, c, &buf, 0, 0x10_0000, 4096, super::util::RW);
     let mut info = vec![0u64; 8];
@@ -178,13 +172,7 @@ fn set_iommu_twice(ctx: &mut Ctx) -> CaseResult {
 }
 
 fn set_iommu_unknown_type(ctx: &mut Ctx) -> CaseResult {
-    let c = ctx.open_container();
-    let c = ctx.need(c, "open /dev/vfio/vfio")?;
-    let g = ctx.open_group("solo");
-    let g = ctx.need(g, "open the group")?;
-    let r = ctx.backend.group_set_container(g, c);
-    let r = ctx.call("GROUP_SET_CONTAINER", r);
-    ctx.need(r, "GROUP_SET_CONTAINER")?;
+    let (c, _) = super::util::attached(ctx, "solo")?;
     let r = ctx.backend.set_iommu(c, VFIO_SPAPR_TCE_V2_IOMMU);
     let _ = ctx.call("SET_IOMMU SPAPR_TCE_v2 on x86", r);
     let r = ctx.backend.set_iommu(c, VFIO_TYPE1V2_IOMMU);

@@ -67,9 +67,9 @@ pub fn flags_text(flags: u32) -> String {
 
 pub const RW: u32 = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
 
-/// A container with the group of `role` attached and type1v2 set: the state
-/// every map/unmap rule starts from. Returns (container, group).
-pub fn type1v2(ctx: &mut Ctx, role: &str) -> Result<(RawFd, RawFd), Abort> {
+/// A container with the group of `role` attached and no IOMMU set yet: the
+/// state the order rules are checked in. Returns (container, group).
+pub fn attached(ctx: &mut Ctx, role: &str) -> Result<(RawFd, RawFd), Abort> {
     let c = ctx.open_container();
     let c = ctx.need(c, "open /dev/vfio/vfio")?;
     let g = ctx.open_group(role);
@@ -77,6 +77,13 @@ pub fn type1v2(ctx: &mut Ctx, role: &str) -> Result<(RawFd, RawFd), Abort> {
     let r = ctx.backend.group_set_container(g, c);
     let r = ctx.call("GROUP_SET_CONTAINER", r);
     ctx.need(r, "GROUP_SET_CONTAINER")?;
+    Ok((c, g))
+}
+
+/// A container with the group of `role` attached and type1v2 set: the state
+/// every map/unmap rule starts from. Returns (container, group).
+pub fn type1v2(ctx: &mut Ctx, role: &str) -> Result<(RawFd, RawFd), Abort> {
+    let (c, g) = attached(ctx, role)?;
     let r = ctx.backend.set_iommu(c, VFIO_TYPE1V2_IOMMU);
     let r = ctx.call("SET_IOMMU TYPE1v2", r);
     ctx.need(r, "SET_IOMMU TYPE1v2")?;
