@@ -11,8 +11,9 @@ import { planCommand } from './commands/plan';
 import { checkCommand } from './commands/check';
 import { bindCommand, unbindCommand } from './commands/bind';
 import { showCommand } from './commands/show';
+import { draCommand } from './commands/dra';
 
-export const COMMANDS: readonly CommandFactory[] = [lsCommand, showCommand, checkCommand, bindCommand, unbindCommand, planCommand, mapCommand, traceCommand, attachCommand, detachCommand, labCommand, demoCommand];
+export const COMMANDS: readonly CommandFactory[] = [lsCommand, showCommand, checkCommand, bindCommand, unbindCommand, planCommand, mapCommand, traceCommand, attachCommand, detachCommand, labCommand, demoCommand, draCommand];
 
 export function runCli(argv: readonly string[]): Promise<ExitCode> {
   return runProgram(argv, COMMANDS);
