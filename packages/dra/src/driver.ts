@@ -85,7 +85,7 @@ export class DraDriver {
     try {
       const node = await findNode(client, o.nodeName);
       const checkpoint = new Checkpoint(path.join(o.pluginDir, 'checkpoint.json'));
-      const publisher = new SlicePublisher({ client, driverName, nodeName: o.nodeName, nodeUid: node.metadata.uid });
+      const publisher = new SlicePublisher({ client, driverName, nodeName: o.nodeName, nodeUid: node.metadata.uid, ...(o.log ? { log: o.log } : {}) });
       const driver = new DraDriver(o, client, publisher, checkpoint);
       const service = new NodeService({
         host: o.host, store: o.store, checkpoint, client, driverName, nodeName: o.nodeName, cdiDir: o.cdiDir,
@@ -153,12 +153,16 @@ export class DraDriver {
     if (this.stopped) return;
     this.stopped = true;
     clearTimeout(this.timer);
-    await this.tick;
-    await this.servers?.stop();
+    // Node unrefs idle keep-alive sockets: once the gRPC servers close, nothing
+    // else would keep the process alive until the slices are withdrawn.
+    const hold = setInterval(() => {}, 1000);
     try {
+      await this.tick;
+      await this.servers?.stop();
       const n = await this.publisher.withdraw();
       this.options.log?.(`withdrew ${n} slice(s) of node ${this.options.nodeName}`);
     } finally {
+      clearInterval(hold);
       this.client.close();
     }
   }

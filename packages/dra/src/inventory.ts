@@ -128,7 +128,11 @@ function withholdReason(
  * `device.attributes["vfiokit.dev"].vendor == "10de"`. Ids are lower-case hex
  * without 0x (as lspci -n shows them). Per-function attributes are
  * `fnI_address`, `fnI_vendor`, `fnI_device`, `fnI_class` for the group's
- * functions in address order, as many as fit the API's 32 per device.
+ * functions in address order, as many as fit the API's 32 per device; a
+ * selector on them must allow for their absence
+ * (`device.attributes["vfiokit.dev"].?fn1_address.orValue("") == "..."`),
+ * since the scheduler fails a pod whose CEL reads a missing key. numaNode is
+ * -1 and iovaBits 0 where the kernel does not say.
  */
 export function attributesOf(model: HostModel, group: IommuGroup, iommufd: boolean): Record<string, AttributeValue> {
   const a: Record<string, AttributeValue> = {};
@@ -145,14 +149,16 @@ export function attributesOf(model: HostModel, group: IommuGroup, iommufd: boole
   putList(a, 'vendors', [...new Set(group.devices.map((d) => hex4(d.vendorId)))]);
   putList(a, 'devices', [...new Set(group.devices.map((d) => `${hex4(d.vendorId)}:${hex4(d.deviceId)}`))]);
   const numa = group.devices.find((d) => d.numaNode !== undefined)?.numaNode;
-  if (numa !== undefined) a.numaNode = { int: numa };
+  // Every attribute but fnI_* is on every device: the scheduler fails a pod
+  // whose CEL reads a missing key ("no such key") instead of skipping the device.
+  a.numaNode = { int: numa ?? -1 };
   a.iommu = { string: spapr ? 'spapr' : iommufd ? 'iommufd' : 'type1' };
   a.iommuHardware = { string: model.iommu.kind ?? 'unknown' };
   a.iommufd = { bool: iommufd };
   // sPAPR TCE tables take 4 KiB and 64 KiB pages (16 MiB with huge pages);
   // type1 takes what the IOMMU's page tables do: 4 KiB, 2 MiB, 1 GiB on VT-d and AMD-Vi.
   a.pageSizes = { string: spapr ? '4KiB,64KiB,16MiB' : pageSizeList(assumedHostIommu().pageSizes) };
-  if (model.iommu.addressWidth !== undefined) a.iovaBits = { int: model.iommu.addressWidth };
+  a.iovaBits = { int: model.iommu.addressWidth ?? 0 };
   a.hasBridge = { bool: group.devices.some((d) => d.isBridge) };
   const perFunction = Math.floor((MAX_ATTRIBUTES - Object.keys(a).length) / 4);
   group.devices.slice(0, perFunction).forEach((d, i) => {

@@ -15,6 +15,7 @@ export interface PublisherOptions {
   readonly driverName: string;
   readonly nodeName: string;
   readonly nodeUid: string;
+  readonly log?: (line: string) => void;
 }
 
 /** The slice names of this driver on this node: `<node>-<driver>-<i>`, a DNS subdomain. */
@@ -80,9 +81,11 @@ export class SlicePublisher {
       if (old) {
         slice.metadata.resourceVersion = old.metadata.resourceVersion;
         await this.o.client.request('PUT', `${RESOURCE_API}/resourceslices/${slice.metadata.name}`, { body: slice });
+        this.o.log?.(`updated slice ${slice.metadata.name} to generation ${this.generation}`);
         existingByName.delete(slice.metadata.name);
       } else {
         await this.o.client.request('POST', `${RESOURCE_API}/resourceslices`, { body: slice });
+        this.o.log?.(`created slice ${slice.metadata.name} at generation ${this.generation}`);
       }
     }
     for (const name of existingByName.keys()) {
@@ -97,6 +100,7 @@ export class SlicePublisher {
     const existing = await this.current();
     for (const s of existing) {
       await this.o.client.request('DELETE', `${RESOURCE_API}/resourceslices/${s.metadata.name}`, { accept: [404] });
+      this.o.log?.(`deleted slice ${s.metadata.name} (generation ${s.spec?.pool?.generation})`);
     }
     this.published = undefined;
     return existing.length;

@@ -52,7 +52,7 @@ function runCommand(state: RunState): Command {
           throw new CliError('INVALID_INPUT', `--rescan ${o.rescan} is not a number of seconds of at least 0.1`, ExitCode.InvalidInput, 'for example --rescan 5');
         }
         const host = await ctx.host();
-        const log = (line: string) => process.stderr.write(`vfiokit dra: ${line}\n`);
+        const log = (line: string) => process.stderr.write(`vfiokit dra: ${new Date().toISOString()} ${line}\n`);
         // A test seam for the crash cases: die like SIGKILL between the binds and the answer.
         const afterBind = process.env.VFIOKIT_DRA_FAULT === 'kill-after-bind' ? () => process.kill(process.pid, 'SIGKILL') : undefined;
         let driver: DraDriver;

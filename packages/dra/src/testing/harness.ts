@@ -101,8 +101,17 @@ export class DraLab {
     const plugin = this.spawnPlugin(extraEnv, args);
     this.plugin = plugin;
     await waitFor('the plugin registration socket', () => fs.existsSync(path.join(this.registryDir, `${DRIVER}-reg.sock`)) || (plugin.child.exitCode !== null ? Promise.reject(new Error(`plugin exited: ${plugin.output()}`)) : undefined));
-    const reg = await this.kubelet.register(this.registryDir);
-    if (!reg.ok) throw new Error(`registration failed: ${reg.error}`);
+    // A killed plugin leaves its socket behind until the new one replaces it:
+    // like the kubelet's plugin watcher, try again until this one answers.
+    let last = '';
+    await waitFor('the plugin to register', async () => {
+      if (plugin.child.exitCode !== null) throw new Error(`plugin exited: ${plugin.output()}`);
+      const reg = await this.kubelet.register(this.registryDir, 5000);
+      last = reg.error ?? '';
+      return reg.ok ? true : undefined;
+    }).catch((err) => {
+      throw new Error(`registration failed: ${last}; ${(err as Error).message}`);
+    });
     return plugin;
   }
 
@@ -174,6 +183,9 @@ spec:
     const pod = await waitFor(`pod ${name} to be scheduled`, async () => {
       const p = await this.pod(name);
       return p.spec.nodeName ? p : undefined;
+    }).catch(async (err) => {
+      const p = await this.pod(name).catch(() => undefined);
+      throw new Error(`${(err as Error).message}; pod status ${JSON.stringify(p?.status)}; scheduler: ${this.schedulerLog().slice(-1500)}`);
     });
     if (pod.spec.nodeName !== NODE) throw new Error(`pod ${name} went to ${pod.spec.nodeName}`);
     const claim = await this.claim(claimName);
@@ -183,11 +195,70 @@ spec:
     };
   }
 
+  /**
+   * Delete a pod and its claim the way a cluster does: the pod goes (grace 0:
+   * no kubelet will confirm it), then what kube-controller-manager's
+   * resourceclaim controller would do, which this control plane lacks: the
+   * claim's reservation and allocation are cleared (the scheduler then frees
+   * its devices) and its delete-protection finalizer removed.
+   */
   async deletePodAndClaim(name: string, claimName = name): Promise<void> {
     await this.cluster.api('DELETE', `/api/v1/namespaces/default/pods/${name}?gracePeriodSeconds=0`, undefined, [404]);
-    // No kubelet confirms the pod's end: its finalizer-free object goes at once with grace 0.
     await waitFor(`pod ${name} to go`, async () => (await this.cluster.api('GET', `/api/v1/namespaces/default/pods/${name}`, undefined, [404])).status === 404);
-    await this.cluster.api('DELETE', `/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/${claimName}`, undefined, [404]);
+    await this.releaseClaim(claimName);
+  }
+
+  async releaseClaim(claimName: string): Promise<void> {
+    const url = `/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/${claimName}`;
+    const claim = (await this.cluster.api('GET', url, undefined, [404])).body;
+    if (claim?.metadata?.uid) {
+      await this.cluster.api('PUT', `${url}/status`, { ...claim, status: {} });
+      await this.cluster.api('PATCH', url, { metadata: { finalizers: null } }, [404], 'application/merge-patch+json');
+      await this.cluster.api('DELETE', url, undefined, [404]);
+    }
+  }
+
+  /**
+   * A claim whose allocation the test writes itself (as the admin, through
+   * the status subresource), to ask the plugin for what the scheduler would
+   * never give: a group already taken, a device from another node's pool.
+   */
+  async forgedClaim(name: string, pool: string, device: string): Promise<{ namespace: string; uid: string; name: string }> {
+    const [created] = await this.apply(`
+apiVersion: resource.k8s.io/v1
+kind: ResourceClaim
+metadata: {name: ${name}, namespace: default}
+spec:
+  devices:
+    requests:
+    - name: group
+      exactly: {deviceClassName: vfio-group}
+`);
+    const status = { ...created, status: { allocation: { devices: { results: [{ request: 'group', driver: DRIVER, pool, device }] } } } };
+    await this.cluster.api('PUT', `/apis/resource.k8s.io/v1/namespaces/default/resourceclaims/${name}/status`, status);
+    return { namespace: 'default', uid: created.metadata.uid, name };
+  }
+
+  schedulerLog(): string {
+    try {
+      return fs.readFileSync(path.join(this.cluster.dir, 'kube-scheduler.log'), 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
+  checkpoint(): any {
+    try {
+      return JSON.parse(fs.readFileSync(path.join(this.pluginDir, 'checkpoint.json'), 'utf8'));
+    } catch {
+      return { claims: {} };
+    }
+  }
+
+  /** The binding records core keeps for the simulated host (one per device vfiokit moved). */
+  bindingRecords(): string[] {
+    const dir = path.join(this.hostDir, 'run', 'vfiokit', 'devices');
+    return fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => n.endsWith('.json')).sort() : [];
   }
 
   async stop(): Promise<void> {

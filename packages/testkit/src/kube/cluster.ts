@@ -105,6 +105,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       '--service-account-signing-key-file', path.join(dir, 'sa.key'),
       '--service-cluster-ip-range', '10.96.0.0/16',
       '--storage-media-type', 'application/json',
+      ...(process.env.VFIOKIT_KUBE_AUDIT ? ['--audit-policy-file', auditPolicy(dir), '--audit-log-path', path.join(dir, 'audit.log')] : []),
     ]);
     const server = `https://127.0.0.1:${apiPort}`;
     const kubeconfigAt = (name: string, token: string, srv: string) => {
@@ -168,6 +169,13 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     await stop();
     throw err;
   }
+}
+
+/** VFIOKIT_KUBE_AUDIT=1: every write request in DIR/audit.log, for debugging a test. */
+function auditPolicy(dir: string): string {
+  const file = path.join(dir, 'audit-policy.yaml');
+  fs.writeFileSync(file, 'apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n- level: Metadata\n  verbs: ["create", "update", "patch", "delete"]\n');
+  return file;
 }
 
 function tail(dir: string): string {
