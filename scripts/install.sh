@@ -36,3 +36,12 @@ export COREPACK_INTEGRITY_KEYS=0
 corepack enable
 pnpm --version >/dev/null
 pnpm install --frozen-lockfile
+
+# The DRA driver's tests run a real kube-apiserver, kube-scheduler and etcd:
+# built (about 8-18 minutes cold, Go required) or reused from
+# ${VFIOKIT_CACHE:-$HOME/.cache/vfiokit}/kubernetes/ (see packages/dra/README.md).
+if command -v go >/dev/null; then
+  bash packages/dra/scripts/kube-binaries.sh all >/dev/null
+else
+  echo "install: Go is not installed, so the DRA tests cannot build kube-apiserver; install golang >= 1.25" >&2
+fi
