@@ -19,7 +19,7 @@ use crate::backend::{
     self, BarConfig, DeviceModelConfig, EduConfig, GenericDeviceConfig, IovaSpan, KernelBackend, KernelVersion,
     MockBackend, MockConfig, MockDeviceConfig, MockGroupConfig,
 };
-use crate::backend::spapr_mock::{SpaprDriver, SpaprProfile};
+use crate::backend::mock::spapr::{SpaprDriver, SpaprProfile};
 use crate::batch::{as_pairs, as_triples, BatchFlags};
 use crate::spapr::{self as tce, DmaDirection, PeContainer, TceVersion};
 

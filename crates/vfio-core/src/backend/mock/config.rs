@@ -7,7 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::mock::IommuDriverOps;
+use super::IommuDriverOps;
 
 /// One usable (or reserved) IOVA range, both ends inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
