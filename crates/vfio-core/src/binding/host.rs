@@ -6,14 +6,19 @@ use napi::bindgen_prelude::*;
 use napi::Env;
 use napi_derive::napi;
 
-use super::container::Container;
+use super::container::Type1Container;
 use super::error::js_err;
-use super::group::Group;
 use super::mock_host::{config_of, MockHostConfig};
 use crate::backend::{self, KernelBackend, MockBackend};
 
+#[napi(object, js_name = "GroupStatus")]
+pub struct GroupStatusJs {
+    pub viable: bool,
+    pub container_set: bool,
+    pub flags: u32,
+}
+
 /// A VFIO system: the kernel's /dev/vfio, or an in-process mock host.
-/// Containers and groups opened from one backend can be used together.
 #[napi]
 pub struct VfioBackend {
     pub(super) inner: Arc<dyn backend::Backend>,
@@ -46,16 +51,35 @@ impl VfioBackend {
         self.inner.kind().to_string()
     }
 
+    /// A type1 container holding `groups` (attached in order), its IOMMU
+    /// set to `iommu` (default `VFIO_TYPE1v2_IOMMU`). The only way to get a
+    /// type1 container: it owns its groups, so none can be dropped under it.
     #[napi]
-    pub fn open_container(&self, env: &Env) -> Result<Container> {
-        let c = crate::Container::open(self.inner.clone()).map_err(|e| js_err(env, e))?;
-        Ok(Container { inner: c })
+    pub fn open_type1(&self, env: &Env, groups: Vec<u32>, iommu: Option<u32>) -> Result<Type1Container> {
+        let t1 = crate::Type1Container::open(self.inner.clone(), &groups, iommu.unwrap_or(crate::uapi::VFIO_TYPE1V2_IOMMU))
+            .map_err(|e| js_err(env, e))?;
+        Ok(Type1Container::new(t1))
     }
 
+    /// `VFIO_GROUP_GET_STATUS` of group `id`, on a group file opened and
+    /// closed for the question.
     #[napi]
-    pub fn open_group(&self, env: &Env, id: u32) -> Result<Group> {
-        let g = crate::Group::open(self.inner.clone(), id).map_err(|e| js_err(env, e))?;
-        Ok(Group { inner: g })
+    pub fn group_status(&self, env: &Env, id: u32) -> Result<GroupStatusJs> {
+        let s = crate::Group::open(self.inner.clone(), id).and_then(|g| g.status()).map_err(|e| js_err(env, e))?;
+        Ok(GroupStatusJs { viable: s.viable, container_set: s.container_set, flags: s.flags })
+    }
+
+    /// `VFIO_CHECK_EXTENSION` on a fresh container: whether any IOMMU
+    /// driver offers `extension` (an IOMMU type or feature number).
+    #[napi]
+    pub fn check_extension(&self, env: &Env, extension: u32) -> Result<bool> {
+        crate::Container::open(self.inner.clone()).and_then(|c| c.check_extension(extension)).map_err(|e| js_err(env, e))
+    }
+
+    /// `VFIO_GET_API_VERSION` on a fresh container.
+    #[napi]
+    pub fn api_version(&self, env: &Env) -> Result<i32> {
+        crate::Container::open(self.inner.clone()).and_then(|c| c.api_version()).map_err(|e| js_err(env, e))
     }
 
     /// Mock only: bind a device to `driver` (null unbinds), as sysfs would.

@@ -13,7 +13,6 @@ mod args;
 mod container;
 mod device;
 mod error;
-mod group;
 mod host;
 mod memory;
 mod mock_host;

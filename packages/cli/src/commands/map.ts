@@ -15,7 +15,6 @@ import {
   identityEntry,
   placeRam,
   q35Layout,
-  VfioDmaTarget,
   HostMemory,
   type GuestMemoryLayout,
   type RamRegion,
@@ -101,7 +100,7 @@ export function identityMapRun(ctx: { out: Output }, backend: 'kernel' | 'mock',
     // Boot RAM is one unit: mapped, and later unmapped, whole.
     const entries = placed.regions.map((r) => identityEntry(r, 0));
     const planMs = ms(t0);
-    const mappings = new ContainerMappings(`container of group${groups.length > 1 ? 's' : ''} ${groups.join(', ')}`, new VfioDmaTarget(opened.container), opened.info.dmaEntryLimit);
+    const mappings = new ContainerMappings(`container of group${groups.length > 1 ? 's' : ''} ${groups.join(', ')}`, opened.target, opened.info.dmaEntryLimit);
     const t1 = process.hrtime.bigint();
     const bar = entries.length > CHUNK ? ctx.out.progress('mapping', entries.length) : undefined;
     for (let i = 0; i < entries.length; i += CHUNK) {
