@@ -25,7 +25,6 @@ mod reset;
 pub mod spapr;
 pub mod type1;
 
-use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CStr;
 use std::fmt;
@@ -196,8 +195,8 @@ impl Backend for MockBackend {
         BackendKind::Mock
     }
 
-    fn as_any(&self) -> &dyn Any {
-        self
+    fn spapr<'a>(&'a self, container: RawFd) -> Box<dyn crate::spapr::SpaprOps + 'a> {
+        Box::new(spapr::MockContainerSpapr::new(self, container))
     }
 
     fn open_container(&self) -> SysResult<RawFd> {
