@@ -39,6 +39,21 @@ impl From<crate::BatchReport> for BatchReportJs {
     }
 }
 
+/// Where each run of `entries` (iova, vaddr, size triples with per-entry
+/// `flags`) that one `mapBatch` would coalesce into a single
+/// `VFIO_IOMMU_MAP_DMA` starts: vfio-core's one coalescing rule, for the
+/// layers above that must predict it.
+#[napi]
+pub fn coalesce_runs(env: &Env, entries: BigUint64ArraySlice, flags: Uint32ArraySlice) -> Result<Uint32Array> {
+    let Some(triples) = as_triples(&entries) else {
+        return Err(js_err(env, bad_arg(format!("entries has {} values, not a multiple of 3 (iova, vaddr, size)", entries.len()))));
+    };
+    if flags.len() != triples.len() {
+        return Err(js_err(env, bad_arg(format!("{} entries but {} flags", triples.len(), flags.len()))));
+    }
+    Ok(Uint32Array::new(crate::batch::run_starts(triples, BatchFlags::Each(&flags))))
+}
+
 /// What a [`Type1Container`] owns while it is open. Fields drop in
 /// declaration order, which is the order the kernel wants them closed:
 /// BAR mappings, then device fds (each holds its group), then the groups

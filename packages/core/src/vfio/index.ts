@@ -379,6 +379,16 @@ export class HostMemory {
   }
 }
 
+/**
+ * Where each run that one `mapBatch` of `entries` (iova, vaddr, size
+ * triples) with per-entry `flags` coalesces into one VFIO_IOMMU_MAP_DMA
+ * starts: vfio-core's coalescing rule itself (batch.rs), so no layer above
+ * restates it.
+ */
+export function coalesceRuns(entries: BigUint64Array, flags: Uint32Array): Uint32Array {
+  return call(() => native.coalesceRuns(entries, flags));
+}
+
 /** Packs iova, vaddr, size triples into the typed array mapBatch takes. */
 export function packTriples(entries: readonly (readonly [bigint, bigint, bigint])[]): BigUint64Array {
   const out = new BigUint64Array(entries.length * 3);
