@@ -4,15 +4,15 @@
 // or nothing), so record and container never disagree.
 import { coalesceRuns } from '../vfio/index';
 import { DmaTargetError, EntryLimitError } from './errors';
-import { addrOf, IntervalMap, PAGE_SHIFT } from './intervals';
+import { addrOf, IntervalMap, PAGE_SHIFT, type Pages } from './intervals';
 import { hex } from './layout';
 import { setMap, setUnmap, type DmaTarget, type MapBatch, type UnmapBatch } from './target';
 
 /** One host mapping (one `vfio_dma` in the kernel): IOVA pages [iova, iova+pages) -> hva. */
 export interface HostEntry {
   /** First IOVA page (4 KiB page number). */
-  readonly iova: number;
-  readonly pages: number;
+  readonly iova: Pages;
+  readonly pages: Pages;
   /** Host virtual address of the first byte. */
   readonly hva: bigint;
   /** DMA_READ | DMA_WRITE. */
