@@ -7,6 +7,7 @@ import test from 'ava';
 import { openMockDmaTarget } from '../dma/vfio-target';
 import { VTD_HOST, X86_MSI_WINDOW } from '../dma/target';
 import { HostMemory, PciRegion, VfioError, VfioHost } from './index';
+import { outcome as code } from './lab/support';
 
 const EDU = '0000:00:03.0';
 const VA = 0x7000_0000_0000n;
@@ -19,15 +20,6 @@ async function collect(): Promise<void> {
   gc();
   await new Promise((r) => setImmediate(r));
   gc();
-}
-
-function code(f: () => unknown): string {
-  try {
-    f();
-    return 'ok';
-  } catch (e) {
-    return e instanceof VfioError ? e.code : String(e);
-  }
 }
 
 test.serial('a mapping made through openType1Target survives collection: the remap is EEXIST and iommuInfo answers', async (t) => {

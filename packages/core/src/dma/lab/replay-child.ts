@@ -18,7 +18,8 @@ import { IdentityMap } from '../identity';
 import { ContainerMappings } from '../mappings';
 import { VTD_HOST, X86_MSI_WINDOW } from '../target';
 import { hostIommuInfoOf, mockHostConfig, VfioDmaTarget } from '../vfio-target';
-import { HostMemory, PciRegion, VfioError, VfioHost, type Device } from '../../vfio/index';
+import { HostMemory, PciRegion, VfioHost, type Device } from '../../vfio/index';
+import { outcome as errno } from '../../vfio/lab/support';
 
 const RAM = 64 << 20;
 /** Moves the recording's IOVAs (just under 4 GiB) just under 256 MiB: edu's DMA mask is 28 bits. */
@@ -31,15 +32,6 @@ function recordingText(): { text: string; source: string } {
   if (fs.existsSync(full)) return { text: fs.readFileSync(full, 'utf8'), source: 'full recording' };
   const excerpt = path.join(dir, 'packages', 'core', 'src', 'dma', 'fixtures', 'e1000e-strict-6.1-phase1.txt');
   return { text: fs.readFileSync(excerpt, 'utf8'), source: 'excerpt' };
-}
-
-function errno(f: () => unknown): string {
-  try {
-    f();
-    return 'ok';
-  } catch (e) {
-    return e instanceof VfioError ? e.code : String(e);
-  }
 }
 
 /** edu: copy `count` bytes between an IOVA and its buffer at 0x40000; false if it did not finish. */

@@ -7,7 +7,8 @@
 // with only the device held (the container must stay open through it).
 // Prints one JSON line.
 import * as fs from 'node:fs';
-import { HostMemory, PciRegion, VfioError, VfioHost, type Device } from '../index';
+import { HostMemory, PciRegion, VfioHost, type Device } from '../index';
+import { outcome as code } from './support';
 
 const SRC_IOVA = 0x100000n;
 const DST_IOVA = 0x200000n;
@@ -21,15 +22,6 @@ async function collect(): Promise<void> {
     Array.from({ length: 10000 }, (_, k) => ({ k }));
     gc();
     await new Promise((r) => setImmediate(r));
-  }
-}
-
-function code(f: () => unknown): string {
-  try {
-    f();
-    return 'ok';
-  } catch (e) {
-    return e instanceof VfioError ? e.code : String(e);
   }
 }
 
