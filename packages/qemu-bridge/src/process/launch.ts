@@ -17,6 +17,8 @@ export interface LaunchOptions {
    * QEMU to be gone too before it removes the folder (see createRunDir).
    */
   readonly runDir?: RunDir;
+  /** Give up the launch when aborted: QEMU is killed and the promise rejects with the signal's reason. */
+  readonly signal?: AbortSignal;
 }
 
 export interface RunningQemu {
@@ -28,6 +30,8 @@ export interface RunningQemu {
   stderr(): string;
   /** Closes the session, sends SIGTERM, and SIGKILL after `graceMs` (default 5 s). */
   stop(graceMs?: number): Promise<void>;
+  /** SIGKILL now, without waiting: for a synchronous cleanup on the way out. */
+  kill(): void;
 }
 
 /**
@@ -65,7 +69,12 @@ export async function launchQemu(argv: readonly string[], qmp: QmpAddress, optio
   };
 
   const deadline = Date.now() + (options.startTimeoutMs ?? 30_000);
+  const aborted = (): Promise<never> => {
+    child.kill('SIGKILL');
+    return exited.then(() => Promise.reject(options.signal!.reason));
+  };
   for (;;) {
+    if (options.signal?.aborted) return aborted();
     const failed = await Promise.race([
       spawnFailed.then((err) => `could not start ${argv[0]}: ${err.message}`),
       exited.then((code) => `${argv[0]} exited with ${code} before its QMP monitor answered: ${stderr.trim()}`),
@@ -82,6 +91,9 @@ export async function launchQemu(argv: readonly string[], qmp: QmpAddress, optio
         async stop(graceMs = 5_000) {
           await session.close();
           await kill(graceMs);
+        },
+        kill() {
+          if (exitCode === undefined) child.kill('SIGKILL');
         },
       };
     } catch (err) {
