@@ -3,6 +3,8 @@
 // the time it needs (the deadline is only ever reached by a failure).
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 
+export { tiedToThisProcess } from './tie';
+
 /** True while `pid` runs; false once it is gone or a zombie (it has exited; only its parent's wait is missing). */
 export function processAlive(pid: number): boolean {
   try {
