@@ -14,6 +14,7 @@ import { showCommand } from './commands/show';
 
 export const COMMANDS: readonly CommandFactory[] = [lsCommand, showCommand, checkCommand, bindCommand, unbindCommand, planCommand, mapCommand, traceCommand, attachCommand, detachCommand, labCommand, demoCommand];
 
-export function runCli(argv: readonly string[]): Promise<ExitCode> {
-  return runProgram(argv, COMMANDS);
+/** `signal` stops the run from outside (main.ts aborts it on SIGINT, SIGTERM, SIGHUP, EPIPE). */
+export function runCli(argv: readonly string[], options: { signal?: AbortSignal } = {}): Promise<ExitCode> {
+  return runProgram(argv, COMMANDS, options);
 }

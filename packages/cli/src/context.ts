@@ -4,6 +4,7 @@
 import { createHostFs, DEFAULT_STATE_DIR, discoverHost, type HostFs, type HostModel } from '@vfiokit/core';
 import { Output } from './output';
 import { invalidInput } from './errors';
+import { checkpoint } from './checkpoint';
 
 export interface GlobalOptions {
   readonly sysfsRoot?: string;
@@ -34,16 +35,21 @@ export class CommandContext {
   constructor(
     readonly globals: GlobalOptions,
     readonly out: Output,
+    /** Aborted when the run is stopped from outside (Ctrl-C, SIGTERM, SIGHUP, a closed stdout). */
+    readonly signal: AbortSignal = new AbortController().signal,
   ) {}
 
   /** A context for the same output with other global options (its own host session). */
   withGlobals(globals: GlobalOptions): CommandContext {
-    return new CommandContext(globals, this.out);
+    return new CommandContext(globals, this.out, this.signal);
   }
 
   /** The host, opened on first use. */
   host(): Promise<HostSession> {
-    this.session ??= openHostSession(this.globals);
+    this.session ??= openHostSession(this.globals).then(async (session) => {
+      await checkpoint('host-opened', this.signal);
+      return session;
+    });
     return this.session;
   }
 

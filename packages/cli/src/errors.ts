@@ -18,6 +18,14 @@ export class CliError extends Error {
   }
 }
 
+/**
+ * The run was stopped from outside (a signal, a closed stdout). main.ts
+ * decides the exit code (128 + the signal number), not this error.
+ */
+export function interrupted(reason: string): CliError {
+  return new CliError('INTERRUPTED', `interrupted by ${reason}`, ExitCode.Internal, undefined);
+}
+
 /** Errors from the layers below carry a stable `code`; this reads it without importing their classes. */
 function layerCode(err: unknown): string | undefined {
   const code = err instanceof Error ? (err as Error & { code?: unknown }).code : undefined;

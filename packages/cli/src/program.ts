@@ -13,6 +13,8 @@ export type ActionBody<A extends unknown[]> = (ctx: CommandContext, ...args: A) 
 /** Run in every action; says how the run ended. */
 export interface RunState {
   exitCode: ExitCode;
+  /** Aborted when the run is stopped from outside; long work checks it between steps. */
+  readonly signal: AbortSignal;
 }
 
 /**
@@ -24,7 +26,7 @@ export function action<A extends unknown[]>(state: RunState, body: ActionBody<A>
     const command = params[params.length - 1] as Command;
     const globals = readGlobals(command);
     const out = new Output(globals.json, globals.debug);
-    const ctx = new CommandContext(globals, out);
+    const ctx = new CommandContext(globals, out, state.signal);
     try {
       // Commander passes the positional arguments, the command's options, then the Command.
       const code = await body(ctx, ...(params.slice(0, -1) as A));
@@ -92,8 +94,8 @@ function readVersion(): string {
 }
 
 /** Parse argv and run; resolves to the process exit code. Never throws. */
-export async function runProgram(argv: readonly string[], commands: readonly CommandFactory[]): Promise<ExitCode> {
-  const state: RunState = { exitCode: ExitCode.Ok };
+export async function runProgram(argv: readonly string[], commands: readonly CommandFactory[], options: { signal?: AbortSignal } = {}): Promise<ExitCode> {
+  const state: RunState = { exitCode: ExitCode.Ok, signal: options.signal ?? new AbortController().signal };
   const program = buildProgram(state, commands);
   const wantsJson = argv.includes('--json');
   const out = new Output(wantsJson, argv.includes('--debug'));

@@ -18,7 +18,8 @@ export type QemuBridgeErrorCode =
   | 'UNPLUG_REJECTED_BY_GUEST'
   | 'VM_DESCRIPTION_INVALID'
   | 'MEMORY_LAYOUT_UNSUPPORTED'
-  | 'QEMU_LAUNCH_FAILED';
+  | 'QEMU_LAUNCH_FAILED'
+  | 'PROCESS_SPAWN_FAILED';
 
 export class QemuBridgeError extends Error {
   readonly code: QemuBridgeErrorCode;

@@ -2,3 +2,4 @@
 export * from './fixtures/index';
 export * from './qmp/index';
 export * from './lab/index';
+export * from './processes/index';

@@ -8,6 +8,7 @@ import { assertPlanOk, checkViability, discoverHost, planAssignment, resolveGrou
 import { action, RunState, withExamples } from '../program';
 import { invalidInput, refused } from '../errors';
 import type { CommandContext } from '../context';
+import { checkpoint } from '../checkpoint';
 
 export interface QmpOptions {
   readonly qmp: string;
@@ -106,7 +107,10 @@ export function attachCommand(state: RunState): Command {
         const model = discoverHost((await ctx.host()).fs);
         const devices = await groupDevices(model, targets);
         const qb = await loadQemuBridge();
-        const placed = await withQmp(opts, (qmp) => qb.attachGroup(qmp, devices, opts.rootPort ? { rootPorts: opts.rootPort } : {}));
+        const placed = await withQmp(opts, async (qmp) => {
+          await checkpoint('attach-connected', ctx.signal);
+          return qb.attachGroup(qmp, devices, opts.rootPort ? { rootPorts: opts.rootPort } : {});
+        });
         ctx.out.result({ attached: placed }, () => placementText(qb, placed, devices));
       }),
     );

@@ -19,7 +19,7 @@ export function labCommand(state: RunState): Command {
           throw new CliError('LAB_NOT_BUILT', `the lab runner ${runner} has not been built`, ExitCode.Unavailable, "run 'pnpm build' first");
         }
         if (ctx.globals.json) ctx.out.note('lab prints TAP; --json does not apply');
-        const status = await testkit.runLabRunner(args);
+        const status = await testkit.runLabRunner(args, ctx.signal);
         // The runner prints its own failures: 2 is a bad argument (an unknown
         // profile), anything else non-zero a lab case that failed or could not run.
         if (status === 0) return ExitCode.Ok;

@@ -27,6 +27,8 @@ import { formatSize, hex, parseSize } from '../sizes';
 import { dmaGroupsOf, openType1Container, openVfioHost } from '../vfio';
 import type { CommandContext } from '../context';
 import type { Output } from '../output';
+import { yieldToEvents } from '../cleanup';
+import { checkpoint } from '../checkpoint';
 
 /** Regions per batched call: large enough that any real layout is one call, small enough that a huge one shows progress. */
 const CHUNK = 4096;
@@ -87,9 +89,25 @@ function backWithHostMemory(layout: GuestMemoryLayout): { layout: GuestMemoryLay
   return { layout: { ...layout, regions }, memories };
 }
 
-/** Map `layout` at IOVA = GPA into one container holding `groups`, then unmap it; returns the counts. */
-export function identityMapRun(ctx: { out: Output }, backend: 'kernel' | 'mock', vfio: ReturnType<typeof openVfioHost>, model: Parameters<typeof openType1Container>[1], groups: readonly number[], layout: GuestMemoryLayout): MapReport {
+/**
+ * Map `layout` at IOVA = GPA into one container holding `groups`, then unmap
+ * it; returns the counts. The batches are issued with a turn of the event
+ * loop between them, so an interruption (`ctx.signal`) is seen there: what
+ * was mapped so far is unmapped, and the run ends with the signal's reason.
+ */
+export async function identityMapRun(ctx: { out: Output; signal?: AbortSignal }, backend: 'kernel' | 'mock', vfio: ReturnType<typeof openVfioHost>, model: Parameters<typeof openType1Container>[1], groups: readonly number[], layout: GuestMemoryLayout): Promise<MapReport> {
   const opened = openType1Container(vfio, model, groups);
+  // More regions than the container may hold is refused before any work
+  // (vfio_dma_do_map answers ENOSPC past dma_entry_limit).
+  if (layout.regions.length > opened.info.dmaEntryLimit) {
+    opened.close();
+    throw new CliError(
+      'DMA_ENTRY_LIMIT',
+      `${layout.regions.length} RAM regions need ${layout.regions.length} mappings, over the container's dma_entry_limit of ${opened.info.dmaEntryLimit} (the kernel would answer ENOSPC)`,
+      ExitCode.Refused,
+      `use at most ${opened.info.dmaEntryLimit} regions, or raise vfio_iommu_type1's dma_entry_limit module parameter`,
+    );
+  }
   // The mock checks addresses but pins nothing, so any layout can be simulated; the kernel needs real memory.
   const backed = backend === 'kernel' ? backWithHostMemory(layout) : { layout: placeRam(layout), memories: [] };
   try {
@@ -103,9 +121,25 @@ export function identityMapRun(ctx: { out: Output }, backend: 'kernel' | 'mock',
     const mappings = new ContainerMappings(`container of group${groups.length > 1 ? 's' : ''} ${groups.join(', ')}`, opened.target, opened.info.dmaEntryLimit);
     const t1 = process.hrtime.bigint();
     const bar = entries.length > CHUNK ? ctx.out.progress('mapping', entries.length) : undefined;
-    for (let i = 0; i < entries.length; i += CHUNK) {
-      mappings.map(entries.slice(i, i + CHUNK));
-      bar?.update(Math.min(i + CHUNK, entries.length));
+    let done = 0;
+    try {
+      for (; done < entries.length; done += CHUNK) {
+        if (done > 0) await yieldToEvents();
+        ctx.signal?.throwIfAborted();
+        mappings.map(entries.slice(done, done + CHUNK));
+        if (done === 0 && ctx.signal) await checkpoint('map-batch', ctx.signal);
+        bar?.update(Math.min(done + CHUNK, entries.length));
+      }
+    } catch (err) {
+      // Nothing half-done: a batch that failed rolled itself back; the ones
+      // before it are unmapped here, before the container is closed.
+      bar?.stop();
+      const mappedBefore = mappings.size;
+      if (mappedBefore > 0) mappings.unmap([...mappings.entries()].map((e) => ({ start: e.iova, end: e.iova + e.pages })));
+      if (ctx.signal?.aborted && err === ctx.signal.reason) {
+        ctx.out.note(`map stopped after ${mappedBefore} of ${entries.length} regions; unmapped them again, ${mappings.size} left in the container`);
+      }
+      throw err;
     }
     bar?.stop();
     const mapMs = ms(t1);
@@ -179,7 +213,7 @@ export function mapCommand(state: RunState): Command {
         const session = await ctx.host();
         const { layout, groups } = await layoutAndGroups(ctx, file, opts);
         const model = discoverHost(session.fs);
-        const report = identityMapRun(ctx, session.backend, openVfioHost(session, model), model, groups, layout);
+        const report = await identityMapRun(ctx, session.backend, openVfioHost(session, model), model, groups, layout);
         ctx.out.result(report, () => mapText(report));
       }),
     );

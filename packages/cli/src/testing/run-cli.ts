@@ -46,3 +46,49 @@ export function parseJson<T = unknown>(run: CliRun): T {
     throw new Error(`stdout is not JSON (exit ${run.code}):\n${run.stdout}\nstderr:\n${run.stderr}`);
   }
 }
+
+/** A CLI run in progress: wait for a line on stderr, signal it, see how it ended. */
+export interface StartedCli {
+  readonly pid: number;
+  readonly child: import('node:child_process').ChildProcess;
+  /** Resolves once stderr has shown `text` (rejects if the run ends first). */
+  waitForStderr(text: string): Promise<void>;
+  /** How it ended: the exit code, or the signal that killed it. */
+  readonly ended: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
+}
+
+/** Start the built binary without waiting for it (for tests that interrupt a run). */
+export function startVfiokit(args: readonly string[], opts: { env?: NodeJS.ProcessEnv } = {}): StartedCli {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd: PACKAGE_DIR,
+    env: { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: HANG_GUARD_MS,
+  });
+  let stdout = '';
+  let stderr = '';
+  const waiters: { text: string; resolve: () => void }[] = [];
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+    for (const w of waiters.filter((x) => stderr.includes(x.text))) {
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve();
+    }
+  });
+  const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })),
+  );
+  return {
+    pid: child.pid!,
+    child,
+    ended,
+    waitForStderr(text) {
+      if (stderr.includes(text)) return Promise.resolve();
+      return Promise.race([
+        new Promise<void>((resolve) => waiters.push({ text, resolve })),
+        ended.then((r) => Promise.reject(new Error(`the run ended (${r.code ?? r.signal}) before '${text}' on stderr:\n${r.stderr}\nstdout:\n${r.stdout}`))),
+      ]);
+    },
+  };
+}
