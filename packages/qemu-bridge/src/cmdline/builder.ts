@@ -4,7 +4,7 @@
 import { VmDescriptionError } from '../errors';
 import type { QemuRequirements } from '../commands/probe';
 import { DeviceType } from '../commands/probe';
-import type { QmpAddress } from '../qmp/transport';
+import { inetHost, type QmpAddress } from '../qmp/transport';
 import { defaultDeviceId, formatBdf, layoutSlots, optValue, parseBdf, type PciAddress, type VfioDeviceSpec } from './layout';
 
 export type MachineKind = 'q35' | 'pseries';
@@ -79,7 +79,7 @@ export function buildCommandLine(vm: VmDescription): QemuCommandLine {
   // automatic addressing before the explicit addresses below are placed.
   add('-nodefaults');
   if (vm.qmp) {
-    const where = 'path' in vm.qmp ? `unix:${optValue(vm.qmp.path)}` : `tcp:${vm.qmp.host}:${vm.qmp.port}`;
+    const where = 'path' in vm.qmp ? `unix:${optValue(vm.qmp.path)}` : `tcp:${inetHost(vm.qmp.host)}:${vm.qmp.port}`;
     add('-qmp', `${where},server=on,wait=off`);
   }
   const slots = layoutSlots(devices);

@@ -1,7 +1,7 @@
 // The socket side of QMP: opens a UNIX or TCP connection and hands the stream
 // to the protocol layer. Reconnecting is the caller's decision: this module
 // connects once and reports why it could not.
-import { connect, type Socket } from 'node:net';
+import { connect, isIP, type Socket } from 'node:net';
 import { QmpConnectError } from '../errors';
 import { QmpSession, type QmpSessionOptions } from './protocol';
 
@@ -14,7 +14,16 @@ export interface ConnectOptions extends Omit<QmpSessionOptions, 'label'> {
 }
 
 export function describeAddress(address: QmpAddress): string {
-  return 'path' in address ? `unix:${address.path}` : `tcp:${address.host}:${address.port}`;
+  return 'path' in address ? `unix:${address.path}` : `tcp:${inetHost(address.host)}:${address.port}`;
+}
+
+/**
+ * A host as QEMU's inet syntax takes it: an IPv6 address in brackets
+ * (util/qemu-sockets.c inet_parse reads "[" host "]" before the port;
+ * unbracketed, "::1:4444" is split at its first colon and refused).
+ */
+export function inetHost(host: string): string {
+  return isIP(host) === 6 ? `[${host}]` : host;
 }
 
 /** Connects, reads the greeting and negotiates; resolves with a ready session. */
