@@ -2,7 +2,8 @@
 # Unpacks a second QEMU beside the system's (bookworm's 7.2) without
 # installing it: the debs of bookworm-backports' qemu-system-x86 10.0, with
 # the firmware it needs, go to ${VFIOKIT_CACHE:-$HOME/.cache/vfiokit}/qemu/<version>/
-# and are reused when present. Prints the binary's path on stdout.
+# and are reused when present. Prints the path of the binary to run on
+# stdout (bin/qemu-system-x86_64, a wrapper that points QEMU at its modules).
 #
 # Why not apt-get install: it would replace 7.2, which the lab and the other
 # tests use. Backports are built against bookworm, so the shared libraries
@@ -17,6 +18,12 @@ set -euo pipefail
 suite=${1:-bookworm-backports}
 cache=${VFIOKIT_CACHE:-$HOME/.cache/vfiokit}/qemu
 packages=(qemu-system-x86 qemu-system-common qemu-system-data seabios)
+# Every loadable module too: QEMU searches its build's module directory,
+# /usr/lib/x86_64-linux-gnu/qemu, for a module its own tree lacks, finds the
+# system 7.2's and aborts on loading it (util/module.c: "Only modules from the
+# same build can be loaded", then an assertion), e.g. in qom-list-types. The
+# 10.0 builds of the packages that hold the system's modules cover them all.
+module_packages=(qemu-block-extra qemu-system-gui qemu-system-modules-spice qemu-system-modules-opengl)
 
 apt_dir=$(mktemp -d /tmp/vfiokit-qemu-apt.XXXXXX)
 trap 'rm -rf "$apt_dir"' EXIT
@@ -44,7 +51,7 @@ version_of() {
 marker_glob="$cache/*/.complete-$suite"
 if ! apt-get "${apt_opts[@]}" update -qq 2>/dev/null; then
   for m in $marker_glob; do
-    [ -f "$m" ] && { echo "$(dirname "$m")/usr/bin/qemu-system-x86_64"; exit 0; }
+    [ -f "$m" ] && { echo "$(dirname "$m")/bin/qemu-system-x86_64"; exit 0; }
   done
   echo "fetch-qemu: apt-get update for $suite failed and nothing is cached in $cache" >&2
   exit 1
@@ -55,7 +62,7 @@ version=$(version_of qemu-system-x86 "bpo|deb13|^1:1[0-9]")
 short=${version#*:}; short=${short%%+*}
 dest="$cache/$short"
 if [ -f "$dest/.complete-$suite" ]; then
-  echo "$dest/usr/bin/qemu-system-x86_64"
+  echo "$dest/bin/qemu-system-x86_64"
   exit 0
 fi
 
@@ -63,16 +70,30 @@ rm -rf "$dest.partial"
 mkdir -p "$dest.partial/debs"
 (
   cd "$dest.partial/debs"
-  for p in "${packages[@]}"; do
+  for p in "${packages[@]}" "${module_packages[@]}"; do
     v=$(version_of "$p" "bpo|deb13")
     [ -n "$v" ] || v=$(version_of "$p" ".")
+    if [ -z "$v" ]; then
+      case " ${module_packages[*]} " in *" $p "*) continue ;; esac
+      echo "fetch-qemu: $suite has no $p" >&2
+      exit 1
+    fi
     apt-get "${apt_opts[@]}" download -qq "$p=$v" >&2
   done
 )
 for deb in "$dest.partial"/debs/*.deb; do dpkg-deb -x "$deb" "$dest.partial"; done
 rm -rf "$dest.partial/debs"
-"$dest.partial/usr/bin/qemu-system-x86_64" --version >/dev/null
+# The binary to run: QEMU_MODULE_DIR puts this build's modules first
+# (util/module.c module_load_dso searches it before the configured directory).
+mkdir -p "$dest.partial/bin"
+cat >"$dest.partial/bin/qemu-system-x86_64" <<'WRAPPER'
+#!/bin/sh
+here=$(dirname "$(readlink -f "$0")")/..
+QEMU_MODULE_DIR="$here/usr/lib/x86_64-linux-gnu/qemu" exec "$here/usr/bin/qemu-system-x86_64" "$@"
+WRAPPER
+chmod +x "$dest.partial/bin/qemu-system-x86_64"
+"$dest.partial/bin/qemu-system-x86_64" --version >/dev/null
 touch "$dest.partial/.complete-$suite"
 rm -rf "$dest"
 mv "$dest.partial" "$dest"
-echo "$dest/usr/bin/qemu-system-x86_64"
+echo "$dest/bin/qemu-system-x86_64"

@@ -393,6 +393,10 @@ async function notAcknowledged(qmp: QmpExecutor, remaining: readonly string[], t
       else throw err;
     }
   }
+  // Which action completes a pending unplug is QEMU's behaviour, checked on
+  // q35 with 7.2 and 10.0 (src/real-qemu-matrix.test.ts): a pending unplug
+  // survives `stop` (the VM pauses with the slot still asking the guest),
+  // and a machine reset completes it, since no guest is left to answer.
   const pending = remaining.filter((id) => !gone.includes(id));
   let state: string;
   try {
@@ -411,7 +415,8 @@ async function notAcknowledged(qmp: QmpExecutor, remaining: readonly string[], t
         `within ${timeoutMs} ms: QEMU only asks the guest to eject the slot and removes the device once the guest ` +
         `powers it off (q35: pcie_cap_slot_unplug_request_cb(); pseries: the guest isolates the slot's DR connector ` +
         `through RTAS before spapr_drc_release()). ${state}. The device${pending.length > 1 ? 's stay' : ' stays'} attached ` +
-        `with the request pending; let the guest finish it, or stop the VM to release the host device.`,
+        `with the request pending; let the guest finish it, or reset the VM (QMP system_reset; the guest OS restarts) ` +
+        `to make QEMU complete the unplug (RESET, then DEVICE_DELETED); QMP stop does not release it.`,
     );
   }
   if (gone.length > 0) {
