@@ -66,6 +66,13 @@ export class QmpArgumentError extends QemuBridgeError {
   }
 }
 
+/** Descriptors could not be passed to QEMU with a command; the command was not sent. */
+export class QmpFdPassingError extends QemuBridgeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('QMP_FD_PASSING_FAILED', message, options);
+  }
+}
+
 /** A command got no reply in time. QEMU may still execute it. */
 export class QmpTimeoutError extends QemuBridgeError {
   readonly command: string;

@@ -7,3 +7,4 @@ export { QmpSession } from './protocol';
 export type { DisconnectReason, QemuVersionTriple, QmpGreeting, QmpSessionOptions } from './protocol';
 export { connectQmp, describeAddress } from './transport';
 export type { ConnectOptions, QmpAddress } from './transport';
+export type { FdChannel } from './fd-channel';

@@ -9,12 +9,14 @@ import {
   QmpArgumentError,
   QmpCommandError,
   QmpDisconnectedError,
+  QmpFdPassingError,
   QmpProtocolError,
   QmpTimeoutError,
 } from '../errors';
 import { isEvent, parseEvent, type KnownQmpEventName, type QmpEvent, type QmpEventOf } from './events';
 import { QmpEventListener, type EventListenerOptions, type SessionListener } from './event-listener';
 import type { EventWait, ExecuteOptions, QmpExecutor } from './executor';
+import type { FdChannel } from './fd-channel';
 import { abbreviate, JsonMessageDecoder } from './framing';
 
 export interface QemuVersionTriple {
@@ -51,6 +53,8 @@ export interface QmpSessionOptions {
    * Default 1000; the oldest are dropped beyond it.
    */
   readonly maxEarlyEvents?: number;
+  /** How to send descriptors with a command; connectQmp gives one for UNIX sockets. */
+  readonly fdChannel?: FdChannel;
 }
 
 export type DisconnectReason = 'peer-closed' | 'socket-error' | 'protocol-violation' | 'closed-by-client';
@@ -81,6 +85,9 @@ export class QmpSession implements QmpExecutor {
   /** Events received while no listener was registered yet; null once one was. */
   private earlyEvents: QmpEvent[] | null = [];
   private readonly maxEarlyEvents: number;
+  private readonly fdChannel: FdChannel | null;
+  /** Writes wait behind a send with descriptors in progress, to keep the stream's order. */
+  private writeChain: Promise<void> | null = null;
   private readonly endWaiters = new Set<(error: QmpDisconnectedError) => void>();
   private readonly listenerEnds = new Set<SessionListener>();
   private nextId = 1;
@@ -95,6 +102,7 @@ export class QmpSession implements QmpExecutor {
     this.label = options.label ?? 'QMP peer';
     this.commandTimeoutMs = options.commandTimeoutMs ?? 30_000;
     this.maxEarlyEvents = options.maxEarlyEvents ?? 1000;
+    this.fdChannel = options.fdChannel ?? null;
     if (options.onEvent) this.onEvent(options.onEvent);
     for (const listener of options.listeners ?? []) this.register(listener);
     this.streamClosed = new Promise((resolve) => stream.once('close', () => resolve()));
@@ -328,6 +336,18 @@ export class QmpSession implements QmpExecutor {
     } catch (err) {
       return Promise.reject(new QmpArgumentError(`cannot send ${command}: ${unencodable(args, err as Error)}`));
     }
+    const fds = options.fds ?? [];
+    if (fds.length > 0 && !this.fdChannel) {
+      return Promise.reject(
+        new QmpFdPassingError(
+          `cannot send ${command} with descriptors to ${this.label}: descriptors pass only over a UNIX socket ` +
+            '(SCM_RIGHTS); connect to a -qmp unix: monitor',
+        ),
+      );
+    }
+    if (fds.some((fd) => !Number.isInteger(fd) || fd < 0)) {
+      return Promise.reject(new QmpArgumentError(`cannot send ${command}: fds ${JSON.stringify(fds)} are not all open descriptors`));
+    }
     const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -342,7 +362,30 @@ export class QmpSession implements QmpExecutor {
         );
       }, timeoutMs);
       this.pending.set(id, { command, resolve, reject, timer });
-      this.stream.write(text);
+      if (fds.length > 0) this.writeWithFds(id, command, text, fds);
+      else if (this.writeChain) this.writeChain = this.writeChain.then(() => void this.stream.write(text));
+      else this.stream.write(text);
+    });
+  }
+
+  private writeWithFds(id: string, command: string, text: string, fds: readonly number[]): void {
+    const channel = this.fdChannel!;
+    const previous = this.writeChain ?? Promise.resolve();
+    const chain = previous.then(async () => {
+      if (this.ended) return;
+      try {
+        await channel.send(Buffer.from(text, 'utf8'), fds);
+      } catch (err) {
+        const entry = this.pending.get(id);
+        if (!entry) return;
+        this.pending.delete(id);
+        clearTimeout(entry.timer);
+        entry.reject(err instanceof QemuBridgeError ? err : new QmpFdPassingError(`${command}: ${(err as Error).message}`, { cause: err }));
+      }
+    });
+    this.writeChain = chain;
+    void chain.then(() => {
+      if (this.writeChain === chain) this.writeChain = null;
     });
   }
 
