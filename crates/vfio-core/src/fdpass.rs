@@ -126,7 +126,9 @@ pub fn recv_with_fds(socket: RawFd, buf: &mut [u8]) -> Result<(usize, Vec<RawFd>
     Ok((n as usize, fds))
 }
 
+// Reached only from JavaScript: a test build of the napi feature sees no caller.
 #[cfg(feature = "napi")]
+#[cfg_attr(test, allow(dead_code))]
 #[path = "fdpass_napi.rs"]
 mod napi_binding;
 
