@@ -15,6 +15,7 @@ pub mod batch;
 pub mod container;
 pub mod device;
 pub mod error;
+pub mod fdpass;
 pub mod group;
 pub mod memory;
 pub mod spapr;
