@@ -11,11 +11,19 @@ export class CliError extends Error {
     readonly exitCode: ExitCode,
     /** What the user can do about it, one sentence. */
     readonly hint?: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; details?: readonly string[] },
   ) {
     super(message, options);
     this.name = 'CliError';
+    this.details = options?.details ?? [];
   }
+
+  /**
+   * The items behind a one-line message (every problem of a spec, every
+   * colliding region of a layout): all of them in --json, the first few on a
+   * terminal.
+   */
+  readonly details: readonly string[];
 }
 
 /** Errors from the layers below carry a stable `code`; this reads it without importing their classes. */
@@ -94,8 +102,10 @@ export function toCliError(err: unknown): CliError {
   const code = layerCode(err);
   if (err instanceof Error && code !== undefined) {
     const hint = (err as { hint?: unknown }).hint;
+    const details = (err as { details?: unknown }).details;
     return new CliError(code, err.message, exitCodeFor(code), typeof hint === 'string' ? hint : undefined, {
       cause: err,
+      ...(Array.isArray(details) ? { details: details.map(String) } : {}),
     });
   }
   const message = err instanceof Error ? err.message : String(err);

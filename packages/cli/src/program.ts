@@ -97,7 +97,8 @@ export async function runProgram(argv: readonly string[], commands: readonly Com
   const program = buildProgram(state, commands);
   const wantsJson = argv.includes('--json');
   const out = new Output(wantsJson, argv.includes('--debug'));
-  applyErrorHandling(program, wantsJson);
+  const failing: { command?: Command } = {};
+  applyErrorHandling(program, failing);
   try {
     await program.parseAsync(argv as string[], { from: 'user' });
     return state.exitCode;
@@ -105,7 +106,7 @@ export async function runProgram(argv: readonly string[], commands: readonly Com
     if (err instanceof CommanderError) {
       // --help and --version end here with exit code 0.
       if (err.exitCode === 0) return ExitCode.Ok;
-      if (wantsJson) out.error(new CliError(err.code, err.message.replace(/^error: /, ''), ExitCode.Usage, 'see vfiokit --help'));
+      out.error(usageError(err, failing.command));
       return ExitCode.Usage;
     }
     const cliErr = toCliError(err);
@@ -115,13 +116,27 @@ export async function runProgram(argv: readonly string[], commands: readonly Com
 }
 
 /**
- * Settings every command shares (addCommand does not copy them): help shows
- * the global options; commander throws instead of exiting, and in --json mode
- * keeps its text errors to itself (runProgram prints them as JSON).
+ * Commander's error as ours: the `vfiokit:` prefix, a code of our own
+ * (`commander.unknownOption` becomes `USAGE_UNKNOWN_OPTION`: scripts match
+ * on our codes, and commander's may change under us) and the help to read.
  */
-function applyErrorHandling(command: Command, json: boolean): void {
+export function usageError(err: CommanderError, command: Command | undefined): CliError {
+  const kind = err.code.replace(/^commander\./, '').replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase();
+  const message = err.message.replace(/^error: /, '').replace(/\n+/g, ' ').trim();
+  const path: string[] = [];
+  for (let c = command; c !== undefined && c !== null; c = c.parent ?? undefined) path.unshift(c.name());
+  const help = path.length > 0 ? `${path.join(' ')} --help` : 'vfiokit --help';
+  return new CliError(`USAGE_${kind}`, message, ExitCode.Usage, `see '${help}'`, { cause: err });
+}
+
+/**
+ * Settings every command shares (addCommand does not copy them): help shows
+ * the global options; commander throws instead of exiting and keeps its text
+ * errors to itself, noting which command failed (runProgram prints the error).
+ */
+function applyErrorHandling(command: Command, failing: { command?: Command }): void {
   command.exitOverride();
   command.configureHelp({ showGlobalOptions: true });
-  if (json) command.configureOutput({ outputError: () => {} });
-  for (const sub of command.commands) applyErrorHandling(sub, json);
+  command.configureOutput({ outputError: () => (failing.command = command) });
+  for (const sub of command.commands) applyErrorHandling(sub, failing);
 }
