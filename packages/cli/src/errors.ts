@@ -68,6 +68,8 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   DMA_ENTRY_LIMIT: ExitCode.Refused,
   DMA_HOST_REFUSAL: ExitCode.Refused,
   DMA_TARGET_FAILED: ExitCode.HostFailure,
+  // core/plan: the spec names a device this host does not have.
+  PLAN_DEVICE_NOT_FOUND: ExitCode.NotFound,
   // qemu-bridge (its QMP_*, QEMU_*, HOTPLUG_* and UNPLUG_* codes fall to the prefixes below)
   HOTPLUG_INVALID_REQUEST: ExitCode.InvalidInput,
   VM_DESCRIPTION_INVALID: ExitCode.InvalidInput,

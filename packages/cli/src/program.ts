@@ -49,9 +49,21 @@ function readGlobals(command: Command): GlobalOptions {
   return { sysfsRoot: o.sysfsRoot, mock: o.mock, mockDir: o.mockDir, json: o.json === true, debug: o.debug === true };
 }
 
-/** Add the `Example:` block every command's --help ends with. */
+/**
+ * Add the `Example:` block every command's --help ends with. Each one runs as
+ * printed, from the root of a clone, on a fresh simulated host, and exits 0
+ * (examples.test.ts runs them all).
+ */
 export function withExamples(command: Command, ...examples: string[]): Command {
   return command.addHelpText('after', `\nExample${examples.length > 1 ? 's' : ''}:\n${examples.map((e) => `  $ ${e}`).join('\n')}\n`);
+}
+
+/** The heading of examples that need a real host: /sys with VFIO, a running QEMU, the lab's downloads. */
+export const REAL_HOST_EXAMPLES = 'On a real host:';
+
+/** Examples that need what a simulated host cannot give (real sysfs, a running QEMU); printed apart and not run by the tests. */
+export function withRealHostExamples(command: Command, ...examples: string[]): Command {
+  return command.addHelpText('after', `\n${REAL_HOST_EXAMPLES}\n${examples.map((e) => `  $ ${e}`).join('\n')}\n`);
 }
 
 export type CommandFactory = (state: RunState) => Command;
@@ -77,8 +89,12 @@ ${exitCodesHelp()}
 
 Examples:
   $ vfiokit --mock workstation ls
-  $ vfiokit --mock workstation check 0000:01:00.0
-  $ vfiokit demo
+  $ vfiokit --mock workstation --mock-dir ws bind 11 && vfiokit --mock workstation --mock-dir ws check 11
+  $ vfiokit demo --no-qemu
+
+${REAL_HOST_EXAMPLES}
+  $ vfiokit ls
+  $ vfiokit check 0000:01:00.0
 `,
     );
   for (const make of commands) program.addCommand(make(state));

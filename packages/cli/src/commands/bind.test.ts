@@ -115,3 +115,9 @@ test('bind of an SR-IOV physical function with VFs enabled is refused with exit 
   t.is(run.code, 5);
   t.regex(run.stderr, /^vfiokit: 0000:3b:00\.0 is an SR-IOV physical function with 4 VFs enabled/);
 });
+
+test('bind --force followed by an address says --force takes a rule, instead of losing the address', async (t) => {
+  const run = await vfiokit(['--mock', 'workstation', 'bind', '--force', '01:00.0']);
+  t.is(run.code, 2);
+  t.regex(run.stderr, /^vfiokit: .*'01:00\.0' is a device or group, not a rule: --force names the safety rule to waive \(root-filesystem, .*\), e\.g\. --force console-display 01:00\.0\nhint: see 'vfiokit bind --help'\n$/);
+});

@@ -32,7 +32,8 @@ test('ls --json gives every group with its devices and viability', async (t) => 
     ['0000:01:00.0', 'nouveau'],
     ['0000:01:00.1', 'snd_hda_intel'],
   ]);
-  t.deepEqual(gpu.blocking.map((b) => b.fix), ['vfiokit bind 0000:01:00.0', 'vfiokit bind 0000:01:00.1']);
+  // The GPU drives the console: its fix carries the override bind would ask for.
+  t.deepEqual(gpu.blocking.map((b) => b.fix), ['vfiokit bind --force console-display 0000:01:00.0', 'vfiokit bind --force console-display 0000:01:00.1']);
   t.deepEqual(body.ungrouped, []);
 });
 

@@ -1,8 +1,8 @@
 // `vfiokit ls`: the host's IOMMU groups as a tree, each marked viable or not,
 // the way an operator scans for what can be assigned.
 import { Command } from 'commander';
-import { checkViability, type HostModel, type IommuGroup, type ViabilityReport } from '@vfiokit/core';
-import { action, RunState, withExamples } from '../program';
+import { checkViability, findProtectedDevices, type SafetyFinding, type HostModel, type IommuGroup, type ViabilityReport } from '@vfiokit/core';
+import { action, RunState, withExamples, withRealHostExamples } from '../program';
 import { deviceJson, deviceLine, iommuLine } from '../describe';
 
 export function groupMark(report: ViabilityReport): string {
@@ -20,7 +20,7 @@ export function groupTree(group: IommuGroup, report: ViabilityReport): string[] 
   return lines;
 }
 
-export function lsJson(model: HostModel) {
+export function lsJson(model: HostModel, safety: readonly SafetyFinding[] = []) {
   const grouped = new Set(model.groups.flatMap((g) => g.devices.map((d) => d.address)));
   return {
     platform: model.platform,
@@ -28,7 +28,7 @@ export function lsJson(model: HostModel) {
     iommu: model.iommu,
     vfioPciLoaded: model.vfioPciLoaded,
     groups: model.groups.map((g) => {
-      const r = checkViability(model, g);
+      const r = checkViability(model, g, safety);
       return {
         id: g.id,
         name: g.name ?? null,
@@ -42,9 +42,9 @@ export function lsJson(model: HostModel) {
   };
 }
 
-export function lsText(model: HostModel, source: string): string {
+export function lsText(model: HostModel, source: string, safety: readonly SafetyFinding[] = []): string {
   const lines = [`host: ${source}`, `IOMMU: ${iommuLine(model)}`, `vfio-pci: ${model.vfioPciLoaded ? 'loaded' : "not loaded (modprobe vfio-pci)"}`, ''];
-  for (const g of model.groups) lines.push(...groupTree(g, checkViability(model, g)), '');
+  for (const g of model.groups) lines.push(...groupTree(g, checkViability(model, g, safety)), '');
   const grouped = new Set(model.groups.flatMap((g) => g.devices.map((d) => d.address)));
   const ungrouped = model.devices.filter((d) => !grouped.has(d.address));
   if (ungrouped.length > 0) {
@@ -61,8 +61,9 @@ export function lsCommand(state: RunState): Command {
       action(state, async (ctx) => {
         const model = await ctx.discover();
         const host = await ctx.host();
-        ctx.out.result(lsJson(model), () => lsText(model, host.description));
+        const safety = findProtectedDevices(host.fs, model);
+        ctx.out.result(lsJson(model, safety), () => lsText(model, host.description, safety));
       }),
     );
-  return withExamples(cmd, 'vfiokit ls', 'vfiokit --mock workstation ls --json');
+  return withRealHostExamples(withExamples(cmd, 'vfiokit --mock workstation ls', 'vfiokit --mock workstation ls --json'), 'vfiokit ls');
 }
