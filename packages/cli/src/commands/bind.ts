@@ -16,7 +16,8 @@ import {
   type UnbindResult,
 } from '@vfiokit/core';
 import { action, RunState, withExamples, withRealHostExamples } from '../program';
-import { invalidInput } from '../errors';
+import { invalidInput, refused } from '../errors';
+import { hostBridgeOnly } from '../ls-format';
 import type { CommandContext } from '../context';
 
 /**
@@ -49,7 +50,12 @@ async function groupsOf(ctx: CommandContext, targets: readonly string[]): Promis
   const model = discoverHost((await ctx.host()).fs);
   const ids: number[] = [];
   for (const t of targets) {
-    const id = resolveGroup(model, t).id;
+    const group = resolveGroup(model, t);
+    const id = group.id;
+    // A host bridge has a type 0 header, so vfio-pci would take it; no guest can use one, and the host loses it.
+    if (hostBridgeOnly(group)) {
+      throw refused('BIND_BRIDGES_ONLY', `group ${id} holds only bridges (${group.devices.map((d) => d.address).join(', ')}): there is nothing in it to assign`, "pick a group with an endpoint device: see 'vfiokit ls'");
+    }
     if (!ids.includes(id)) ids.push(id);
   }
   return ids;
