@@ -89,7 +89,7 @@ test('a failed bind of several targets leaves on vfio-pci a device someone else 
 test('an unknown --force rule is invalid input', async (t) => {
   const run = await vfiokit(['--mock', 'workstation', 'bind', '--force', 'gpu', '01:00.0']);
   t.is(run.code, 4);
-  t.is(run.stderr, 'vfiokit: --force gpu: no such safety rule\nhint: use one of root-filesystem, default-route, console-display, bridge, or all\n');
+  t.is(run.stderr, 'vfiokit: --force gpu: no such safety rule\nhint: use one of root-filesystem, mounted-filesystem, swap, default-route, active-interface, console-display, bridge, or all\n');
 });
 
 test('unbind of a group vfiokit never bound has nothing to give back and exits 0', async (t) => {
