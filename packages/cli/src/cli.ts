@@ -11,8 +11,9 @@ import { planCommand } from './commands/plan';
 import { checkCommand } from './commands/check';
 import { bindCommand, unbindCommand } from './commands/bind';
 import { showCommand } from './commands/show';
+import { completionCommand } from './commands/completion';
 
-export const COMMANDS: readonly CommandFactory[] = [lsCommand, showCommand, checkCommand, bindCommand, unbindCommand, planCommand, mapCommand, traceCommand, attachCommand, detachCommand, labCommand, demoCommand];
+export const COMMANDS: readonly CommandFactory[] = [lsCommand, showCommand, checkCommand, bindCommand, unbindCommand, planCommand, mapCommand, traceCommand, attachCommand, detachCommand, labCommand, demoCommand, completionCommand];
 
 /** `signal` stops the run from outside (main.ts aborts it on SIGINT, SIGTERM, SIGHUP, EPIPE). */
 export function runCli(argv: readonly string[], options: { signal?: AbortSignal } = {}): Promise<ExitCode> {

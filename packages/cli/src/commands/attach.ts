@@ -5,7 +5,7 @@
 import { Command, Option } from 'commander';
 import type { PlacedDevice, QmpSession, VfioDeviceSpec } from '@vfiokit/qemu-bridge';
 import { assertPlanOk, checkViability, discoverHost, planAssignment, resolveGroup, type HostModel } from '@vfiokit/core';
-import { action, RunState, withExamples } from '../program';
+import { action, RunState, withRealHostExamples } from '../program';
 import { invalidInput, refused } from '../errors';
 import type { CommandContext } from '../context';
 import { checkpoint } from '../checkpoint';
@@ -114,7 +114,7 @@ export function attachCommand(state: RunState): Command {
         ctx.out.result({ attached: placed }, () => placementText(qb, placed, devices));
       }),
     );
-  return withExamples(
+  return withRealHostExamples(
     cmd,
     'vfiokit attach --qmp /run/vm1/qmp.sock 0000:04:00.0',
     'vfiokit attach --qmp vm.sock --root-port rp2 11',
@@ -139,5 +139,5 @@ export function detachCommand(state: RunState): Command {
         ctx.out.result({ detached: ids }, () => ids.map((id) => `${id}: released by the guest and removed`).join('\n'));
       }),
     );
-  return withExamples(cmd, 'vfiokit detach --qmp /run/vm1/qmp.sock 0000:04:00.0', 'vfiokit detach --qmp vm.sock --timeout 30 hostdev-0000-04-00-0');
+  return withRealHostExamples(cmd, 'vfiokit detach --qmp /run/vm1/qmp.sock 0000:04:00.0', 'vfiokit detach --qmp vm.sock --timeout 30 hostdev-0000-04-00-0');
 }

@@ -9,7 +9,7 @@ import { join, relative } from 'node:path';
 import { Command } from 'commander';
 import { bindGroup, checkViability, discoverHost, fileBindingStore, readLockedMemoryLimit, unbindGroup, type HostModel, type Plan } from '@vfiokit/core';
 import type { RunningQemu } from '@vfiokit/qemu-bridge';
-import { action, RunState, withExamples } from '../program';
+import { action, RunState, withExamples, withRealHostExamples } from '../program';
 import type { CommandContext, HostSession } from '../context';
 import { groupTree } from './ls';
 import { checkDevice, checkText } from './check';
@@ -234,5 +234,5 @@ export function demoCommand(state: RunState): Command {
         }
       }),
     );
-  return withExamples(cmd, 'vfiokit demo', 'pnpm demo');
+  return withRealHostExamples(withExamples(cmd, 'vfiokit demo', 'vfiokit demo --no-qemu'), 'pnpm demo');
 }

@@ -2,7 +2,7 @@
 // its TAP output and exit status reach the caller unchanged.
 import { existsSync } from 'node:fs';
 import { Command } from 'commander';
-import { action, RunState, withExamples } from '../program';
+import { action, RunState, withRealHostExamples } from '../program';
 import { CliError } from '../errors';
 import { ExitCode } from '../exit-codes';
 
@@ -26,5 +26,5 @@ export function labCommand(state: RunState): Command {
         return status === 2 ? ExitCode.Usage : ExitCode.Refused;
       }),
     );
-  return withExamples(cmd, 'vfiokit lab', 'vfiokit lab x86');
+  return withRealHostExamples(cmd, 'vfiokit lab', 'vfiokit lab x86');
 }

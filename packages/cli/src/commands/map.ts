@@ -16,16 +16,22 @@ import {
   placeRam,
   q35Layout,
   HostMemory,
+  bindCommandFor,
+  checkViability,
+  describeViability,
+  findProtectedDevices,
+  resolveGroup,
+  type HostModel,
   type GuestMemoryLayout,
   type RamRegion,
   type HostIommuInfo,
 } from '@vfiokit/core';
-import { action, RunState, withExamples } from '../program';
+import { action, RunState, withExamples, withRealHostExamples } from '../program';
 import { CliError, invalidInput } from '../errors';
 import { ExitCode } from '../exit-codes';
 import { formatSize, hex, parseSize } from '../sizes';
 import { dmaGroupsOf, openType1Container, openVfioHost } from '../vfio';
-import type { CommandContext } from '../context';
+import type { CommandContext, GlobalOptions, HostSession } from '../context';
 import type { Output } from '../output';
 import { yieldToEvents } from '../cleanup';
 import { checkpoint } from '../checkpoint';
@@ -201,6 +207,32 @@ async function layoutAndGroups(ctx: CommandContext, file: string | undefined, op
   return { layout: fragmentedLayout({ total, fragments }), groups: named };
 }
 
+/**
+ * Refuse, before any container is opened, a group that is not on vfio-pci,
+ * with the bind that fixes it (its --force included). A simulated host starts
+ * fresh in every run, so there the fix also keeps it with --mock-dir: a bind
+ * in one run and a map in the next would otherwise never meet.
+ */
+export function requireBound(session: HostSession, globals: GlobalOptions, model: HostModel, groups: readonly number[]): void {
+  const safety = findProtectedDevices(session.fs, model);
+  for (const id of groups) {
+    const group = resolveGroup(model, id);
+    const report = checkViability(model, group, safety);
+    if (report.viable && report.assignable.length > 0) continue;
+    const bind = bindCommandFor(session.fs, model, id);
+    const hint =
+      session.fixture !== undefined && globals.mockDir === undefined
+        ? `each --mock run starts from a fresh host; keep one with --mock-dir and bind there first: ${bind.replace('vfiokit', `vfiokit --mock ${session.fixture} --mock-dir DIR`)}, then run this map with --mock-dir DIR too`
+        : bind;
+    throw new CliError(
+      'HOST_GROUP_NOT_VIABLE',
+      report.viable ? `group ${id} has no device on vfio-pci, so VFIO cannot open it` : describeViability(report),
+      ExitCode.Refused,
+      hint,
+    );
+  }
+}
+
 export function mapCommand(state: RunState): Command {
   const cmd = new Command('map')
     .description('identity-map a guest RAM layout into a type1v2 container (the mock with --mock, else the kernel, pinning real memory) and report batched calls, ioctls and time')
@@ -213,14 +245,19 @@ export function mapCommand(state: RunState): Command {
         const session = await ctx.host();
         const { layout, groups } = await layoutAndGroups(ctx, file, opts);
         const model = discoverHost(session.fs);
+        requireBound(session, ctx.globals, model, groups);
         const report = await identityMapRun(ctx, session.backend, openVfioHost(session, model), model, groups, layout);
         ctx.out.result(report, () => mapText(report));
       }),
     );
-  return withExamples(
-    cmd,
-    'vfiokit --mock workstation map --group 11 --memory 16G',
-    'vfiokit --mock workstation map --group 11 --memory 1T --fragments 65536',
-    'vfiokit --mock workstation map packages/cli/examples/usb-controller.yaml',
+  // A simulated host starts fresh in every run: the examples keep one in ws/ so the bind is still there for map.
+  return withRealHostExamples(
+    withExamples(
+      cmd,
+      'vfiokit --mock workstation --mock-dir ws bind 11 && vfiokit --mock workstation --mock-dir ws map --group 11 --memory 16G',
+      'vfiokit --mock workstation --mock-dir ws bind 11 && vfiokit --mock workstation --mock-dir ws map --group 11 --memory 64G --fragments 4096',
+      'vfiokit --mock workstation --mock-dir ws bind 11 && vfiokit --mock workstation --mock-dir ws map packages/cli/examples/usb-controller.yaml',
+    ),
+    'vfiokit map --group 11 --memory 16G',
   );
 }

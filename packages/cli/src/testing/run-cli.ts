@@ -2,6 +2,7 @@
 // Tests depend on `tsc -b` having produced dist/main.js (turbo's test task
 // builds first).
 import { spawn } from 'node:child_process';
+import { openSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const PACKAGE_DIR = join(__dirname, '..', '..');
@@ -21,18 +22,19 @@ export interface CliRun {
  */
 const HANG_GUARD_MS = 150_000;
 
-export function vfiokit(args: readonly string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CliRun> {
+/** `stdin`: a file whose contents the run reads on its standard input. */
+export function vfiokit(args: readonly string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv; stdin?: string } = {}): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], {
       cwd: PACKAGE_DIR,
       env: { ...process.env, ...opts.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [opts.stdin === undefined ? 'ignore' : openSync(opts.stdin, 'r'), 'pipe', 'pipe'],
       timeout: opts.timeoutMs ?? HANG_GUARD_MS,
     });
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });

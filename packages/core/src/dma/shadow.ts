@@ -369,8 +369,9 @@ export class ShadowTranslator {
     const found = iovaCollisions(ranges, this.opts.host, [g.group]);
     if (found.length > 0)
       throw new HostRefusalError(
-        `the guest mapped IOVAs the host cannot map for group ${g.group.id}: ${found.map((c) => c.message).join('; ')}; ` +
+        `the guest mapped IOVAs the host cannot map for group ${g.group.id}: ${found[0]!.message}${found.length > 1 ? ` (and ${found.length - 1} more)` : ''}; ` +
           `the guest IOMMU must reserve them (QEMU would fail at run time with "VFIO_MAP_DMA failed: -22")`,
+        found.map((c) => c.message),
       );
   }
 
