@@ -74,13 +74,13 @@ test('map of a layout past the host IOVA limit is refused in one line, every reg
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const host = ['--mock', 'workstation', '--mock-dir', dir];
   t.is((await vfiokit([...host, 'bind', '11'])).code, 0);
-  const text = await vfiokit([...host, 'map', '--group', '11', '--memory', '1T', '--fragments', '65536']);
+  const text = await vfiokit([...host, 'map', '--group', '11', '--memory', '1T', '--fragments', '32768']);
   t.is(text.code, 5);
   const lines = text.stderr.trimEnd().split('\n');
   t.regex(lines[0]!, /^vfiokit: cannot map guest RAM at IOVA = GPA: RAM region frag\d+ .* \(and \d+ more regions\); move the RAM/);
   t.regex(lines[6]!, /^ {2}\.\.\. and \d+ more \(--json lists them all\)$/);
   t.true(text.stderr.length < 4000, `stderr is ${text.stderr.length} characters`);
-  const json = await vfiokit([...host, '--json', 'map', '--group', '11', '--memory', '1T', '--fragments', '65536']);
+  const json = await vfiokit([...host, '--json', 'map', '--group', '11', '--memory', '1T', '--fragments', '32768']);
   const body = JSON.parse(json.stderr) as { error: { code: string; details: string[] } };
   t.is(body.error.code, 'DMA_IOVA_COLLISION');
   t.true(body.error.details.length > 1000);
