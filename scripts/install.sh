@@ -19,6 +19,12 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   fi
 fi
 
+# QEMU 10.0 beside the system's 7.2 for the QEMU test matrix, unpacked into
+# ${VFIOKIT_CACHE:-$HOME/.cache/vfiokit}/qemu/ (reused when present).
+if command -v apt-get >/dev/null; then
+  echo "install: QEMU 10.0 at $(scripts/fetch-qemu.sh bookworm-backports)"
+fi
+
 if ! command -v cargo >/dev/null; then
   echo "install: Rust (cargo) is required to build crates/vfio-core; install it with rustup" >&2
   exit 1

@@ -18,11 +18,8 @@ const RW = 3;
 
 function readyContainer(limit = 2 * N + 16) {
   const host = VfioBackend.mock({ dmaEntryLimit: limit });
-  const c = host.openContainer();
-  const g = host.openGroup(1);
-  g.setContainer(c);
-  c.setIommu(3);
-  return { host, c, g };
+  const c = host.openType1([1]);
+  return { host, c };
 }
 
 function entries(n, strideBytes) {

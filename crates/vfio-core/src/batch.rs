@@ -59,6 +59,20 @@ fn coalesce(entries: &[[u64; 3]], flags: BatchFlags<'_>, out: &mut Vec<vfio_iomm
     }
 }
 
+/// Where each coalesced run starts: the index of its first entry, in order.
+/// The one coalescing rule (`run_end`): everything above vfio-core that
+/// needs to know which entries become one kernel mapping asks this (the
+/// binding exposes it as `coalesceRuns`) instead of restating the rule.
+pub fn run_starts(entries: &[[u64; 3]], flags: BatchFlags<'_>) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < entries.len() {
+        out.push(i as u32);
+        i = run_end(entries, flags, i);
+    }
+    out
+}
+
 /// The end (exclusive) of the run that starts at entry `i`.
 #[inline]
 fn run_end(entries: &[[u64; 3]], flags: BatchFlags<'_>, i: usize) -> usize {
@@ -242,6 +256,14 @@ pub fn as_pairs(flat: &[u64]) -> Option<&[[u64; 2]]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_start_where_iova_host_address_or_flags_break_contiguity() {
+        let e = [[0x1000, 0xa000, 0x1000], [0x2000, 0xb000, 0x1000], [0x3000, 0xd000, 0x1000], [0x4000, 0xe000, 0x1000], [0x5000, 0xf000, 0]];
+        assert_eq!(run_starts(&e, BatchFlags::Each(&[3, 3, 3, 1, 1])), vec![0, 2, 3, 4]);
+        assert_eq!(run_starts(&e[..2], BatchFlags::All(3)), vec![0]);
+        assert_eq!(run_starts(&[], BatchFlags::All(3)), Vec::<u32>::new());
+    }
 
     /// The entry range of run number `run`.
     fn run_bounds(entries: &[[u64; 3]], flags: BatchFlags<'_>, run: usize) -> (usize, usize) {

@@ -3,6 +3,7 @@
 //! - [`uapi`]: the kernel ABI (`linux/vfio.h`), checked against the system header;
 //! - [`backend`]: the seam ([`Backend`]) with [`KernelBackend`] and [`MockBackend`];
 //! - [`Container`], [`Group`], [`Device`]: safe types owning their descriptors;
+//! - [`Type1Container`]: a type1 container that owns its groups (what the binding hands out);
 //! - batched DMA: [`Container::map_batch`] / [`Container::unmap_batch`];
 //! - [`HostMemory`]: memory with a stable address to map for DMA.
 //!
@@ -14,9 +15,11 @@ pub mod batch;
 pub mod container;
 pub mod device;
 pub mod error;
+pub mod fdpass;
 pub mod group;
 pub mod memory;
 pub mod spapr;
+pub mod type1;
 pub mod uapi;
 
 #[cfg(feature = "napi")]
@@ -29,3 +32,4 @@ pub use device::{DependentDevice, Device, DeviceInfo, IrqAction, IrqData, IrqInf
 pub use error::{Error, IommuModel, Result};
 pub use group::{Group, GroupStatus};
 pub use memory::HostMemory;
+pub use type1::Type1Container;

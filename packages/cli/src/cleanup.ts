@@ -1,10 +1,11 @@
-// Things to undo if the process is interrupted (Ctrl-C, SIGTERM) before the
-// code that made them gets to its `finally`: temporary folders above all, so
-// an interrupted `--mock` run or demo still leaves nothing behind.
+// Things to undo if the process ends before the code that made them gets to
+// its `finally`: a second Ctrl-C, a run that does not unwind in time, an
+// uncaught error. main.ts runs them on 'exit', which every one of those
+// passes through, so they must be synchronous (kill a child, remove a folder).
 
 const pending = new Set<() => void>();
 
-/** Run `undo` on interruption until the returned function is called (it then forgets it). */
+/** Run `undo` if the process exits before the returned function is called (it then forgets it). */
 export function onInterrupt(undo: () => void): () => void {
   pending.add(undo);
   return () => pending.delete(undo);
@@ -20,4 +21,9 @@ export function runInterruptCleanups(): void {
     }
   }
   pending.clear();
+}
+
+/** Resolve on the next turn of the event loop, so signal handlers (Ctrl-C) get to run during long work. */
+export function yieldToEvents(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }

@@ -12,9 +12,11 @@ import { checkCommand } from './commands/check';
 import { bindCommand, unbindCommand } from './commands/bind';
 import { showCommand } from './commands/show';
 import { draCommand } from './commands/dra';
+import { completionCommand } from './commands/completion';
 
-export const COMMANDS: readonly CommandFactory[] = [lsCommand, showCommand, checkCommand, bindCommand, unbindCommand, planCommand, mapCommand, traceCommand, attachCommand, detachCommand, labCommand, demoCommand, draCommand];
+export const COMMANDS: readonly CommandFactory[] = [lsCommand, showCommand, checkCommand, bindCommand, unbindCommand, planCommand, mapCommand, traceCommand, attachCommand, detachCommand, labCommand, demoCommand, completionCommand, draCommand];
 
-export function runCli(argv: readonly string[]): Promise<ExitCode> {
-  return runProgram(argv, COMMANDS);
+/** `signal` stops the run from outside (main.ts aborts it on SIGINT, SIGTERM, SIGHUP, EPIPE). */
+export function runCli(argv: readonly string[], options: { signal?: AbortSignal } = {}): Promise<ExitCode> {
+  return runProgram(argv, COMMANDS, options);
 }

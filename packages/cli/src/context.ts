@@ -3,7 +3,10 @@
 // disposed, so a --mock run leaves no temporary tree behind.
 import { createHostFs, DEFAULT_STATE_DIR, discoverHost, type HostFs, type HostModel } from '@vfiokit/core';
 import { Output } from './output';
-import { invalidInput } from './errors';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { invalidInput, notFound } from './errors';
+import { checkpoint } from './checkpoint';
 
 export interface GlobalOptions {
   readonly sysfsRoot?: string;
@@ -34,16 +37,21 @@ export class CommandContext {
   constructor(
     readonly globals: GlobalOptions,
     readonly out: Output,
+    /** Aborted when the run is stopped from outside (Ctrl-C, SIGTERM, SIGHUP, a closed stdout). */
+    readonly signal: AbortSignal = new AbortController().signal,
   ) {}
 
   /** A context for the same output with other global options (its own host session). */
   withGlobals(globals: GlobalOptions): CommandContext {
-    return new CommandContext(globals, this.out);
+    return new CommandContext(globals, this.out, this.signal);
   }
 
   /** The host, opened on first use. */
   host(): Promise<HostSession> {
-    this.session ??= openHostSession(this.globals);
+    this.session ??= openHostSession(this.globals).then(async (session) => {
+      await checkpoint('host-opened', this.signal);
+      return session;
+    });
     return this.session;
   }
 
@@ -70,6 +78,14 @@ async function openHostSession(globals: GlobalOptions): Promise<HostSession> {
     return openSimulatedHost(globals.mock, globals.mockDir);
   }
   const sysfsRoot = globals.sysfsRoot ?? '/sys';
+  // Without this, a mistyped --sysfs-root reads as a host with no devices and
+  // no IOMMU, and is diagnosed as "IOMMU off".
+  if (!existsSync(join(sysfsRoot, 'bus', 'pci', 'devices'))) {
+    throw notFound(
+      existsSync(sysfsRoot) ? `${sysfsRoot} is not a sysfs tree: it has no bus/pci/devices` : `sysfs root ${sysfsRoot} does not exist`,
+      globals.sysfsRoot === undefined ? 'mount sysfs on /sys (mount -t sysfs sysfs /sys)' : 'give --sysfs-root the folder sysfs is mounted on (/sys), or a copy of one',
+    );
+  }
   return {
     fs: createHostFs({ sysfsRoot }),
     description: sysfsRoot,

@@ -11,11 +11,27 @@ export class CliError extends Error {
     readonly exitCode: ExitCode,
     /** What the user can do about it, one sentence. */
     readonly hint?: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; details?: readonly string[] },
   ) {
     super(message, options);
     this.name = 'CliError';
+    this.details = options?.details ?? [];
   }
+
+  /**
+   * The items behind a one-line message (every problem of a spec, every
+   * colliding region of a layout): all of them in --json, the first few on a
+   * terminal.
+   */
+  readonly details: readonly string[];
+}
+
+/**
+ * The run was stopped from outside (a signal, a closed stdout). main.ts
+ * decides the exit code (128 + the signal number), not this error.
+ */
+export function interrupted(reason: string): CliError {
+  return new CliError('INTERRUPTED', `interrupted by ${reason}`, ExitCode.Internal, undefined);
 }
 
 /** Errors from the layers below carry a stable `code`; this reads it without importing their classes. */
@@ -60,6 +76,8 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   DMA_ENTRY_LIMIT: ExitCode.Refused,
   DMA_HOST_REFUSAL: ExitCode.Refused,
   DMA_TARGET_FAILED: ExitCode.HostFailure,
+  // core/plan: the spec names a device this host does not have.
+  PLAN_DEVICE_NOT_FOUND: ExitCode.NotFound,
   // qemu-bridge (its QMP_*, QEMU_*, HOTPLUG_* and UNPLUG_* codes fall to the prefixes below)
   HOTPLUG_INVALID_REQUEST: ExitCode.InvalidInput,
   VM_DESCRIPTION_INVALID: ExitCode.InvalidInput,
@@ -94,8 +112,10 @@ export function toCliError(err: unknown): CliError {
   const code = layerCode(err);
   if (err instanceof Error && code !== undefined) {
     const hint = (err as { hint?: unknown }).hint;
+    const details = (err as { details?: unknown }).details;
     return new CliError(code, err.message, exitCodeFor(code), typeof hint === 'string' ? hint : undefined, {
       cause: err,
+      ...(Array.isArray(details) ? { details: details.map(String) } : {}),
     });
   }
   const message = err instanceof Error ? err.message : String(err);

@@ -36,5 +36,8 @@ export const EXIT_CODE_DESCRIPTIONS: readonly (readonly [ExitCode, string])[] = 
 ];
 
 export function exitCodesHelp(): string {
-  return EXIT_CODE_DESCRIPTIONS.map(([code, text]) => `  ${String(code).padStart(2)}  ${text}`).join('\n');
+  return [
+    ...EXIT_CODE_DESCRIPTIONS.map(([code, text]) => `  ${String(code).padStart(2)}  ${text}`),
+    '  128+N  stopped by signal N once its work was undone (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)',
+  ].join('\n');
 }

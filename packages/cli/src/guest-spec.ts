@@ -2,35 +2,42 @@
 // the shape and names the field that is wrong, and core's guestSpecProblems
 // checks the rules that span fields. The result is core's GuestSpec.
 import { readFileSync } from 'node:fs';
-import { LineCounter, parseDocument } from 'yaml';
+import { isMap, isNode, LineCounter, parseDocument, type Document } from 'yaml';
 import { z } from 'zod';
-import { guestSpecProblems, type DeviceSelector, type GuestSpec } from '@vfiokit/core';
+import { guestSpecProblems, normalizePciAddress as canonicalAddress, type DeviceSelector, type GuestSpec } from '@vfiokit/core';
 import { CliError, invalidInput, notFound } from './errors';
 import { ExitCode } from './exit-codes';
+import { readSize, SIZE_GRAMMAR } from './sizes';
+import { closest } from './did-you-mean';
 
-const PCI_ADDRESS = /^(?:([0-9a-fA-F]{4}):)?([0-9a-fA-F]{2}):([0-1][0-9a-fA-F])\.([0-7])$/;
 const PCI_ID = /^([0-9a-fA-F]{4}):([0-9a-fA-F]{4})$/;
-const SIZE = /^(\d+)\s*([KMGT])(?:i?B)?$/i;
-const UNIT: Readonly<Record<string, bigint>> = { K: 1n << 10n, M: 1n << 20n, G: 1n << 30n, T: 1n << 40n };
 
-/** `01:00.0` or `0000:01:00.0` -> `0000:01:00.0` (lower case, as sysfs names devices). */
+/** `01:00.0` or `0000:01:00.0` -> `0000:01:00.0`, by core's one address grammar; undefined if it is not an address. */
 export function normalizePciAddress(text: string): string | undefined {
-  const m = PCI_ADDRESS.exec(text.trim());
-  if (!m) return undefined;
-  return `${(m[1] ?? '0000').toLowerCase()}:${m[2]!.toLowerCase()}:${m[3]!.toLowerCase()}.${m[4]}`;
+  try {
+    return canonicalAddress(text);
+  } catch {
+    return undefined;
+  }
 }
 
+/** Less RAM than this is a unit slip (`memory: 4096` is bytes, not MiB), not a guest. */
+const SMALLEST_GUEST = 1n << 20n;
+
 const memory = z
-  .union([z.number().int().positive(), z.string()], { error: 'expected a size such as 8G, 512M or a number of MiB' })
+  .union([z.number().int().positive(), z.string()], { error: `expected ${SIZE_GRAMMAR}` })
   .transform((value, ctx): bigint => {
-    // A bare number is MiB, as for QEMU's -m; suffixes are binary (8G = 8 GiB), as QEMU reads them.
-    if (typeof value === 'number') return BigInt(value) << 20n;
-    const m = SIZE.exec(value.trim());
-    if (!m) {
-      ctx.addIssue({ code: 'custom', message: `"${value}" is not a size; write it as 8G, 8GiB, 512M or a number of MiB` });
+    // The command line's grammar exactly (sizes.ts): a bare number is bytes, suffixes are binary.
+    const r = readSize(String(value));
+    if ('problem' in r) {
+      ctx.addIssue({ code: 'custom', message: r.problem });
       return z.NEVER;
     }
-    return BigInt(m[1]!) * UNIT[m[2]!.toUpperCase()]!;
+    if (r.bytes < SMALLEST_GUEST) {
+      ctx.addIssue({ code: 'custom', message: `${value} bytes is too little for a guest (a bare number is bytes); did you mean ${value}M or ${value}G?` });
+      return z.NEVER;
+    }
+    return r.bytes;
   });
 
 const idSelector = (text: string, index: number, ctx: z.RefinementCtx): DeviceSelector => {
@@ -106,6 +113,70 @@ function fieldPath(path: readonly PropertyKey[]): string {
   return out || '(top level)';
 }
 
+/** The keys each mapping of a spec takes, for "did you mean". */
+const TOP_KEYS = ['name', 'memory', 'cpus', 'machine', 'iommu', 'devices'];
+const DEVICE_KEYS = ['address', 'id', 'index'];
+
+/** One problem of a spec, placed in the file. */
+interface Placed {
+  readonly line: number;
+  readonly col: number;
+  readonly field: string;
+  readonly message: string;
+}
+
+/** Where in the file `path` (and, for an unknown key, that key) sits: the nearest node that exists. */
+function positionOf(doc: Document, lines: LineCounter, path: readonly PropertyKey[], key?: string): { line: number; col: number } {
+  for (let n = path.length; n >= 0; n--) {
+    const node = doc.getIn(path.slice(0, n) as unknown[], true);
+    if (!isNode(node) || !node.range) continue;
+    let offset = node.range[0];
+    if (n === path.length && key !== undefined && isMap(node)) {
+      const pair = node.items.find((p) => isNode(p.key) && (p.key as { value?: unknown }).value === key);
+      if (pair && isNode(pair.key) && pair.key.range) offset = pair.key.range[0];
+    }
+    return lines.linePos(offset);
+  }
+  return { line: 1, col: 1 };
+}
+
+/** zod's issues as placed problems, with a did-you-mean where a name was misspelt. */
+function placeIssues(doc: Document, lines: LineCounter, issues: readonly z.core.$ZodIssue[]): Placed[] {
+  const out: Placed[] = [];
+  for (const i of issues) {
+    if (i.code === 'unrecognized_keys') {
+      const known = i.path.length === 0 ? TOP_KEYS : DEVICE_KEYS;
+      for (const key of i.keys) {
+        const near = closest(key, known);
+        out.push({
+          ...positionOf(doc, lines, i.path, key),
+          field: fieldPath([...i.path, key]),
+          message: `unknown field${near ? `; did you mean ${near}?` : `; the fields are ${known.join(', ')}`}`,
+        });
+      }
+      continue;
+    }
+    let message = i.message;
+    if (i.code === 'invalid_value') {
+      const values = i.values.map(String);
+      const got = doc.getIn(i.path as unknown[]);
+      const near = typeof got === 'string' ? closest(got, values) : undefined;
+      message = `${JSON.stringify(got)} is not one of ${values.join(', ')}${near ? `; did you mean ${near}?` : ''}`;
+    }
+    out.push({ ...positionOf(doc, lines, i.path), field: fieldPath(i.path), message });
+  }
+  return out;
+}
+
+/** A spec's problems as one error: the first on the summary line, all of them in the details. */
+function specError(source: string, problems: readonly Placed[]): CliError {
+  const at = (p: Placed) => `${source}:${p.line}:${p.col}: ${p.field}: ${p.message}`;
+  const more = problems.length > 1 ? ` (and ${problems.length - 1} more problem${problems.length > 2 ? 's' : ''})` : '';
+  return new CliError('SPEC_INVALID', `${at(problems[0]!)}${more}`, ExitCode.InvalidInput, 'see packages/cli/examples/*.yaml for the fields a guest spec takes', {
+    details: problems.length > 1 ? problems.map(at) : [],
+  });
+}
+
 /** Parse and check a guest spec; `source` names it in messages. */
 export function parseGuestSpec(text: string, source: string): GuestSpec {
   const lineCounter = new LineCounter();
@@ -113,26 +184,22 @@ export function parseGuestSpec(text: string, source: string): GuestSpec {
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
     const pos = lineCounter.linePos(e.pos[0]);
-    const where = `line ${pos.line}, column ${pos.col}`;
-    throw new CliError('SPEC_MALFORMED_YAML', `${source} is not valid YAML (${where}): ${e.message.split('\n')[0]}`, ExitCode.InvalidInput, 'fix the YAML syntax; see packages/cli/examples/*.yaml');
-  }
-  const result = guestSpecSchema.safeParse(doc.toJS());
-  if (!result.success) {
-    const lines = result.error.issues.map((i) => `  ${fieldPath(i.path)}: ${i.message}`);
     throw new CliError(
-      'SPEC_INVALID',
-      `${source} is not a valid guest spec:\n${lines.join('\n')}`,
+      'SPEC_MALFORMED_YAML',
+      `${source}:${pos.line}:${pos.col}: not valid YAML: ${e.message.split('\n')[0]}`,
       ExitCode.InvalidInput,
-      'see packages/cli/examples/*.yaml for the fields a guest spec takes',
+      'fix the YAML syntax; see packages/cli/examples/*.yaml',
     );
   }
+  const result = guestSpecSchema.safeParse(doc.toJS());
+  if (!result.success) throw specError(source, placeIssues(doc, lineCounter, result.error.issues));
   const problems = guestSpecProblems(result.data);
   if (problems.length > 0) {
-    throw new CliError(
-      'SPEC_INVALID',
-      `${source} is not a valid guest spec:\n${problems.map((p) => `  ${p.field}: ${p.message}`).join('\n')}`,
-      ExitCode.InvalidInput,
-      'see packages/cli/examples/*.yaml for the fields a guest spec takes',
+    // core names fields as `devices[1]`: back to a path to find them in the file.
+    const pathOf = (field: string) => field.split(/[.[\]]/).filter(Boolean).map((p) => (/^\d+$/.test(p) ? Number(p) : p));
+    throw specError(
+      source,
+      problems.map((p) => ({ ...positionOf(doc, lineCounter, pathOf(p.field)), field: p.field, message: p.message })),
     );
   }
   return result.data;
@@ -141,11 +208,11 @@ export function parseGuestSpec(text: string, source: string): GuestSpec {
 export function readGuestSpec(file: string): GuestSpec {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = file === '-' ? readFileSync(0, 'utf8') : readFileSync(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw notFound(`guest spec ${file} does not exist`, 'give the path of a YAML guest spec, e.g. packages/cli/examples/gpu-passthrough.yaml');
     throw invalidInput(`cannot read guest spec ${file}: ${(err as Error).message}`, 'check the path and its permissions');
   }
-  return parseGuestSpec(text, file);
+  return parseGuestSpec(text, file === '-' ? '(stdin)' : file);
 }

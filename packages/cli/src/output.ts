@@ -55,22 +55,36 @@ export class Output {
   }
 
   error(err: CliError): void {
-    // A message that lists thousands of items (every colliding RAM region of a
-    // huge layout) is cut for the terminal; --json keeps all of it.
-    const LIMIT = 2000;
-    const text = err.message.length > LIMIT ? `${err.message.slice(0, LIMIT)}... (${err.message.length - LIMIT} more characters; --json prints all)` : err.message;
     if (this.json) {
-      const body = { error: { code: err.code, message: err.message, hint: err.hint ?? null, exitCode: err.exitCode } };
+      const body = { error: { code: err.code, message: err.message, hint: err.hint ?? null, exitCode: err.exitCode, details: err.details } };
       this.stderr.write(`${JSON.stringify(body)}\n`);
     } else {
-      this.stderr.write(`vfiokit: ${text}\n`);
-      if (err.hint) this.stderr.write(`hint: ${err.hint}\n`);
+      this.stderr.write(errorText(err));
     }
     if (this.debug) {
       const cause = err.cause instanceof Error ? err.cause : err;
       this.stderr.write(`${cause.stack ?? String(cause)}\n`);
     }
   }
+}
+
+/** Detail lines a terminal shows under an error; --json carries every one. */
+export const SHOWN_DETAILS = 5;
+
+/**
+ * An error for a terminal: the one-line summary, the first few details, the
+ * hint. A message is one line by contract; should one from below run long,
+ * it is cut here rather than flooding the terminal (--json keeps it whole).
+ */
+export function errorText(err: CliError): string {
+  const LIMIT = 400;
+  const first = err.message.split('\n')[0]!;
+  const summary = first.length > LIMIT ? `${first.slice(0, LIMIT)}... (--json prints all of it)` : first;
+  const lines = [`vfiokit: ${summary}`];
+  for (const d of err.details.slice(0, SHOWN_DETAILS)) lines.push(`  ${d.length > LIMIT ? `${d.slice(0, LIMIT)}...` : d}`);
+  if (err.details.length > SHOWN_DETAILS) lines.push(`  ... and ${err.details.length - SHOWN_DETAILS} more (--json lists them all)`);
+  if (err.hint) lines.push(`hint: ${err.hint}`);
+  return `${lines.join('\n')}\n`;
 }
 
 /** BigInt (IOVAs, sizes) prints as a hex string in JSON, the way kernel interfaces show addresses. */

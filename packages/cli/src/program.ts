@@ -13,6 +13,8 @@ export type ActionBody<A extends unknown[]> = (ctx: CommandContext, ...args: A) 
 /** Run in every action; says how the run ended. */
 export interface RunState {
   exitCode: ExitCode;
+  /** Aborted when the run is stopped from outside; long work checks it between steps. */
+  readonly signal: AbortSignal;
 }
 
 /**
@@ -24,7 +26,7 @@ export function action<A extends unknown[]>(state: RunState, body: ActionBody<A>
     const command = params[params.length - 1] as Command;
     const globals = readGlobals(command);
     const out = new Output(globals.json, globals.debug);
-    const ctx = new CommandContext(globals, out);
+    const ctx = new CommandContext(globals, out, state.signal);
     try {
       // Commander passes the positional arguments, the command's options, then the Command.
       const code = await body(ctx, ...(params.slice(0, -1) as A));
@@ -49,9 +51,21 @@ function readGlobals(command: Command): GlobalOptions {
   return { sysfsRoot: o.sysfsRoot, mock: o.mock, mockDir: o.mockDir, json: o.json === true, debug: o.debug === true };
 }
 
-/** Add the `Example:` block every command's --help ends with. */
+/**
+ * Add the `Example:` block every command's --help ends with. Each one runs as
+ * printed, from the root of a clone, on a fresh simulated host, and exits 0
+ * (examples.test.ts runs them all).
+ */
 export function withExamples(command: Command, ...examples: string[]): Command {
   return command.addHelpText('after', `\nExample${examples.length > 1 ? 's' : ''}:\n${examples.map((e) => `  $ ${e}`).join('\n')}\n`);
+}
+
+/** The heading of examples that need a real host: /sys with VFIO, a running QEMU, the lab's downloads. */
+export const REAL_HOST_EXAMPLES = 'On a real host:';
+
+/** Examples that need what a simulated host cannot give (real sysfs, a running QEMU); printed apart and not run by the tests. */
+export function withRealHostExamples(command: Command, ...examples: string[]): Command {
+  return command.addHelpText('after', `\n${REAL_HOST_EXAMPLES}\n${examples.map((e) => `  $ ${e}`).join('\n')}\n`);
 }
 
 export type CommandFactory = (state: RunState) => Command;
@@ -77,8 +91,12 @@ ${exitCodesHelp()}
 
 Examples:
   $ vfiokit --mock workstation ls
-  $ vfiokit --mock workstation check 0000:01:00.0
-  $ vfiokit demo
+  $ vfiokit --mock workstation --mock-dir ws bind 11 && vfiokit --mock workstation --mock-dir ws check 11
+  $ vfiokit demo --no-qemu
+
+${REAL_HOST_EXAMPLES}
+  $ vfiokit ls
+  $ vfiokit check 0000:01:00.0
 `,
     );
   for (const make of commands) program.addCommand(make(state));
@@ -92,12 +110,13 @@ function readVersion(): string {
 }
 
 /** Parse argv and run; resolves to the process exit code. Never throws. */
-export async function runProgram(argv: readonly string[], commands: readonly CommandFactory[]): Promise<ExitCode> {
-  const state: RunState = { exitCode: ExitCode.Ok };
+export async function runProgram(argv: readonly string[], commands: readonly CommandFactory[], options: { signal?: AbortSignal } = {}): Promise<ExitCode> {
+  const state: RunState = { exitCode: ExitCode.Ok, signal: options.signal ?? new AbortController().signal };
   const program = buildProgram(state, commands);
   const wantsJson = argv.includes('--json');
   const out = new Output(wantsJson, argv.includes('--debug'));
-  applyErrorHandling(program, wantsJson);
+  const failing: { command?: Command } = {};
+  applyErrorHandling(program, failing);
   try {
     await program.parseAsync(argv as string[], { from: 'user' });
     return state.exitCode;
@@ -105,7 +124,7 @@ export async function runProgram(argv: readonly string[], commands: readonly Com
     if (err instanceof CommanderError) {
       // --help and --version end here with exit code 0.
       if (err.exitCode === 0) return ExitCode.Ok;
-      if (wantsJson) out.error(new CliError(err.code, err.message.replace(/^error: /, ''), ExitCode.Usage, 'see vfiokit --help'));
+      out.error(usageError(err, failing.command));
       return ExitCode.Usage;
     }
     const cliErr = toCliError(err);
@@ -115,13 +134,27 @@ export async function runProgram(argv: readonly string[], commands: readonly Com
 }
 
 /**
- * Settings every command shares (addCommand does not copy them): help shows
- * the global options; commander throws instead of exiting, and in --json mode
- * keeps its text errors to itself (runProgram prints them as JSON).
+ * Commander's error as ours: the `vfiokit:` prefix, a code of our own
+ * (`commander.unknownOption` becomes `USAGE_UNKNOWN_OPTION`: scripts match
+ * on our codes, and commander's may change under us) and the help to read.
  */
-function applyErrorHandling(command: Command, json: boolean): void {
+export function usageError(err: CommanderError, command: Command | undefined): CliError {
+  const kind = err.code.replace(/^commander\./, '').replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase();
+  const message = err.message.replace(/^error: /, '').replace(/\n+/g, ' ').trim();
+  const path: string[] = [];
+  for (let c = command; c !== undefined && c !== null; c = c.parent ?? undefined) path.unshift(c.name());
+  const help = path.length > 0 ? `${path.join(' ')} --help` : 'vfiokit --help';
+  return new CliError(`USAGE_${kind}`, message, ExitCode.Usage, `see '${help}'`, { cause: err });
+}
+
+/**
+ * Settings every command shares (addCommand does not copy them): help shows
+ * the global options; commander throws instead of exiting and keeps its text
+ * errors to itself, noting which command failed (runProgram prints the error).
+ */
+function applyErrorHandling(command: Command, failing: { command?: Command }): void {
   command.exitOverride();
   command.configureHelp({ showGlobalOptions: true });
-  if (json) command.configureOutput({ outputError: () => {} });
-  for (const sub of command.commands) applyErrorHandling(sub, json);
+  command.configureOutput({ outputError: () => (failing.command = command) });
+  for (const sub of command.commands) applyErrorHandling(sub, failing);
 }

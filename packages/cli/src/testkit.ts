@@ -1,8 +1,6 @@
 // The CLI's one door into @vfiokit/testkit. Only --mock, `demo` and `lab`
 // need it, and they reach it through this module, which the rest of the CLI
 // loads with a dynamic import(): a production run never loads testkit.
-import { spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { HostSession } from './context';
 import { CliError } from './errors';
@@ -14,12 +12,23 @@ export function labRunnerPath(): string {
   return join(dirname(require.resolve('@vfiokit/testkit')), 'lab', 'main.js');
 }
 
-/** Run the lab runner with `args`, its output going straight to ours; resolves to its exit status. */
-export function runLabRunner(args: readonly string[]): Promise<number> {
+/**
+ * Run the lab runner with `args`, its output going straight to ours;
+ * resolves to its exit status. It is tied to this process (it dies if
+ * vfiokit is killed, and its guests' QEMUs with it) and shares our terminal
+ * session, so a Ctrl-C reaches it as it reaches us; `signal` ends it too.
+ */
+export async function runLabRunner(args: readonly string[], signal?: AbortSignal): Promise<number> {
+  const { spawnTied } = await import('@vfiokit/qemu-bridge');
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [labRunnerPath(), ...args], { stdio: 'inherit' });
+    const child = spawnTied([process.execPath, labRunnerPath(), ...args], { stdio: ['inherit', 'inherit', 'inherit'], ownSession: false });
+    const stop = () => child.kill('SIGTERM');
+    signal?.addEventListener('abort', stop, { once: true });
     child.on('error', reject);
-    child.on('close', (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+    child.on('close', (code, sig) => {
+      signal?.removeEventListener('abort', stop);
+      resolve(code ?? (sig ? 128 : 1));
+    });
   });
 }
 
@@ -39,9 +48,12 @@ export async function openSimulatedHost(name: string, dir: string | undefined): 
       `choose one of ${testkit.FIXTURE_HOST_NAMES.join(', ')}`,
     );
   }
-  const host = dir === undefined ? testkit.createFixtureHost(name) : testkit.fixtureHost(name, dir);
-  const removeTree = () => rmSync(host.root, { recursive: true, force: true });
-  const forget = dir === undefined ? onInterrupt(removeTree) : () => {};
+  // A temporary host lives in a run dir: its reaper removes it even if this
+  // process is killed with SIGKILL (qemu-bridge's createRunDir).
+  const run = dir === undefined ? (await import('@vfiokit/qemu-bridge')).createRunDir(`vfiokit-${name}-`) : undefined;
+  const host = testkit.fixtureHost(name, run?.path ?? dir!);
+  const removeTree = () => run?.remove();
+  const forget = run ? onInterrupt(removeTree) : () => {};
   return {
     fs: host.fs,
     description: `simulated host ${name} (${host.spec.description})`,
@@ -51,7 +63,7 @@ export async function openSimulatedHost(name: string, dir: string | undefined): 
     backend: 'mock',
     async dispose() {
       forget();
-      if (dir === undefined) removeTree();
+      removeTree();
     },
   };
 }

@@ -1,7 +1,7 @@
 // The VFIO side of a host session: the kernel's /dev/vfio, or for a simulated
 // host vfio-core's mock described from the same host model (core's
 // vfioMockHostConfig), so discovery and the ioctls agree.
-import { checkViability, describeViability, resolveGroup, hostIommuInfoOf, IommuType, VfioHost, vfioMockHostConfig, type Container, type DmaGroup, type Group, type HostIommuInfo, type HostModel } from '@vfiokit/core';
+import { checkViability, describeViability, resolveGroup, hostIommuInfoOf, openType1Target, VfioHost, vfioMockHostConfig, type DmaGroup, type HostIommuInfo, type HostModel, type VfioDmaTarget } from '@vfiokit/core';
 import { CliError } from './errors';
 import { ExitCode } from './exit-codes';
 import type { HostSession } from './context';
@@ -11,10 +11,9 @@ export function openVfioHost(session: HostSession, model: HostModel): VfioHost {
   return session.backend === 'mock' ? VfioHost.mock(vfioMockHostConfig(model)) : VfioHost.kernel();
 }
 
-/** A type1v2 container holding `groups`, as a VMM sets one up (VFIO_GROUP_SET_CONTAINER, then VFIO_SET_IOMMU). */
+/** A type1v2 container holding `groups` (core's openType1Target), with what its IOMMU reports. */
 export interface OpenContainer {
-  readonly container: Container;
-  readonly groups: readonly Group[];
+  readonly target: VfioDmaTarget;
   readonly info: HostIommuInfo;
   close(): void;
 }
@@ -35,19 +34,10 @@ export function openType1Container(vfio: VfioHost, model: HostModel, groupIds: r
       );
     }
   }
-  const container = vfio.openContainer();
-  const groups: Group[] = [];
-  const close = () => {
-    for (const g of groups.reverse()) g.unsetContainer();
-  };
+  const target = openType1Target(vfio, groupIds);
+  const close = () => target.container.close();
   try {
-    for (const id of groupIds) {
-      const group = vfio.openGroup(id);
-      group.setContainer(container);
-      groups.push(group);
-    }
-    container.setIommu(IommuType.Type1v2);
-    return { container, groups, info: hostIommuInfoOf(container), close };
+    return { target, info: hostIommuInfoOf(target.container), close };
   } catch (err) {
     close();
     throw err;

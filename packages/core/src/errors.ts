@@ -9,6 +9,11 @@ export interface VfiokitErrorOptions {
   readonly hint?: string;
   /** The lower-level error this one explains (an errno from a sysfs write, say). */
   readonly cause?: unknown;
+  /**
+   * The items a one-line message summarises (every colliding region of a
+   * layout), for output that lists them all (the CLI's --json).
+   */
+  readonly details?: readonly string[];
 }
 
 /**
@@ -24,6 +29,7 @@ export interface VfiokitErrorOptions {
  */
 export class VfiokitError extends Error {
   readonly hint?: string;
+  readonly details: readonly string[];
 
   constructor(
     readonly code: string,
@@ -33,6 +39,7 @@ export class VfiokitError extends Error {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
     if (options.hint !== undefined) this.hint = options.hint;
+    this.details = options.details ?? [];
   }
 }
 

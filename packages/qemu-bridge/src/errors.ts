@@ -8,6 +8,8 @@ export type QemuBridgeErrorCode =
   | 'QMP_TIMEOUT'
   | 'QMP_COMMAND_FAILED'
   | 'QMP_OOB_UNAVAILABLE'
+  | 'QMP_INVALID_ARGUMENTS'
+  | 'QMP_FD_PASSING_FAILED'
   | 'QMP_BAD_REPLY'
   | 'QEMU_UNSUPPORTED'
   | 'HOTPLUG_INVALID_REQUEST'
@@ -18,7 +20,8 @@ export type QemuBridgeErrorCode =
   | 'UNPLUG_REJECTED_BY_GUEST'
   | 'VM_DESCRIPTION_INVALID'
   | 'MEMORY_LAYOUT_UNSUPPORTED'
-  | 'QEMU_LAUNCH_FAILED';
+  | 'QEMU_LAUNCH_FAILED'
+  | 'PROCESS_SPAWN_FAILED';
 
 export class QemuBridgeError extends Error {
   readonly code: QemuBridgeErrorCode;
@@ -54,6 +57,20 @@ export class QmpDisconnectedError extends QemuBridgeError {
 export class QmpProtocolError extends QemuBridgeError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('QMP_PROTOCOL_VIOLATION', message, options);
+  }
+}
+
+/** A command's arguments (or a session's options) cannot be sent as QMP; nothing was sent. */
+export class QmpArgumentError extends QemuBridgeError {
+  constructor(message: string) {
+    super('QMP_INVALID_ARGUMENTS', message);
+  }
+}
+
+/** Descriptors could not be passed to QEMU with a command; the command was not sent. */
+export class QmpFdPassingError extends QemuBridgeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('QMP_FD_PASSING_FAILED', message, options);
   }
 }
 

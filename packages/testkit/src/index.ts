@@ -3,3 +3,4 @@ export * from './fixtures/index';
 export * from './qmp/index';
 export * from './lab/index';
 export * from './kube/index';
+export * from './processes/index';

@@ -2,7 +2,6 @@
 //! `/dev/vfio`. Each `unsafe` block wraps exactly one syscall and says why
 //! its pointer and length are valid.
 
-use std::any::Any;
 use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 use std::ptr::NonNull;
@@ -88,8 +87,8 @@ impl Backend for KernelBackend {
         BackendKind::Kernel
     }
 
-    fn as_any(&self) -> &dyn Any {
-        self
+    fn spapr<'a>(&'a self, container: RawFd) -> Box<dyn crate::spapr::SpaprOps + 'a> {
+        Box::new(super::spapr_kernel::KernelSpapr::new(container))
     }
 
     fn open_container(&self) -> SysResult<RawFd> {

@@ -12,32 +12,26 @@
 //! have. Arguments pass through unchanged, invalid ones included, so a
 //! conformance run can hold the mock to the kernel call by call.
 //!
-//! sPAPR: the TCE ioctls live outside this trait, in `crate::spapr`, which
-//! reaches a container through [`Backend::as_any`] (mock) or its descriptor
-//! (kernel). A mock container's IOMMU is a [`mock::IommuOps`] opened by an
-//! [`mock::IommuDriverOps`]: type1 is [`mock_type1`], sPAPR lives in `spapr_mock`.
+//! sPAPR: the TCE ioctls are [`Backend::spapr`], one [`SpaprOps`] per
+//! container; `crate::spapr` adds the safety rules above them. A mock container's IOMMU is a [`mock::IommuOps`] opened by an
+//! [`mock::IommuDriverOps`]: type1 is [`mock::type1`], sPAPR is [`mock::spapr`].
 
 pub mod kernel;
 pub mod mock;
-pub mod mock_config;
-pub mod mock_devices;
-pub mod mock_index;
-pub mod mock_type1;
 pub mod spapr_kernel;
-pub mod spapr_mock;
 
-use std::any::Any;
 use std::ffi::CStr;
 use std::fmt;
 use std::ptr::NonNull;
 
+use crate::spapr::SpaprOps;
 use crate::uapi::{
     vfio_group_status, vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap, vfio_irq_info,
 };
 
 pub use kernel::KernelBackend;
 pub use mock::MockBackend;
-pub use mock_config::*;
+pub use mock::config::*;
 
 /// A descriptor a backend hands out: a real file descriptor for the kernel,
 /// an entry of the mock's descriptor table for the mock.
@@ -113,8 +107,6 @@ impl Mmap {
 /// raising `argsz` when the capability chain does not fit).
 pub trait Backend: Send + Sync + fmt::Debug {
     fn kind(&self) -> BackendKind;
-    /// For extensions (sPAPR) that need the concrete backend.
-    fn as_any(&self) -> &dyn Any;
 
     /// `open("/dev/vfio/vfio")`.
     fn open_container(&self) -> SysResult<RawFd>;
@@ -198,6 +190,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// directly by the safe layer and never reach these.
     fn mmio_read(&self, map: &Mmap, offset: u64, buf: &mut [u8]) -> SysResult<()>;
     fn mmio_write(&self, map: &Mmap, offset: u64, buf: &[u8]) -> SysResult<()>;
+
+    /// The sPAPR TCE ioctls on `container` once its IOMMU is an sPAPR type
+    /// (`tce_iommu_ioctl`). Their answers are richer than an errno (the
+    /// positive "nothing mapped" of a map, a window's start), so they come as
+    /// [`SpaprOps`] calls; the default answers ENOTTY to each, as an IOMMU
+    /// driver does for a command it lacks.
+    fn spapr<'a>(&'a self, container: RawFd) -> Box<dyn SpaprOps + 'a> {
+        let _ = container;
+        Box::new(crate::spapr::Unsupported)
+    }
 }
 
 /// The `argsz` (first `u32` in memory) of an info buffer, on either endianness.

@@ -1,19 +1,20 @@
 //! The sPAPR TCE calls on a real container fd (`/dev/vfio/vfio` after
 //! `VFIO_SET_IOMMU` to `VFIO_SPAPR_TCE_IOMMU` or `VFIO_SPAPR_TCE_v2_IOMMU`).
 
-use std::os::fd::{AsRawFd, BorrowedFd};
-
+use crate::backend::RawFd;
 use crate::error::{Error, Result};
 use crate::spapr::SpaprOps;
 use crate::uapi::spapr as u;
 
-/// Borrows the container's fd: the container owns and closes it.
-pub struct KernelSpapr<'fd> {
-    fd: BorrowedFd<'fd>,
+/// The container's descriptor, which the container owns and closes. A
+/// descriptor closed meanwhile only makes each ioctl fail with EBADF: the
+/// kernel checks it, no memory of this process depends on it.
+pub struct KernelSpapr {
+    fd: RawFd,
 }
 
-impl<'fd> KernelSpapr<'fd> {
-    pub fn new(fd: BorrowedFd<'fd>) -> Self {
+impl KernelSpapr {
+    pub fn new(fd: RawFd) -> Self {
         Self { fd }
     }
 
@@ -23,10 +24,10 @@ impl<'fd> KernelSpapr<'fd> {
         // SAFETY: `arg` is a live, exclusively borrowed #[repr(C)] struct from
         // uapi::spapr whose first field `argsz` tells the kernel its size; the
         // kernel reads and writes at most that many bytes of it.
-        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), request as _, arg as *mut T) };
+        let r = unsafe { libc::ioctl(self.fd, request as _, arg as *mut T) };
         if r < 0 {
             let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
-            return Err(Error::new(errno, name, format!("sPAPR container fd {}", self.fd.as_raw_fd())).on_spapr());
+            return Err(Error::new(errno, name, format!("sPAPR container fd {}", self.fd)).on_spapr());
         }
         Ok(r)
     }
@@ -34,10 +35,10 @@ impl<'fd> KernelSpapr<'fd> {
     /// An ioctl without an argument (`VFIO_IOMMU_ENABLE`/`DISABLE`).
     fn ioctl_none(&self, request: u64, name: &'static str) -> Result<i32> {
         // SAFETY: the request takes no argument; the fd is valid while borrowed.
-        let r = unsafe { libc::ioctl(self.fd.as_raw_fd(), request as _) };
+        let r = unsafe { libc::ioctl(self.fd, request as _) };
         if r < 0 {
             let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO);
-            return Err(Error::new(errno, name, format!("sPAPR container fd {}", self.fd.as_raw_fd())).on_spapr());
+            return Err(Error::new(errno, name, format!("sPAPR container fd {}", self.fd)).on_spapr());
         }
         Ok(r)
     }
@@ -47,7 +48,7 @@ fn argsz<T>() -> u32 {
     std::mem::size_of::<T>() as u32
 }
 
-impl SpaprOps for KernelSpapr<'_> {
+impl SpaprOps for KernelSpapr {
     fn tce_get_info(&mut self, argsz: u32) -> Result<u::vfio_iommu_spapr_tce_info> {
         let mut info = u::vfio_iommu_spapr_tce_info { argsz, ..Default::default() };
         self.ioctl(u::VFIO_IOMMU_SPAPR_TCE_GET_INFO, "VFIO_IOMMU_SPAPR_TCE_GET_INFO", &mut info)?;

@@ -20,35 +20,21 @@ pub use container::{Mapping, TceContainer, TceVersion};
 pub use ops::{DmaDirection, SpaprOps};
 pub use window::{initial_levels, max_levels, DdwInfo, TceInfo, Window};
 
-use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
-use crate::backend::spapr_kernel::KernelSpapr;
-use crate::backend::spapr_mock::MockContainerSpapr;
-use crate::backend::{Backend, KernelBackend, MockBackend};
+use crate::backend::Backend;
 use crate::{Container, Group};
 
-/// The sPAPR calls of `container`, on whichever backend it was opened: the
-/// kernel's ioctls on its descriptor, or the mock's `MockSpapr` behind it.
-/// Call after `VFIO_SET_IOMMU` to an sPAPR type; wrap in a [`TceContainer`]
-/// for the safety checks.
+/// The sPAPR calls of `container`, on whichever backend it was opened
+/// ([`Backend::spapr`]). Call after `VFIO_SET_IOMMU` to an sPAPR type; wrap
+/// in a [`TceContainer`] for the safety checks.
 pub fn ops_for(container: &Container) -> Box<dyn SpaprOps + '_> {
-    let any = container.backend().as_any();
-    if let Some(mock) = any.downcast_ref::<MockBackend>() {
-        return Box::new(MockContainerSpapr::new(mock, container.raw_fd()));
-    }
-    if any.is::<KernelBackend>() {
-        // SAFETY: a kernel container's descriptor is a real fd owned by
-        // `container`, which outlives the returned borrow and closes it only
-        // when dropped.
-        return Box::new(KernelSpapr::new(unsafe { BorrowedFd::borrow_raw(container.raw_fd()) }));
-    }
-    Box::new(Unsupported)
+    container.backend().spapr(container.raw_fd())
 }
 
-/// A backend that is neither the kernel nor the mock has no sPAPR calls:
-/// each answers ENOTTY, as an IOMMU driver does for a command it lacks.
-struct Unsupported;
+/// A backend without sPAPR calls (the trait's default): each answers
+/// ENOTTY, as an IOMMU driver does for a command it lacks.
+pub(crate) struct Unsupported;
 
 impl SpaprOps for Unsupported {
     fn tce_get_info(&mut self, _: u32) -> crate::Result<crate::uapi::spapr::vfio_iommu_spapr_tce_info> {
@@ -84,9 +70,9 @@ impl SpaprOps for Unsupported {
 }
 
 fn unsupported(ioctl: &'static str) -> crate::Error {
-    crate::Error::new(libc::ENOTTY, ioctl, "a container of a backend other than the kernel or the mock")
+    crate::Error::new(libc::ENOTTY, ioctl, "a container of a backend without sPAPR calls")
         .on_spapr()
-        .with_detail("vfio-core's sPAPR calls know the kernel and the mock only")
+        .with_detail("this backend implements no Backend::spapr")
 }
 
 /// The sPAPR type to use on `container`: v2 where the kernel offers it
@@ -179,9 +165,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::backend::mock_config::{MockDeviceConfig, MockGroupConfig};
-    use crate::backend::spapr_mock::{SpaprDriver, SpaprProfile};
-    use crate::backend::Backend;
+    use crate::backend::mock::config::{MockDeviceConfig, MockGroupConfig};
+    use crate::backend::mock::spapr::{SpaprDriver, SpaprProfile};
+    use crate::backend::MockBackend;
     use crate::uapi::{VFIO_SPAPR_TCE_V2_IOMMU, VFIO_TYPE1V2_IOMMU};
     use crate::{Group, MockConfig};
 

@@ -34,7 +34,12 @@ test('attach to a QMP socket that never answers gives up after --timeout with ex
   t.is((await vfiokit([...host, 'bind', '04:00.0'])).code, 0);
   const run = await vfiokit([...host, 'attach', '--qmp', socket, '--timeout', '0.5', '04:00.0']);
   t.is(run.code, 7);
-  t.is(run.stderr, `vfiokit: no QMP greeting from QEMU monitor at unix:${socket} within 500 ms\n`);
+  t.is(
+    run.stderr,
+    `vfiokit: no QMP greeting from QEMU monitor at unix:${socket} within 500 ms; a QEMU monitor serves one client ` +
+      'at a time and greets the next only when the current one disconnects: check that no other client ' +
+      '(libvirt, another vfiokit) holds it\n',
+  );
 });
 
 test('attach to a socket path where nothing listens exits 7 saying how to start QEMU', async (t) => {

@@ -5,9 +5,10 @@
 import { Command, Option } from 'commander';
 import type { PlacedDevice, QmpSession, VfioDeviceSpec } from '@vfiokit/qemu-bridge';
 import { assertPlanOk, checkViability, discoverHost, planAssignment, resolveGroup, type HostModel } from '@vfiokit/core';
-import { action, RunState, withExamples } from '../program';
+import { action, RunState, withRealHostExamples } from '../program';
 import { invalidInput, refused } from '../errors';
 import type { CommandContext } from '../context';
+import { checkpoint } from '../checkpoint';
 
 export interface QmpOptions {
   readonly qmp: string;
@@ -106,11 +107,14 @@ export function attachCommand(state: RunState): Command {
         const model = discoverHost((await ctx.host()).fs);
         const devices = await groupDevices(model, targets);
         const qb = await loadQemuBridge();
-        const placed = await withQmp(opts, (qmp) => qb.attachGroup(qmp, devices, opts.rootPort ? { rootPorts: opts.rootPort } : {}));
+        const placed = await withQmp(opts, async (qmp) => {
+          await checkpoint('attach-connected', ctx.signal);
+          return qb.attachGroup(qmp, devices, opts.rootPort ? { rootPorts: opts.rootPort } : {});
+        });
         ctx.out.result({ attached: placed }, () => placementText(qb, placed, devices));
       }),
     );
-  return withExamples(
+  return withRealHostExamples(
     cmd,
     'vfiokit attach --qmp /run/vm1/qmp.sock 0000:04:00.0',
     'vfiokit attach --qmp vm.sock --root-port rp2 11',
@@ -135,5 +139,5 @@ export function detachCommand(state: RunState): Command {
         ctx.out.result({ detached: ids }, () => ids.map((id) => `${id}: released by the guest and removed`).join('\n'));
       }),
     );
-  return withExamples(cmd, 'vfiokit detach --qmp /run/vm1/qmp.sock 0000:04:00.0', 'vfiokit detach --qmp vm.sock --timeout 30 hostdev-0000-04-00-0');
+  return withRealHostExamples(cmd, 'vfiokit detach --qmp /run/vm1/qmp.sock 0000:04:00.0', 'vfiokit detach --qmp vm.sock --timeout 30 hostdev-0000-04-00-0');
 }

@@ -89,7 +89,7 @@ test('a failed bind of several targets leaves on vfio-pci a device someone else 
 test('an unknown --force rule is invalid input', async (t) => {
   const run = await vfiokit(['--mock', 'workstation', 'bind', '--force', 'gpu', '01:00.0']);
   t.is(run.code, 4);
-  t.is(run.stderr, 'vfiokit: --force gpu: no such safety rule\nhint: use one of root-filesystem, default-route, console-display, bridge, or all\n');
+  t.is(run.stderr, 'vfiokit: --force gpu: no such safety rule\nhint: use one of root-filesystem, mounted-filesystem, swap, default-route, active-interface, console-display, bridge, or all\n');
 });
 
 test('unbind of a group vfiokit never bound has nothing to give back and exits 0', async (t) => {
@@ -114,4 +114,10 @@ test('bind of an SR-IOV physical function with VFs enabled is refused with exit 
   const run = await vfiokit(['--mock', 'sriov-server', 'bind', '--dry-run', '0000:3b:00.0']);
   t.is(run.code, 5);
   t.regex(run.stderr, /^vfiokit: 0000:3b:00\.0 is an SR-IOV physical function with 4 VFs enabled/);
+});
+
+test('bind --force followed by an address says --force takes a rule, instead of losing the address', async (t) => {
+  const run = await vfiokit(['--mock', 'workstation', 'bind', '--force', '01:00.0']);
+  t.is(run.code, 2);
+  t.regex(run.stderr, /^vfiokit: .*'01:00\.0' is a device or group, not a rule: --force names the safety rule to waive \(root-filesystem, .*\), e\.g\. --force console-display 01:00\.0\nhint: see 'vfiokit bind --help'\n$/);
 });

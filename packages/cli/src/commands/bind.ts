@@ -2,7 +2,7 @@
 // through core's managed switch (driver_override + drivers_probe, original
 // drivers remembered, rollback on failure). Several targets are one
 // transaction: if a later group fails, the groups this run bound go back.
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import {
   bindGroup,
   discoverHost,
@@ -15,11 +15,22 @@ import {
   type SafetyRule,
   type UnbindResult,
 } from '@vfiokit/core';
-import { action, RunState, withExamples } from '../program';
-import { invalidInput } from '../errors';
+import { action, RunState, withExamples, withRealHostExamples } from '../program';
+import { invalidInput, refused } from '../errors';
+import { hostBridgeOnly } from '../ls-format';
 import type { CommandContext } from '../context';
 
+/**
+ * `--force RULE`, repeatable. A value that is no rule but a target
+ * (`bind --force 01:00.0`) would otherwise be swallowed as the rule and the
+ * run would fail on a missing target: say what --force takes instead.
+ */
 export function collectRule(value: string, previous: string[] = []): string[] {
+  if (value !== 'all' && !(SAFETY_RULES as readonly string[]).includes(value) && /^(\d+|([0-9a-f]{1,8}:)?[0-9a-f]{1,2}:[0-9a-f]{1,2}\.[0-7])$/i.test(value)) {
+    throw new InvalidArgumentError(
+      `'${value}' is a device or group, not a rule: --force names the safety rule to waive (${SAFETY_RULES.join(', ')}, or all), e.g. --force console-display ${value}`,
+    );
+  }
   return [...previous, value];
 }
 
@@ -39,7 +50,12 @@ async function groupsOf(ctx: CommandContext, targets: readonly string[]): Promis
   const model = discoverHost((await ctx.host()).fs);
   const ids: number[] = [];
   for (const t of targets) {
-    const id = resolveGroup(model, t).id;
+    const group = resolveGroup(model, t);
+    const id = group.id;
+    // A host bridge has a type 0 header, so vfio-pci would take it; no guest can use one, and the host loses it.
+    if (hostBridgeOnly(group)) {
+      throw refused('BIND_BRIDGES_ONLY', `group ${id} holds only bridges (${group.devices.map((d) => d.address).join(', ')}): there is nothing in it to assign`, "pick a group with an endpoint device: see 'vfiokit ls'");
+    }
     if (!ids.includes(id)) ids.push(id);
   }
   return ids;
@@ -100,7 +116,10 @@ export function bindCommand(state: RunState): Command {
         ctx.out.result({ dryRun: opts.dryRun, groups: done }, () => done.map(bindText).join('\n'));
       }),
     );
-  return withExamples(cmd, 'vfiokit bind 0000:04:00.0', 'vfiokit bind --dry-run 11', 'vfiokit bind --force console-display 0000:01:00.0');
+  return withRealHostExamples(
+    withExamples(cmd, 'vfiokit --mock workstation bind 0000:04:00.0', 'vfiokit --mock workstation bind --dry-run 11', 'vfiokit --mock workstation bind --force console-display 0000:01:00.0'),
+    'vfiokit bind 0000:04:00.0',
+  );
 }
 
 export function unbindCommand(state: RunState): Command {
@@ -117,5 +136,8 @@ export function unbindCommand(state: RunState): Command {
         ctx.out.result({ dryRun: opts.dryRun, groups: done }, () => done.map(unbindText).join('\n'));
       }),
     );
-  return withExamples(cmd, 'vfiokit unbind 0000:04:00.0', 'vfiokit unbind --dry-run 11');
+  return withRealHostExamples(
+    withExamples(cmd, 'vfiokit --mock workstation --mock-dir ws bind 11 && vfiokit --mock workstation --mock-dir ws unbind --dry-run 11 && vfiokit --mock workstation --mock-dir ws unbind 11'),
+    'vfiokit unbind 0000:04:00.0',
+  );
 }

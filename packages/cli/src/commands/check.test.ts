@@ -18,7 +18,8 @@ test('check of the console GPU fails with exit 5, giving the bind and the overri
   t.deepEqual(
     failed.map((c) => [c.check, c.fix]),
     [
-      ['viability', 'vfiokit bind 0000:01:00.0'],
+      // Never a plain bind, which the console-display rule would refuse.
+      ['viability', 'vfiokit bind --force console-display 0000:01:00.0   # only if the host can do without it'],
       ['safety', 'vfiokit bind --force console-display 0000:01:00.0   # only if the host can do without it'],
     ],
   );
@@ -66,4 +67,10 @@ test('check of an SR-IOV physical function with VFs says bind would refuse it an
   t.false(bind.ok);
   t.is(bind.fix, 'disable them first (echo 0 > /sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs), or assign a VF instead');
   t.is(body.devices[0]!.checks.find((c) => c.check === 'viability')!.fix, undefined);
+});
+
+test('check takes a group number, as show, bind and attach do', async (t) => {
+  const run = await vfiokit(['--mock', 'workstation', 'check', '11']);
+  t.is(run.code, 5);
+  t.is(run.stdout.split('\n')[0], '0000:04:00.0 (group 11): cannot be assigned yet');
 });

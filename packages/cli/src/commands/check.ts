@@ -4,6 +4,7 @@
 // locked memory) without changing anything.
 import { Command } from 'commander';
 import {
+  bindCommandFor,
   bindGroup,
   checkLockedMemory,
   fileBindingStore,
@@ -12,11 +13,13 @@ import {
   describeViability,
   findDevice,
   findGroup,
+  findProtectedDevices,
   planGroupBind,
+  resolveGroup,
   type HostFs,
   type HostModel,
 } from '@vfiokit/core';
-import { action, RunState, withExamples } from '../program';
+import { action, RunState, withExamples, withRealHostExamples } from '../program';
 import { ExitCode } from '../exit-codes';
 import { parseSize } from '../sizes';
 import { invalidInput } from '../errors';
@@ -36,9 +39,20 @@ export interface DeviceCheck {
   readonly checks: readonly CheckItem[];
 }
 
+/**
+ * The device a target names: an address, or a group number (as show, bind
+ * and attach take), which stands for its first device that is not a bridge:
+ * every check but the IOMMU one is about the whole group anyway.
+ */
+function targetDevice(model: HostModel, target: string) {
+  if (!/^\d+$/.test(target.trim())) return findDevice(model, target);
+  const group = resolveGroup(model, target);
+  return group.devices.find((d) => !d.isBridge) ?? group.devices[0]!;
+}
+
 /** Every check for one device, in the order an operator would fix them. */
 export function checkDevice(fs: HostFs, model: HostModel, target: string, stateDir: string): DeviceCheck {
-  const device = findDevice(model, target);
+  const device = targetDevice(model, target);
   const checks: CheckItem[] = [];
   if (device.iommuGroup === undefined) {
     checks.push({
@@ -58,13 +72,17 @@ export function checkDevice(fs: HostFs, model: HostModel, target: string, stateD
       : { check: 'vfio-pci', ok: false, message: 'vfio-pci is not loaded', fix: 'modprobe vfio-pci' },
   );
   const group = findGroup(model, device.iommuGroup);
-  const viability = checkViability(model, group);
+  const plan = planGroupBind(fs, model, group.id);
+  const viability = checkViability(model, group, findProtectedDevices(fs, model));
+  // The bind that would work: with the --force every rule in its way needs,
+  // never a command that bind then refuses.
+  const bind = bindCommandFor(fs, model, device.address);
+  const bindFix = plan.refusals.length > 0 ? `${bind}   # only if the host can do without it` : bind;
   checks.push(
     viability.viable
       ? { check: 'viability', ok: true, message: describeViability(viability) }
-      : { check: 'viability', ok: false, message: describeViability(viability), fix: `vfiokit bind ${device.address}` },
+      : { check: 'viability', ok: false, message: describeViability(viability), fix: bindFix },
   );
-  const plan = planGroupBind(fs, model, group.id);
   if (plan.refusals.length === 0) {
     checks.push({ check: 'safety', ok: true, message: `no device of group ${group.id} that bind would detach is one the host needs` });
   }
@@ -72,8 +90,8 @@ export function checkDevice(fs: HostFs, model: HostModel, target: string, stateD
     checks.push({
       check: 'safety',
       ok: false,
-      message: `${f.address}: ${f.detail} (rule '${f.rule}')`,
-      fix: `vfiokit bind ${f.override} ${device.address}   # only if the host can do without it`,
+      message: `${f.address}: ${f.detail} (rule '${f.rule}'; waived by ${f.override})`,
+      fix: bindFix,
     });
   }
   // What else bind would refuse before writing (a PF whose VFs it would tear
@@ -124,7 +142,7 @@ export function checkText(results: readonly DeviceCheck[], memlock?: CheckItem):
 export function checkCommand(state: RunState): Command {
   const cmd = new Command('check')
     .description('check that devices can be assigned: IOMMU, vfio-pci, group viability, host-safety rules and (with --memory) locked memory; prints the command that fixes each problem')
-    .argument('<addresses...>', 'PCI addresses')
+    .argument('<targets...>', 'PCI addresses or IOMMU group numbers')
     .option('--memory <size>', 'also check RLIMIT_MEMLOCK for a guest with this much RAM (8G)')
     .option('--guest-iommu <state>', 'the guest IOMMU for --memory: none, present-disabled or enabled', 'none')
     .action(
@@ -144,5 +162,9 @@ export function checkCommand(state: RunState): Command {
         return ok ? ExitCode.Ok : ExitCode.Refused;
       }),
     );
-  return withExamples(cmd, 'vfiokit check 0000:01:00.0', 'vfiokit check --memory 16G 0000:01:00.0', 'vfiokit --mock workstation check 01:00.0 04:00.0 --json');
+  return withRealHostExamples(
+    withExamples(cmd, 'vfiokit --mock workstation --mock-dir ws bind 11 && vfiokit --mock workstation --mock-dir ws check 11 --json'),
+    'vfiokit check 0000:01:00.0',
+    'vfiokit check --memory 16G 0000:01:00.0 11',
+  );
 }

@@ -5,13 +5,11 @@
 // an operator would type, and leaves nothing behind: the simulated host's
 // folder, the QEMU process and its socket are removed whatever happens.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { Command } from 'commander';
 import { bindGroup, checkViability, discoverHost, fileBindingStore, readLockedMemoryLimit, unbindGroup, type HostModel, type Plan } from '@vfiokit/core';
 import type { RunningQemu } from '@vfiokit/qemu-bridge';
-import { action, RunState, withExamples } from '../program';
+import { action, RunState, withExamples, withRealHostExamples } from '../program';
 import type { CommandContext, HostSession } from '../context';
 import { groupTree } from './ls';
 import { checkDevice, checkText } from './check';
@@ -23,6 +21,7 @@ import { ExitCode } from '../exit-codes';
 import { formatSize } from '../sizes';
 import { toCliError } from '../errors';
 import { onInterrupt } from '../cleanup';
+import { checkpoint } from '../checkpoint';
 import { openVfioHost } from '../vfio';
 
 const QEMU = 'qemu-system-x86_64';
@@ -85,22 +84,25 @@ function failureOf(err: unknown): string {
  * real refusal; a virtio device goes in and is verified with query-pci; its
  * unplug is never acknowledged because no guest runs, and ends in the timeout.
  */
-async function qemuStep(n: Narrator, plan: Plan): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), 'vfiokit-demo-qemu-'));
-  const socket = join(dir, 'qmp.sock');
+async function qemuStep(n: Narrator, plan: Plan, signal: AbortSignal): Promise<void> {
+  const qb = await loadQemuBridge();
+  const { attachGroup, attachSlots, buildCommandLine, createRunDir, detachDevices, launchQemu, queryVersion } = qb;
+  // QEMU is tied to this process and the folder has a reaper (qemu-bridge's
+  // process module): both go even if vfiokit is killed with SIGKILL.
+  const dir = createRunDir('vfiokit-demo-qemu-');
+  const socket = join(dir.path, 'qmp.sock');
   let qemu: RunningQemu | undefined;
-  const pidfile = join(dir, 'qemu.pid');
-  // Interrupted (Ctrl-C reaches QEMU too, a plain kill of vfiokit does not):
-  // end QEMU, found by the pidfile it writes as it starts, even while
-  // launchQemu is still connecting; then remove its folder.
+  // Leaving without unwinding (a second Ctrl-C, an uncaught error): kill QEMU
+  // and remove the folder on the way out.
   const forget = onInterrupt(() => {
-    const pid = qemu?.pid ?? (existsSync(pidfile) ? Number(readFileSync(pidfile, 'utf8').trim()) : undefined);
-    if (pid !== undefined && Number.isInteger(pid) && pid > 0) process.kill(pid, 'SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
+    qemu?.kill();
+    dir.remove();
   });
+  // Interrupted while QEMU runs: end it now, so the QMP call in flight fails
+  // and the step unwinds through its finally.
+  const stopQemu = () => qemu?.kill();
+  signal.addEventListener('abort', stopQemu, { once: true });
   try {
-    const qb = await loadQemuBridge();
-    const { attachGroup, attachSlots, buildCommandLine, detachDevices, launchQemu, queryVersion } = qb;
     const cmdline = buildCommandLine({
       name: 'vfiokit-demo',
       machine: 'q35',
@@ -111,12 +113,14 @@ async function qemuStep(n: Narrator, plan: Plan): Promise<void> {
       accel: 'tcg',
       qmp: { path: socket },
       spareRootPorts: 2,
-      extraArgs: ['-S', '-display', 'none', '-pidfile', pidfile],
+      extraArgs: ['-S', '-display', 'none', '-pidfile', join(dir.path, 'qemu.pid')],
     });
     n.say(`$ ${cmdline.argv.join(' ')}`);
-    qemu = await launchQemu(cmdline.argv, { path: socket }, { startTimeoutMs: 20_000, commandTimeoutMs: 10_000 });
+    qemu = await launchQemu(cmdline.argv, { path: socket }, { startTimeoutMs: 20_000, commandTimeoutMs: 10_000, runDir: dir, signal });
+    signal.throwIfAborted();
     const version = await queryVersion(qemu.qmp);
     n.say(`QEMU ${version.major}.${version.minor}.${version.micro} is up (pid ${qemu.pid}), stopped before boot; QMP negotiated on ${socket}`);
+    await checkpoint('demo-qemu-up', signal);
     const usb = plan.groups.flatMap((g) => g.functions.map((f) => ({ host: f.address, group: g.id })));
     n.say('');
     n.say(`$ vfiokit attach --qmp ${socket} ${usb.map((d) => d.host).join(' ')}`);
@@ -124,11 +128,13 @@ async function qemuStep(n: Narrator, plan: Plan): Promise<void> {
       const placed = await attachGroup(qemu.qmp, usb);
       n.say(placementText(qb, placed, usb));
     } catch (err) {
+      signal.throwIfAborted();
       n.say(`QEMU refused, as it must on a machine without that device:\n  ${failureOf(err)}`);
     }
     n.say('');
     n.say('hot-plug a virtio-rng-pci into a free root port instead, through the same path:');
     const placed = await attachSlots(qemu.qmp, [[{ id: 'demo-rng', driver: 'virtio-rng-pci', properties: {}, guestFunction: 0 }]]);
+    await checkpoint('demo-qemu-plugged', signal);
     n.say(placed.map((p) => `demo-rng -> ${p.rootPort} function ${p.function}, verified in QOM${p.guestVisible ? ' and query-pci' : ' (query-pci shows it once firmware numbers the bus)'}`).join('\n'));
     n.say('');
     n.say(`$ vfiokit detach --qmp ${socket} --timeout 1 demo-rng`);
@@ -136,24 +142,34 @@ async function qemuStep(n: Narrator, plan: Plan): Promise<void> {
       await detachDevices(qemu.qmp, ['demo-rng'], { timeoutMs: 1_000 });
       n.say('released');
     } catch (err) {
+      signal.throwIfAborted();
       n.say(`as expected without a running guest:\n  ${failureOf(err)}`);
     }
+  } catch (err) {
+    // A QMP call cut short by the interruption says why the run stopped, not that the socket closed.
+    signal.throwIfAborted();
+    throw err;
   } finally {
+    signal.removeEventListener('abort', stopQemu);
     await qemu?.stop(2_000);
     forget();
-    rmSync(dir, { recursive: true, force: true });
-    if (qemu) n.say(`QEMU stopped; ${dir} removed`);
+    dir.remove();
+    if (qemu && !signal.aborted) n.say(`QEMU stopped; ${dir.path} removed`);
   }
 }
 
 export async function runDemo(ctx: CommandContext, opts: { qemu: boolean }): Promise<ExitCode> {
   const withQemu = opts.qemu && qemuInstalled();
   const n = new Narrator(ctx, 7);
+  // Between steps: an interrupted demo stops there and unwinds (unbind, folders).
+  const step = () => ctx.signal.throwIfAborted();
   const host: HostSession = await ctx.host();
   ctx.out.line(`vfiokit demo on ${host.description}.`);
   ctx.out.line("Nothing here touches this machine's devices: the host is a sysfs tree in a temporary folder, written through testkit's model of the kernel.");
 
+  step();
   discoverStep(n, discoverHost(host.fs));
+  step();
 
   n.header('check: can the GPU and the USB controller be assigned?', `vfiokit check ${GPU} ${USB}`);
   const model = discoverHost(host.fs);
@@ -162,9 +178,11 @@ export async function runDemo(ctx: CommandContext, opts: { qemu: boolean }): Pro
 
   n.header("bind: move the USB controller's group to vfio-pci", `vfiokit bind ${USB}`);
   const store = fileBindingStore(host.stateDir);
+  step();
   const bound = bindGroup(host.fs, USB, { store });
   n.say(bindText(bound));
   try {
+    await checkpoint('demo-bound', ctx.signal);
     const specPath = relative(process.cwd(), DEMO_SPEC);
     n.header('plan: a 4 GiB q35 guest with that controller', `vfiokit plan ${specPath} --memlock 8G`);
     const { readGuestSpec } = await import('../guest-spec');
@@ -175,14 +193,16 @@ export async function runDemo(ctx: CommandContext, opts: { qemu: boolean }): Pro
     n.say('');
     n.say(planText(plan, plan.ok ? qemuCommandLineOf(plan).readable : undefined));
 
+    step();
     n.header("map: the guest's RAM at IOVA = GPA into a container holding group 11", `vfiokit map ${specPath}`);
     const bound11 = discoverHost(host.fs);
     const groups = plan.groups.map((g) => g.id);
-    n.say(mapText(identityMapRun(ctx, host.backend, openVfioHost(host, bound11), bound11, groups, plan.guest.memory)));
+    n.say(mapText(await identityMapRun(ctx, host.backend, openVfioHost(host, bound11), bound11, groups, plan.guest.memory)));
 
+    step();
     if (withQemu) {
       n.header('attach: hot-plug into a real QEMU');
-      await qemuStep(n, plan);
+      await qemuStep(n, plan, ctx.signal);
     } else {
       n.header('attach: skipped');
       n.say(opts.qemu ? `${QEMU} is not installed here (Debian: apt-get install qemu-system-x86); the rest of the demo ran without it.` : 'skipped (--no-qemu)');
@@ -214,5 +234,5 @@ export function demoCommand(state: RunState): Command {
         }
       }),
     );
-  return withExamples(cmd, 'vfiokit demo', 'pnpm demo');
+  return withRealHostExamples(withExamples(cmd, 'vfiokit demo', 'vfiokit demo --no-qemu'), 'pnpm demo');
 }

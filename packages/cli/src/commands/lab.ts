@@ -2,7 +2,7 @@
 // its TAP output and exit status reach the caller unchanged.
 import { existsSync } from 'node:fs';
 import { Command } from 'commander';
-import { action, RunState, withExamples } from '../program';
+import { action, RunState, withRealHostExamples } from '../program';
 import { CliError } from '../errors';
 import { ExitCode } from '../exit-codes';
 
@@ -19,12 +19,12 @@ export function labCommand(state: RunState): Command {
           throw new CliError('LAB_NOT_BUILT', `the lab runner ${runner} has not been built`, ExitCode.Unavailable, "run 'pnpm build' first");
         }
         if (ctx.globals.json) ctx.out.note('lab prints TAP; --json does not apply');
-        const status = await testkit.runLabRunner(args);
+        const status = await testkit.runLabRunner(args, ctx.signal);
         // The runner prints its own failures: 2 is a bad argument (an unknown
         // profile), anything else non-zero a lab case that failed or could not run.
         if (status === 0) return ExitCode.Ok;
         return status === 2 ? ExitCode.Usage : ExitCode.Refused;
       }),
     );
-  return withExamples(cmd, 'vfiokit lab', 'vfiokit lab x86');
+  return withRealHostExamples(cmd, 'vfiokit lab', 'vfiokit lab x86');
 }

@@ -1,9 +1,12 @@
 // `vfiokit ls`: the host's IOMMU groups as a tree, each marked viable or not,
 // the way an operator scans for what can be assigned.
 import { Command } from 'commander';
-import { checkViability, type HostModel, type IommuGroup, type ViabilityReport } from '@vfiokit/core';
-import { action, RunState, withExamples } from '../program';
+import { checkViability, findProtectedDevices, type SafetyFinding, type HostModel, type IommuGroup, type ViabilityReport } from '@vfiokit/core';
+import { action, RunState, withExamples, withRealHostExamples } from '../program';
+import { isColorSupported } from 'picocolors';
 import { deviceJson, deviceLine, iommuLine } from '../describe';
+import { invalidInput } from '../errors';
+import { filterGroups, groupMark as stateMark, lsLines, matchesIds, type LsFilter, type TextStyle } from '../ls-format';
 
 export function groupMark(report: ViabilityReport): string {
   if (report.viable) return report.assignable.length > 0 ? 'viable, on vfio-pci' : 'viable';
@@ -20,7 +23,7 @@ export function groupTree(group: IommuGroup, report: ViabilityReport): string[] 
   return lines;
 }
 
-export function lsJson(model: HostModel) {
+export function lsJson(model: HostModel, safety: readonly SafetyFinding[] = []) {
   const grouped = new Set(model.groups.flatMap((g) => g.devices.map((d) => d.address)));
   return {
     platform: model.platform,
@@ -28,13 +31,14 @@ export function lsJson(model: HostModel) {
     iommu: model.iommu,
     vfioPciLoaded: model.vfioPciLoaded,
     groups: model.groups.map((g) => {
-      const r = checkViability(model, g);
+      const r = checkViability(model, g, safety);
       return {
         id: g.id,
         name: g.name ?? null,
         pe: g.pe ?? null,
         viable: r.viable,
         blocking: r.blocking,
+        state: stateMark(model, g, safety).state,
         devices: g.devices.map(deviceJson),
       };
     }),
@@ -42,27 +46,56 @@ export function lsJson(model: HostModel) {
   };
 }
 
-export function lsText(model: HostModel, source: string): string {
+export function lsText(model: HostModel, source: string, safety: readonly SafetyFinding[] = [], filter: LsFilter = {}, style: TextStyle = { color: false }): string {
   const lines = [`host: ${source}`, `IOMMU: ${iommuLine(model)}`, `vfio-pci: ${model.vfioPciLoaded ? 'loaded' : "not loaded (modprobe vfio-pci)"}`, ''];
-  for (const g of model.groups) lines.push(...groupTree(g, checkViability(model, g)), '');
+  lines.push(...lsLines(model, filterGroups(model, filter), safety, style));
   const grouped = new Set(model.groups.flatMap((g) => g.devices.map((d) => d.address)));
-  const ungrouped = model.devices.filter((d) => !grouped.has(d.address));
-  if (ungrouped.length > 0) {
+  const ungrouped = model.devices.filter((d) => !grouped.has(d.address) && matchesIds(d, filter.ids));
+  if (ungrouped.length > 0 && filter.groups === undefined) {
     lines.push(`no IOMMU group (cannot be assigned):`);
     ungrouped.forEach((d, i) => lines.push(`${i === ungrouped.length - 1 ? '└─' : '├─'} ${deviceLine(d)}`));
   }
   return lines.join('\n').trimEnd();
 }
 
+/** `-d 10de:`, `-d :1b80`, `-d 10de:1b80`, as lspci -d takes them. */
+export function parseIdFilter(text: string): NonNullable<LsFilter['ids']> {
+  const m = /^([0-9a-f]{1,4}|\*)?:([0-9a-f]{1,4}|\*)?$/i.exec(text.trim());
+  if (!m) throw invalidInput(`-d ${text}: not vendor:device IDs`, 'write it as lspci -d does: 10de:1b80, 10de: or :1b80');
+  const part = (p: string | undefined) => (p === undefined || p === '*' ? undefined : parseInt(p, 16));
+  const vendor = part(m[1]);
+  const device = part(m[2]);
+  return { ...(vendor === undefined ? {} : { vendor }), ...(device === undefined ? {} : { device }) };
+}
+
 export function lsCommand(state: RunState): Command {
   const cmd = new Command('ls')
-    .description('list IOMMU groups and their devices, each group marked viable or not')
+    .description('list IOMMU groups and their devices like lspci -nnk, each group marked with what assigning it takes (ready, movable by bind, protected by a safety rule, host bridge only)')
+    .option('-d, --ids <vendor:device>', 'only groups with a device of these IDs (10de:1b80, 10de: or :1b80)')
+    .option('--group <n...>', 'only these IOMMU groups')
     .action(
-      action(state, async (ctx) => {
+      action(state, async (ctx, opts: { ids?: string; group?: string[] }) => {
+        const filter: LsFilter = {
+          ...(opts.ids === undefined ? {} : { ids: parseIdFilter(opts.ids) }),
+          ...(opts.group === undefined
+            ? {}
+            : {
+                groups: opts.group.map((g) => {
+                  if (!/^\d+$/.test(g)) throw invalidInput(`--group ${g}: not an IOMMU group number`, "list the groups with 'vfiokit ls'");
+                  return Number(g);
+                }),
+              }),
+        };
         const model = await ctx.discover();
         const host = await ctx.host();
-        ctx.out.result(lsJson(model), () => lsText(model, host.description));
+        const safety = findProtectedDevices(host.fs, model);
+        const kept = new Set(filterGroups(model, filter).map((g) => g.id));
+        const json = lsJson(model, safety);
+        const filtered = filter.ids === undefined && filter.groups === undefined ? json : { ...json, groups: json.groups.filter((g) => kept.has(g.id)) };
+        // picocolors decides colour itself (NO_COLOR, FORCE_COLOR, a terminal); the width is the terminal's.
+        const style: TextStyle = { color: isColorSupported && process.stdout.isTTY === true, ...(process.stdout.isTTY && process.stdout.columns ? { width: process.stdout.columns } : {}) };
+        ctx.out.result(filtered, () => lsText(model, host.description, safety, filter, style));
       }),
     );
-  return withExamples(cmd, 'vfiokit ls', 'vfiokit --mock workstation ls --json');
+  return withRealHostExamples(withExamples(cmd, 'vfiokit --mock workstation ls', 'vfiokit --mock workstation ls -d 1b21:', 'vfiokit --mock workstation ls --group 1 11 --json'), 'vfiokit ls');
 }

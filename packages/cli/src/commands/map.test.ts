@@ -53,7 +53,7 @@ test('map prints the calls issued and the time in text mode', async (t) => {
 test('map of a group still on its host driver is refused with the bind command', async (t) => {
   const run = await vfiokit(['--mock', 'workstation', 'map', '--group', '11']);
   t.is(run.code, 5);
-  t.is(run.stderr, "vfiokit: group 11 is not viable: 0000:04:00.0 is bound to xhci_hcd; run 'vfiokit bind 0000:04:00.0' to move the whole group to vfio-pci\nhint: vfiokit bind 11\n");
+  t.is(run.stderr, "vfiokit: group 11 is not viable: 0000:04:00.0 is bound to xhci_hcd; run 'vfiokit bind 0000:04:00.0' to move the whole group to vfio-pci\nhint: each --mock run starts from a fresh host; keep one with --mock-dir and bind there first: vfiokit --mock workstation --mock-dir DIR bind 11, then run this map with --mock-dir DIR too\n");
 });
 
 test('map of RAM beyond the host IOMMU\'s IOVA ranges is refused before anything is mapped', async (t) => {
@@ -67,4 +67,21 @@ test('map without groups or a spec is invalid input', async (t) => {
   const run = await vfiokit(['--mock', 'workstation', 'map']);
   t.is(run.code, 4);
   t.is(run.stderr, 'vfiokit: map needs the groups to put in the container\nhint: name them with --group N (see vfiokit ls), or give a guest spec\n');
+});
+
+test('map of a layout past the host IOVA limit is refused in one line, every region in --json', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vfiokit-cli-test-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const host = ['--mock', 'workstation', '--mock-dir', dir];
+  t.is((await vfiokit([...host, 'bind', '11'])).code, 0);
+  const text = await vfiokit([...host, 'map', '--group', '11', '--memory', '1T', '--fragments', '32768']);
+  t.is(text.code, 5);
+  const lines = text.stderr.trimEnd().split('\n');
+  t.regex(lines[0]!, /^vfiokit: cannot map guest RAM at IOVA = GPA: RAM region frag\d+ .* \(and \d+ more regions\); move the RAM/);
+  t.regex(lines[6]!, /^ {2}\.\.\. and \d+ more \(--json lists them all\)$/);
+  t.true(text.stderr.length < 4000, `stderr is ${text.stderr.length} characters`);
+  const json = await vfiokit([...host, '--json', 'map', '--group', '11', '--memory', '1T', '--fragments', '32768']);
+  const body = JSON.parse(json.stderr) as { error: { code: string; details: string[] } };
+  t.is(body.error.code, 'DMA_IOVA_COLLISION');
+  t.true(body.error.details.length > 1000);
 });

@@ -15,19 +15,26 @@ import {
   identityEntry,
   placeRam,
   q35Layout,
-  VfioDmaTarget,
   HostMemory,
+  bindCommandFor,
+  checkViability,
+  describeViability,
+  findProtectedDevices,
+  resolveGroup,
+  type HostModel,
   type GuestMemoryLayout,
   type RamRegion,
   type HostIommuInfo,
 } from '@vfiokit/core';
-import { action, RunState, withExamples } from '../program';
+import { action, RunState, withExamples, withRealHostExamples } from '../program';
 import { CliError, invalidInput } from '../errors';
 import { ExitCode } from '../exit-codes';
 import { formatSize, hex, parseSize } from '../sizes';
 import { dmaGroupsOf, openType1Container, openVfioHost } from '../vfio';
-import type { CommandContext } from '../context';
+import type { CommandContext, GlobalOptions, HostSession } from '../context';
 import type { Output } from '../output';
+import { yieldToEvents } from '../cleanup';
+import { checkpoint } from '../checkpoint';
 
 /** Regions per batched call: large enough that any real layout is one call, small enough that a huge one shows progress. */
 const CHUNK = 4096;
@@ -88,9 +95,25 @@ function backWithHostMemory(layout: GuestMemoryLayout): { layout: GuestMemoryLay
   return { layout: { ...layout, regions }, memories };
 }
 
-/** Map `layout` at IOVA = GPA into one container holding `groups`, then unmap it; returns the counts. */
-export function identityMapRun(ctx: { out: Output }, backend: 'kernel' | 'mock', vfio: ReturnType<typeof openVfioHost>, model: Parameters<typeof openType1Container>[1], groups: readonly number[], layout: GuestMemoryLayout): MapReport {
+/**
+ * Map `layout` at IOVA = GPA into one container holding `groups`, then unmap
+ * it; returns the counts. The batches are issued with a turn of the event
+ * loop between them, so an interruption (`ctx.signal`) is seen there: what
+ * was mapped so far is unmapped, and the run ends with the signal's reason.
+ */
+export async function identityMapRun(ctx: { out: Output; signal?: AbortSignal }, backend: 'kernel' | 'mock', vfio: ReturnType<typeof openVfioHost>, model: Parameters<typeof openType1Container>[1], groups: readonly number[], layout: GuestMemoryLayout): Promise<MapReport> {
   const opened = openType1Container(vfio, model, groups);
+  // More regions than the container may hold is refused before any work
+  // (vfio_dma_do_map answers ENOSPC past dma_entry_limit).
+  if (layout.regions.length > opened.info.dmaEntryLimit) {
+    opened.close();
+    throw new CliError(
+      'DMA_ENTRY_LIMIT',
+      `${layout.regions.length} RAM regions need ${layout.regions.length} mappings, over the container's dma_entry_limit of ${opened.info.dmaEntryLimit} (the kernel would answer ENOSPC)`,
+      ExitCode.Refused,
+      `use at most ${opened.info.dmaEntryLimit} regions, or raise vfio_iommu_type1's dma_entry_limit module parameter`,
+    );
+  }
   // The mock checks addresses but pins nothing, so any layout can be simulated; the kernel needs real memory.
   const backed = backend === 'kernel' ? backWithHostMemory(layout) : { layout: placeRam(layout), memories: [] };
   try {
@@ -101,12 +124,28 @@ export function identityMapRun(ctx: { out: Output }, backend: 'kernel' | 'mock',
     // Boot RAM is one unit: mapped, and later unmapped, whole.
     const entries = placed.regions.map((r) => identityEntry(r, 0));
     const planMs = ms(t0);
-    const mappings = new ContainerMappings(`container of group${groups.length > 1 ? 's' : ''} ${groups.join(', ')}`, new VfioDmaTarget(opened.container), opened.info.dmaEntryLimit);
+    const mappings = new ContainerMappings(`container of group${groups.length > 1 ? 's' : ''} ${groups.join(', ')}`, opened.target, opened.info.dmaEntryLimit);
     const t1 = process.hrtime.bigint();
     const bar = entries.length > CHUNK ? ctx.out.progress('mapping', entries.length) : undefined;
-    for (let i = 0; i < entries.length; i += CHUNK) {
-      mappings.map(entries.slice(i, i + CHUNK));
-      bar?.update(Math.min(i + CHUNK, entries.length));
+    let done = 0;
+    try {
+      for (; done < entries.length; done += CHUNK) {
+        if (done > 0) await yieldToEvents();
+        ctx.signal?.throwIfAborted();
+        mappings.map(entries.slice(done, done + CHUNK));
+        if (done === 0 && ctx.signal) await checkpoint('map-batch', ctx.signal);
+        bar?.update(Math.min(done + CHUNK, entries.length));
+      }
+    } catch (err) {
+      // Nothing half-done: a batch that failed rolled itself back; the ones
+      // before it are unmapped here, before the container is closed.
+      bar?.stop();
+      const mappedBefore = mappings.size;
+      if (mappedBefore > 0) mappings.unmap([...mappings.entries()].map((e) => ({ start: e.iova, end: e.iova + e.pages })));
+      if (ctx.signal?.aborted && err === ctx.signal.reason) {
+        ctx.out.note(`map stopped after ${mappedBefore} of ${entries.length} regions; unmapped them again, ${mappings.size} left in the container`);
+      }
+      throw err;
     }
     bar?.stop();
     const mapMs = ms(t1);
@@ -168,6 +207,32 @@ async function layoutAndGroups(ctx: CommandContext, file: string | undefined, op
   return { layout: fragmentedLayout({ total, fragments }), groups: named };
 }
 
+/**
+ * Refuse, before any container is opened, a group that is not on vfio-pci,
+ * with the bind that fixes it (its --force included). A simulated host starts
+ * fresh in every run, so there the fix also keeps it with --mock-dir: a bind
+ * in one run and a map in the next would otherwise never meet.
+ */
+export function requireBound(session: HostSession, globals: GlobalOptions, model: HostModel, groups: readonly number[]): void {
+  const safety = findProtectedDevices(session.fs, model);
+  for (const id of groups) {
+    const group = resolveGroup(model, id);
+    const report = checkViability(model, group, safety);
+    if (report.viable && report.assignable.length > 0) continue;
+    const bind = bindCommandFor(session.fs, model, id);
+    const hint =
+      session.fixture !== undefined && globals.mockDir === undefined
+        ? `each --mock run starts from a fresh host; keep one with --mock-dir and bind there first: ${bind.replace('vfiokit', `vfiokit --mock ${session.fixture} --mock-dir DIR`)}, then run this map with --mock-dir DIR too`
+        : bind;
+    throw new CliError(
+      'HOST_GROUP_NOT_VIABLE',
+      report.viable ? `group ${id} has no device on vfio-pci, so VFIO cannot open it` : describeViability(report),
+      ExitCode.Refused,
+      hint,
+    );
+  }
+}
+
 export function mapCommand(state: RunState): Command {
   const cmd = new Command('map')
     .description('identity-map a guest RAM layout into a type1v2 container (the mock with --mock, else the kernel, pinning real memory) and report batched calls, ioctls and time')
@@ -180,14 +245,19 @@ export function mapCommand(state: RunState): Command {
         const session = await ctx.host();
         const { layout, groups } = await layoutAndGroups(ctx, file, opts);
         const model = discoverHost(session.fs);
-        const report = identityMapRun(ctx, session.backend, openVfioHost(session, model), model, groups, layout);
+        requireBound(session, ctx.globals, model, groups);
+        const report = await identityMapRun(ctx, session.backend, openVfioHost(session, model), model, groups, layout);
         ctx.out.result(report, () => mapText(report));
       }),
     );
-  return withExamples(
-    cmd,
-    'vfiokit --mock workstation map --group 11 --memory 16G',
-    'vfiokit --mock workstation map --group 11 --memory 1T --fragments 65536',
-    'vfiokit --mock workstation map packages/cli/examples/usb-controller.yaml',
+  // A simulated host starts fresh in every run: the examples keep one in ws/ so the bind is still there for map.
+  return withRealHostExamples(
+    withExamples(
+      cmd,
+      'vfiokit --mock workstation --mock-dir ws bind 11 && vfiokit --mock workstation --mock-dir ws map --group 11 --memory 16G',
+      'vfiokit --mock workstation --mock-dir ws bind 11 && vfiokit --mock workstation --mock-dir ws map --group 11 --memory 64G --fragments 4096',
+      'vfiokit --mock workstation --mock-dir ws bind 11 && vfiokit --mock workstation --mock-dir ws map packages/cli/examples/usb-controller.yaml',
+    ),
+    'vfiokit map --group 11 --memory 16G',
   );
 }

@@ -76,13 +76,13 @@ test('a plan over the locked-memory limit exits 5 with the number to raise it to
   t.regex(run.stderr, /^vfiokit: guest usb-guest cannot be planned on this host: guest: 1 container\(s\) may pin 4 GiB .*raise the limit .* to at least 5368709120 bytes\n$/);
 });
 
-test('a spec naming a device the host lacks exits 5 naming the field', async (t) => {
+test('a spec naming a device the host lacks exits 3 (not found) naming the field', async (t) => {
   const file = specFile(t, 'name: g\nmemory: 1G\ndevices: [0000:42:00.0]\n');
   const run = await vfiokit(['--mock', 'workstation', '--json', 'plan', file, '--memlock', 'unlimited']);
-  t.is(run.code, 5);
+  t.is(run.code, 3);
   const plan = parseJson<PlanJson>(run);
   t.deepEqual(plan.findings.filter((f) => f.kind === 'refusal').map((f) => [f.code, f.subject]), [['DEVICE_NOT_FOUND', 'devices[0]']]);
-  t.is(JSON.parse(run.stderr).error.code, 'PLAN_UNSATISFIABLE');
+  t.is(JSON.parse(run.stderr).error.code, 'PLAN_DEVICE_NOT_FOUND');
 });
 
 test('malformed YAML exits 4 naming the line', async (t) => {
@@ -90,14 +90,14 @@ test('malformed YAML exits 4 naming the line', async (t) => {
   const run = await vfiokit(['--mock', 'workstation', 'plan', file]);
   t.is(run.code, 4);
   t.is(run.stdout, '');
-  t.regex(run.stderr, /^vfiokit: .*guest\.yaml is not valid YAML \(line 3, column 1\): /);
+  t.regex(run.stderr, /^vfiokit: .*guest\.yaml:3:1: not valid YAML: /);
 });
 
 test('a spec with a wrong field exits 4 naming the field', async (t) => {
   const file = specFile(t, 'name: g\nmemory: 1G\ncpus: many\ndevices: [0000:04:00.0]\n');
   const run = await vfiokit(['--mock', 'workstation', 'plan', file]);
   t.is(run.code, 4);
-  t.regex(run.stderr, /is not a valid guest spec:\n {2}cpus: expected a number of vCPUs\nhint: see packages\/cli\/examples\/\*\.yaml/);
+  t.regex(run.stderr, /guest\.yaml:3:7: cpus: expected a number of vCPUs\nhint: see packages\/cli\/examples\/\*\.yaml/);
 });
 
 test('a spec file that does not exist exits 3', async (t) => {

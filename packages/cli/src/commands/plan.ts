@@ -15,7 +15,7 @@ import {
   type MemlockLimit,
   type Plan,
 } from '@vfiokit/core';
-import { action, RunState, withExamples } from '../program';
+import { action, RunState, withExamples, withRealHostExamples } from '../program';
 import { invalidInput } from '../errors';
 import { formatSize, hex, parseSize } from '../sizes';
 import { collectRule, safetyOverride } from './bind';
@@ -154,11 +154,13 @@ export function planCommand(state: RunState): Command {
         assertPlanOk(plan);
       }),
     );
-  return withExamples(
-    cmd,
+  return withRealHostExamples(
+    withExamples(
+      cmd,
+      'vfiokit --mock workstation plan packages/cli/examples/usb-controller.yaml --memlock unlimited',
+      'vfiokit --mock power8 plan packages/cli/examples/power8-tesla.yaml --memlock unlimited --format json',
+      'vfiokit --mock sriov-server plan packages/cli/examples/sriov-vfs-viommu.yaml --memlock unlimited --format qemu-args',
+    ),
     'vfiokit plan guest.yaml',
-    'vfiokit --mock workstation plan packages/cli/examples/usb-controller.yaml --memlock unlimited',
-    'vfiokit --mock power8 plan packages/cli/examples/power8-tesla.yaml --format json',
-    'vfiokit --mock sriov-server plan packages/cli/examples/sriov-vfs-viommu.yaml --memlock unlimited --format qemu-args',
   );
 }

@@ -9,7 +9,7 @@ test('show of the console GPU names the safety rule and the fix for its group', 
   t.true(lines.includes("  host needs it    it drives the boot console (boot_vga = 1) (rule 'console-display'; override: --force console-display)"));
   t.true(lines.includes('  reserved regions 0xfee00000-0xfeefffff msi'));
   t.true(lines.includes('                   BAR1 mem 0xf0000000 256 MiB 64-bit prefetchable'));
-  t.true(lines.some((l) => l.startsWith('  viability        group 1 is not viable: ') && l.endsWith("run 'vfiokit bind 0000:01:00.0' to move the whole group to vfio-pci")));
+  t.true(lines.some((l) => l.startsWith('  viability        group 1 is not viable: ') && l.endsWith("run 'vfiokit bind --force console-display 0000:01:00.0' to move the whole group to vfio-pci, waiving a safety rule: only if the host can do without the device")));
 });
 
 test('show of an SR-IOV physical function with VFs enabled does not tell the user to run a bind that would refuse it', async (t) => {
@@ -57,7 +57,7 @@ test('show of a missing group in --json mode prints the error as JSON with its c
   const run = await vfiokit(['--mock', 'workstation', '--json', 'show', '99']);
   t.is(run.code, 3);
   t.deepEqual(JSON.parse(run.stderr), {
-    error: { code: 'HOST_GROUP_NOT_FOUND', message: 'no IOMMU group 99 on this host (not in /sys/kernel/iommu_groups)', hint: "list the host's IOMMU groups with 'vfiokit ls'", exitCode: 3 },
+    error: { code: 'HOST_GROUP_NOT_FOUND', message: 'no IOMMU group 99 on this host (not in /sys/kernel/iommu_groups)', hint: "list the host's IOMMU groups with 'vfiokit ls'", exitCode: 3, details: [] },
   });
 });
 

@@ -12,7 +12,7 @@ import {
   type PciDevice,
   type SafetyFinding,
 } from '@vfiokit/core';
-import { action, RunState, withExamples } from '../program';
+import { action, RunState, withExamples, withRealHostExamples } from '../program';
 import { barLine, deviceJson, hexAddr, idsOf, nameOf, reservedRegionsJson } from '../describe';
 import { groupTree } from './ls';
 
@@ -30,7 +30,7 @@ function safetyLines(findings: readonly SafetyFinding[]): string[] {
 }
 
 function groupJson(model: HostModel, g: IommuGroup, safety: readonly SafetyFinding[]) {
-  const r = checkViability(model, g);
+  const r = checkViability(model, g, safety);
   const members = new Set(g.devices.map((d) => d.address));
   return {
     id: g.id,
@@ -61,7 +61,7 @@ function deviceText(model: HostModel, d: PciDevice, safety: readonly SafetyFindi
     return lines.join('\n');
   }
   const g = findGroup(model, d.iommuGroup);
-  const r = checkViability(model, g);
+  const r = checkViability(model, g, safety);
   lines.push(field('IOMMU group', `${g.id}${g.pe ? ` (PE ${g.pe.pe} of domain ${g.pe.domain})` : ''}, ${g.devices.length} device${g.devices.length === 1 ? '' : 's'}`));
   lines.push(field('viability', describeViability(r)));
   lines.push(...regionLines(g));
@@ -69,7 +69,7 @@ function deviceText(model: HostModel, d: PciDevice, safety: readonly SafetyFindi
 }
 
 function groupText(model: HostModel, g: IommuGroup, safety: readonly SafetyFinding[]): string {
-  const r = checkViability(model, g);
+  const r = checkViability(model, g, safety);
   const members = new Set(g.devices.map((d) => d.address));
   const lines = groupTree(g, r);
   lines.push(field('viability', describeViability(r)));
@@ -99,5 +99,5 @@ export function showCommand(state: RunState): Command {
         );
       }),
     );
-  return withExamples(cmd, 'vfiokit show 0000:01:00.0', 'vfiokit --mock workstation show 1 --json');
+  return withRealHostExamples(withExamples(cmd, 'vfiokit --mock workstation show 0000:01:00.0', 'vfiokit --mock workstation show 1 --json'), 'vfiokit show 0000:01:00.0');
 }

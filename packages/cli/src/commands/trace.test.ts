@@ -1,4 +1,5 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
@@ -63,4 +64,33 @@ test('a trace file that does not exist exits 3', async (t) => {
   const run = await vfiokit(['trace', 'replay', '/nonexistent.trace']);
   t.is(run.code, 3);
   t.regex(run.stderr, /^vfiokit: trace \/nonexistent\.trace does not exist\n/);
+});
+
+test('replay of a recording that needs --device suggests the device its header names, not the last one listed', async (t) => {
+  const run = await vfiokit(['trace', 'replay', RECORDING]);
+  t.is(run.code, 4);
+  t.regex(run.stderr, /name the device doing DMA: --device 0000:00:02\.0 \(the device the recording's header names\)\n/);
+});
+
+test('replay of a recording whose header names no device lists every candidate', async (t) => {
+  const text = readFileSync(RECORDING, 'utf8').split('\n').filter((l) => !l.startsWith('#')).join('\n');
+  const run = await vfiokit(['trace', 'replay', file(t, 'bare.txt', text)]);
+  t.is(run.code, 4);
+  t.regex(run.stderr, /name the device doing DMA: --device BDF, one of 0000:00:[0-9a-f]{2}\.\d(, 0000:00:[0-9a-f]{2}\.\d)+\n/);
+});
+
+test('replay reads an .xz recording and - for standard input, with the same result as the plain file', async (t) => {
+  const plain = parseJson<ReplayJson>(await vfiokit(['--json', 'trace', 'replay', '--device', '0000:00:02.0', RECORDING]));
+  const xz = file(t, 'rec.txt.xz', '');
+  writeFileSync(xz, execFileSync('xz', ['-c', RECORDING]));
+  const fromXz = parseJson<ReplayJson>(await vfiokit(['--json', 'trace', 'replay', '--device', '0000:00:02.0', xz]));
+  const fromStdin = parseJson<ReplayJson>(await vfiokit(['--json', 'trace', 'replay', '--device', '0000:00:02.0', '-'], { stdin: RECORDING }));
+  for (const r of [fromXz, fromStdin]) t.deepEqual([r.ops, r.calls, r.ioctls, r.peakEntries], [plain.ops, plain.calls, plain.ioctls, plain.peakEntries]);
+  t.true(plain.ops > 0);
+});
+
+test('replay of a file named .xz that is not xz data exits 4', async (t) => {
+  const run = await vfiokit(['trace', 'replay', file(t, 'fake.xz', 'not xz\n')]);
+  t.is(run.code, 4);
+  t.regex(run.stderr, /^vfiokit: trace .*fake\.xz is not xz data: /);
 });

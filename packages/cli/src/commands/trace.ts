@@ -3,7 +3,9 @@
 // iommu tracepoints as /sys/kernel/tracing/trace prints them) against
 // vfio-core's mock, one container per assigned group, and report what it cost
 // against what the guest did.
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import { Command, Option } from 'commander';
 import {
   annotateUnits,
@@ -47,13 +49,35 @@ export interface ReplayReport {
   readonly seconds: number;
 }
 
-function readText(file: string): string {
+/**
+ * A trace as text: `-` is standard input (`trace-cmd report | vfiokit trace
+ * replay -`); `.gz` is gunzipped with zlib; `.xz` (how big recordings are kept)
+ * goes through xz-utils' own `xz -dc`, which scripts/install.sh installs.
+ */
+export function readText(file: string): string {
+  let data: Buffer;
   try {
-    return readFileSync(file, 'utf8');
+    data = file === '-' ? readFileSync(0) : readFileSync(file);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw notFound(`trace ${file} does not exist`, 'give the path of a vfiokit trace or of a saved /sys/kernel/tracing/trace');
     throw invalidInput(`cannot read trace ${file}: ${(err as Error).message}`, 'check the path and its permissions');
   }
+  if (file.endsWith('.gz')) {
+    try {
+      return gunzipSync(data).toString('utf8');
+    } catch (err) {
+      throw invalidInput(`trace ${file} is not gzip data: ${(err as Error).message}`, 'give the file its real extension');
+    }
+  }
+  if (file.endsWith('.xz')) {
+    const xz = spawnSync('xz', ['-dc'], { input: data, maxBuffer: 1 << 30 });
+    if (xz.error) {
+      throw new CliError('TRACE_NO_XZ', `cannot decompress ${file}: ${(xz.error as NodeJS.ErrnoException).code === 'ENOENT' ? 'xz is not installed' : xz.error.message}`, ExitCode.Unavailable, 'apt-get install xz-utils, or decompress it first with unxz');
+    }
+    if (xz.status !== 0) throw invalidInput(`trace ${file} is not xz data: ${xz.stderr.toString().trim()}`, 'give the file its real extension');
+    return xz.stdout.toString('utf8');
+  }
+  return data.toString('utf8');
 }
 
 /**
@@ -139,7 +163,7 @@ export function replayText(r: ReplayReport): string {
 export function traceCommand(state: RunState): Command {
   const replay = new Command('replay')
     .description("replay a guest IOMMU trace through the shadow policy on vfio-core's mock; prints calls issued, ioctls and time")
-    .argument('<file>', "a vfiokit trace (packages/core/src/dma/TRACE-FORMAT.md) or the Linux iommu tracepoints' text")
+    .argument('<file>', "a vfiokit trace (packages/core/src/dma/TRACE-FORMAT.md) or the Linux iommu tracepoints' text; .gz and .xz are decompressed; - reads standard input")
     .option('--device <bdf>', 'for a Linux recording: the guest device whose DMA the maps belong to')
     .option('--memory <size>', "guest RAM when the trace does not say (the guest's -m)")
     .addOption(new Option('--group <n...>', "guest IOMMU groups to assign (default: the trace's devices' groups)"))
@@ -156,10 +180,9 @@ export function traceCommand(state: RunState): Command {
     );
   withExamples(
     replay,
-    'vfiokit trace replay guest.trace',
-    'vfiokit trace replay --device 0000:00:02.0 /sys/kernel/tracing/trace',
-    'vfiokit --json trace replay ../shared/data/guest-iommu-e1000e-strict-6.1.txt --device 0000:00:02.0',
+    'vfiokit trace replay --device 0000:00:02.0 packages/core/src/dma/fixtures/e1000e-strict-6.1-phase1.txt',
+    'vfiokit --json trace replay --device 0000:00:02.0 - < packages/core/src/dma/fixtures/e1000e-strict-6.1-phase1.txt',
   );
   const cmd = new Command('trace').description('work with recordings of guest IOMMU operations').addCommand(replay);
-  return withExamples(cmd, 'vfiokit trace replay guest.trace');
+  return withExamples(cmd, 'vfiokit trace replay --device 0000:00:02.0 packages/core/src/dma/fixtures/e1000e-strict-6.1-phase1.txt');
 }

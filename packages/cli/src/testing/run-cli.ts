@@ -2,6 +2,7 @@
 // Tests depend on `tsc -b` having produced dist/main.js (turbo's test task
 // builds first).
 import { spawn } from 'node:child_process';
+import { openSync } from 'node:fs';
 import { join } from 'node:path';
 
 export const PACKAGE_DIR = join(__dirname, '..', '..');
@@ -21,18 +22,19 @@ export interface CliRun {
  */
 const HANG_GUARD_MS = 150_000;
 
-export function vfiokit(args: readonly string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<CliRun> {
+/** `stdin`: a file whose contents the run reads on its standard input. */
+export function vfiokit(args: readonly string[], opts: { timeoutMs?: number; env?: NodeJS.ProcessEnv; stdin?: string } = {}): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], {
       cwd: PACKAGE_DIR,
       env: { ...process.env, ...opts.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [opts.stdin === undefined ? 'ignore' : openSync(opts.stdin, 'r'), 'pipe', 'pipe'],
       timeout: opts.timeoutMs ?? HANG_GUARD_MS,
     });
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
@@ -45,4 +47,50 @@ export function parseJson<T = unknown>(run: CliRun): T {
   } catch {
     throw new Error(`stdout is not JSON (exit ${run.code}):\n${run.stdout}\nstderr:\n${run.stderr}`);
   }
+}
+
+/** A CLI run in progress: wait for a line on stderr, signal it, see how it ended. */
+export interface StartedCli {
+  readonly pid: number;
+  readonly child: import('node:child_process').ChildProcess;
+  /** Resolves once stderr has shown `text` (rejects if the run ends first). */
+  waitForStderr(text: string): Promise<void>;
+  /** How it ended: the exit code, or the signal that killed it. */
+  readonly ended: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
+}
+
+/** Start the built binary without waiting for it (for tests that interrupt a run). */
+export function startVfiokit(args: readonly string[], opts: { env?: NodeJS.ProcessEnv } = {}): StartedCli {
+  const child = spawn(process.execPath, [BIN, ...args], {
+    cwd: PACKAGE_DIR,
+    env: { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    timeout: HANG_GUARD_MS,
+  });
+  let stdout = '';
+  let stderr = '';
+  const waiters: { text: string; resolve: () => void }[] = [];
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+    for (const w of waiters.filter((x) => stderr.includes(x.text))) {
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve();
+    }
+  });
+  const ended = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) =>
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })),
+  );
+  return {
+    pid: child.pid!,
+    child,
+    ended,
+    waitForStderr(text) {
+      if (stderr.includes(text)) return Promise.resolve();
+      return Promise.race([
+        new Promise<void>((resolve) => waiters.push({ text, resolve })),
+        ended.then((r) => Promise.reject(new Error(`the run ended (${r.code ?? r.signal}) before '${text}' on stderr:\n${r.stderr}\nstdout:\n${r.stdout}`))),
+      ]);
+    },
+  };
 }

@@ -24,6 +24,7 @@ export class IovaCollisionError extends DmaError {
     readonly collisions: readonly string[],
   ) {
     super('DMA_IOVA_COLLISION', message, {
+      details: collisions,
       hint: 'move guest RAM out of the host reserved windows and below the end of the host IOVA ranges, or give the guest an IOMMU',
     });
   }
@@ -47,8 +48,8 @@ export class EntryLimitError extends DmaError {
 
 /** A map that the host would refuse for a reason the policy can see in advance (window end, page size...). */
 export class HostRefusalError extends DmaError {
-  constructor(message: string) {
-    super('DMA_HOST_REFUSAL', message);
+  constructor(message: string, details: readonly string[] = []) {
+    super('DMA_HOST_REFUSAL', message, { details });
   }
 }
 

@@ -1,5 +1,6 @@
 import test from 'ava';
 import { enableAfterBootTrace, fragmentedLayout, manyDevicesTrace } from './generate';
+import { InvalidLayoutError } from './errors';
 import { vtdIommu } from './guest';
 import { placeRam, validateLayout } from './layout';
 import { replayTrace } from './replay';
@@ -62,4 +63,32 @@ test('readTrace tells vfiokit traces from Linux tracepoint text', (t) => {
   t.is(formatTrace(readTrace(formatTrace(tr))), formatTrace(tr));
   const linux = '  ip-1  [000] .....  1.000000: add_device_to_group: IOMMU: groupID=2 device=0000:00:02.0\n';
   t.deepEqual([...readTrace(linux).devices], [['0000:00:02.0', 2]]);
+});
+
+test('a fragmented layout with more fragments than 2 MiB units is refused at once, naming the limit', (t) => {
+  const err = t.throws(() => fragmentedLayout({ total: 64n << 30n, fragments: 40000 }), { instanceOf: InvalidLayoutError });
+  t.is(err.message, '65536 MiB holds at most 32768 fragments of 2 MiB, not 40000: ask for at most 32768 fragments or more memory');
+});
+
+test('a fragmented layout may use every 2 MiB unit as its own fragment', (t) => {
+  const l = fragmentedLayout({ total: 64n << 30n, fragments: 32768, seed: 3 });
+  t.is(l.regions.length, 32768);
+  t.true(l.regions.every((r) => r.size === 2n << 20n));
+  t.notThrows(() => validateLayout(l));
+});
+
+test('a fragmented layout of nearly every unit is a valid layout of the asked size', (t) => {
+  const l = fragmentedLayout({ total: 64n << 30n, fragments: 30000, seed: 4 });
+  t.is(l.regions.length, 30000);
+  t.is(l.regions.reduce((a, r) => a + r.size, 0n), 64n << 30n);
+  t.notThrows(() => validateLayout(l));
+});
+
+test('a fragmented layout whose total is not a multiple of 2 MiB is refused', (t) => {
+  t.throws(() => fragmentedLayout({ total: (64n << 30n) + 4096n, fragments: 2 }), { instanceOf: InvalidLayoutError, message: /is not a positive multiple of 2 MiB/ });
+  t.throws(() => fragmentedLayout({ total: 1n << 20n, fragments: 1 }), { instanceOf: InvalidLayoutError, message: /is not a positive multiple of 2 MiB/ });
+});
+
+test('a fragmented layout that could end past 2^64 is refused', (t) => {
+  t.throws(() => fragmentedLayout({ total: (1n << 64n) - (4n << 30n), fragments: 4 }), { instanceOf: InvalidLayoutError, message: /past the 64-bit guest physical address space/ });
 });

@@ -6,6 +6,7 @@ import type { GuestMemoryLayout, RamRegion } from './guest';
 import type { GuestIommuOp } from './ops';
 import type { DmaTrace } from './trace-format';
 import { DMA_READ, DMA_RW } from './target';
+import { InvalidLayoutError } from './errors';
 
 const P = 4096n;
 
@@ -21,31 +22,74 @@ export function prng(seed: number): () => number {
   };
 }
 
+const UNIT = 2n << 20n;
+const LAYOUT_START = 4n << 30n;
+/** The widest hole between two fragments, in units. */
+const MAX_HOLE_UNITS = 32n;
+
 /**
  * `fragments` RAM regions adding up to `total` bytes, each a whole number of
  * 2 MiB, with holes between them of 2 MiB to 64 MiB, starting at 4 GiB (as
  * RAM above the PCI hole does) and never crossing the x86 MSI window.
+ *
+ * Inputs that cannot be met are refused before any work, naming the limit:
+ * a `total` that is not a positive multiple of 2 MiB, more fragments than
+ * 2 MiB units in `total`, or a layout that could end past 2^64. The work is
+ * bounded by the fragment count (never a search for cut points that do not
+ * exist).
  */
 export function fragmentedLayout(opts: { total?: bigint; fragments?: number; seed?: number } = {}): GuestMemoryLayout {
   const total = opts.total ?? 1n << 40n;
   const n = opts.fragments ?? 4096;
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidLayoutError(`a fragmented layout needs a whole number of fragments of at least 1, not ${n}`);
+  if (total <= 0n || total % UNIT !== 0n) {
+    throw new InvalidLayoutError(`a fragmented layout's total of ${total} bytes is not a positive multiple of 2 MiB (each fragment is a whole number of 2 MiB); round it to one`);
+  }
+  const units = total / UNIT;
+  if (BigInt(n) > units) {
+    throw new InvalidLayoutError(
+      `${total / (1n << 20n)} MiB holds at most ${units} fragments of 2 MiB, not ${n}: ask for at most ${units} fragments or more memory`,
+    );
+  }
+  // The worst case of the holes drawn below: every one 64 MiB.
+  const worstEnd = LAYOUT_START + total + BigInt(n) * MAX_HOLE_UNITS * UNIT;
+  if (worstEnd > 1n << 64n) {
+    throw new InvalidLayoutError(`${n} fragments of ${total} bytes in all could end at ${worstEnd}, past the 64-bit guest physical address space`);
+  }
   const rnd = prng(opts.seed ?? 1);
-  const unit = 2n << 20n;
-  const units = total / unit;
-  // Split `units` into n random positive parts.
-  const cuts = new Set<bigint>();
-  while (cuts.size < n - 1) cuts.add(1n + BigInt(Math.floor(rnd() * Number(units - 1n))));
-  const sorted = [...cuts].sort((a, b) => (a < b ? -1 : 1));
+  // Split `units` into n random positive parts: n - 1 distinct cut points
+  // among the units - 1 between units. Numbers are exact here (units < 2^43).
+  const slots = Number(units - 1n);
+  const cuts = distinctSample(rnd, n - 1, slots);
   const regions: RamRegion[] = [];
   let prev = 0n;
-  let at = 4n << 30n;
-  [...sorted, units].forEach((c, i) => {
-    const size = (c - prev) * unit;
+  let at = LAYOUT_START;
+  [...cuts.map(BigInt), units].forEach((c, i) => {
+    const size = (c - prev) * UNIT;
     prev = c;
     regions.push({ name: `frag${i}`, gpa: at, size, source: 'boot' });
-    at += size + unit * BigInt(1 + Math.floor(rnd() * 32));
+    at += size + UNIT * BigInt(1 + Math.floor(rnd() * Number(MAX_HOLE_UNITS)));
   });
   return { regions };
+}
+
+/**
+ * `k` distinct values of 1..`slots`, ascending. Rejection sampling on
+ * whichever of the chosen set or its complement is the smaller, so each draw
+ * succeeds with probability at least 1/2 and a dense request (every slot) is
+ * as cheap as a sparse one.
+ */
+function distinctSample(rnd: () => number, k: number, slots: number): number[] {
+  const draw = (count: number): Set<number> => {
+    const picked = new Set<number>();
+    while (picked.size < count) picked.add(1 + Math.floor(rnd() * slots));
+    return picked;
+  };
+  if (k <= slots - k) return [...draw(k)].sort((a, b) => a - b);
+  const left = draw(slots - k);
+  const out: number[] = [];
+  for (let v = 1; v <= slots; v++) if (!left.has(v)) out.push(v);
+  return out;
 }
 
 /** A DMA-API-like IOVA allocator: downward from 4 GiB, as Linux's iommu-dma hands them out. */

@@ -24,7 +24,9 @@ export function checkIdentityRegions(regions: readonly RamRegion[], host: HostIo
   );
   if (found.length > 0) {
     throw new IovaCollisionError(
-      `cannot map guest RAM at IOVA = GPA: ${found.map((c) => c.message).join('; ')}; move the RAM (QEMU: shrink ram-below-4g or place DIMMs elsewhere) or give the guest an IOMMU`,
+      // One line however many regions collide (a fragmented 1 TiB layout has
+      // tens of thousands); the error's details list them all.
+      `cannot map guest RAM at IOVA = GPA: ${found[0]!.message}${found.length > 1 ? ` (and ${found.length - 1} more region${found.length > 2 ? 's' : ''})` : ''}; move the RAM (QEMU: shrink ram-below-4g or place DIMMs elsewhere) or give the guest an IOMMU`,
       found.map((c) => c.message),
     );
   }

@@ -5,13 +5,27 @@
 export const PAGE_SHIFT = 12n;
 export const PAGE_SIZE = 4096n;
 
+declare const pagesBrand: unique symbol;
+/**
+ * A number or count of 4 KiB pages, never bytes: where the policy's page
+ * numbers meet byte addresses (identity.ts -> mappings.ts -> target.ts) the
+ * type says which is which, and only pfn (or `asPages` for arithmetic
+ * already in pages) make one.
+ */
+export type Pages = number & { readonly [pagesBrand]: true };
+
+/** A value already counted in pages (page arithmetic on Pages gives number). */
+export function asPages(n: number): Pages {
+  return n as Pages;
+}
+
 /** Page number of a 4 KiB-aligned byte address. */
-export function pfn(addr: bigint): number {
-  return Number(addr >> PAGE_SHIFT);
+export function pfn(addr: bigint): Pages {
+  return Number(addr >> PAGE_SHIFT) as Pages;
 }
 
 /** Byte address of a page number. */
-export function addrOf(pageNumber: number): bigint {
+export function addrOf(pageNumber: Pages | number): bigint {
   return BigInt(pageNumber) << PAGE_SHIFT;
 }
 

@@ -2,16 +2,17 @@
 // the policy changes it. Every change goes out as one batched call; the record
 // is updated only after the target accepted the whole batch (batches are all
 // or nothing), so record and container never disagree.
+import { coalesceRuns } from '../vfio/index';
 import { DmaTargetError, EntryLimitError } from './errors';
-import { addrOf, IntervalMap, PAGE_SHIFT } from './intervals';
+import { addrOf, IntervalMap, PAGE_SHIFT, type Pages } from './intervals';
 import { hex } from './layout';
 import { setMap, setUnmap, type DmaTarget, type MapBatch, type UnmapBatch } from './target';
 
 /** One host mapping (one `vfio_dma` in the kernel): IOVA pages [iova, iova+pages) -> hva. */
 export interface HostEntry {
   /** First IOVA page (4 KiB page number). */
-  readonly iova: number;
-  readonly pages: number;
+  readonly iova: Pages;
+  readonly pages: Pages;
   /** Host virtual address of the first byte. */
   readonly hva: bigint;
   /** DMA_READ | DMA_WRITE. */
@@ -209,28 +210,41 @@ export class ContainerMappings {
 }
 
 /** Whether the target's coalescing would merge a and b (contiguous in IOVA and host address, same permissions). */
-function mergeable(a: HostEntry, b: HostEntry): boolean {
-  const [lo, hi] = a.iova < b.iova ? [a, b] : [b, a];
-  return lo.iova + lo.pages === hi.iova && lo.hva + (BigInt(lo.pages) << PAGE_SHIFT) === hi.hva && lo.perm === hi.perm;
-}
-
 /**
- * Split entries into batches so that no batch holds two mergeable entries of
- * different units. Entries are sorted by IOVA first; only IOVA neighbours can
- * merge, so each entry needs checking against its neighbours in its batch.
+ * Split entries into batches so that no batch holds two entries of different
+ * units that vfio-core would coalesce into one mapping. Entries are sorted by
+ * IOVA first; only IOVA neighbours can merge (entries never overlap), so an
+ * entry can merge only with the one just before it, and vfio-core's own rule
+ * (coalesceRuns over the sorted entries) says whether it would.
  */
 export function splitByUnit(entries: readonly HostEntry[]): HostEntry[][] {
   if (entries.length === 1) return [entries as HostEntry[]];
   const sorted = [...entries].sort((a, b) => a.iova - b.iova);
+  const joinsPrevious = joinsPreviousOf(sorted);
   const batches: HostEntry[][] = [];
-  /** Per batch, its entry with the highest IOVA so far (entries arrive in IOVA order). */
-  const lastOf: HostEntry[] = [];
-  for (const e of sorted) {
+  /** Per batch, the sorted index of its entry with the highest IOVA so far. */
+  const lastOf: number[] = [];
+  sorted.forEach((e, i) => {
     let k = 0;
-    while (k < batches.length && lastOf[k]!.unit !== e.unit && mergeable(lastOf[k]!, e)) k++;
+    while (k < batches.length && lastOf[k] === i - 1 && joinsPrevious[i] && sorted[i - 1]!.unit !== e.unit) k++;
     if (k === batches.length) batches.push([]);
     batches[k]!.push(e);
-    lastOf[k] = e;
-  }
+    lastOf[k] = i;
+  });
   return batches;
+}
+
+/** For each sorted entry, whether one mapBatch of all of them would coalesce it with the one before. */
+function joinsPreviousOf(sorted: readonly HostEntry[]): boolean[] {
+  const entries = new BigUint64Array(3 * sorted.length);
+  const flags = new Uint32Array(sorted.length);
+  sorted.forEach((e, i) => {
+    entries[3 * i] = addrOf(e.iova);
+    entries[3 * i + 1] = e.hva;
+    entries[3 * i + 2] = BigInt(e.pages) << PAGE_SHIFT;
+    flags[i] = e.perm;
+  });
+  const joins = sorted.map(() => true);
+  for (const start of coalesceRuns(entries, flags)) joins[start] = false;
+  return joins;
 }

@@ -4,17 +4,8 @@
 // every VFIO fd is closed when it ends; these cases check what it reports.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
-
-function soloBdf(): string {
-  const file = process.env.VFIOKIT_LAB_TOPOLOGY_FILE;
-  assert.ok(file, 'VFIOKIT_LAB_TOPOLOGY_FILE is not set: this case runs only inside the lab guest');
-  const t = JSON.parse(fs.readFileSync(file, 'utf8')) as { devices: { role: string; bdf: string }[] };
-  const d = t.devices.find((x) => x.role === 'solo');
-  assert.ok(d, 'the lab topology has no solo edu device');
-  return d.bdf;
-}
+import { soloBdf } from '../vfio/lab/support';
 
 function runChild(...args: string[]): Record<string, unknown> {
   const out = execFileSync(process.execPath, [path.join(__dirname, 'lab', 'replay-child.js'), soloBdf(), ...args], {

@@ -20,7 +20,7 @@ import { forbiddenPages, hitsForbidden, iovaCollisions } from './collisions';
 import { EntryLimitError, GuestOpError, HostRefusalError } from './errors';
 import type { GuestIommuCaps, GuestMemoryLayout, RamRegion } from './guest';
 import { IdentityMap } from './identity';
-import { addrOf, IntervalMap, PAGE_SHIFT, pfn } from './intervals';
+import { addrOf, asPages, IntervalMap, PAGE_SHIFT, pfn, type Pages } from './intervals';
 import { hex, regionAt, validateLayout } from './layout';
 import { ContainerMappings, type HostEntry } from './mappings';
 import type { DomainType, GuestIommuOp } from './ops';
@@ -58,7 +58,7 @@ interface GuestMapping {
   readonly perm: number;
   readonly unit: number;
   /** Host pieces: one per RAM region the GPA range crosses. */
-  readonly pieces: readonly { readonly iova: number; readonly pages: number; readonly hva: bigint; readonly region: string }[];
+  readonly pieces: readonly { readonly iova: Pages; readonly pages: Pages; readonly hva: bigint; readonly region: string }[];
 }
 
 interface Domain {
@@ -314,7 +314,7 @@ export class ShadowTranslator {
 
   /** Split a guest-physical range into per-RAM-region host pieces; refuse anything that is not RAM. */
   private hostPieces(iova: number, gpa: number, pages: number, what: string): GuestMapping['pieces'] {
-    const out: { iova: number; pages: number; hva: bigint; region: string }[] = [];
+    const out: { iova: Pages; pages: Pages; hva: bigint; region: string }[] = [];
     let at = 0;
     while (at < pages) {
       const g = addrOf(gpa + at);
@@ -327,7 +327,7 @@ export class ShadowTranslator {
         );
       const rEnd = pfn(r.gpa + r.size);
       const n = Math.min(pages - at, rEnd - (gpa + at));
-      out.push({ iova: iova + at, pages: n, hva: r.hva + (g - r.gpa), region: r.name });
+      out.push({ iova: asPages(iova + at), pages: asPages(n), hva: r.hva + (g - r.gpa), region: r.name });
       at += n;
     }
     return out;
@@ -369,8 +369,9 @@ export class ShadowTranslator {
     const found = iovaCollisions(ranges, this.opts.host, [g.group]);
     if (found.length > 0)
       throw new HostRefusalError(
-        `the guest mapped IOVAs the host cannot map for group ${g.group.id}: ${found.map((c) => c.message).join('; ')}; ` +
+        `the guest mapped IOVAs the host cannot map for group ${g.group.id}: ${found[0]!.message}${found.length > 1 ? ` (and ${found.length - 1} more)` : ''}; ` +
           `the guest IOMMU must reserve them (QEMU would fail at run time with "VFIO_MAP_DMA failed: -22")`,
+        found.map((c) => c.message),
       );
   }
 

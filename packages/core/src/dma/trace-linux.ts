@@ -79,6 +79,16 @@ const UNMAP_BODY = /^IOMMU: iova=(0x[0-9a-f]+) - (0x[0-9a-f]+) size=(\d+) unmapp
 const GROUP_BODY = /^IOMMU: groupID=(\d+) device=(\S+)$/;
 const DEVICE_BODY = /^IOMMU: device=(\S+)$/;
 
+/** A device of the recording that a `#` comment line names, if exactly one is. */
+function headerDevice(text: string, devices: ReadonlyMap<string, number>): string | undefined {
+  const named = new Set<string>();
+  for (const line of text.split('\n', 200)) {
+    if (!line.startsWith('#')) continue;
+    for (const m of line.matchAll(/\bdevice ([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7])\b/g)) if (devices.has(m[1]!)) named.add(m[1]!);
+  }
+  return named.size === 1 ? [...named][0] : undefined;
+}
+
 /**
  * Turn a Linux iommu tracepoint recording into guest IOMMU operations.
  * Each group's default domain gets the group's number as its domain id. The
@@ -124,9 +134,14 @@ export function importLinuxTrace(text: string, opts: LinuxImportOptions = {}): {
       return (dmaDomain = g);
     }
     if (attachedGroups.size === 1) return (dmaDomain = [...attachedGroups][0]!);
+    // The recording's own comments may say whose DMA it is (vfiokit's recorder
+    // writes "device 0000:00:02.0" in its header); otherwise every candidate
+    // is named rather than one picked at random.
+    const named = headerDevice(text, devices);
+    const which = named !== undefined ? `--device ${named} (the device the recording's header names)` : `--device BDF, one of ${[...devices.keys()].join(', ') || 'the devices the guest had'}`;
     throw new TraceError(
       `line ${e.line}: ${e.event} does not say which device it is for and ${attachedGroups.size} groups are attached (${[...attachedGroups].join(', ')}); ` +
-        `name the device doing DMA (e.g. --device ${[...devices.keys()].pop() ?? 'BDF'})`,
+        `name the device doing DMA: ${which}`,
     );
   };
 

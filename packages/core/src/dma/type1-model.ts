@@ -2,8 +2,9 @@
 // check what reaches a target: as a witness wrapped around a real target (the
 // vfio-core mock or the kernel), it records the container's contents from the
 // calls that succeeded and says when the target accepted a call the kernel
-// would refuse. It coalesces batch entries as vfio-core does (contiguous in
-// IOVA and host address, same flags), so a later split shows as EINVAL here.
+// would refuse. It coalesces batch entries with vfio-core's own rule
+// (coalesceRuns), so a later split shows as EINVAL here.
+import { coalesceRuns } from '../vfio/index';
 import type { AddressRange } from './guest';
 import { DmaTargetError } from './errors';
 import { hex } from './layout';
@@ -47,10 +48,7 @@ export class Type1Model implements DmaTarget {
 
 
   mapBatch(batch: MapBatch): number {
-    const entries: ModelMapping[] = [];
-    for (let i = 0; i < batch.flags.length; i++)
-      entries.push({ iova: batch.entries[3 * i]!, vaddr: batch.entries[3 * i + 1]!, size: batch.entries[3 * i + 2]!, flags: batch.flags[i]! });
-    const merged = coalesce(entries);
+    const merged = coalesce(batch);
     const problem = this.mapProblem(merged);
     const n = this.call(() => this.inner?.mapBatch(batch), problem) ?? merged.length;
     this.maps = [...this.maps, ...merged].sort((a, b) => (a.iova < b.iova ? -1 : 1));
@@ -111,17 +109,17 @@ export class Type1Model implements DmaTarget {
   }
 }
 
-/**
- * Merge consecutive entries contiguous in IOVA and host address with equal
- * flags, as vfio-core's batch coalescing does (batch.rs: array order).
- */
-export function coalesce(entries: readonly ModelMapping[]): ModelMapping[] {
+/** The kernel mappings one mapBatch of `batch` makes: one per run vfio-core coalesces. */
+export function coalesce(batch: MapBatch): ModelMapping[] {
+  const n = batch.flags.length;
+  const starts = coalesceRuns(batch.entries.subarray(0, 3 * n), batch.flags.subarray(0, n));
   const out: ModelMapping[] = [];
-  for (const e of entries) {
-    const last = out[out.length - 1];
-    if (last && last.iova + last.size === e.iova && last.vaddr + last.size === e.vaddr && last.flags === e.flags)
-      out[out.length - 1] = { ...last, size: last.size + e.size };
-    else out.push(e);
+  for (let r = 0; r < starts.length; r++) {
+    const i = starts[r]!;
+    const end = r + 1 < starts.length ? starts[r + 1]! : n;
+    let size = 0n;
+    for (let k = i; k < end; k++) size += batch.entries[3 * k + 2]!;
+    out.push({ iova: batch.entries[3 * i]!, vaddr: batch.entries[3 * i + 1]!, size, flags: batch.flags[i]! });
   }
   return out;
 }

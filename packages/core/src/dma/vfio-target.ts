@@ -1,12 +1,12 @@
 // The DmaTarget seam on vfio-core's type1 containers (mock or kernel), and
 // the host facts the policy needs, read from the container itself.
 import type { DmaGroup, DmaTarget, HostIommuInfo, MapBatch, UnmapBatch } from './target';
-import { Container, IommuType, VfioHost, type MockHostConfig, type TceContainer } from '../vfio/index';
+import { VfioHost, type MockHostConfig, type TceContainer, type Type1Container } from '../vfio/index';
 import type { SpaprTarget } from './spapr';
 
 /** A type1v2 container as a DmaTarget: each batch is one napi call. */
 export class VfioDmaTarget implements DmaTarget {
-  constructor(readonly container: Container) {}
+  constructor(readonly container: Type1Container) {}
 
   mapBatch(b: MapBatch): number {
     return this.container.mapBatch(b.entries, b.flags).ioctls;
@@ -18,7 +18,7 @@ export class VfioDmaTarget implements DmaTarget {
 }
 
 /** What VFIO_IOMMU_GET_INFO says, in the policy's terms (the kernel gives inclusive range ends). */
-export function hostIommuInfoOf(container: Container): HostIommuInfo {
+export function hostIommuInfoOf(container: Type1Container): HostIommuInfo {
   const info = container.iommuInfo();
   return {
     pageSizes: info.iovaPgsizes,
@@ -49,16 +49,9 @@ export function mockHostConfig(host: HostIommuInfo, groups: readonly DmaGroup[])
   };
 }
 
-/**
- * Open one type1v2 container holding `groups` on `vfio` (a mock host or the
- * kernel), ready for maps: groups attached, then the IOMMU set, as the kernel
- * requires (no VFIO_SET_IOMMU before a group is attached).
- */
+/** One type1v2 container holding `groups` on `vfio` (a mock host or the kernel), as a DmaTarget. */
 export function openType1Target(vfio: VfioHost, groups: readonly number[]): VfioDmaTarget {
-  const container = vfio.openContainer();
-  for (const g of groups) vfio.openGroup(g).setContainer(container);
-  container.setIommu(IommuType.Type1v2);
-  return new VfioDmaTarget(container);
+  return new VfioDmaTarget(vfio.openType1(groups));
 }
 
 /** What `openMockDmaTarget` opens, for reports. */

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import test from 'ava';
-import { createFixtureHost, createFixtureHostFromSpec, errnoError, FIXTURE_HOSTS, openFixtureHost, type FixtureHost } from '@vfiokit/testkit';
+import { temporaryFixtureDir, createFixtureHost, createFixtureHostFromSpec, errnoError, FIXTURE_HOSTS, openFixtureHost, type FixtureHost } from '@vfiokit/testkit';
 import { bindGroup, groupHolders, planGroupBind, shellEcho, unbindGroup } from './bind';
 import { discoverHost } from './discover';
 import { fileBindingStore, type BindingStore } from './state';
@@ -179,7 +179,7 @@ test('the group behind a PCIe-to-PCI bridge binds its cards and leaves the bridg
 
 const shpchpBridgeHost = (): FixtureHost => {
   const spec = FIXTURE_HOSTS['bridge-group']!;
-  const dir = fs.mkdtempSync(path.join(createFixtureHost('no-iommu').root, '..', 'vfiokit-shpchp-'));
+  const dir = temporaryFixtureDir('vfiokit-shpchp-');
   return createFixtureHostFromSpec(
     {
       ...spec,

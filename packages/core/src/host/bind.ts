@@ -139,6 +139,15 @@ export function planGroupBind(host: HostFs, model: HostModel, target: string | n
 }
 
 /**
+ * The `vfiokit bind` that moves this group: with the `--force` each safety
+ * rule in its way needs, so a printed fix is never one bind then refuses.
+ */
+export function bindCommandFor(host: HostFs, model: HostModel, target: string | number): string {
+  const plan = planGroupBind(host, model, target);
+  return ['vfiokit bind', ...new Set(plan.refusals.map((f) => f.override)), String(target)].join(' ');
+}
+
+/**
  * Move every device of a group (named by number or by one of its devices) to
  * vfio-pci. Throws before writing anything when the target is unknown, a
  * safety rule objects, or vfio-pci would refuse a device; throws after putting

@@ -1,8 +1,5 @@
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import test from 'ava';
-import { createFixtureHost, createFixtureHostFromSpec, FIXTURE_HOSTS, type FixtureDevice, type FixtureSpec } from '@vfiokit/testkit';
+import { temporaryFixtureDir, createFixtureHost, createFixtureHostFromSpec, FIXTURE_HOSTS, type FixtureDevice, type FixtureSpec } from '@vfiokit/testkit';
 import { discoverHost, findDevice, findGroup, iommuKindOfUnit, parsePeName, parseReservedRegions } from './discover';
 import { parsePciIds } from './pci-ids';
 
@@ -223,7 +220,7 @@ const pseriesLab = (): FixtureSpec => {
 };
 
 test('the lab pseries guest reads as a POWER host with an sPAPR IOMMU and one PE per PHB', (t) => {
-  const model = discoverHost(createFixtureHostFromSpec(pseriesLab(), fs.mkdtempSync(path.join(os.tmpdir(), 'vfiokit-pseries-'))).fs);
+  const model = discoverHost(createFixtureHostFromSpec(pseriesLab(), temporaryFixtureDir('vfiokit-pseries-')).fs);
   t.deepEqual(
     [model.platform, model.iommu.kind, model.groups.map((g) => [g.id, g.pe, g.domainType, g.reservedRegions]), model.hostBridges.map((b) => b.name)],
     [

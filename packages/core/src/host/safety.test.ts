@@ -3,7 +3,7 @@ import * as path from 'node:path';
 import test from 'ava';
 import { createFixtureHost } from '@vfiokit/testkit';
 import { discoverHost, findDevice } from './discover';
-import { defaultRouteInterfaces, findProtectedDevices, rootFilesystem, safetyViolations } from './safety';
+import { activeInterfaces, activeSwap, defaultRouteInterfaces, findProtectedDevices, rootFilesystem, safetyViolations } from './safety';
 
 const protectedBy = (name: string, rule: string) => {
   const host = createFixtureHost(name);
@@ -79,16 +79,66 @@ test('force true waives every rule', (t) => {
 test('a root filesystem on LVM protects the controller under the device-mapper volume', (t) => {
   const host = createFixtureHost('workstation');
   const root = host.root;
-  fs.writeFileSync(path.join(root, 'proc/self/mountinfo'), '26 1 253:0 / / rw,relatime shared:1 - ext4 /dev/mapper/vg-root rw\n');
-  const dm = path.join(root, 'sys/devices/virtual/block/dm-0');
+  fs.writeFileSync(path.join(root, 'proc/self/mountinfo'), '26 1 253:1 / / rw,relatime shared:1 - ext4 /dev/mapper/vg-root rw\n');
+  const dm = path.join(root, 'sys/devices/virtual/block/dm-1');
   fs.mkdirSync(path.join(dm, 'slaves'), { recursive: true });
   fs.mkdirSync(path.join(dm, 'dm'));
   fs.writeFileSync(path.join(dm, 'dm/name'), 'vg-root\n');
   fs.symlinkSync('../../../../pci0000:00/0000:00:1b.0/0000:02:00.0/nvme/nvme0/nvme0n1/nvme0n1p2', path.join(dm, 'slaves/nvme0n1p2'));
-  fs.symlinkSync('../../devices/virtual/block/dm-0', path.join(root, 'sys/dev/block/253:0'));
-  fs.symlinkSync('../../devices/virtual/block/dm-0', path.join(root, 'sys/class/block/dm-0'));
+  fs.symlinkSync('../../devices/virtual/block/dm-1', path.join(root, 'sys/dev/block/253:1'));
+  fs.symlinkSync('../../devices/virtual/block/dm-1', path.join(root, 'sys/class/block/dm-1'));
   t.deepEqual(
     findProtectedDevices(host.fs, discoverHost(host.fs)).filter((f) => f.rule === 'root-filesystem').map((f) => [f.address, f.detail]),
     [['0000:02:00.0', 'it serves the root filesystem (/ is /dev/mapper/vg-root)']],
   );
+});
+
+const findingsOf = (name: string, rule: string) => {
+  const host = createFixtureHost(name);
+  try {
+    return findProtectedDevices(host.fs, discoverHost(host.fs)).filter((f) => f.rule === rule);
+  } finally {
+    fs.rmSync(host.root, { recursive: true, force: true });
+  }
+};
+
+test('a controller under a mounted filesystem is found through LVM, md and a partition', (t) => {
+  t.deepEqual(findingsOf('workstation', 'mounted-filesystem'), [
+    { address: '0000:00:17.0', rule: 'mounted-filesystem', detail: 'it serves a mounted filesystem (/home is /dev/mapper/vg0-home)', override: '--force mounted-filesystem' },
+  ]);
+});
+
+test('the controller of an active swap partition is protected, naming the partition', (t) => {
+  t.deepEqual(findingsOf('workstation', 'swap'), [{ address: '0000:00:17.0', rule: 'swap', detail: 'it serves active swap (/dev/sda2)', override: '--force swap' }]);
+});
+
+test('a swap file is traced to the device of the mount that holds it', (t) => {
+  const host = createFixtureHost('workstation');
+  t.teardown(() => fs.rmSync(host.root, { recursive: true, force: true }));
+  fs.writeFileSync(path.join(host.root, 'proc/swaps'), 'Filename\tType\tSize\tUsed\tPriority\n/home/swapfile                          file\t1048572\t0\t-2\n');
+  t.deepEqual(activeSwap(host.fs).map((s) => s.name), ['swap file /home/swapfile on /dev/mapper/vg0-home']);
+  t.deepEqual(findProtectedDevices(host.fs, discoverHost(host.fs)).filter((f) => f.rule === 'swap').map((f) => f.address), ['0000:00:17.0']);
+});
+
+test('an interface that is up with a route is protected as dpdk-devbind would, naming the route', (t) => {
+  t.deepEqual(findingsOf('sriov-server', 'active-interface'), [
+    { address: '0000:3b:00.1', rule: 'active-interface', detail: 'it drives ens1f1, which is up with a route to 10.0.1.0/24', override: '--force active-interface' },
+  ]);
+});
+
+test('an interface that is down does not count as active, whatever its routes', (t) => {
+  const host = createFixtureHost('sriov-server');
+  t.teardown(() => fs.rmSync(host.root, { recursive: true, force: true }));
+  const flags = path.join(host.root, 'sys/devices/pci0000:3a/0000:3a:00.0/0000:3b:00.1/net/ens1f1/flags');
+  t.true(fs.existsSync(flags));
+  fs.writeFileSync(flags, '0x1002\n');
+  t.deepEqual(activeInterfaces(host.fs).map((a) => a.iface), ['eno1']);
+});
+
+test('a global IPv6 address alone makes an interface active; link-local routes do not', (t) => {
+  const host = createFixtureHost('sriov-server');
+  t.teardown(() => fs.rmSync(host.root, { recursive: true, force: true }));
+  fs.writeFileSync(path.join(host.root, 'proc/net/route'), 'Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n');
+  fs.writeFileSync(path.join(host.root, 'proc/net/ipv6_route'), 'fe800000000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001     eno1\n');
+  t.deepEqual(activeInterfaces(host.fs), [{ iface: 'ens1f1', why: 'the address 2001:db8::5' }]);
 });

@@ -1,16 +1,19 @@
 // Host-safety rules: devices the host needs to stay alive and reachable.
 // Detaching one of them from its driver is refused unless the caller forces
 // that rule by name. libvirt has no such rules (it trusts its XML); these are
-// the ones an operator at a terminal most often regrets breaking.
+// as strict as dpdk-devbind's (which refuses any interface with a route):
+// every mounted filesystem, followed through partitions, device-mapper (LVM)
+// and md down to its PCI controller; active swap; any interface that is up
+// with a route or a global address; the console; bridges.
 import * as path from 'node:path';
 import { isPciAddress } from './address';
 import type { HostModel, PciDevice } from './model';
 import { resolveLink, type HostFs } from './seam';
 
 /** The rules, by the name `force` takes. */
-export type SafetyRule = 'root-filesystem' | 'default-route' | 'console-display' | 'bridge';
+export type SafetyRule = 'root-filesystem' | 'mounted-filesystem' | 'swap' | 'default-route' | 'active-interface' | 'console-display' | 'bridge';
 
-export const SAFETY_RULES: readonly SafetyRule[] = ['root-filesystem', 'default-route', 'console-display', 'bridge'];
+export const SAFETY_RULES: readonly SafetyRule[] = ['root-filesystem', 'mounted-filesystem', 'swap', 'default-route', 'active-interface', 'console-display', 'bridge'];
 
 /** Why one device must stay with the host. */
 export interface SafetyFinding {
@@ -35,8 +38,20 @@ export function findProtectedDevices(host: HostFs, model: HostModel): readonly S
   };
   const root = rootFilesystem(host);
   if (root) for (const a of blockControllers(host, root.block)) add(a, 'root-filesystem', `it serves the root filesystem (/ is ${root.source})`);
-  for (const iface of defaultRouteInterfaces(host)) {
+  for (const m of mounts(host)) {
+    if (m.mountPoint === '/') continue;
+    for (const a of blockControllers(host, m.block)) add(a, 'mounted-filesystem', `it serves a mounted filesystem (${m.mountPoint} is ${m.source})`);
+  }
+  for (const s of activeSwap(host)) {
+    for (const a of blockControllers(host, s.block)) add(a, 'swap', `it serves active swap (${s.name})`);
+  }
+  const withDefault = defaultRouteInterfaces(host);
+  for (const iface of withDefault) {
     for (const a of netdevControllers(host, iface)) add(a, 'default-route', `it carries the default route (${iface})`);
+  }
+  for (const { iface, why } of activeInterfaces(host)) {
+    if (withDefault.includes(iface)) continue;
+    for (const a of netdevControllers(host, iface)) add(a, 'active-interface', `it drives ${iface}, which is up with ${why}`);
   }
   for (const d of model.devices) if (d.bootVga) add(d.address, 'console-display', 'it drives the boot console (boot_vga = 1)');
   for (const fb of host.list('/sys/class/graphics')) {
@@ -83,6 +98,106 @@ export function rootFilesystem(host: HostFs): { readonly block?: string; readonl
   let block = devt.startsWith('0:') ? undefined : resolveLink(host, `/sys/dev/block/${devt}`);
   if (block === undefined && source.startsWith('/dev/')) block = blockByName(host, source.slice(5));
   return { ...(block === undefined ? {} : { block }), source };
+}
+
+/** One mount of a block device: where, from what (as mount(8) shows it), and its sysfs block folder. */
+export interface BlockMount {
+  readonly mountPoint: string;
+  readonly source: string;
+  readonly block?: string;
+}
+
+/** mountinfo escapes space, tab, newline and backslash as octal (show_mountinfo, seq_path). */
+function unescapeMount(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** Every mount whose filesystem sits on a block device, in mountinfo's order. */
+export function mounts(host: HostFs): readonly BlockMount[] {
+  const out: BlockMount[] = [];
+  for (const line of (host.readText('/proc/self/mountinfo') ?? '').split('\n')) {
+    const f = line.split(' ');
+    if (f.length <= 9) continue;
+    const devt = f[2]!;
+    const dash = f.indexOf('-', 6);
+    const source = dash > 0 ? unescapeMount(f[dash + 2] ?? '') : '';
+    // 0:N is an anonymous device (tmpfs, proc, btrfs subvolumes): only a /dev source names a disk then.
+    let block = devt.startsWith('0:') ? undefined : resolveLink(host, `/sys/dev/block/${devt}`);
+    if (block === undefined && source.startsWith('/dev/')) block = blockByName(host, source.slice(5));
+    if (block === undefined) continue;
+    out.push({ mountPoint: unescapeMount(f[4]!), source, block });
+  }
+  return out;
+}
+
+/**
+ * Active swap (/proc/swaps): a partition by its name; a swap file by the
+ * block device of the mount that holds it (the longest mount point before it).
+ */
+export function activeSwap(host: HostFs): readonly { readonly name: string; readonly block?: string }[] {
+  const lines = (host.readText('/proc/swaps') ?? '').split('\n').slice(1);
+  const all = mounts(host);
+  const out: { name: string; block?: string }[] = [];
+  for (const line of lines) {
+    const [file, type] = line.trim().split(/\s+/);
+    if (!file || !type) continue;
+    const name = unescapeMount(file);
+    if (type === 'partition' && name.startsWith('/dev/')) {
+      const block = blockByName(host, name.slice(5));
+      out.push({ name, ...(block === undefined ? {} : { block }) });
+      continue;
+    }
+    const holder = all
+      .filter((m) => name === m.mountPoint || name.startsWith(m.mountPoint.endsWith('/') ? m.mountPoint : `${m.mountPoint}/`))
+      .sort((a, b) => b.mountPoint.length - a.mountPoint.length)[0];
+    out.push({ name: `swap file ${name} on ${holder?.source ?? 'an unknown device'}`, ...(holder?.block === undefined ? {} : { block: holder.block }) });
+  }
+  return out;
+}
+
+/**
+ * Interfaces that are up (IFF_UP in `flags`, else operstate) with an IPv4 or
+ * IPv6 route, or a global IPv6 address: what dpdk-devbind calls "Active"
+ * (it greps `ip -o route` for the interface). Link-local routes (fe80::/64)
+ * and multicast ones (ff00::/8) exist on every up interface and do not count.
+ */
+export function activeInterfaces(host: HostFs): readonly { readonly iface: string; readonly why: string }[] {
+  const why = new Map<string, string>();
+  for (const line of (host.readText('/proc/net/route') ?? '').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 8 || !(parseInt(f[3]!, 16) & 0x1)) continue;
+    // Destination and mask are little-endian hex on x86 (as the kernel prints __be32 with %08X).
+    const ip = (h: string) => [6, 4, 2, 0].map((i) => parseInt(h.slice(i, i + 2), 16)).join('.');
+    const bits = [...parseInt(f[7]!, 16).toString(2)].filter((b) => b === '1').length;
+    if (!why.has(f[0]!)) why.set(f[0]!, `a route to ${ip(f[1]!)}/${bits}`);
+  }
+  for (const line of (host.readText('/proc/net/ipv6_route') ?? '').split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 10 || f[9] === 'lo' || parseInt(f[8]!, 16) & 0x200) continue;
+    if (/^fe[89ab]/.test(f[0]!) || f[0]!.startsWith('ff')) continue;
+    if (!why.has(f[9]!)) why.set(f[9]!, `an IPv6 route to ${ipv6(f[0]!)}/${parseInt(f[1]!, 16)}`);
+  }
+  // /proc/net/if_inet6: address ifindex prefixlen scope flags name; scope 00 is global.
+  for (const line of (host.readText('/proc/net/if_inet6') ?? '').split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 6 || f[3] !== '00' || f[5] === 'lo') continue;
+    if (!why.has(f[5]!)) why.set(f[5]!, `the address ${ipv6(f[0]!)}`);
+  }
+  return [...why].filter(([iface]) => iface !== 'lo' && interfaceUp(host, iface)).map(([iface, w]) => ({ iface, why: w }));
+}
+
+function interfaceUp(host: HostFs, iface: string): boolean {
+  const flags = host.readText(`/sys/class/net/${iface}/flags`)?.trim();
+  if (flags !== undefined && flags !== '') return (parseInt(flags, 16) & 0x1) !== 0;
+  const state = host.readText(`/sys/class/net/${iface}/operstate`)?.trim();
+  return state === 'up' || state === 'unknown';
+}
+
+/** 32 hex digits as an IPv6 address, zeros compressed once. */
+function ipv6(hex: string): string {
+  const groups = (hex.match(/.{4}/g) ?? []).map((g) => parseInt(g, 16).toString(16));
+  const text = groups.join(':');
+  return text.replace(/(^|:)0(:0)+(:|$)/, '::').replace(/:{3,}/, '::');
 }
 
 function blockByName(host: HostFs, name: string): string | undefined {

@@ -1,11 +1,11 @@
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import test from 'ava';
+import { temporaryFixtureDir } from '@vfiokit/testkit';
 import { createHostFs, resolveLink } from './seam';
 
 const tree = () => {
-  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'vfiokit-seam-'));
+  const root = temporaryFixtureDir('vfiokit-seam-');
   fs.mkdirSync(path.join(root, 'sys/bus/pci/devices'), { recursive: true });
   fs.mkdirSync(path.join(root, 'sys/devices/pci0000:00/0000:00:03.0'), { recursive: true });
   fs.writeFileSync(path.join(root, 'sys/devices/pci0000:00/0000:00:03.0/driver_override'), '(null)\n');

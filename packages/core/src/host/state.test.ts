@@ -1,11 +1,11 @@
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import test from 'ava';
+import { temporaryFixtureDir } from '@vfiokit/testkit';
 import { fileBindingStore } from './state';
 
-const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), 'vfiokit-state-'));
+const tmp = () => temporaryFixtureDir('vfiokit-state-');
 const record = { address: '0000:04:00.0', vendorId: 0x1b21, deviceId: 0x2142, originalDriver: 'xhci_hcd', group: 11, movedAt: '2026-11-25T00:00:00.000Z' };
 
 test('a record written is read back', (t) => {

@@ -2,7 +2,7 @@ import test from 'ava';
 import { createFixtureHost, FIXTURE_HOST_NAMES } from '@vfiokit/testkit';
 import { discoverHost } from './discover';
 import type { HostModel, PciDevice } from './model';
-import { IommuType, VfioHost } from '../vfio/index';
+import { VfioHost } from '../vfio/index';
 import { checkViability } from './viability';
 import { vfioMockHostConfig } from './vfio-mock';
 
@@ -45,7 +45,7 @@ for (const name of FIXTURE_HOST_NAMES.filter((n) => n !== 'no-iommu' && n !== 'p
       const model = withOneOnVfio(base, g.id);
       if (!model) continue;
       const group = model.groups.find((x) => x.id === g.id)!;
-      seen.push([g.id, VfioHost.mock(vfioMockHostConfig(model)).openGroup(g.id).status().viable]);
+      seen.push([g.id, VfioHost.mock(vfioMockHostConfig(model)).groupStatus(g.id).viable]);
       expected.push([g.id, checkViability(model, group).viable]);
     }
     t.deepEqual(seen, expected);
@@ -60,9 +60,7 @@ test('a POWER host is refused, since the mock answers as type1 and POWER is sPAP
 test("the mock container's IOVA ranges span the host IOMMU's address width, less the MSI window", (t) => {
   const model = withOneOnVfio(discoverHost(createFixtureHost('sriov-server').fs), 4)!;
   const host = VfioHost.mock(vfioMockHostConfig(model));
-  const container = host.openContainer();
-  host.openGroup(4).setContainer(container);
-  container.setIommu(IommuType.Type1v2);
+  const container = host.openType1([4]);
   t.deepEqual(container.iommuInfo().iovaRanges, [
     { start: 0n, end: 0xfedfffffn },
     { start: 0xfef00000n, end: 0xffffffffffffn },

@@ -4,6 +4,7 @@ import test from 'ava';
 import { createFixtureHost } from '@vfiokit/testkit';
 import { discoverHost, findGroup } from './discover';
 import type { HostModel, PciDevice } from './model';
+import { findProtectedDevices } from './safety';
 import { allowsViability, assertViable, checkViability, describeViability, viabilityRuleFor } from './viability';
 
 const model = (name: string) => discoverHost(createFixtureHost(name).fs);
@@ -120,4 +121,16 @@ test('a platform device on a driver in the group blocks it, with the unbind that
     driver: 'pl330',
     fix: 'echo a000000.dma > /sys/bus/platform/drivers/pl330/unbind',
   });
+});
+
+test("a blocking device a safety rule protects gets a fix with that rule's --force, never a bind that is refused", (t) => {
+  const host = createFixtureHost('workstation');
+  t.teardown(() => fs.rmSync(host.root, { recursive: true, force: true }));
+  const m = discoverHost(host.fs);
+  const report = checkViability(m, findGroup(m, 1), findProtectedDevices(host.fs, m));
+  t.deepEqual(
+    report.blocking.map((b) => b.fix),
+    ['vfiokit bind --force console-display 0000:01:00.0', 'vfiokit bind --force console-display 0000:01:00.1'],
+  );
+  t.regex(describeViability(report), /run 'vfiokit bind --force console-display 0000:01:00\.0' to move the whole group to vfio-pci, waiving a safety rule/);
 });

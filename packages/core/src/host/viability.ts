@@ -9,6 +9,7 @@
 import { GroupNotViableError } from './errors';
 import type { HostModel, IommuGroup, PciDevice } from './model';
 import { knownProbeRefusal } from './probe';
+import type { SafetyFinding } from './safety';
 
 /**
  * PCI drivers that set `.driver_managed_dma = true` and so leave a group
@@ -76,9 +77,16 @@ export function allowsViability(device: PciDevice, rule: ViabilityRule): boolean
   return device.driver === 'vfio-pci' || PRE_5_19_ALLOWED.has(device.driver) || device.headerType !== 'normal';
 }
 
-/** Decide a group's viability the way the host's kernel does. */
-export function checkViability(model: HostModel, group: IommuGroup): ViabilityReport {
+/**
+ * Decide a group's viability the way the host's kernel does. Given the host's
+ * safety findings, each blocking device's fix carries the `--force` that
+ * bind would ask for, so the fix printed is never one bind then refuses.
+ */
+export function checkViability(model: HostModel, group: IommuGroup, safety: readonly SafetyFinding[] = []): ViabilityReport {
   const rule = viabilityRuleFor(model.kernelRelease);
+  const moved = new Set(group.devices.filter((d) => d.driver !== 'vfio-pci' && (!d.isBridge || !allowsViability(d, rule))).map((d) => d.address));
+  const overrides = [...new Set(safety.filter((f) => moved.has(f.address)).map((f) => f.override))];
+  const bindFix = (address: string) => ['vfiokit bind', ...overrides, address].join(' ');
   // bind refuses the whole group when it would refuse any device it moves.
   const refusal = group.devices
     .filter((d) => d.driver !== 'vfio-pci')
@@ -89,7 +97,7 @@ export function checkViability(model: HostModel, group: IommuGroup): ViabilityRe
     .map((d) =>
       refusal
         ? { address: d.address, driver: d.driver!, fix: refusal.fix, bindRefused: `${refusal.reason}; ${refusal.hint}` }
-        : { address: d.address, driver: d.driver!, fix: `vfiokit bind ${d.address}` },
+        : { address: d.address, driver: d.driver!, fix: bindFix(d.address) },
     );
   // A non-PCI member on a driver holds DMA ownership just the same; vfiokit
   // cannot move it, so the fix is unbinding it by hand.
@@ -114,7 +122,8 @@ export function describeViability(report: ViabilityReport): string {
   const held = report.blocking.map((b) => `${b.address} is bound to ${b.driver}`).join(', ');
   const { fix, bindRefused } = report.blocking[0]!;
   if (bindRefused !== undefined) return `group ${report.group} is not viable: ${held}; 'vfiokit bind' would refuse it: ${bindRefused}`;
-  return `group ${report.group} is not viable: ${held}; run '${fix}'${fix.startsWith('vfiokit bind') ? ' to move the whole group to vfio-pci' : ''}`;
+  const waives = fix.includes(' --force ') ? ', waiving a safety rule: only if the host can do without the device' : '';
+  return `group ${report.group} is not viable: ${held}; run '${fix}'${fix.startsWith('vfiokit bind') ? ` to move the whole group to vfio-pci${waives}` : ''}`;
 }
 
 /** Throw GroupNotViableError unless the group is viable. */

@@ -42,7 +42,8 @@ test('the GPU brings its audio function along as a companion on the same root po
   t.deepEqual(plan.groups[0]!.hostBridges, ['0000:00:01.0']);
   t.is(plan.domains.length, 1);
   t.true(plan.domains[0]!.devices[0]!.multifunction);
-  t.deepEqual(plan.actions, ['vfiokit bind 0000:01:00.0']);
+  // The plan was forced, but bind checks the rules again: the action carries the same --force.
+  t.deepEqual(plan.actions, ['vfiokit bind --force console-display 0000:01:00.0']);
 });
 
 test('the console GPU is refused without --force, naming the rule', (t) => {

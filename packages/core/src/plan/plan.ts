@@ -141,11 +141,16 @@ export interface PlanOptions {
 /** Thrown by assertPlanOk: a plan with refusals. */
 export class PlanRefusedError extends VfiokitError {
   constructor(readonly plan: Plan) {
-    const refusals = plan.findings.filter((f) => f.kind === 'refusal');
+    // A device the host does not have comes first: it is what to fix before
+    // anything else, and a caller tells "not found" from "refused" by the code.
+    const all = plan.findings.filter((f) => f.kind === 'refusal');
+    const refusals = [...all.filter((f) => f.code === 'DEVICE_NOT_FOUND'), ...all.filter((f) => f.code !== 'DEVICE_NOT_FOUND')];
+    const first = refusals[0];
+    const items = refusals.map((f) => `${f.subject}: ${f.message}`);
     super(
-      'PLAN_UNSATISFIABLE',
-      `guest ${plan.spec.name} cannot be planned on this host: ${refusals.map((f) => `${f.subject}: ${f.message}`).join('; ')}`,
-      refusals[0]?.fix === undefined ? {} : { hint: refusals[0].fix },
+      first?.code === 'DEVICE_NOT_FOUND' ? 'PLAN_DEVICE_NOT_FOUND' : 'PLAN_UNSATISFIABLE',
+      `guest ${plan.spec.name} cannot be planned on this host: ${items[0] ?? 'no reason given'}${items.length > 1 ? ` (and ${items.length - 1} more reason${items.length > 2 ? 's' : ''})` : ''}`,
+      { ...(first?.fix === undefined ? {} : { hint: first.fix }), details: items.length > 1 ? items : [] },
     );
   }
 }
@@ -305,13 +310,24 @@ export function planAssignment(host: HostModel, spec: GuestSpec, options: PlanOp
       });
     }
     const viability = checkViability(host, group);
+    // The bind the operator runs needs --force for a protected device even
+    // when this plan was forced: bind checks the rules again.
+    const forced = [
+      ...new Set(
+        safetyViolations(
+          options.protectedDevices ?? [],
+          group.devices.filter((d) => d.driver !== 'vfio-pci' && (!d.isBridge || viability.blocking.some((b) => b.address === d.address))),
+        ).map((v) => v.override),
+      ),
+    ];
+    const bindFix = ['vfiokit bind', ...forced, functions.find((x) => x.role === 'requested')!.address].join(' ');
     if (!viability.viable) {
       findings.push({
         kind: 'action',
         code: 'GROUP_NOT_VIABLE',
         subject: `group ${id}`,
         message: `${viability.blocking.map((b) => `${b.address} is bound to ${b.driver}`).join(', ')}`,
-        fix: `vfiokit bind ${functions.find((x) => x.role === 'requested')!.address}`,
+        fix: bindFix,
       });
     } else if (functions.some((f) => f.driver !== 'vfio-pci')) {
       // Viable is not enough: QEMU opens every assigned function through
@@ -321,7 +337,7 @@ export function planAssignment(host: HostModel, spec: GuestSpec, options: PlanOp
         code: 'GROUP_NOT_BOUND',
         subject: `group ${id}`,
         message: `${functions.filter((f) => f.driver !== 'vfio-pci').map((f) => `${f.address} is ${f.driver ? `bound to ${f.driver}` : 'not bound to any driver'}`).join(', ')}; QEMU opens each assigned function through vfio-pci`,
-        fix: `vfiokit bind ${functions.find((x) => x.role === 'requested')!.address}`,
+        fix: bindFix,
       });
     }
     // What vfio-pci's probe would refuse (a PF whose VFs are enabled), by host's own rule.

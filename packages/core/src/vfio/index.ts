@@ -113,12 +113,30 @@ export class VfioHost {
     return this.backend.kind as 'kernel' | 'mock';
   }
 
-  openContainer(): Container {
-    return new Container(call(() => this.backend.openContainer()));
+  /**
+   * A type1 container holding `groups`, attached in order, its IOMMU set
+   * (type1v2 unless `options.iommu` says otherwise). It owns its groups:
+   * nothing can drop one under it, so its mappings live exactly as long as
+   * it does. `close()` ends it at once; otherwise collection of the last
+   * handle (it, or a device or BAR mapping opened from it) closes it.
+   */
+  openType1(groups: readonly number[], options: { iommu?: IommuType } = {}): Type1Container {
+    return new Type1Container(call(() => this.backend.openType1([...groups], options.iommu)));
   }
 
-  openGroup(id: number): Group {
-    return new Group(call(() => this.backend.openGroup(id)));
+  /** `VFIO_GROUP_GET_STATUS` of group `id` (its file opened for the question and closed). */
+  groupStatus(id: number): GroupStatus {
+    return call(() => this.backend.groupStatus(id));
+  }
+
+  /** Whether any IOMMU driver offers `extension` (`VFIO_CHECK_EXTENSION` on a fresh container). */
+  checkExtension(extension: IommuType | number): boolean {
+    return call(() => this.backend.checkExtension(extension));
+  }
+
+  /** `VFIO_GET_API_VERSION`. */
+  apiVersion(): number {
+    return call(() => this.backend.apiVersion());
   }
 
   /** Mock only: bind a device to `driver` (null unbinds). */
@@ -137,22 +155,33 @@ export class VfioHost {
   }
 }
 
-/** A VFIO container. */
-export class Container {
+/** A type1 container with its groups, from `VfioHost.openType1`. */
+export class Type1Container {
   /** @internal */
-  constructor(readonly native: native.Container) {}
+  constructor(private readonly native: native.Type1Container) {}
 
   get backendKind(): string {
     return this.native.backendKind;
   }
-  apiVersion(): number {
-    return call(() => this.native.apiVersion());
+  /** The groups it holds, in attach order. */
+  get groups(): readonly number[] {
+    return this.native.groups;
   }
+  /** False once closed. */
+  get isOpen(): boolean {
+    return this.native.isOpen;
+  }
+  /** Closes BAR mappings, devices, groups and the container, in that order; idempotent. */
+  close(): void {
+    this.native.close();
+  }
+  /** The device `name` (a PCI address) of whichever group holds it. */
+  device(name: string): Device {
+    return new Device(call(() => this.native.device(name)));
+  }
+  /** Asks the container's IOMMU driver (set at open). */
   checkExtension(extension: IommuType | number): boolean {
     return call(() => this.native.checkExtension(extension));
-  }
-  setIommu(type: IommuType | number): void {
-    call(() => this.native.setIommu(type));
   }
   iommuInfo(): IommuInfo {
     return call(() => this.native.iommuInfo());
@@ -240,28 +269,6 @@ export class TceContainer {
   }
 }
 
-/** A VFIO group (/dev/vfio/N). */
-export class Group {
-  /** @internal */
-  constructor(readonly native: native.Group) {}
-
-  get id(): number {
-    return this.native.id;
-  }
-  status(): GroupStatus {
-    return call(() => this.native.status());
-  }
-  setContainer(container: Container): void {
-    call(() => this.native.setContainer(container.native));
-  }
-  unsetContainer(): void {
-    call(() => this.native.unsetContainer());
-  }
-  device(name: string): Device {
-    return new Device(call(() => this.native.device(name)));
-  }
-}
-
 /** A VFIO device fd. */
 export class Device {
   /** @internal */
@@ -289,9 +296,13 @@ export class Device {
   reset(): void {
     call(() => this.native.reset());
   }
-  /** Resets every device on this one's bus or slot; `groups` must hold all of them. */
-  pciHotReset(groups: readonly Group[]): void {
-    call(() => this.native.pciHotReset(groups.map((g) => g.native)));
+  /** Resets every device on this one's bus or slot; the container's groups must hold all of them. */
+  pciHotReset(): void {
+    call(() => this.native.pciHotReset());
+  }
+  /** Closes this device fd and its BAR mappings; idempotent. The container stays open. */
+  close(): void {
+    this.native.close();
   }
   /** The devices a bus or slot reset of this one also resets (ENODEV: no such reset). */
   pciHotResetInfo(): DependentDevice[] {
@@ -368,9 +379,14 @@ export class HostMemory {
   }
 }
 
-/** Open a container on a fresh mock host with the default configuration. */
-export function openMockContainer(): Container {
-  return new Container(call(() => native.Container.openMock()));
+/**
+ * Where each run that one `mapBatch` of `entries` (iova, vaddr, size
+ * triples) with per-entry `flags` coalesces into one VFIO_IOMMU_MAP_DMA
+ * starts: vfio-core's coalescing rule itself (batch.rs), so no layer above
+ * restates it.
+ */
+export function coalesceRuns(entries: BigUint64Array, flags: Uint32Array): Uint32Array {
+  return call(() => native.coalesceRuns(entries, flags));
 }
 
 /** Packs iova, vaddr, size triples into the typed array mapBatch takes. */

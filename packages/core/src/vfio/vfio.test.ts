@@ -1,16 +1,13 @@
 import test from 'ava';
-import { DmaFlags, Group, HostMemory, IommuType, PciRegion, VfioError, VfioHost, packTriples } from './index';
+import { DmaFlags, HostMemory, PciRegion, VfioError, VfioHost, packTriples, type Device } from './index';
 
 const EDU = '0000:00:03.0';
 const VA = 0x7000_0000_0000n;
 
 function ready(config?: Parameters<typeof VfioHost.mock>[0]) {
   const host = VfioHost.mock(config);
-  const container = host.openContainer();
-  const group = host.openGroup(1);
-  group.setContainer(container);
-  container.setIommu(IommuType.Type1v2);
-  return { host, container, group };
+  const container = host.openType1([1]);
+  return { host, container };
 }
 
 function pages(n: number, iova: bigint, stride: bigint): BigUint64Array {
@@ -48,18 +45,21 @@ test('unmap returns the number of bytes removed', (t) => {
   t.is(container.unmapDma(0x100000n, 0x4000n), 0x4000n);
 });
 
-test('set iommu before a group is attached throws EINVAL', (t) => {
-  const c = VfioHost.mock().openContainer();
-  t.is(t.throws(() => c.setIommu(IommuType.Type1v2), { instanceOf: VfioError })?.code, 'EINVAL');
+test('a type1 container of no group is refused with EINVAL, as the kernel refuses SET_IOMMU without one', (t) => {
+  const e = t.throws(() => VfioHost.mock().openType1([]), { instanceOf: VfioError });
+  t.is(e?.code, 'EINVAL');
+  t.is(e?.ioctl, 'VFIO_SET_IOMMU');
 });
 
 test('a group with a device on a host driver is not viable and cannot be attached', (t) => {
   const host = VfioHost.mock({
     groups: [{ id: 5, devices: [{ address: '0000:01:00.0', driver: 'vfio-pci' }, { address: '0000:01:00.1', driver: 'snd_hda_intel' }] }],
   });
-  const g = host.openGroup(5);
-  t.false(g.status().viable);
-  t.is(t.throws(() => g.setContainer(host.openContainer()), { instanceOf: VfioError })?.code, 'EPERM');
+  t.false(host.groupStatus(5).viable);
+  const e = t.throws(() => host.openType1([5]), { instanceOf: VfioError });
+  t.is(e?.code, 'EPERM');
+  t.is(e?.ioctl, 'VFIO_GROUP_SET_CONTAINER');
+  t.is(host.groupStatus(5).containerSet, false);
 });
 
 test('a contiguous batch of 256 pages is mapped with one ioctl', (t) => {
@@ -103,26 +103,28 @@ test('the entry limit of the fixture is enforced with ENOSPC', (t) => {
 });
 
 test('the edu device answers its id through a BAR0 mapping', (t) => {
-  const { group } = ready();
-  const bar = group.device(EDU).mapRegion(PciRegion.Bar0, 0, 0x1000);
+  const { container } = ready();
+  const bar = container.device(EDU).mapRegion(PciRegion.Bar0, 0, 0x1000);
   t.is(bar.read32(0), 0x010000ed);
 });
 
 test('the edu liveness register returns the bitwise NOT of what was written', (t) => {
-  const { group } = ready();
-  const bar = group.device(EDU).mapRegion(PciRegion.Bar0, 0, 0x1000);
+  const { container } = ready();
+  const bar = container.device(EDU).mapRegion(PciRegion.Bar0, 0, 0x1000);
   bar.write32(4, 0x12345678);
   t.is(bar.read32(4), ~0x12345678 >>> 0);
 });
 
 test('config space reads the edu vendor id', (t) => {
-  const { group } = ready();
-  t.is(group.device(EDU).readConfig16(0), 0x1234);
+  const { container } = ready();
+  t.is(container.device(EDU).readConfig16(0), 0x1234);
 });
 
-test('a device fd before the container is set throws EINVAL', (t) => {
-  const host = VfioHost.mock();
-  t.is(t.throws(() => host.openGroup(1).device(EDU), { instanceOf: VfioError })?.code, 'EINVAL');
+test('a device that no group of the container holds throws ENODEV', (t) => {
+  const { container } = ready();
+  const e = t.throws(() => container.device('0000:00:09.0'), { instanceOf: VfioError });
+  t.is(e?.code, 'ENODEV');
+  t.is(e?.ioctl, 'VFIO_GROUP_GET_DEVICE_FD');
 });
 
 test('a JSON config with hex strings sets page sizes and ranges', (t) => {
@@ -141,7 +143,7 @@ test('the error message names the call, the object and the fix', (t) => {
 test('a kernel host without /dev/vfio nodes throws ENOENT from open', (t) => {
   const host = VfioHost.kernel('/nonexistent-vfio-dir');
   t.is(host.kind, 'kernel');
-  const e = t.throws(() => host.openGroup(3), { instanceOf: VfioError });
+  const e = t.throws(() => host.openType1([3]), { instanceOf: VfioError });
   t.is(e?.code, 'ENOENT');
   t.is(e?.ioctl, 'open');
 });
@@ -157,11 +159,8 @@ test('a hot reset of a device behind a bridge lists every function on its bus', 
       { id: 2, devices: [{ address: '0000:01:01.0', driver: 'vfio-pci' }, { address: '0000:01:02.0', driver: null }] },
     ],
   });
-  const c = host.openContainer();
-  const g = host.openGroup(2);
-  g.setContainer(c);
-  c.setIommu(IommuType.Type1v2);
-  t.deepEqual(g.device('0000:01:01.0').pciHotResetInfo(), [
+  const c = host.openType1([2]);
+  t.deepEqual(c.device('0000:01:01.0').pciHotResetInfo(), [
     { groupId: 2, address: '0000:01:01.0' },
     { groupId: 2, address: '0000:01:02.0' },
   ]);
@@ -174,7 +173,7 @@ const EDU_DMA_COUNT = 0x90;
 const EDU_DMA_CMD = 0x98;
 const EDU_BUFFER = 0x40000n;
 
-function eduDma(bar: ReturnType<ReturnType<Group['device']>['mapRegion']>, src: bigint, dst: bigint, count: number, toRam: boolean) {
+function eduDma(bar: ReturnType<Device['mapRegion']>, src: bigint, dst: bigint, count: number, toRam: boolean) {
   bar.write64(EDU_DMA_SRC, src);
   bar.write64(EDU_DMA_DST, dst);
   bar.write64(EDU_DMA_COUNT, BigInt(count));
@@ -185,8 +184,8 @@ function eduDma(bar: ReturnType<ReturnType<Group['device']>['mapRegion']>, src: 
 }
 
 test('edu copies host memory through two IOMMU mappings', (t) => {
-  const { container, group } = ready();
-  const dev = group.device(EDU);
+  const { container } = ready();
+  const dev = container.device(EDU);
   dev.writeConfig16(4, dev.readConfig16(4) | 0x4); // bus mastering
   const src = new HostMemory(4096);
   const dst = new HostMemory(4096);
@@ -200,8 +199,8 @@ test('edu copies host memory through two IOMMU mappings', (t) => {
 });
 
 test('after unmap the same edu DMA writes nothing', (t) => {
-  const { container, group } = ready();
-  const dev = group.device(EDU);
+  const { container } = ready();
+  const dev = container.device(EDU);
   dev.writeConfig16(4, dev.readConfig16(4) | 0x4);
   const dst = new HostMemory(4096);
   container.mapDma(0x200000n, dst.address, 0x1000n, DmaFlags.Write);
@@ -211,8 +210,7 @@ test('after unmap the same edu DMA writes nothing', (t) => {
 });
 
 test('a VfioError carries the fix as its hint', (t) => {
-  const c = VfioHost.mock().openContainer();
-  const e = t.throws(() => c.setIommu(IommuType.Type1v2), { instanceOf: VfioError });
+  const e = t.throws(() => VfioHost.mock().openType1([]), { instanceOf: VfioError });
   t.is(e?.hint, 'attach a group with VFIO_GROUP_SET_CONTAINER first, and set the IOMMU only once per container');
 });
 

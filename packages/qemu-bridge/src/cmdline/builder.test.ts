@@ -188,3 +188,15 @@ test('requirements name vfio-pci, the root port and the chosen vIOMMU', (t) => {
 test('intel-iommu requires its caching-mode and intremap properties', (t) => {
   t.deepEqual(requirementsFor({ ...base, guestIommu: 'intel-iommu' }).deviceProperties, { 'intel-iommu': ['intremap', 'caching-mode'] });
 });
+
+test('an IPv6 QMP address becomes a socket chardev and a monitor, which -qmp tcp: cannot express', (t) => {
+  const argv = buildCommandLine({ ...base, qmp: { host: '::1', port: 4444 } }).argv;
+  t.false(argv.includes('-qmp'));
+  t.is(argv[argv.indexOf('-chardev') + 1], 'socket,id=vfiokit-qmp,host=::1,port=4444,server=on,wait=off');
+  t.is(argv[argv.indexOf('-mon') + 1], 'chardev=vfiokit-qmp,mode=control');
+});
+
+test('an IPv4 QMP address or host name is written as it is', (t) => {
+  t.true(buildCommandLine({ ...base, qmp: { host: '127.0.0.1', port: 4444 } }).argv.includes('tcp:127.0.0.1:4444,server=on,wait=off'));
+  t.true(buildCommandLine({ ...base, qmp: { host: 'localhost', port: 1 } }).argv.includes('tcp:localhost:1,server=on,wait=off'));
+});

@@ -4,7 +4,11 @@
 import { VmDescriptionError } from '../errors';
 import type { QemuRequirements } from '../commands/probe';
 import { DeviceType } from '../commands/probe';
+import { isIP } from 'node:net';
 import type { QmpAddress } from '../qmp/transport';
+
+/** The chardev of a QMP monitor on an IPv6 address. */
+const QMP_CHARDEV = 'vfiokit-qmp';
 import { defaultDeviceId, formatBdf, layoutSlots, optValue, parseBdf, type PciAddress, type VfioDeviceSpec } from './layout';
 
 export type MachineKind = 'q35' | 'pseries';
@@ -79,8 +83,17 @@ export function buildCommandLine(vm: VmDescription): QemuCommandLine {
   // automatic addressing before the explicit addresses below are placed.
   add('-nodefaults');
   if (vm.qmp) {
-    const where = 'path' in vm.qmp ? `unix:${optValue(vm.qmp.path)}` : `tcp:${vm.qmp.host}:${vm.qmp.port}`;
-    add('-qmp', `${where},server=on,wait=off`);
+    if (!('path' in vm.qmp) && isIP(vm.qmp.host) === 6) {
+      // -qmp's legacy tcp: form cannot name an IPv6 host: qemu_chr_parse_compat()
+      // (chardev/char.c) reads the host with "%64[^:]", so "[::1]" or "::1"
+      // is cut at its first colon and refused. The socket chardev takes
+      // host= as given.
+      add('-chardev', `socket,id=${QMP_CHARDEV},host=${vm.qmp.host},port=${vm.qmp.port},server=on,wait=off`);
+      add('-mon', `chardev=${QMP_CHARDEV},mode=control`);
+    } else {
+      const where = 'path' in vm.qmp ? `unix:${optValue(vm.qmp.path)}` : `tcp:${vm.qmp.host}:${vm.qmp.port}`;
+      add('-qmp', `${where},server=on,wait=off`);
+    }
   }
   const slots = layoutSlots(devices);
   const placements: DevicePlacement[] = [];

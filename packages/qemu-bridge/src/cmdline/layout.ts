@@ -34,6 +34,15 @@ export interface VfioDeviceSpec {
   readonly id?: string;
   /** pseries only: the PE domain, i.e. which guest PCI host bridge the device sits on. */
   readonly peDomain?: number;
+  /**
+   * Hot-plug only: an open VFIO device fd (the cdev /dev/vfio/devices/vfioN)
+   * to hand QEMU over the QMP socket (getfd, then vfio-pci fd=NAME; QEMU 9.0+,
+   * hw/vfio/pci.c vfio_pci_set_fd), so QEMU opens nothing itself. The caller
+   * keeps its copy and may close it once attach returned.
+   */
+  readonly deviceFd?: number;
+  /** vfio-pci's iommufd=: the id of an `iommufd` object the device attaches to (QEMU 8.2+). */
+  readonly iommufd?: string;
 }
 
 export interface PlacedFunction {

@@ -13,6 +13,7 @@ import {
   type DeviceProperties,
   type PciDeviceInfo,
 } from '../commands/queries';
+import { closefd, getfd } from '../commands/fds';
 import { HotplugError, QmpCommandError, QmpTimeoutError } from '../errors';
 import type { QmpEventOf } from '../qmp/events';
 import type { QmpExecutor } from '../qmp/executor';
@@ -65,6 +66,12 @@ export interface PlugFunction {
   readonly driver: string;
   readonly properties: DeviceProperties;
   readonly guestFunction: number;
+  /**
+   * A descriptor to pass with getfd before device_add; the device then gets
+   * `fd=<name>` (vfio-pci's fd property). QEMU takes the named fd at
+   * realize; one left unclaimed by a failed device_add is closed again.
+   */
+  readonly passFd?: number;
 }
 
 export interface PlacedDevice {
@@ -164,7 +171,21 @@ export async function attachSlots(
       for (const f of order) {
         const props: Record<string, string | number | boolean> = { ...f.properties, bus: port, addr: `0.${f.guestFunction}` };
         if (multi && f.guestFunction === 0) props.multifunction = true;
-        await deviceAdd(qmp, f.driver, f.id, props, { timeoutMs: options.deviceAddTimeoutMs ?? 300_000 });
+        if (f.passFd !== undefined) {
+          const fdname = `vfiokit-fd-${f.id}`;
+          await getfd(qmp, fdname, f.passFd);
+          props.fd = fdname;
+          try {
+            await deviceAdd(qmp, f.driver, f.id, props, { timeoutMs: options.deviceAddTimeoutMs ?? 300_000 });
+          } catch (err) {
+            // Realize took the fd out of the monitor's list if it got that far
+            // (monitor_fd_param); otherwise it is still there: close it.
+            await closefd(qmp, fdname).catch(() => {});
+            throw err;
+          }
+        } else {
+          await deviceAdd(qmp, f.driver, f.id, props, { timeoutMs: options.deviceAddTimeoutMs ?? 300_000 });
+        }
         added.push(f.id);
         placed.push({ id: f.id, rootPort: port, function: f.guestFunction });
       }
@@ -201,13 +222,26 @@ export async function attachGroup(
     if (!address) throw new HotplugError('HOTPLUG_INVALID_REQUEST', `${JSON.stringify(d.host)} is not a PCI address like 0000:01:00.0`);
     addressed.push({ ...d, address });
   }
+  for (const d of addressed) {
+    if (d.deviceFd !== undefined && d.iommufd === undefined) {
+      // QEMU refuses it at realize (hw/vfio/pci.c: "Use FD passing only with
+      // iommufd backend"): a device fd is a VFIO cdev fd, which only an
+      // iommufd attaches; the legacy container finds groups through sysfs.
+      throw new HotplugError(
+        'HOTPLUG_INVALID_REQUEST',
+        `${formatBdf(d.address)}: a device fd needs an iommufd object to attach to; give iommufd (the id of ` +
+          `-object iommufd,id=ID) or drop deviceFd and let QEMU open the group itself`,
+      );
+    }
+  }
+  const byHost = new Map(addressed.map((d) => [formatBdf(d.address), d]));
   const slots = layoutSlots(addressed).map((layout) =>
-    layout.functions.map((f) => ({
-      id: f.id,
-      driver: 'vfio-pci',
-      properties: { host: formatBdf(f.host) },
-      guestFunction: f.guestFunction,
-    })),
+    layout.functions.map((f): PlugFunction => {
+      const spec = byHost.get(formatBdf(f.host));
+      const properties: Record<string, string> = { host: formatBdf(f.host) };
+      if (spec?.iommufd !== undefined) properties.iommufd = spec.iommufd;
+      return { id: f.id, driver: 'vfio-pci', properties, guestFunction: f.guestFunction, passFd: spec?.deviceFd };
+    }),
   );
   return attachSlots(qmp, slots, options);
 }
@@ -393,6 +427,10 @@ async function notAcknowledged(qmp: QmpExecutor, remaining: readonly string[], t
       else throw err;
     }
   }
+  // Which action completes a pending unplug is QEMU's behaviour, checked on
+  // q35 with 7.2 and 10.0 (src/real-qemu-matrix.test.ts): a pending unplug
+  // survives `stop` (the VM pauses with the slot still asking the guest),
+  // and a machine reset completes it, since no guest is left to answer.
   const pending = remaining.filter((id) => !gone.includes(id));
   let state: string;
   try {
@@ -411,7 +449,8 @@ async function notAcknowledged(qmp: QmpExecutor, remaining: readonly string[], t
         `within ${timeoutMs} ms: QEMU only asks the guest to eject the slot and removes the device once the guest ` +
         `powers it off (q35: pcie_cap_slot_unplug_request_cb(); pseries: the guest isolates the slot's DR connector ` +
         `through RTAS before spapr_drc_release()). ${state}. The device${pending.length > 1 ? 's stay' : ' stays'} attached ` +
-        `with the request pending; let the guest finish it, or stop the VM to release the host device.`,
+        `with the request pending; let the guest finish it, or reset the VM (QMP system_reset; the guest OS restarts) ` +
+        `to make QEMU complete the unplug (RESET, then DEVICE_DELETED); QMP stop does not release it.`,
     );
   }
   if (gone.length > 0) {

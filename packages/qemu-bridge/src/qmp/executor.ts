@@ -7,6 +7,11 @@ export interface ExecuteOptions {
   readonly timeoutMs?: number;
   /** Send as `exec-oob` (needs the `oob` capability and a command that allows it). */
   readonly oob?: boolean;
+  /**
+   * Descriptors to send with the command (SCM_RIGHTS), for getfd and add-fd.
+   * Only over a UNIX socket; the caller keeps its own copies open or closes them.
+   */
+  readonly fds?: readonly number[];
 }
 
 /** A pending wait for one event; `cancel` stops waiting (the promise then never settles). */

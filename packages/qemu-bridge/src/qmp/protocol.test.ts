@@ -189,7 +189,7 @@ test('a reply to an id nobody asked for ends the session as a protocol violation
     peer.sendRaw('{"return": {}, "id": "someone-else"}\r\n');
     const ended = await session.whenEnded();
     t.is(ended.reason, 'protocol-violation');
-    t.regex(ended.message, /replied to id "someone-else", which no pending command has$/);
+    t.regex(ended.message, /replied to id "someone-else", which this session never sent$/);
   });
 });
 
@@ -256,7 +256,7 @@ test('a peer that never greets fails open() after the greeting timeout', async (
   const err = await t.throwsAsync(QmpSession.open(connect({ path: server.path }), { greetingTimeoutMs: 50 }), {
     instanceOf: QmpTimeoutError,
   });
-  t.is(err!.message, 'no QMP greeting from QMP peer within 50 ms');
+  t.regex(err!.message, /^no QMP greeting from QMP peer within 50 ms; /);
   for (const s of sockets) s.destroy();
   await server.close();
 });

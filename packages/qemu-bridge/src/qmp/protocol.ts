@@ -6,14 +6,18 @@
 import type { Duplex } from 'node:stream';
 import {
   QemuBridgeError,
+  QmpArgumentError,
   QmpCommandError,
   QmpDisconnectedError,
+  QmpFdPassingError,
   QmpProtocolError,
   QmpTimeoutError,
 } from '../errors';
 import { isEvent, parseEvent, type KnownQmpEventName, type QmpEvent, type QmpEventOf } from './events';
+import { QmpEventListener, type EventListenerOptions, type SessionListener } from './event-listener';
 import type { EventWait, ExecuteOptions, QmpExecutor } from './executor';
-import { abbreviate, encodeMessage, FramingError, JsonMessageDecoder } from './framing';
+import type { FdChannel } from './fd-channel';
+import { abbreviate, JsonMessageDecoder } from './framing';
 
 export interface QemuVersionTriple {
   readonly major: number;
@@ -36,6 +40,21 @@ export interface QmpSessionOptions {
   readonly commandTimeoutMs?: number;
   /** Capabilities to enable when the greeting offers them. Default ['oob']. */
   readonly enable?: readonly string[];
+  /**
+   * Registered before the greeting is read, so they see every event of the
+   * session, including one in the same chunk as the qmp_capabilities reply.
+   */
+  readonly onEvent?: (event: QmpEvent) => void;
+  /** Listeners registered before the greeting is read (see `onEvent`). */
+  readonly listeners?: readonly SessionListener[];
+  /**
+   * Events kept for the first listener when none is registered yet (an
+   * event that arrives between open() and the caller's first onEvent/listen).
+   * Default 1000; the oldest are dropped beyond it.
+   */
+  readonly maxEarlyEvents?: number;
+  /** How to send descriptors with a command; connectQmp gives one for UNIX sockets. */
+  readonly fdChannel?: FdChannel;
 }
 
 export type DisconnectReason = 'peer-closed' | 'socket-error' | 'protocol-violation' | 'closed-by-client';
@@ -47,8 +66,14 @@ interface Pending {
   readonly timer: NodeJS.Timeout;
 }
 
-/** Ids of timed-out commands whose late replies are dropped, oldest first. */
-const MAX_ABANDONED = 1024;
+/**
+ * Ids are this prefix and a counter. A reply to an id of ours that is not
+ * pending is the late reply of a command that timed out: dropped, as QMP's
+ * spec lets a client do and qemu.qmp does, with no table of abandoned ids
+ * to fill up (a monitor blocked for minutes under a caller that polls with
+ * short timeouts abandons thousands).
+ */
+const ID_PREFIX = 'vfiokit-';
 
 export class QmpSession implements QmpExecutor {
   readonly label: string;
@@ -56,9 +81,15 @@ export class QmpSession implements QmpExecutor {
   private readonly decoder = new JsonMessageDecoder();
   private readonly commandTimeoutMs: number;
   private readonly pending = new Map<string, Pending>();
-  private readonly abandoned = new Set<string>();
   private readonly listeners = new Set<(event: QmpEvent) => void>();
+  /** Events received while no listener was registered yet; null once one was. */
+  private earlyEvents: QmpEvent[] | null = [];
+  private readonly maxEarlyEvents: number;
+  private readonly fdChannel: FdChannel | null;
+  /** Writes wait behind a send with descriptors in progress, to keep the stream's order. */
+  private writeChain: Promise<void> | null = null;
   private readonly endWaiters = new Set<(error: QmpDisconnectedError) => void>();
+  private readonly listenerEnds = new Set<SessionListener>();
   private nextId = 1;
   private ended: QmpDisconnectedError | null = null;
   private greetingWaiter: ((greeting: QmpGreeting) => void) | null = null;
@@ -70,14 +101,21 @@ export class QmpSession implements QmpExecutor {
     this.stream = stream;
     this.label = options.label ?? 'QMP peer';
     this.commandTimeoutMs = options.commandTimeoutMs ?? 30_000;
+    this.maxEarlyEvents = options.maxEarlyEvents ?? 1000;
+    this.fdChannel = options.fdChannel ?? null;
+    if (options.onEvent) this.onEvent(options.onEvent);
+    for (const listener of options.listeners ?? []) this.register(listener);
     this.streamClosed = new Promise((resolve) => stream.once('close', () => resolve()));
     stream.on('data', (chunk: Buffer) => this.onData(chunk));
     stream.on('end', () =>
       this.end(
         'peer-closed',
-        this.decoder.pendingChars > 0
+        this.decoder.pendingBytes > 0
           ? `${this.label} closed the connection in the middle of a message`
-          : `${this.label} closed the connection (QEMU exited or another client took the monitor)`,
+          : // QEMU closes a QMP connection only when it exits or the chardev is
+            // removed (chardev-remove); it never hands the monitor to another
+            // client while one is connected (chardev/char-socket.c accepts one).
+            `${this.label} closed the connection: QEMU exited, was killed, or closed this monitor`,
       ),
     );
     stream.on('error', (err: NodeJS.ErrnoException) => {
@@ -97,14 +135,37 @@ export class QmpSession implements QmpExecutor {
    * commands may be sent; on failure the stream is destroyed.
    */
   static async open(stream: Duplex, options: QmpSessionOptions = {}): Promise<QmpSession> {
+    const wanted = options.enable ?? ['oob'];
+    if (!Array.isArray(wanted) || !wanted.every((c) => typeof c === 'string')) {
+      stream.destroy();
+      throw new QmpArgumentError(
+        `QmpSession option enable must be a list of capability names, e.g. ['oob'], not ${JSON.stringify(wanted)}`,
+      );
+    }
     const session = new QmpSession(stream, options);
     const timeoutMs = options.greetingTimeoutMs ?? 10_000;
+    // One budget for the greeting and the negotiation together: the option
+    // bounds how long open() takes.
+    const started = Date.now();
     try {
-      const greeting = await session.withDeadline(session.nextGreeting(), timeoutMs, 'QMP greeting');
-      const wanted = options.enable ?? ['oob'];
+      const greeting = await session.withDeadline(
+        session.nextGreeting(),
+        timeoutMs,
+        () =>
+          `no QMP greeting from ${session.label} within ${timeoutMs} ms; a QEMU monitor serves one client at a time ` +
+          'and greets the next only when the current one disconnects: check that no other client ' +
+          '(libvirt, another vfiokit) holds it',
+        'QMP greeting',
+      );
       const enable = wanted.filter((cap) => greeting.capabilities.includes(cap));
+      const left = Math.max(1, timeoutMs - (Date.now() - started));
       // QEMU before 2.12 has no `enable` argument and rejects any argument.
-      await session.send('qmp_capabilities', enable.length > 0 ? { enable } : undefined, { timeoutMs });
+      await session.withDeadline(
+        session.send('qmp_capabilities', enable.length > 0 ? { enable } : undefined, { timeoutMs: left + 1_000 }),
+        left,
+        () => `negotiation with ${session.label} did not finish within ${timeoutMs} ms (qmp_capabilities got no reply)`,
+        'qmp_capabilities',
+      );
       session.enabledCapabilities = enable;
       return session;
     } catch (err) {
@@ -149,9 +210,64 @@ export class QmpSession implements QmpExecutor {
     return this.send(command, args, options);
   }
 
+  /**
+   * Calls `listener` for every event until the returned function is called.
+   * The first listener of a session also gets, at once, the events that
+   * arrived before it (see QmpSessionOptions.maxEarlyEvents). A listener that
+   * throws is reported with process.emitWarning; the session goes on.
+   */
   onEvent(listener: (event: QmpEvent) => void): () => void {
-    this.listeners.add(listener);
-    return () => this.listeners.delete(listener);
+    this.addSink(listener);
+    return () => {
+      this.listeners.delete(listener);
+    };
+  }
+
+  /**
+   * Registers a listener (it may have been created before the session) and
+   * returns the function that unregisters it; the session ending ends it.
+   */
+  register(listener: SessionListener): () => void {
+    if (this.ended) {
+      listener.finish(this.ended);
+      return () => {};
+    }
+    const sink = (event: QmpEvent): void => listener.deliver(event);
+    const detach = (): void => {
+      this.listeners.delete(sink);
+      this.listenerEnds.delete(listener);
+    };
+    listener.detach = detach;
+    this.listenerEnds.add(listener);
+    this.addSink(sink);
+    return detach;
+  }
+
+  /** Creates and registers a listener: `for await (const e of session.listen({ names: ['RESET'] }))`. */
+  listen<E extends QmpEvent = QmpEvent>(options: EventListenerOptions<E> = {}): QmpEventListener<E> {
+    const listener = new QmpEventListener<E>(options);
+    this.register(listener);
+    return listener;
+  }
+
+  private addSink(sink: (event: QmpEvent) => void): void {
+    this.listeners.add(sink);
+    const early = this.earlyEvents;
+    this.earlyEvents = null;
+    for (const event of early ?? []) this.callListener(sink, event);
+  }
+
+  private callListener(listener: (event: QmpEvent) => void, event: QmpEvent): void {
+    try {
+      listener(event);
+    } catch (err) {
+      // A listener's bug is not the session's, and must not become an
+      // uncaught exception that kills the process either.
+      process.emitWarning(
+        `a QMP event listener threw on ${event.name} from ${this.label}: ${(err as Error)?.message ?? String(err)}`,
+        { type: 'QmpListenerWarning', detail: (err as Error)?.stack },
+      );
+    }
   }
 
   waitForEvent<N extends KnownQmpEventName>(
@@ -186,9 +302,9 @@ export class QmpSession implements QmpExecutor {
           new QmpTimeoutError(`event ${name}`, timeoutMs, `no matching ${name} event from ${this.label} within ${timeoutMs} ms`),
         );
       }, timeoutMs);
-      this.listeners.add(listener);
       this.endWaiters.add(onEnd);
       cancel = stop;
+      this.addSink(listener);
     });
     return { promise, cancel: () => cancel() };
   }
@@ -210,21 +326,32 @@ export class QmpSession implements QmpExecutor {
         ),
       );
     }
-    const id = `vfiokit-${this.nextId++}`;
+    const id = `${ID_PREFIX}${this.nextId++}`;
     const message: Record<string, unknown> = { [options.oob ? 'exec-oob' : 'execute']: command };
     if (args !== undefined) message.arguments = args;
     message.id = id;
     let text: string;
     try {
-      text = encodeMessage(message);
+      text = JSON.stringify(message) + '\r\n';
     } catch (err) {
-      return Promise.reject(err); // e.g. a bigint argument: JSON has none
+      return Promise.reject(new QmpArgumentError(`cannot send ${command}: ${unencodable(args, err as Error)}`));
+    }
+    const fds = options.fds ?? [];
+    if (fds.length > 0 && !this.fdChannel) {
+      return Promise.reject(
+        new QmpFdPassingError(
+          `cannot send ${command} with descriptors to ${this.label}: descriptors pass only over a UNIX socket ` +
+            '(SCM_RIGHTS); connect to a -qmp unix: monitor',
+        ),
+      );
+    }
+    if (fds.some((fd) => !Number.isInteger(fd) || fd < 0)) {
+      return Promise.reject(new QmpArgumentError(`cannot send ${command}: fds ${JSON.stringify(fds)} are not all open descriptors`));
     }
     const timeoutMs = options.timeoutMs ?? this.commandTimeoutMs;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        this.abandon(id);
         reject(
           new QmpTimeoutError(
             command,
@@ -235,16 +362,31 @@ export class QmpSession implements QmpExecutor {
         );
       }, timeoutMs);
       this.pending.set(id, { command, resolve, reject, timer });
-      this.stream.write(text);
+      if (fds.length > 0) this.writeWithFds(id, command, text, fds);
+      else if (this.writeChain) this.writeChain = this.writeChain.then(() => void this.stream.write(text));
+      else this.stream.write(text);
     });
   }
 
-  private abandon(id: string): void {
-    this.abandoned.add(id);
-    if (this.abandoned.size > MAX_ABANDONED) {
-      const oldest = this.abandoned.values().next().value as string;
-      this.abandoned.delete(oldest);
-    }
+  private writeWithFds(id: string, command: string, text: string, fds: readonly number[]): void {
+    const channel = this.fdChannel!;
+    const previous = this.writeChain ?? Promise.resolve();
+    const chain = previous.then(async () => {
+      if (this.ended) return;
+      try {
+        await channel.send(Buffer.from(text, 'utf8'), fds);
+      } catch (err) {
+        const entry = this.pending.get(id);
+        if (!entry) return;
+        this.pending.delete(id);
+        clearTimeout(entry.timer);
+        entry.reject(err instanceof QemuBridgeError ? err : new QmpFdPassingError(`${command}: ${(err as Error).message}`, { cause: err }));
+      }
+    });
+    this.writeChain = chain;
+    void chain.then(() => {
+      if (this.writeChain === chain) this.writeChain = null;
+    });
   }
 
   private nextGreeting(): Promise<QmpGreeting> {
@@ -258,12 +400,9 @@ export class QmpSession implements QmpExecutor {
     });
   }
 
-  private withDeadline<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  private withDeadline<T>(promise: Promise<T>, timeoutMs: number, message: () => string, what: string): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new QmpTimeoutError(what, timeoutMs, `no ${what} from ${this.label} within ${timeoutMs} ms`)),
-        timeoutMs,
-      );
+      const timer = setTimeout(() => reject(new QmpTimeoutError(what, timeoutMs, message())), timeoutMs);
       promise.then(
         (value) => {
           clearTimeout(timer);
@@ -279,18 +418,14 @@ export class QmpSession implements QmpExecutor {
 
   private onData(chunk: Buffer): void {
     if (this.ended) return;
-    let messages: unknown[];
-    try {
-      messages = this.decoder.push(chunk);
-    } catch (err) {
-      if (!(err instanceof FramingError)) throw err;
-      this.violation(`${this.label} sent ${err.message}`);
-      return;
-    }
+    const { messages, error } = this.decoder.push(chunk);
+    // What was complete before the error is delivered first: a reply
+    // followed by garbage in one chunk still reaches its command.
     for (const message of messages) {
       if (this.ended) return;
       this.onMessage(message);
     }
+    if (error && !this.ended) this.violation(`${this.label} sent ${error.message}`);
   }
 
   private onMessage(message: unknown): void {
@@ -301,8 +436,12 @@ export class QmpSession implements QmpExecutor {
     const msg = message as Record<string, unknown>;
     if (this.greetingWaiter) {
       const greeting = parseGreeting(msg);
-      if (!greeting) {
+      if (greeting === null) {
         this.violation(`${this.label} did not start with a QMP greeting: ${abbreviate(JSON.stringify(msg))}`);
+        return;
+      }
+      if (typeof greeting === 'string') {
+        this.violation(`${this.label} sent a malformed greeting: ${greeting}`);
         return;
       }
       const waiter = this.greetingWaiter;
@@ -317,17 +456,12 @@ export class QmpSession implements QmpExecutor {
         this.violation(`${this.label} sent a malformed event: ${abbreviate(JSON.stringify(msg))}`);
         return;
       }
-      for (const listener of [...this.listeners]) {
-        try {
-          listener(event);
-        } catch (err) {
-          // A listener's bug is not the session's: report it like an
-          // EventEmitter would, outside this stack.
-          queueMicrotask(() => {
-            throw err;
-          });
-        }
+      if (this.earlyEvents) {
+        if (this.earlyEvents.length >= this.maxEarlyEvents) this.earlyEvents.shift();
+        this.earlyEvents.push(event);
+        return;
       }
+      for (const listener of [...this.listeners]) this.callListener(listener, event);
       return;
     }
     if ('return' in msg || 'error' in msg) {
@@ -347,8 +481,8 @@ export class QmpSession implements QmpExecutor {
     }
     const entry = this.pending.get(id);
     if (!entry) {
-      if (this.abandoned.delete(id)) return; // late reply to a command that timed out
-      this.violation(`${this.label} replied to id ${JSON.stringify(id)}, which no pending command has`);
+      if (this.issued(id)) return; // the late reply of a command that timed out
+      this.violation(`${this.label} replied to id ${JSON.stringify(id)}, which this session never sent`);
       return;
     }
     this.pending.delete(id);
@@ -361,6 +495,13 @@ export class QmpSession implements QmpExecutor {
     } else {
       entry.resolve(msg.return);
     }
+  }
+
+  /** True when `id` is one this session sent (see ID_PREFIX). */
+  private issued(id: string): boolean {
+    if (!id.startsWith(ID_PREFIX)) return false;
+    const n = Number(id.slice(ID_PREFIX.length));
+    return Number.isSafeInteger(n) && n >= 1 && n < this.nextId && id === `${ID_PREFIX}${n}`;
   }
 
   private violation(message: string): void {
@@ -379,6 +520,9 @@ export class QmpSession implements QmpExecutor {
     }
     this.pending.clear();
     this.listeners.clear();
+    this.earlyEvents = null;
+    for (const listener of [...this.listenerEnds]) listener.finish(error);
+    this.listenerEnds.clear();
     for (const waiter of [...this.endWaiters]) waiter(error);
     this.endWaiters.clear();
     this.greetingWaiter = null;
@@ -386,7 +530,8 @@ export class QmpSession implements QmpExecutor {
   }
 }
 
-function parseGreeting(msg: Record<string, unknown>): QmpGreeting | null {
+/** The greeting; null when the message is no greeting, a reason when it is a malformed one. */
+function parseGreeting(msg: Record<string, unknown>): QmpGreeting | string | null {
   const qmp = msg.QMP as Record<string, unknown> | undefined;
   if (typeof qmp !== 'object' || qmp === null) return null;
   const version = qmp.version as Record<string, unknown> | undefined;
@@ -398,7 +543,10 @@ function parseGreeting(msg: Record<string, unknown>): QmpGreeting | null {
   ) {
     return null;
   }
-  const caps = Array.isArray(qmp.capabilities) ? qmp.capabilities.filter((c): c is string => typeof c === 'string') : [];
+  const caps = qmp.capabilities;
+  if (!Array.isArray(caps) || !caps.every((c): c is string => typeof c === 'string')) {
+    return `the greeting's capabilities is ${(JSON.stringify(caps) ?? 'absent').slice(0, 120)}, not a list of strings (qapi/control.json QMPCapability)`;
+  }
   return {
     version: {
       major: qemu.major,
@@ -406,7 +554,7 @@ function parseGreeting(msg: Record<string, unknown>): QmpGreeting | null {
       micro: qemu.micro,
       package: typeof version?.package === 'string' ? version.package : '',
     },
-    capabilities: caps,
+    capabilities: caps as string[],
   };
 }
 
@@ -414,4 +562,24 @@ function versionText(greeting: QmpGreeting | null): string {
   if (!greeting) return 'unknown version';
   const v = greeting.version;
   return `${v.major}.${v.minor}.${v.micro}`;
+}
+
+/** Why JSON.stringify failed on `args`, naming the argument. */
+function unencodable(args: Record<string, unknown> | undefined, err: Error): string {
+  const seen = new Set<unknown>();
+  const find = (value: unknown, path: string): string | null => {
+    if (typeof value === 'bigint') {
+      return `argument ${path} is a BigInt (${value}), which JSON cannot carry; pass a number (exact up to 2^53) or split the value`;
+    }
+    if (typeof value !== 'object' || value === null) return null;
+    if (seen.has(value)) return `argument ${path} refers to itself, which JSON cannot carry`;
+    seen.add(value);
+    for (const [k, v] of Object.entries(value)) {
+      const found = find(v, path === '' ? k : Array.isArray(value) ? `${path}[${k}]` : `${path}.${k}`);
+      if (found) return found;
+    }
+    seen.delete(value);
+    return null;
+  };
+  return find(args, '') ?? `its arguments cannot be written as JSON: ${err.message}`;
 }

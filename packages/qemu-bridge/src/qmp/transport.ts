@@ -1,20 +1,26 @@
 // The socket side of QMP: opens a UNIX or TCP connection and hands the stream
 // to the protocol layer. Reconnecting is the caller's decision: this module
 // connects once and reports why it could not.
-import { connect, type Socket } from 'node:net';
+import { connect, isIP, type Socket } from 'node:net';
 import { QmpConnectError } from '../errors';
+import { unixFdChannel } from './fd-channel';
 import { QmpSession, type QmpSessionOptions } from './protocol';
 
 /** Where QEMU's monitor listens (`-qmp unix:PATH,server=on` or `-qmp tcp:HOST:PORT,server=on`). */
 export type QmpAddress = { readonly path: string } | { readonly host: string; readonly port: number };
 
-export interface ConnectOptions extends Omit<QmpSessionOptions, 'label'> {
+export interface ConnectOptions extends Omit<QmpSessionOptions, 'label' | 'fdChannel'> {
   /** How long to wait for the socket to connect. Default 5 s. */
   readonly connectTimeoutMs?: number;
 }
 
 export function describeAddress(address: QmpAddress): string {
-  return 'path' in address ? `unix:${address.path}` : `tcp:${address.host}:${address.port}`;
+  return 'path' in address ? `unix:${address.path}` : `tcp:${inetHost(address.host)}:${address.port}`;
+}
+
+/** A host in an address label: an IPv6 address in brackets, so the port stays readable. */
+export function inetHost(host: string): string {
+  return isIP(host) === 6 ? `[${host}]` : host;
 }
 
 /** Connects, reads the greeting and negotiates; resolves with a ready session. */
@@ -22,7 +28,8 @@ export async function connectQmp(address: QmpAddress, options: ConnectOptions = 
   const label = `QEMU monitor at ${describeAddress(address)}`;
   const socket = await openSocket(address, label, options.connectTimeoutMs ?? 5_000);
   if (!('path' in address)) socket.setNoDelay(true);
-  return QmpSession.open(socket, { ...options, label });
+  const fdChannel = 'path' in address ? unixFdChannel(socket, label) : undefined;
+  return QmpSession.open(socket, { ...options, label, fdChannel });
 }
 
 function openSocket(address: QmpAddress, label: string, timeoutMs: number): Promise<Socket> {

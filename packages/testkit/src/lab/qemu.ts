@@ -4,6 +4,7 @@
 
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
+import { tiedToThisProcess } from '../processes/tie';
 
 export interface GuestRun {
   /** QEMU's exit code, or null when it was killed. */
@@ -28,7 +29,7 @@ export function runGuest(opts: GuestOptions): Promise<GuestRun> {
   const started = Date.now();
   const file = createWriteStream(opts.consolePath);
   file.write(`# ${opts.qemu} ${opts.args.join(' ')}\n`);
-  const child = spawn(opts.qemu, [...opts.args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(...tiedToThisProcess(opts.qemu, opts.args), { stdio: ['ignore', 'pipe', 'pipe'] });
   let text = '';
   let partial = '';
   const take = (chunk: Buffer): void => {

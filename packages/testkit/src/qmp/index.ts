@@ -9,5 +9,7 @@ export {
 export type { FakeQmpCall, FakeQmpGreeting, FakeQmpHandler, FakeQmpPeerOptions } from './fake-peer';
 export { qemuAvailable, startTestQemu } from './qemu-process';
 export type { TestQemu, TestQemuOptions } from './qemu-process';
+export { QEMU_MATRIX, qemuBuild, qemuCacheDir } from './qemu-versions';
+export type { QemuBuild } from './qemu-versions';
 export { GUEST_READY_MARK, startTestGuest, testKernel } from './test-guest';
 export type { TestGuest, TestGuestOptions } from './test-guest';

@@ -5,6 +5,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { tiedToThisProcess } from '../processes/tie';
 
 export interface TestQemuOptions {
   /** Extra arguments after the fixed ones, e.g. ['-device', 'pcie-root-port,id=rp1,chassis=1']. */
@@ -57,7 +58,7 @@ export async function startTestQemu(options: TestQemuOptions = {}): Promise<Test
     `unix:${socketPath},server=on,wait=off`,
     ...(options.args ?? []),
   ];
-  const child = spawn(binary, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(...tiedToThisProcess(binary, argv), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (text: string) => {

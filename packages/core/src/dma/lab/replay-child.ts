@@ -1,7 +1,7 @@
 // The lab's replay of the real recording on the real kernel, run as a child
 // process by replay.lab.ts so every VFIO file descriptor it opens is closed
-// when it exits (vfio-core's objects close on garbage collection only, and a
-// device fd left open would make a later unbind of the device wait forever).
+// when it exits even if the run throws (a device fd left open would make a
+// later unbind of the device wait forever); a normal run closes its container.
 //
 //   node replay-child.js BDF [edu]
 //   node replay-child.js --mock        (the same run on vfio-core's mock, for a unit test)
@@ -18,7 +18,8 @@ import { IdentityMap } from '../identity';
 import { ContainerMappings } from '../mappings';
 import { VTD_HOST, X86_MSI_WINDOW } from '../target';
 import { hostIommuInfoOf, mockHostConfig, VfioDmaTarget } from '../vfio-target';
-import { HostMemory, IommuType, PciRegion, VfioError, VfioHost, type Device } from '../../vfio/index';
+import { HostMemory, PciRegion, VfioHost, type Device } from '../../vfio/index';
+import { outcome as errno } from '../../vfio/lab/support';
 
 const RAM = 64 << 20;
 /** Moves the recording's IOVAs (just under 4 GiB) just under 256 MiB: edu's DMA mask is 28 bits. */
@@ -31,15 +32,6 @@ function recordingText(): { text: string; source: string } {
   if (fs.existsSync(full)) return { text: fs.readFileSync(full, 'utf8'), source: 'full recording' };
   const excerpt = path.join(dir, 'packages', 'core', 'src', 'dma', 'fixtures', 'e1000e-strict-6.1-phase1.txt');
   return { text: fs.readFileSync(excerpt, 'utf8'), source: 'excerpt' };
-}
-
-function errno(f: () => unknown): string {
-  try {
-    f();
-    return 'ok';
-  } catch (e) {
-    return e instanceof VfioError ? e.code : String(e);
-  }
 }
 
 /** edu: copy `count` bytes between an IOVA and its buffer at 0x40000; false if it did not finish. */
@@ -57,10 +49,7 @@ export function runLabReplay(bdf: string, mode?: string): Record<string, unknown
   const mock = bdf === '--mock';
   const groupId = mock ? 1 : Number(fs.readlinkSync(`/sys/bus/pci/devices/${bdf}/iommu_group`).split('/').pop());
   const vfio = mock ? VfioHost.mock(mockHostConfig(VTD_HOST, [{ id: 1, reservedRegions: [X86_MSI_WINDOW] }])) : VfioHost.kernel();
-  const container = vfio.openContainer();
-  const group = vfio.openGroup(groupId);
-  group.setContainer(container);
-  container.setIommu(IommuType.Type1v2);
+  const container = vfio.openType1([groupId]);
   const host = hostIommuInfoOf(container);
   // Guest RAM must be pages of this process at a known address
   // (VFIO_IOMMU_MAP_DMA pins the caller's pages): vfio-core's HostMemory is
@@ -124,7 +113,7 @@ export function runLabReplay(bdf: string, mode?: string): Record<string, unknown
   };
 
   if (mode === 'edu') {
-    const device = group.device(bdf);
+    const device = container.device(bdf);
     device.writeConfig16(4, device.readConfig16(4) | 0x6); // memory space + bus master
     const bar0 = device.mapRegion(PciRegion.Bar0, 0, 4096);
     const bytesAt = (gpa: bigint) => mem.read(Number(gpa), 64);
@@ -164,11 +153,10 @@ export function runLabReplay(bdf: string, mode?: string): Record<string, unknown
     device.writeConfig16(4, device.readConfig16(4) & ~0x4);
   }
 
-  // Leave the container empty; the fds close when this process exits (with a
-  // device fd open the kernel refuses VFIO_GROUP_UNSET_CONTAINER: EBUSY).
+  // Unmap before the memory goes, then close device, group and container in order.
   container.unmapAll();
+  container.close();
   mem.free();
-  if (mode !== 'edu') group.unsetContainer();
   return out;
 }
 
@@ -182,10 +170,7 @@ export function runEntryLimit(bdf: string): Record<string, unknown> {
   const mock = bdf === '--mock';
   const groupId = mock ? 1 : Number(fs.readlinkSync(`/sys/bus/pci/devices/${bdf}/iommu_group`).split('/').pop());
   const vfio = mock ? VfioHost.mock(mockHostConfig({ ...VTD_HOST, dmaEntryLimit: 4096 }, [{ id: 1, reservedRegions: [X86_MSI_WINDOW] }])) : VfioHost.kernel();
-  const container = vfio.openContainer();
-  const group = vfio.openGroup(groupId);
-  group.setContainer(container);
-  container.setIommu(IommuType.Type1v2);
+  const container = vfio.openType1([groupId]);
   const host = hostIommuInfoOf(container);
   const limit = host.dmaEntryLimit;
   const mem = new HostMemory((limit + 1) * 4096);
@@ -208,8 +193,8 @@ export function runEntryLimit(bdf: string): Record<string, unknown> {
   new IdentityMap(at, host, groups).mapAll(layoutOf(limit));
   const beyond = errno(() => container.mapDma(0x100000000n, mem.address, 0x1000n));
   container.unmapAll();
+  container.close();
   mem.free();
-  group.unsetContainer();
   return { limit, refused, afterRefusal, mappedAtLimit: at.size, callsAtLimit: at.stats.calls, beyond };
 }
 

@@ -1,0 +1,104 @@
+//! Backends: the kernel's /dev/vfio or a mock host.
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::*;
+use napi::Env;
+use napi_derive::napi;
+
+use super::container::Type1Container;
+use super::error::js_err;
+use super::mock_host::{config_of, MockHostConfig};
+use crate::backend::{self, KernelBackend, MockBackend};
+
+#[napi(object, js_name = "GroupStatus")]
+pub struct GroupStatusJs {
+    pub viable: bool,
+    pub container_set: bool,
+    pub flags: u32,
+}
+
+/// A VFIO system: the kernel's /dev/vfio, or an in-process mock host.
+#[napi]
+pub struct VfioBackend {
+    pub(super) inner: Arc<dyn backend::Backend>,
+    pub(super) mock: Option<Arc<MockBackend>>,
+}
+
+#[napi]
+impl VfioBackend {
+    /// The kernel's VFIO at /dev/vfio (or `devDir`).
+    #[napi(factory)]
+    pub fn kernel(dev_dir: Option<String>) -> Self {
+        let k = match dev_dir {
+            Some(d) => KernelBackend::with_dev_dir(d),
+            None => KernelBackend::new(),
+        };
+        Self { inner: Arc::new(k), mock: None }
+    }
+
+    /// A mock host built from `config` (see MockHostConfig).
+    #[napi(factory)]
+    pub fn mock(env: &Env, config: Option<MockHostConfig>) -> Result<Self> {
+        let cfg = config_of(config).map_err(|e| js_err(env, e))?;
+        let m = Arc::new(MockBackend::new(cfg));
+        Ok(Self { inner: m.clone(), mock: Some(m) })
+    }
+
+    /// "kernel" or "mock".
+    #[napi(getter)]
+    pub fn kind(&self) -> String {
+        self.inner.kind().to_string()
+    }
+
+    /// A type1 container holding `groups` (attached in order), its IOMMU
+    /// set to `iommu` (default `VFIO_TYPE1v2_IOMMU`). The only way to get a
+    /// type1 container: it owns its groups, so none can be dropped under it.
+    #[napi]
+    pub fn open_type1(&self, env: &Env, groups: Vec<u32>, iommu: Option<u32>) -> Result<Type1Container> {
+        let t1 = crate::Type1Container::open(self.inner.clone(), &groups, iommu.unwrap_or(crate::uapi::VFIO_TYPE1V2_IOMMU))
+            .map_err(|e| js_err(env, e))?;
+        Ok(Type1Container::new(t1))
+    }
+
+    /// `VFIO_GROUP_GET_STATUS` of group `id`, on a group file opened and
+    /// closed for the question.
+    #[napi]
+    pub fn group_status(&self, env: &Env, id: u32) -> Result<GroupStatusJs> {
+        let s = crate::Group::open(self.inner.clone(), id).and_then(|g| g.status()).map_err(|e| js_err(env, e))?;
+        Ok(GroupStatusJs { viable: s.viable, container_set: s.container_set, flags: s.flags })
+    }
+
+    /// `VFIO_CHECK_EXTENSION` on a fresh container: whether any IOMMU
+    /// driver offers `extension` (an IOMMU type or feature number).
+    #[napi]
+    pub fn check_extension(&self, env: &Env, extension: u32) -> Result<bool> {
+        crate::Container::open(self.inner.clone()).and_then(|c| c.check_extension(extension)).map_err(|e| js_err(env, e))
+    }
+
+    /// `VFIO_GET_API_VERSION` on a fresh container.
+    #[napi]
+    pub fn api_version(&self, env: &Env) -> Result<i32> {
+        crate::Container::open(self.inner.clone()).and_then(|c| c.api_version()).map_err(|e| js_err(env, e))
+    }
+
+    /// Mock only: bind a device to `driver` (null unbinds), as sysfs would.
+    #[napi]
+    pub fn bind(&self, env: &Env, address: String, driver: Option<String>) -> Result<()> {
+        let m = self.mock_only(env, "bind")?;
+        m.bind(&address, driver.as_deref())
+            .map_err(|e| js_err(env, crate::Error::new(e.0, "bind", format!("mock device {address}"))))
+    }
+
+    /// Mock only: how many ioctls the mock has served.
+    #[napi]
+    pub fn ioctl_count(&self, env: &Env) -> Result<f64> {
+        Ok(self.mock_only(env, "ioctlCount")?.ioctl_count() as f64)
+    }
+
+    fn mock_only(&self, env: &Env, what: &'static str) -> Result<&Arc<MockBackend>> {
+        self.mock.as_ref().ok_or_else(|| {
+            js_err(env, crate::Error::new(libc::ENOTTY, what, "kernel backend").with_detail("only a mock host has this"))
+        })
+    }
+}
