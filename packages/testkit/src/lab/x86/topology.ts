@@ -77,11 +77,15 @@ export const X86_TOPOLOGY: LabTopology = {
   ],
 };
 
-/** The `-device` arguments that build X86_TOPOLOGY (the IOMMU comes first: devices attach to it as they are created). */
-export function x86TopologyArgs(): string[] {
+/**
+ * The `-device` arguments that build X86_TOPOLOGY behind `iommuDevice` (the
+ * IOMMU comes first: devices attach to it as they are created). Without
+ * one, the machine's own IOMMU serves (arm64 `virt,iommu=smmuv3`).
+ */
+export function x86TopologyArgs(iommuDevice?: string): string[] {
   const d = (spec: string): string[] => ['-device', spec];
   return [
-    ...d('intel-iommu,intremap=on,caching-mode=on'),
+    ...(iommuDevice === undefined ? [] : d(iommuDevice)),
     ...d('edu,id=solo,bus=pcie.0,addr=0x3'),
     ...d('pcie-pci-bridge,id=br1,bus=pcie.0,addr=0x4'),
     ...d('edu,id=bridge-a,bus=br1,addr=0x1'),
