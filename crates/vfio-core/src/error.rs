@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn the_mock_spapr_map_of_unregistered_memory_carries_the_spapr_hint() {
-        use crate::backend::spapr_mock::{MockSpapr, SpaprProfile};
+        use crate::backend::mock::spapr::{MockSpapr, SpaprProfile};
         use crate::spapr::SpaprOps;
         let mut m = MockSpapr::new(SpaprProfile::qemu_pseries(), true);
         m.attach_group(1).unwrap();
@@ -302,7 +302,7 @@ mod tests {
 
     #[test]
     fn a_tce_container_refusal_carries_the_spapr_hint() {
-        use crate::backend::spapr_mock::{MockSpapr, SpaprProfile};
+        use crate::backend::mock::spapr::{MockSpapr, SpaprProfile};
         use crate::spapr::{DmaDirection, TceContainer, TceVersion};
         let mut m = MockSpapr::new(SpaprProfile::qemu_pseries(), true);
         m.attach_group(1).unwrap();

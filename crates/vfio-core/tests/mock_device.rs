@@ -6,7 +6,7 @@ mod common;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use common::*;
-use vfio_core::backend::mock_devices::edu;
+use vfio_core::backend::mock::devices::edu;
 use vfio_core::backend::{BarConfig, DeviceModelConfig, EduConfig, GenericDeviceConfig, MockDeviceConfig, MockGroupConfig};
 use vfio_core::uapi::*;
 use vfio_core::{Device, IrqAction, IrqData, MockConfig, SparseArea};

@@ -18,8 +18,8 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use vfio_core::backend::mock_config::{DeviceModelConfig, EduConfig, MockDeviceConfig, MockGroupConfig};
-use vfio_core::backend::spapr_mock::{SpaprDriver, SpaprProfile};
+use vfio_core::backend::mock::config::{DeviceModelConfig, EduConfig, MockDeviceConfig, MockGroupConfig};
+use vfio_core::backend::mock::spapr::{SpaprDriver, SpaprProfile};
 use vfio_core::backend::{Backend, KernelBackend, MockBackend};
 use vfio_core::error::errno_name;
 use vfio_core::spapr::{ops_for, SpaprOps};

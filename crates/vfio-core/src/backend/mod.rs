@@ -15,16 +15,11 @@
 //! sPAPR: the TCE ioctls live outside this trait, in `crate::spapr`, which
 //! reaches a container through [`Backend::as_any`] (mock) or its descriptor
 //! (kernel). A mock container's IOMMU is a [`mock::IommuOps`] opened by an
-//! [`mock::IommuDriverOps`]: type1 is [`mock_type1`], sPAPR lives in `spapr_mock`.
+//! [`mock::IommuDriverOps`]: type1 is [`mock::type1`], sPAPR is [`mock::spapr`].
 
 pub mod kernel;
 pub mod mock;
-pub mod mock_config;
-pub mod mock_devices;
-pub mod mock_index;
-pub mod mock_type1;
 pub mod spapr_kernel;
-pub mod spapr_mock;
 
 use std::any::Any;
 use std::ffi::CStr;
@@ -37,7 +32,7 @@ use crate::uapi::{
 
 pub use kernel::KernelBackend;
 pub use mock::MockBackend;
-pub use mock_config::*;
+pub use mock::config::*;
 
 /// A descriptor a backend hands out: a real file descriptor for the kernel,
 /// an entry of the mock's descriptor table for the mock.

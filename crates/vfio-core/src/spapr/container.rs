@@ -435,7 +435,7 @@ impl<O: SpaprOps> Drop for TceContainer<O> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::spapr_mock::{MockSpapr, SpaprProfile};
+    use crate::backend::mock::spapr::{MockSpapr, SpaprProfile};
 
     const MEM: u64 = 0x7f00_0000_0000;
 
@@ -682,7 +682,7 @@ mod properties {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::backend::spapr_mock::{MockSpapr, SpaprProfile};
+    use crate::backend::mock::spapr::{MockSpapr, SpaprProfile};
 
     const PAGES: u64 = 64;
     const MEM: u64 = 0x7f00_0000_0000;

@@ -24,7 +24,7 @@ use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use crate::backend::spapr_kernel::KernelSpapr;
-use crate::backend::spapr_mock::MockContainerSpapr;
+use crate::backend::mock::spapr::MockContainerSpapr;
 use crate::backend::{Backend, KernelBackend, MockBackend};
 use crate::{Container, Group};
 
@@ -179,8 +179,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::backend::mock_config::{MockDeviceConfig, MockGroupConfig};
-    use crate::backend::spapr_mock::{SpaprDriver, SpaprProfile};
+    use crate::backend::mock::config::{MockDeviceConfig, MockGroupConfig};
+    use crate::backend::mock::spapr::{SpaprDriver, SpaprProfile};
     use crate::backend::Backend;
     use crate::uapi::{VFIO_SPAPR_TCE_V2_IOMMU, VFIO_TYPE1V2_IOMMU};
     use crate::{Group, MockConfig};

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use super::mock_config::{BarConfig, DeviceModelConfig, EduConfig, GenericDeviceConfig};
+use super::config::{BarConfig, DeviceModelConfig, EduConfig, GenericDeviceConfig};
 
 /// What a device sees of the outside world during an access.
 pub trait Bus {

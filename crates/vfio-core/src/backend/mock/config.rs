@@ -7,7 +7,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::mock::IommuDriverOps;
+use super::spapr::{SpaprDriver, SpaprProfile};
+use super::IommuDriverOps;
 
 /// One usable (or reserved) IOVA range, both ends inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +104,12 @@ impl MockConfig {
         self.groups.push(group);
         self
     }
+
+    /// This host as a QEMU pseries guest sees it: see
+    /// [`SpaprDriver::pseries_config`] with [`SpaprProfile::qemu_pseries`].
+    pub fn on_qemu_pseries(self) -> Self {
+        SpaprDriver::pseries_config(self, SpaprProfile::qemu_pseries())
+    }
 }
 
 /// One IOMMU group.
@@ -185,6 +192,23 @@ pub struct GenericDeviceConfig {
     pub pcie: bool,
 }
 
+/// The default: a virtio-style vendor/device (0x1af4:0x1000), class
+/// "unassigned" (0xff0000), no BARs, no reset, no MSI/MSI-X, conventional PCI.
+impl Default for GenericDeviceConfig {
+    fn default() -> Self {
+        Self {
+            vendor: 0x1af4,
+            device: 0x1000,
+            class_code: 0xff0000,
+            bars: Vec::new(),
+            reset: false,
+            msi_vectors: 0,
+            msix_vectors: 0,
+            pcie: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct BarConfig {
     pub index: u32,
@@ -192,4 +216,11 @@ pub struct BarConfig {
     pub mmap: bool,
     /// Sparse mmap areas (offset, size) reported as VFIO_REGION_INFO_CAP_SPARSE_MMAP.
     pub sparse: Option<Vec<(u64, u64)>>,
+}
+
+impl BarConfig {
+    /// A memory BAR user space may mmap, with no sparse areas.
+    pub fn new(index: u32, size: u64) -> Self {
+        Self { index, size, mmap: true, sparse: None }
+    }
 }

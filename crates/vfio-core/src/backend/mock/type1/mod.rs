@@ -2,12 +2,14 @@
 //! extensions, attach/detach with reserved regions, map and unmap with the
 //! kernel's rules in the kernel's order, and the info capability chain.
 
+pub mod index;
+
 use std::any::Any;
 
-use super::mock::{einval, read_self, write_self, AttachGroup, CapChain, IommuDriverOps, IommuOps};
-use super::mock_config::{IovaSpan, KernelVersion, MockConfig};
-use super::mock_index::{Dma, DmaIndex};
-use super::{argsz_of, buf_bytes, buf_bytes_mut, read_pod, write_pod, Errno, SysResult};
+use self::index::{Dma, DmaIndex};
+use super::config::{IovaSpan, KernelVersion, MockConfig};
+use super::{einval, read_self, write_self, AttachGroup, CapChain, IommuDriverOps, IommuOps};
+use crate::backend::{argsz_of, buf_bytes, buf_bytes_mut, read_pod, write_pod, Errno, SysResult};
 use crate::uapi::*;
 
 /// The built-in type1 driver.

@@ -1,0 +1,75 @@
+//! The mock's descriptor table: what each fd it handed out refers to, and
+//! what closing one releases (vfio_fops_release, vfio_group_fops_release,
+//! vfio_device_fops_release).
+
+use super::super::{Errno, RawFd, SysResult};
+use super::devices::pci;
+use super::Host;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FdObj {
+    Container(usize),
+    Group(u32),
+    Device(usize),
+}
+
+impl Host {
+    pub(super) fn new_fd(&mut self, obj: FdObj) -> RawFd {
+        let fd = self.next_fd;
+        self.next_fd += 1;
+        self.fds.insert(fd, obj);
+        fd
+    }
+
+    pub(super) fn container(&self, fd: RawFd) -> SysResult<usize> {
+        match self.fds.get(&fd) {
+            Some(FdObj::Container(c)) => Ok(*c),
+            Some(_) => Err(Errno(libc::ENOTTY)),
+            None => Err(Errno(libc::EBADF)),
+        }
+    }
+
+    pub(super) fn group(&self, fd: RawFd) -> SysResult<u32> {
+        match self.fds.get(&fd) {
+            Some(FdObj::Group(g)) => Ok(*g),
+            Some(_) => Err(Errno(libc::ENOTTY)),
+            None => Err(Errno(libc::EBADF)),
+        }
+    }
+
+    pub(super) fn device(&self, fd: RawFd) -> SysResult<usize> {
+        match self.fds.get(&fd) {
+            Some(FdObj::Device(d)) => Ok(*d),
+            Some(_) => Err(Errno(libc::ENOTTY)),
+            None => Err(Errno(libc::EBADF)),
+        }
+    }
+
+    pub(super) fn close(&mut self, fd: RawFd) {
+        let h = self;
+        match h.fds.remove(&fd) {
+            // vfio_fops_release: the container lives on while groups hold it.
+            Some(FdObj::Container(c)) => h.containers[c].file_open = false,
+            Some(FdObj::Group(g)) => {
+                h.groups.get_mut(&g).expect("group").file_open = false;
+                h.maybe_release_group(g);
+            }
+            // vfio_device_fops_release: the device's last close disables it
+            // (vfio_pci_core_disable) and drops its use of the container.
+            Some(FdObj::Device(d)) => {
+                let gid = h.devices[d].group;
+                let dev = &mut h.devices[d];
+                dev.open_count -= 1;
+                if dev.open_count == 0 {
+                    dev.irq_type = None;
+                    dev.irqs = Default::default();
+                    let cmd = dev.model.config().command() & !(pci::COMMAND_MASTER | pci::COMMAND_MEMORY | pci::COMMAND_IO);
+                    dev.model.config_mut().bytes[pci::COMMAND..pci::COMMAND + 2].copy_from_slice(&cmd.to_le_bytes());
+                }
+                h.groups.get_mut(&gid).expect("group").open_devices -= 1;
+                h.maybe_release_group(gid);
+            }
+            None => {}
+        }
+    }
+}
