@@ -23,12 +23,32 @@ pub struct TopologyDevice {
     pub group_bridges: Vec<String>,
 }
 
+/// The host the guest is (packages/testkit/src/lab/x86/hosts.ts `LabHostFacts`):
+/// which mock profile answers as its kernel does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostFacts {
+    /// `vtd`, `amd-vi`, `smmuv3`: a vfio-core [`vfio_core::backend::HostIommuProfile`].
+    pub iommu: String,
+    pub msi_isolated: bool,
+    pub allow_unsafe_interrupts: bool,
+}
+
+impl Default for HostFacts {
+    /// The x86 lab's own: VT-d with interrupt remapping.
+    fn default() -> Self {
+        Self { iommu: "vtd".into(), msi_isolated: true, allow_unsafe_interrupts: false }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Topology {
     pub name: String,
     pub dma_entry_limit: u32,
     pub devices: Vec<TopologyDevice>,
+    #[serde(default)]
+    pub host: HostFacts,
 }
 
 impl Topology {
