@@ -1,8 +1,13 @@
 // The arm64 guest: QEMU's `virt` machine under TCG with an SMMUv3
 // (`iommu=smmuv3`: every device on pcie.0 and below sits behind it),
-// Debian's 6.1 arm64 kernel, the same edu topology as the x86 guest (the
-// grouping comes from the kernel's generic pci_device_group, not from the
-// IOMMU driver, so the roles and BDFs are the same), and an initramfs that
+// Debian's 6.1 arm64 kernel, the x86 guest's edu roles (the grouping comes
+// from the kernel's generic pci_device_group, not from the IOMMU driver),
+// with one change: `blocked` and its virtio peer are two functions behind a
+// root port, not two slots behind a PCIe-to-PCI bridge. Behind that bridge
+// both carry the bridge's alias as requester ID, which is one SMMU stream
+// ID, and 6.1's arm-smmu-v3 takes only the first master of a stream: the
+// second device's probe fails with EINVAL ("stream 768 already in tree",
+// arm_smmu_insert_master), measured here. An initramfs
 // holds everything the guest runs (busybox, the VFIO modules, the static
 // aarch64 vfio-lab, topology.json): the host's x86 programs cannot run there.
 //
@@ -11,10 +16,40 @@
 
 import { BIND_VFIO_SH, initPrelude, packInitramfs } from '../initramfs';
 import { KernelModule } from '../modules';
-import { LabTopology, x86TopologyArgs } from '../x86/topology';
+import { LabTopology, X86_TOPOLOGY } from '../x86/topology';
 import { LabHostFacts } from '../x86/hosts';
 
 export const MARK = 'vfiokit-arm64:';
+
+/** The x86 roles, with `blocked` and `blocked-peer` as functions 0 and 1 behind a second root port (00:06.0). */
+export const ARM64_TOPOLOGY: LabTopology = {
+  ...X86_TOPOLOGY,
+  name: 'arm64-virt-edu',
+  devices: X86_TOPOLOGY.devices.map((d) =>
+    d.role === 'blocked'
+      ? { ...d, bdf: '0000:03:00.0', groupBridges: [] }
+      : d.role === 'blocked-peer'
+        ? { ...d, bdf: '0000:03:00.1', groupBridges: [] }
+        : d,
+  ),
+};
+
+/** The `-device` arguments that build ARM64_TOPOLOGY (the machine's SMMUv3 serves them all). */
+export function arm64TopologyArgs(): string[] {
+  const d = (spec: string): string[] => ['-device', spec];
+  return [
+    ...d('edu,id=solo,bus=pcie.0,addr=0x3'),
+    ...d('pcie-pci-bridge,id=br1,bus=pcie.0,addr=0x4'),
+    ...d('edu,id=bridge-a,bus=br1,addr=0x1'),
+    ...d('edu,id=bridge-b,bus=br1,addr=0x2'),
+    ...d('pcie-root-port,id=rp1,chassis=1,bus=pcie.0,addr=0x5'),
+    ...d('edu,id=mf-0,bus=rp1,addr=0x0.0,multifunction=on'),
+    ...d('edu,id=mf-1,bus=rp1,addr=0x0.1'),
+    ...d('pcie-root-port,id=rp2,chassis=2,bus=pcie.0,addr=0x6'),
+    ...d('edu,id=blocked,bus=rp2,addr=0x0.0,multifunction=on'),
+    ...d('virtio-rng-pci,id=blocked-peer,bus=rp2,addr=0x0.1'),
+  ];
+}
 
 /** One boot of the arm64 profile: the GIC decides whether MSIs are isolated. */
 export interface Arm64Host {
@@ -53,7 +88,7 @@ export function qemuArgs(host: Arm64Host, paths: QemuPaths): string[] {
     '-kernel', paths.vmlinuz,
     '-initrd', paths.initramfs,
     '-append', 'console=ttyAMA0 panic=-1 loglevel=4',
-    ...x86TopologyArgs(),
+    ...arm64TopologyArgs(),
     '-device', `virtio-serial-pci,id=vser,bus=pcie.0,addr=${RESULTS_SLOT}`,
     '-chardev', `file,id=results,path=${paths.results}`,
     '-device', 'virtconsole,bus=vser.0,chardev=results',
@@ -70,7 +105,9 @@ function factsScript(): string {
   while read -r line; do mark "group=\${g##*/} reserved=$line"; done < $g/reserved_regions
 done
 for f in /sys/module/vfio_iommu_type1/parameters/*; do mark "param=\${f##*/}=$(cat $f)"; done
-dmesg | grep -iE 'smmu|its|gicv2m|v2m|msi|vfio|iommu' | sed 's/^\\[[^]]*\\] //' | while read -r line; do mark "dmesg=$line"; done
+dmesg | grep -iE 'smmu|its|gicv2m|v2m|msi|vfio|iommu|stream' | sed 's/^\\[[^]]*\\] //' | while read -r line; do mark "dmesg=$line"; done
+while read -r line; do mark "interrupts=$line"; done < /proc/interrupts
+for n in /sys/firmware/devicetree/base/intc*/*; do [ -f $n/compatible ] && mark "dt=\${n#/sys/firmware/devicetree/base/} $(tr '\\0' ' ' < $n/compatible)"; done
 `;
 }
 

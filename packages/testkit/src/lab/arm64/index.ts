@@ -20,8 +20,7 @@ import { KernelModule, resolveModules } from '../modules';
 import { buildLab } from '../pseries/host';
 import { CaseReport, LabContext, LabProfile } from '../profile';
 import { runGuest } from '../qemu';
-import { X86_TOPOLOGY } from '../x86/topology';
-import { Arm64Host, ARM64_HOSTS, buildInitramfs, marks, qemuArgs } from './guest';
+import { Arm64Host, ARM64_HOSTS, ARM64_TOPOLOGY, buildInitramfs, marks, qemuArgs } from './guest';
 import { ensureCrossBuild, RUST_TARGET } from './host';
 
 const QEMU = 'qemu-system-aarch64';
@@ -49,8 +48,8 @@ function arm64Kernel(ctx: LabContext, apt: PrivateApt): Kernel {
   return { vmlinuz: join(pkg.root, 'boot', boot), moduleDir: join(pkg.root, 'lib', 'modules', releases[0]!), release: releases[0]! };
 }
 
-function topologyFor(host: Arm64Host): typeof X86_TOPOLOGY & { host: Arm64Host['facts'] } {
-  return { ...X86_TOPOLOGY, name: 'arm64-virt-edu', host: host.facts };
+function topologyFor(host: Arm64Host): typeof ARM64_TOPOLOGY & { host: Arm64Host['facts'] } {
+  return { ...ARM64_TOPOLOGY, host: host.facts };
 }
 
 function runMock(ctx: LabContext, hostBin: string, host: Arm64Host): ResultsFile {
@@ -93,12 +92,12 @@ async function boot(
   });
   ctx.log(`arm64 ${t}: guest ${run.timedOut ? 'killed' : 'powered off'} after ${(run.elapsedMs / 1000).toFixed(1)} s`);
   const m = marks(run.console);
-  writeFileSync(join(ctx.outDir, `${t}-host-facts.txt`), `${m.filter((l) => /^(group|param|dmesg)=/.test(l)).join('\n')}\n`);
+  writeFileSync(join(ctx.outDir, `${t}-host-facts.txt`), `${m.filter((l) => /^(group|param|dmesg|interrupts|dt)=/.test(l)).join('\n')}\n`);
 
   const reports: CaseReport[] = [];
   const failure = m.find((l) => l.startsWith('fail='));
   const bound = m.filter((l) => l.startsWith('bound='));
-  const wantBound = X86_TOPOLOGY.devices.filter((d) => d.driver === 'vfio-pci').length;
+  const wantBound = ARM64_TOPOLOGY.devices.filter((d) => d.driver === 'vfio-pci').length;
   if (run.timedOut) {
     reports.push({ name: `guest powers off within ${timeoutMs / 1000} s`, ok: false, detail: [`the guest hung; see ${consolePath}`] });
   }
