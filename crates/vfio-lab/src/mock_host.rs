@@ -49,11 +49,18 @@ pub fn mock_config(host: &LabHost) -> MockConfig {
         let group = groups.entry(id).or_insert_with(|| {
             let mut g = MockGroupConfig::new(id);
             g.reserved.extend_from_slice(profile.group_reserved);
-            for bridge in &d.group_bridges {
-                g.devices.push(pcie_pci_bridge(bridge));
+            // A pcie-pci-bridge has no driver: where groups form at probe
+            // it is in no group.
+            if !profile.groups_join_at_probe {
+                for bridge in &d.group_bridges {
+                    g.devices.push(pcie_pci_bridge(bridge));
+                }
             }
             g
         });
+        if profile.groups_join_at_probe && d.driver.is_none() {
+            continue;
+        }
         let device = match d.model.as_str() {
             "edu" => MockDeviceConfig::edu(&d.bdf).bound_to(d.driver.as_deref()),
             // virtio-rng-pci (transitional): 1af4:1005, class 0x00ff00.

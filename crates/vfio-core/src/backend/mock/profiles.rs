@@ -18,6 +18,11 @@ pub struct HostIommuProfile {
     pub group_reserved: &'static [IovaSpan],
     /// VFIO_DMA_CC_IOMMU once a group is attached (IOMMU_CAP_CACHE_COHERENCY).
     pub enforce_cache_coherency: bool,
+    /// A device joins its IOMMU group only when a driver probes it
+    /// (arm64 with a device tree: of_dma_configure -> iommu_probe_device
+    /// runs from really_probe), so an unbound device is in no group and has
+    /// no `iommu_group` link. On x86 every device joins at bus scan.
+    pub groups_join_at_probe: bool,
 }
 
 /// x86's MSI window (0xfee00000-0xfeefffff, `msi` on VT-d and AMD-Vi).
@@ -34,6 +39,7 @@ pub const VTD: HostIommuProfile = HostIommuProfile {
     aperture: IovaSpan::new(0, 0x7f_ffff_ffff),
     group_reserved: &[X86_MSI_WINDOW],
     enforce_cache_coherency: false,
+    groups_join_at_probe: false,
 };
 
 /// QEMU 7.2's amd-iommu: every page size from 4 KiB up but 512 GiB
@@ -47,16 +53,21 @@ pub const AMD_VI: HostIommuProfile = HostIommuProfile {
     aperture: IovaSpan::new(0, u64::MAX),
     group_reserved: &[X86_MSI_WINDOW, AMD_HT_HOLE],
     enforce_cache_coherency: true,
+    groups_join_at_probe: false,
 };
 
 /// QEMU 7.2's SMMUv3 on `virt` (4 KiB granule, 48-bit input addresses),
-/// with the MSI doorbell window low in the IOVA space.
+/// with the MSI doorbell window low in the IOVA space. Devices join groups
+/// when a driver probes them (the lab's unbound edu has no `iommu_group`).
 pub const SMMUV3: HostIommuProfile = HostIommuProfile {
     name: "smmuv3",
     iova_pgsizes: 0x4020_1000,
     aperture: IovaSpan::new(0, 0xffff_ffff_ffff),
     group_reserved: &[SMMU_MSI_WINDOW],
-    enforce_cache_coherency: true,
+    // QEMU's SMMUv3 has no COHACC (IDR0 features 0x8305 in the lab):
+    // VFIO_DMA_CC_IOMMU answers 0.
+    enforce_cache_coherency: false,
+    groups_join_at_probe: true,
 };
 
 /// Every profile, by name.

@@ -104,8 +104,11 @@ function factsScript(): string {
   return `for g in /sys/kernel/iommu_groups/*; do
   while read -r line; do mark "group=\${g##*/} reserved=$line"; done < $g/reserved_regions
 done
+for d in /sys/kernel/iommu_groups/*/devices/*; do
+  g=\${d#/sys/kernel/iommu_groups/}; drv=$(readlink $d/driver); mark "member=group \${g%%/*} \${d##*/} driver=\${drv##*/}"
+done
 for f in /sys/module/vfio_iommu_type1/parameters/*; do mark "param=\${f##*/}=$(cat $f)"; done
-dmesg | grep -iE 'smmu|its|gicv2m|v2m|msi|vfio|iommu|stream' | sed 's/^\\[[^]]*\\] //' | while read -r line; do mark "dmesg=$line"; done
+dmesg | grep -iE 'smmu|its|gicv2m|v2m|msi|vfio|iommu|stream|pcieport|00:04.0' | sed 's/^\\[[^]]*\\] //' | while read -r line; do mark "dmesg=$line"; done
 while read -r line; do mark "interrupts=$line"; done < /proc/interrupts
 for n in /sys/firmware/devicetree/base/intc*/*; do [ -f $n/compatible ] && mark "dt=\${n#/sys/firmware/devicetree/base/} $(tr '\\0' ' ' < $n/compatible)"; done
 `;

@@ -12,7 +12,7 @@
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { compareResults, parseResults, ResultsFile } from '../conformance';
+import { compareResults, expectedStopFor, parseResults, ResultsFile } from '../conformance';
 import { consoleProblemsReport } from '../console';
 import { fetchPackage, newestPackage, privateApt, PrivateApt, requireTool } from '../debian';
 import { LabError } from '../errors';
@@ -92,7 +92,7 @@ async function boot(
   });
   ctx.log(`arm64 ${t}: guest ${run.timedOut ? 'killed' : 'powered off'} after ${(run.elapsedMs / 1000).toFixed(1)} s`);
   const m = marks(run.console);
-  writeFileSync(join(ctx.outDir, `${t}-host-facts.txt`), `${m.filter((l) => /^(group|param|dmesg|interrupts|dt)=/.test(l)).join('\n')}\n`);
+  writeFileSync(join(ctx.outDir, `${t}-host-facts.txt`), `${m.filter((l) => /^(group|member|param|dmesg|interrupts|dt)=/.test(l)).join('\n')}\n`);
 
   const reports: CaseReport[] = [];
   const failure = m.find((l) => l.startsWith('fail='));
@@ -120,7 +120,7 @@ async function boot(
     ok: kernelResults.complete && m.includes('run-exit=0'),
     ...(kernelResults.complete ? {} : { detail: [`${results} has no end line: the guest stopped during the suite; see ${consolePath}`] }),
   });
-  reports.push(...compareResults(kernelResults, runMock(ctx, hostBin, host)).map((c) => ({ ...c, name: `conformance: ${c.name}` })));
+  reports.push(...compareResults(kernelResults, runMock(ctx, hostBin, host), expectedStopFor(host.facts)).map((c) => ({ ...c, name: `conformance: ${c.name}` })));
   return reports.map((r) => ({ ...r, name: `${t}: ${r.name}` }));
 }
 

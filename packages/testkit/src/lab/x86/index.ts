@@ -9,7 +9,7 @@
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { compareResults, parseResults } from '../conformance';
+import { compareResults, expectedStopFor, parseResults } from '../conformance';
 import { fetchPackage, newestPackage, requireTool, withAptRefresh } from '../debian';
 import { LabError } from '../errors';
 import {
@@ -324,7 +324,7 @@ async function runX86(ctx: LabContext, host: X86Host): Promise<CaseReport[]> {
   const onMock = readResults(join(ctx.outDir, MOCK_RESULTS), 'mock (host)');
   const gaps = host.emulationGaps ?? {};
   reports.push(
-    ...compareResults(onKernel, onMock).map((c) => {
+    ...compareResults(onKernel, onMock, expectedStopFor(host.facts)).map((c) => {
       const gap = gaps[c.name];
       return gap !== undefined && !c.ok ? { ...c, name: `conformance: ${c.name}`, skip: gap } : { ...c, name: `conformance: ${c.name}` };
     }),
