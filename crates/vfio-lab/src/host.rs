@@ -49,6 +49,9 @@ pub struct Topology {
     pub devices: Vec<TopologyDevice>,
     #[serde(default)]
     pub host: HostFacts,
+    /// The driver the guest binds to each pcie-pci-bridge (arm64: shpchp).
+    #[serde(default)]
+    pub bridge_driver: Option<String>,
 }
 
 impl Topology {

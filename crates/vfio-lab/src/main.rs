@@ -150,6 +150,7 @@ mod tests {
             name: "x86-q35-edu".into(),
             dma_entry_limit: 4096,
             host,
+            bridge_driver: None,
             devices: vec![
                 device("solo", "0000:00:03.0", "edu", vfio, &["solo"], &[]),
                 device("bridge-a", "0000:01:01.0", "edu", vfio, &["bridge-a", "bridge-b"], &["0000:00:04.0"]),

@@ -33,10 +33,11 @@ fn plain_function(address: &str, driver: Option<&str>, ids: (u16, u16), class_co
     }
 }
 
-/// QEMU's `pcie-pci-bridge` (1b36:000e, a PCI-to-PCI bridge). No driver:
-/// pcieport does not take a PCIe-to-PCI bridge, so it never blocks viability.
-fn pcie_pci_bridge(address: &str) -> MockDeviceConfig {
-    plain_function(address, None, (0x1b36, 0x000e), 0x060400)
+/// QEMU's `pcie-pci-bridge` (1b36:000e, a PCI-to-PCI bridge). pcieport
+/// does not take a PCIe-to-PCI bridge; on x86 nothing does, so it never
+/// blocks viability; on arm64 shpchp does, and then it blocks.
+fn pcie_pci_bridge(address: &str, driver: Option<&str>) -> MockDeviceConfig {
+    plain_function(address, driver, (0x1b36, 0x000e), 0x060400)
 }
 
 pub fn mock_config(host: &LabHost) -> MockConfig {
@@ -49,11 +50,12 @@ pub fn mock_config(host: &LabHost) -> MockConfig {
         let group = groups.entry(id).or_insert_with(|| {
             let mut g = MockGroupConfig::new(id);
             g.reserved.extend_from_slice(profile.group_reserved);
-            // A pcie-pci-bridge has no driver: where groups form at probe
-            // it is in no group.
-            if !profile.groups_join_at_probe {
+            // Where groups form at probe, a pcie-pci-bridge is in the group
+            // only when a driver took it.
+            let bridge_driver = host.topology.bridge_driver.as_deref();
+            if !profile.groups_join_at_probe || bridge_driver.is_some() {
                 for bridge in &d.group_bridges {
-                    g.devices.push(pcie_pci_bridge(bridge));
+                    g.devices.push(pcie_pci_bridge(bridge, bridge_driver));
                 }
             }
             g

@@ -14,7 +14,8 @@
 // - /proc/interrupts names each interrupt's chip. Remapped x86 interrupts
 //   go through `IR-IO-APIC`, `IR-PCI-MSI`; without remapping the same lines
 //   say `IO-APIC`, `PCI-MSI`. On Arm, MSIs through an ITS say `ITS-MSI`
-//   (or `ITS-pMSI`); through a GICv2m frame `GICv2m-PCI-MSI`.
+//   (or `ITS-pMSI`); through a GICv2m frame plainly `MSI` (the lab's arm64
+//   boots, 6.1: `21: 0 0 ITS-MSI 65536 Edge shpchp` against `MSI 65536 Edge`).
 // - VT-d's extended capability register (/sys/class/iommu/dmar*/intel-iommu/ecap)
 //   has bit 3 (IR) when the hardware can remap at all (QEMU's intremap=off
 //   clears it: ecap 0xf42 in the lab).
@@ -39,21 +40,21 @@ export interface MsiIsolation {
 const IR_CHIP = /\bIR-(IO-APIC|PCI-MSI\S*|PCI-MSIX\S*|HPET\S*)\b/;
 const PLAIN_X86_CHIP = /(^|\s)(IO-APIC|PCI-MSI\S*)\s/m;
 const ITS_CHIP = /\bITS-(p?MSI|fsl-mc-msi)\b/;
-const ARM_NON_ITS_MSI = /\b(GICv2m-PCI-MSI|GICv2m-MSI|MSI-PCI)\b/;
+/** A GICv2m's MSIs: the chip column reads `MSI` (or GICv2m-*), then the hwirq and `Edge`. */
+const ARM_NON_ITS_MSI = /\s(MSI|GICv2m-PCI-MSI|GICv2m-MSI)\s+\d+\s+Edge\b/;
 const VTD_ECAP_IR = 1n << 3n;
 
 function readChips(host: HostFs): string {
   return host.readText('/proc/interrupts') ?? '';
 }
 
-/** Device-tree nodes compatible with the GICv3 ITS, found under the GIC (`intc@...`). */
-function deviceTreeIts(host: HostFs): string | undefined {
+/** The device-tree node under the GIC (`intc@...`) compatible with `compatible`. */
+function deviceTreeNode(host: HostFs, compatible: string): string | undefined {
   const base = '/sys/firmware/devicetree/base';
   for (const node of host.list(base)) {
     if (!node.startsWith('intc')) continue;
     for (const child of host.list(`${base}/${node}`)) {
-      const compatible = host.readText(`${base}/${node}/${child}/compatible`);
-      if (compatible?.split('\0').includes('arm,gic-v3-its')) return `${node}/${child}`;
+      if (host.readText(`${base}/${node}/${child}/compatible`)?.split('\0').includes(compatible)) return `${node}/${child}`;
     }
   }
   return undefined;
@@ -83,11 +84,13 @@ export function readMsiIsolation(host: HostFs, platform: HostPlatform, units: re
   if (platform === 'arm') {
     const its = ITS_CHIP.exec(chips)?.[0];
     if (its !== undefined) return { state: 'isolated', evidence: [`/proc/interrupts: MSIs go through the GIC ITS (${its})`], ...allow };
-    const dt = deviceTreeIts(host);
+    const dt = deviceTreeNode(host, 'arm,gic-v3-its');
     if (dt !== undefined) return { state: 'isolated', evidence: [`the device tree has a GIC ITS (${dt}, arm,gic-v3-its)`], ...allow };
-    const other = ARM_NON_ITS_MSI.exec(chips)?.[0];
-    if (other !== undefined) return { state: 'none', evidence: [`/proc/interrupts: MSIs go through ${other}, which has no ITS to tell devices apart`], ...allow };
-    return { state: 'unknown', evidence, ...allow };
+    const other = ARM_NON_ITS_MSI.exec(chips)?.[1];
+    if (other !== undefined) evidence.push(`/proc/interrupts: MSIs go through the ${other} chip, not ITS-MSI`);
+    const v2m = deviceTreeNode(host, 'arm,gic-v2m-frame');
+    if (v2m !== undefined) evidence.push(`the device tree has a GICv2m frame (${v2m}) and no ITS: it cannot tell devices' MSIs apart`);
+    return { state: evidence.length > 0 ? 'none' : 'unknown', evidence, ...allow };
   }
   // POWER isolates MSIs in its PEs (the sPAPR TCE driver does not ask).
   return { state: platform === 'power' ? 'isolated' : 'unknown', evidence, ...allow };

@@ -18,3 +18,11 @@ test('the guest loads vfio_iommu_type1 with the topology dma_entry_limit and run
   t.regex(script, /insmod \/lib\/modules\/kernel\/drivers\/vfio\/vfio_iommu_type1\.ko dma_entry_limit=4096/);
   t.regex(script, /\/bin\/vfio-lab x86 --backend kernel --topology \/etc\/topology\.json --out \/dev\/hvc0/);
 });
+
+test('an SMMU event on the console is the refusal the ITS boot must show, and the GICv2 boot must not', async (t) => {
+  const { smmuEventsReport } = await import('./index');
+  const line = '[   10.1] arm-smmu-v3 9050000.smmuv3: event 0x10 received:';
+  t.true(smmuEventsReport(`${line}\n`, ARM64_HOSTS[0]!).ok);
+  t.false(smmuEventsReport('quiet\n', ARM64_HOSTS[0]!).ok);
+  t.true(smmuEventsReport('quiet\n', ARM64_HOSTS[1]!).ok);
+});

@@ -92,6 +92,9 @@ export const X86_HOSTS: readonly X86Host[] = [
     labCases: false,
     faultLine: AMD_FAULT,
     emulationGaps: {
+      // Every DMA the suite makes the IOMMU refuse comes from a device off
+      // the root bus, so none reaches it to fault.
+      'the guest kernel logged IOMMU faults for the DMAs the IOMMU refused': AMD_OFF_ROOT_BUS_DMA,
       'after unmap the same edu DMA writes nothing': AMD_OFF_ROOT_BUS_DMA,
       'a group that joins a container later DMAs through mappings made before it joined': AMD_OFF_ROOT_BUS_DMA,
     },

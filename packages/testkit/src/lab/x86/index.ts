@@ -252,6 +252,11 @@ export function consoleReports(consoleText: string, host: X86Host = X86_HOSTS[0]
   ];
 }
 
+/** A failed report the host's emulation explains becomes a skip naming the gap; a passing one stays a pass. */
+function withGap(r: CaseReport, gap: string | undefined): CaseReport {
+  return gap !== undefined && !r.ok ? { ...r, skip: gap } : r;
+}
+
 /** A boot that ended in a kernel panic before /init printed anything. */
 function diedBeforeInit(run: GuestRun): boolean {
   return !run.timedOut && !run.console.includes(MARK) && /Kernel panic - not syncing/.test(run.console);
@@ -318,17 +323,12 @@ async function runX86(ctx: LabContext, host: X86Host): Promise<CaseReport[]> {
     );
   }
   ctx.log(`${host.name} guest powered off after ${(run.elapsedMs / 1000).toFixed(1)} s (qemu exit ${run.exitCode})`);
-  const reports: CaseReport[] = [setupReport(run.console, consolePath), ...consoleReports(run.console, host)];
+  const gaps = host.emulationGaps ?? {};
+  const reports: CaseReport[] = [setupReport(run.console, consolePath), ...consoleReports(run.console, host).map((c) => withGap(c, gaps[c.name]))];
 
   const onKernel = readResults(join(ctx.outDir, KERNEL_RESULTS), 'kernel (guest)');
   const onMock = readResults(join(ctx.outDir, MOCK_RESULTS), 'mock (host)');
-  const gaps = host.emulationGaps ?? {};
-  reports.push(
-    ...compareResults(onKernel, onMock, expectedStopFor(host.facts)).map((c) => {
-      const gap = gaps[c.name];
-      return gap !== undefined && !c.ok ? { ...c, name: `conformance: ${c.name}`, skip: gap } : { ...c, name: `conformance: ${c.name}` };
-    }),
-  );
+  reports.push(...compareResults(onKernel, onMock, expectedStopFor(host.facts)).map((c) => ({ ...withGap(c, gaps[c.name]), name: `conformance: ${c.name}` })));
 
   if (!host.labCases) return reports;
   let tap: string;
