@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=(qemu-system-x86 qemu-system-ppc qemu-utils busybox-static cpio xz-utils pciutils gcc
-  gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross)
+  gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${apt_packages[@]}"; do
@@ -34,6 +34,10 @@ fi
 # linked by gcc-powerpc64le-linux-gnu (.cargo/config.toml).
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx powerpc64le-unknown-linux-gnu; then
   rustup target add powerpc64le-unknown-linux-gnu
+fi
+# The arm64 lab does the same for an aarch64 guest (gcc-aarch64-linux-gnu).
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx aarch64-unknown-linux-gnu; then
+  rustup target add aarch64-unknown-linux-gnu
 fi
 
 # corepack's signature check fails against this registry; the pin in

@@ -23,12 +23,35 @@ pub struct TopologyDevice {
     pub group_bridges: Vec<String>,
 }
 
+/// The host the guest is (packages/testkit/src/lab/x86/hosts.ts `LabHostFacts`):
+/// which mock profile answers as its kernel does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostFacts {
+    /// `vtd`, `amd-vi`, `smmuv3`: a vfio-core [`vfio_core::backend::HostIommuProfile`].
+    pub iommu: String,
+    pub msi_isolated: bool,
+    pub allow_unsafe_interrupts: bool,
+}
+
+impl Default for HostFacts {
+    /// The x86 lab's own: VT-d with interrupt remapping.
+    fn default() -> Self {
+        Self { iommu: "vtd".into(), msi_isolated: true, allow_unsafe_interrupts: false }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Topology {
     pub name: String,
     pub dma_entry_limit: u32,
     pub devices: Vec<TopologyDevice>,
+    #[serde(default)]
+    pub host: HostFacts,
+    /// The driver the guest binds to each pcie-pci-bridge (arm64: shpchp).
+    #[serde(default)]
+    pub bridge_driver: Option<String>,
 }
 
 impl Topology {
@@ -52,7 +75,22 @@ impl LabHost {
         let mut drivers = BTreeMap::new();
         for d in &topology.devices {
             let link = sysfs.join("bus/pci/devices").join(&d.bdf).join("iommu_group");
-            let target = std::fs::read_link(&link).map_err(|e| format!("{}: {e} (is {} in this machine?)", link.display(), d.bdf))?;
+            let target = match std::fs::read_link(&link) {
+                Ok(t) => t,
+                // Where devices join their group at probe (arm64 with a
+                // device tree), an unbound device has no group yet: it
+                // counts as in the group of the peers it shares one with.
+                Err(_) if d.driver.is_none() && sysfs.join("bus/pci/devices").join(&d.bdf).exists() => {
+                    match d.group_with.iter().filter(|r| **r != d.role).find_map(|peer| {
+                        let p = topology.devices.iter().find(|x| &x.role == peer)?;
+                        std::fs::read_link(sysfs.join("bus/pci/devices").join(&p.bdf).join("iommu_group")).ok()
+                    }) {
+                        Some(t) => t,
+                        None => return Err(format!("{}: no IOMMU group, and no peer in {:?} has one", link.display(), d.group_with)),
+                    }
+                }
+                Err(e) => return Err(format!("{}: {e} (is {} in this machine?)", link.display(), d.bdf)),
+            };
             let id = target
                 .file_name()
                 .and_then(|n| n.to_str())

@@ -126,7 +126,7 @@ fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::TopologyDevice;
+    use crate::host::{HostFacts, TopologyDevice};
 
     fn device(role: &str, bdf: &str, model: &str, driver: Option<&str>, with: &[&str], bridges: &[&str]) -> TopologyDevice {
         TopologyDevice {
@@ -141,10 +141,16 @@ mod tests {
 
     /// The shape of the lab guest (packages/testkit/src/lab/x86/topology.ts).
     fn lab_shape() -> Topology {
+        lab_shape_on(HostFacts::default())
+    }
+
+    fn lab_shape_on(host: HostFacts) -> Topology {
         let vfio = Some("vfio-pci");
         Topology {
             name: "x86-q35-edu".into(),
             dma_entry_limit: 4096,
+            host,
+            bridge_driver: None,
             devices: vec![
                 device("solo", "0000:00:03.0", "edu", vfio, &["solo"], &[]),
                 device("bridge-a", "0000:01:01.0", "edu", vfio, &["bridge-a", "bridge-b"], &["0000:00:04.0"]),
@@ -157,20 +163,61 @@ mod tests {
         }
     }
 
+    fn run_all(topology: Topology) -> Vec<Line> {
+        let host = LabHost::assigned(topology);
+        let backend = mock_host::mock_backend(&host);
+        x86::cases()
+            .into_iter()
+            .map(|case| {
+                let mut ctx = Ctx::new(Arc::clone(&backend), &host);
+                let outcome = (case.run)(&mut ctx);
+                ctx.finish(case.name, outcome)
+            })
+            .collect()
+    }
+
+    fn assert_complete(topology: Topology) {
+        for line in run_all(topology) {
+            let Line::Case { name, aborted, checks, .. } = line else { unreachable!() };
+            assert_eq!(aborted, None, "case '{name}' stopped early");
+            let failed: Vec<_> = checks.iter().filter(|c| !c.ok).collect();
+            assert!(failed.is_empty(), "case '{name}': {failed:?}");
+        }
+    }
+
+    fn facts(iommu: &str, msi_isolated: bool, allow_unsafe_interrupts: bool) -> HostFacts {
+        HostFacts { iommu: iommu.into(), msi_isolated, allow_unsafe_interrupts }
+    }
+
     #[test]
     fn every_x86_case_runs_to_its_end_on_the_mock_with_every_check_holding() {
         // The lab compares these results with the kernel's; here they only
         // must be complete, so a case that aborts or a mock that breaks a
         // must-hold fact shows in `cargo test`, before any boot.
-        let host = LabHost::assigned(lab_shape());
-        let backend = mock_host::mock_backend(&host);
-        for case in x86::cases() {
-            let mut ctx = Ctx::new(Arc::clone(&backend), &host);
-            let outcome = (case.run)(&mut ctx);
-            let Line::Case { aborted, checks, .. } = ctx.finish(case.name, outcome) else { unreachable!() };
-            assert_eq!(aborted, None, "case '{}' stopped early", case.name);
-            let failed: Vec<_> = checks.iter().filter(|c| !c.ok).collect();
-            assert!(failed.is_empty(), "case '{}': {failed:?}", case.name);
+        assert_complete(lab_shape());
+    }
+
+    #[test]
+    fn every_case_runs_to_its_end_on_the_amd_vi_and_smmuv3_profiles_and_without_msi_isolation_when_allowed() {
+        assert_complete(lab_shape_on(facts("amd-vi", true, false)));
+        assert_complete(lab_shape_on(facts("smmuv3", true, false)));
+        assert_complete(lab_shape_on(facts("vtd", false, true)));
+    }
+
+    #[test]
+    fn without_msi_isolation_every_case_that_stops_stops_at_set_iommu_with_eperm() {
+        // vfio_iommu_type1_attach_group's "No interrupt remapping support":
+        // what the lab's x86-noir and arm64 gicv2 boots show on the kernel.
+        let mut stopped = 0;
+        for line in run_all(lab_shape_on(facts("vtd", false, false))) {
+            let Line::Case { name, aborted, steps, .. } = line else { unreachable!() };
+            let set_iommu: Vec<_> = steps.iter().filter(|s| s.call.to_lowercase().contains("set_iommu") && s.call.contains("TYPE1")).collect();
+            assert!(set_iommu.iter().all(|s| s.result == "EPERM" || s.result == "EINVAL"), "case '{name}': {set_iommu:?}");
+            if let Some(why) = aborted {
+                assert!(why.contains("EPERM") || !set_iommu.is_empty() || why.contains("failed"), "case '{name}' stopped for another reason: {why}");
+                stopped += 1;
+            }
         }
+        assert!(stopped > 20, "only {stopped} cases stopped: the refusal is not reached");
     }
 }

@@ -1,21 +1,19 @@
-//! The mock configured as the lab guest: one mock group per IOMMU group of
-//! the topology, with the same devices, the same drivers, the MSI window
-//! reserved in every group (as each group's `reserved_regions` shows in the
-//! guest), and the same `dma_entry_limit` the guest's module was loaded with.
+//! The mock configured as the lab guest: the host IOMMU profile the guest's
+//! IOMMU answers as (VT-d, AMD-Vi, SMMUv3: vfio-core's mock profiles, with
+//! each group reserving what the profile's `reserved_regions` show), its MSI
+//! isolation and allow_unsafe_interrupts, one mock group per IOMMU group of
+//! the topology with the same devices and drivers, and the same
+//! `dma_entry_limit` the guest's module was loaded with.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use vfio_core::backend::{
-    Backend, DeviceModelConfig, GenericDeviceConfig, IovaSpan, MockBackend, MockConfig, MockDeviceConfig,
+    Backend, DeviceModelConfig, GenericDeviceConfig, HostIommuProfile, MockBackend, MockConfig, MockDeviceConfig,
     MockGroupConfig,
 };
 
 use crate::host::LabHost;
-
-/// The MSI window of x86 (IOAPIC/LAPIC MSI addresses), reserved by the IOMMU
-/// driver in every group (intel_iommu_get_resv_regions).
-const MSI_WINDOW: IovaSpan = IovaSpan::new(0xfee0_0000, 0xfeef_ffff);
 
 /// A PCI function the cases never open: only its IDs and driver matter.
 fn plain_function(address: &str, driver: Option<&str>, ids: (u16, u16), class_code: u32) -> MockDeviceConfig {
@@ -35,24 +33,36 @@ fn plain_function(address: &str, driver: Option<&str>, ids: (u16, u16), class_co
     }
 }
 
-/// QEMU's `pcie-pci-bridge` (1b36:000e, a PCI-to-PCI bridge). No driver:
-/// pcieport does not take a PCIe-to-PCI bridge, so it never blocks viability.
-fn pcie_pci_bridge(address: &str) -> MockDeviceConfig {
-    plain_function(address, None, (0x1b36, 0x000e), 0x060400)
+/// QEMU's `pcie-pci-bridge` (1b36:000e, a PCI-to-PCI bridge). pcieport
+/// does not take a PCIe-to-PCI bridge; on x86 nothing does, so it never
+/// blocks viability; on arm64 shpchp does, and then it blocks.
+fn pcie_pci_bridge(address: &str, driver: Option<&str>) -> MockDeviceConfig {
+    plain_function(address, driver, (0x1b36, 0x000e), 0x060400)
 }
 
 pub fn mock_config(host: &LabHost) -> MockConfig {
+    let facts = &host.topology.host;
+    let profile = HostIommuProfile::named(&facts.iommu)
+        .unwrap_or_else(|| panic!("the lab topology's host IOMMU '{}' has no mock profile in vfio-core", facts.iommu));
     let mut groups: BTreeMap<u32, MockGroupConfig> = BTreeMap::new();
     for d in &host.topology.devices {
         let id = host.group_of(&d.role);
         let group = groups.entry(id).or_insert_with(|| {
             let mut g = MockGroupConfig::new(id);
-            g.reserved.push(MSI_WINDOW);
-            for bridge in &d.group_bridges {
-                g.devices.push(pcie_pci_bridge(bridge));
+            g.reserved.extend_from_slice(profile.group_reserved);
+            // Where groups form at probe, a pcie-pci-bridge is in the group
+            // only when a driver took it.
+            let bridge_driver = host.topology.bridge_driver.as_deref();
+            if !profile.groups_join_at_probe || bridge_driver.is_some() {
+                for bridge in &d.group_bridges {
+                    g.devices.push(pcie_pci_bridge(bridge, bridge_driver));
+                }
             }
             g
         });
+        if profile.groups_join_at_probe && d.driver.is_none() {
+            continue;
+        }
         let device = match d.model.as_str() {
             "edu" => MockDeviceConfig::edu(&d.bdf).bound_to(d.driver.as_deref()),
             // virtio-rng-pci (transitional): 1af4:1005, class 0x00ff00.
@@ -61,7 +71,9 @@ pub fn mock_config(host: &LabHost) -> MockConfig {
         };
         group.devices.push(device);
     }
-    let mut config = MockConfig::empty();
+    let mut config = MockConfig::empty().with_iommu_profile(profile);
+    config.msi_isolated = facts.msi_isolated;
+    config.allow_unsafe_interrupts = facts.allow_unsafe_interrupts;
     config.dma_entry_limit = host.topology.dma_entry_limit;
     config.groups = groups.into_values().collect();
     config

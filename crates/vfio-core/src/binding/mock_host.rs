@@ -5,7 +5,7 @@ use napi_derive::napi;
 
 use super::args::num_or_str;
 use super::error::bad_arg;
-use crate::backend::{BarConfig, DeviceModelConfig, EduConfig, GenericDeviceConfig, IovaSpan, KernelVersion, MockConfig, MockDeviceConfig, MockGroupConfig};
+use crate::backend::{BarConfig, DeviceModelConfig, EduConfig, GenericDeviceConfig, HostIommuProfile, IovaSpan, KernelVersion, MockConfig, MockDeviceConfig, MockGroupConfig};
 
 /// One IOVA range, both ends inclusive.
 #[napi(object)]
@@ -77,6 +77,16 @@ pub struct MockHostConfig {
     /// sPAPR TCE driver with the PE profile QEMU's pseries machine gives
     /// (held to the real kernel by the pseries lab).
     pub spapr: Option<bool>,
+    /// A host IOMMU profile measured in the lab: "vtd" (the default),
+    /// "amd-vi" or "smmuv3" (page sizes, aperture, cache coherency); the
+    /// fields above override it.
+    pub iommu_profile: Option<String>,
+    /// Whether the host isolates MSIs (interrupt remapping, or a GIC ITS);
+    /// default true. Without it VFIO_SET_IOMMU fails with EPERM unless
+    /// `allowUnsafeInterrupts`.
+    pub msi_isolated: Option<bool>,
+    /// vfio_iommu_type1's allow_unsafe_interrupts; default false.
+    pub allow_unsafe_interrupts: Option<bool>,
 }
 
 fn span(name: &str, s: &IovaSpanConfig) -> std::result::Result<IovaSpan, crate::Error> {
@@ -134,6 +144,13 @@ pub(super) fn config_of(c: Option<MockHostConfig>) -> std::result::Result<MockCo
         Some("6.12") => KernelVersion::V6_12,
         Some(k) => return Err(bad_arg(format!("kernel {k:?}: the mock models \"6.1\" and \"6.12\""))),
     };
+    if let Some(name) = &c.iommu_profile {
+        let p = HostIommuProfile::named(name)
+            .ok_or_else(|| bad_arg(format!("iommuProfile {name:?}: the mock has \"vtd\", \"amd-vi\" and \"smmuv3\"")))?;
+        out = out.with_iommu_profile(p);
+    }
+    out.msi_isolated = c.msi_isolated.unwrap_or(out.msi_isolated);
+    out.allow_unsafe_interrupts = c.allow_unsafe_interrupts.unwrap_or(out.allow_unsafe_interrupts);
     if let Some(p) = &c.iova_pgsizes {
         out.iova_pgsizes = num_or_str("iovaPgsizes", p)?;
         if out.iova_pgsizes == 0 {

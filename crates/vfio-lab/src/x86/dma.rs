@@ -94,6 +94,38 @@ fn ranges(ctx: &mut Ctx) -> CaseResult {
     Ok(())
 }
 
+/// Maps placed by the IOVA ranges the container reports, so one case
+/// covers every host IOMMU's holes (VT-d's MSI window; AMD-Vi's MSI window
+/// and HyperTransport hole below 1 TiB; SMMUv3's MSI doorbell): for each
+/// gap, the last page below it, its first and last pages, a map running
+/// into it, one across it, and the first page above it; then the last page
+/// of the top range and the page past it (when the top is not 2^64).
+/// vfio_iommu_iova_dma_valid rejects a map that is not inside one range
+/// with EINVAL before pinning anything, so a map across a hole may be
+/// larger than the buffer behind it.
+fn around_every_hole(ctx: &mut Ctx) -> CaseResult {
+    let (c, _) = type1v2(ctx, "solo")?;
+    let info = iommu_info(ctx, c, 4096).map_err(|e| crate::case::Abort(format!("IOMMU_GET_INFO failed with errno {e}")))?;
+    let buf = HostBuf::new(2 * PAGE as usize);
+    for pair in info.ranges.windows(2) {
+        let (below_end, above_start) = (pair[0].1, pair[1].0);
+        let (hole_start, hole_end) = (below_end + 1, above_start - 1);
+        let _ = map(ctx, c, &buf, 0, below_end + 1 - PAGE, PAGE, RW); // the last page below the hole
+        let _ = map(ctx, c, &buf, 0, hole_start, PAGE, RW); // the hole's first page
+        let _ = map(ctx, c, &buf, 0, hole_end + 1 - PAGE, PAGE, RW); // its last page
+        let _ = map(ctx, c, &buf, 0, hole_start - PAGE, 2 * PAGE, RW); // runs into it
+        let _ = map(ctx, c, &buf, 0, hole_start - PAGE, hole_end - hole_start + 1 + 2 * PAGE, RW); // across it
+        let _ = map(ctx, c, &buf, 0, above_start, PAGE, RW); // the first page above it
+    }
+    if let Some(&(_, top)) = info.ranges.last() {
+        let _ = map(ctx, c, &buf, 0, top - (PAGE - 1), PAGE, RW); // the highest page
+        if let Some(past) = top.checked_add(1) {
+            let _ = map(ctx, c, &buf, 0, past, PAGE, RW); // past the top
+        }
+    }
+    Ok(())
+}
+
 fn unmap_rules(ctx: &mut Ctx) -> CaseResult {
     let (c, _) = type1v2(ctx, "solo")?;
     let buf = HostBuf::new(16 * PAGE as usize);
@@ -244,6 +276,7 @@ pub fn cases() -> Vec<Case> {
         Case { name: "a map overlapping an existing mapping fails with EEXIST", run: overlap },
         Case { name: "a map with a zero size, an unaligned address or size, or bad flags fails with EINVAL", run: bad_arguments },
         Case { name: "a map outside the reported IOVA ranges fails with EINVAL", run: ranges },
+        Case { name: "maps below, into, across and above every hole of the reported IOVA ranges, and at their top", run: around_every_hole },
         Case { name: "an unmap must cover whole mappings and reports the size it removed", run: unmap_rules },
         Case { name: "UNMAP_DMA with FLAG_ALL removes every mapping and takes no range", run: unmap_all },
         Case { name: "maps past dma_entry_limit fail with ENOSPC until one is unmapped", run: entry_limit },

@@ -74,3 +74,17 @@ test('check takes a group number, as show, bind and attach do', async (t) => {
   t.is(run.code, 5);
   t.is(run.stdout.split('\n')[0], '0000:04:00.0 (group 11): cannot be assigned yet');
 });
+
+test('check on a host without interrupt remapping fails before any attach, with both fixes in --json', async (t) => {
+  const run = await vfiokit(['--mock', 'no-interrupt-remapping', '--json', 'check', '02:00.0']);
+  t.is(run.code, 5);
+  const msi = parseJson<CheckJson>(run).devices[0]!.checks.find((c) => c.check === 'msi')!;
+  t.false(msi.ok);
+  t.regex(msi.message, /^no interrupt remapping .*VFIO_SET_IOMMU fails with EPERM/);
+  t.regex(msi.fix!, /interrupt remapping in the firmware[^]*or load vfio_iommu_type1 with allow_unsafe_interrupts=1 .*forge MSIs/);
+});
+
+test('check on an arm64 server with a GIC ITS reports its MSI isolation the Arm way', async (t) => {
+  const run = await vfiokit(['--mock', 'arm64-server', 'check', '0004:01:00.0']);
+  t.regex(run.stdout, /ok {3}msi {7}MSIs are isolated by the GIC ITS/);
+});

@@ -10,6 +10,7 @@ import {
   fileBindingStore,
   isVfiokitError,
   checkViability,
+  msiIsolationVerdict,
   describeViability,
   findDevice,
   findGroup,
@@ -25,7 +26,7 @@ import { parseSize } from '../sizes';
 import { invalidInput } from '../errors';
 
 export interface CheckItem {
-  readonly check: 'iommu' | 'vfio-pci' | 'viability' | 'safety' | 'bind' | 'memlock';
+  readonly check: 'iommu' | 'msi' | 'vfio-pci' | 'viability' | 'safety' | 'bind' | 'memlock';
   readonly ok: boolean;
   readonly message: string;
   /** The command that fixes it, when something does. */
@@ -66,6 +67,9 @@ export function checkDevice(fs: HostFs, model: HostModel, target: string, stateD
     return { address: device.address, group: null, ok: false, checks };
   }
   checks.push({ check: 'iommu', ok: true, message: `IOMMU group ${device.iommuGroup} (${model.iommu.kind ?? 'unknown'} IOMMU)` });
+  // core's verdict: without MSI isolation VFIO_SET_IOMMU fails with EPERM.
+  const msi = msiIsolationVerdict(model.platform, model.iommu.msiIsolation);
+  checks.push({ check: 'msi', ok: msi.ok, message: msi.severity === 'warning' ? `WARNING: ${msi.message}` : msi.message, ...(msi.fixes.length > 0 ? { fix: msi.fixes.join('\n                 ') } : {}) });
   checks.push(
     model.vfioPciLoaded
       ? { check: 'vfio-pci', ok: true, message: 'vfio-pci is loaded' }

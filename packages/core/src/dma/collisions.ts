@@ -5,7 +5,8 @@
 // the region and the collision before anything is mapped.
 import type { AddressRange } from './guest';
 import { hex } from './layout';
-import type { DmaGroup, HostIommuInfo } from './target';
+import { knownWindow } from './reserved-windows';
+import type { DmaGroup, HostIommuInfo, ReservedRegion } from './target';
 
 /** A guest range to check, named for the message. */
 export interface NamedRange {
@@ -20,6 +21,8 @@ export interface Collision {
   /** `reserved` (a group's reserved region) or `outside` (not inside the host IOVA ranges). */
   readonly kind: 'reserved' | 'outside';
   readonly message: string;
+  /** The reserved region hit (`kind` reserved). */
+  readonly region?: ReservedRegion;
 }
 
 function span(start: bigint, size: bigint): string {
@@ -63,10 +66,12 @@ export function iovaCollisions(
         if (rr.type === 'direct-relaxable') continue;
         if (rr.start < end && r.start < rr.start + rr.size) {
           reservedHit = true;
+          const known = knownWindow(rr);
           out.push({
             range: r.name,
             kind: 'reserved',
-            message: `${r.name} (${span(r.start, r.size)}) collides with group ${g.id}'s ${rr.type} reserved region ${span(rr.start, rr.size)}`,
+            message: `${r.name} (${span(r.start, r.size)}) collides with group ${g.id}'s ${rr.type} reserved region ${span(rr.start, rr.size)}${known ? `, ${known.name}` : ''}`,
+            region: rr,
           });
         }
       }

@@ -4,6 +4,7 @@
 // "VFIO_MAP_DMA failed: -22", of the entry limit as ENOSPC, of the memlock
 // limit as ENOMEM.
 import { iovaCollisions } from './collisions';
+import { knownWindow } from './reserved-windows';
 import { ramSize, type GuestModel } from './guest';
 import { hex } from './layout';
 import { planContainers, type MemlockLimit } from './topology';
@@ -29,6 +30,8 @@ export interface CompatFinding {
   /** The group it concerns; absent when it concerns every group. */
   readonly group?: number;
   readonly message: string;
+  /** What to change, when one change fixes it. */
+  readonly fix?: string;
 }
 
 export interface CompatReport {
@@ -74,13 +77,16 @@ export function checkCompatibility(guest: GuestModel, host: HostIommuInfo, group
         guest.memory.regions.map((r) => ({ name: `RAM region ${r.name}`, start: r.gpa, size: r.size })),
         host,
         [g],
-      ))
+      )) {
+        const known = c.region === undefined ? undefined : knownWindow(c.region);
         f.push({
           code: 'RAM_OUTSIDE_HOST',
           severity: 'error',
           group: g.id,
           message: `${c.message}: the identity map fails (QEMU: "VFIO_MAP_DMA failed: -22"); move guest RAM below ${hex(hostEnd)} or out of the reserved window`,
+          ...(known === undefined ? {} : { fix: known.fix }),
         });
+      }
       for (const c of iovaCollisions((guest.memory.bars ?? []).map((b) => ({ name: `BAR ${b.name}`, start: b.gpa, size: b.size })), host, [g]))
         f.push({ code: 'BAR_OUTSIDE_HOST', severity: 'warning', group: g.id, message: `${c.message}: peer-to-peer DMA to it will not work` });
     }

@@ -35,7 +35,7 @@ test('RAM reaching into the MSI window is refused naming the region and the wind
   const err = t.throws(() => map.mapAll(layout), { instanceOf: IovaCollisionError });
   t.is(
     err.collisions[0],
-    "RAM region ram-below-4g (0x0-0xfeffffff) collides with group 12's msi reserved region 0xfee00000-0xfeefffff",
+    "RAM region ram-below-4g (0x0-0xfeffffff) collides with group 12's msi reserved region 0xfee00000-0xfeefffff, the x86 MSI window",
   );
   t.is(model.mappings().length, 0);
 });

@@ -5,6 +5,7 @@ export * from './layout';
 export * from './target';
 export * from './ops';
 export * from './collisions';
+export * from './reserved-windows';
 export { ContainerMappings, type HostEntry, type MappingStats } from './mappings';
 export * from './identity';
 export * from './shadow';

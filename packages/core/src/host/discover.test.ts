@@ -66,12 +66,19 @@ test('a group reports its reserved regions as start and size', (t) => {
 });
 
 test('the workstation has an Intel VT-d IOMMU', (t) => {
-  t.deepEqual(workstation().iommu, { present: true, kind: 'intel-vtd', units: ['dmar0', 'dmar1'], addressWidth: 39, unsafeNoIommuMode: false });
+  t.deepEqual(workstation().iommu, {
+    present: true,
+    kind: 'intel-vtd',
+    units: ['dmar0', 'dmar1'],
+    addressWidth: 39,
+    unsafeNoIommuMode: false,
+    msiIsolation: { state: 'isolated', evidence: ['/proc/interrupts: interrupts go through the remapped chip IR-IO-APIC'] },
+  });
 });
 
 test('a host without an IOMMU has no groups and says so', (t) => {
   const model = discoverHost(createFixtureHost('no-iommu').fs);
-  t.deepEqual([model.iommu, model.groups.length], [{ present: false, units: [], unsafeNoIommuMode: false }, 0]);
+  t.deepEqual([model.iommu, model.groups.length], [{ present: false, units: [], unsafeNoIommuMode: false, msiIsolation: { state: 'unknown', evidence: [] } }, 0]);
 });
 
 test('an SR-IOV physical function lists its enabled virtual functions', (t) => {
@@ -257,4 +264,17 @@ test('the VT-d address width comes from MGAW in the capability register', (t) =>
 
 test('a host whose units show no capability register has no address width', (t) => {
   t.is(discoverHost(createFixtureHost('bridge-group').fs).iommu.addressWidth, undefined);
+});
+
+test('the AMD server reads as AMD-Vi with the HyperTransport hole reserved in every group', (t) => {
+  const model = discoverHost(createFixtureHost('amd-server').fs);
+  t.is(model.iommu.kind, 'amd-vi');
+  for (const g of model.groups) t.deepEqual(g.reservedRegions.map((r) => [r.start, r.size, r.type]), [[0xfee00000n, 0x100000n, 'msi'], [0xfd00000000n, 0x300000000n, 'reserved']]);
+});
+
+test('the arm64 server reads as SMMUv3 on Arm, the serial card sharing its group with the PCIe-to-PCI bridge above it', (t) => {
+  const model = discoverHost(createFixtureHost('arm64-server').fs);
+  t.deepEqual([model.platform, model.iommu.kind, model.iommu.msiIsolation.state], ['arm', 'arm-smmu-v3', 'isolated']);
+  t.deepEqual(findGroup(model, 8).devices.map((d) => [d.address, d.isBridge]), [['0006:01:00.0', true], ['0006:02:00.0', false]]);
+  t.deepEqual(findGroup(model, 6).reservedRegions, [{ start: 0x8000000n, size: 0x100000n, type: 'msi' }]);
 });

@@ -18,6 +18,7 @@ import type {
   ReservedRegion,
   SriovPhysicalFunction,
 } from './model';
+import { readMsiIsolation } from './msi-isolation';
 import { loadPciIds, type PciIds } from './pci-ids';
 import { resolveLink, type HostFs } from './seam';
 
@@ -262,6 +263,7 @@ function readIommu(host: HostFs, hasGroups: boolean, platform: HostPlatform): Ho
     units,
     ...(addressWidth === undefined ? {} : { addressWidth }),
     unsafeNoIommuMode: noIommu === 'Y' || noIommu === '1',
+    msiIsolation: readMsiIsolation(host, platform, units),
   };
 }
 

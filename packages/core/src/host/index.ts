@@ -8,6 +8,7 @@ export * from './pci-ids';
 export * from './config-space';
 export * from './model';
 export * from './discover';
+export * from './msi-isolation';
 export * from './viability';
 export * from './probe';
 export * from './safety';

@@ -2,6 +2,7 @@
 // `discoverHost` and read by everything else (viability, safety, bind, the CLI).
 import type { ReservedRegion } from '../dma/target';
 import type { AcsInfo, HeaderType, PcieType } from './config-space';
+import type { MsiIsolation } from './msi-isolation';
 import type { PciNames } from './pci-ids';
 
 export type { ReservedRegion };
@@ -127,6 +128,12 @@ export interface HostIommu {
    * reports it and does not manage such devices.
    */
   readonly unsafeNoIommuMode: boolean;
+  /**
+   * Whether MSIs of assigned devices are isolated (x86 interrupt remapping,
+   * Arm's GIC ITS), and vfio_iommu_type1's allow_unsafe_interrupts: without
+   * either, VFIO_SET_IOMMU fails with EPERM (msi-isolation.ts).
+   */
+  readonly msiIsolation: MsiIsolation;
 }
 
 /** A PCI host bridge (root bus); on POWER each is a PHB, its own PCI domain. */

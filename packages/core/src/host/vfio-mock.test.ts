@@ -66,3 +66,25 @@ test("the mock container's IOVA ranges span the host IOMMU's address width, less
     { start: 0xfef00000n, end: 0xffffffffffffn },
   ]);
 });
+
+test("on a host without interrupt remapping the mock refuses SET_IOMMU with EPERM, as that host's kernel does", (t) => {
+  const model = withOneOnVfio(discoverHost(createFixtureHost('no-interrupt-remapping').fs), 5)!;
+  const host = VfioHost.mock(vfioMockHostConfig(model));
+  const container = host.openContainer();
+  host.openGroup(5).setContainer(container);
+  const err = t.throws(() => container.setIommu(IommuType.Type1v2)) as { code?: string; errno?: number; message: string };
+  t.regex(`${err.code} ${err.message}`, /EPERM/);
+});
+
+test("the AMD server's mock container answers as the lab's AMD-Vi: the HyperTransport hole cut out, the aperture up to 2^64", (t) => {
+  const model = withOneOnVfio(discoverHost(createFixtureHost('amd-server').fs), 7)!;
+  const host = VfioHost.mock(vfioMockHostConfig(model));
+  const container = host.openContainer();
+  host.openGroup(7).setContainer(container);
+  container.setIommu(IommuType.Type1v2);
+  t.deepEqual(container.iommuInfo().iovaRanges, [
+    { start: 0n, end: 0xfedfffffn },
+    { start: 0xfef00000n, end: 0xfcffffffffn },
+    { start: 0x10000000000n, end: 0xffffffffffffffffn },
+  ]);
+});

@@ -36,7 +36,19 @@ export function vfioMockHostConfig(model: HostModel): MockHostConfig {
   // aperture); attaching a group then cuts that group's reserved regions out.
   const width = model.iommu.addressWidth;
   const iovaRanges = width === undefined ? {} : { iovaRanges: [{ start: '0x0', end: hex((1n << BigInt(width)) - 1n) }] };
-  return { kernel: mockKernelFor(model.kernelRelease), ...iovaRanges, groups };
+  // The measured profile of the host's IOMMU (page sizes, aperture, cache
+  // coherency), and its MSI isolation: without it the mock refuses
+  // VFIO_SET_IOMMU with EPERM, as the kernel does.
+  const profile = model.iommu.kind === 'amd-vi' ? 'amd-vi' : model.iommu.kind === 'arm-smmu-v3' ? 'smmuv3' : undefined;
+  const msi = model.iommu.msiIsolation;
+  return {
+    kernel: mockKernelFor(model.kernelRelease),
+    ...(profile === undefined ? {} : { iommuProfile: profile }),
+    ...iovaRanges,
+    msiIsolated: msi.state !== 'none',
+    allowUnsafeInterrupts: msi.allowUnsafeInterrupts === true,
+    groups,
+  };
 }
 
 /** The mock models the two kernels the lab runs: 6.12 and later read as 6.12, the rest as 6.1. */

@@ -151,3 +151,47 @@ test("an SR-IOV physical function with VFs enabled is refused with host's reason
   t.is(refusal.code, 'SRIOV_ENABLED');
   t.is(refusal.fix, 'disable them first (echo 0 > /sys/bus/pci/devices/0000:3b:00.0/sriov_numvfs), or assign a VF instead');
 });
+
+const amd = host('amd-server');
+const noIr = host('no-interrupt-remapping');
+const arm = host('arm64-server');
+
+test('on AMD-Vi a guest whose RAM above 4 GiB reaches the HyperTransport hole is refused before anything is mapped, naming the hole and the fix', (t) => {
+  const plan = planAssignment(amd.model, spec({ memoryBytes: 1100n * GiB, devices: [{ address: '0000:03:00.1' }] }), { protectedDevices: amd.protectedDevices });
+  t.false(plan.ok);
+  const f = plan.findings.find((x) => x.code === 'COMPAT_RAM_OUTSIDE_HOST');
+  t.truthy(f);
+  t.is(f!.kind, 'refusal');
+  t.regex(f!.message, /ram-above-4g .* collides with group 7's reserved reserved region 0xfd00000000-0xffffffffff, AMD-Vi's HyperTransport hole/);
+  t.regex(f!.fix!, /less RAM .* at most 1010 GiB in all.*above 4 GiB at 1 TiB/);
+});
+
+test('on AMD-Vi a guest whose RAM ends below the hole plans without a collision', (t) => {
+  const plan = planAssignment(amd.model, spec({ memoryBytes: 64n * GiB, devices: [{ address: '0000:03:00.1' }] }), { protectedDevices: amd.protectedDevices });
+  t.false(plan.findings.some((x) => x.code === 'COMPAT_RAM_OUTSIDE_HOST'));
+});
+
+test('a host without interrupt remapping refuses the plan, with both fixes stated', (t) => {
+  const plan = planAssignment(noIr.model, spec({ devices: [{ address: '0000:02:00.0' }] }), { protectedDevices: noIr.protectedDevices });
+  t.false(plan.ok);
+  const f = plan.findings.find((x) => x.code === 'NO_MSI_ISOLATION')!;
+  t.is(f.kind, 'refusal');
+  t.regex(f.message, /^no interrupt remapping/);
+  t.regex(f.fix!, /interrupt remapping in the firmware.*; or load vfio_iommu_type1 with allow_unsafe_interrupts=1/);
+});
+
+test('with allow_unsafe_interrupts on, the plan goes ahead with a warning about forged MSIs', (t) => {
+  const model = { ...noIr.model, iommu: { ...noIr.model.iommu, msiIsolation: { ...noIr.model.iommu.msiIsolation, allowUnsafeInterrupts: true } } };
+  const plan = planAssignment(model, spec({ devices: [{ address: '0000:02:00.0' }] }), { protectedDevices: noIr.protectedDevices });
+  t.false(plan.findings.some((x) => x.code === 'NO_MSI_ISOLATION'));
+  t.regex(plan.findings.find((x) => x.code === 'UNSAFE_INTERRUPTS')!.message, /forge MSIs/);
+});
+
+test("on an SMMUv3 host a q35 guest's RAM from 0 covers the MSI doorbell and the plan names it", (t) => {
+  const plan = planAssignment(arm.model, spec({ devices: [{ address: '0004:01:00.0' }] }), { protectedDevices: arm.protectedDevices });
+  t.false(plan.ok);
+  const f = plan.findings.find((x) => x.code === 'COMPAT_RAM_OUTSIDE_HOST')!;
+  t.regex(f.message, /ram-below-4g .* 0x8000000-0x80fffff, the SMMU's MSI doorbell window/);
+  t.regex(f.fix!, /RAM starts above 0x80fffff/);
+  t.false(plan.findings.some((x) => x.code === 'NO_MSI_ISOLATION'));
+});

@@ -37,7 +37,7 @@ import {
   type TceWindow,
 } from '../dma/index';
 import { VfiokitError } from '../errors';
-import { checkViability, refuseKnownProbeFailures, safetyViolations, type HostModel, type IommuGroup, type PciDevice, type SafetyFinding, type SafetyOverride } from '../host/index';
+import { checkViability, msiIsolationVerdict, refuseKnownProbeFailures, safetyViolations, type HostModel, type IommuGroup, type PciDevice, type SafetyFinding, type SafetyOverride } from '../host/index';
 import { pseriesDomains, q35Domains, type GuestPciDomain } from './domains';
 import { formatSelector, guestSpecProblems, isAddressSelector, type DeviceSelector, type GuestSpec } from './spec';
 
@@ -245,6 +245,18 @@ export function planAssignment(host: HostModel, spec: GuestSpec, options: PlanOp
       fix: 'enable VT-d or AMD-Vi in the firmware, add intel_iommu=on on Intel, and reboot',
     });
   }
+  // Without MSI isolation the kernel refuses the container's IOMMU at
+  // VFIO_SET_IOMMU (EPERM): said here, before anything is bound or mapped.
+  const msi = host.iommu.present && host.iommu.msiIsolation !== undefined ? msiIsolationVerdict(host.platform, host.iommu.msiIsolation) : undefined;
+  if (msi?.severity !== undefined) {
+    findings.push({
+      kind: msi.severity,
+      code: msi.severity === 'refusal' ? 'NO_MSI_ISOLATION' : 'UNSAFE_INTERRUPTS',
+      subject: 'host',
+      message: msi.message,
+      fix: msi.fixes.join('; '),
+    });
+  }
   const wantPlatform = spec.machine === 'pseries' ? 'power' : 'x86';
   if (host.iommu.present && host.platform !== wantPlatform) {
     findings.push({
@@ -392,6 +404,7 @@ export function planAssignment(host: HostModel, spec: GuestSpec, options: PlanOp
       code: `COMPAT_${c.code}`,
       subject: c.group === undefined ? 'guest' : `group ${c.group}`,
       message: c.message,
+      ...(c.fix === undefined ? {} : { fix: c.fix }),
     });
   }
 

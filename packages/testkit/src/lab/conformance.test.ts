@@ -1,5 +1,5 @@
 import test from 'ava';
-import { compareResults, compareSteps, parseResults } from './conformance';
+import { compareResults, compareSteps, expectedStopFor, parseResults } from './conformance';
 
 const run = (backend: string): string => JSON.stringify({ kind: 'run', suite: 'x86', backend, format: 1 });
 const end = (n: number): string => JSON.stringify({ kind: 'end', cases: n });
@@ -73,4 +73,21 @@ test('lines ending in CR, as a guest console writes them, parse', (t) => {
 
 test('a line that is not JSON is an error naming the file and the line', (t) => {
   t.throws(() => parseResults([run('kernel'), 'Oops'].join('\n'), 'k.jsonl'), { message: /^k\.jsonl line 2 is not JSON/ });
+});
+
+const setIommuEperm = { call: 'SET_IOMMU TYPE1v2', result: 'EPERM' };
+const eperm = { aborted: 'SET_IOMMU TYPE1v2 failed with EPERM' };
+
+test('on a host without MSI isolation both sides stopping at SET_IOMMU with EPERM is agreement', (t) => {
+  const k = parseResults([run('kernel'), kase('map', [setIommuEperm], eperm), end(1)].join('\n'), 'k');
+  const m = parseResults([run('mock'), kase('map', [setIommuEperm], eperm), end(1)].join('\n'), 'm');
+  t.deepEqual(compareResults(k, m, expectedStopFor({ msiIsolated: false, allowUnsafeInterrupts: false })), [{ name: 'map', ok: true }]);
+});
+
+test('the same stop is still a failure where the host isolates MSIs, or when only one side stops', (t) => {
+  const k = parseResults([run('kernel'), kase('map', [setIommuEperm], eperm), end(1)].join('\n'), 'k');
+  const m = parseResults([run('mock'), kase('map', [setIommuEperm], eperm), end(1)].join('\n'), 'm');
+  t.false(compareResults(k, m, expectedStopFor({ msiIsolated: true, allowUnsafeInterrupts: false }))[0]!.ok);
+  const m2 = parseResults([run('mock'), kase('map', [{ ...setIommuEperm, result: 'ok' }]), end(1)].join('\n'), 'm');
+  t.false(compareResults(k, m2, expectedStopFor({ msiIsolated: false, allowUnsafeInterrupts: false }))[0]!.ok);
 });

@@ -3,7 +3,7 @@
 // unpacked with `dpkg-deb -x` into the cache, so a second run costs nothing.
 
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { LabError } from './errors';
 
@@ -40,9 +40,9 @@ export function compareVersionedNames(a: string, b: string): number {
  * `apt-cache search --names-only` lists. The ABI number in kernel package
  * names moves with every security update, so the lab never hard-codes one.
  */
-export function newestPackage(pattern: RegExp, searchTerm: string): string {
+export function newestPackage(pattern: RegExp, searchTerm: string, apt?: PrivateApt): string {
   requireTool('apt-cache', 'apt');
-  const out = spawnSync('apt-cache', ['search', '--names-only', searchTerm], { encoding: 'utf8' });
+  const out = spawnSync('apt-cache', [...(apt?.options ?? []), 'search', '--names-only', searchTerm], { encoding: 'utf8' });
   const names = out.stdout
     .split('\n')
     .map((line) => line.split(' - ')[0]!.trim())
@@ -88,14 +88,14 @@ export interface UnpackedPackage {
  * skipped when their result is already there; a half-done unpack is never
  * mistaken for a done one (it lands under a temporary name first).
  */
-export function fetchPackage(cacheDir: string, spec: string): UnpackedPackage {
+export function fetchPackage(cacheDir: string, spec: string, apt?: PrivateApt): UnpackedPackage {
   requireTool('dpkg-deb', 'dpkg');
   const debs = join(cacheDir, 'debs');
   const pkgs = join(cacheDir, 'pkgs');
   mkdirSync(debs, { recursive: true });
   mkdirSync(pkgs, { recursive: true });
 
-  const deb = spec.endsWith('.deb') ? spec : downloadDeb(debs, spec);
+  const deb = spec.endsWith('.deb') ? spec : downloadDeb(debs, spec, apt);
   const root = join(pkgs, deb.split('/').at(-1)!.replace(/\.deb$/, ''));
   if (!existsSync(root)) {
     const partial = `${root}.partial`;
@@ -110,9 +110,9 @@ export function fetchPackage(cacheDir: string, spec: string): UnpackedPackage {
   return { spec, root };
 }
 
-function downloadDeb(debs: string, spec: string): string {
+function downloadDeb(debs: string, spec: string, apt?: PrivateApt): string {
   const [name, foreign] = spec.split(':');
-  const arch = foreign ?? hostArch();
+  const arch = foreign ?? apt?.arch ?? hostArch();
   const prefix = `${name}_`;
   // The architecture is part of the match: the cache may hold the same
   // package for another architecture (busybox-static for the pseries guest).
@@ -121,10 +121,10 @@ function downloadDeb(debs: string, spec: string): string {
   if (cached !== undefined) return join(debs, cached);
 
   requireTool('apt-get', 'apt');
-  const res = spawnSync('apt-get', ['download', '-q', spec], { cwd: debs, encoding: 'utf8' });
+  const res = spawnSync('apt-get', [...(apt?.options ?? []), 'download', '-q', spec], { cwd: debs, encoding: 'utf8' });
   const got = readdirSync(debs).find((f) => f.startsWith(prefix) && f.endsWith(suffix));
   if (res.status !== 0 || got === undefined) {
-    const hint = foreign !== undefined && arch !== hostArch() ? ` (a foreign architecture needs 'dpkg --add-architecture ${arch}' and 'apt-get update' first)` : '';
+    const hint = apt === undefined && foreign !== undefined && arch !== hostArch() ? ` (a foreign architecture needs 'dpkg --add-architecture ${arch}' and 'apt-get update' first)` : '';
     throw new LabError(
       'MISSING_PACKAGE',
       `'apt-get download ${spec}' failed${hint}: ${(res.stderr || res.stdout).trim().split('\n').slice(-3).join(' / ')}`,
@@ -139,4 +139,61 @@ function hostArch(): string {
   } catch {
     return 'amd64';
   }
+}
+
+/**
+ * An apt configuration of the lab's own, for another architecture: the
+ * machine's Debian sources copied into `dir`, with apt's lists and cache
+ * there too, so `apt-get update` / `download` for that architecture leave
+ * the machine's own apt configuration, lists and dpkg untouched.
+ */
+export interface PrivateApt {
+  readonly arch: string;
+  /** `-o` options every apt call takes. */
+  readonly options: readonly string[];
+}
+
+const MACHINE_SOURCES = '/etc/apt/sources.list.d/debian.sources';
+
+/** The `-o` options for a private apt in `dir` serving `arch` (no I/O). */
+export function privateAptOptions(dir: string, arch: string): string[] {
+  const o = (kv: string): string[] => ['-o', kv];
+  return [
+    ...o('Dir::Etc::SourceList=/dev/null'),
+    ...o(`Dir::Etc::SourceParts=${join(dir, 'sources')}`),
+    ...o(`Dir::State::Lists=${join(dir, 'lists')}`),
+    ...o(`Dir::Cache=${join(dir, 'cache')}`),
+    // Only this architecture, and no installed-package state: nothing here
+    // is installed, only downloaded.
+    ...o(`APT::Architecture=${arch}`),
+    ...o(`APT::Architectures::=${arch}`),
+    ...o('Dir::State::status=/dev/null'),
+    // apt drops to the _apt user for downloads, which cannot write into a
+    // root-owned private folder; run as root, download as root.
+    ...(process.getuid?.() === 0 ? o('APT::Sandbox::User=root') : []),
+  ];
+}
+
+/**
+ * Makes `dir` a private apt for `arch` and refreshes its lists when they
+ * are missing (or `refresh`). The sources are the machine's own Debian
+ * sources (a mirror stays a mirror).
+ */
+export function privateApt(dir: string, arch: string, log: (m: string) => void, refresh = false): PrivateApt {
+  const sources = join(dir, 'sources');
+  for (const d of [sources, join(dir, 'lists', 'partial'), join(dir, 'cache', 'archives', 'partial')]) mkdirSync(d, { recursive: true });
+  if (!existsSync(join(sources, 'debian.sources'))) {
+    if (!existsSync(MACHINE_SOURCES)) {
+      throw new LabError('MISSING_PACKAGE', `no ${MACHINE_SOURCES} to copy into the lab's private apt for ${arch} (${dir}); put a deb822 Debian source there`);
+    }
+    copyFileSync(MACHINE_SOURCES, join(sources, 'debian.sources'));
+  }
+  const apt = { arch, options: privateAptOptions(dir, arch) };
+  const listed = readdirSync(join(dir, 'lists')).some((f) => f.endsWith(`binary-${arch}_Packages`) || f.includes(`binary-${arch}_Packages.`));
+  if (!listed || refresh) {
+    log(`private apt for ${arch}: apt-get update (${dir})`);
+    const r = spawnSync('apt-get', [...apt.options, 'update', '-qq'], { encoding: 'utf8' });
+    if (r.status !== 0) log(`private apt for ${arch}: apt-get update reported problems (going on): ${(r.stderr ?? '').trim().split('\n').slice(-2).join(' / ')}`);
+  }
+  return apt;
 }

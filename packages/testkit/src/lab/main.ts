@@ -8,11 +8,12 @@ import { join, resolve } from 'node:path';
 import { LabError } from './errors';
 import { CaseReport, LabContext, LabProfile } from './profile';
 import { formatTap } from './tap';
+import { arm64Profile } from './arm64/index';
 import { pseriesProfile } from './pseries/index';
-import { x86Profile } from './x86/index';
+import { x86Profiles } from './x86/index';
 
 /** Every profile, in the order `pnpm lab` runs them without arguments. */
-export const PROFILES: readonly LabProfile[] = [x86Profile, pseriesProfile];
+export const PROFILES: readonly LabProfile[] = [...x86Profiles, pseriesProfile, arm64Profile];
 
 function findRepoRoot(from: string): string {
   let dir = from;

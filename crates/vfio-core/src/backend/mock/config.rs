@@ -57,6 +57,13 @@ pub struct MockConfig {
     pub iommu_drivers: Vec<Arc<dyn IommuDriverOps>>,
     /// Whether vfio_iommu_type1 is loaded.
     pub type1: bool,
+    /// Whether the host isolates MSIs (x86 interrupt remapping; Arm a GIC
+    /// ITS): irq_domain_check_msi_remap() || IOMMU_CAP_INTR_REMAP. Without
+    /// it type1's attach_group fails with EPERM unless
+    /// `allow_unsafe_interrupts`.
+    pub msi_isolated: bool,
+    /// vfio_iommu_type1's `allow_unsafe_interrupts` module parameter.
+    pub allow_unsafe_interrupts: bool,
 }
 
 impl fmt::Debug for MockConfig {
@@ -69,6 +76,8 @@ impl fmt::Debug for MockConfig {
             .field("groups", &self.groups)
             .field("iommu_drivers", &self.iommu_drivers.iter().map(|d| d.name()).collect::<Vec<_>>())
             .field("type1", &self.type1)
+            .field("msi_isolated", &self.msi_isolated)
+            .field("allow_unsafe_interrupts", &self.allow_unsafe_interrupts)
             .finish()
     }
 }
@@ -97,6 +106,8 @@ impl MockConfig {
             groups: Vec::new(),
             iommu_drivers: Vec::new(),
             type1: true,
+            msi_isolated: true,
+            allow_unsafe_interrupts: false,
         }
     }
 

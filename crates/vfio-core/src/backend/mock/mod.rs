@@ -14,6 +14,7 @@
 mod bus;
 mod caps;
 pub mod config;
+pub mod profiles;
 mod container;
 pub mod devices;
 mod fds;

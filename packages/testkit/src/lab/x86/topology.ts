@@ -26,6 +26,13 @@ export interface LabTopology {
   readonly devices: readonly LabDevice[];
   /** `vfio_iommu_type1`'s `dma_entry_limit` module parameter in this guest. */
   readonly dmaEntryLimit: number;
+  /**
+   * The driver the guest kernel binds to each pcie-pci-bridge: none on x86
+   * (ACPI keeps SHPC hot-plug with the firmware), `shpchp` on arm64 with a
+   * device tree (SHPC is native there), which does DMA-API work and so
+   * makes the bridge's group not viable.
+   */
+  readonly bridgeDriver?: string;
 }
 
 export const X86_TOPOLOGY: LabTopology = {
@@ -77,11 +84,17 @@ export const X86_TOPOLOGY: LabTopology = {
   ],
 };
 
-/** The `-device` arguments that build X86_TOPOLOGY (the IOMMU comes first: devices attach to it as they are created). */
-export function x86TopologyArgs(): string[] {
+/**
+ * The `-device` arguments that build X86_TOPOLOGY behind `iommuDevice` (the
+ * IOMMU comes first: devices attach to it as they are created). Without
+ * one, the machine's own IOMMU serves (arm64 `virt,iommu=smmuv3`). `blocked`
+ * and its virtio peer sit in two slots behind a PCIe-to-PCI bridge, or as
+ * two functions behind a root port (arm64: see ../arm64/guest.ts).
+ */
+export function x86TopologyArgs(iommuDevice?: string, blocked: 'behind-bridge' | 'root-port-functions' = 'behind-bridge'): string[] {
   const d = (spec: string): string[] => ['-device', spec];
   return [
-    ...d('intel-iommu,intremap=on,caching-mode=on'),
+    ...(iommuDevice === undefined ? [] : d(iommuDevice)),
     ...d('edu,id=solo,bus=pcie.0,addr=0x3'),
     ...d('pcie-pci-bridge,id=br1,bus=pcie.0,addr=0x4'),
     ...d('edu,id=bridge-a,bus=br1,addr=0x1'),
@@ -89,8 +102,12 @@ export function x86TopologyArgs(): string[] {
     ...d('pcie-root-port,id=rp1,chassis=1,bus=pcie.0,addr=0x5'),
     ...d('edu,id=mf-0,bus=rp1,addr=0x0.0,multifunction=on'),
     ...d('edu,id=mf-1,bus=rp1,addr=0x0.1'),
-    ...d('pcie-pci-bridge,id=br2,bus=pcie.0,addr=0x6'),
-    ...d('edu,id=blocked,bus=br2,addr=0x1'),
-    ...d('virtio-rng-pci,id=blocked-peer,bus=br2,addr=0x2'),
+    ...(blocked === 'behind-bridge'
+      ? [...d('pcie-pci-bridge,id=br2,bus=pcie.0,addr=0x6'), ...d('edu,id=blocked,bus=br2,addr=0x1'), ...d('virtio-rng-pci,id=blocked-peer,bus=br2,addr=0x2')]
+      : [
+          ...d('pcie-root-port,id=rp2,chassis=2,bus=pcie.0,addr=0x6'),
+          ...d('edu,id=blocked,bus=rp2,addr=0x0.0,multifunction=on'),
+          ...d('virtio-rng-pci,id=blocked-peer,bus=rp2,addr=0x0.1'),
+        ]),
   ];
 }

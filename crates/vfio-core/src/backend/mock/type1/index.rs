@@ -100,12 +100,13 @@ impl DmaIndex {
 
     /// A mapping intersecting `[start, end)` (`end` exclusive, `end > start`).
     pub fn intersecting(&self, start: u64, end: u64) -> Option<(u64, Dma)> {
-        self.last_below(end).filter(|(k, d)| k + d.size > start)
+        // The last byte, not the end: a mapping may end at 2^64 (AMD-Vi's aperture does).
+        self.last_below(end).filter(|(k, d)| k + (d.size - 1) >= start)
     }
 
     /// The mapping containing `addr`.
     pub fn containing(&self, addr: u64) -> Option<(u64, Dma)> {
-        self.last_below(addr.checked_add(1)?).filter(|(k, d)| addr < k + d.size)
+        self.last_below(addr.checked_add(1)?).filter(|(k, d)| addr <= k + (d.size - 1))
     }
 
     /// Inserts a mapping the caller has checked overlaps nothing.
