@@ -352,7 +352,7 @@ function write(host: HostFs, file: string, data: string, steps: string[]): void 
 export function shellEcho(data: string): string {
   const text = data.replace(/\n$/, '');
   if (text === '') return 'echo';
-  return /^[A-Za-z0-9_.:\/-]+$/.test(text) ? `echo ${text}` : `echo '${text.replace(/'/g, `'\\''`)}'`;
+  return /^[A-Za-z0-9_.:/-]+$/.test(text) ? `echo ${text}` : `echo '${text.replace(/'/g, `'\\''`)}'`;
 }
 
 function driverOf(host: HostFs, address: string): string | undefined {

@@ -275,7 +275,7 @@ async function verify(qmp: QmpExecutor, placed: readonly { id: string; rootPort:
     let guestVisible = false;
     if (port?.bridge && port.bridge.secondary !== 0) {
       const seen = port.bridge.devices.find((d) => d.qdevId === p.id);
-      if (!seen || seen.slot !== 0 || seen.function !== p.function) {
+      if (seen?.slot !== 0 || seen.function !== p.function) {
         throw new HotplugError(
           'HOTPLUG_NOT_VERIFIED',
           `query-pci does not show ${p.id} at 00.${p.function} behind ${p.rootPort} (bus ${port.bridge.secondary})`,

@@ -62,7 +62,6 @@ export async function runLabFiles(repoRoot: string, files: readonly string[], ca
     const label = relative(join(repoRoot, 'packages'), file).replace(/\/dist\//, '/').replace(/\.lab\.js$/, '');
     let cases: unknown;
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
       cases = (require(file) as { cases?: unknown }).cases;
     } catch (err) {
       reports.push({ name: `${label}: loads`, ok: false, detail: describe(err) });

@@ -133,7 +133,10 @@ function ioctlsByOp(trace: DmaTrace, layout: GuestMemoryLayout): void {
   const inner = openMockDmaTarget(VTD_HOST, [group]);
   const byKind = new Map<string, { ops: number; ioctls: number; most: number }>();
   let pending = 0;
-  const count = (n: number) => ((pending += n), n);
+  const count = (n: number) => {
+    pending += n;
+    return n;
+  };
   replayTrace({
     trace,
     layout,
