@@ -12,6 +12,7 @@ import { discoverHost, findDevice, findGroup, PCI_DEVICES, PCI_DRIVERS } from '.
 import {
   BindFailedError,
   GroupNotFoundError,
+  GroupNotViableError,
   HostError,
   NoIommuError,
   RollbackFailedError,
@@ -24,7 +25,7 @@ import { knownProbeRefusal } from './probe';
 import { describeViolation, findProtectedDevices, safetyViolations, type SafetyFinding, type SafetyOverride } from './safety';
 import { errnoOf, type HostFs } from './seam';
 import type { BindingRecord, BindingStore } from './state';
-import { allowsViability, checkViability, viabilityRuleFor, type BlockingDevice } from './viability';
+import { allowsViability, checkViability, describeViability, viabilityRuleFor, type BlockingDevice } from './viability';
 
 const VFIO_PCI = 'vfio-pci';
 const PCI_BUS = '/sys/bus/pci';
@@ -145,6 +146,26 @@ export function planGroupBind(host: HostFs, model: HostModel, target: string | n
 export function bindCommandFor(host: HostFs, model: HostModel, target: string | number): string {
   const plan = planGroupBind(host, model, target);
   return ['vfiokit bind', ...new Set(plan.refusals.map((f) => f.override)), String(target)].join(' ');
+}
+
+/**
+ * Refuse, before any device node is opened, a group VFIO could not put in a
+ * container: /dev/vfio/N exists only once a device of the group is on
+ * vfio-pci, and vfio_group_set_container answers EPERM for a group that is
+ * not viable. The error names the group, what holds it, and the bind that
+ * fixes it (with the --force each safety rule in its way needs).
+ */
+export function assertGroupsAssignable(host: HostFs, model: HostModel, ids: readonly number[]): void {
+  const safety = findProtectedDevices(host, model);
+  for (const id of ids) {
+    const report = checkViability(model, resolveGroup(model, id), safety);
+    if (report.viable && report.assignable.length > 0) continue;
+    throw new GroupNotViableError(
+      id,
+      report.viable ? `group ${id} has no device on vfio-pci, so VFIO cannot open it` : describeViability(report),
+      bindCommandFor(host, model, id),
+    );
+  }
 }
 
 /**

@@ -2,10 +2,19 @@
 // bindings, so `--mock` runs the VFIO ioctls against the host that discovery
 // showed. The mock decides viability itself (its own reading of
 // driver_managed_dma); a test holds it to checkViability on every fixture.
-import type { MockDeviceConfig, MockDeviceModel, MockGroupConfig, MockHostConfig } from '../vfio/index';
+import { VfioHost, type MockDeviceConfig, type MockDeviceModel, type MockGroupConfig, type MockHostConfig } from '../vfio/index';
 import type { HostModel, PciDevice } from './model';
 
 const EDU = { vendor: 0x1234, device: 0x11e8 };
+
+/**
+ * The VFIO system behind a host model: the kernel's /dev/vfio, or for a
+ * simulated host vfio-core's mock described from the same model, so
+ * discovery and the ioctls agree on groups and drivers.
+ */
+export function vfioHostOf(model: HostModel, backend: 'kernel' | 'mock'): VfioHost {
+  return backend === 'mock' ? VfioHost.mock(vfioMockHostConfig(model)) : VfioHost.kernel();
+}
 
 /**
  * The MockHostConfig that describes `model`: its groups, devices, drivers and
