@@ -53,7 +53,7 @@ test('attach of a group that is not on vfio-pci is refused before QEMU is asked'
   const socket = await silentSocket(t);
   const run = await vfiokit(['--mock', 'workstation', 'attach', '--qmp', socket, '04:00.0']);
   t.is(run.code, 5);
-  t.is(run.stderr, 'vfiokit: group 11 is not viable on this host: 0000:04:00.0 is bound to xhci_hcd\nhint: vfiokit bind 11\n');
+  t.is(run.stderr, "vfiokit: group 11 is not viable: 0000:04:00.0 is bound to xhci_hcd; run 'vfiokit bind 0000:04:00.0' to move the whole group to vfio-pci\nhint: vfiokit bind 11\n");
 });
 
 test('attach --qmp is required', async (t) => {

@@ -29,7 +29,10 @@ test('a host container refuses a viable group with no device on vfio-pci, since 
   const { host, model } = workstationWith(undefined);
   const vfio = vfioHostOf(model, 'mock');
   const err = t.throws(() => openHostContainer(vfio, host.fs, model, [11])) as { code?: string; hint?: string; message: string };
-  t.deepEqual([err.code, err.message, err.hint], ['HOST_GROUP_NOT_VIABLE', 'group 11 has no device on vfio-pci, so VFIO cannot open it', 'vfiokit bind 11']);
+  t.deepEqual(
+    [err.code, err.message, err.hint],
+    ['HOST_GROUP_NOT_BOUND', `group 11 is viable but ${XHCI} is not on vfio-pci, so VFIO cannot open it: /dev/vfio/11 exists once a device of the group is on vfio-pci`, 'vfiokit bind 11'],
+  );
   t.is(vfio.ioctlCount(), 0);
 });
 

@@ -12,6 +12,7 @@ import { discoverHost, findDevice, findGroup, PCI_DEVICES, PCI_DRIVERS } from '.
 import {
   BindFailedError,
   GroupNotFoundError,
+  GroupNotBoundError,
   GroupNotViableError,
   HostError,
   NoIommuError,
@@ -149,21 +150,31 @@ export function bindCommandFor(host: HostFs, model: HostModel, target: string | 
 }
 
 /**
- * Refuse, before any device node is opened, a group VFIO could not put in a
- * container: /dev/vfio/N exists only once a device of the group is on
- * vfio-pci, and vfio_group_set_container answers EPERM for a group that is
- * not viable. The error names the group, what holds it, and the bind that
- * fixes it (with the --force each safety rule in its way needs).
+ * The one rule for "may this group be assigned now", checked before any
+ * device node is opened or any device_add is sent. A group must be viable
+ * (vfio_group_set_container answers EPERM otherwise: GroupNotViableError),
+ * and on vfio-pci (GroupNotBoundError): for a container one device is
+ * enough, since /dev/vfio/N exists once a device of the group is on
+ * vfio-pci; for QEMU (`everyFunction`) each function must be, since QEMU
+ * opens every function it is given through vfio-pci. The error names the
+ * group, what holds it, and the bind that fixes it (with the --force each
+ * safety rule in its way needs).
  */
-export function assertGroupsAssignable(host: HostFs, model: HostModel, ids: readonly number[]): void {
+export function assertGroupsAssignable(host: HostFs, model: HostModel, ids: readonly (number | string)[], options: { everyFunction?: boolean } = {}): void {
   const safety = findProtectedDevices(host, model);
-  for (const id of ids) {
-    const report = checkViability(model, resolveGroup(model, id), safety);
-    if (report.viable && report.assignable.length > 0) continue;
-    throw new GroupNotViableError(
-      id,
-      report.viable ? `group ${id} has no device on vfio-pci, so VFIO cannot open it` : describeViability(report),
-      bindCommandFor(host, model, id),
+  for (const target of ids) {
+    const group = resolveGroup(model, target);
+    const report = checkViability(model, group, safety);
+    if (!report.viable) throw new GroupNotViableError(group.id, describeViability(report), bindCommandFor(host, model, group.id));
+    const off = group.devices.filter((d) => !d.isBridge && d.driver !== 'vfio-pci');
+    if (options.everyFunction ? off.length === 0 : report.assignable.length > 0) continue;
+    const which = `${off.map((d) => d.address).join(', ')} ${off.length > 1 ? 'are' : 'is'} not on vfio-pci`;
+    throw new GroupNotBoundError(
+      group.id,
+      options.everyFunction
+        ? `group ${group.id} is viable but ${which}, which QEMU opens every function through`
+        : `group ${group.id} is viable but ${which}, so VFIO cannot open it: /dev/vfio/${group.id} exists once a device of the group is on vfio-pci`,
+      bindCommandFor(host, model, group.id),
     );
   }
 }
