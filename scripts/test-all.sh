@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Every test: all the unit suites (each one runs even when another fails, so
+# Every test: the linter, all the unit suites (each one runs even when another fails, so
 # the closing count covers everything), then the lab on a real kernel.
 set -u
 cd "$(dirname "$0")/.."
 status=0
+# The linter first (Biome, biome.jsonc; seconds), as one TAP result the
+# closing count adds up. tsc's checks run with the tests (ts-node) and in
+# `pnpm lint`.
+if pnpm exec biome lint --error-on-warnings; then lint='ok 1 - biome lint finds nothing'; lint_pass=1; else lint='not ok 1 - biome lint finds problems (listed above)'; lint_pass=0; status=1; fi
+printf 'TAP version 13\n%s\n1..1\n# pass %d\n# fail %d\n' "$lint" "$lint_pass" "$((1 - lint_pass))"
 pnpm exec turbo run test --continue || status=1
 pnpm lab || status=1
 exit "$status"

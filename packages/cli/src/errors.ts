@@ -59,6 +59,7 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   HOST_NO_IOMMU: ExitCode.Unavailable,
   HOST_VFIO_PCI_UNAVAILABLE: ExitCode.Unavailable,
   HOST_GROUP_NOT_VIABLE: ExitCode.Refused,
+  HOST_GROUP_NOT_BOUND: ExitCode.Refused,
   HOST_UNSAFE_DETACH: ExitCode.Refused,
   HOST_MEMLOCK_TOO_LOW: ExitCode.Refused,
   // Refused before anything is written: a PF whose VFs would be torn down, a group a VMM holds open.

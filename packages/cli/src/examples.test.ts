@@ -16,7 +16,7 @@ const COMMANDS = ['', 'ls', 'show', 'check', 'bind', 'unbind', 'plan', 'map', 't
 const REAL_HOST_ONLY = ['attach', 'detach', 'lab'];
 
 /** The `$ ` lines of the runnable Example(s) block of a help text. */
-export function runnableExamples(help: string): string[] {
+function runnableExamples(help: string): string[] {
   const block = /\nExamples?:\n((?: {2}\$ .*\n)+)/.exec(help);
   return block ? block[1]!.split('\n').filter(Boolean).map((l) => l.replace(/^ {2}\$ /, '')) : [];
 }

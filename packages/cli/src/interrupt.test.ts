@@ -8,10 +8,10 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
-import { eventually, processesMentioning, qemuAvailable, startTestQemu } from '@vfiokit/testkit';
+import { eventually, processesMentioning, startTestQemu, testNeedingQemu } from '@vfiokit/testkit';
 import { startVfiokit, vfiokit, parseJson } from './testing/run-cli';
 
-const hasQemu = qemuAvailable();
+const qemuTest = testNeedingQemu(test);
 
 function scratch(t: ExecutionContext, prefix: string): string {
   const dir = mkdtempSync(join(tmpdir(), prefix));
@@ -46,11 +46,17 @@ async function stopAt(t: ExecutionContext, args: readonly string[], stage: strin
   return ended.stdout;
 }
 
-const DEMO_STAGES = ['host-opened', 'demo-bound', ...(hasQemu ? ['demo-qemu-up', 'demo-qemu-plugged'] : [])];
+/** The demo's stages, and whether reaching one needs QEMU. */
+const DEMO_STAGES: readonly (readonly [string, boolean])[] = [
+  ['host-opened', false],
+  ['demo-bound', false],
+  ['demo-qemu-up', true],
+  ['demo-qemu-plugged', true],
+];
 
-for (const stage of DEMO_STAGES) {
+for (const [stage, needsQemu] of DEMO_STAGES) {
   for (const way of WAYS) {
-    test(`demo stopped by ${way} at ${stage} leaves no QEMU and no folder`, async (t) => {
+    (needsQemu ? qemuTest : test)(`demo stopped by ${way} at ${stage} leaves no QEMU and no folder`, async (t: ExecutionContext) => {
       const stdout = await stopAt(t, ['demo'], stage, way);
       // Unwound runs give the controller back to its driver on the way out.
       if (stage !== 'host-opened' && way !== 'SIGKILL' && way !== 'crash') t.regex(stdout, /group 11: gave back\n {6}0000:04:00\.0 {2}vfio-pci -> xhci_hcd\n/);
@@ -80,7 +86,7 @@ for (const way of WAYS) {
 }
 
 for (const way of WAYS) {
-  (hasQemu ? test : test.skip)(`attach stopped by ${way} with its QMP session open leaves no process or folder and plugs nothing`, async (t) => {
+  qemuTest(`attach stopped by ${way} with its QMP session open leaves no process or folder and plugs nothing`, async (t) => {
     const qemu = await startTestQemu({ args: ['-device', 'pcie-root-port,id=rp1,chassis=1'] });
     t.teardown(() => qemu.stop());
     const host = ['--mock', 'workstation', '--mock-dir', scratch(t, 'vfiokit-interrupt-host-')];

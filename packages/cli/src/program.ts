@@ -8,6 +8,7 @@ import { CliError, toCliError } from './errors';
 import { ExitCode, exitCodesHelp } from './exit-codes';
 import { Output } from './output';
 
+// biome-ignore lint/suspicious/noConfusingVoidType: an action that ends without an exit code returns nothing (exit 0)
 export type ActionBody<A extends unknown[]> = (ctx: CommandContext, ...args: A) => Promise<ExitCode | void> | ExitCode | void;
 
 /** Run in every action; says how the run ended. */
@@ -105,7 +106,6 @@ ${REAL_HOST_EXAMPLES}
 
 function readVersion(): string {
   // package.json sits one level above dist/ in the built package.
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   return (require('../package.json') as { version: string }).version;
 }
 

@@ -3,10 +3,10 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { qemuAvailable, startTestQemu } from '@vfiokit/testkit';
+import { startTestQemu, testNeedingQemu } from '@vfiokit/testkit';
 import { EXAMPLES, vfiokit } from '../testing/run-cli';
 
-const hasQemu = qemuAvailable();
+const qemuTest = testNeedingQemu(test);
 
 function tempDir(t: { teardown(fn: () => void): void }): string {
   const dir = mkdtempSync(join(tmpdir(), 'vfiokit-attach-test-'));
@@ -53,7 +53,7 @@ test('attach of a group that is not on vfio-pci is refused before QEMU is asked'
   const socket = await silentSocket(t);
   const run = await vfiokit(['--mock', 'workstation', 'attach', '--qmp', socket, '04:00.0']);
   t.is(run.code, 5);
-  t.is(run.stderr, 'vfiokit: group 11 is not viable on this host: 0000:04:00.0 is bound to xhci_hcd\nhint: vfiokit bind 11\n');
+  t.is(run.stderr, "vfiokit: group 11 is not viable: 0000:04:00.0 is bound to xhci_hcd; run 'vfiokit bind 0000:04:00.0' to move the whole group to vfio-pci\nhint: vfiokit bind 11\n");
 });
 
 test('attach --qmp is required', async (t) => {
@@ -62,7 +62,7 @@ test('attach --qmp is required', async (t) => {
   t.regex(run.stderr, /required option '--qmp <socket>' not specified/);
 });
 
-(hasQemu ? test : test.skip)('attach into a real QEMU reports the error QEMU gives for a device this host does not have', async (t) => {
+qemuTest('attach into a real QEMU reports the error QEMU gives for a device this host does not have', async (t) => {
   const qemu = await startTestQemu({ args: ['-device', 'pcie-root-port,id=rp1,chassis=1'] });
   t.teardown(() => qemu.stop());
   const dir = tempDir(t);
@@ -73,7 +73,7 @@ test('attach --qmp is required', async (t) => {
   t.regex(run.stderr, /^vfiokit: device_add of hostdev-0000-04-00-0 failed: vfio .*0000:04:00\.0: no such host device/);
 });
 
-(hasQemu ? test : test.skip)('detach of a device no guest releases ends with exit 7 after the timeout, not a hang', async (t) => {
+qemuTest('detach of a device no guest releases ends with exit 7 after the timeout, not a hang', async (t) => {
   const qemu = await startTestQemu({ args: ['-device', 'pcie-root-port,id=rp1,chassis=1', '-device', 'virtio-rng-pci,id=rng0,bus=rp1'] });
   t.teardown(() => qemu.stop());
   const run = await vfiokit(['detach', '--qmp', qemu.socketPath, '--timeout', '1', 'rng0']);
@@ -81,7 +81,7 @@ test('attach --qmp is required', async (t) => {
   t.regex(run.stderr, /^vfiokit: device_del of rng0 was accepted, but the guest did not release it within 1000 ms/);
 });
 
-(hasQemu ? test : test.skip)('attach of a guest spec hot-plugs the groups its plan assigns', async (t) => {
+qemuTest('attach of a guest spec hot-plugs the groups its plan assigns', async (t) => {
   const qemu = await startTestQemu({ args: ['-device', 'pcie-root-port,id=rp1,chassis=1'] });
   t.teardown(() => qemu.stop());
   const dir = tempDir(t);

@@ -4,9 +4,9 @@
 // go. Both go through qemu-bridge's hot-plug; every wait has a timeout.
 import { Command, Option } from 'commander';
 import type { PlacedDevice, QmpSession, VfioDeviceSpec } from '@vfiokit/qemu-bridge';
-import { assertPlanOk, checkViability, discoverHost, planAssignment, resolveGroup, type HostModel } from '@vfiokit/core';
+import { assertGroupsAssignable, assertPlanOk, discoverHost, planAssignment, resolveGroup, type HostFs, type HostModel } from '@vfiokit/core';
 import { action, RunState, withRealHostExamples } from '../program';
-import { invalidInput, refused } from '../errors';
+import { invalidInput } from '../errors';
 import type { CommandContext } from '../context';
 import { checkpoint } from '../checkpoint';
 
@@ -44,30 +44,15 @@ async function expandTargets(model: HostModel, targets: readonly string[]): Prom
 }
 
 /** The vfio-pci devices for whole groups: every endpoint of each group the targets name. */
-export async function groupDevices(model: HostModel, targets: readonly string[]): Promise<VfioDeviceSpec[]> {
+export async function groupDevices(host: HostFs, model: HostModel, targets: readonly string[]): Promise<VfioDeviceSpec[]> {
   const devices: VfioDeviceSpec[] = [];
   const seen = new Set<number>();
   for (const t of await expandTargets(model, targets)) {
     const group = resolveGroup(model, t);
     if (seen.has(group.id)) continue;
     seen.add(group.id);
-    const report = checkViability(model, group);
-    if (!report.viable) {
-      throw refused(
-        'HOST_GROUP_NOT_VIABLE',
-        `group ${group.id} is not viable on this host: ${report.blocking.map((b) => `${b.address} is bound to ${b.driver}`).join(', ')}`,
-        `vfiokit bind ${group.id}`,
-      );
-    }
-    // QEMU opens each function through vfio-pci: one on no driver would fail inside device_add.
-    const unbound = group.devices.filter((d) => !d.isBridge && d.driver !== 'vfio-pci');
-    if (unbound.length > 0) {
-      throw refused(
-        'HOST_GROUP_NOT_BOUND',
-        `group ${group.id} is viable but ${unbound.map((d) => d.address).join(', ')} ${unbound.length > 1 ? 'are' : 'is'} not on vfio-pci, which QEMU opens every function through`,
-        `vfiokit bind ${group.id}`,
-      );
-    }
+    // Core's one rule; QEMU opens each function through vfio-pci, so every one must be there.
+    assertGroupsAssignable(host, model, [group.id], { everyFunction: true });
     for (const d of group.devices) if (!d.isBridge) devices.push({ host: d.address, group: group.id });
   }
   return devices;
@@ -104,8 +89,9 @@ export function attachCommand(state: RunState): Command {
     .option('--root-port <id...>', 'use these root ports, in order, instead of the first free ones')
     .action(
       action(state, async (ctx: CommandContext, targets: string[], opts: QmpOptions & { rootPort?: string[] }) => {
-        const model = discoverHost((await ctx.host()).fs);
-        const devices = await groupDevices(model, targets);
+        const { fs } = await ctx.host();
+        const model = discoverHost(fs);
+        const devices = await groupDevices(fs, model, targets);
         const qb = await loadQemuBridge();
         const placed = await withQmp(opts, async (qmp) => {
           await checkpoint('attach-connected', ctx.signal);

@@ -81,7 +81,7 @@ test('check on a host without interrupt remapping fails before any attach, with 
   const msi = parseJson<CheckJson>(run).devices[0]!.checks.find((c) => c.check === 'msi')!;
   t.false(msi.ok);
   t.regex(msi.message, /^no interrupt remapping .*VFIO_SET_IOMMU fails with EPERM/);
-  t.regex(msi.fix!, /interrupt remapping in the firmware[^]*or load vfio_iommu_type1 with allow_unsafe_interrupts=1 .*forge MSIs/);
+  t.regex(msi.fix!, /interrupt remapping in the firmware[\s\S]*or load vfio_iommu_type1 with allow_unsafe_interrupts=1 .*forge MSIs/);
 });
 
 test('check on an arm64 server with a GIC ITS reports its MSI isolation the Arm way', async (t) => {

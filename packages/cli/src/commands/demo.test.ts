@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { qemuAvailable } from '@vfiokit/testkit';
+import { testNeedingQemu } from '@vfiokit/testkit';
 import { parseJson, vfiokit } from '../testing/run-cli';
 
 function stepTitles(stdout: string): string[] {
@@ -34,7 +34,7 @@ test('demo runs every step on the simulated host, exits 0 and leaves nothing beh
   t.is(demoQemus(tmp), '');
 });
 
-(qemuAvailable() ? test : test.skip)('demo hot-plugs into a real QEMU and shows its refusal of the simulated device and the unplug timeout', async (t) => {
+testNeedingQemu(test)('demo hot-plugs into a real QEMU and shows its refusal of the simulated device and the unplug timeout', async (t) => {
   const run = await vfiokit(['demo']);
   t.is(run.code, 0, run.stderr);
   t.regex(run.stdout, /QEMU \d+\.\d+\.\d+ is up \(pid \d+\), stopped before boot/);

@@ -22,7 +22,6 @@ import { formatSize } from '../sizes';
 import { toCliError } from '../errors';
 import { onInterrupt } from '../cleanup';
 import { checkpoint } from '../checkpoint';
-import { openVfioHost } from '../vfio';
 
 const QEMU = 'qemu-system-x86_64';
 
@@ -197,7 +196,7 @@ export async function runDemo(ctx: CommandContext, opts: { qemu: boolean }): Pro
     n.header("map: the guest's RAM at IOVA = GPA into a container holding group 11", `vfiokit map ${specPath}`);
     const bound11 = discoverHost(host.fs);
     const groups = plan.groups.map((g) => g.id);
-    n.say(mapText(await identityMapRun(ctx, host.backend, openVfioHost(host, bound11), bound11, groups, plan.guest.memory)));
+    n.say(mapText(await identityMapRun(ctx, host, bound11, groups, plan.guest.memory)));
 
     step();
     if (withQemu) {

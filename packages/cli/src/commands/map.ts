@@ -16,11 +16,10 @@ import {
   placeRam,
   q35Layout,
   HostMemory,
-  bindCommandFor,
-  checkViability,
-  describeViability,
-  findProtectedDevices,
-  resolveGroup,
+  GroupNotViableError,
+  openHostContainer,
+  vfioHostOf,
+  type HostFs,
   type HostModel,
   type GuestMemoryLayout,
   type RamRegion,
@@ -30,7 +29,6 @@ import { action, RunState, withExamples, withRealHostExamples } from '../program
 import { CliError, invalidInput } from '../errors';
 import { ExitCode } from '../exit-codes';
 import { formatSize, hex, parseSize } from '../sizes';
-import { dmaGroupsOf, openType1Container, openVfioHost } from '../vfio';
 import type { CommandContext, GlobalOptions, HostSession } from '../context';
 import type { Output } from '../output';
 import { yieldToEvents } from '../cleanup';
@@ -96,13 +94,15 @@ function backWithHostMemory(layout: GuestMemoryLayout): { layout: GuestMemoryLay
 }
 
 /**
- * Map `layout` at IOVA = GPA into one container holding `groups`, then unmap
- * it; returns the counts. The batches are issued with a turn of the event
- * loop between them, so an interruption (`ctx.signal`) is seen there: what
- * was mapped so far is unmapped, and the run ends with the signal's reason.
+ * Map `layout` at IOVA = GPA into one container holding `groups` of the host
+ * (core's openHostContainer decides they may join one and opens it), then
+ * unmap it; returns the counts. The batches are issued with a turn of the
+ * event loop between them, so an interruption (`ctx.signal`) is seen there:
+ * what was mapped so far is unmapped, and the run ends with the signal's reason.
  */
-export async function identityMapRun(ctx: { out: Output; signal?: AbortSignal }, backend: 'kernel' | 'mock', vfio: ReturnType<typeof openVfioHost>, model: Parameters<typeof openType1Container>[1], groups: readonly number[], layout: GuestMemoryLayout): Promise<MapReport> {
-  const opened = openType1Container(vfio, model, groups);
+export async function identityMapRun(ctx: { out: Output; signal?: AbortSignal }, session: { backend: 'kernel' | 'mock'; fs: HostFs }, model: HostModel, groups: readonly number[], layout: GuestMemoryLayout): Promise<MapReport> {
+  const backend = session.backend;
+  const opened = openHostContainer(vfioHostOf(model, backend), session.fs, model, groups);
   // More regions than the container may hold is refused before any work
   // (vfio_dma_do_map answers ENOSPC past dma_entry_limit).
   if (layout.regions.length > opened.info.dmaEntryLimit) {
@@ -120,7 +120,7 @@ export async function identityMapRun(ctx: { out: Output; signal?: AbortSignal },
     const t0 = process.hrtime.bigint();
     const placed = backed.layout;
     // Every collision is found before anything is mapped (dma's identity rule).
-    checkIdentityRegions(placed.regions, opened.info, dmaGroupsOf(model, groups));
+    checkIdentityRegions(placed.regions, opened.info, opened.groups);
     // Boot RAM is one unit: mapped, and later unmapped, whole.
     const entries = placed.regions.map((r) => identityEntry(r, 0));
     const planMs = ms(t0);
@@ -208,29 +208,19 @@ async function layoutAndGroups(ctx: CommandContext, file: string | undefined, op
 }
 
 /**
- * Refuse, before any container is opened, a group that is not on vfio-pci,
- * with the bind that fixes it (its --force included). A simulated host starts
- * fresh in every run, so there the fix also keeps it with --mock-dir: a bind
- * in one run and a map in the next would otherwise never meet.
+ * A group core refused to put in a container, its fix said for this run: a
+ * simulated host starts fresh in every run, so there the bind must also keep
+ * it with --mock-dir, or a bind in one run and a map in the next never meet.
  */
-export function requireBound(session: HostSession, globals: GlobalOptions, model: HostModel, groups: readonly number[]): void {
-  const safety = findProtectedDevices(session.fs, model);
-  for (const id of groups) {
-    const group = resolveGroup(model, id);
-    const report = checkViability(model, group, safety);
-    if (report.viable && report.assignable.length > 0) continue;
-    const bind = bindCommandFor(session.fs, model, id);
-    const hint =
-      session.fixture !== undefined && globals.mockDir === undefined
-        ? `each --mock run starts from a fresh host; keep one with --mock-dir and bind there first: ${bind.replace('vfiokit', `vfiokit --mock ${session.fixture} --mock-dir DIR`)}, then run this map with --mock-dir DIR too`
-        : bind;
-    throw new CliError(
-      'HOST_GROUP_NOT_VIABLE',
-      report.viable ? `group ${id} has no device on vfio-pci, so VFIO cannot open it` : describeViability(report),
-      ExitCode.Refused,
-      hint,
-    );
-  }
+function withMockDirHint(err: unknown, session: HostSession, globals: GlobalOptions): unknown {
+  if (!(err instanceof GroupNotViableError) || session.fixture === undefined || globals.mockDir !== undefined) return err;
+  const bind = err.hint ?? `vfiokit bind ${err.group}`;
+  return new CliError(
+    err.code,
+    err.message,
+    ExitCode.Refused,
+    `each --mock run starts from a fresh host; keep one with --mock-dir and bind there first: ${bind.replace('vfiokit', `vfiokit --mock ${session.fixture} --mock-dir DIR`)}, then run this map with --mock-dir DIR too`,
+  );
 }
 
 export function mapCommand(state: RunState): Command {
@@ -245,8 +235,9 @@ export function mapCommand(state: RunState): Command {
         const session = await ctx.host();
         const { layout, groups } = await layoutAndGroups(ctx, file, opts);
         const model = discoverHost(session.fs);
-        requireBound(session, ctx.globals, model, groups);
-        const report = await identityMapRun(ctx, session.backend, openVfioHost(session, model), model, groups, layout);
+        const report = await identityMapRun(ctx, session, model, groups, layout).catch((err: unknown) => {
+          throw withMockDirHint(err, session, ctx.globals);
+        });
         ctx.out.result(report, () => mapText(report));
       }),
     );

@@ -6,9 +6,8 @@ import {
   assertPlanOk,
   discoverHost,
   findProtectedDevices,
-  hasCapIpcLock,
+  memlockFromHost,
   planAssignment,
-  readLockedMemoryLimit,
   type GuestPciDomain,
   type GuestSpec,
   type HostFs,
@@ -27,8 +26,7 @@ export type PlanFormat = 'text' | 'json' | 'qemu-args';
 export function memlockOf(fs: HostFs, option: string | undefined): MemlockLimit {
   if (option === 'unlimited') return { soft: 'unlimited' };
   if (option !== undefined) return { soft: parseSize(option, '--memlock') };
-  const limit = readLockedMemoryLimit(fs);
-  return { soft: limit.soft ?? 'unlimited', capIpcLock: hasCapIpcLock(fs) };
+  return memlockFromHost(fs);
 }
 
 export interface PlanOptions {

@@ -116,16 +116,6 @@ export function translationEnabled(iommu: GuestIommu): boolean {
   return iommu.kind !== 'none' && iommu.enabled;
 }
 
-/** The end (exclusive) of a range. */
-export function rangeEnd(r: { readonly start: bigint; readonly size: bigint }): bigint {
-  return r.start + r.size;
-}
-
-/** The end (exclusive) of a RAM region in guest physical space. */
-export function regionEnd(r: RamRegion): bigint {
-  return r.gpa + r.size;
-}
-
 /** Total RAM of a layout, bytes. */
 export function ramSize(layout: GuestMemoryLayout): bigint {
   let total = 0n;

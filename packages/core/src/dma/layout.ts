@@ -51,21 +51,6 @@ export function validateLayout(layout: GuestMemoryLayout): GuestMemoryLayout {
   return layout;
 }
 
-/** The layout with a hot-plugged DIMM added; refuses one that overlaps existing RAM. */
-export function plugDimm(layout: GuestMemoryLayout, dimm: Omit<RamRegion, 'source'>): GuestMemoryLayout {
-  const region: RamRegion = { ...dimm, source: 'hotplug' };
-  const regions = [...layout.regions, region].sort((a, b) => (a.gpa < b.gpa ? -1 : a.gpa > b.gpa ? 1 : 0));
-  return validateLayout({ ...layout, regions });
-}
-
-/** The layout without the hot-plugged region `name`; boot RAM cannot be unplugged. */
-export function unplugDimm(layout: GuestMemoryLayout, name: string): GuestMemoryLayout {
-  const r = layout.regions.find((x) => x.name === name);
-  if (!r) throw new InvalidLayoutError(`no RAM region named ${name} to unplug; known: ${layout.regions.map((x) => x.name).join(', ')}`);
-  if (r.source !== 'hotplug') throw new InvalidLayoutError(`RAM region ${name} is boot memory and cannot be unplugged`);
-  return { ...layout, regions: layout.regions.filter((x) => x !== r) };
-}
-
 /**
  * Give every region a host virtual address, packed from `base` in GPA order
  * with a guard gap, as a VMM that allocates each RAM block separately would.

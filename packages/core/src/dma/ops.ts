@@ -33,5 +33,3 @@ export type GuestIommuOp =
   | { readonly op: 'enable' }
   /** The guest turned translation off: devices reach all RAM untranslated again. */
   | { readonly op: 'disable' };
-
-export type GuestIommuOpKind = GuestIommuOp['op'];

@@ -113,11 +113,8 @@ export function repoRoot(): string {
   return dir;
 }
 
-/** The real recording, from ../shared/data beside the repository (CI puts a copy of shared/ there). */
+/** The real recording, committed whole beside its excerpt (see TRACE-FORMAT.md). */
 export const FULL_RECORDING = 'guest-iommu-e1000e-strict-6.1.txt';
-export function sharedDataPath(file: string): string {
-  return path.join(repoRoot(), '..', 'shared', 'data', file);
-}
 
 /** The committed excerpt of the recording. */
 export function fixturePath(file: string): string {

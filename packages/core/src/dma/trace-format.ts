@@ -194,7 +194,6 @@ export function readTrace(text: string, opts: { readonly device?: string } = {})
   if (text.startsWith(TRACE_MAGIC)) return parseTrace(text);
   if (/^\s*\S.*-\d+\s+\[\d+\].*\d+\.\d+: (map|unmap|attach_device_to_domain|add_device_to_group):/m.test(text)) {
     // Loaded lazily: the importer depends on this module.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { importLinuxTrace } = require('./trace-linux') as typeof import('./trace-linux');
     return importLinuxTrace(text, opts).trace;
   }

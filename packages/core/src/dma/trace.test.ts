@@ -18,7 +18,6 @@ import {
   GuestReference,
   pageView,
   sameView,
-  sharedDataPath,
   within,
 } from './testing.test-support';
 
@@ -109,11 +108,7 @@ test('replaying the excerpt keeps the e1000e container equal to its guest domain
 });
 
 test('replaying the full real recording keeps the container equal to the guest after every op, with at most one call per op', (t) => {
-  const file = sharedDataPath(FULL_RECORDING);
-  if (!fs.existsSync(file)) {
-    t.fail(`the full recording is missing: expected ${file} (a copy of shared/ beside the repository); the excerpt test covers its first phase only`);
-    return;
-  }
+  const file = fixturePath(FULL_RECORDING);
   const { r, beyond, unequal, disagreements } = replayAndCheck(fs.readFileSync(file, 'utf8'));
   t.deepEqual([beyond, unequal, disagreements], [-1, -1, []]);
   t.true(r.ioctls <= r.ops);

@@ -3,6 +3,9 @@
 import type { DmaGroup, DmaTarget, HostIommuInfo, MapBatch, UnmapBatch } from './target';
 import { VfioHost, type MockHostConfig, type TceContainer, type Type1Container } from '../vfio/index';
 import type { SpaprTarget } from './spapr';
+import { assertGroupsAssignable, resolveGroup } from '../host/bind';
+import type { HostModel } from '../host/model';
+import type { HostFs } from '../host/seam';
 
 /** A type1v2 container as a DmaTarget: each batch is one napi call. */
 export class VfioDmaTarget implements DmaTarget {
@@ -52,6 +55,34 @@ export function mockHostConfig(host: HostIommuInfo, groups: readonly DmaGroup[])
 /** One type1v2 container holding `groups` on `vfio` (a mock host or the kernel), as a DmaTarget. */
 export function openType1Target(vfio: VfioHost, groups: readonly number[]): VfioDmaTarget {
   return new VfioDmaTarget(vfio.openType1(groups));
+}
+
+/** A type1v2 container of a host's groups, with what its IOMMU reports and the groups as the policy names them. */
+export interface HostContainer {
+  readonly target: VfioDmaTarget;
+  readonly info: HostIommuInfo;
+  readonly groups: readonly DmaGroup[];
+  /** Closes the container and its groups; idempotent. */
+  close(): void;
+}
+
+/**
+ * The one way from a host model to a container: every group is checked
+ * assignable first (assertGroupsAssignable: viable, a device on vfio-pci),
+ * so a refusal names the group and its bind rather than an errno of
+ * /dev/vfio; then one type1v2 container holds them all.
+ */
+export function openHostContainer(vfio: VfioHost, host: HostFs, model: HostModel, ids: readonly number[]): HostContainer {
+  assertGroupsAssignable(host, model, ids);
+  const target = openType1Target(vfio, ids);
+  const close = () => target.container.close();
+  try {
+    const groups = ids.map((id) => ({ id, reservedRegions: resolveGroup(model, id).reservedRegions }));
+    return { target, info: hostIommuInfoOf(target.container), groups, close };
+  } catch (err) {
+    close();
+    throw err;
+  }
 }
 
 /** What `openMockDmaTarget` opens, for reports. */

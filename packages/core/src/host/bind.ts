@@ -12,6 +12,8 @@ import { discoverHost, findDevice, findGroup, PCI_DEVICES, PCI_DRIVERS } from '.
 import {
   BindFailedError,
   GroupNotFoundError,
+  GroupNotBoundError,
+  GroupNotViableError,
   HostError,
   NoIommuError,
   RollbackFailedError,
@@ -24,7 +26,7 @@ import { knownProbeRefusal } from './probe';
 import { describeViolation, findProtectedDevices, safetyViolations, type SafetyFinding, type SafetyOverride } from './safety';
 import { errnoOf, type HostFs } from './seam';
 import type { BindingRecord, BindingStore } from './state';
-import { allowsViability, checkViability, viabilityRuleFor, type BlockingDevice } from './viability';
+import { allowsViability, checkViability, describeViability, viabilityRuleFor, type BlockingDevice } from './viability';
 
 const VFIO_PCI = 'vfio-pci';
 const PCI_BUS = '/sys/bus/pci';
@@ -145,6 +147,36 @@ export function planGroupBind(host: HostFs, model: HostModel, target: string | n
 export function bindCommandFor(host: HostFs, model: HostModel, target: string | number): string {
   const plan = planGroupBind(host, model, target);
   return ['vfiokit bind', ...new Set(plan.refusals.map((f) => f.override)), String(target)].join(' ');
+}
+
+/**
+ * The one rule for "may this group be assigned now", checked before any
+ * device node is opened or any device_add is sent. A group must be viable
+ * (vfio_group_set_container answers EPERM otherwise: GroupNotViableError),
+ * and on vfio-pci (GroupNotBoundError): for a container one device is
+ * enough, since /dev/vfio/N exists once a device of the group is on
+ * vfio-pci; for QEMU (`everyFunction`) each function must be, since QEMU
+ * opens every function it is given through vfio-pci. The error names the
+ * group, what holds it, and the bind that fixes it (with the --force each
+ * safety rule in its way needs).
+ */
+export function assertGroupsAssignable(host: HostFs, model: HostModel, ids: readonly (number | string)[], options: { everyFunction?: boolean } = {}): void {
+  const safety = findProtectedDevices(host, model);
+  for (const target of ids) {
+    const group = resolveGroup(model, target);
+    const report = checkViability(model, group, safety);
+    if (!report.viable) throw new GroupNotViableError(group.id, describeViability(report), bindCommandFor(host, model, group.id));
+    const off = group.devices.filter((d) => !d.isBridge && d.driver !== 'vfio-pci');
+    if (options.everyFunction ? off.length === 0 : report.assignable.length > 0) continue;
+    const which = `${off.map((d) => d.address).join(', ')} ${off.length > 1 ? 'are' : 'is'} not on vfio-pci`;
+    throw new GroupNotBoundError(
+      group.id,
+      options.everyFunction
+        ? `group ${group.id} is viable but ${which}, which QEMU opens every function through`
+        : `group ${group.id} is viable but ${which}, so VFIO cannot open it: /dev/vfio/${group.id} exists once a device of the group is on vfio-pci`,
+      bindCommandFor(host, model, group.id),
+    );
+  }
 }
 
 /**
@@ -352,7 +384,7 @@ function write(host: HostFs, file: string, data: string, steps: string[]): void 
 export function shellEcho(data: string): string {
   const text = data.replace(/\n$/, '');
   if (text === '') return 'echo';
-  return /^[A-Za-z0-9_.:\/-]+$/.test(text) ? `echo ${text}` : `echo '${text.replace(/'/g, `'\\''`)}'`;
+  return /^[A-Za-z0-9_.:/-]+$/.test(text) ? `echo ${text}` : `echo '${text.replace(/'/g, `'\\''`)}'`;
 }
 
 function driverOf(host: HostFs, address: string): string | undefined {

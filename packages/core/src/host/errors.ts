@@ -60,6 +60,17 @@ export class GroupNotViableError extends HostError {
   }
 }
 
+/** A viable group whose devices are not (all) on vfio-pci yet, so VFIO or QEMU cannot open them. */
+export class GroupNotBoundError extends HostError {
+  constructor(
+    readonly group: number,
+    message: string,
+    hint: string,
+  ) {
+    super('HOST_GROUP_NOT_BOUND', message, { hint });
+  }
+}
+
 /** A host-safety rule refused to detach a device the host needs. */
 export class UnsafeDetachError extends HostError {
   constructor(

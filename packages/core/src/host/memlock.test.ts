@@ -1,6 +1,7 @@
 import test from 'ava';
 import { createFixtureHost } from '@vfiokit/testkit';
 import { assertLockedMemory, checkLockedMemory, formatBytes, hasCapIpcLock, pinnedBytesFor, readLockedMemoryLimit } from './memlock';
+import { memlockFromHost } from '../dma/topology';
 
 const GiB = 1n << 30n;
 
@@ -72,4 +73,9 @@ test('byte counts read in binary units', (t) => {
 test('the too-low error hints ulimit and LimitMEMLOCK with the exact numbers', (t) => {
   const err = t.throws(() => assertLockedMemory(createFixtureHost('workstation').fs, { guestMemoryBytes: 4n * GiB })) as { hint?: string };
   t.is(err.hint, "ulimit -l 5242880 in the VMM's shell, or LimitMEMLOCK=5368709120 for a systemd service");
+});
+
+test("the planner's memlock limit is the host's soft RLIMIT_MEMLOCK and CAP_IPC_LOCK, unlimited read as 'unlimited'", (t) => {
+  t.deepEqual(memlockFromHost(createFixtureHost('workstation').fs), { soft: 8388608n, capIpcLock: false });
+  t.deepEqual(memlockFromHost(createFixtureHost('sriov-server').fs), { soft: 'unlimited', capIpcLock: false });
 });

@@ -2,26 +2,27 @@
 // bindings, so `--mock` runs the VFIO ioctls against the host that discovery
 // showed. The mock decides viability itself (its own reading of
 // driver_managed_dma); a test holds it to checkViability on every fixture.
-import type { MockDeviceConfig, MockDeviceModel, MockGroupConfig, MockHostConfig } from '../vfio/index';
-import { HostError } from './errors';
+import { VfioHost, type MockDeviceConfig, type MockDeviceModel, type MockGroupConfig, type MockHostConfig } from '../vfio/index';
 import type { HostModel, PciDevice } from './model';
 
 const EDU = { vendor: 0x1234, device: 0x11e8 };
 
 /**
- * The MockHostConfig that describes `model` (its type1 view: groups, devices,
- * drivers, reserved regions). A POWER host is refused: vfio-core's mock host
- * answers as type1 does, and a POWER host's VFIO is sPAPR TCE, so the mock
- * would disagree with that host's kernel.
+ * The VFIO system behind a host model: the kernel's /dev/vfio, or for a
+ * simulated host vfio-core's mock described from the same model, so
+ * discovery and the ioctls agree on groups and drivers.
+ */
+export function vfioHostOf(model: HostModel, backend: 'kernel' | 'mock'): VfioHost {
+  return backend === 'mock' ? VfioHost.mock(vfioMockHostConfig(model)) : VfioHost.kernel();
+}
+
+/**
+ * The MockHostConfig that describes `model`: its groups, devices, drivers and
+ * reserved regions, and its IOMMU. A POWER host (sPAPR TCE) is vfio-core's
+ * pseries mock: no type1, the TCE driver with the PE profile QEMU's pseries
+ * machine gives, as the pseries lab measured it on the real kernel.
  */
 export function vfioMockHostConfig(model: HostModel): MockHostConfig {
-  if (model.platform === 'power' || model.iommu.kind === 'spapr-tce') {
-    throw new HostError(
-      'HOST_MOCK_UNSUPPORTED',
-      'vfio-core has no mock host for sPAPR TCE (POWER) yet: its mock answers as a type1 IOMMU would, which this host does not',
-      { hint: 'use an x86 simulated host (workstation, sriov-server, bridge-group) for VFIO calls' },
-    );
-  }
   const groups: MockGroupConfig[] = model.groups.map((g) => ({
     id: g.id,
     devices: g.devices.map(mockDevice),
@@ -32,6 +33,9 @@ export function vfioMockHostConfig(model: HostModel): MockHostConfig {
       .filter((r) => r.type !== 'direct-relaxable')
       .map((r) => ({ start: hex(r.start), end: hex(r.start + r.size - 1n) })),
   }));
+  // The pseries mock models the 6.12 kernel the pseries lab boots; its
+  // windows come from the PE, not from an aperture or a profile.
+  if (model.platform === 'power' || model.iommu.kind === 'spapr-tce') return { spapr: true, groups };
   // The container's IOVA space is the IOMMU's input address space (the domain
   // aperture); attaching a group then cuts that group's reserved regions out.
   const width = model.iommu.addressWidth;

@@ -24,9 +24,6 @@ export const DmaFlags = { Read: 1, Write: 2, ReadWrite: 3 } as const;
 /** vfio-pci's fixed region indexes. */
 export const PciRegion = { Bar0: 0, Bar1: 1, Bar2: 2, Bar3: 3, Bar4: 4, Bar5: 5, Rom: 6, Config: 7, Vga: 8 } as const;
 
-/** vfio-pci's IRQ indexes. */
-export const PciIrq = { Intx: 0, Msi: 1, Msix: 2, Err: 3, Req: 4 } as const;
-
 export type MockHostConfig = native.MockHostConfig;
 export type MockGroupConfig = native.MockGroupConfig;
 export type MockDeviceConfig = native.MockDeviceConfig;

@@ -283,8 +283,3 @@ export async function queryQmpSchema(qmp: QmpExecutor): Promise<QmpSchema> {
   return { commands, events };
 }
 
-/** Reads a property as a number, checking the type. */
-export function asNumber(value: unknown, what: string): number {
-  return num({ v: value }, 'v', what);
-}
-

@@ -26,10 +26,6 @@ export function num(o: Json, key: string, what: string): number {
   return v;
 }
 
-export function optNum(o: Json, key: string, what: string): number | undefined {
-  return o[key] === undefined ? undefined : num(o, key, what);
-}
-
 export function str(o: Json, key: string, what: string): string {
   const v = o[key];
   if (typeof v !== 'string') {

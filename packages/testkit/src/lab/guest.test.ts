@@ -14,15 +14,16 @@ function workspace(files: Record<string, string>): string {
   return root;
 }
 
-test('every *.lab.js under a package dist is found, in a stable order, and nothing under node_modules', (t) => {
+test('every *.lab.js under a package dist or dist-test is found, in a stable order, and nothing under node_modules', (t) => {
   const root = workspace({
     'packages/b/dist/x.lab.js': '',
+    'packages/b/dist-test/v.lab.js': '',
     'packages/a/dist/deep/y.lab.js': '',
     'packages/a/dist/node_modules/z.lab.js': '',
     'packages/a/src/w.lab.js': '',
   });
   try {
-    t.deepEqual(findLabFiles(root), [join(root, 'packages/a/dist/deep/y.lab.js'), join(root, 'packages/b/dist/x.lab.js')]);
+    t.deepEqual(findLabFiles(root), [join(root, 'packages/a/dist/deep/y.lab.js'), join(root, 'packages/b/dist/x.lab.js'), join(root, 'packages/b/dist-test/v.lab.js')]);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -1,4 +1,5 @@
 // The guest side of the lab: runs every compiled `packages/*/dist/**/*.lab.js`
+// (and `dist-test/`, where a package builds test code apart from what it ships)
 // of the workspace, one case after another in this one node process (node
 // takes seconds to start under TCG), and prints TAP on stdout.
 //
@@ -19,7 +20,7 @@ export interface LabCase {
 
 const CASE_TIMEOUT_MS = 120_000;
 
-/** Every `*.lab.js` under `packages/<pkg>/dist`, sorted so runs are repeatable. */
+/** Every `*.lab.js` under `packages/<pkg>/dist` and `dist-test`, sorted so runs are repeatable. */
 export function findLabFiles(repoRoot: string): string[] {
   const found: string[] = [];
   const walk = (dir: string): void => {
@@ -32,11 +33,13 @@ export function findLabFiles(repoRoot: string): string[] {
   };
   const packages = join(repoRoot, 'packages');
   for (const pkg of readdirSync(packages).sort()) {
-    const dist = join(packages, pkg, 'dist');
-    try {
-      if (statSync(dist).isDirectory()) walk(dist);
-    } catch {
-      // a package that was not built has no lab cases to offer
+    for (const out of ['dist', 'dist-test']) {
+      const dist = join(packages, pkg, out);
+      try {
+        if (statSync(dist).isDirectory()) walk(dist);
+      } catch {
+        // a package that was not built has no lab cases to offer
+      }
     }
   }
   return found;
@@ -59,10 +62,9 @@ function describe(err: unknown): string[] {
 export async function runLabFiles(repoRoot: string, files: readonly string[], caseTimeoutMs = CASE_TIMEOUT_MS): Promise<CaseReport[]> {
   const reports: CaseReport[] = [];
   for (const file of files) {
-    const label = relative(join(repoRoot, 'packages'), file).replace(/\/dist\//, '/').replace(/\.lab\.js$/, '');
+    const label = relative(join(repoRoot, 'packages'), file).replace(/\/dist(-test)?\//, '/').replace(/\.lab\.js$/, '');
     let cases: unknown;
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
       cases = (require(file) as { cases?: unknown }).cases;
     } catch (err) {
       reports.push({ name: `${label}: loads`, ok: false, detail: describe(err) });

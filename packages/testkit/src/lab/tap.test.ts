@@ -1,5 +1,16 @@
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
 import { formatTap, parseTap } from './tap';
+
+const COUNT_RESULTS = join(__dirname, '..', '..', '..', '..', 'scripts', 'count-results.mjs');
+
+/** The closing line scripts/count-results.mjs prints for a log given on its stdin. */
+function closingLine(log: string): string {
+  const r = spawnSync(process.execPath, [COUNT_RESULTS], { input: log, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(r.stderr);
+  return r.stdout.trim();
+}
 
 test('formatted TAP closes with the pass and fail counts scripts/count-results.mjs reads', (t) => {
   const text = formatTap([
@@ -25,4 +36,20 @@ test('parsing reads back names, results, skips and details', (t) => {
     { name: 'c', ok: true, skip: 'no edu' },
   ];
   t.deepEqual(parseTap(formatTap(cases)), cases);
+});
+
+test('the closing line counts skips apart from passes and failures, from the lab, ava and cargo alike', (t) => {
+  const lab = formatTap([
+    { name: 'a', ok: true },
+    { name: 'b', ok: false, detail: ['why'] },
+    { name: 'c', ok: true, skip: 'no edu' },
+  ]);
+  // ava --tap's closing lines, as turbo prefixes them, for 3 passed and 2 skipped.
+  const ava = ['ok 4 - d # SKIP', '1..5', '# tests 5', '# pass 3', '# skip 2', '# fail 0'].map((l) => `@vfiokit/cli:test: ${l}`).join('\n');
+  const cargo = '@vfiokit/vfio-core:test: test result: ok. 10 passed; 0 failed; 4 ignored; 0 measured; 0 filtered out; finished in 0.02s';
+  t.is(closingLine([lab, ava, cargo].join('\n')), '14 passed, 1 failed, 7 skipped');
+});
+
+test('a log with no skips still names the skipped count, as .ci/run reads three numbers', (t) => {
+  t.is(closingLine('# pass 2\n# fail 0\n'), '2 passed, 0 failed, 0 skipped');
 });

@@ -7,8 +7,8 @@ export {
   QEMU_7_2_GREETING,
 } from './fake-peer';
 export type { FakeQmpCall, FakeQmpGreeting, FakeQmpHandler, FakeQmpPeerOptions } from './fake-peer';
-export { qemuAvailable, startTestQemu } from './qemu-process';
-export type { TestQemu, TestQemuOptions } from './qemu-process';
+export { qemuAvailable, startTestQemu, testNeedingQemu } from './qemu-process';
+export type { RegisterTest, TestQemu, TestQemuOptions } from './qemu-process';
 export { QEMU_MATRIX, qemuBuild, qemuCacheDir } from './qemu-versions';
 export type { QemuBuild } from './qemu-versions';
 export { GUEST_READY_MARK, startTestGuest, testKernel } from './test-guest';

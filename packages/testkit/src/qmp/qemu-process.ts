@@ -5,6 +5,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { ExecutionContext } from 'ava';
 import { tiedToThisProcess } from '../processes/tie';
 
 export interface TestQemuOptions {
@@ -37,6 +38,29 @@ export interface TestQemu {
 export function qemuAvailable(binary = 'qemu-system-x86_64'): boolean {
   const r = spawnSync(binary, ['--version'], { stdio: 'ignore' });
   return r.status === 0;
+}
+
+/** A test registration as ava's `test` and `test.skip` take one. */
+export type RegisterTest<T> = (title: string, impl: (t: T) => void | Promise<void>) => void;
+
+/**
+ * How to register a test that needs `binary` (a QEMU that scripts/install.sh
+ * installs from `aptPackage`): as itself where the binary runs; as a skip on
+ * a developer's machine without it; and in CI (CI set, as .ci/run sets it) as
+ * a test that fails naming the package, since there a missing QEMU is a
+ * broken install and a skip would hide the test from the closing count.
+ */
+export function testNeedingQemu<T extends { fail(message?: string): void } = ExecutionContext>(
+  test: RegisterTest<T> & { skip: RegisterTest<T> },
+  binary = 'qemu-system-x86_64',
+  aptPackage = 'qemu-system-x86',
+  env: NodeJS.ProcessEnv = process.env,
+): RegisterTest<T> {
+  if (qemuAvailable(binary)) return (title, impl) => test(title, impl);
+  if (env.CI) {
+    return (title) => test(title, (t) => t.fail(`${binary} does not run here, though scripts/install.sh installs it (apt-get install ${aptPackage})`));
+  }
+  return (title, impl) => test.skip(title, impl);
 }
 
 export async function startTestQemu(options: TestQemuOptions = {}): Promise<TestQemu> {

@@ -1,8 +1,9 @@
 //! How a mock host looks: its IOMMU, its groups, their devices and drivers.
 //! Plain data, built by tests and fixtures (and from JSON through the Node
 //! binding). The defaults are what the lab's real kernel answered
-//! (`/work/shared/notes/lab-facts.md`): Linux 6.1, type1v2 on an emulated
-//! VT-d with 39-bit addressing and the MSI window reserved.
+//! (packages/testkit/src/lab/README.md, "What the VT-d host measured"):
+//! Linux 6.1, type1v2 on an emulated VT-d with 39-bit addressing and the
+//! MSI window reserved.
 
 use std::fmt;
 use std::sync::Arc;

@@ -133,7 +133,10 @@ function ioctlsByOp(trace: DmaTrace, layout: GuestMemoryLayout): void {
   const inner = openMockDmaTarget(VTD_HOST, [group]);
   const byKind = new Map<string, { ops: number; ioctls: number; most: number }>();
   let pending = 0;
-  const count = (n: number) => ((pending += n), n);
+  const count = (n: number) => {
+    pending += n;
+    return n;
+  };
   replayTrace({
     trace,
     layout,
@@ -162,13 +165,11 @@ function repoRoot(): string {
 }
 
 function recordingBench(): void {
-  const full = path.join(repoRoot(), '..', 'shared', 'data', 'guest-iommu-e1000e-strict-6.1.txt');
-  const excerpt = path.join(repoRoot(), 'packages', 'core', 'src', 'dma', 'fixtures', 'e1000e-strict-6.1-phase1.txt');
-  const file = fs.existsSync(full) ? full : excerpt;
+  const file = path.join(repoRoot(), 'packages', 'core', 'src', 'dma', 'fixtures', 'guest-iommu-e1000e-strict-6.1.txt');
   const text = fs.readFileSync(file, 'utf8');
   const { trace } = importLinuxTrace(text, { device: '0000:00:02.0' });
   const layout = placeRam(q35Layout(qemuMemoryFromHeader(text) ?? 2n << 30n));
-  console.log(`\n3. the real recording (${path.basename(file)}${file === excerpt ? ', the committed excerpt: ../shared/data is absent' : ''}), e1000e's group assigned`);
+  console.log(`\n3. the real recording (${path.basename(file)}), e1000e's group assigned`);
   const c = replayBoth('recording', trace, layout, false, VTD_HOST, 2);
   const guestOps = trace.ops.filter((o) => o.op === 'map' || o.op === 'unmap').length;
   row('', 'batched', 'naive', 'naive/batched');

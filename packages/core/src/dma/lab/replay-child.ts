@@ -28,10 +28,8 @@ const IOVA_DELTA = -0xf0000000n;
 function recordingText(): { text: string; source: string } {
   let dir = __dirname;
   while (!fs.existsSync(path.join(dir, 'pnpm-workspace.yaml')) && path.dirname(dir) !== dir) dir = path.dirname(dir);
-  const full = path.join(dir, '..', 'shared', 'data', 'guest-iommu-e1000e-strict-6.1.txt');
-  if (fs.existsSync(full)) return { text: fs.readFileSync(full, 'utf8'), source: 'full recording' };
-  const excerpt = path.join(dir, 'packages', 'core', 'src', 'dma', 'fixtures', 'e1000e-strict-6.1-phase1.txt');
-  return { text: fs.readFileSync(excerpt, 'utf8'), source: 'excerpt' };
+  const full = path.join(dir, 'packages', 'core', 'src', 'dma', 'fixtures', 'guest-iommu-e1000e-strict-6.1.txt');
+  return { text: fs.readFileSync(full, 'utf8'), source: 'full recording' };
 }
 
 /** edu: copy `count` bytes between an IOVA and its buffer at 0x40000; false if it did not finish. */

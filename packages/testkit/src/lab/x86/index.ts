@@ -135,7 +135,7 @@ export function hostFactsScript(out: string): string[] {
     `  for f in /sys/class/iommu/*/intel-iommu/* /sys/class/iommu/*/amd-iommu/*; do [ -f "$f" ] && echo "$f: $(cat $f 2>/dev/null)"; done`,
     `  echo "type1 parameters:"; grep -H . /sys/module/vfio_iommu_type1/parameters/* 2>/dev/null`,
     `  echo "/proc/interrupts:"; cat /proc/interrupts`,
-    `  echo "kernel log:"; dmesg | grep -iE 'iommu|amd-vi|dmar|remapping|vfio|smmu|its|msi' | sed 's/^\[[^]]*\] //'`,
+    `  echo "kernel log:"; dmesg | grep -iE 'iommu|amd-vi|dmar|remapping|vfio|smmu|its|msi' | sed 's/^\\[[^]]*\\] //'`,
     `} > ${out} 2>&1`,
   ];
 }

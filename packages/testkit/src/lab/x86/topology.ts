@@ -3,8 +3,8 @@
 // the command line so BDFs are stable; bus numbers follow from SeaBIOS
 // enumerating pcie.0's slots in order (00:04.0's secondary bus is 01, ...).
 // The grouping each device gets is the one the emulated VT-d gives it when
-// alone (see ../../../../shared/notes/lab-facts.md): placing them together
-// changes no group.
+// alone (the lab README's "What the VT-d host measured"): placing them
+// together changes no group.
 
 /** One device of the guest as lab cases see it. Also written to the guest as JSON. */
 export interface LabDevice {
