@@ -4,7 +4,7 @@
 // or nothing), so record and container never disagree.
 import { coalesceRuns } from '../vfio/index';
 import { DmaTargetError, EntryLimitError } from './errors';
-import { addrOf, IntervalMap, PAGE_SHIFT, type Pages } from './intervals';
+import { addrOf, IntervalMap, type Pages } from './intervals';
 import { hex } from './layout';
 import { setMap, setUnmap, type DmaTarget, type MapBatch, type UnmapBatch } from './target';
 
@@ -92,7 +92,7 @@ export class ContainerMappings {
     let charged = 0n;
     const spans: [bigint, bigint][] = [];
     for (const [, , e] of this.live.entries()) {
-      const size = BigInt(e.pages) << PAGE_SHIFT;
+      const size = addrOf(e.pages);
       charged += size;
       spans.push([e.hva, e.hva + size]);
     }
@@ -129,7 +129,7 @@ export class ContainerMappings {
     }
     for (const batch of splitByUnit(entries)) {
       const b = this.mapBatchOf(batch.length);
-      batch.forEach((e, i) => setMap(b, i, addrOf(e.iova), e.hva, BigInt(e.pages) << PAGE_SHIFT, e.perm));
+      batch.forEach((e, i) => setMap(b, i, addrOf(e.iova), e.hva, addrOf(e.pages), e.perm));
       let ioctls: number;
       try {
         ioctls = this.target.mapBatch(b);
@@ -170,7 +170,7 @@ export class ContainerMappings {
       else ranges.push({ start: r.start, end: r.end });
     }
     const b = this.unmapBatchOf(ranges.length);
-    ranges.forEach((r, i) => setUnmap(b, i, addrOf(r.start), BigInt(r.end - r.start) << PAGE_SHIFT));
+    ranges.forEach((r, i) => setUnmap(b, i, addrOf(r.start), addrOf(r.end - r.start)));
     let ioctls: number;
     try {
       ioctls = this.target.unmapBatch(b);
@@ -241,7 +241,7 @@ function joinsPreviousOf(sorted: readonly HostEntry[]): boolean[] {
   sorted.forEach((e, i) => {
     entries[3 * i] = addrOf(e.iova);
     entries[3 * i + 1] = e.hva;
-    entries[3 * i + 2] = BigInt(e.pages) << PAGE_SHIFT;
+    entries[3 * i + 2] = addrOf(e.pages);
     flags[i] = e.perm;
   });
   const joins = sorted.map(() => true);

@@ -9,11 +9,15 @@ import { LabError } from './errors';
 import { CaseReport, LabContext, LabProfile } from './profile';
 import { formatTap } from './tap';
 import { arm64Profile } from './arm64/index';
+import { benchProfile } from './bench/index';
 import { pseriesProfile } from './pseries/index';
 import { x86Profiles } from './x86/index';
 
 /** Every profile, in the order `pnpm lab` runs them without arguments. */
 export const PROFILES: readonly LabProfile[] = [...x86Profiles, pseriesProfile, arm64Profile];
+
+/** Profiles that run only when named (`pnpm lab bench`): figures to read, minutes long, not tests for CI. */
+export const NAMED_ONLY: readonly LabProfile[] = [benchProfile];
 
 function findRepoRoot(from: string): string {
   let dir = from;
@@ -64,12 +68,13 @@ function log(message: string): void {
 async function main(): Promise<number> {
   const repoRoot = findRepoRoot(__dirname);
   const names = process.argv.slice(2).filter((a) => a !== '--');
-  const unknown = names.filter((n) => !PROFILES.some((p) => p.name === n));
+  const known = [...PROFILES, ...NAMED_ONLY];
+  const unknown = names.filter((n) => !known.some((p) => p.name === n));
   if (unknown.length > 0) {
-    process.stderr.write(`lab: unknown profile ${unknown.join(', ')}; the profiles are: ${PROFILES.map((p) => p.name).join(', ')}\n`);
+    process.stderr.write(`lab: unknown profile ${unknown.join(', ')}; the profiles are: ${known.map((p) => p.name).join(', ')}\n`);
     return 2;
   }
-  const chosen = names.length > 0 ? PROFILES.filter((p) => names.includes(p.name)) : PROFILES;
+  const chosen = names.length > 0 ? known.filter((p) => names.includes(p.name)) : PROFILES;
   const timeoutSeconds = Number(process.env.VFIOKIT_LAB_TIMEOUT ?? '900');
   if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0) {
     process.stderr.write(`lab: VFIOKIT_LAB_TIMEOUT must be a positive number of seconds, not '${process.env.VFIOKIT_LAB_TIMEOUT}'\n`);

@@ -34,7 +34,7 @@ import { LabTopology, X86_TOPOLOGY, x86TopologyArgs } from './topology';
 const QEMU = 'qemu-system-x86_64';
 
 /** What the guest must load: 9p over virtio for the shared folders, and the VFIO stack. */
-const GUEST_MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'vfio', 'vfio_iommu_type1', 'vfio_pci'];
+export const GUEST_MODULES = ['virtio_pci', '9pnet_virtio', '9p', 'vfio', 'vfio_iommu_type1', 'vfio_pci'];
 
 const GUEST_TAP = 'cases.tap';
 const KERNEL_RESULTS = 'conformance-kernel.jsonl';
@@ -48,13 +48,13 @@ export function topologyFile(host: X86Host): LabTopology & { readonly host: LabH
   return { ...X86_TOPOLOGY, host: host.facts };
 }
 
-interface Kernel {
+export interface Kernel {
   readonly vmlinuz: string;
   readonly moduleDir: string;
   readonly release: string;
 }
 
-function x86Kernel(ctx: LabContext): Kernel {
+export function x86Kernel(ctx: LabContext): Kernel {
   const { wanted, pkg } = withAptRefresh(() => {
     const wanted = process.env.VFIOKIT_LAB_KERNEL || newestPackage(/^linux-image-6\.1\.0-\d+-amd64$/, 'linux-image-6.1.0-');
     return { wanted, pkg: fetchPackage(ctx.cacheDir, wanted) };
@@ -68,7 +68,7 @@ function x86Kernel(ctx: LabContext): Kernel {
   return { vmlinuz: join(pkg.root, 'boot', boot), moduleDir: join(pkg.root, 'lib', 'modules', releases[0]!), release: releases[0]! };
 }
 
-function staticBusybox(ctx: LabContext): string {
+export function staticBusybox(ctx: LabContext): string {
   return join(withAptRefresh(() => fetchPackage(ctx.cacheDir, 'busybox-static'), ctx.log).root, 'bin', 'busybox');
 }
 
@@ -169,12 +169,12 @@ function runScript(ctx: LabContext, host: X86Host): string {
 }
 
 /** `shared/` beside the repository, which some lab cases read data from (CI lays it there). */
-function sharedDir(ctx: LabContext): string | undefined {
+export function sharedDir(ctx: LabContext): string | undefined {
   const dir = join(dirname(ctx.repoRoot), 'shared');
   return existsSync(dir) ? dir : undefined;
 }
 
-function qemuArgs(ctx: LabContext, host: X86Host, kernel: Kernel, initramfs: string): string[] {
+export function qemuArgs(ctx: LabContext, host: X86Host, kernel: Kernel, initramfs: string): string[] {
   const share = (id: string, path: string, tag: string, addr: string, readonly: boolean): string[] => [
     '-fsdev',
     `local,id=${id},path=${path},security_model=none,multidevs=remap${readonly ? ',readonly=on' : ''}`,
@@ -202,7 +202,7 @@ function qemuArgs(ctx: LabContext, host: X86Host, kernel: Kernel, initramfs: str
 }
 
 /** Turns the guest's console markers into a setup case, throwing when setup itself failed. */
-function setupReport(consoleText: string, consolePath: string): CaseReport {
+export function setupReport(consoleText: string, consolePath: string): CaseReport {
   const marks = consoleText
     .split(/\r?\n/)
     .filter((l) => l.startsWith(MARK))
@@ -258,7 +258,7 @@ function withGap(r: CaseReport, gap: string | undefined): CaseReport {
 }
 
 /** A boot that ended in a kernel panic before /init printed anything. */
-function diedBeforeInit(run: GuestRun): boolean {
+export function diedBeforeInit(run: GuestRun): boolean {
   return !run.timedOut && !run.console.includes(MARK) && /Kernel panic - not syncing/.test(run.console);
 }
 
