@@ -73,6 +73,13 @@ impl Container {
         Ok(Self { backend, fd })
     }
 
+    /// Adopts a container descriptor this process received from another
+    /// (a live hand-over): the same open file, so the same container.
+    /// Dropping the value closes it.
+    pub fn from_raw(backend: Arc<dyn Backend>, fd: RawFd) -> Self {
+        Self { backend, fd }
+    }
+
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }
