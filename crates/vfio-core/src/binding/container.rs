@@ -91,9 +91,6 @@ impl<T> Slab<T> {
     pub(super) fn values(&self) -> impl Iterator<Item = &T> {
         self.items.values()
     }
-    pub(super) fn entries(&self) -> impl Iterator<Item = (u64, &T)> {
-        self.items.iter().map(|(&k, v)| (k, v))
-    }
     pub(super) fn remove_where(&mut self, mut f: impl FnMut(&T) -> bool) -> Vec<T> {
         let keys: Vec<u64> = self.items.iter().filter(|(_, v)| f(v)).map(|(&k, _)| k).collect();
         keys.into_iter().filter_map(|k| self.items.remove(&k)).collect()
@@ -164,14 +161,14 @@ impl Type1Container {
         Self { shared: self.shared.clone(), group_ids: self.group_ids.clone(), backend_kind: self.backend_kind.clone() }
     }
 
-    /// Puts devices received in a live hand-over in the container's table.
-    pub(super) fn adopt_devices(&self, devices: Vec<crate::Device>) {
-        let _ = self.shared.with("adopt", &self.shared.object, |o| {
-            for d in devices {
-                o.devices.insert(d);
-            }
-            Ok(())
-        });
+    /// Puts devices received in a live hand-over in the container's table;
+    /// one handle each.
+    pub(super) fn adopt_devices(&self, devices: Vec<crate::Device>) -> Vec<Device> {
+        let slots = self
+            .shared
+            .with("adopt", &self.shared.object, |o| Ok(devices.into_iter().map(|d| (d.name().to_string(), o.devices.insert(d))).collect::<Vec<_>>()))
+            .unwrap_or_default();
+        slots.into_iter().map(|(name, id)| Device::new(self.shared.clone(), id, name)).collect()
     }
 
     fn with<R>(&self, env: &Env, ioctl: &'static str, f: impl FnOnce(&crate::Type1Container) -> crate::Result<R>) -> Result<R> {

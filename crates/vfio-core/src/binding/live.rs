@@ -155,28 +155,30 @@ impl Type1Container {
         Ok(AsyncTask::new(task))
     }
 
-    /// Every device fd open from this container, in opening order.
-    #[napi]
-    pub fn devices(&self) -> Vec<Device> {
-        let names = self.shared.with("devices", &self.shared.object, |o| Ok(o.devices.entries().map(|(k, d)| (k, d.name().to_string())).collect::<Vec<_>>()));
-        names.unwrap_or_default().into_iter().map(|(k, n)| Device::new(self.shared.clone(), k, n)).collect()
-    }
 }
 
 /// What a new process holds after `VfioBackend.takeOver`.
 #[napi]
 pub struct TakenOver {
     container: Type1Container,
+    /// One handle per device: its last handle collected closes the fd.
+    devices: Vec<Device>,
     memory: Arc<live::GuestMemory>,
     irqs: Vec<(String, u32, Vec<i32>)>,
 }
 
 #[napi]
 impl TakenOver {
-    /// The container, its groups and the handed-over devices (`devices()`).
+    /// The container and its groups.
     #[napi(getter)]
     pub fn container(&self) -> Type1Container {
         self.container.handle()
+    }
+
+    /// The handed-over devices, opened from the container.
+    #[napi(getter)]
+    pub fn devices(&self) -> Vec<Device> {
+        self.devices.iter().map(Device::handle).collect()
     }
 
     /// The guest memory, mapped in this process.
@@ -213,8 +215,8 @@ impl Task for TakeOverTask {
             .map(|(d, i, fds)| (d, i, fds.into_iter().map(std::os::fd::IntoRawFd::into_raw_fd).collect()))
             .collect();
         let container = Type1Container::new(t.container);
-        container.adopt_devices(t.devices);
-        Ok(TakenOver { container, memory: Arc::new(t.memory), irqs })
+        let devices = container.adopt_devices(t.devices);
+        Ok(TakenOver { container, devices, memory: Arc::new(t.memory), irqs })
     }
 }
 

@@ -172,14 +172,15 @@ export class VfioHost {
    */
   async takeOver(socketFd: number): Promise<TakenOver> {
     const t = await callAsync(() => this.backend.takeOver(socketFd));
-    return { container: new Type1Container(t.container), memory: GuestMemory.wrap(t.memory), irqs: t.irqs };
+    return { container: new Type1Container(t.container), devices: t.devices.map((d) => new Device(d)), memory: GuestMemory.wrap(t.memory), irqs: t.irqs };
   }
 }
 
 /** What a new process owns after `VfioHost.takeOver`. */
 export interface TakenOver {
-  /** With the handed-over devices: `container.devices()`. */
   readonly container: Type1Container;
+  /** The handed-over devices, opened from `container`. */
+  readonly devices: readonly Device[];
   readonly memory: GuestMemory;
   /** Eventfds of the interrupts the old process had enabled; this process owns (and closes) them. */
   readonly irqs: readonly LiveIrq[];
@@ -236,10 +237,6 @@ export class Type1Container {
   /** Live update: the new host address of an invalidated mapping of exactly this extent. */
   updateVaddr(iova: bigint, vaddr: bigint, size: bigint): void {
     call(() => this.native.updateVaddr(iova, vaddr, size));
-  }
-  /** Every device open from this container (after `VfioHost.takeOver`, the handed-over ones). */
-  devices(): Device[] {
-    return this.native.devices().map((d) => new Device(d));
   }
   /**
    * Live update, the old process's side: hands this container, its groups,

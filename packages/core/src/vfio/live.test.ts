@@ -52,15 +52,22 @@ test.serial('a thousand refused hand-overs and two thousand guest memories, coll
   const c = VfioHost.mock().openType1([1]);
   const anon = new HostMemory(4096);
   c.mapDma(0x1000000n, anon.address, 0x1000n);
-  await collect();
-  const before = openFds();
-  for (let i = 0; i < 2000; i++) {
-    const ram = new GuestMemory(8192);
-    ram.write(0, Buffer.from([i & 0xff]));
-    if (i % 2 === 0) await t.throwsAsync(c.handOver(-1, ram, packTriples([[0x1000000n, anon.address, 0x1000n]])));
-    if (i % 200 === 199) await collect();
-  }
-  await collect();
-  t.true(openFds() <= before, `${openFds()} descriptors open after, ${before} before`);
+  const triples = packTriples([[0x1000000n, anon.address, 0x1000n]]);
+  const round = async () => {
+    for (let i = 0; i < 1000; i++) {
+      const ram = new GuestMemory(8192);
+      ram.write(0, Buffer.from([i & 0xff]));
+      if (i % 2 === 0) await t.throwsAsync(c.handOver(-1, ram, triples));
+      if (i % 200 === 199) await collect();
+    }
+    await collect();
+    return openFds();
+  };
+  // Compared between two rounds of a thousand, not with the start: the
+  // last guest memory of a round may still be reachable from its settled
+  // promise, and libuv opens its pool's descriptors on first use.
+  const first = await round();
+  const second = await round();
+  t.true(second <= first, `${second} descriptors open after the second thousand, ${first} after the first`);
   t.is(c.iommuInfo().dmaAvail, 65534);
 });
