@@ -73,6 +73,13 @@ impl Container {
         Ok(Self { backend, fd })
     }
 
+    /// Adopts a container descriptor this process received from another
+    /// (a live hand-over): the same open file, so the same container.
+    /// Dropping the value closes it.
+    pub fn from_raw(backend: Arc<dyn Backend>, fd: RawFd) -> Self {
+        Self { backend, fd }
+    }
+
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }
@@ -165,6 +172,16 @@ impl Container {
     /// process that owns the memory. Returns the bytes invalidated.
     pub fn invalidate_vaddr(&self, iova: u64, size: u64) -> Result<u64> {
         self.unmap_raw(iova, size, uapi::VFIO_DMA_UNMAP_FLAG_VADDR)
+    }
+
+    /// `VFIO_IOMMU_UNMAP_DMA` with `VFIO_DMA_UNMAP_FLAG_ALL |
+    /// VFIO_DMA_UNMAP_FLAG_VADDR`: every mapping's host address becomes
+    /// invalid in one call (what QEMU's cpr does before handing over). Fails
+    /// with EINVAL, changing nothing, when one is invalid already
+    /// (vfio_dma_do_unmap gives back the ones it marked). Returns the bytes
+    /// invalidated.
+    pub fn invalidate_all_vaddrs(&self) -> Result<u64> {
+        self.unmap_raw(0, 0, uapi::VFIO_DMA_UNMAP_FLAG_ALL | uapi::VFIO_DMA_UNMAP_FLAG_VADDR)
     }
 
     /// `VFIO_IOMMU_MAP_DMA` with `VFIO_DMA_MAP_FLAG_VADDR`: gives the

@@ -128,7 +128,9 @@ pub struct Device {
 }
 
 impl Device {
-    pub(crate) fn from_raw(backend: Arc<dyn Backend>, fd: RawFd, name: String) -> Self {
+    /// Adopts a device descriptor (opened by `Group::device`, or received
+    /// from another process in a live hand-over). Dropping it closes it.
+    pub fn from_raw(backend: Arc<dyn Backend>, fd: RawFd, name: String) -> Self {
         Self { backend, fd, name, regions: Mutex::new(Vec::new()) }
     }
 

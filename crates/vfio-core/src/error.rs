@@ -231,6 +231,7 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::EOVERFLOW => "EOVERFLOW",
         libc::EBADFD => "EBADFD",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EPROTO => "EPROTO",
         _ => "EUNKNOWN",
     }
 }

@@ -38,6 +38,13 @@ impl Group {
         Ok(Self { backend, fd, id })
     }
 
+    /// Adopts a descriptor of group `id` received from another process (a
+    /// live hand-over). Dropping the value closes it; the kernel detaches
+    /// the group only when the last descriptor of its file closes.
+    pub fn from_raw(backend: Arc<dyn Backend>, id: u32, fd: RawFd) -> Self {
+        Self { backend, fd, id }
+    }
+
     pub fn id(&self) -> u32 {
         self.id
     }

@@ -5,7 +5,8 @@
 //! - [`Container`], [`Group`], [`Device`]: safe types owning their descriptors;
 //! - [`Type1Container`]: a type1 container that owns its groups (what the binding hands out);
 //! - batched DMA: [`Container::map_batch`] / [`Container::unmap_batch`];
-//! - [`HostMemory`]: memory with a stable address to map for DMA.
+//! - [`HostMemory`]: memory with a stable address to map for DMA;
+//! - [`live`]: handing a running container, its devices and guest memory to a new process.
 //!
 //! The pure core is usable from Rust alone; the Node binding lives in
 //! `binding` behind the `napi` cargo feature.
@@ -17,6 +18,7 @@ pub mod device;
 pub mod error;
 pub mod fdpass;
 pub mod group;
+pub mod live;
 pub mod memory;
 pub mod spapr;
 pub mod type1;

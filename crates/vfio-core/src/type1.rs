@@ -58,6 +58,12 @@ impl Type1Container {
         Ok(this)
     }
 
+    /// A container and its attached groups, adopted whole from another
+    /// process (a live hand-over); closed in the same order as one opened here.
+    pub fn from_parts(container: Container, groups: Vec<Group>) -> Self {
+        Self { groups, container }
+    }
+
     /// The container, for its DMA calls (also reached through `Deref`).
     pub fn container(&self) -> &Container {
         &self.container

@@ -497,3 +497,30 @@ fn a_hot_reset_without_group_fds_fails_with_einval() {
     let d = g.device("0000:01:01.0").unwrap();
     assert_eq!(errno(d.pci_hot_reset(&[])), "EINVAL");
 }
+
+#[test]
+fn edu_dma_keeps_landing_in_the_pages_mapped_first_through_an_invalidation_and_an_update() {
+    // The IOMMU translates to the pages pinned at map time; neither
+    // VFIO_DMA_UNMAP_FLAG_VADDR nor VFIO_DMA_MAP_FLAG_VADDR touches it
+    // (vfio_dma_do_unmap, vfio_dma_do_map): a live update changes who owns
+    // the mapping, never where the device's writes land.
+    let f = common::Fixture::new(MockConfig::default());
+    let d = f.group.device(EDU).unwrap();
+    d.write_config(4, &0x6u16.to_le_bytes()).unwrap();
+    let mut src = Page::new(1);
+    let first = Page::new(1);
+    let other = Page::new(1);
+    src.bytes_mut()[..16].copy_from_slice(b"lands-while-live");
+    f.container.map_dma(0x10_0000, src.addr(), 0x1000, RW).unwrap();
+    f.container.map_dma(0x20_0000, first.addr(), 0x1000, RW).unwrap();
+    let m = d.map_region(&d.region_info(0).unwrap(), 0, 0x1000).unwrap();
+    start_dma(&m, 0x10_0000, edu::BUFFER, 4095, false);
+    f.container.invalidate_all_vaddrs().unwrap();
+    start_dma(&m, edu::BUFFER, 0x20_0000, 16, true);
+    assert_eq!(&first.bytes()[..16], b"lands-while-live");
+    f.container.update_vaddr(0x20_0000, other.addr(), 0x1000).unwrap();
+    f.container.update_vaddr(0x10_0000, src.addr(), 0x1000).unwrap();
+    start_dma(&m, edu::BUFFER, 0x20_0000 + 0x100, 16, true);
+    assert_eq!(&first.bytes()[0x100..0x110], b"lands-while-live");
+    assert!(other.bytes().iter().all(|&b| b == 0));
+}

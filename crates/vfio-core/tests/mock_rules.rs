@@ -496,6 +496,74 @@ fn a_new_vaddr_for_an_iova_with_no_mapping_fails_with_enoent() {
     assert_eq!(errno(c.update_vaddr(0x10_0000, 0x7100_0000_0000, 0x1000)), "ENOENT");
 }
 
+fn two_groups() -> MockConfig {
+    MockConfig::empty()
+        .with_group(MockGroupConfig::new(1).with_device(MockDeviceConfig::edu("0000:00:03.0")))
+        .with_group(MockGroupConfig::new(2).with_device(MockDeviceConfig::edu("0000:00:04.0")))
+}
+
+#[test]
+fn invalidating_every_mapping_in_one_call_reports_their_total_size() {
+    let (_b, c, _g) = ready();
+    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x2000, RW).unwrap();
+    c.map_dma(0x4000_0000, 0x7000_0010_0000, 0x1000, RW).unwrap();
+    assert_eq!(c.invalidate_all_vaddrs().unwrap(), 0x3000);
+    assert_eq!(errno(c.update_vaddr(0x10_0000, 0x7100_0000_0000, 0x1000)), "EINVAL");
+    c.update_vaddr(0x10_0000, 0x7100_0000_0000, 0x2000).unwrap();
+    c.update_vaddr(0x4000_0000, 0x7100_0010_0000, 0x1000).unwrap();
+}
+
+#[test]
+fn invalidating_all_when_one_is_already_invalid_fails_with_einval_and_leaves_the_others_valid() {
+    // vfio_dma_do_unmap walks in IOVA order and, at an already invalid
+    // mapping, gives back the ones it marked in this call.
+    let (_b, c, _g) = ready();
+    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x1000, RW).unwrap();
+    c.map_dma(0x20_0000, 0x7000_0000_1000, 0x1000, RW).unwrap();
+    c.invalidate_vaddr(0x20_0000, 0x1000).unwrap();
+    assert_eq!(errno(c.invalidate_all_vaddrs()), "EINVAL");
+    assert_eq!(errno(c.update_vaddr(0x10_0000, 0x7100_0000_0000, 0x1000)), "EINVAL");
+    c.update_vaddr(0x20_0000, 0x7100_0000_1000, 0x1000).unwrap();
+}
+
+#[test]
+fn a_normal_map_over_an_invalidated_mapping_fails_with_eexist() {
+    let (_b, c, _g) = ready();
+    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x2000, RW).unwrap();
+    c.invalidate_vaddr(0x10_0000, 0x2000).unwrap();
+    assert_eq!(errno(c.map_dma(0x10_0000, 0x7100_0000_0000, 0x2000, RW)), "EEXIST");
+}
+
+#[test]
+fn a_group_cannot_join_while_a_vaddr_is_invalid_and_can_once_it_is_restored() {
+    let b = host(two_groups());
+    let c = Container::open(b.clone()).unwrap();
+    let g1 = Group::open(b.clone(), 1).unwrap();
+    let g2 = Group::open(b, 2).unwrap();
+    g1.set_container(&c).unwrap();
+    c.set_iommu(VFIO_TYPE1V2_IOMMU).unwrap();
+    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x1000, RW).unwrap();
+    c.invalidate_vaddr(0x10_0000, 0x1000).unwrap();
+    assert_eq!(errno(g2.set_container(&c)), "EBUSY");
+    c.update_vaddr(0x10_0000, 0x7100_0000_0000, 0x1000).unwrap();
+    g2.set_container(&c).unwrap();
+}
+
+#[test]
+fn unmapping_an_invalidated_mapping_lets_groups_join_again() {
+    // vfio_remove_dma drops an invalid mapping from vaddr_invalid_count.
+    let b = host(two_groups());
+    let c = Container::open(b.clone()).unwrap();
+    let g1 = Group::open(b.clone(), 1).unwrap();
+    let g2 = Group::open(b, 2).unwrap();
+    g1.set_container(&c).unwrap();
+    c.set_iommu(VFIO_TYPE1V2_IOMMU).unwrap();
+    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x1000, RW).unwrap();
+    c.invalidate_vaddr(0x10_0000, 0x1000).unwrap();
+    assert_eq!(c.unmap_dma(0x10_0000, 0x1000).unwrap(), 0x1000);
+    g2.set_container(&c).unwrap();
+}
+
 #[test]
 fn a_host_driver_cannot_bind_into_a_group_user_space_owns() {
     let b = std::sync::Arc::new(vfio_core::MockBackend::new(two_device_group(None)));

@@ -16,6 +16,7 @@
 mod case;
 mod edu;
 mod host;
+mod live_handover;
 mod mock_host;
 mod report;
 mod spapr;
@@ -109,6 +110,10 @@ fn main() {
     let raw: Vec<String> = std::env::args().skip(1).collect();
     if raw.first().map(String::as_str) == Some("spapr") {
         std::process::exit(spapr::main(&raw[1..]));
+    }
+    // A hand-over between processes on the kernel (live_handover.rs).
+    if raw.first().is_some_and(|a| a.starts_with("live-")) {
+        std::process::exit(live_handover::main(&raw));
     }
     let args = match parse_args() {
         Ok(a) => a,

@@ -88,6 +88,9 @@ impl<T> Slab<T> {
     pub(super) fn remove(&mut self, k: u64) -> Option<T> {
         self.items.remove(&k)
     }
+    pub(super) fn values(&self) -> impl Iterator<Item = &T> {
+        self.items.values()
+    }
     pub(super) fn remove_where(&mut self, mut f: impl FnMut(&T) -> bool) -> Vec<T> {
         let keys: Vec<u64> = self.items.iter().filter(|(_, v)| f(v)).map(|(&k, _)| k).collect();
         keys.into_iter().filter_map(|k| self.items.remove(&k)).collect()
@@ -151,6 +154,21 @@ impl Type1Container {
         let backend_kind = t1.backend_kind().to_string();
         let open = Open { regions: Slab::new(), devices: Slab::new(), t1 };
         Self { shared: Arc::new(Shared { open: Mutex::new(Some(open)), object }), group_ids, backend_kind }
+    }
+
+    /// Another JS handle on the same container (it shares the state).
+    pub(super) fn handle(&self) -> Self {
+        Self { shared: self.shared.clone(), group_ids: self.group_ids.clone(), backend_kind: self.backend_kind.clone() }
+    }
+
+    /// Puts devices received in a live hand-over in the container's table;
+    /// one handle each.
+    pub(super) fn adopt_devices(&self, devices: Vec<crate::Device>) -> Vec<Device> {
+        let slots = self
+            .shared
+            .with("adopt", &self.shared.object, |o| Ok(devices.into_iter().map(|d| (d.name().to_string(), o.devices.insert(d))).collect::<Vec<_>>()))
+            .unwrap_or_default();
+        slots.into_iter().map(|(name, id)| Device::new(self.shared.clone(), id, name)).collect()
     }
 
     fn with<R>(&self, env: &Env, ioctl: &'static str, f: impl FnOnce(&crate::Type1Container) -> crate::Result<R>) -> Result<R> {

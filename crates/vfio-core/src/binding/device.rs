@@ -102,6 +102,11 @@ impl Device {
         Self { dev: Arc::new(DeviceRef { shared, id, object }), name }
     }
 
+    /// Another JS handle on the same device fd (closed when the last goes).
+    pub(super) fn handle(&self) -> Self {
+        Self { dev: self.dev.clone(), name: self.name.clone() }
+    }
+
     fn call<R>(&self, env: &Env, ioctl: &'static str, f: impl FnOnce(&crate::Device) -> crate::Result<R>) -> Result<R> {
         self.dev.with(ioctl, |p| f(p.device)).map_err(|e| js_err(env, e))
     }

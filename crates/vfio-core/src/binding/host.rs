@@ -7,6 +7,7 @@ use napi::Env;
 use napi_derive::napi;
 
 use super::container::Type1Container;
+use super::live::{take_over_task, TakeOverTask};
 use super::error::js_err;
 use super::mock_host::{config_of, MockHostConfig};
 use crate::backend::{self, KernelBackend, MockBackend};
@@ -59,6 +60,15 @@ impl VfioBackend {
         let t1 = crate::Type1Container::open(self.inner.clone(), &groups, iommu.unwrap_or(crate::uapi::VFIO_TYPE1V2_IOMMU))
             .map_err(|e| js_err(env, e))?;
         Ok(Type1Container::new(t1))
+    }
+
+    /// The new process's side of a live update: reads the hand-over on the
+    /// UNIX socket `socketFd`, adopts the descriptors, maps the guest memory
+    /// and gives every mapping this process's address, all or nothing, then
+    /// tells the old process. Resolves to what this process now owns.
+    #[napi(ts_return_type = "Promise<TakenOver>")]
+    pub fn take_over(&self, socket_fd: i32) -> AsyncTask<TakeOverTask> {
+        AsyncTask::new(take_over_task(self.inner.clone(), socket_fd))
     }
 
     /// `VFIO_GROUP_GET_STATUS` of group `id`, on a group file opened and

@@ -227,6 +227,40 @@ fn late_group_uses_earlier_mappings(ctx: &mut Ctx) -> CaseResult {
     Ok(())
 }
 
+fn dma_through_live_update(ctx: &mut Ctx) -> CaseResult {
+    // The IOMMU keeps the pages pinned at map time: a DMA while the host
+    // address is invalid lands, and after an update to other memory it
+    // still lands in the first pages (vfio_dma_do_map with
+    // VFIO_DMA_MAP_FLAG_VADDR records the address and moves the
+    // locked-memory accounting; it maps nothing).
+    let edu = open_edu(ctx, "solo")?;
+    enable_bus_master(ctx, &edu.device)?;
+    let mut first = HostBuf::new(2 * PAGE as usize);
+    let other = HostBuf::new(2 * PAGE as usize);
+    let want = pattern(61);
+    first.bytes_mut()[..LEN].copy_from_slice(&want);
+    let r = ctx.call("map_dma 2 pages RW", sys(edu.container.map_dma(IOVA, first.addr(), 2 * PAGE, RW)));
+    ctx.need(r, "map the buffer")?;
+    dma(ctx, &edu.device, IOVA, EDU_BUFFER, false)?;
+    let r = ctx.call_v("invalidate_all_vaddrs", sys(edu.container.invalidate_all_vaddrs()), |s| format!("size={s:#x}"));
+    ctx.need(r, "invalidate every vaddr")?;
+    dma(ctx, &edu.device, EDU_BUFFER, IOVA + PAGE, true)?;
+    let got = describe(&first.bytes()[PAGE as usize..PAGE as usize + LEN], &want);
+    ctx.observe("second page after a DMA while its vaddr is invalid", got.clone());
+    ctx.check("a DMA lands while the mapping's vaddr is invalid", got == "the pattern", got);
+    let r = ctx.call("update_vaddr to other memory", sys(edu.container.update_vaddr(IOVA, other.addr(), 2 * PAGE)));
+    ctx.need(r, "update the vaddr")?;
+    first.bytes_mut()[PAGE as usize..].fill(0);
+    dma(ctx, &edu.device, EDU_BUFFER, IOVA + PAGE, true)?;
+    let got = describe(&first.bytes()[PAGE as usize..PAGE as usize + LEN], &want);
+    let elsewhere = describe(&other.bytes()[PAGE as usize..PAGE as usize + LEN], &want);
+    ctx.observe("first memory after a DMA once updated", got.clone());
+    ctx.observe("the new address's memory after that DMA", elsewhere.clone());
+    ctx.check("after an update the DMA still lands in the pages mapped first", got == "the pattern", got);
+    ctx.check("after an update nothing lands at the new address", elsewhere == "all zero", elsewhere);
+    Ok(())
+}
+
 /// An eventfd, closed on drop.
 struct EventFd(i32);
 
@@ -343,6 +377,7 @@ pub fn cases() -> Vec<Case> {
         Case { name: "after unmap the same edu DMA writes nothing", run: dma_after_unmap },
         Case { name: "edu cannot write into a read-only mapping", run: dma_into_read_only },
         Case { name: "a group that joins a container later DMAs through mappings made before it joined", run: late_group_uses_earlier_mappings },
+        Case { name: "edu DMA lands in the pages mapped first while their vaddr is invalid and after an update to other memory", run: dma_through_live_update },
         Case { name: "edu's interrupt reaches the eventfd set for its MSI vector", run: msi_to_eventfd },
         Case { name: "edu's INTx reaches its eventfd, masked until unmasked", run: intx_to_eventfd },
         Case { name: "SET_IRQS refuses vectors past an index's count, unknown indexes and masking MSI", run: set_irqs_rules },

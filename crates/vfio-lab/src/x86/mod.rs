@@ -11,6 +11,7 @@ mod device;
 mod dma;
 mod edu;
 mod group;
+mod live;
 pub mod util;
 
 use crate::case::Case;
@@ -21,5 +22,6 @@ pub fn cases() -> Vec<Case> {
     all.extend(dma::cases());
     all.extend(device::cases());
     all.extend(edu::cases());
+    all.extend(live::cases());
     all
 }

@@ -92,6 +92,15 @@ function call<T>(f: () => T): T {
   }
 }
 
+/** `call` for the binding's promises: a rejection becomes a VfioError too. */
+async function callAsync<T>(f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (err) {
+    throw toVfioError(err);
+  }
+}
+
 /** A VFIO system: the kernel's /dev/vfio or an in-process mock host. */
 export class VfioHost {
   private constructor(private readonly backend: native.VfioBackend) {}
@@ -150,7 +159,32 @@ export class VfioHost {
   ioctlCount(): number {
     return call(() => this.backend.ioctlCount());
   }
+
+  /**
+   * The new process's side of a live update (see `Type1Container.handOver`):
+   * reads the hand-over on the connected UNIX socket `socketFd`, adopts the
+   * container, groups, devices, guest memory and eventfds, and gives every
+   * mapping this process's address, all or nothing, before telling the old
+   * process. The kernel's descriptors only: a mock host's live in one process.
+   */
+  async takeOver(socketFd: number): Promise<TakenOver> {
+    const t = await callAsync(() => this.backend.takeOver(socketFd));
+    return { container: new Type1Container(t.container), devices: t.devices.map((d) => new Device(d)), memory: GuestMemory.wrap(t.memory), irqs: t.irqs };
+  }
 }
+
+/** What a new process owns after `VfioHost.takeOver`. */
+export interface TakenOver {
+  readonly container: Type1Container;
+  /** The handed-over devices, opened from `container`. */
+  readonly devices: readonly Device[];
+  readonly memory: GuestMemory;
+  /** Eventfds of the interrupts the old process had enabled; this process owns (and closes) them. */
+  readonly irqs: readonly LiveIrq[];
+}
+
+export type LiveIrq = native.LiveIrq;
+export type HandOverOutcome = native.HandOverOutcome;
 
 /** A type1 container with its groups, from `VfioHost.openType1`. */
 export class Type1Container {
@@ -200,6 +234,23 @@ export class Type1Container {
   /** Live update: the new host address of an invalidated mapping of exactly this extent. */
   updateVaddr(iova: bigint, vaddr: bigint, size: bigint): void {
     call(() => this.native.updateVaddr(iova, vaddr, size));
+  }
+  /**
+   * Live update, the old process's side: hands this container, its groups,
+   * every device open from it, `memory` and `irqs`' eventfds to the process
+   * at the other end of the connected UNIX socket `socketFd`, without
+   * stopping DMA. `mappings` are every mapping's iova, vaddr, size triples
+   * (`packTriples`), exactly as the kernel holds them (after `mapBatch`, one
+   * per coalesced run: `coalesceRuns`), all inside `memory`: the kernel
+   * lists none, and updates only a mapping's exact extent. Rejects with a
+   * VfioError, changing nothing, where it cannot work (no VFIO_UPDATE_VADDR,
+   * e.g. an mdev in the container; memory that is not `memory`). Resolves
+   * `handedOver: true` once the new process owns everything (close this and
+   * exit), or `handedOver: false` with the reason after the new process
+   * failed or died: every mapping has this process's address again.
+   */
+  handOver(socketFd: number, memory: GuestMemory, mappings: BigUint64Array, irqs: readonly LiveIrq[] = []): Promise<HandOverOutcome> {
+    return callAsync(() => this.native.handOver(socketFd, memory.native, mappings, irqs.map((i) => ({ ...i, eventfds: [...i.eventfds] }))));
   }
   startDirtyTracking(): void {
     call(() => this.native.startDirtyTracking());
@@ -373,6 +424,44 @@ export class HostMemory {
   }
   free(): void {
     this.native.free();
+  }
+}
+
+/**
+ * Guest RAM in a memfd, mapped shared: the memory a live update can hand to
+ * another process (QEMU's memory-backend-memfd). Map DMA from `address`.
+ */
+export class GuestMemory {
+  /** @internal */
+  readonly native: native.GuestMemory;
+
+  constructor(size: number) {
+    this.native = call(() => new native.GuestMemory(size));
+  }
+
+  /** @internal */
+  static wrap(n: native.GuestMemory): GuestMemory {
+    const g = Object.create(GuestMemory.prototype) as { native: native.GuestMemory };
+    g.native = n;
+    return g as GuestMemory;
+  }
+
+  /** This process's address of the first byte. */
+  get address(): bigint {
+    return this.native.address;
+  }
+  get size(): number {
+    return this.native.size;
+  }
+  /** The memfd (closed when this object is collected). */
+  get fd(): number {
+    return this.native.fd;
+  }
+  read(offset: number, length: number): Buffer {
+    return call(() => this.native.read(offset, length));
+  }
+  write(offset: number, data: Uint8Array): void {
+    call(() => this.native.write(offset, data));
   }
 }
 

@@ -7,20 +7,12 @@ import test from 'ava';
 import { openMockDmaTarget } from '../dma/vfio-target';
 import { VTD_HOST, X86_MSI_WINDOW } from '../dma/target';
 import { HostMemory, PciRegion, VfioError, VfioHost } from './index';
+import { collect } from './collect.test-support';
 import { outcome as code } from './lab/support';
 
 const EDU = '0000:00:03.0';
 const VA = 0x7000_0000_0000n;
 
-async function collect(): Promise<void> {
-  const gc = (globalThis as { gc?: () => void }).gc;
-  if (!gc) throw new Error('run with node --expose-gc (ava nodeArguments in package.json)');
-  // napi runs a wrapped object's finalizer after the collection that found
-  // it dead, so a second collection after a turn of the loop frees what it held.
-  gc();
-  await new Promise((r) => setImmediate(r));
-  gc();
-}
 
 test.serial('a mapping made through openType1Target survives collection: the remap is EEXIST and iommuInfo answers', async (t) => {
   const target = openMockDmaTarget(VTD_HOST, [{ id: 1, reservedRegions: [X86_MSI_WINDOW] }]);

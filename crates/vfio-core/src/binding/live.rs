@@ -1,0 +1,225 @@
+//! Live update from Node: `GuestMemory`, `Type1Container.handOver` (the
+//! old process) and `VfioBackend.takeOver` (the new one). Both wait on the
+//! other process, so they run on libuv's pool and return promises.
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::*;
+use napi::{Env, Task};
+use napi_derive::napi;
+
+use super::container::{Shared, Type1Container};
+use super::device::Device;
+use super::error::{bad_arg, js_err};
+use crate::live;
+
+/// Guest RAM in a memfd, mapped shared: the only memory a live hand-over
+/// can pass to another process. Map DMA from `address`.
+#[napi]
+pub struct GuestMemory {
+    pub(super) inner: Arc<live::GuestMemory>,
+}
+
+#[napi]
+impl GuestMemory {
+    /// A new memfd of `size` bytes (rounded up to the page size), zero-filled.
+    #[napi(constructor)]
+    pub fn new(env: &Env, size: f64) -> Result<Self> {
+        if !(size >= 1.0 && size <= (1u64 << 52) as f64) || size.fract() != 0.0 {
+            return Err(js_err(env, bad_arg(format!("guest memory size {size} is not a whole number of bytes"))));
+        }
+        let m = live::GuestMemory::create("vfiokit-guest-ram", size as usize).map_err(|e| js_err(env, e))?;
+        Ok(Self { inner: Arc::new(m) })
+    }
+
+    /// This process's address of the first byte.
+    #[napi(getter)]
+    pub fn address(&self) -> BigInt {
+        BigInt::from(self.inner.addr())
+    }
+
+    #[napi(getter)]
+    pub fn size(&self) -> f64 {
+        self.inner.len() as f64
+    }
+
+    /// The memfd (owned by this object; closed when it is collected).
+    #[napi(getter)]
+    pub fn fd(&self) -> i32 {
+        self.inner.raw_fd()
+    }
+
+    #[napi]
+    pub fn read(&self, env: &Env, offset: f64, length: u32) -> Result<Buffer> {
+        let mut out = vec![0u8; length as usize];
+        self.inner.read(offset as usize, &mut out).map_err(|e| js_err(env, e))?;
+        Ok(out.into())
+    }
+
+    #[napi]
+    pub fn write(&self, env: &Env, offset: f64, data: &[u8]) -> Result<()> {
+        self.inner.write(offset as usize, data).map_err(|e| js_err(env, e))
+    }
+}
+
+#[napi(object, js_name = "LiveIrq")]
+pub struct LiveIrqJs {
+    /// The device's PCI address.
+    pub device: String,
+    pub index: u32,
+    /// Eventfds in vector order.
+    pub eventfds: Vec<i32>,
+}
+
+#[napi(object, js_name = "HandOverOutcome")]
+pub struct HandOverOutcomeJs {
+    /// True: the new process owns everything; close this container and exit.
+    pub handed_over: bool,
+    /// Why not, when the old process restored its addresses and carries on.
+    pub reason: Option<String>,
+}
+
+pub struct HandOverTask {
+    shared: Arc<Shared>,
+    socket: i32,
+    memory: Arc<live::GuestMemory>,
+    mappings: Vec<[u64; 3]>,
+    irqs: Vec<live::Irq>,
+}
+
+impl Task for HandOverTask {
+    type Output = crate::Result<live::Outcome>;
+    type JsValue = HandOverOutcomeJs;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let object = self.shared.object.clone();
+        Ok(self.shared.with(live_call(), &object, |o| {
+            let devices: Vec<&crate::Device> = o.devices.values().collect();
+            let h = live::Handover { container: &o.t1, devices: &devices, memory: &self.memory, mappings: &self.mappings, irqs: &self.irqs };
+            live::hand_over(self.socket, &h)
+        }))
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        match output {
+            Ok(live::Outcome::HandedOver) => Ok(HandOverOutcomeJs { handed_over: true, reason: None }),
+            Ok(live::Outcome::Restored { reason }) => Ok(HandOverOutcomeJs { handed_over: false, reason: Some(reason) }),
+            Err(e) => Err(js_err(&env, e)),
+        }
+    }
+}
+
+fn live_call() -> &'static str {
+    "live update"
+}
+
+impl Type1Container {
+    pub(super) fn hand_over_task(
+        &self,
+        socket: i32,
+        memory: &GuestMemory,
+        mappings: &[u64],
+        irqs: Option<Vec<LiveIrqJs>>,
+    ) -> std::result::Result<HandOverTask, crate::Error> {
+        if !mappings.len().is_multiple_of(3) {
+            return Err(bad_arg(format!("mappings has {} values, not a multiple of 3 (iova, vaddr, size)", mappings.len())));
+        }
+        Ok(HandOverTask {
+            shared: self.shared.clone(),
+            socket,
+            memory: memory.inner.clone(),
+            mappings: mappings.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect(),
+            irqs: irqs.unwrap_or_default().into_iter().map(|i| live::Irq { device: i.device, index: i.index, eventfds: i.eventfds }).collect(),
+        })
+    }
+}
+
+#[napi]
+impl Type1Container {
+    /// The old process's side of a live update: every mapping (`mappings`:
+    /// iova, vaddr, size triples, each exactly as mapped, all inside
+    /// `memory`), this container's groups, every device opened from it,
+    /// `memory` and `irqs`' eventfds go to the process at the other end of
+    /// the UNIX socket `socketFd`, without stopping DMA. Resolves once the
+    /// new process answers; rejects (changing nothing) when it cannot work.
+    #[napi(ts_return_type = "Promise<HandOverOutcome>")]
+    pub fn hand_over(
+        &self,
+        env: &Env,
+        socket_fd: i32,
+        memory: &GuestMemory,
+        mappings: BigUint64ArraySlice,
+        irqs: Option<Vec<LiveIrqJs>>,
+    ) -> Result<AsyncTask<HandOverTask>> {
+        let task = self.hand_over_task(socket_fd, memory, &mappings, irqs).map_err(|e| js_err(env, e))?;
+        Ok(AsyncTask::new(task))
+    }
+
+}
+
+/// What a new process holds after `VfioBackend.takeOver`.
+#[napi]
+pub struct TakenOver {
+    container: Type1Container,
+    /// One handle per device: its last handle collected closes the fd.
+    devices: Vec<Device>,
+    memory: Arc<live::GuestMemory>,
+    irqs: Vec<(String, u32, Vec<i32>)>,
+}
+
+#[napi]
+impl TakenOver {
+    /// The container and its groups.
+    #[napi(getter)]
+    pub fn container(&self) -> Type1Container {
+        self.container.handle()
+    }
+
+    /// The handed-over devices, opened from the container.
+    #[napi(getter)]
+    pub fn devices(&self) -> Vec<Device> {
+        self.devices.iter().map(Device::handle).collect()
+    }
+
+    /// The guest memory, mapped in this process.
+    #[napi(getter)]
+    pub fn memory(&self) -> GuestMemory {
+        GuestMemory { inner: self.memory.clone() }
+    }
+
+    /// The interrupts' eventfds; the caller owns (and closes) them.
+    #[napi(getter)]
+    pub fn irqs(&self) -> Vec<LiveIrqJs> {
+        self.irqs.iter().map(|(d, i, f)| LiveIrqJs { device: d.clone(), index: *i, eventfds: f.clone() }).collect()
+    }
+}
+
+pub struct TakeOverTask {
+    backend: Arc<dyn crate::backend::Backend>,
+    socket: i32,
+}
+
+impl Task for TakeOverTask {
+    type Output = crate::Result<live::TakenOver>;
+    type JsValue = TakenOver;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        Ok(live::receive(self.socket).and_then(|i| i.adopt(self.backend.clone())).and_then(|t| t.complete(self.socket).map(|_| t)))
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        let t = output.map_err(|e| js_err(&env, e))?;
+        let irqs = t
+            .irqs
+            .into_iter()
+            .map(|(d, i, fds)| (d, i, fds.into_iter().map(std::os::fd::IntoRawFd::into_raw_fd).collect()))
+            .collect();
+        let container = Type1Container::new(t.container);
+        let devices = container.adopt_devices(t.devices);
+        Ok(TakenOver { container, devices, memory: Arc::new(t.memory), irqs })
+    }
+}
+
+pub(super) fn take_over_task(backend: Arc<dyn crate::backend::Backend>, socket: i32) -> TakeOverTask {
+    TakeOverTask { backend, socket }
+}

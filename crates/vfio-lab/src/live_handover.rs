@@ -1,0 +1,409 @@
+//! A live hand-over between processes on the real kernel, with edu DMA
+//! running through it (vfio-core's `live`). Run in the lab guest by
+//! packages/core/src/vfio/live.lab.ts:
+//!
+//! ```text
+//! vfio-lab live-handover --bdf BDF --maps N
+//! ```
+//!
+//! The orchestrator opens no VFIO object itself. It starts the old process
+//! (`live-old`), which opens the container, maps N separate pages of a
+//! memfd for edu and keeps edu's DMA engine copying into them from a
+//! thread, checking each copy landed. Then:
+//!
+//! 1. a new process (`live-new --die-after K`) takes the hand-over and kills
+//!    itself after updating K mappings: the old process must see the socket
+//!    close, restore every mapping, and its DMA keep landing;
+//! 2. a second new process takes the hand-over whole; the orchestrator reads
+//!    both processes' locked memory (VmLck, the kernel's locked_vm that
+//!    vfio_change_dma_owner moves), kills the old process with SIGKILL, and
+//!    the new one drives edu's DMA through the same mappings, then unmaps
+//!    them (it owns them) and sees the next DMA not land.
+//!
+//! It prints one JSON object; the lab case asserts on it.
+
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use vfio_core::backend::{Backend, KernelBackend};
+use vfio_core::fdpass::{recv_with_fds, send_with_fds};
+use vfio_core::live::{self, GuestMemory, Handover, Outcome};
+use vfio_core::uapi::*;
+use vfio_core::{Device, MappedRegion, Type1Container};
+
+use crate::edu::*;
+
+const PAGE: u64 = 4096;
+/// Below edu's 28-bit DMA mask.
+const IOVA0: u64 = 0x100_0000;
+/// QEMU 7.2's edu refuses 4096 bytes into its own buffer; 4095 is safe.
+const LEN: usize = 4095;
+
+type Res<T> = Result<T, String>;
+
+fn pattern() -> Vec<u8> {
+    (0..LEN).map(|i| (i as u8).wrapping_mul(13).wrapping_add(5)).collect()
+}
+
+fn vmlck_kb(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(u64::MAX)
+}
+
+fn group_of(bdf: &str) -> Res<u32> {
+    let link = std::fs::read_link(format!("/sys/bus/pci/devices/{bdf}/iommu_group")).map_err(|e| format!("{bdf} has no IOMMU group: {e}"))?;
+    link.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()).ok_or_else(|| format!("{bdf}: odd iommu_group link"))
+}
+
+fn socketpair() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two descriptors socketpair writes.
+    let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
+    assert_eq!(r, 0, "socketpair: {}", io::Error::last_os_error());
+    // SAFETY: socketpair just opened both; each is owned once.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// Line messages on a control socket, descriptors riding along.
+struct Ctl {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+impl Ctl {
+    fn new(fd: OwnedFd) -> Self {
+        Self { fd, buf: Vec::new(), fds: Vec::new() }
+    }
+
+    fn send(&self, line: &str, fds: &[RawFd]) -> Res<()> {
+        let data = format!("{line}\n");
+        if fds.is_empty() {
+            live_send_all(self.fd.as_raw_fd(), data.as_bytes())
+        } else {
+            send_with_fds(self.fd.as_raw_fd(), data.as_bytes(), fds).map(|_| ()).map_err(|e| e.message)
+        }
+    }
+
+    /// The next line, waiting at most `secs`.
+    fn recv(&mut self, secs: u64) -> Res<String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(p) = self.buf.iter().position(|&b| b == b'\n') {
+                let line = String::from_utf8_lossy(&self.buf[..p]).into_owned();
+                self.buf.drain(..=p);
+                return Ok(line);
+            }
+            let left = deadline.saturating_duration_since(Instant::now()).as_millis() as i32;
+            if left == 0 {
+                return Err(format!("no message within {secs} s"));
+            }
+            let mut p = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, count 1.
+            if unsafe { libc::poll(&mut p, 1, left) } <= 0 {
+                continue;
+            }
+            let mut b = [0u8; 4096];
+            let (n, fds) = recv_with_fds(self.fd.as_raw_fd(), &mut b).map_err(|e| e.message)?;
+            // SAFETY: recv_with_fds hands each received descriptor over once.
+            self.fds.extend(fds.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+            if n == 0 {
+                return Err("the peer closed its control socket".into());
+            }
+            self.buf.extend_from_slice(&b[..n]);
+        }
+    }
+}
+
+fn live_send_all(fd: RawFd, mut data: &[u8]) -> Res<()> {
+    while !data.is_empty() {
+        // SAFETY: data is a live slice; MSG_NOSIGNAL turns a closed peer into EPIPE.
+        let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            return Err(format!("send on control socket: {}", io::Error::last_os_error()));
+        }
+        data = &data[n as usize..];
+    }
+    Ok(())
+}
+
+/// Starts this program again as `args`, giving it `keep` (and nothing else
+/// of ours: every descriptor here is close-on-exec).
+fn spawn(args: &[String], keep: &[RawFd]) -> Res<Child> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let keep = keep.to_vec();
+    let mut cmd = Command::new(exe);
+    cmd.args(args);
+    // SAFETY: the closure only calls fcntl, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &keep {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|e| format!("cannot start {args:?}: {e}"))
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+}
+
+// ---- edu's DMA engine ----
+
+struct Edu<'a> {
+    bar0: MappedRegion,
+    memory: &'a GuestMemory,
+    pages: u64,
+}
+
+impl Edu<'_> {
+    fn idle(&self) -> Res<()> {
+        let started = Instant::now();
+        while self.bar0.read_u64(EDU_DMA_CMD).map_err(|e| e.to_string())? & EDU_DMA_RUN != 0 {
+            if started.elapsed() > Duration::from_secs(20) {
+                return Err("edu's DMA did not finish within 20 s".into());
+            }
+            sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    fn run(&self, src: u64, dst: u64, to_ram: bool) -> Res<()> {
+        self.idle()?;
+        let cmd = EDU_DMA_RUN | if to_ram { EDU_DMA_TO_RAM } else { 0 };
+        for (reg, v) in [(EDU_DMA_SRC, src), (EDU_DMA_DST, dst), (EDU_DMA_COUNT, LEN as u64), (EDU_DMA_CMD, cmd)] {
+            self.bar0.write_u64(reg, v).map_err(|e| e.to_string())?;
+        }
+        self.idle()
+    }
+
+    /// Copies edu's buffer into page `page` (never page 0, the seed) and
+    /// reports whether the pattern landed there.
+    fn copy_into(&self, page: u64) -> Res<bool> {
+        let p = 1 + page % (self.pages - 1);
+        let off = (p * PAGE) as usize;
+        self.memory.write(off, &[0u8; LEN]).map_err(|e| e.to_string())?;
+        self.run(EDU_BUFFER, IOVA0 + p * PAGE, true)?;
+        let mut got = vec![0u8; LEN];
+        self.memory.read(off, &mut got).map_err(|e| e.to_string())?;
+        Ok(got == pattern())
+    }
+}
+
+fn bar0_of(d: &Device) -> Res<MappedRegion> {
+    let r = d.region_info(VFIO_PCI_BAR0_REGION_INDEX).map_err(|e| e.to_string())?;
+    d.map_region(&r, 0, 4096).map_err(|e| e.to_string())
+}
+
+// ---- the old process ----
+
+fn old(args: &[String]) -> Res<()> {
+    let bdf = arg(args, "--bdf").ok_or("--bdf")?;
+    let pages: u64 = arg(args, "--maps").and_then(|v| v.parse().ok()).ok_or("--maps")?;
+    let ctl_fd: RawFd = arg(args, "--ctl").and_then(|v| v.parse().ok()).ok_or("--ctl")?;
+    // SAFETY: the orchestrator passed this descriptor to this process alone.
+    let mut ctl = Ctl::new(unsafe { OwnedFd::from_raw_fd(ctl_fd) });
+    let backend: Arc<dyn Backend> = Arc::new(KernelBackend::new());
+    let c = Type1Container::open(backend, &[group_of(&bdf)?], VFIO_TYPE1V2_IOMMU).map_err(|e| e.to_string())?;
+    let dev = c.device(&bdf).map_err(|e| e.to_string())?;
+    let cmd = u16::from_le_bytes(dev.read_config::<2>(4).map_err(|e| e.to_string())?) | 0x4;
+    dev.write_config(4, &cmd.to_le_bytes()).map_err(|e| e.to_string())?;
+    let memory = GuestMemory::create("vfiokit-lab-guest-ram", (pages * PAGE) as usize).map_err(|e| e.to_string())?;
+    let raw: Vec<[u64; 3]> = (0..pages).map(|i| [IOVA0 + i * PAGE, memory.addr() + i * PAGE, PAGE]).collect();
+    for m in &raw {
+        c.map_dma(m[0], m[1], m[2], vfio_core::dma_flags::READ_WRITE).map_err(|e| e.to_string())?;
+    }
+    let edu = Edu { bar0: bar0_of(&dev)?, memory: &memory, pages };
+    memory.write(0, &pattern()).map_err(|e| e.to_string())?;
+    edu.run(IOVA0, EDU_BUFFER, false)?;
+    ctl.send(&format!("mapped vmlck={}", vmlck_kb(std::process::id())), &[])?;
+
+    let stop = AtomicBool::new(false);
+    let (landed, missed) = (AtomicU64::new(0), AtomicU64::new(0));
+    std::thread::scope(|s| -> Res<()> {
+        let pump = s.spawn(|| -> Res<()> {
+            let mut k = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if edu.copy_into(k)? { &landed } else { &missed }.fetch_add(1, Ordering::Relaxed);
+                k += 1;
+            }
+            Ok(())
+        });
+        let result = (|| -> Res<()> {
+            loop {
+                let line = ctl.recv(600)?;
+                if line != "handover" {
+                    return Ok(());
+                }
+                let ho = ctl.fds.pop().ok_or("handover without a socket")?;
+                let h = Handover { container: &c, devices: &[&dev], memory: &memory, mappings: &raw, irqs: &[] };
+                let before = (landed.load(Ordering::Relaxed), missed.load(Ordering::Relaxed));
+                let outcome = live::hand_over(ho.as_raw_fd(), &h).map_err(|e| e.to_string())?;
+                // Some DMA after the outcome, then report.
+                let target = landed.load(Ordering::Relaxed) + 3;
+                let t = Instant::now();
+                while landed.load(Ordering::Relaxed) + missed.load(Ordering::Relaxed) < target && t.elapsed() < Duration::from_secs(60) {
+                    sleep(Duration::from_millis(20));
+                }
+                let counts = format!(
+                    "landed={} missed={} before_landed={} before_missed={}",
+                    landed.load(Ordering::Relaxed),
+                    missed.load(Ordering::Relaxed),
+                    before.0,
+                    before.1
+                );
+                match outcome {
+                    Outcome::HandedOver => ctl.send(&format!("handed-over {counts}"), &[])?,
+                    Outcome::Restored { reason } => {
+                        ctl.send(&format!("restored {counts} vmlck={} reason={}", vmlck_kb(std::process::id()), reason.replace(' ', "_")), &[])?
+                    }
+                }
+            }
+        })();
+        stop.store(true, Ordering::Relaxed);
+        let pumped = pump.join().map_err(|_| "the DMA thread panicked".to_string())?;
+        result.and(pumped)
+    })
+}
+
+// ---- a new process ----
+
+fn new(args: &[String]) -> Res<()> {
+    let ho: RawFd = arg(args, "--ho").and_then(|v| v.parse().ok()).ok_or("--ho")?;
+    let ctl_fd: RawFd = arg(args, "--ctl").and_then(|v| v.parse().ok()).ok_or("--ctl")?;
+    let die_after: Option<usize> = arg(args, "--die-after").and_then(|v| v.parse().ok());
+    // SAFETY: the orchestrator passed these descriptors to this process alone.
+    let (ho, mut ctl) = unsafe { (OwnedFd::from_raw_fd(ho), Ctl::new(OwnedFd::from_raw_fd(ctl_fd))) };
+    let backend: Arc<dyn Backend> = Arc::new(KernelBackend::new());
+    let taken = live::receive(ho.as_raw_fd()).and_then(|i| i.adopt(backend)).map_err(|e| e.to_string())?;
+    if let Some(k) = die_after {
+        live::update_all(&taken.container, &taken.memory, &taken.mappings[..k]).map_err(|e| e.to_string())?;
+        // Killed mid-update, as by the OOM killer: no reply, no cleanup.
+        // SAFETY: kill takes no pointers.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+    taken.complete(ho.as_raw_fd()).map_err(|e| e.to_string())?;
+    ctl.send(&format!("updated maps={} vmlck={}", taken.mappings.len(), vmlck_kb(std::process::id())), &[])?;
+    if ctl.recv(600)? != "go" {
+        return Ok(());
+    }
+    let dev = taken.devices.first().ok_or("no device was handed over")?;
+    let pages = taken.mappings.len() as u64;
+    let edu = Edu { bar0: bar0_of(dev)?, memory: &taken.memory, pages };
+    let (mut landed, mut missed) = (0, 0);
+    for k in 0..20 {
+        if edu.copy_into(k * 97)? {
+            landed += 1;
+        } else {
+            missed += 1;
+        }
+    }
+    let vmlck = vmlck_kb(std::process::id());
+    let unmapped = taken.container.unmap_all().map_err(|e| e.to_string())?;
+    let after = edu.copy_into(5)?;
+    ctl.send(&format!("pumped landed={landed} missed={missed} vmlck={vmlck} unmapped={unmapped:#x} after_unmap={after}"), &[])?;
+    Ok(())
+}
+
+// ---- the orchestrator ----
+
+struct Run {
+    out: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Run {
+    fn put(&mut self, k: &str, v: impl Into<serde_json::Value>) {
+        self.out.insert(k.into(), v.into());
+    }
+}
+
+fn start_new(die_after: Option<usize>) -> Res<(Child, Ctl, OwnedFd)> {
+    let (ho_old, ho_new) = socketpair();
+    let (ctl_here, ctl_there) = socketpair();
+    let mut a = vec!["live-new".to_string(), "--ho".into(), ho_new.as_raw_fd().to_string(), "--ctl".into(), ctl_there.as_raw_fd().to_string()];
+    if let Some(k) = die_after {
+        a.extend(["--die-after".into(), k.to_string()]);
+    }
+    let child = spawn(&a, &[ho_new.as_raw_fd(), ctl_there.as_raw_fd()])?;
+    Ok((child, Ctl::new(ctl_here), ho_old))
+}
+
+fn orchestrate(args: &[String], run: &mut Run) -> Res<()> {
+    let bdf = arg(args, "--bdf").ok_or("--bdf")?;
+    let maps = arg(args, "--maps").unwrap_or_else(|| "64".into());
+    let (ctl_here, ctl_there) = socketpair();
+    let mut old_child =
+        spawn(&["live-old".into(), "--bdf".into(), bdf, "--maps".into(), maps, "--ctl".into(), ctl_there.as_raw_fd().to_string()], &[ctl_there.as_raw_fd()])?;
+    drop(ctl_there);
+    let mut old_ctl = Ctl::new(ctl_here);
+    let result = (|| -> Res<()> {
+        let line = old_ctl.recv(600)?;
+        run.put("old_mapped", line);
+
+        // 1. A new process that dies after updating half the mappings.
+        let half: usize = arg(args, "--maps").and_then(|v| v.parse::<usize>().ok()).unwrap_or(64) / 2;
+        let (mut dying, _dying_ctl, ho) = start_new(Some(half))?;
+        old_ctl.send("handover", &[ho.as_raw_fd()])?;
+        drop(ho);
+        let status = dying.wait().map_err(|e| e.to_string())?;
+        run.put("dying_new_status", format!("{status}"));
+        run.put("after_dying_new", old_ctl.recv(600)?);
+
+        // 2. A new process that takes everything.
+        let (mut taker, mut taker_ctl, ho) = start_new(None)?;
+        old_ctl.send("handover", &[ho.as_raw_fd()])?;
+        drop(ho);
+        run.put("new_updated", taker_ctl.recv(600)?);
+        run.put("old_outcome", old_ctl.recv(600)?);
+        run.put("old_vmlck_after", vmlck_kb(old_child.id()));
+        run.put("new_vmlck_after", vmlck_kb(taker.id()));
+        old_child.kill().map_err(|e| e.to_string())?;
+        run.put("old_status", format!("{}", old_child.wait().map_err(|e| e.to_string())?));
+        run.put("new_vmlck_old_dead", vmlck_kb(taker.id()));
+        taker_ctl.send("go", &[])?;
+        run.put("new_pumped", taker_ctl.recv(600)?);
+        run.put("new_status", format!("{}", taker.wait().map_err(|e| e.to_string())?));
+        Ok(())
+    })();
+    let _ = old_child.kill();
+    let _ = old_child.wait();
+    result
+}
+
+pub fn main(args: &[String]) -> i32 {
+    let r = match args.first().map(String::as_str) {
+        Some("live-old") => old(args),
+        Some("live-new") => new(args),
+        Some("live-handover") => {
+            let mut run = Run { out: serde_json::Map::new() };
+            let r = orchestrate(args, &mut run);
+            if let Err(e) = &r {
+                run.put("error", e.clone());
+            }
+            let mut o = io::stdout().lock();
+            let _ = writeln!(o, "{}", serde_json::Value::Object(run.out));
+            r
+        }
+        _ => Err("usage: vfio-lab live-handover --bdf BDF [--maps N]".into()),
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("vfio-lab {}: {e}", args.first().map(String::as_str).unwrap_or(""));
+            1
+        }
+    }
+}

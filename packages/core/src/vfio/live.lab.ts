@@ -1,0 +1,60 @@
+// A live hand-over between processes on the real kernel in the lab guest
+// (q35, emulated VT-d, edu; packages/testkit/src/lab/README.md), driven by
+// the lab binary's `live-handover` (crates/vfio-lab/src/live_handover.rs):
+// edu's DMA keeps landing in memfd-backed memory through a new process that
+// dies mid-update (the old one restores) and through one that takes over
+// (the old one is then killed with SIGKILL); the locked-memory accounting
+// follows the owner; the new owner can unmap.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
+import { soloBdf } from './lab/support';
+
+/** Separate 4 KiB mappings: most of the lab's dma_entry_limit (4096), so one hand-over makes thousands of calls. */
+const MAPS = 4000;
+
+function num(line: unknown, key: string): number {
+  const m = new RegExp(`(?:^| )${key}=(\\S+)`).exec(String(line));
+  assert.ok(m, `'${key}=' missing in: ${String(line)}`);
+  return Number(m[1]);
+}
+
+export const cases: { name: string; run: () => void | Promise<void> }[] = [
+  {
+    name: 'edu DMA keeps landing through a live hand-over to a new process, with the old one killed, and past a new process killed mid-update',
+    run: () => {
+      const topology = process.env.VFIOKIT_LAB_TOPOLOGY_FILE;
+      assert.ok(topology, 'VFIOKIT_LAB_TOPOLOGY_FILE is not set: this case runs only inside the lab guest');
+      const bin = path.join(path.dirname(topology), 'vfio-lab');
+      const text = execFileSync(bin, ['live-handover', '--bdf', soloBdf(), '--maps', String(MAPS)], { encoding: 'utf8', timeout: 600_000 });
+      const r = JSON.parse(text.trim().split('\n').pop()!) as Record<string, unknown>;
+      const all = JSON.stringify(r);
+      // What the kernel answered, for lab-results/x86/cases.tap (TAP comment).
+      console.log(`# live hand-over: ${all}`);
+      assert.equal(r.error, undefined, all);
+      const pinned = num(r.old_mapped, 'vmlck');
+      assert.ok(pinned >= MAPS * 4, `the old process's VmLck ${pinned} kB holds its ${MAPS} pinned pages: ${all}`);
+      // 1. The new process killed after updating half: the old restores and its DMA goes on landing.
+      assert.match(String(r.dying_new_status), /SIGKILL|signal: 9/, all);
+      assert.match(String(r.after_dying_new), /^restored /, all);
+      assert.match(String(r.after_dying_new), /closed_the_socket/, all);
+      assert.equal(num(r.after_dying_new, 'missed'), 0, all);
+      assert.ok(num(r.after_dying_new, 'landed') > num(r.after_dying_new, 'before_landed'), all);
+      // 2. The hand-over: every mapping updated, the accounting moved, no DMA missed.
+      assert.equal(num(r.new_updated, 'maps'), MAPS, all);
+      assert.match(String(r.old_outcome), /^handed-over /, all);
+      assert.equal(num(r.old_outcome, 'missed'), 0, all);
+      assert.ok(num(r.old_outcome, 'landed') > num(r.old_outcome, 'before_landed'), all);
+      assert.ok(Number(r.new_vmlck_after) >= MAPS * 4, `the new process's VmLck carries the pinned pages: ${all}`);
+      assert.ok(Number(r.old_vmlck_after) <= pinned - MAPS * 4, `the old process's VmLck gave them up: ${all}`);
+      // 3. The old process killed; the new one drives DMA through the same mappings, then owns them enough to unmap.
+      assert.match(String(r.old_status), /SIGKILL|signal: 9/, all);
+      assert.ok(Number(r.new_vmlck_old_dead) >= MAPS * 4, all);
+      assert.equal(num(r.new_pumped, 'landed'), 20, all);
+      assert.equal(num(r.new_pumped, 'missed'), 0, all);
+      assert.equal(num(r.new_pumped, 'unmapped'), MAPS * 4096, all);
+      assert.match(String(r.new_pumped), /after_unmap=false/, all);
+      assert.match(String(r.new_status), /exit status: 0/, all);
+    },
+  },
+];
