@@ -11,6 +11,7 @@ mod device;
 mod dma;
 mod edu;
 mod group;
+mod pin;
 pub mod util;
 
 use crate::case::Case;
@@ -19,6 +20,7 @@ pub fn cases() -> Vec<Case> {
     let mut all = Vec::new();
     all.extend(group::cases());
     all.extend(dma::cases());
+    all.extend(pin::cases());
     all.extend(device::cases());
     all.extend(edu::cases());
     all

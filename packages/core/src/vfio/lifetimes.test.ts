@@ -8,9 +8,10 @@ import { openMockDmaTarget } from '../dma/vfio-target';
 import { VTD_HOST, X86_MSI_WINDOW } from '../dma/target';
 import { HostMemory, PciRegion, VfioError, VfioHost } from './index';
 import { outcome as code } from './lab/support';
+import { HOST_RAM } from './host-ram.test-support';
 
 const EDU = '0000:00:03.0';
-const VA = 0x7000_0000_0000n;
+const VA = HOST_RAM;
 
 async function collect(): Promise<void> {
   const gc = (globalThis as { gc?: () => void }).gc;

@@ -1,6 +1,7 @@
 //! TCE entries: map and unmap (tce_iommu_build_v2, tce_iommu_clear).
 
 use super::{err, MockSpapr};
+use crate::backend::mock::pin::range_mapped;
 use crate::error::Result;
 use crate::uapi::spapr as u;
 
@@ -18,7 +19,9 @@ impl MockSpapr {
     /// `mapped` count (`tce_iommu_unuse_page_v2`).
     pub(super) fn clear(&mut self, num: usize, entry: u64, pages: u64) {
         let table = self.tables[num].as_mut().expect("a table");
-        let gone: Vec<(u64, u32)> = (entry..entry + pages).filter_map(|e| table.tces.remove(&e)).collect();
+        // Only live entries are visited: a window may hold 2^37 TCEs.
+        let keys: Vec<u64> = table.tces.range(entry..entry.saturating_add(pages)).map(|(&k, _)| k).collect();
+        let gone: Vec<(u64, u32)> = keys.iter().filter_map(|e| table.tces.remove(e)).collect();
         let shift = table.page_shift;
         if self.v2 {
             for (ua, _) in gone {
@@ -74,6 +77,13 @@ impl MockSpapr {
                     }
                 }
             } else {
+                // tce_iommu_use_page: v1 pins the page behind each TCE now
+                // (pin_user_pages_fast of one page): EFAULT when unmapped.
+                let host_page = 1u64 << self.profile.host_page_shift;
+                if !range_mapped(ua & !(host_page - 1), host_page) {
+                    self.clear(num, entry, i);
+                    return Err(err(libc::EFAULT, IOCTL));
+                }
                 None
             };
             // tce_page_is_contained: a TCE may not cover more than its page.
