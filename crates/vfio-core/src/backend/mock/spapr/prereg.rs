@@ -11,7 +11,7 @@ impl MockSpapr {
         let size = 1u64 << page_shift;
         self.prereg
             .iter()
-            .position(|m| m.ua <= ua && ua + size <= m.ua + m.size)
+            .position(|m| m.ua <= ua && ua.checked_add(size).is_some_and(|end| end <= m.ua + m.size))
             .filter(|&i| page_shift <= self.prereg[i].pageshift)
     }
 

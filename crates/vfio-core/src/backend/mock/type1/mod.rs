@@ -519,7 +519,9 @@ impl IommuOps for Type1Iommu {
         if argsz < full + caps.bytes.len() {
             info.argsz = (full + caps.bytes.len()) as u32;
         } else {
-            caps.shift_into(bytes, full);
+            if !caps.shift_into(bytes, full) {
+                return Err(Errno(libc::EFAULT));
+            }
             info.cap_offset = full as u32;
         }
         write_pod(bytes, 0, &info, argsz.min(full));
