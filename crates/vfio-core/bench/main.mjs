@@ -8,11 +8,15 @@
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
-const { VfioBackend } = require('../index.js');
+const { VfioBackend, HostMemory } = require('../index.js');
 
 const N = Number(process.env.VFIO_BENCH_ENTRIES ?? 1_000_000);
 const PAGE = 0x1000n;
-const VA = 0x7000_0000_0000n;
+// Maps pin, on the mock as on the kernel: every vaddr must be mapped in this
+// process. One sparse reservation (no memory committed) holds every layout
+// below: the scattered entries span 2 * N pages, the 4 GiB guest 6 GiB.
+const REGION = HostMemory.reserve(BigInt(Math.max(2 * N * 4096, 6 * 2 ** 30)) + 2n ** 30n);
+const VA = (REGION.address + 2n ** 30n - 1n) & ~(2n ** 30n - 1n);
 const IOVA0 = 0x1_0000_0000n; // above 4 GiB: clear of the MSI hole
 const RW = 3;
 

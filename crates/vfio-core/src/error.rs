@@ -294,7 +294,7 @@ mod tests {
         use crate::spapr::SpaprOps;
         let mut m = MockSpapr::new(SpaprProfile::qemu_pseries(), true);
         m.attach_group(1).unwrap();
-        m.register_memory(0x7f00_0000_0000, 0x1000, 0).unwrap();
+        m.register_memory(crate::memory::test_va(), 0x1000, 0).unwrap();
         let rw = crate::uapi::VFIO_DMA_MAP_FLAG_READ | crate::uapi::VFIO_DMA_MAP_FLAG_WRITE;
         let e = m.map_dma(0, 0x7f00_0001_0000, 0x1000, rw).unwrap_err();
         assert_eq!((e.errno, e.iommu), (libc::EINVAL, IommuModel::Spapr));
@@ -308,7 +308,7 @@ mod tests {
         let mut m = MockSpapr::new(SpaprProfile::qemu_pseries(), true);
         m.attach_group(1).unwrap();
         let mut c = TceContainer::new(m, TceVersion::V2, 1, 12).unwrap();
-        let e = c.map(1 << 40, 0x7f00_0000_0000, 0x1000, DmaDirection::ToDevice).unwrap_err();
+        let e = c.map(1 << 40, crate::memory::test_va(), 0x1000, DmaDirection::ToDevice).unwrap_err();
         assert_eq!((e.errno, e.iommu), (libc::ENXIO, IommuModel::Spapr));
         assert!(e.hint().starts_with("no DMA window holds this IOVA"));
     }

@@ -30,6 +30,17 @@ unsafe impl Sync for HostMemory {}
 impl HostMemory {
     /// Maps `len` bytes (rounded up to the page size).
     pub fn new(len: usize) -> Result<Self> {
+        Self::map(len, 0)
+    }
+
+    /// Reserves `len` bytes of address space without committing memory
+    /// for it (MAP_NORESERVE): a sparse region, as a VMM reserves guest RAM
+    /// it populates on demand. Every page is mapped (and pins) all the same.
+    pub fn reserve(len: usize) -> Result<Self> {
+        Self::map(len, libc::MAP_NORESERVE)
+    }
+
+    fn map(len: usize, extra_flags: i32) -> Result<Self> {
         // SAFETY: sysconf has no memory-safety preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
         let len = len.max(1).div_ceil(page) * page;
@@ -40,7 +51,7 @@ impl HostMemory {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra_flags,
                 -1,
                 0,
             )
@@ -99,6 +110,16 @@ impl Drop for HostMemory {
         // outlives `self` (accessors copy).
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
+}
+
+/// For tests: the address of a 64 GiB reserved region, 1 GiB aligned, that
+/// lives as long as the process. Tests place fake guest RAM in it, so what
+/// they map is mapped, as the kernel (and the mock) require.
+#[cfg(test)]
+pub(crate) fn test_va() -> u64 {
+    static REGION: std::sync::OnceLock<HostMemory> = std::sync::OnceLock::new();
+    let m = REGION.get_or_init(|| HostMemory::reserve(65 << 30).expect("reserving 65 GiB of address space"));
+    m.addr().next_multiple_of(1 << 30)
 }
 
 #[cfg(test)]

@@ -139,8 +139,8 @@ mod tests {
     #[test]
     fn a_container_keeps_its_mappings_while_it_lives() {
         let c = Type1Container::open(host(), &[1, 2], VFIO_TYPE1V2_IOMMU).unwrap();
-        c.map_dma(0x1000, 0x7f00_0000_0000, 0x1000, 3).unwrap();
-        assert_eq!(c.map_dma(0x1000, 0x7f00_0000_0000, 0x1000, 3).unwrap_err().errno, libc::EEXIST);
+        c.map_dma(0x1000, crate::memory::test_va(), 0x1000, 3).unwrap();
+        assert_eq!(c.map_dma(0x1000, crate::memory::test_va(), 0x1000, 3).unwrap_err().errno, libc::EEXIST);
         assert_eq!(c.group_ids(), vec![1, 2]);
     }
 
@@ -149,7 +149,7 @@ mod tests {
         let h = host();
         drop(Type1Container::open(h.clone(), &[1], VFIO_TYPE1V2_IOMMU).unwrap());
         let again = Type1Container::open(h, &[1], VFIO_TYPE1V2_IOMMU).unwrap();
-        again.map_dma(0x1000, 0x7f00_0000_0000, 0x1000, 3).unwrap();
+        again.map_dma(0x1000, crate::memory::test_va(), 0x1000, 3).unwrap();
     }
 
     #[test]

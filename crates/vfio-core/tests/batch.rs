@@ -5,10 +5,10 @@ mod common;
 use common::*;
 use vfio_core::{BatchFlags, MockBackend, MockConfig};
 
-const VA: u64 = 0x7000_0000_0000;
+
 
 fn pages(n: u64, iova: u64, stride: u64) -> Vec<[u64; 3]> {
-    (0..n).map(|i| [iova + i * stride, VA + i * stride, 0x1000]).collect()
+    (0..n).map(|i| [iova + i * stride, va() + i * stride, 0x1000]).collect()
 }
 
 #[test]
@@ -35,7 +35,7 @@ fn a_coalesced_batch_uses_one_dma_entry() {
 #[test]
 fn a_failing_entry_is_named_with_its_errno_and_ioctl() {
     let f = Fixture::new(MockConfig::default());
-    f.container.map_dma(0x10_5000, VA, 0x1000, RW).unwrap();
+    f.container.map_dma(0x10_5000, va(), 0x1000, RW).unwrap();
     let e = f.container.map_batch(&pages(8, 0x10_0000, 0x1000), BatchFlags::All(RW)).unwrap_err();
     assert_eq!((e.entry, e.code(), e.ioctl), (Some(5), "EEXIST", "VFIO_IOMMU_MAP_DMA"));
 }
@@ -43,7 +43,7 @@ fn a_failing_entry_is_named_with_its_errno_and_ioctl() {
 #[test]
 fn a_failed_batch_leaves_nothing_mapped() {
     let f = Fixture::new(MockConfig::default());
-    f.container.map_dma(0x10_5000, VA, 0x1000, RW).unwrap();
+    f.container.map_dma(0x10_5000, va(), 0x1000, RW).unwrap();
     let mut batch = pages(4, 0x20_0000, 0x2000); // four separate runs
     batch.extend(pages(8, 0x10_0000, 0x1000)); // then a run that hits 0x10_5000
     f.container.map_batch(&batch, BatchFlags::All(RW)).unwrap_err();
@@ -56,7 +56,7 @@ fn a_failed_batch_leaves_nothing_mapped() {
 fn a_failed_batch_names_an_entry_in_a_later_run() {
     let f = Fixture::new(MockConfig::default());
     let mut batch = pages(4, 0x20_0000, 0x2000);
-    batch.push([0xfee0_0000, VA, 0x1000]);
+    batch.push([0xfee0_0000, va(), 0x1000]);
     let e = f.container.map_batch(&batch, BatchFlags::All(RW)).unwrap_err();
     assert_eq!((e.entry, e.code()), (Some(4), "EINVAL"));
 }
@@ -67,7 +67,7 @@ fn rollback_unmaps_coalesced_runs_with_their_own_extent() {
     // unmap each run exactly as mapped, so the container ends up empty.
     let f = Fixture::new(MockConfig::default());
     let mut batch = pages(16, 0x10_0000, 0x1000);
-    batch.push([0x10_0000, VA, 0x1000]); // overlaps the run just mapped
+    batch.push([0x10_0000, va(), 0x1000]); // overlaps the run just mapped
     let e = f.container.map_batch(&batch, BatchFlags::All(RW)).unwrap_err();
     assert_eq!((e.entry, e.code()), (Some(16), "EEXIST"));
     assert_eq!(f.container.iommu_info().unwrap().dma_avail, Some(65535));
@@ -121,8 +121,8 @@ fn unmap_batch_coalesces_and_reports_the_bytes_unmapped() {
 #[test]
 fn unmap_batch_names_the_entry_that_splits_a_mapping() {
     let f = Fixture::new(MockConfig::default());
-    f.container.map_dma(0x10_0000, VA, 0x1000, RW).unwrap();
-    f.container.map_dma(0x20_0000, VA, 0x4000, RW).unwrap();
+    f.container.map_dma(0x10_0000, va(), 0x1000, RW).unwrap();
+    f.container.map_dma(0x20_0000, va(), 0x4000, RW).unwrap();
     let e = f.container.unmap_batch(&[[0x10_0000, 0x1000], [0x20_0000, 0x1000]]).unwrap_err();
     assert_eq!((e.entry, e.code()), (Some(1), "EINVAL"));
 }
@@ -130,7 +130,7 @@ fn unmap_batch_names_the_entry_that_splits_a_mapping() {
 #[test]
 fn unmap_batch_refuses_a_zero_sized_entry_before_unmapping_anything() {
     let f = Fixture::new(MockConfig::default());
-    f.container.map_dma(0x10_0000, VA, 0x1000, RW).unwrap();
+    f.container.map_dma(0x10_0000, va(), 0x1000, RW).unwrap();
     let e = f.container.unmap_batch(&[[0x10_0000, 0x1000], [0x20_0000, 0]]).unwrap_err();
     assert_eq!((e.entry, e.code()), (Some(1), "EINVAL"));
     assert_eq!(f.container.unmap_dma(0x10_0000, 0x1000).unwrap(), 0x1000);
@@ -139,8 +139,8 @@ fn unmap_batch_refuses_a_zero_sized_entry_before_unmapping_anything() {
 #[test]
 fn the_error_message_names_the_entry_and_the_fix() {
     let f = Fixture::new(MockConfig::default());
-    f.container.map_dma(0x10_0000, VA, 0x1000, RW).unwrap();
-    let e = f.container.map_batch(&[[0x10_0000, VA, 0x1000]], BatchFlags::All(RW)).unwrap_err();
+    f.container.map_dma(0x10_0000, va(), 0x1000, RW).unwrap();
+    let e = f.container.map_batch(&[[0x10_0000, va(), 0x1000]], BatchFlags::All(RW)).unwrap_err();
     let s = e.to_string();
     assert!(s.starts_with("VFIO_IOMMU_MAP_DMA on mock container fd"), "{s}");
     assert!(s.contains("(batch entry 0)") && s.contains("failed with EEXIST: the IOVA range overlaps"), "{s}");
@@ -149,7 +149,7 @@ fn the_error_message_names_the_entry_and_the_fix() {
 #[test]
 fn a_failure_past_the_first_thousand_runs_is_named_and_rolled_back() {
     let f = Fixture::new(MockConfig::default());
-    f.container.map_dma(0x10_0000 + 1500 * 0x2000, VA, 0x1000, RW).unwrap();
+    f.container.map_dma(0x10_0000 + 1500 * 0x2000, va(), 0x1000, RW).unwrap();
     let e = f.container.map_batch(&pages(2000, 0x10_0000, 0x2000), BatchFlags::All(RW)).unwrap_err();
     assert_eq!((e.entry, e.code()), (Some(1500), "EEXIST"));
     assert_eq!(f.container.iommu_info().unwrap().dma_avail, Some(65534));

@@ -44,7 +44,7 @@ fn op() -> impl Strategy<Value = Op> {
                 .scan(0u64, |next, (gap, n)| {
                     let start = if gap % 3 == 0 { *next } else { gap * PG };
                     *next = start + n * PG;
-                    Some([start, 0x7000_0000_0000 + start, n * PG])
+                    Some([start, va() + start, n * PG])
                 })
                 .collect(),
         }),
@@ -136,7 +136,7 @@ proptest! {
         for (i, op) in ops.iter().enumerate() {
             let (got, want) = match op {
                 Op::Map { iova, size, flags } => (
-                    f.container.map_dma(*iova, 0x7000_0000_0000 + *iova, *size, *flags).map(|_| 0).map_err(|e| e.code()),
+                    f.container.map_dma(*iova, va() + *iova, *size, *flags).map(|_| 0).map_err(|e| e.code()),
                     model.map(*iova, *size, *flags),
                 ),
                 Op::Unmap { iova, size } => (f.container.unmap_dma(*iova, *size).map_err(|e| e.code()), model.unmap(*iova, *size)),

@@ -17,6 +17,7 @@ mod case;
 mod edu;
 mod host;
 mod live_handover;
+mod memlock;
 mod mock_host;
 mod report;
 mod spapr;
@@ -169,6 +170,10 @@ mod tests {
     }
 
     fn run_all(topology: Topology) -> Vec<Line> {
+        // A case lowers RLIMIT_MEMLOCK, which is the whole process's: the
+        // runs take turns, as the lab binary runs its cases one at a time.
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let host = LabHost::assigned(topology);
         let backend = mock_host::mock_backend(&host);
         x86::cases()

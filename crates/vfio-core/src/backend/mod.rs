@@ -30,7 +30,7 @@ use crate::uapi::{
 };
 
 pub use kernel::KernelBackend;
-pub use mock::MockBackend;
+pub use mock::{MemlockPolicy, MockBackend};
 pub use mock::config::*;
 pub use mock::profiles::{HostIommuProfile, AMD_HT_HOLE, AMD_VI, SMMUV3, SMMU_MSI_WINDOW, VTD, X86_MSI_WINDOW};
 

@@ -22,6 +22,19 @@ impl HostMemory {
         Ok(Self { inner: Some(crate::HostMemory::new(size as usize).map_err(|e| js_err(env, e))?) })
     }
 
+    /// `size` bytes of address space reserved without committing memory
+    /// (MAP_NORESERVE): sparse guest RAM, populated as it is touched. A
+    /// map pins it all the same (the mock and the kernel both need every
+    /// page mapped).
+    #[napi(factory)]
+    pub fn reserve(env: &Env, size: BigInt) -> Result<Self> {
+        let (_, len, lossless) = size.get_u64();
+        if !lossless || len > isize::MAX as u64 {
+            return Err(js_err(env, crate::Error::new(libc::EINVAL, "mmap", "host memory").with_detail(format!("size {size:?} is not a byte count"))));
+        }
+        Ok(Self { inner: Some(crate::HostMemory::reserve(len as usize).map_err(|e| js_err(env, e))?) })
+    }
+
     fn mem(&self, env: &Env) -> Result<&crate::HostMemory> {
         self.inner.as_ref().ok_or_else(|| {
             js_err(env, crate::Error::new(libc::EBADF, "memory access", "host memory").with_detail("already freed"))
@@ -35,8 +48,8 @@ impl HostMemory {
     }
 
     #[napi(getter)]
-    pub fn size(&self, env: &Env) -> Result<u32> {
-        Ok(self.mem(env)?.len() as u32)
+    pub fn size(&self, env: &Env) -> Result<f64> {
+        Ok(self.mem(env)?.len() as f64)
     }
 
     #[napi]

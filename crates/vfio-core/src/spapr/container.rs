@@ -437,7 +437,9 @@ mod tests {
     use super::*;
     use crate::backend::mock::spapr::{MockSpapr, SpaprProfile};
 
-    const MEM: u64 = 0x7f00_0000_0000;
+    fn mem() -> u64 {
+        crate::memory::test_va()
+    }
 
     fn v2() -> TceContainer<MockSpapr> {
         let mut m = MockSpapr::new(SpaprProfile::qemu_pseries(), true);
@@ -459,9 +461,9 @@ mod tests {
     #[test]
     fn a_map_running_past_the_window_end_is_refused_with_erange_before_the_kernel() {
         let mut c = v2();
-        c.register(MEM, 0x2000).unwrap();
+        c.register(mem(), 0x2000).unwrap();
         // The mock panics if this reaches it, as 6.12 oopses.
-        assert_eq!(refused_errno(c.map(0x3fff_f000, MEM, 0x2000, DmaDirection::Bidirectional)), libc::ERANGE);
+        assert_eq!(refused_errno(c.map(0x3fff_f000, mem(), 0x2000, DmaDirection::Bidirectional)), libc::ERANGE);
     }
 
     #[test]
@@ -473,64 +475,64 @@ mod tests {
     #[test]
     fn a_map_in_no_window_is_refused_with_enxio() {
         let mut c = v2();
-        c.register(MEM, 0x1000).unwrap();
-        assert_eq!(refused_errno(c.map(1 << 40, MEM, 0x1000, DmaDirection::ToDevice)), libc::ENXIO);
+        c.register(mem(), 0x1000).unwrap();
+        assert_eq!(refused_errno(c.map(1 << 40, mem(), 0x1000, DmaDirection::ToDevice)), libc::ENXIO);
     }
 
     #[test]
     fn a_map_of_unregistered_memory_is_refused_with_einval() {
         let mut c = v2();
-        c.register(MEM, 0x1000).unwrap();
-        assert_eq!(refused_errno(c.map(0, MEM, 0x2000, DmaDirection::ToDevice)), libc::EINVAL);
+        c.register(mem(), 0x1000).unwrap();
+        assert_eq!(refused_errno(c.map(0, mem(), 0x2000, DmaDirection::ToDevice)), libc::EINVAL);
     }
 
     #[test]
     fn a_map_across_two_adjacent_registrations_is_issued() {
         let mut c = v2();
-        c.register(MEM, 0x1000).unwrap();
-        c.register(MEM + 0x1000, 0x1000).unwrap();
-        c.map(0, MEM, 0x2000, DmaDirection::Bidirectional).unwrap();
-        assert_eq!(c.ops_mut().tce_at(0x1000), Some((MEM + 0x1000, 3)));
+        c.register(mem(), 0x1000).unwrap();
+        c.register(mem() + 0x1000, 0x1000).unwrap();
+        c.map(0, mem(), 0x2000, DmaDirection::Bidirectional).unwrap();
+        assert_eq!(c.ops_mut().tce_at(0x1000), Some((mem() + 0x1000, 3)));
     }
 
     #[test]
     fn a_map_overlapping_a_live_mapping_is_refused_with_eexist() {
         let mut c = v2();
-        c.register(MEM, 0x2000).unwrap();
-        c.map(0, MEM, 0x2000, DmaDirection::Bidirectional).unwrap();
-        assert_eq!(refused_errno(c.map(0x1000, MEM, 0x1000, DmaDirection::Bidirectional)), libc::EEXIST);
+        c.register(mem(), 0x2000).unwrap();
+        c.map(0, mem(), 0x2000, DmaDirection::Bidirectional).unwrap();
+        assert_eq!(refused_errno(c.map(0x1000, mem(), 0x1000, DmaDirection::Bidirectional)), libc::EEXIST);
     }
 
     #[test]
     fn a_map_misaligned_to_the_tce_size_is_refused_with_einval() {
         let mut c = v2();
-        c.register(MEM, 0x2000).unwrap();
-        assert_eq!(refused_errno(c.map(0x800, MEM, 0x1000, DmaDirection::Bidirectional)), libc::EINVAL);
+        c.register(mem(), 0x2000).unwrap();
+        assert_eq!(refused_errno(c.map(0x800, mem(), 0x1000, DmaDirection::Bidirectional)), libc::EINVAL);
     }
 
     #[test]
     fn unregister_while_mapped_is_refused_with_ebusy() {
         let mut c = v2();
-        c.register(MEM, 0x1000).unwrap();
-        c.map(0, MEM, 0x1000, DmaDirection::FromDevice).unwrap();
-        assert_eq!(refused_errno(c.unregister(MEM, 0x1000)), libc::EBUSY);
+        c.register(mem(), 0x1000).unwrap();
+        c.map(0, mem(), 0x1000, DmaDirection::FromDevice).unwrap();
+        assert_eq!(refused_errno(c.unregister(mem(), 0x1000)), libc::EBUSY);
     }
 
     #[test]
     fn unregister_after_unmap_leaks_nothing() {
         let mut c = v2();
-        c.register(MEM, 0x1000).unwrap();
-        c.map(0, MEM, 0x1000, DmaDirection::FromDevice).unwrap();
+        c.register(mem(), 0x1000).unwrap();
+        c.map(0, mem(), 0x1000, DmaDirection::FromDevice).unwrap();
         c.unmap(0, 0x1000).unwrap();
-        c.unregister(MEM, 0x1000).unwrap();
+        c.unregister(mem(), 0x1000).unwrap();
         assert_eq!(c.ops_mut().leaked_registrations(), 0);
     }
 
     #[test]
     fn release_unmaps_before_it_unregisters() {
         let mut c = v2();
-        c.register(MEM, 0x2000).unwrap();
-        c.map(0, MEM, 0x2000, DmaDirection::Bidirectional).unwrap();
+        c.register(mem(), 0x2000).unwrap();
+        c.map(0, mem(), 0x2000, DmaDirection::Bidirectional).unwrap();
         c.release().unwrap();
         assert_eq!((c.ops_mut().leaked_registrations(), c.mappings().count()), (0, 0));
     }
@@ -538,11 +540,11 @@ mod tests {
     #[test]
     fn a_partial_unmap_keeps_the_rest_of_the_mapping_tracked() {
         let mut c = v2();
-        c.register(MEM, 0x3000).unwrap();
-        c.map(0, MEM, 0x3000, DmaDirection::Bidirectional).unwrap();
+        c.register(mem(), 0x3000).unwrap();
+        c.map(0, mem(), 0x3000, DmaDirection::Bidirectional).unwrap();
         c.unmap(0x1000, 0x1000).unwrap();
         let left: Vec<(u64, u64, u64)> = c.mappings().map(|m| (m.iova, m.vaddr, m.size)).collect();
-        assert_eq!(left, vec![(0, MEM, 0x1000), (0x2000, MEM + 0x2000, 0x1000)]);
+        assert_eq!(left, vec![(0, mem(), 0x1000), (0x2000, mem() + 0x2000, 0x1000)]);
     }
 
     #[test]
@@ -554,9 +556,9 @@ mod tests {
     fn a_64_bit_window_lands_at_the_ddw_address_and_takes_maps() {
         let mut c = v2();
         let w = c.create_window(12, 1 << 31).unwrap();
-        c.register(MEM, 0x1000).unwrap();
-        c.map(w.start, MEM, 0x1000, DmaDirection::Bidirectional).unwrap();
-        assert_eq!((w.start, c.ops_mut().tce_at(1 << 59)), (1 << 59, Some((MEM, 3))));
+        c.register(mem(), 0x1000).unwrap();
+        c.map(w.start, mem(), 0x1000, DmaDirection::Bidirectional).unwrap();
+        assert_eq!((w.start, c.ops_mut().tce_at(1 << 59)), (1 << 59, Some((mem(), 3))));
     }
 
     #[test]
@@ -580,8 +582,8 @@ mod tests {
     fn removing_a_window_forgets_its_mappings() {
         let mut c = v2();
         let w = c.create_window(12, 1 << 30).unwrap();
-        c.register(MEM, 0x1000).unwrap();
-        c.map(w.start, MEM, 0x1000, DmaDirection::Bidirectional).unwrap();
+        c.register(mem(), 0x1000).unwrap();
+        c.map(w.start, mem(), 0x1000, DmaDirection::Bidirectional).unwrap();
         c.remove_window(w.start).unwrap();
         assert_eq!((c.mappings().count(), c.windows().len()), (0, 1));
     }
@@ -662,7 +664,7 @@ mod tests {
         let mut m = MockSpapr::new(SpaprProfile::qemu_pseries(), false);
         m.attach_group(1).unwrap();
         let mut c = TceContainer::new(m, TceVersion::V1, 1, 12).unwrap();
-        assert_eq!(refused_errno(c.register(MEM, 0x1000)), libc::ENOTTY);
+        assert_eq!(refused_errno(c.register(mem(), 0x1000)), libc::ENOTTY);
     }
 
     #[test]
@@ -670,8 +672,8 @@ mod tests {
         let mut m = MockSpapr::new(SpaprProfile::qemu_pseries(), false);
         m.attach_group(1).unwrap();
         let mut c = TceContainer::new(m, TceVersion::V1, 1, 12).unwrap();
-        c.map(0x1000, MEM, 0x1000, DmaDirection::ToDevice).unwrap();
-        assert_eq!(c.ops_mut().tce_at(0x1000), Some((MEM, 1)));
+        c.map(0x1000, mem(), 0x1000, DmaDirection::ToDevice).unwrap();
+        assert_eq!(c.ops_mut().tce_at(0x1000), Some((mem(), 1)));
     }
 }
 
@@ -685,7 +687,9 @@ mod properties {
     use crate::backend::mock::spapr::{MockSpapr, SpaprProfile};
 
     const PAGES: u64 = 64;
-    const MEM: u64 = 0x7f00_0000_0000;
+    fn mem() -> u64 {
+        crate::memory::test_va()
+    }
 
     #[derive(Debug, Clone)]
     enum Op {
@@ -712,18 +716,18 @@ mod properties {
             let mut m = MockSpapr::new(profile, true);
             m.attach_group(1).unwrap();
             let mut c = TceContainer::new(m, TceVersion::V2, 1, 12).unwrap();
-            c.register(MEM, (PAGES + 8) << 12).unwrap();
+            c.register(mem(), (PAGES + 8) << 12).unwrap();
             let mut model: BTreeMap<u64, u64> = BTreeMap::new();
             for op in ops {
                 match op {
                     Op::Map { page, pages } => {
                         let inside = page + pages <= PAGES;
                         let free = (page..page + pages).all(|p| !model.contains_key(&p));
-                        let r = c.map(page << 12, MEM + (page << 12), pages << 12, DmaDirection::Bidirectional);
+                        let r = c.map(page << 12, mem() + (page << 12), pages << 12, DmaDirection::Bidirectional);
                         prop_assert_eq!(r.is_ok(), inside && free, "map {}+{}: {:?}", page, pages, r);
                         if r.is_ok() {
                             for p in page..page + pages {
-                                model.insert(p, MEM + (p << 12));
+                                model.insert(p, mem() + (p << 12));
                             }
                         }
                     }

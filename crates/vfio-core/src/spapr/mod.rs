@@ -226,10 +226,10 @@ mod tests {
         let c = v2_container(&backend, &group);
         let mut ops = ops_for(&c);
         let mut tce = TceContainer::new(&mut *ops, TceVersion::V2, 0, 12).unwrap();
-        tce.register(0x7f00_0000_0000, 0x1000).unwrap();
-        tce.map(0x2000, 0x7f00_0000_0000, 0x1000, DmaDirection::ToDevice).unwrap();
+        tce.register(crate::memory::test_va(), 0x1000).unwrap();
+        tce.map(0x2000, crate::memory::test_va(), 0x1000, DmaDirection::ToDevice).unwrap();
         let seen = backend.with_iommu(c.raw_fd(), |i| (i.translate(0x2010, false), i.translate(0x2010, true))).unwrap();
-        assert_eq!(seen, (Some((0x7f00_0000_0010, 0xff0)), None));
+        assert_eq!(seen, (Some((crate::memory::test_va() + 0x10, 0xff0)), None));
     }
 
     #[test]
@@ -245,8 +245,8 @@ mod tests {
     fn a_pe_container_owns_its_group_and_maps_through_the_safety_checks() {
         let backend = pseries(1);
         let mut tce = TceContainer::open(backend.clone(), 0, TceVersion::V2).unwrap();
-        tce.register(0x7f00_0000_0000, 0x2000).unwrap();
-        let e = tce.map(0x3fff_f000, 0x7f00_0000_0000, 0x2000, DmaDirection::Bidirectional).unwrap_err();
+        tce.register(crate::memory::test_va(), 0x2000).unwrap();
+        let e = tce.map(0x3fff_f000, crate::memory::test_va(), 0x2000, DmaDirection::Bidirectional).unwrap_err();
         assert_eq!((e.errno, tce.ops_mut().group().id()), (libc::ERANGE, 0));
     }
 

@@ -9,6 +9,13 @@ use vfio_core::{Backend, Container, Group, MockBackend, MockConfig};
 
 pub const EDU: &str = "0000:00:03.0";
 
+/// The address of a 64 GiB reserved region (1 GiB aligned, never freed):
+/// host memory for maps, which must be mapped in this process.
+pub fn va() -> u64 {
+    static REGION: std::sync::OnceLock<vfio_core::HostMemory> = std::sync::OnceLock::new();
+    REGION.get_or_init(|| vfio_core::HostMemory::reserve(65 << 30).expect("reserving 65 GiB of address space")).addr().next_multiple_of(1 << 30)
+}
+
 pub fn host(config: MockConfig) -> Arc<dyn Backend> {
     Arc::new(MockBackend::new(config))
 }

@@ -12,6 +12,7 @@ mod dma;
 mod edu;
 mod group;
 mod live;
+mod pin;
 pub mod util;
 
 use crate::case::Case;
@@ -20,6 +21,7 @@ pub fn cases() -> Vec<Case> {
     let mut all = Vec::new();
     all.extend(group::cases());
     all.extend(dma::cases());
+    all.extend(pin::cases());
     all.extend(device::cases());
     all.extend(edu::cases());
     all.extend(live::cases());

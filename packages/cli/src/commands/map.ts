@@ -13,7 +13,7 @@ import {
   assertPlanOk,
   planAssignment,
   identityEntry,
-  placeRam,
+  reserveGuestRam,
   q35Layout,
   HostMemory,
   GroupNotViableError,
@@ -93,6 +93,11 @@ function backWithHostMemory(layout: GuestMemoryLayout): { layout: GuestMemoryLay
   return { layout: { ...layout, regions }, memories };
 }
 
+function reservedFor(layout: GuestMemoryLayout): { layout: GuestMemoryLayout; memories: HostMemory[] } {
+  const r = reserveGuestRam(layout);
+  return { layout: r.layout, memories: [r.memory] };
+}
+
 /**
  * Map `layout` at IOVA = GPA into one container holding `groups` of the host
  * (core's openHostContainer decides they may join one and opens it), then
@@ -114,8 +119,9 @@ export async function identityMapRun(ctx: { out: Output; signal?: AbortSignal },
       `use at most ${opened.info.dmaEntryLimit} regions, or raise vfio_iommu_type1's dma_entry_limit module parameter`,
     );
   }
-  // The mock checks addresses but pins nothing, so any layout can be simulated; the kernel needs real memory.
-  const backed = backend === 'kernel' ? backWithHostMemory(layout) : { layout: placeRam(layout), memories: [] };
+  // Both pin what they map: the kernel gets committed memory in pieces; the
+  // mock one sparse reservation, so any guest size can be simulated.
+  const backed = backend === 'kernel' ? backWithHostMemory(layout) : reservedFor(layout);
   try {
     const t0 = process.hrtime.bigint();
     const placed = backed.layout;

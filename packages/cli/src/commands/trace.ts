@@ -10,7 +10,7 @@ import { Command, Option } from 'commander';
 import {
   annotateUnits,
   openMockDmaTarget,
-  placeRam,
+  reserveGuestRam,
   q35Layout,
   qemuMemoryFromHeader,
   readTrace,
@@ -109,7 +109,8 @@ export function replayFile(file: string, opts: ReplayOptions, onProgress?: (done
   if (ram === undefined) {
     throw new CliError('TRACE_NO_RAM', `${file} does not say how much RAM the guest had`, ExitCode.InvalidInput, 'give it with --memory SIZE (the guest\'s -m)');
   }
-  const layout = placeRam(ram);
+  // Maps pin, on the mock too: the guest's RAM is a sparse reservation.
+  const { layout, memory } = reserveGuestRam(ram);
   // The guest starts with its IOMMU as the trace says, or as a VT-d guest boots: present, not yet enabled.
   const iommu: GuestIommuCaps & { enabled: boolean } =
     trace.iommu && trace.iommu.kind !== 'none' && trace.iommu.kind !== 'spapr-tce' ? trace.iommu : vtdIommu({ enabled: false });
@@ -124,14 +125,20 @@ export function replayFile(file: string, opts: ReplayOptions, onProgress?: (done
   // A replay sees the future: maps that one later unmap removes whole may
   // share a host mapping (dma's annotateUnits), which a live guest cannot tell.
   const replayed = opts.merge === false ? trace : { ...trace, ops: annotateUnits(trace.ops) };
-  const result = replayTrace({
-    trace: replayed,
-    layout,
-    iommu,
-    host: VTD_HOST,
-    groups,
-    ...(onProgress ? { afterOp: (i: number) => (i % step === 0 || i === total - 1 ? onProgress(i + 1, total) : undefined) } : {}),
-  });
+  let result: ReturnType<typeof replayTrace>;
+  try {
+    result = replayTrace({
+      trace: replayed,
+      layout,
+      iommu,
+      host: VTD_HOST,
+      groups,
+      ...(onProgress ? { afterOp: (i: number) => (i % step === 0 || i === total - 1 ? onProgress(i + 1, total) : undefined) } : {}),
+    });
+  } finally {
+    // Released at once rather than at collection: the replay is done with it.
+    memory.free();
+  }
   const finalEntries: Record<number, number> = {};
   for (const id of ids) finalEntries[id] = result.translator.container(id).size;
   return {

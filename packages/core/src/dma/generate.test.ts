@@ -10,12 +10,13 @@ import { formatTrace, readTrace } from './trace-format';
 import { Type1Model } from './type1-model';
 import { openMockDmaTarget } from './vfio-target';
 import { applyToReference, GuestReference, pageView, sameView } from './testing.test-support';
+import { HOST_RAM } from '../vfio/host-ram.test-support';
 
 const group = { id: 1, reservedRegions: [X86_MSI_WINDOW] };
 
 /** Replay with one assigned group, comparing the container with the guest after every invalidation (each op for each-op traces). */
 function replayChecked(trace: DmaTrace, enabled: boolean): { ok: boolean; ops: number; calls: number } {
-  const layout = placeRam(trace.memory!);
+  const layout = placeRam(trace.memory!, HOST_RAM);
   const model = new Type1Model(VTD_HOST, openMockDmaTarget(VTD_HOST, [group]));
   const ref = new GuestReference(layout, enabled);
   let ok = true;

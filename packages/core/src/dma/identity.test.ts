@@ -6,6 +6,7 @@ import { VTD_HOST, X86_MSI_WINDOW } from './target';
 import { Type1Model } from './type1-model';
 import { openMockDmaTarget } from './vfio-target';
 import { DmaTargetError, IovaCollisionError, InvalidLayoutError } from './errors';
+import { HOST_RAM } from '../vfio/host-ram.test-support';
 
 const GiB = 1n << 30n;
 const group = { id: 12, reservedRegions: [X86_MSI_WINDOW] };
@@ -18,7 +19,7 @@ function setup() {
 
 test('an 8 GiB q35 guest is identity-mapped in one batched call', (t) => {
   const { model, container, map } = setup();
-  map.mapAll(placeRam(q35Layout(8n * GiB)));
+  map.mapAll(placeRam(q35Layout(8n * GiB), HOST_RAM));
   t.is(container.stats.calls, 1);
   t.deepEqual(
     model.mappings().map((m) => [m.iova, m.size]),
@@ -31,7 +32,7 @@ test('an 8 GiB q35 guest is identity-mapped in one batched call', (t) => {
 
 test('RAM reaching into the MSI window is refused naming the region and the window, and nothing is mapped', (t) => {
   const { model, map } = setup();
-  const layout = placeRam({ regions: [{ name: 'ram-below-4g', gpa: 0n, size: 0xff000000n, source: 'boot' }] });
+  const layout = placeRam({ regions: [{ name: 'ram-below-4g', gpa: 0n, size: 0xff000000n, source: 'boot' }] }, HOST_RAM);
   const err = t.throws(() => map.mapAll(layout), { instanceOf: IovaCollisionError });
   t.is(
     err.collisions[0],
@@ -42,7 +43,7 @@ test('RAM reaching into the MSI window is refused naming the region and the wind
 
 test('RAM above the host IOVA ranges is refused as outside them', (t) => {
   const { map } = setup();
-  const layout = placeRam({ regions: [{ name: 'ram-above-4g', gpa: 1n << 39n, size: GiB, source: 'boot' }] });
+  const layout = placeRam({ regions: [{ name: 'ram-above-4g', gpa: 1n << 39n, size: GiB, source: 'boot' }] }, HOST_RAM);
   const err = t.throws(() => map.mapAll(layout), { instanceOf: IovaCollisionError });
   t.is(
     err.collisions[0],
@@ -52,8 +53,8 @@ test('RAM above the host IOVA ranges is refused as outside them', (t) => {
 
 test('a hot-plugged DIMM is mapped by one call and unmapped by one call', (t) => {
   const { model, container, map } = setup();
-  map.mapAll(placeRam(q35Layout(2n * GiB)));
-  map.plug({ name: 'dimm0', gpa: 8n * GiB, size: GiB, source: 'hotplug', hva: 0x7e0000000000n });
+  map.mapAll(placeRam(q35Layout(2n * GiB), HOST_RAM));
+  map.plug({ name: 'dimm0', gpa: 8n * GiB, size: GiB, source: 'hotplug', hva: HOST_RAM + 32n * GiB });
   t.deepEqual(model.mappings().map((m) => m.iova), [0n, 8n * GiB]);
   map.unplug('dimm0');
   t.deepEqual(model.mappings().map((m) => m.iova), [0n]);
@@ -62,16 +63,16 @@ test('a hot-plugged DIMM is mapped by one call and unmapped by one call', (t) =>
 
 test('a DIMM contiguous with boot RAM in both address spaces is kept a separate mapping so it can be unplugged', (t) => {
   const { model, map } = setup();
-  const boot = { name: 'ram-below-4g', gpa: 0n, size: GiB, source: 'boot' as const, hva: 0x7f0000000000n };
+  const boot = { name: 'ram-below-4g', gpa: 0n, size: GiB, source: 'boot' as const, hva: HOST_RAM };
   map.mapAll({ regions: [boot] });
-  map.plug({ name: 'dimm0', gpa: GiB, size: GiB, source: 'hotplug', hva: 0x7f0000000000n + GiB });
+  map.plug({ name: 'dimm0', gpa: GiB, size: GiB, source: 'hotplug', hva: HOST_RAM + GiB });
   map.unplug('dimm0');
   t.deepEqual(model.mappings().map((m) => [m.iova, m.size]), [[0n, GiB]]);
 });
 
 test('boot RAM cannot be unplugged', (t) => {
   const { map } = setup();
-  map.mapAll(placeRam(q35Layout(GiB)));
+  map.mapAll(placeRam(q35Layout(GiB), HOST_RAM));
   t.throws(() => map.unplug('ram-below-4g'), { instanceOf: InvalidLayoutError, message: /is boot memory/ });
 });
 
@@ -80,7 +81,7 @@ test('a map the kernel refuses surfaces as DmaTargetError with the errno, and th
   const target = openMockDmaTarget(VTD_HOST, [group]);
   const container = new ContainerMappings('container 0', target, VTD_HOST.dmaEntryLimit);
   const map = new IdentityMap(container, { ...VTD_HOST, iovaRanges: [{ start: 0n, size: 1n << 39n }] }, []);
-  const layout = placeRam({ regions: [{ name: 'ram-below-4g', gpa: 0n, size: 0xff000000n, source: 'boot' }] });
+  const layout = placeRam({ regions: [{ name: 'ram-below-4g', gpa: 0n, size: 0xff000000n, source: 'boot' }] }, HOST_RAM);
   const err = t.throws(() => map.mapAll(layout), { instanceOf: DmaTargetError });
   t.deepEqual([err.errno, container.size], ['EINVAL', 0]);
 });
@@ -89,6 +90,6 @@ test('a guest without an IOMMU maps its RAM once into one container shared by al
   const g13 = { id: 13, reservedRegions: [X86_MSI_WINDOW] };
   const model = new Type1Model(VTD_HOST, openMockDmaTarget(VTD_HOST, [group, g13]));
   const container = new ContainerMappings('shared container', model, VTD_HOST.dmaEntryLimit);
-  new IdentityMap(container, VTD_HOST, [group, g13]).mapAll(placeRam(q35Layout(4n * GiB)));
+  new IdentityMap(container, VTD_HOST, [group, g13]).mapAll(placeRam(q35Layout(4n * GiB), HOST_RAM));
   t.deepEqual([container.stats.calls, model.mappings().length, model.disagreements], [1, 2, []]);
 });

@@ -2,6 +2,7 @@
 export * from './guest';
 export * from './errors';
 export * from './layout';
+export * from './sparse-ram';
 export * from './target';
 export * from './ops';
 export * from './collisions';

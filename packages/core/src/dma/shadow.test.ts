@@ -7,12 +7,13 @@ import { ShadowTranslator, type SyncMode } from './shadow';
 import { VTD_HOST, X86_MSI_WINDOW, type DmaTarget, type HostIommuInfo } from './target';
 import { Type1Model } from './type1-model';
 import { openMockDmaTarget } from './vfio-target';
+import { HOST_RAM } from '../vfio/host-ram.test-support';
 import { GuestReference, pageView, sameView, within, P } from './testing.test-support';
 
 const layout: GuestMemoryLayout = {
   regions: [
-    { name: 'low', gpa: 0n, size: 64n * P, source: 'boot', hva: 0x10000000n },
-    { name: 'high', gpa: 0x100000n, size: 64n * P, source: 'boot', hva: 0x20000000n },
+    { name: 'low', gpa: 0n, size: 64n * P, source: 'boot', hva: HOST_RAM + 0x10000000n },
+    { name: 'high', gpa: 0x100000n, size: 64n * P, source: 'boot', hva: HOST_RAM + 0x20000000n },
   ],
 };
 const group = { id: 7, reservedRegions: [X86_MSI_WINDOW] };
@@ -49,7 +50,7 @@ test('a guest map becomes one host map of the same IOVA at the host address of i
   const { tr, model } = setup();
   tr.apply(attach);
   tr.apply(map(0xfffff000n, 0x2000n, P));
-  t.deepEqual(model.mappings(), [{ iova: 0xfffff000n, size: P, vaddr: 0x10002000n, flags: 3 }]);
+  t.deepEqual(model.mappings(), [{ iova: 0xfffff000n, size: P, vaddr: HOST_RAM + 0x10002000n, flags: 3 }]);
 });
 
 test('one guest unmap covering several guest maps is one host call', (t) => {
@@ -129,8 +130,8 @@ test('a guest unmap of part of one of its maps unmaps the host entry and maps ba
   t.deepEqual(
     model.mappings().map((m) => [m.iova, m.size, m.vaddr]),
     [
-      [0x10000n, P, 0x10000000n],
-      [0x12000n, 2n * P, 0x10002000n],
+      [0x10000n, P, HOST_RAM + 0x10000000n],
+      [0x12000n, 2n * P, HOST_RAM + 0x10002000n],
     ],
   );
 });
@@ -140,7 +141,7 @@ test('the same guest page mapped at two IOVAs is two host mappings and holds a r
   tr.apply(attach);
   tr.apply(map(0x10000n, 0x5000n, P));
   tr.apply(map(0x20000n, 0x5000n, P));
-  t.deepEqual(model.mappings().map((m) => m.vaddr), [0x10005000n, 0x10005000n]);
+  t.deepEqual(model.mappings().map((m) => m.vaddr), [HOST_RAM + 0x10005000n, HOST_RAM + 0x10005000n]);
   t.is(tr.referencesTo('low'), 2);
 });
 
@@ -357,11 +358,11 @@ test('a guest map crossing from one RAM region into a hole is refused', (t) => {
 test('a DIMM plugged while translation is off is mapped at once, and again when translation goes off later', (t) => {
   const { tr, model } = setup({ enabled: false });
   tr.apply(attach);
-  tr.plug({ name: 'dimm0', gpa: 0x200000n, size: 16n * P, source: 'hotplug', hva: 0x30000000n });
+  tr.plug({ name: 'dimm0', gpa: 0x200000n, size: 16n * P, source: 'hotplug', hva: HOST_RAM + 0x30000000n });
   t.deepEqual(model.mappings().map((m) => m.iova), [0n, 0x100000n, 0x200000n]);
   tr.apply({ op: 'enable' });
   tr.apply(map(0x10000n, 0x200000n, P));
-  t.deepEqual(model.mappings().map((m) => [m.iova, m.vaddr]), [[0x10000n, 0x30000000n]]);
+  t.deepEqual(model.mappings().map((m) => [m.iova, m.vaddr]), [[0x10000n, HOST_RAM + 0x30000000n]]);
   tr.apply(unmap(0x10000n, P));
   tr.apply({ op: 'disable' });
   t.deepEqual(model.mappings().map((m) => m.iova), [0n, 0x100000n, 0x200000n]);
@@ -369,7 +370,7 @@ test('a DIMM plugged while translation is off is mapped at once, and again when 
 
 test('an unplugged DIMM leaves the identity map with one unmap', (t) => {
   const { tr, model } = setup({ enabled: false });
-  tr.plug({ name: 'dimm0', gpa: 0x200000n, size: 16n * P, source: 'hotplug', hva: 0x30000000n });
+  tr.plug({ name: 'dimm0', gpa: 0x200000n, size: 16n * P, source: 'hotplug', hva: HOST_RAM + 0x30000000n });
   const before = tr.container(7).stats.calls;
   tr.unplug('dimm0');
   t.deepEqual([model.mappings().map((m) => m.iova), tr.container(7).stats.calls - before], [[0n, 0x100000n], 1]);

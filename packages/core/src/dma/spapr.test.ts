@@ -5,9 +5,10 @@ import { VfioError, VfioHost } from '../vfio/index';
 import { spaprTargetOf } from './vfio-target';
 import { SPAPR_DMA64_START, spaprTceIommu, type GuestMemoryLayout } from './guest';
 import { planSpaprBridges, SpaprGuestDma, SpaprPeTranslator, spaprLiobn, type SpaprCall, type SpaprTarget } from './spapr';
+import { HOST_RAM } from '../vfio/host-ram.test-support';
 
 const MiB = 1n << 20n;
-const layout: GuestMemoryLayout = { regions: [{ name: 'ram', gpa: 0n, size: 256n * MiB, source: 'boot', hva: 0x7f0000000000n }] };
+const layout: GuestMemoryLayout = { regions: [{ name: 'ram', gpa: 0n, size: 256n * MiB, source: 'boot', hva: HOST_RAM }] };
 
 /** A v2 container that follows the kernel's rules and logs each call; a map past a window's end fails the test. */
 class FakeTce implements SpaprTarget {
@@ -104,7 +105,7 @@ test('overwriting a valid TCE unmaps the old page before mapping the new one', (
   tr.apply({ call: 'H_PUT_TCE', liobn: phb.liobn32, ioba: 0x1000n, tce: 0x1003n });
   tr.apply({ call: 'H_PUT_TCE', liobn: phb.liobn32, ioba: 0x1000n, tce: 0x2001n });
   t.deepEqual(fake.log, ['map 1000+1000', 'unmap 1000+1000', 'map 1000+1000']);
-  t.is(fake.maps.get(0x1000n)!.vaddr, 0x7f0000002000n);
+  t.is(fake.maps.get(0x1000n)!.vaddr, HOST_RAM + 0x2000n);
 });
 
 test('TCEs running past the end of the window are refused before any host call', (t) => {
@@ -162,7 +163,7 @@ test('on the sPAPR mock the guest default window replaces the host one and TCE p
   tr.apply({ call: 'H_PUT_TCE_INDIRECT', liobn: phb.liobn32, ioba: 0x10000n, tces: [0x1003n, 0x2003n, 0x3003n] });
   t.deepEqual(container.windows(), [{ start: 0n, size: 1n << 30n, pageShift: 12 }]);
   // The mock holds the TCEs: a second map there is EEXIST.
-  t.is(t.throws(() => container.map(0x11000n, 0x7f0000001000n, 0x1000n), { instanceOf: VfioError })?.code, 'EEXIST');
+  t.is(t.throws(() => container.map(0x11000n, HOST_RAM + 0x1000n, 0x1000n), { instanceOf: VfioError })?.code, 'EEXIST');
 });
 
 test('on the sPAPR mock the guest 64-bit window is created where QEMU puts it, mapped, and torn down in order', (t) => {
@@ -255,7 +256,7 @@ test('after every random TCE hypercall the sPAPR mock holds exactly the guest\'s
         } else if (!fits) {
           if (!throwsOf(() => tr.apply(op), GuestOpError)) return false;
         } else if (!throwsOf(() => tr.apply(op), HostRefusalError)) return false;
-        const expected = new Map([...guest].map(([k, x]) => [k, `${0x7f0000000000n + (x & ~0xfffn)}/${x & 3n}`]));
+        const expected = new Map([...guest].map(([k, x]) => [k, `${HOST_RAM + (x & ~0xfffn)}/${x & 3n}`]));
         if (expected.size !== live.size || [...expected].some(([k, v]) => live.get(k) !== v)) return false;
       }
       tr.close();

@@ -20,6 +20,7 @@ import {
   sameView,
   within,
 } from './testing.test-support';
+import { HOST_RAM } from '../vfio/host-ram.test-support';
 
 const excerpt = fs.readFileSync(fixturePath('e1000e-strict-6.1-phase1.txt'), 'utf8');
 const E1000E = '0000:00:02.0';
@@ -67,7 +68,7 @@ test('the recording header gives the guest RAM size from QEMU\'s -m', (t) => {
 /** Replay with group 2 (e1000e) assigned, checking the container against an independent guest reference. */
 function replayAndCheck(text: string) {
   const { trace } = importLinuxTrace(text, { device: E1000E });
-  const layout = placeRam(q35Layout(qemuMemoryFromHeader(text)!));
+  const layout = placeRam(q35Layout(qemuMemoryFromHeader(text)!), HOST_RAM);
   const e1000eGroup = { id: 2, reservedRegions: [X86_MSI_WINDOW] };
   const model = new Type1Model(VTD_HOST, openMockDmaTarget(VTD_HOST, [e1000eGroup]));
   const ref = new GuestReference(layout, false);

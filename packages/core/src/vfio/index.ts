@@ -400,13 +400,19 @@ export class MappedRegion {
 /**
  * Page-aligned memory of this process with a stable address, to map for DMA
  * and to read what a device wrote. Keep it alive while a mapping refers to
- * it; `free()` releases it at once.
+ * it; `free()` releases it at once. A map pins it (on the mock as on the
+ * kernel): an address not mapped in this process fails with EFAULT.
  */
 export class HostMemory {
   private readonly native: native.HostMemory;
 
-  constructor(size: number) {
-    this.native = call(() => new native.HostMemory(size));
+  /**
+   * `size` bytes, zero-filled. `'reserve'` takes address space without
+   * committing memory (MAP_NORESERVE), as a VMM reserves guest RAM it
+   * populates on demand; pages are committed as they are touched.
+   */
+  constructor(size: number, how: 'commit' | 'reserve' = 'commit') {
+    this.native = call(() => (how === 'reserve' ? native.HostMemory.reserve(BigInt(size)) : new native.HostMemory(size)));
   }
 
   /** The virtual address to give mapDma/mapBatch. */

@@ -9,9 +9,10 @@ import { VTD_HOST, X86_MSI_WINDOW } from '../dma/target';
 import { HostMemory, PciRegion, VfioError, VfioHost } from './index';
 import { collect } from './collect.test-support';
 import { outcome as code } from './lab/support';
+import { HOST_RAM } from './host-ram.test-support';
 
 const EDU = '0000:00:03.0';
-const VA = 0x7000_0000_0000n;
+const VA = HOST_RAM;
 
 
 test.serial('a mapping made through openType1Target survives collection: the remap is EEXIST and iommuInfo answers', async (t) => {

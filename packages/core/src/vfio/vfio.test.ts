@@ -1,8 +1,9 @@
 import test from 'ava';
 import { DmaFlags, HostMemory, PciRegion, VfioError, VfioHost, packTriples, type Device } from './index';
+import { HOST_RAM } from './host-ram.test-support';
 
 const EDU = '0000:00:03.0';
-const VA = 0x7000_0000_0000n;
+const VA = HOST_RAM;
 
 function ready(config?: Parameters<typeof VfioHost.mock>[0]) {
   const host = VfioHost.mock(config);

@@ -38,8 +38,12 @@ impl CapChain {
     }
 
     /// Copies the chain to `dst` at `at`, with every `next` moved by `at`.
-    pub(super) fn shift_into(&self, dst: &mut [u8], at: usize) {
-        dst[at..at + self.bytes.len()].copy_from_slice(&self.bytes);
+    /// False when `dst` is shorter than its argsz said: the kernel's
+    /// copy_to_user would run past the caller's buffer (EFAULT at best).
+    #[must_use]
+    pub(super) fn shift_into(&self, dst: &mut [u8], at: usize) -> bool {
+        let Some(room) = dst.get_mut(at..at + self.bytes.len()) else { return false };
+        room.copy_from_slice(&self.bytes);
         let mut off = 0usize;
         loop {
             let mut h: vfio_info_cap_header = read_pod(dst, at + off).unwrap_or_default();
@@ -51,5 +55,6 @@ impl CapChain {
             write_pod(dst, at + off, &h, 8);
             off = next;
         }
+        true
     }
 }

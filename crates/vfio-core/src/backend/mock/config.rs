@@ -8,6 +8,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::pin::MemlockPolicy;
 use super::spapr::{SpaprDriver, SpaprProfile};
 use super::IommuDriverOps;
 
@@ -65,6 +66,9 @@ pub struct MockConfig {
     pub msi_isolated: bool,
     /// vfio_iommu_type1's `allow_unsafe_interrupts` module parameter.
     pub allow_unsafe_interrupts: bool,
+    /// Where RLIMIT_MEMLOCK and CAP_IPC_LOCK come from when maps pin
+    /// memory: this process's own, as the kernel reads them, by default.
+    pub memlock: MemlockPolicy,
 }
 
 impl fmt::Debug for MockConfig {
@@ -79,6 +83,7 @@ impl fmt::Debug for MockConfig {
             .field("type1", &self.type1)
             .field("msi_isolated", &self.msi_isolated)
             .field("allow_unsafe_interrupts", &self.allow_unsafe_interrupts)
+            .field("memlock", &self.memlock)
             .finish()
     }
 }
@@ -109,6 +114,7 @@ impl MockConfig {
             type1: true,
             msi_isolated: true,
             allow_unsafe_interrupts: false,
+            memlock: MemlockPolicy::Process,
         }
     }
 

@@ -72,7 +72,7 @@ impl Host {
             if d.check_extension(&h.config, ext) <= 0 {
                 continue;
             }
-            let mut iommu = match d.open(&h.config, ext) {
+            let mut iommu = match d.open(&h.config, &h.mm, ext) {
                 Ok(i) => i,
                 Err(e) => {
                     ret = Err(e);
@@ -133,9 +133,10 @@ impl Host {
         let Some(iommu) = h.containers[c].iommu.as_mut() else { return (0, einval()) };
         // Fast path for the built-in driver: no virtual call per entry.
         if let Some(t1) = iommu.as_any_mut().downcast_mut::<Type1Iommu>() {
+            let lock = t1.memlock();
             for (i, m) in maps.iter().enumerate() {
                 h.ioctls += 1;
-                if let Err(e) = t1.do_map(m) {
+                if let Err(e) = t1.do_map_locked(m, &lock) {
                     return (i, Err(e));
                 }
             }

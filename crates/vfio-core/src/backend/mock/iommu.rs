@@ -4,9 +4,11 @@
 
 use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 
 use super::super::{Errno, SysResult};
 use super::config::{IovaSpan, MockConfig};
+use super::pin::MockMm;
 use crate::uapi::{vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap};
 
 /// A registered IOMMU driver (the kernel's `vfio_iommu_drivers_list` entry).
@@ -14,8 +16,9 @@ pub trait IommuDriverOps: Send + Sync {
     fn name(&self) -> &'static str;
     /// `ops->ioctl(NULL, VFIO_CHECK_EXTENSION, arg)`: asked before SET_IOMMU.
     fn check_extension(&self, config: &MockConfig, extension: u32) -> i32;
-    /// `ops->open(arg)`: a fresh IOMMU for a container.
-    fn open(&self, config: &MockConfig, extension: u32) -> SysResult<Box<dyn IommuOps>>;
+    /// `ops->open(arg)`: a fresh IOMMU for a container, pinning into the
+    /// host's `mm` (the opening process's, whose locked_vm it charges).
+    fn open(&self, config: &MockConfig, mm: &Arc<MockMm>, extension: u32) -> SysResult<Box<dyn IommuOps>>;
 }
 
 /// A group as an IOMMU driver's attach_group sees it.

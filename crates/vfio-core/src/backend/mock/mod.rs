@@ -3,11 +3,15 @@
 //! (drivers/vfio/{container,group}.c, vfio_iommu_type1.c,
 //! pci/vfio_pci_core.c, pci/vfio_pci_intrs.c, pci/vfio_pci_rdwr.c).
 //!
+//! Maps pin as the kernel pins (`pin`): a host range that is not mapped in
+//! this process fails with EFAULT, and pinned pages are charged to the
+//! host's locked_vm against RLIMIT_MEMLOCK unless the caller has
+//! CAP_IPC_LOCK (ENOMEM past it), given back on unmap and on release.
+//!
 //! Known differences from the kernel, by design:
-//! - map does not pin: a host address that is not mapped in this process is
-//!   accepted (the kernel answers EFAULT); a device model that DMAs to it
-//!   touches nothing (process_vm_readv/writev fail safely);
-//! - RLIMIT_MEMLOCK is not accounted (the kernel answers ENOMEM past it);
+//! - a pin checks that every page is mapped, not its protection: a PROT_NONE
+//!   range, or a read-only one mapped with WRITE, is accepted where GUP
+//!   answers EFAULT (knowing it would take /proc/self/maps on every map);
 //! - BAR mmaps are emulated ([`Mmap::Emulated`]): every access runs the
 //!   device model, as MMIO through the kernel's mapping would.
 
@@ -21,6 +25,7 @@ mod fds;
 mod group;
 mod iommu;
 mod irq;
+pub mod pin;
 mod region;
 mod reset;
 pub mod spapr;
@@ -37,6 +42,7 @@ use self::devices::DeviceModel;
 use self::fds::FdObj;
 use self::group::{driver_keeps_group_viable, GroupState};
 use self::irq::IrqIndexState;
+pub use self::pin::{MemlockPolicy, MockMm};
 pub use self::iommu::{AttachGroup, IommuDriverOps, IommuOps};
 pub use self::type1::{Type1Driver, Type1Iommu};
 use super::{Backend, BackendKind, Errno, Mmap, RawFd, SysResult};
@@ -76,6 +82,8 @@ struct Host {
     devices: Vec<DeviceState>,
     /// Count of ioctls served, for benchmarks that compare call counts.
     ioctls: u64,
+    /// The process's mm as the IOMMUs pin into it (locked_vm).
+    mm: Arc<MockMm>,
 }
 
 /// The mock kernel. One `MockBackend` is one simulated host; share it
@@ -126,6 +134,7 @@ impl MockBackend {
         }
         Self {
             host: Mutex::new(Host {
+                mm: Arc::new(MockMm::new(config.memlock)),
                 config,
                 drivers,
                 fds: HashMap::new(),
@@ -142,6 +151,11 @@ impl MockBackend {
         // A panic while holding the lock leaves the model as it was at the
         // panic; tests that continue may still inspect it.
         self.host.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Pages this host's IOMMUs hold pinned and charged to locked_vm.
+    pub fn locked_pages(&self) -> u64 {
+        self.lock().mm.locked_pages()
     }
 
     /// How many ioctls this host has served (for coalescing reports).

@@ -179,7 +179,9 @@ impl Host {
             if argsz < minsz + caps.bytes.len() {
                 info.argsz = (minsz + caps.bytes.len()) as u32;
             } else {
-                caps.shift_into(buf_bytes_mut(buf), minsz);
+                if !caps.shift_into(buf_bytes_mut(buf), minsz) {
+                    return Err(Errno(libc::EFAULT));
+                }
                 info.cap_offset = minsz as u32;
             }
         }
@@ -227,19 +229,29 @@ impl Host {
     // An access through the mapping: vfio_pci_mmap_fault gives SIGBUS when
     // memory decoding is off; the emulated mapping answers EIO instead.
     pub(super) fn mmio_read(&mut self, map: &Mmap, offset: u64, buf: &mut [u8]) -> SysResult<()> {
-        let Mmap::Emulated { device, fd_offset, .. } = map else { return Err(Errno(libc::ENOTTY)) };
+        let Mmap::Emulated { device, fd_offset, len } = map else { return Err(Errno(libc::ENOTTY)) };
         let h = self;
         let d = h.device(*device)?;
-        let pos = fd_offset + offset;
+        let pos = mmio_pos(*fd_offset, *len, offset, buf.len())?;
         h.bar_access(d, (pos >> REGION_SHIFT) as u32, pos & REGION_MASK, buf, false)
     }
 
     pub(super) fn mmio_write(&mut self, map: &Mmap, offset: u64, buf: &[u8]) -> SysResult<()> {
-        let Mmap::Emulated { device, fd_offset, .. } = map else { return Err(Errno(libc::ENOTTY)) };
+        let Mmap::Emulated { device, fd_offset, len } = map else { return Err(Errno(libc::ENOTTY)) };
         let h = self;
         let d = h.device(*device)?;
-        let pos = fd_offset + offset;
+        let pos = mmio_pos(*fd_offset, *len, offset, buf.len())?;
         let mut tmp = buf.to_vec();
         h.bar_access(d, (pos >> REGION_SHIFT) as u32, pos & REGION_MASK, &mut tmp, true)
+    }
+}
+
+/// The region offset an access at `offset` of an emulated mapping reaches.
+/// An access outside the mapping is a fault in a process that touches real
+/// MMIO pages (SIGSEGV/SIGBUS): the mock answers EFAULT instead.
+fn mmio_pos(fd_offset: u64, len: usize, offset: u64, access: usize) -> SysResult<u64> {
+    match offset.checked_add(access as u64) {
+        Some(end) if end <= len as u64 => Ok(fd_offset + offset),
+        _ => Err(Errno(libc::EFAULT)),
     }
 }

@@ -7,7 +7,7 @@ use super::{MockSpapr, SpaprProfile, MAX_TABLES};
 use crate::backend::mock::config::{KernelVersion, MockConfig};
 // IommuOps is named by path, not imported: its map_dma/unmap_dma would make
 // MockSpapr's SpaprOps calls ambiguous wherever both traits are in scope.
-use crate::backend::mock::{AttachGroup, IommuDriverOps};
+use crate::backend::mock::{AttachGroup, IommuDriverOps, MockMm};
 use crate::backend::{argsz_of, buf_bytes_mut, Errno, SysResult};
 use crate::spapr::SpaprOps;
 use crate::uapi::spapr as u;
@@ -55,10 +55,10 @@ impl IommuDriverOps for SpaprDriver {
     }
 
     // tce_iommu_open: only the two TCE types, else EINVAL.
-    fn open(&self, _config: &MockConfig, extension: u32) -> SysResult<Box<dyn crate::backend::mock::IommuOps>> {
+    fn open(&self, _config: &MockConfig, mm: &Arc<MockMm>, extension: u32) -> SysResult<Box<dyn crate::backend::mock::IommuOps>> {
         match extension {
-            VFIO_SPAPR_TCE_IOMMU => Ok(Box::new(MockSpapr::new(self.profile.clone(), false))),
-            VFIO_SPAPR_TCE_V2_IOMMU => Ok(Box::new(MockSpapr::new(self.profile.clone(), true))),
+            VFIO_SPAPR_TCE_IOMMU => Ok(Box::new(MockSpapr::new_in(self.profile.clone(), false, Arc::clone(mm)))),
+            VFIO_SPAPR_TCE_V2_IOMMU => Ok(Box::new(MockSpapr::new_in(self.profile.clone(), true, Arc::clone(mm)))),
             _ => Err(Errno(libc::EINVAL)),
         }
     }
@@ -88,11 +88,7 @@ impl crate::backend::mock::IommuOps for MockSpapr {
         self.groups.retain(|&g| g != group);
         if self.groups.is_empty() {
             for num in 0..MAX_TABLES {
-                if let Some(t) = &self.tables[num] {
-                    let pages = t.size >> t.page_shift;
-                    self.clear(num, 0, pages);
-                    self.tables[num] = None;
-                }
+                self.free_table(num);
             }
         }
     }

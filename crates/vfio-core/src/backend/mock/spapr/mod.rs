@@ -5,16 +5,21 @@
 //! mirrors; the pseries lab holds it to the real kernel case by case.
 //!
 //! Known differences from the kernel, by design (as in the type1 mock):
-//! - nothing is pinned: registering (v2) or mapping (v1) memory that is not
-//!   mapped in this process is accepted, where `mm_iommu_do_alloc` and
-//!   `tce_iommu_use_page` answer EFAULT;
-//! - locked memory is not accounted (`account_locked_vm`: ENOMEM past
-//!   RLIMIT_MEMLOCK without CAP_IPC_LOCK);
+//! Pinning follows the kernel (see `backend::mock::pin`): registering (v2)
+//! or mapping (v1) memory that is not mapped in this process fails with
+//! EFAULT (`mm_iommu_do_alloc`, `tce_iommu_use_page`); registered memory,
+//! the v1 32-bit window at ENABLE and every TCE table are charged to the
+//! mm's locked_vm (`account_locked_vm`: ENOMEM past RLIMIT_MEMLOCK without
+//! CAP_IPC_LOCK) and released as the kernel releases them.
+//!
+//! Known differences from the kernel, by design (as in the type1 mock):
+//! - a mapping's protection is not checked when it is pinned (see `pin`);
 //! - backing pages are the profile's page size: huge pages, which let larger
 //!   TCEs map (`tce_page_is_contained`), are not modelled;
 //! - the calls that crash or corrupt 6.12.95 (a map or unmap running past a
-//!   window's end) panic instead of answering, so a test that reaches one
-//!   fails loudly; vfio-core's `TceContainer` never issues them.
+//!   window's end) get the answer of the later 6.12 stables that check the
+//!   whole range: 1, with nothing done; vfio-core's `TceContainer` never
+//!   issues them.
 
 mod container;
 mod driver;
@@ -26,9 +31,11 @@ mod tests;
 mod windows;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub use self::container::MockContainerSpapr;
 pub use self::driver::SpaprDriver;
+use crate::backend::mock::pin::MockMm;
 use crate::error::{Error, Result};
 use crate::spapr::SpaprOps;
 use crate::uapi::spapr as u;
@@ -89,6 +96,8 @@ struct Table {
     default: bool,
     /// entry index -> (user address, VFIO_DMA_MAP_FLAG_*).
     tces: BTreeMap<u64, (u64, u32)>,
+    /// Pages charged to locked_vm for the table (tce_iommu_create_table).
+    charged: u64,
 }
 
 impl Table {
@@ -114,7 +123,7 @@ struct Prereg {
 const MAX_TABLES: usize = 2;
 
 /// One sPAPR container of the mock.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct MockSpapr {
     profile: SpaprProfile,
     v2: bool,
@@ -131,6 +140,25 @@ pub struct MockSpapr {
     tables: [Option<Table>; MAX_TABLES],
     /// The mm's preregistered regions (`mm->context.iommu_group_mem_list`).
     prereg: Vec<Prereg>,
+    /// The mm pins are charged to, and `container->locked_pages` (v1).
+    mm: Arc<MockMm>,
+    locked_pages: u64,
+}
+
+// tce_iommu_release: the v1 window's charge (tce_iommu_disable), every
+// table (tce_iommu_free_table) and every region still on the container's
+// list (tce_iommu_prereg_free). A region leaked by an unregister while
+// mapped stays charged: the mm keeps it.
+impl Drop for MockSpapr {
+    fn drop(&mut self) {
+        for num in 0..MAX_TABLES {
+            self.free_table(num);
+        }
+        self.mm.uncharge(self.locked_pages);
+        for m in self.prereg.iter().filter(|m| m.in_container) {
+            self.mm.uncharge(m.size >> self.profile.host_page_shift);
+        }
+    }
 }
 
 fn err(errno: i32, ioctl: &'static str) -> Error {
@@ -141,6 +169,11 @@ impl MockSpapr {
     /// `tce_iommu_open`: a container set to `VFIO_SPAPR_TCE_IOMMU` (v1) or
     /// `VFIO_SPAPR_TCE_v2_IOMMU` (v2). Groups attach afterwards.
     pub fn new(profile: SpaprProfile, v2: bool) -> Self {
+        Self::new_in(profile, v2, Arc::new(MockMm::default()))
+    }
+
+    /// As [`MockSpapr::new`], pinning into `mm` (a mock host's process).
+    pub fn new_in(profile: SpaprProfile, v2: bool, mm: Arc<MockMm>) -> Self {
         Self {
             profile,
             v2,
@@ -150,7 +183,14 @@ impl MockSpapr {
             def_window_pending: false,
             tables: [None, None],
             prereg: Vec::new(),
+            mm,
+            locked_pages: 0,
         }
+    }
+
+    /// Pages this container has charged to its mm's locked_vm.
+    pub fn locked_pages(&self) -> u64 {
+        self.mm.locked_pages()
     }
 
     pub fn profile(&self) -> &SpaprProfile {

@@ -22,6 +22,12 @@ impl MockSpapr {
             return Err(err(libc::EPERM, IOCTL));
         }
         self.mm_set();
+        // The whole 32-bit window is charged to locked_vm up front: v1 pins
+        // pages at map time but accounts them here.
+        let locked = u64::from(self.profile.tce32_size) >> self.profile.host_page_shift;
+        let lock = self.mm.memlock();
+        self.mm.charge(&lock, locked).map_err(|e| err(e.0, IOCTL))?;
+        self.locked_pages = locked;
         self.enabled = true;
         Ok(())
     }
@@ -31,7 +37,10 @@ impl MockSpapr {
         if self.v2 {
             return Err(err(libc::ENOTTY, "VFIO_IOMMU_DISABLE"));
         }
-        self.enabled = false;
+        if self.enabled {
+            self.enabled = false;
+            self.mm.uncharge(std::mem::take(&mut self.locked_pages));
+        }
         Ok(())
     }
 

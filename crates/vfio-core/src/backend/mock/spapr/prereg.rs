@@ -2,6 +2,7 @@
 //! tce_iommu_unregister_pages; arch/powerpc/mm/book3s64/iommu_api.c).
 
 use super::{err, MockSpapr, Prereg};
+use crate::backend::mock::pin::range_mapped;
 use crate::error::Result;
 
 impl MockSpapr {
@@ -10,7 +11,7 @@ impl MockSpapr {
         let size = 1u64 << page_shift;
         self.prereg
             .iter()
-            .position(|m| m.ua <= ua && ua + size <= m.ua + m.size)
+            .position(|m| m.ua <= ua && ua.checked_add(size).is_some_and(|end| end <= m.ua + m.size))
             .filter(|&i| page_shift <= self.prereg[i].pageshift)
     }
 
@@ -37,11 +38,22 @@ impl MockSpapr {
             self.enabled = true;
             return Ok(());
         }
-        // mm_iommu_do_alloc: vzalloc(0) of the hpas array fails for 0 entries.
+        // mm_iommu_do_alloc: account_locked_vm first (ENOMEM), then
+        // vzalloc(0) of the hpas array fails for 0 entries, then
+        // pin_user_pages (EFAULT unless every page pins), and only then the
+        // overlap check against the mm's regions.
+        let pages = size >> self.profile.host_page_shift;
+        let lock = self.mm.memlock();
+        self.mm.charge(&lock, pages).map_err(|e| err(e.0, IOCTL))?;
         if size == 0 {
             return Err(err(libc::ENOMEM, IOCTL));
         }
+        if !range_mapped(vaddr, size) {
+            self.mm.uncharge(pages);
+            return Err(err(libc::EFAULT, IOCTL));
+        }
         if self.prereg.iter().any(|m| m.ua < vaddr + size && vaddr < m.ua + m.size) {
+            self.mm.uncharge(pages);
             return Err(err(libc::EINVAL, IOCTL));
         }
         // mem->pageshift = __ffs(ua | entries << PAGE_SHIFT), then no larger
@@ -76,10 +88,11 @@ impl MockSpapr {
         }
         if self.prereg[i].mapped > 0 {
             // The container forgets the region and answers 0; the mm keeps it
-            // pinned because mm_iommu_put's EBUSY is ignored: a leak.
+            // pinned (and charged) because mm_iommu_put's EBUSY is ignored: a leak.
             self.prereg[i].in_container = false;
         } else {
-            self.prereg.remove(i);
+            let m = self.prereg.remove(i);
+            self.mm.uncharge(m.size >> self.profile.host_page_shift);
         }
         Ok(())
     }

@@ -21,6 +21,22 @@ impl MockSpapr {
         if levels <= 1 && (window_size >> (page_shift - 3)) == 0 {
             return Err(err(libc::EINVAL, IOCTL));
         }
+        // tce_iommu_create_table charges the table's size to locked_vm
+        // before creating it (~0U bytes for more than one level on pseries),
+        // and gives it back when creation or set_window fails.
+        let table_bytes = if levels > 1 { u64::from(u32::MAX) } else { window_size >> (page_shift - 3) };
+        let charged = table_bytes >> self.profile.host_page_shift;
+        let lock = self.mm.memlock();
+        self.mm.charge(&lock, charged).map_err(|e| err(e.0, IOCTL))?;
+        let r = self.new_table(num, page_shift, window_size, levels, charged);
+        if r.is_err() {
+            self.mm.uncharge(charged);
+        }
+        r
+    }
+
+    fn new_table(&mut self, num: usize, page_shift: u32, window_size: u64, levels: u32, charged: u64) -> Result<u64> {
+        const IOCTL: &str = "VFIO_IOMMU_SPAPR_TCE_CREATE";
         // spapr_tce_create_table
         if !window_size.is_power_of_two() || levels > 1 {
             return Err(err(libc::EINVAL, IOCTL));
@@ -32,7 +48,7 @@ impl MockSpapr {
             if ddw_exists {
                 return Err(err(libc::EPERM, IOCTL));
             }
-            Table { start: self.profile.tce32_start as u64, size: window_size, page_shift, default: true, tces: BTreeMap::new() }
+            Table { start: self.profile.tce32_start as u64, size: window_size, page_shift, default: true, tces: BTreeMap::new(), charged }
         } else {
             if num == 0 && ddw_exists {
                 return Err(err(libc::EPERM, IOCTL));
@@ -41,7 +57,7 @@ impl MockSpapr {
             if (window_size >> page_shift) > self.profile.ddw_largest_block {
                 return Err(err(libc::EINVAL, IOCTL));
             }
-            Table { start: self.profile.ddw_start, size: window_size, page_shift, default: false, tces: BTreeMap::new() }
+            Table { start: self.profile.ddw_start, size: window_size, page_shift, default: false, tces: BTreeMap::new(), charged }
         };
         // spapr_tce_set_window on every group: only the first PE owns the table.
         if self.groups.len() > 1 {
@@ -130,11 +146,18 @@ impl MockSpapr {
             return Ok(());
         }
         let num = self.find_table(start_addr).ok_or_else(|| err(libc::EINVAL, IOCTL))?;
-        let t = self.tables[num].as_ref().expect("found");
-        let pages = t.size >> t.page_shift;
+        self.free_table(num);
+        Ok(())
+    }
+
+    /// `tce_iommu_clear` of a whole table, then `tce_iommu_free_table`:
+    /// its TCEs are dropped and its charge given back.
+    pub(super) fn free_table(&mut self, num: usize) {
+        let Some(t) = &self.tables[num] else { return };
+        let (pages, charged) = (t.size >> t.page_shift, t.charged);
         self.clear(num, 0, pages);
         self.tables[num] = None;
-        Ok(())
+        self.mm.uncharge(charged);
     }
 
     /// `tce_iommu_find_table`.

@@ -5,9 +5,11 @@
 pub mod index;
 
 use std::any::Any;
+use std::sync::Arc;
 
 use self::index::{Dma, DmaIndex};
 use super::config::{IovaSpan, KernelVersion, MockConfig};
+use super::pin::{host_page_size, pin_type1, Memlock, MockMm};
 use super::{einval, read_self, write_self, AttachGroup, CapChain, IommuDriverOps, IommuOps};
 use crate::backend::{argsz_of, buf_bytes, buf_bytes_mut, read_pod, write_pod, Errno, SysResult};
 use crate::uapi::*;
@@ -28,7 +30,7 @@ impl IommuDriverOps for Type1Driver {
 
     // vfio_iommu_type1_open: TYPE1 is v1; TYPE1v2 and NESTING are v2; any
     // other argument is EINVAL.
-    fn open(&self, config: &MockConfig, ext: u32) -> SysResult<Box<dyn IommuOps>> {
+    fn open(&self, config: &MockConfig, mm: &Arc<MockMm>, ext: u32) -> SysResult<Box<dyn IommuOps>> {
         let v2 = match ext {
             VFIO_TYPE1_IOMMU => false,
             VFIO_TYPE1V2_IOMMU | VFIO_TYPE1_NESTING_IOMMU => true,
@@ -43,6 +45,8 @@ impl IommuDriverOps for Type1Driver {
             groups: Vec::new(),
             dirty_tracking: false,
             vaddr_invalid_count: 0,
+            mm: Arc::clone(mm),
+            pinned_pages: 0,
         }))
     }
 }
@@ -100,6 +104,18 @@ pub struct Type1Iommu {
     /// iommu->vaddr_invalid_count: mappings whose host address a live
     /// update invalidated and no VFIO_DMA_MAP_FLAG_VADDR has restored yet.
     vaddr_invalid_count: u32,
+    /// The mm its maps pin into (dma->mm), and how many pages they hold.
+    mm: Arc<MockMm>,
+    pinned_pages: u64,
+}
+
+// vfio_iommu_type1_release -> vfio_iommu_unmap_unpin_all: every mapping's
+// pages are unpinned and uncharged (vfio_remove_dma), also when the last
+// group leaves and the container drops its IOMMU.
+impl Drop for Type1Iommu {
+    fn drop(&mut self) {
+        self.mm.uncharge(self.pinned_pages);
+    }
 }
 
 /// Removes `hole` from every span of `ranges` (vfio_iommu_resv_exclude).
@@ -121,6 +137,13 @@ fn exclude(ranges: &mut Vec<IovaSpan>, hole: IovaSpan) {
 }
 
 impl Type1Iommu {
+    /// vfio_unpin_pages_remote + vfio_lock_acct(-npage) for `bytes` unmapped.
+    fn unpin(&mut self, bytes: u64) {
+        let pages = (bytes / host_page_size()).min(self.pinned_pages);
+        self.pinned_pages -= pages;
+        self.mm.uncharge(pages);
+    }
+
     fn min_pgsize(&self) -> u64 {
         1u64 << self.config.pgsizes.trailing_zeros()
     }
@@ -150,8 +173,19 @@ impl Type1Iommu {
         self.ranges.is_empty() || self.ranges.iter().any(|r| start >= r.start && end <= r.end)
     }
 
-    // vfio_dma_do_map.
+    /// One `VFIO_IOMMU_MAP_DMA`, reading RLIMIT_MEMLOCK and CAP_IPC_LOCK now.
     pub(super) fn do_map(&mut self, map: &vfio_iommu_type1_dma_map) -> SysResult<()> {
+        let lock = self.mm.memlock();
+        self.do_map_locked(map, &lock)
+    }
+
+    /// The limits that apply to a batch of maps, read once for all of it.
+    pub(super) fn memlock(&self) -> Memlock {
+        self.mm.memlock().for_batch()
+    }
+
+    // vfio_dma_do_map.
+    pub(super) fn do_map_locked(&mut self, map: &vfio_iommu_type1_dma_map, lock: &Memlock) -> SysResult<()> {
         // vfio_iommu_type1_map_dma: argsz and unknown flags.
         let minsz = std::mem::size_of::<vfio_iommu_type1_dma_map>() as u32;
         let mask = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE | VFIO_DMA_MAP_FLAG_VADDR;
@@ -207,6 +241,11 @@ impl Type1Iommu {
         }
         if !self.iova_dma_valid(iova, iova + (size - 1)) {
             return einval();
+        }
+        // vfio_pin_map_dma, once a domain exists (a group is attached).
+        if !self.groups.is_empty() {
+            pin_type1(&self.mm, lock, vaddr, size)?;
+            self.pinned_pages += size / host_page_size();
         }
         self.dma_avail -= 1;
         self.dma.insert(iova, Dma { size, vaddr, prot, vaddr_invalid: false });
@@ -295,6 +334,7 @@ impl Type1Iommu {
             // vfio_remove_dma: an invalidated mapping may be unmapped.
             self.vaddr_invalid_count -= d.vaddr_invalid as u32;
         }
+        self.unpin(unmapped);
         unmap.size = unmapped;
         Ok(())
     }
@@ -502,7 +542,9 @@ impl IommuOps for Type1Iommu {
         if argsz < full + caps.bytes.len() {
             info.argsz = (full + caps.bytes.len()) as u32;
         } else {
-            caps.shift_into(bytes, full);
+            if !caps.shift_into(bytes, full) {
+                return Err(Errno(libc::EFAULT));
+            }
             info.cap_offset = full as u32;
         }
         write_pod(bytes, 0, &info, argsz.min(full));
