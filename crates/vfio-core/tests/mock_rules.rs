@@ -505,8 +505,8 @@ fn two_groups() -> MockConfig {
 #[test]
 fn invalidating_every_mapping_in_one_call_reports_their_total_size() {
     let (_b, c, _g) = ready();
-    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x2000, RW).unwrap();
-    c.map_dma(0x4000_0000, 0x7000_0010_0000, 0x1000, RW).unwrap();
+    c.map_dma(0x10_0000, va(), 0x2000, RW).unwrap();
+    c.map_dma(0x4000_0000, va() + 0x10_0000, 0x1000, RW).unwrap();
     assert_eq!(c.invalidate_all_vaddrs().unwrap(), 0x3000);
     assert_eq!(errno(c.update_vaddr(0x10_0000, 0x7100_0000_0000, 0x1000)), "EINVAL");
     c.update_vaddr(0x10_0000, 0x7100_0000_0000, 0x2000).unwrap();
@@ -518,8 +518,8 @@ fn invalidating_all_when_one_is_already_invalid_fails_with_einval_and_leaves_the
     // vfio_dma_do_unmap walks in IOVA order and, at an already invalid
     // mapping, gives back the ones it marked in this call.
     let (_b, c, _g) = ready();
-    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x1000, RW).unwrap();
-    c.map_dma(0x20_0000, 0x7000_0000_1000, 0x1000, RW).unwrap();
+    c.map_dma(0x10_0000, va(), 0x1000, RW).unwrap();
+    c.map_dma(0x20_0000, va() + 0x1000, 0x1000, RW).unwrap();
     c.invalidate_vaddr(0x20_0000, 0x1000).unwrap();
     assert_eq!(errno(c.invalidate_all_vaddrs()), "EINVAL");
     assert_eq!(errno(c.update_vaddr(0x10_0000, 0x7100_0000_0000, 0x1000)), "EINVAL");
@@ -529,7 +529,7 @@ fn invalidating_all_when_one_is_already_invalid_fails_with_einval_and_leaves_the
 #[test]
 fn a_normal_map_over_an_invalidated_mapping_fails_with_eexist() {
     let (_b, c, _g) = ready();
-    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x2000, RW).unwrap();
+    c.map_dma(0x10_0000, va(), 0x2000, RW).unwrap();
     c.invalidate_vaddr(0x10_0000, 0x2000).unwrap();
     assert_eq!(errno(c.map_dma(0x10_0000, 0x7100_0000_0000, 0x2000, RW)), "EEXIST");
 }
@@ -542,7 +542,7 @@ fn a_group_cannot_join_while_a_vaddr_is_invalid_and_can_once_it_is_restored() {
     let g2 = Group::open(b, 2).unwrap();
     g1.set_container(&c).unwrap();
     c.set_iommu(VFIO_TYPE1V2_IOMMU).unwrap();
-    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x1000, RW).unwrap();
+    c.map_dma(0x10_0000, va(), 0x1000, RW).unwrap();
     c.invalidate_vaddr(0x10_0000, 0x1000).unwrap();
     assert_eq!(errno(g2.set_container(&c)), "EBUSY");
     c.update_vaddr(0x10_0000, 0x7100_0000_0000, 0x1000).unwrap();
@@ -558,7 +558,7 @@ fn unmapping_an_invalidated_mapping_lets_groups_join_again() {
     let g2 = Group::open(b, 2).unwrap();
     g1.set_container(&c).unwrap();
     c.set_iommu(VFIO_TYPE1V2_IOMMU).unwrap();
-    c.map_dma(0x10_0000, 0x7000_0000_0000, 0x1000, RW).unwrap();
+    c.map_dma(0x10_0000, va(), 0x1000, RW).unwrap();
     c.invalidate_vaddr(0x10_0000, 0x1000).unwrap();
     assert_eq!(c.unmap_dma(0x10_0000, 0x1000).unwrap(), 0x1000);
     g2.set_container(&c).unwrap();
