@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything vfiokit needs on a fresh Debian machine: the packages the
-# lab and the QEMU tests use (when run as root), pnpm through corepack, and the
+# lab and the QEMU tests use (when run as root; flex, bison, libelf-dev, bc and
+# libssl-dev build the iommufd lab's kernel), pnpm through corepack, and the
 # workspace's dependencies. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=(qemu-system-x86 qemu-system-ppc qemu-utils busybox-static cpio xz-utils pciutils gcc
-  gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+  gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+  make flex bison libelf-dev bc libssl-dev)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${apt_packages[@]}"; do
