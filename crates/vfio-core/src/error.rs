@@ -231,6 +231,8 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::EOVERFLOW => "EOVERFLOW",
         libc::EBADFD => "EBADFD",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EADDRINUSE => "EADDRINUSE",
+        libc::EMSGSIZE => "EMSGSIZE",
         _ => "EUNKNOWN",
     }
 }

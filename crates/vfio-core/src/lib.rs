@@ -3,6 +3,7 @@
 //! - [`uapi`]: the kernel ABI (`linux/vfio.h`), checked against the system header;
 //! - [`backend`]: the seam ([`Backend`]) with [`KernelBackend`] and [`MockBackend`];
 //! - [`Container`], [`Group`], [`Device`]: safe types owning their descriptors;
+//! - [`Iommufd`], [`Ioas`], [`Hwpt`], [`CdevDevice`]: iommufd and the VFIO device cdev;
 //! - [`Type1Container`]: a type1 container that owns its groups (what the binding hands out);
 //! - batched DMA: [`Container::map_batch`] / [`Container::unmap_batch`];
 //! - [`HostMemory`]: memory with a stable address to map for DMA.
@@ -17,6 +18,7 @@ pub mod device;
 pub mod error;
 pub mod fdpass;
 pub mod group;
+pub mod iommufd;
 pub mod memory;
 pub mod spapr;
 pub mod type1;
@@ -31,5 +33,6 @@ pub use container::{dma_flags, Container, IommuInfo, IovaRange, MigrationCap};
 pub use device::{DependentDevice, Device, DeviceInfo, IrqAction, IrqData, IrqInfo, MappedRegion, RegionInfo, SparseArea};
 pub use error::{Error, IommuModel, Result};
 pub use group::{Group, GroupStatus};
+pub use iommufd::{CdevDevice, HwInfo, Hwpt, Ioas, IoasRanges, Iommufd};
 pub use memory::HostMemory;
 pub use type1::Type1Container;

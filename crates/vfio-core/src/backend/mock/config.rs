@@ -64,6 +64,29 @@ pub struct MockConfig {
     pub msi_isolated: bool,
     /// vfio_iommu_type1's `allow_unsafe_interrupts` module parameter.
     pub allow_unsafe_interrupts: bool,
+    /// The kernel has CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV: /dev/iommu
+    /// and /dev/vfio/devices/vfioN exist, answering as this profile says.
+    /// None (Debian's kernels): both opens fail with ENOENT.
+    pub iommufd: Option<IommufdProfile>,
+}
+
+/// What an iommufd kernel's IOMMU driver makes of a paging domain and
+/// reports for a device, as data (see `MockConfig::with_iommufd`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IommufdProfile {
+    /// The domain's `pgsize_bitmap`: its smallest page becomes the IOVA
+    /// alignment of an IOAS holding it (iopt_table_add_domain).
+    pub pgsize_bitmap: u64,
+    /// The domain's geometry: outside it is reserved in the IOAS.
+    pub aperture: IovaSpan,
+    /// IOMMU_CAP_DIRTY_TRACKING (VT-d second-stage A/D bits; QEMU's
+    /// intel-iommu has none).
+    pub dirty_tracking: bool,
+    /// IOMMU_GET_HW_INFO's `out_data_type` and driver data.
+    pub hw_info_type: u32,
+    pub hw_info: Vec<u8>,
+    /// iommufd's own `allow_unsafe_interrupts` module parameter.
+    pub allow_unsafe_interrupts: bool,
 }
 
 impl fmt::Debug for MockConfig {
@@ -78,6 +101,7 @@ impl fmt::Debug for MockConfig {
             .field("type1", &self.type1)
             .field("msi_isolated", &self.msi_isolated)
             .field("allow_unsafe_interrupts", &self.allow_unsafe_interrupts)
+            .field("iommufd", &self.iommufd)
             .finish()
     }
 }
@@ -108,6 +132,7 @@ impl MockConfig {
             type1: true,
             msi_isolated: true,
             allow_unsafe_interrupts: false,
+            iommufd: None,
         }
     }
 

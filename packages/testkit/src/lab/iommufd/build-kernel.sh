@@ -76,7 +76,8 @@ configure() {
   make -s olddefconfig >&2
 }
 compile() {
-  nice make -j2 bzImage
+  # exec: the background job is make itself, so stopping it stops the build.
+  exec nice make -j2 bzImage
 }
 config_hash=$( { cat "$fragment"; declare -f configure compile; } | sha256sum | cut -c1-12)
 key=$version-$config_hash
@@ -89,7 +90,10 @@ if [ -f "$out/.complete" ]; then
 fi
 
 started=$SECONDS
-work=$cache/build-$key
+# The source tree is keyed on the version only: a changed config rebuilds
+# incrementally in it (kbuild's fixdep recompiles only what the changed
+# options touch), and an interrupted build resumes where it stopped.
+work=$cache/build-$version
 mkdir -p "$work"
 deb=$(ls "$work"/"$source_pkg"_*.deb 2>/dev/null | head -1 || true)
 if [ -z "$deb" ]; then
