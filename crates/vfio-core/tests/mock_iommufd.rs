@@ -443,3 +443,21 @@ fn edu_dma_goes_through_the_ioas_mapping_and_nowhere_after_unmap() {
     dst.read(0, &mut got).unwrap();
     assert_eq!(got, [0u8; 16]);
 }
+
+#[test]
+fn two_devices_of_one_group_cannot_attach_to_different_ioases() {
+    let b: Arc<dyn Backend> = Arc::new(MockBackend::new(
+        MockConfig::empty()
+            .with_group(MockGroupConfig::new(1).with_device(MockDeviceConfig::edu("0000:02:00.0")).with_device(MockDeviceConfig::edu("0000:02:00.1")))
+            .with_iommufd(IommufdProfile::qemu_vtd(CAP, ECAP)),
+    ));
+    let ictx = Iommufd::open(b.clone()).unwrap();
+    let (a, other) = (ictx.alloc_ioas().unwrap(), ictx.alloc_ioas().unwrap());
+    let mut d0 = CdevDevice::open(b.clone(), 0).unwrap();
+    let mut d1 = CdevDevice::open(b, 1).unwrap();
+    d0.bind(&ictx).unwrap();
+    d1.bind(&ictx).unwrap();
+    let h = d0.attach(a.id()).unwrap();
+    assert_eq!(d1.attach(other.id()).unwrap_err().code(), "EINVAL");
+    assert_eq!(d1.attach(a.id()), Ok(h));
+}

@@ -904,8 +904,16 @@ impl Host {
             return err(libc::EINVAL);
         }
         let dev = self.cdevs[c].dev;
-        let reserved = self.groups[&self.devices[dev].group].reserved.clone();
+        let gid = self.devices[dev].group;
+        let reserved = self.groups[&gid].reserved.clone();
+        // igroup->hwpt: the devices of one group share one HWPT
+        // (iommufd_hw_pagetable_attach refuses another with EINVAL).
+        let peers: Vec<usize> = self.groups[&gid].devices.iter().copied().filter(|&d| d != dev).collect();
         let ictx = &mut self.ictxs[ctx];
+        let group_hwpt = ictx.objects.values().find_map(|o| match o {
+            Obj::Device { dev: d, hwpt: Some(h) } if peers.contains(d) => Some(*h),
+            _ => None,
+        });
         let (_, old) = ictx.device(dev_id)?;
         let hwpt = match ictx.objects.get(&cmd.pt_id) {
             None => return err(libc::ENOENT),
@@ -920,6 +928,7 @@ impl Host {
                     .map(|(&id, _)| id);
                 match existing {
                     Some(id) => id,
+                    None if group_hwpt.is_some() => return err(libc::EINVAL),
                     None => {
                         if old.is_some() {
                             // Replacing onto a new automatic domain: the
@@ -947,6 +956,9 @@ impl Host {
         if old == Some(hwpt) {
             cmd.pt_id = hwpt;
             return Ok(());
+        }
+        if group_hwpt.is_some_and(|h| h != hwpt) {
+            return err(libc::EINVAL);
         }
         let Some(Obj::Hwpt { ioas, .. }) = ictx.objects.get(&hwpt) else { return err(libc::ENOENT) };
         let ioas = *ioas;
