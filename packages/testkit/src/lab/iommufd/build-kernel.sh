@@ -9,8 +9,8 @@
 #
 # The result is cached in
 #   ${VFIOKIT_CACHE:-$HOME/.cache/vfiokit}/kernels/<source-version>-<config-hash>/
-# holding bzImage, config (the final .config), headers/ (make headers_install:
-# the lab kernel's linux/iommufd.h and linux/vfio.h) and build.log, and is
+# holding bzImage, config (the final .config), headers/ (a copy of the uapi
+# headers below) and build.log, and is
 # reused when present: the key changes only when Debian's source package
 # moves or kernel.config / this recipe changes.
 #
@@ -19,7 +19,14 @@
 # sources and lists stay untouched; the source package is only downloaded and
 # unpacked (dpkg-deb -x), never installed.
 #
-# Usage: build-kernel.sh [dir]    dir: print the cache folder it would use and exit
+# The kernel's uapi headers (make headers_install: linux/iommufd.h and the
+# cdev part of linux/vfio.h, which Debian's 6.1 linux-libc-dev lacks) are
+# installed first, before the long compile, into kernels/headers-<version>/:
+# vfio-core's ABI test checks its uapi module against them.
+#
+# Usage: build-kernel.sh [dir|headers]
+#   dir: print the cache folder it would use and exit
+#   headers: install (or reuse) the uapi headers only and print their folder
 # Progress goes to stderr; the folder (containing bzImage) is the last line on stdout.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,11 +41,11 @@ missing=()
 need() { command -v "$1" >/dev/null || missing+=("$2 (for $1)"); }
 need_header() { [ -f "/usr/include/$1" ] || missing+=("$2 (for <$1>)"); }
 need make make; need gcc gcc; need flex flex; need bison bison; need bc bc; need perl perl
-need xz xz-utils; need tar tar; need dpkg-deb dpkg; need apt-get apt
+need xz xz-utils; need tar tar; need dpkg-deb dpkg; need apt-get apt; need rsync rsync
 need_header gelf.h libelf-dev; need_header openssl/opensslv.h libssl-dev
 if [ ${#missing[@]} -gt 0 ]; then
   log "cannot build the lab kernel, missing: ${missing[*]}"
-  log "install them with 'apt-get install flex bison libelf-dev bc libssl-dev' (scripts/install.sh does when run as root)"
+  log "install them with 'apt-get install flex bison libelf-dev bc libssl-dev rsync' (scripts/install.sh does when run as root)"
   exit 2
 fi
 
@@ -82,8 +89,10 @@ compile() {
 config_hash=$( { cat "$fragment"; declare -f configure compile; } | sha256sum | cut -c1-12)
 key=$version-$config_hash
 out=$cache/$key
+headers=$cache/headers-$version
 if [ "${1:-}" = dir ]; then echo "$out"; exit 0; fi
-if [ -f "$out/.complete" ]; then
+if [ "${1:-}" = headers ] && [ -f "$headers/.complete" ]; then echo "$headers/include"; exit 0; fi
+if [ -f "$out/.complete" ] && [ "${1:-}" != headers ]; then
   log "reusing $out (linux $version, config $config_hash)"
   echo "$out"
   exit 0
@@ -114,6 +123,16 @@ if [ ! -f "$src/.unpacked" ]; then
 fi
 
 cd "$src"
+# The uapi headers depend on the source only, not on the config.
+if [ ! -f "$headers/.complete" ]; then
+  log "installing linux $version's uapi headers into $headers"
+  rm -rf "$headers.partial"
+  make -s headers_install INSTALL_HDR_PATH="$headers.partial" >&2
+  touch "$headers.partial/.complete"
+  rm -rf "$headers"
+  mv "$headers.partial" "$headers"
+fi
+if [ "${1:-}" = headers ]; then echo "$headers/include"; exit 0; fi
 log "configuring: x86_64_defconfig + kvm_guest.config + $(basename "$fragment")"
 configure
 # Kconfig drops what a dependency forbids without a word; every option the
@@ -159,7 +178,7 @@ if [ $rc -ne 0 ]; then
   fi
   exit 1
 fi
-make -s headers_install INSTALL_HDR_PATH="$out.partial/headers" >&2
+cp -a "$headers" "$out.partial/headers"
 cp arch/x86/boot/bzImage "$out.partial/bzImage"
 cp .config "$out.partial/config"
 cp "$work/build.log" "$out.partial/build.log"
