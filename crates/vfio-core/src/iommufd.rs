@@ -27,10 +27,24 @@ fn size_of<T>() -> u32 {
 }
 
 /// An iommufd context: every object (IOAS, HWPT, bound device) lives in one.
-#[derive(Debug)]
+/// Cloning shares the one descriptor: the [`Ioas`] and [`Hwpt`] values made
+/// from it hold a clone, so the file closes (and the kernel destroys what is
+/// left in it, iommufd_fops_release) only when the last of them goes.
+#[derive(Debug, Clone)]
 pub struct Iommufd {
+    file: Arc<IommufdFile>,
+}
+
+#[derive(Debug)]
+struct IommufdFile {
     backend: Arc<dyn Backend>,
     fd: RawFd,
+}
+
+impl Drop for IommufdFile {
+    fn drop(&mut self) {
+        self.backend.close(self.fd);
+    }
 }
 
 /// What IOMMU_GET_HW_INFO reports about a bound device's IOMMU.
@@ -59,25 +73,25 @@ impl Iommufd {
         let fd = backend
             .open_iommufd()
             .map_err(|e| Error::new(e.0, "open", format!("{} /dev/iommu", backend.kind())))?;
-        Ok(Self { backend, fd })
+        Ok(Self { file: Arc::new(IommufdFile { backend, fd }) })
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
+        &self.file.backend
     }
 
     pub fn backend_kind(&self) -> BackendKind {
-        self.backend.kind()
+        self.file.backend.kind()
     }
 
     /// The descriptor, for VFIO_DEVICE_BIND_IOMMUFD and for passing to QEMU
     /// (`-object iommufd,fd=`).
     pub fn raw_fd(&self) -> RawFd {
-        self.fd
+        self.file.fd
     }
 
     pub(crate) fn object(&self) -> String {
-        format!("{} iommufd fd {}", self.backend.kind(), self.fd)
+        format!("{} iommufd fd {}", self.file.backend.kind(), self.file.fd)
     }
 
     fn err(&self, errno: i32, ioctl: &'static str) -> Error {
@@ -85,22 +99,22 @@ impl Iommufd {
     }
 
     /// IOMMU_IOAS_ALLOC: a new, empty IO address space.
-    pub fn alloc_ioas(&self) -> Result<Ioas<'_>> {
+    pub fn alloc_ioas(&self) -> Result<Ioas> {
         let mut cmd = u::iommu_ioas_alloc { size: size_of::<u::iommu_ioas_alloc>(), ..Default::default() };
-        self.backend.ioas_alloc(self.fd, &mut cmd).map_err(|e| self.err(e.0, "IOMMU_IOAS_ALLOC"))?;
-        Ok(Ioas { ictx: self, id: cmd.out_ioas_id })
+        self.file.backend.ioas_alloc(self.file.fd, &mut cmd).map_err(|e| self.err(e.0, "IOMMU_IOAS_ALLOC"))?;
+        Ok(Ioas { ictx: self.clone(), id: cmd.out_ioas_id })
     }
 
     /// IOMMU_DESTROY of any object by id (an IOAS or HWPT the caller does
     /// not hold as a Rust value, e.g. one made by a device attach).
     pub fn destroy(&self, id: u32) -> Result<()> {
         let cmd = u::iommu_destroy { size: size_of::<u::iommu_destroy>(), id };
-        self.backend.iommu_destroy(self.fd, &cmd).map_err(|e| self.err(e.0, "IOMMU_DESTROY").with_detail(format!("object {id}")))
+        self.file.backend.iommu_destroy(self.file.fd, &cmd).map_err(|e| self.err(e.0, "IOMMU_DESTROY").with_detail(format!("object {id}")))
     }
 
     fn option(&self, option_id: u32, op: u16, object_id: u32, val64: u64) -> Result<u64> {
         let mut cmd = u::iommu_option { size: size_of::<u::iommu_option>(), option_id, op, __reserved: 0, object_id, val64 };
-        self.backend.iommu_option(self.fd, &mut cmd).map_err(|e| {
+        self.file.backend.iommu_option(self.file.fd, &mut cmd).map_err(|e| {
             self.err(e.0, "IOMMU_OPTION").with_detail(format!("option {option_id} op {op} object {object_id} val {val64}"))
         })?;
         Ok(cmd.val64)
@@ -126,8 +140,9 @@ impl Iommufd {
         for _ in 0..4 {
             let mut data = vec![0u64; words];
             let mut cmd = u::iommu_hw_info { size: size_of::<u::iommu_hw_info>(), dev_id, ..Default::default() };
-            self.backend
-                .iommu_get_hw_info(self.fd, &mut cmd, &mut data)
+            self.file
+                .backend
+                .iommu_get_hw_info(self.file.fd, &mut cmd, &mut data)
                 .map_err(|e| self.err(e.0, "IOMMU_GET_HW_INFO").with_detail(format!("device {dev_id}")))?;
             let have = cmd.data_len as usize;
             if have > words * 8 {
@@ -147,7 +162,7 @@ impl Iommufd {
 
     /// IOMMU_HWPT_ALLOC: a paging HWPT for device `dev_id` on `ioas`, with
     /// `flags` (`IOMMU_HWPT_ALLOC_DIRTY_TRACKING`, `..._NEST_PARENT`).
-    pub fn alloc_hwpt<'a>(&'a self, dev_id: u32, ioas: &Ioas<'a>, flags: u32) -> Result<Hwpt<'a>> {
+    pub fn alloc_hwpt(&self, dev_id: u32, ioas: &Ioas, flags: u32) -> Result<Hwpt> {
         let mut cmd = u::iommu_hwpt_alloc {
             size: size_of::<u::iommu_hwpt_alloc>(),
             flags,
@@ -156,25 +171,18 @@ impl Iommufd {
             data_type: u::IOMMU_HWPT_DATA_NONE,
             ..Default::default()
         };
-        self.backend.hwpt_alloc(self.fd, &mut cmd).map_err(|e| {
+        self.file.backend.hwpt_alloc(self.file.fd, &mut cmd).map_err(|e| {
             self.err(e.0, "IOMMU_HWPT_ALLOC").with_detail(format!("device {dev_id} on IOAS {} flags {flags:#x}", ioas.id))
         })?;
-        Ok(Hwpt { ictx: self, id: cmd.out_hwpt_id })
-    }
-}
-
-impl Drop for Iommufd {
-    fn drop(&mut self) {
-        // Closing the context destroys every object left in it (iommufd_fops_release).
-        self.backend.close(self.fd);
+        Ok(Hwpt { ictx: self.clone(), id: cmd.out_hwpt_id })
     }
 }
 
 /// An IO address space. Dropping it destroys it; one still in use (a
 /// device or HWPT on it) stays until its users go or the iommufd closes.
 #[derive(Debug)]
-pub struct Ioas<'a> {
-    ictx: &'a Iommufd,
+pub struct Ioas {
+    ictx: Iommufd,
     id: u32,
 }
 
@@ -194,13 +202,13 @@ fn ioas_prot(flags: u32) -> Option<u32> {
     Some(out)
 }
 
-impl<'a> Ioas<'a> {
+impl Ioas {
     pub fn id(&self) -> u32 {
         self.id
     }
 
-    pub fn iommufd(&self) -> &'a Iommufd {
-        self.ictx
+    pub fn iommufd(&self) -> &Iommufd {
+        &self.ictx
     }
 
     pub(crate) fn object(&self) -> String {
@@ -232,7 +240,7 @@ impl<'a> Ioas<'a> {
             self.err(libc::EINVAL, "IOMMU_IOAS_MAP").with_detail(format!("{}: only READ and WRITE apply to an IOAS", detail()))
         })?;
         let mut cmd = self.map_cmd(iova, vaddr, size, prot);
-        self.ictx.backend.ioas_map(self.ictx.fd, &mut cmd).map_err(|e| self.err(e.0, "IOMMU_IOAS_MAP").with_detail(detail()))?;
+        self.ictx.file.backend.ioas_map(self.ictx.file.fd, &mut cmd).map_err(|e| self.err(e.0, "IOMMU_IOAS_MAP").with_detail(detail()))?;
         Ok(cmd.iova)
     }
 
@@ -241,8 +249,9 @@ impl<'a> Ioas<'a> {
     pub fn unmap(&self, iova: u64, size: u64) -> Result<u64> {
         let mut cmd = u::iommu_ioas_unmap { size: size_of::<u::iommu_ioas_unmap>(), ioas_id: self.id, iova, length: size };
         self.ictx
+            .file
             .backend
-            .ioas_unmap(self.ictx.fd, &mut cmd)
+            .ioas_unmap(self.ictx.file.fd, &mut cmd)
             .map_err(|e| self.err(e.0, "IOMMU_IOAS_UNMAP").with_detail(format!("iova {iova:#x} size {size:#x}")))?;
         Ok(cmd.length)
     }
@@ -255,7 +264,7 @@ impl<'a> Ioas<'a> {
     /// IOMMU_IOAS_COPY: maps into this IOAS the pages `src` maps at
     /// `[src_iova, src_iova + size)`, without pinning them again. Returns the
     /// IOVA here.
-    pub fn copy_from(&self, src: &Ioas<'_>, src_iova: u64, size: u64, iova: Option<u64>, flags: u32) -> Result<u64> {
+    pub fn copy_from(&self, src: &Ioas, src_iova: u64, size: u64, iova: Option<u64>, flags: u32) -> Result<u64> {
         let detail = || format!("from IOAS {} iova {src_iova:#x} size {size:#x}", src.id);
         let prot = ioas_prot(flags)
             .ok_or_else(|| self.err(libc::EINVAL, "IOMMU_IOAS_COPY").with_detail(format!("{}: flags {flags:#x}", detail())))?;
@@ -268,7 +277,7 @@ impl<'a> Ioas<'a> {
             dst_iova: iova.unwrap_or(0),
             src_iova,
         };
-        self.ictx.backend.ioas_copy(self.ictx.fd, &mut cmd).map_err(|e| self.err(e.0, "IOMMU_IOAS_COPY").with_detail(detail()))?;
+        self.ictx.file.backend.ioas_copy(self.ictx.file.fd, &mut cmd).map_err(|e| self.err(e.0, "IOMMU_IOAS_COPY").with_detail(detail()))?;
         Ok(cmd.dst_iova)
     }
 
@@ -278,7 +287,7 @@ impl<'a> Ioas<'a> {
         loop {
             let mut ranges = vec![u::iommu_iova_range::default(); n];
             let mut cmd = u::iommu_ioas_iova_ranges { size: size_of::<u::iommu_ioas_iova_ranges>(), ioas_id: self.id, ..Default::default() };
-            match self.ictx.backend.ioas_iova_ranges(self.ictx.fd, &mut cmd, &mut ranges) {
+            match self.ictx.file.backend.ioas_iova_ranges(self.ictx.file.fd, &mut cmd, &mut ranges) {
                 Err(e) if e.0 == libc::EMSGSIZE && (cmd.num_iovas as usize) > n => n = cmd.num_iovas as usize,
                 Err(e) => return Err(self.err(e.0, "IOMMU_IOAS_IOVA_RANGES")),
                 Ok(()) => {
@@ -299,8 +308,9 @@ impl<'a> Ioas<'a> {
         let raw: Vec<u::iommu_iova_range> = ranges.iter().map(|r| u::iommu_iova_range { start: r.start, last: r.end }).collect();
         let mut cmd = u::iommu_ioas_allow_iovas { size: size_of::<u::iommu_ioas_allow_iovas>(), ioas_id: self.id, ..Default::default() };
         self.ictx
+            .file
             .backend
-            .ioas_allow_iovas(self.ictx.fd, &mut cmd, &raw)
+            .ioas_allow_iovas(self.ictx.file.fd, &mut cmd, &raw)
             .map_err(|e| self.err(e.0, "IOMMU_IOAS_ALLOW_IOVAS").with_detail(format!("{} ranges", ranges.len())))
     }
 
@@ -325,7 +335,7 @@ impl<'a> Ioas<'a> {
     }
 }
 
-impl DmaSpace for Ioas<'_> {
+impl DmaSpace for Ioas {
     const MAP: &'static str = "IOMMU_IOAS_MAP";
     const UNMAP: &'static str = "IOMMU_IOAS_UNMAP";
     fn object(&self) -> String {
@@ -339,12 +349,12 @@ impl DmaSpace for Ioas<'_> {
                 // Stop before the run with flags an IOAS has no meaning
                 // for; its replay in map_one names the entry.
                 None => {
-                    let (done, res) = self.ictx.backend.ioas_map_many(self.ictx.fd, &mut cmds);
+                    let (done, res) = self.ictx.file.backend.ioas_map_many(self.ictx.file.fd, &mut cmds);
                     return if res.is_err() { (done, res) } else { (done, Err(crate::backend::Errno(libc::EINVAL))) };
                 }
             }
         }
-        self.ictx.backend.ioas_map_many(self.ictx.fd, &mut cmds)
+        self.ictx.file.backend.ioas_map_many(self.ictx.file.fd, &mut cmds)
     }
     fn map_one(&self, iova: u64, vaddr: u64, size: u64, flags: u32) -> Result<()> {
         self.map(Some(iova), vaddr, size, flags).map(drop)
@@ -354,7 +364,7 @@ impl DmaSpace for Ioas<'_> {
     }
 }
 
-impl Drop for Ioas<'_> {
+impl Drop for Ioas {
     fn drop(&mut self) {
         // EBUSY while a device or HWPT uses it: the object then lives until
         // its users go or the iommufd closes, which is what the kernel does.
@@ -364,12 +374,12 @@ impl Drop for Ioas<'_> {
 
 /// A hardware page table on an IOAS; destroyed on drop (when unused).
 #[derive(Debug)]
-pub struct Hwpt<'a> {
-    ictx: &'a Iommufd,
+pub struct Hwpt {
+    ictx: Iommufd,
     id: u32,
 }
 
-impl Hwpt<'_> {
+impl Hwpt {
     pub fn id(&self) -> u32 {
         self.id
     }
@@ -384,8 +394,9 @@ impl Hwpt<'_> {
             __reserved: 0,
         };
         self.ictx
+            .file
             .backend
-            .hwpt_set_dirty_tracking(self.ictx.fd, &cmd)
+            .hwpt_set_dirty_tracking(self.ictx.file.fd, &cmd)
             .map_err(|e| self.ictx.err(e.0, "IOMMU_HWPT_SET_DIRTY_TRACKING").with_detail(format!("HWPT {}", self.id)))
     }
 
@@ -404,14 +415,14 @@ impl Hwpt<'_> {
             page_size,
             data: 0,
         };
-        self.ictx.backend.hwpt_get_dirty_bitmap(self.ictx.fd, &mut cmd, &mut bitmap).map_err(|e| {
+        self.ictx.file.backend.hwpt_get_dirty_bitmap(self.ictx.file.fd, &mut cmd, &mut bitmap).map_err(|e| {
             self.ictx.err(e.0, "IOMMU_HWPT_GET_DIRTY_BITMAP").with_detail(format!("HWPT {} iova {iova:#x} size {size:#x}", self.id))
         })?;
         Ok(bitmap)
     }
 }
 
-impl Drop for Hwpt<'_> {
+impl Drop for Hwpt {
     fn drop(&mut self) {
         let _ = self.ictx.destroy(self.id);
     }
@@ -495,5 +506,63 @@ impl CdevDevice {
     /// opened through its group.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+}
+
+/// Device cdevs bound to one iommufd and attached to one IOAS: what a VMM
+/// holds for a guest, as [`crate::Type1Container`] holds its groups. Fields
+/// drop in declaration order, the order the kernel wants: the devices
+/// (closing a cdev detaches and unbinds it), then the IOAS, then the iommufd.
+#[derive(Debug)]
+pub struct IommufdSpace {
+    devices: Vec<CdevDevice>,
+    hwpts: Vec<u32>,
+    ioas: Ioas,
+    ictx: Iommufd,
+}
+
+impl IommufdSpace {
+    /// Opens /dev/iommu, allocates an IOAS, and binds and attaches each of
+    /// `cdevs` (the N of /dev/vfio/devices/vfioN) in order. On failure
+    /// everything opened so far is closed again.
+    pub fn open(backend: Arc<dyn Backend>, cdevs: &[u32]) -> Result<Self> {
+        let ictx = Iommufd::open(backend.clone())?;
+        let ioas = ictx.alloc_ioas()?;
+        let mut devices = Vec::with_capacity(cdevs.len());
+        let mut hwpts = Vec::with_capacity(cdevs.len());
+        for &n in cdevs {
+            let mut d = CdevDevice::open(backend.clone(), n)?;
+            d.bind(&ictx)?;
+            hwpts.push(d.attach(ioas.id())?);
+            devices.push(d);
+        }
+        Ok(Self { devices, hwpts, ioas, ictx })
+    }
+
+    pub fn iommufd(&self) -> &Iommufd {
+        &self.ictx
+    }
+
+    pub fn ioas(&self) -> &Ioas {
+        &self.ioas
+    }
+
+    pub fn devices(&self) -> &[CdevDevice] {
+        &self.devices
+    }
+
+    /// The HWPT each device was attached to (automatic ones, shared when compatible).
+    pub fn hwpts(&self) -> &[u32] {
+        &self.hwpts
+    }
+
+    /// The device of cdev `index`.
+    pub fn device(&self, index: u32) -> Option<&CdevDevice> {
+        self.devices.iter().find(|d| d.index() == index)
+    }
+
+    pub fn object(&self) -> String {
+        let list: Vec<String> = self.devices.iter().map(|d| format!("vfio{}", d.index())).collect();
+        format!("{} ({})", self.ioas.object(), list.join(", "))
     }
 }

@@ -461,3 +461,22 @@ fn two_devices_of_one_group_cannot_attach_to_different_ioases() {
     assert_eq!(d1.attach(other.id()).unwrap_err().code(), "EINVAL");
     assert_eq!(d1.attach(a.id()), Ok(h));
 }
+
+#[test]
+fn a_space_binds_and_attaches_every_device_to_one_ioas_and_closing_it_frees_the_groups() {
+    let b: Arc<dyn Backend> = Arc::new(MockBackend::new(config()));
+    let space = vfio_core::IommufdSpace::open(b.clone(), &[0, 1]).unwrap();
+    assert_eq!(space.hwpts(), &[3, 3]);
+    assert_eq!(Group::open(b.clone(), 1).unwrap_err().code(), "EBUSY");
+    drop(space);
+    assert!(Group::open(b.clone(), 1).is_ok());
+    assert!(Group::open(b, 2).is_ok());
+}
+
+#[test]
+fn a_space_that_cannot_attach_a_device_leaves_nothing_bound() {
+    let b: Arc<dyn Backend> = Arc::new(MockBackend::new(config()));
+    let _g2 = Group::open(b.clone(), 2).unwrap();
+    assert_eq!(vfio_core::IommufdSpace::open(b.clone(), &[0, 1]).unwrap_err().code(), "EBUSY");
+    assert!(Group::open(b, 1).is_ok());
+}

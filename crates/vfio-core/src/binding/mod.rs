@@ -14,6 +14,7 @@ mod container;
 mod device;
 mod error;
 mod host;
+mod iommufd;
 mod memory;
 mod mock_host;
 mod spapr;
