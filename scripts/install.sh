@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything vfiokit needs on a fresh Debian machine: the packages the
-# lab and the QEMU tests use (when run as root), pnpm through corepack, and the
+# lab and the QEMU tests use (when run as root; flex, bison, libelf-dev, bc,
+# libssl-dev and rsync build the iommufd lab's kernel and its headers), pnpm through corepack, and the
 # workspace's dependencies. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=(qemu-system-x86 qemu-system-ppc qemu-utils busybox-static cpio xz-utils pciutils gcc
-  gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+  gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+  make flex bison libelf-dev bc libssl-dev rsync)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${apt_packages[@]}"; do
@@ -28,6 +30,16 @@ fi
 if ! command -v cargo >/dev/null; then
   echo "install: Rust (cargo) is required to build crates/vfio-core; install it with rustup" >&2
   exit 1
+fi
+
+# vfio-core's ABI test checks uapi::iommufd against the lab kernel's uapi
+# headers (Debian's 6.1 linux-libc-dev has no linux/iommufd.h): Debian's
+# linux-source-6.12 is fetched and unpacked once, its headers installed into
+# ${VFIOKIT_CACHE:-$HOME/.cache/vfiokit}/kernels/headers-<version>/ (about
+# 3 minutes cold, nothing warm). The kernel itself is built by the iommufd
+# lab profile when it first runs (packages/testkit/src/lab/README.md).
+if command -v apt-get >/dev/null; then
+  echo "install: lab kernel headers at $(bash packages/testkit/src/lab/iommufd/build-kernel.sh headers)"
 fi
 
 # The pseries lab runs vfio-lab inside a ppc64le guest: a static binary

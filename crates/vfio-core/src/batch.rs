@@ -12,9 +12,47 @@
 //! it was mapped with: type1v2 refuses an unmap that splits a mapping
 //! (vfio_dma_do_unmap), so the rollback never unmaps a sub-range.
 
+use crate::backend::SysResult;
 use crate::container::{dma_map, Container};
 use crate::error::{Error, Result};
 use crate::uapi::vfio_iommu_type1_dma_map;
+
+/// An IO address space a batch maps into: a type1 container, or an
+/// iommufd IOAS ([`crate::iommufd::Ioas`]). The batch logic (coalescing, the
+/// replay that names the failing entry, the exact rollback) is written once
+/// against this; each space says how one run becomes its ioctl. Runs are
+/// carried as `vfio_iommu_type1_dma_map` (iova, vaddr, size and the
+/// READ/WRITE flags of [`crate::dma_flags`]) whichever space takes them.
+pub(crate) trait DmaSpace {
+    /// The map and unmap ioctls, for errors.
+    const MAP: &'static str;
+    const UNMAP: &'static str;
+    fn object(&self) -> String;
+    /// Maps `runs` in order, stopping at the first failure: how many
+    /// succeeded and the failure.
+    fn map_runs(&self, runs: &mut [vfio_iommu_type1_dma_map]) -> (usize, SysResult<()>);
+    /// Maps one entry, with the error naming it.
+    fn map_one(&self, iova: u64, vaddr: u64, size: u64, flags: u32) -> Result<()>;
+    /// Unmaps exactly `[iova, iova + size)`; returns the bytes unmapped.
+    fn unmap_range(&self, iova: u64, size: u64) -> Result<u64>;
+}
+
+impl DmaSpace for Container {
+    const MAP: &'static str = "VFIO_IOMMU_MAP_DMA";
+    const UNMAP: &'static str = "VFIO_IOMMU_UNMAP_DMA";
+    fn object(&self) -> String {
+        Container::object(self)
+    }
+    fn map_runs(&self, runs: &mut [vfio_iommu_type1_dma_map]) -> (usize, SysResult<()>) {
+        self.backend().map_dma_many(self.raw_fd(), runs)
+    }
+    fn map_one(&self, iova: u64, vaddr: u64, size: u64, flags: u32) -> Result<()> {
+        self.map_dma(iova, vaddr, size, flags)
+    }
+    fn unmap_range(&self, iova: u64, size: u64) -> Result<u64> {
+        self.unmap_raw(iova, size, 0)
+    }
+}
 
 /// What a successful batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -103,92 +141,7 @@ impl Container {
     /// contiguous entries. On failure nothing this call mapped remains, and
     /// the error names the failing entry, its errno and the ioctl.
     pub fn map_batch(&self, entries: &[[u64; 3]], flags: BatchFlags<'_>) -> Result<BatchReport> {
-        if let BatchFlags::Each(f) = flags {
-            if f.len() != entries.len() {
-                return Err(Error::new(libc::EINVAL, "map_batch", self.object()).with_detail(format!(
-                    "{} entries but {} flags: give one flag word per entry or one for all",
-                    entries.len(),
-                    f.len()
-                )));
-            }
-        }
-        // Coalesce and hand runs to the backend a chunk at a time: the
-        // kernel backend issues one ioctl per run, the mock takes its lock
-        // once per chunk, and the buffer stays small and cache-hot.
-        const CHUNK: usize = 1024;
-        let mut maps: Vec<vfio_iommu_type1_dma_map> = Vec::with_capacity(CHUNK.min(entries.len()));
-        let mut starts: Vec<usize> = Vec::with_capacity(CHUNK.min(entries.len()));
-        let mut report = BatchReport { entries: entries.len(), ioctls: 0, bytes: 0 };
-        let mut i = 0;
-        let (first, end, run_errno) = loop {
-            if i == entries.len() {
-                return Ok(report);
-            }
-            maps.clear();
-            starts.clear();
-            while i < entries.len() && maps.len() < CHUNK {
-                let j = run_end(entries, flags, i);
-                let [iova, vaddr, _] = entries[i];
-                let size = entries[i..j].iter().map(|e| e[2]).sum();
-                starts.push(i);
-                maps.push(dma_map(iova, vaddr, size, flags.get(i)));
-                i = j;
-            }
-            let (done, result) = self.backend().map_dma_many(self.raw_fd(), &maps);
-            report.ioctls += done;
-            report.bytes += maps[..done].iter().map(|m| m.size).sum::<u64>();
-            if let Err(e) = result {
-                let end = starts.get(done + 1).copied().unwrap_or(i);
-                break (starts[done], end, e);
-            }
-        };
-
-        // The run at entries first..end failed as a whole. Replay its
-        // entries one by one to find the one the kernel refuses.
-        let mut replayed: Vec<vfio_iommu_type1_dma_map> = Vec::new();
-        let mut culprit: Option<(usize, Error)> = None;
-        for (k, &[iova, vaddr, size]) in entries.iter().enumerate().take(end).skip(first) {
-            match self.map_dma(iova, vaddr, size, flags.get(k)) {
-                Ok(()) => replayed.push(dma_map(iova, vaddr, size, flags.get(k))),
-                Err(e) => {
-                    culprit = Some((k, e));
-                    break;
-                }
-            }
-        }
-        let (k, err) = match culprit {
-            Some(c) => c,
-            None => {
-                // Every entry maps alone but not together: report the run's
-                // first entry with the coalesced call's errno.
-                let size: u64 = entries[first..end].iter().map(|e| e[2]).sum();
-                (
-                    first,
-                    Error::new(run_errno.0, "VFIO_IOMMU_MAP_DMA", self.object()).with_detail(format!(
-                        "coalesced run of {} entries iova {:#x} size {:#x}",
-                        end - first,
-                        entries[first][0],
-                        size
-                    )),
-                )
-            }
-        };
-        // Roll back: exactly the ranges mapped, newest first. The runs
-        // before `first` are recomputed: coalescing is deterministic.
-        let mut earlier = Vec::new();
-        coalesce(&entries[..first], flags, &mut earlier);
-        let mut rollback_failures = Vec::new();
-        for m in replayed.iter().rev().chain(earlier.iter().rev()) {
-            if let Err(e) = self.unmap_raw(m.iova, m.size, 0) {
-                rollback_failures.push(format!("{:#x}+{:#x}: {}", m.iova, m.size, e.code()));
-            }
-        }
-        let mut err = err.with_entry(k);
-        if !rollback_failures.is_empty() {
-            let d = err.detail.take().unwrap_or_default();
-            err = err.with_detail(format!("{d}; rollback could not unmap {}", rollback_failures.join(", ")));
-        }
-        Err(err)
+        map_batch(self, entries, flags)
     }
 
     /// Unmaps every entry (`[iova, size]`), coalescing contiguous entries
@@ -199,45 +152,140 @@ impl Container {
     /// entry k leaves entries `0..k` unmapped and `k..` untouched; the error
     /// names k.
     pub fn unmap_batch(&self, entries: &[[u64; 2]]) -> Result<BatchReport> {
-        for (k, [iova, size]) in entries.iter().enumerate() {
-            if *size == 0 || iova.checked_add(*size - 1).is_none() {
-                return Err(Error::new(libc::EINVAL, "VFIO_IOMMU_UNMAP_DMA", self.object())
-                    .with_entry(k)
-                    .with_detail(format!("iova {iova:#x} size {size:#x}: zero size or wraps")));
+        unmap_batch(self, entries)
+    }
+}
+
+/// [`Container::map_batch`] for any [`DmaSpace`].
+pub(crate) fn map_batch<S: DmaSpace>(space: &S, entries: &[[u64; 3]], flags: BatchFlags<'_>) -> Result<BatchReport> {
+    if let BatchFlags::Each(f) = flags {
+        if f.len() != entries.len() {
+            return Err(Error::new(libc::EINVAL, "map_batch", space.object()).with_detail(format!(
+                "{} entries but {} flags: give one flag word per entry or one for all",
+                entries.len(),
+                f.len()
+            )));
+        }
+    }
+    // Coalesce and hand runs to the backend a chunk at a time: the
+    // kernel backend issues one ioctl per run, the mock takes its lock
+    // once per chunk, and the buffer stays small and cache-hot.
+    const CHUNK: usize = 1024;
+    let mut maps: Vec<vfio_iommu_type1_dma_map> = Vec::with_capacity(CHUNK.min(entries.len()));
+    let mut starts: Vec<usize> = Vec::with_capacity(CHUNK.min(entries.len()));
+    let mut report = BatchReport { entries: entries.len(), ioctls: 0, bytes: 0 };
+    let mut i = 0;
+    let (first, end, run_errno) = loop {
+        if i == entries.len() {
+            return Ok(report);
+        }
+        maps.clear();
+        starts.clear();
+        while i < entries.len() && maps.len() < CHUNK {
+            let j = run_end(entries, flags, i);
+            let [iova, vaddr, _] = entries[i];
+            let size = entries[i..j].iter().map(|e| e[2]).sum();
+            starts.push(i);
+            maps.push(dma_map(iova, vaddr, size, flags.get(i)));
+            i = j;
+        }
+        let (done, result) = space.map_runs(&mut maps);
+        report.ioctls += done;
+        report.bytes += maps[..done].iter().map(|m| m.size).sum::<u64>();
+        if let Err(e) = result {
+            let end = starts.get(done + 1).copied().unwrap_or(i);
+            break (starts[done], end, e);
+        }
+    };
+
+    // The run at entries first..end failed as a whole. Replay its
+    // entries one by one to find the one the kernel refuses.
+    let mut replayed: Vec<vfio_iommu_type1_dma_map> = Vec::new();
+    let mut culprit: Option<(usize, Error)> = None;
+    for (k, &[iova, vaddr, size]) in entries.iter().enumerate().take(end).skip(first) {
+        match space.map_one(iova, vaddr, size, flags.get(k)) {
+            Ok(()) => replayed.push(dma_map(iova, vaddr, size, flags.get(k))),
+            Err(e) => {
+                culprit = Some((k, e));
+                break;
             }
         }
-        let mut report = BatchReport { entries: entries.len(), ..Default::default() };
-        let mut i = 0;
-        while i < entries.len() {
-            let [iova, mut size] = entries[i];
-            let mut j = i + 1;
-            while j < entries.len() && iova.checked_add(size) == Some(entries[j][0]) {
-                match size.checked_add(entries[j][1]) {
-                    Some(s) => size = s,
-                    None => break,
-                }
-                j += 1;
+    }
+    let (k, err) = match culprit {
+        Some(c) => c,
+        None => {
+            // Every entry maps alone but not together: report the run's
+            // first entry with the coalesced call's errno.
+            let size: u64 = entries[first..end].iter().map(|e| e[2]).sum();
+            (
+                first,
+                Error::new(run_errno.0, S::MAP, space.object()).with_detail(format!(
+                    "coalesced run of {} entries iova {:#x} size {:#x}",
+                    end - first,
+                    entries[first][0],
+                    size
+                )),
+            )
+        }
+    };
+    // Roll back: exactly the ranges mapped, newest first. The runs
+    // before `first` are recomputed: coalescing is deterministic.
+    let mut earlier = Vec::new();
+    coalesce(&entries[..first], flags, &mut earlier);
+    let mut rollback_failures = Vec::new();
+    for m in replayed.iter().rev().chain(earlier.iter().rev()) {
+        if let Err(e) = space.unmap_range(m.iova, m.size) {
+            rollback_failures.push(format!("{:#x}+{:#x}: {}", m.iova, m.size, e.code()));
+        }
+    }
+    let mut err = err.with_entry(k);
+    if !rollback_failures.is_empty() {
+        let d = err.detail.take().unwrap_or_default();
+        err = err.with_detail(format!("{d}; rollback could not unmap {}", rollback_failures.join(", ")));
+    }
+    Err(err)
+}
+
+/// [`Container::unmap_batch`] for any [`DmaSpace`].
+pub(crate) fn unmap_batch<S: DmaSpace>(space: &S, entries: &[[u64; 2]]) -> Result<BatchReport> {
+    for (k, [iova, size]) in entries.iter().enumerate() {
+        if *size == 0 || iova.checked_add(*size - 1).is_none() {
+            return Err(Error::new(libc::EINVAL, S::UNMAP, space.object())
+                .with_entry(k)
+                .with_detail(format!("iova {iova:#x} size {size:#x}: zero size or wraps")));
+        }
+    }
+    let mut report = BatchReport { entries: entries.len(), ..Default::default() };
+    let mut i = 0;
+    while i < entries.len() {
+        let [iova, mut size] = entries[i];
+        let mut j = i + 1;
+        while j < entries.len() && iova.checked_add(size) == Some(entries[j][0]) {
+            match size.checked_add(entries[j][1]) {
+                Some(s) => size = s,
+                None => break,
             }
-            report.ioctls += 1;
-            match self.unmap_raw(iova, size, 0) {
-                Ok(n) => report.bytes += n,
-                Err(e) if j - i == 1 => return Err(e.with_entry(i)),
-                Err(_) => {
-                    // Find the entry the kernel refuses; the ones before it
-                    // in this run are unmapped, as the contract says.
-                    for (k, &[ki, ks]) in entries.iter().enumerate().take(j).skip(i) {
-                        report.ioctls += 1;
-                        match self.unmap_raw(ki, ks, 0) {
-                            Ok(n) => report.bytes += n,
-                            Err(e) => return Err(e.with_entry(k)),
-                        }
+            j += 1;
+        }
+        report.ioctls += 1;
+        match space.unmap_range(iova, size) {
+            Ok(n) => report.bytes += n,
+            Err(e) if j - i == 1 => return Err(e.with_entry(i)),
+            Err(_) => {
+                // Find the entry the kernel refuses; the ones before it
+                // in this run are unmapped, as the contract says.
+                for (k, &[ki, ks]) in entries.iter().enumerate().take(j).skip(i) {
+                    report.ioctls += 1;
+                    match space.unmap_range(ki, ks) {
+                        Ok(n) => report.bytes += n,
+                        Err(e) => return Err(e.with_entry(k)),
                     }
                 }
             }
-            i = j;
         }
-        Ok(report)
+        i = j;
     }
+    Ok(report)
 }
 
 /// Splits a flat `[iova, vaddr, size, iova, vaddr, size, ...]` slice (as a

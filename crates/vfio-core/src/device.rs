@@ -149,6 +149,10 @@ impl Device {
         Ok(r)
     }
 
+    pub(crate) fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -232,6 +232,8 @@ pub fn errno_name(errno: i32) -> &'static str {
         libc::EBADFD => "EBADFD",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
         libc::EPROTO => "EPROTO",
+        libc::EADDRINUSE => "EADDRINUSE",
+        libc::EMSGSIZE => "EMSGSIZE",
         _ => "EUNKNOWN",
     }
 }

@@ -173,39 +173,144 @@ fn table() -> Vec<Entry> {
     }
 }
 
-#[test]
-fn every_size_offset_and_number_matches_the_system_header() {
-    let header = std::path::Path::new("/usr/include/linux/vfio.h");
-    assert!(header.exists(), "/usr/include/linux/vfio.h is missing: install linux-libc-dev");
-    let entries = table();
-    let mut c = String::from("#include <stdio.h>\n#include <stddef.h>\n#include <linux/vfio.h>\nint main(void) {\n");
-    for e in &entries {
+/// Compiles a C program that includes `includes` (with `-I` for each of
+/// `include_dirs`) and prints every entry's value, and returns the entries
+/// whose C value differs from the Rust one.
+fn mismatches(entries: &[Entry], include_dirs: &[&std::path::Path], includes: &[&str], tag: &str) -> Vec<String> {
+    let mut c = String::from("#include <stdio.h>\n#include <stddef.h>\n");
+    for h in includes {
+        c.push_str(&format!("#include <{h}>\n"));
+    }
+    c.push_str("int main(void) {\n");
+    for e in entries {
         c.push_str(&format!("  printf(\"%s=%llu\\n\", \"{}\", (unsigned long long)({}));\n", e.c_name, e.c_expr));
     }
     c.push_str("  return 0;\n}\n");
-    let dir = std::env::temp_dir().join(format!("vfio-core-abi-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("vfio-core-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let src = dir.join("abi.c");
     let exe = dir.join("abi");
     std::fs::write(&src, c).unwrap();
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let out = Command::new(&cc).arg("-o").arg(&exe).arg(&src).output().expect("a C compiler (cc)");
+    let mut cmd = Command::new(&cc);
+    for d in include_dirs {
+        cmd.arg("-I").arg(d);
+    }
+    let out = cmd.arg("-o").arg(&exe).arg(&src).output().expect("a C compiler (cc)");
+    let run = out.status.success().then(|| Command::new(&exe).output().unwrap());
+    let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success(), "{cc} failed: {}", String::from_utf8_lossy(&out.stderr));
-    let run = Command::new(&exe).output().unwrap();
-    let text = String::from_utf8(run.stdout).unwrap();
+    let text = String::from_utf8(run.unwrap().stdout).unwrap();
     let c_side: HashMap<&str, u64> = text
         .lines()
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k, v.parse().unwrap()))
         .collect();
-    let mut mismatches = Vec::new();
-    for e in &entries {
+    let mut bad = Vec::new();
+    for e in entries {
         match c_side.get(e.c_name.as_str()) {
             Some(&v) if v == e.rust => {}
-            other => mismatches.push(format!("{}: C {:?}, Rust {}", e.c_name, other, e.rust)),
+            other => bad.push(format!("{}: C {:?}, Rust {}", e.c_name, other, e.rust)),
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(mismatches.is_empty(), "uapi disagrees with linux/vfio.h:\n{}", mismatches.join("\n"));
+    bad
+}
+
+#[test]
+fn every_size_offset_and_number_matches_the_system_header() {
+    let header = std::path::Path::new("/usr/include/linux/vfio.h");
+    assert!(header.exists(), "/usr/include/linux/vfio.h is missing: install linux-libc-dev");
+    let entries = table();
+    let bad = mismatches(&entries, &[], &["linux/vfio.h"], "abi");
+    assert!(bad.is_empty(), "uapi disagrees with linux/vfio.h:\n{}", bad.join("\n"));
     assert!(entries.len() > 100, "the table covers the whole header ({} entries)", entries.len());
+}
+
+fn iommufd_table() -> Vec<Entry> {
+    use vfio_core::uapi::iommufd::*;
+    abi_table! {
+        struct iommu_destroy { size, id }
+        struct iommu_ioas_alloc { size, flags, out_ioas_id }
+        struct iommu_iova_range { start, last }
+        struct iommu_ioas_iova_ranges { size, ioas_id, num_iovas, __reserved, allowed_iovas, out_iova_alignment }
+        struct iommu_ioas_allow_iovas { size, ioas_id, num_iovas, __reserved, allowed_iovas }
+        struct iommu_ioas_map { size, flags, ioas_id, __reserved, user_va, length, iova }
+        struct iommu_ioas_copy { size, flags, dst_ioas_id, src_ioas_id, length, dst_iova, src_iova }
+        struct iommu_ioas_unmap { size, ioas_id, iova, length }
+        struct iommu_option { size, option_id, op, __reserved, object_id, val64 }
+        struct iommu_hwpt_alloc { size, flags, dev_id, pt_id, out_hwpt_id, __reserved, data_type, data_len, data_uptr, fault_id, __reserved2 }
+        struct iommu_hw_info_vtd { flags, __reserved, cap_reg, ecap_reg }
+        struct iommu_hw_info { size, flags, dev_id, data_len, data_uptr, out_data_type, out_max_pasid_log2, __reserved, out_capabilities }
+        struct iommu_hwpt_set_dirty_tracking { size, flags, hwpt_id, __reserved }
+        struct iommu_hwpt_get_dirty_bitmap { size, hwpt_id, flags, __reserved, iova, length, page_size, data }
+        struct vfio_device_bind_iommufd { argsz, flags, iommufd, out_devid }
+        struct vfio_device_attach_iommufd_pt { argsz, flags, pt_id }
+        struct vfio_device_detach_iommufd_pt { argsz, flags }
+        ;
+        const IOMMU_DESTROY = "IOMMU_DESTROY",
+        const IOMMU_IOAS_ALLOC = "IOMMU_IOAS_ALLOC",
+        const IOMMU_IOAS_ALLOW_IOVAS = "IOMMU_IOAS_ALLOW_IOVAS",
+        const IOMMU_IOAS_COPY = "IOMMU_IOAS_COPY",
+        const IOMMU_IOAS_IOVA_RANGES = "IOMMU_IOAS_IOVA_RANGES",
+        const IOMMU_IOAS_MAP = "IOMMU_IOAS_MAP",
+        const IOMMU_IOAS_UNMAP = "IOMMU_IOAS_UNMAP",
+        const IOMMU_OPTION = "IOMMU_OPTION",
+        const IOMMU_VFIO_IOAS = "IOMMU_VFIO_IOAS",
+        const IOMMU_HWPT_ALLOC = "IOMMU_HWPT_ALLOC",
+        const IOMMU_GET_HW_INFO = "IOMMU_GET_HW_INFO",
+        const IOMMU_HWPT_SET_DIRTY_TRACKING = "IOMMU_HWPT_SET_DIRTY_TRACKING",
+        const IOMMU_HWPT_GET_DIRTY_BITMAP = "IOMMU_HWPT_GET_DIRTY_BITMAP",
+        const IOMMU_IOAS_MAP_FIXED_IOVA = "IOMMU_IOAS_MAP_FIXED_IOVA",
+        const IOMMU_IOAS_MAP_WRITEABLE = "IOMMU_IOAS_MAP_WRITEABLE",
+        const IOMMU_IOAS_MAP_READABLE = "IOMMU_IOAS_MAP_READABLE",
+        const IOMMU_OPTION_RLIMIT_MODE = "IOMMU_OPTION_RLIMIT_MODE",
+        const IOMMU_OPTION_HUGE_PAGES = "IOMMU_OPTION_HUGE_PAGES",
+        const IOMMU_OPTION_OP_SET = "IOMMU_OPTION_OP_SET",
+        const IOMMU_OPTION_OP_GET = "IOMMU_OPTION_OP_GET",
+        const IOMMU_HWPT_ALLOC_NEST_PARENT = "IOMMU_HWPT_ALLOC_NEST_PARENT",
+        const IOMMU_HWPT_ALLOC_DIRTY_TRACKING = "IOMMU_HWPT_ALLOC_DIRTY_TRACKING",
+        const IOMMU_HWPT_DATA_NONE = "IOMMU_HWPT_DATA_NONE",
+        const IOMMU_HW_INFO_TYPE_NONE = "IOMMU_HW_INFO_TYPE_NONE",
+        const IOMMU_HW_INFO_TYPE_INTEL_VTD = "IOMMU_HW_INFO_TYPE_INTEL_VTD",
+        const IOMMU_HW_CAP_DIRTY_TRACKING = "IOMMU_HW_CAP_DIRTY_TRACKING",
+        const IOMMU_HWPT_DIRTY_TRACKING_ENABLE = "IOMMU_HWPT_DIRTY_TRACKING_ENABLE",
+        const IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR = "IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR",
+        const VFIO_DEVICE_BIND_IOMMUFD = "VFIO_DEVICE_BIND_IOMMUFD",
+        const VFIO_DEVICE_ATTACH_IOMMUFD_PT = "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
+        const VFIO_DEVICE_DETACH_IOMMUFD_PT = "VFIO_DEVICE_DETACH_IOMMUFD_PT",
+    }
+}
+
+/// The lab kernel's installed uapi headers: `VFIOKIT_KERNEL_HEADERS`, or the
+/// newest complete `kernels/headers-<version>/include` in the cache that
+/// packages/testkit/src/lab/iommufd/build-kernel.sh fills (`build-kernel.sh
+/// headers` installs them without building the kernel).
+fn lab_kernel_headers() -> Option<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("VFIOKIT_KERNEL_HEADERS") {
+        return Some(dir.into());
+    }
+    let cache = std::env::var_os("VFIOKIT_CACHE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/vfiokit")))?;
+    let mut found: Vec<(std::time::SystemTime, std::path::PathBuf)> = std::fs::read_dir(cache.join("kernels"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("headers-")))
+        .filter(|p| p.join(".complete").exists() && p.join("include/linux/iommufd.h").exists())
+        .filter_map(|p| Some((p.join(".complete").metadata().ok()?.modified().ok()?, p.join("include"))))
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p)
+}
+
+#[test]
+fn every_iommufd_and_cdev_size_offset_and_number_matches_the_lab_kernel_headers() {
+    let dir = lab_kernel_headers().expect(
+        "no lab kernel headers: run 'packages/testkit/src/lab/iommufd/build-kernel.sh headers' (it caches them under \
+         ${VFIOKIT_CACHE:-$HOME/.cache/vfiokit}/kernels/headers-<version>/) or set VFIOKIT_KERNEL_HEADERS to a headers_install include dir",
+    );
+    let entries = iommufd_table();
+    let bad = mismatches(&entries, &[&dir], &["linux/vfio.h", "linux/iommufd.h"], "abi-iommufd");
+    assert!(bad.is_empty(), "uapi::iommufd disagrees with {}:\n{}", dir.display(), bad.join("\n"));
 }

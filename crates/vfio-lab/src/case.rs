@@ -116,6 +116,12 @@ impl<'a> Ctx<'a> {
         r
     }
 
+    /// Keeps a descriptor the case opened itself (iommufd, a device cdev)
+    /// for closing when the case ends.
+    pub fn adopt(&mut self, fd: RawFd) {
+        self.fds.push(fd);
+    }
+
     /// Closes `fd` now (before the case ends), e.g. to test what closing releases.
     pub fn close(&mut self, fd: RawFd) {
         if let Some(i) = self.fds.iter().position(|&f| f == fd) {

@@ -66,6 +66,9 @@ pub struct LabHost {
     pub topology: Topology,
     groups: BTreeMap<String, u32>,
     drivers: BTreeMap<String, Option<String>>,
+    /// Each device's VFIO cdev number (`vfio-dev/vfioN`), on a kernel with
+    /// CONFIG_VFIO_DEVICE_CDEV and a device bound to vfio-pci.
+    cdevs: BTreeMap<String, u32>,
 }
 
 impl LabHost {
@@ -73,6 +76,7 @@ impl LabHost {
     pub fn from_sysfs(topology: Topology, sysfs: &Path) -> Result<Self, String> {
         let mut groups = BTreeMap::new();
         let mut drivers = BTreeMap::new();
+        let mut cdevs = BTreeMap::new();
         for d in &topology.devices {
             let link = sysfs.join("bus/pci/devices").join(&d.bdf).join("iommu_group");
             let target = match std::fs::read_link(&link) {
@@ -101,8 +105,14 @@ impl LabHost {
                 .ok()
                 .and_then(|t| t.file_name().and_then(|n| n.to_str()).map(String::from));
             drivers.insert(d.role.clone(), driver);
+            let cdev = std::fs::read_dir(sysfs.join("bus/pci/devices").join(&d.bdf).join("vfio-dev"))
+                .ok()
+                .and_then(|mut dir| dir.find_map(|e| e.ok()?.file_name().to_str()?.strip_prefix("vfio")?.parse().ok()));
+            if let Some(n) = cdev {
+                cdevs.insert(d.role.clone(), n);
+            }
         }
-        Ok(Self { topology, groups, drivers })
+        Ok(Self { topology, groups, drivers, cdevs })
     }
 
     /// Group numbers for the mock: one per distinct set of group members, from 1.
@@ -117,7 +127,19 @@ impl LabHost {
             groups.insert(d.role.clone(), id);
         }
         let drivers = topology.devices.iter().map(|d| (d.role.clone(), d.driver.clone())).collect();
-        Self { topology, groups, drivers }
+        // The mock numbers cdevs in its device order (vfio-core's
+        // Host::cdev_index): mock_host.rs lays devices out group by group,
+        // in topology order within a group.
+        let mut bound: Vec<(u32, usize, String)> = topology
+            .devices
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.driver.as_deref() == Some("vfio-pci"))
+            .map(|(i, d)| (groups[&d.role], i, d.role.clone()))
+            .collect();
+        bound.sort();
+        let cdevs = bound.into_iter().enumerate().map(|(n, (_, _, role))| (role, n as u32)).collect();
+        Self { topology, groups, drivers, cdevs }
     }
 
     pub fn device(&self, role: &str) -> &TopologyDevice {
@@ -130,6 +152,11 @@ impl LabHost {
 
     pub fn bdf_of(&self, role: &str) -> &str {
         &self.device(role).bdf
+    }
+
+    /// The cdev number of the device playing `role`, if it has one.
+    pub fn cdev_of(&self, role: &str) -> Option<u32> {
+        self.cdevs.get(&self.device(role).role).copied()
     }
 
     /// A group number no device has, for the "no such group" rules.

@@ -3,6 +3,7 @@
 //! ```text
 //! vfio-lab x86 --backend kernel --topology topology.json [--out results.jsonl] [--sysfs /sys]
 //! vfio-lab x86 --backend mock   --topology topology.json [--out results.jsonl]
+//! vfio-lab iommufd --backend kernel|mock --topology topology.json [...]   (see iommufd.rs)
 //! vfio-lab spapr --backend kernel|mock --phbs N [--out results.jsonl]   (see spapr.rs)
 //! ```
 //!
@@ -18,6 +19,7 @@ mod edu;
 mod host;
 mod live_handover;
 mod memlock;
+mod iommufd;
 mod mock_host;
 mod report;
 mod spapr;
@@ -46,7 +48,7 @@ struct Args {
     only: Option<String>,
 }
 
-const USAGE: &str = "usage: vfio-lab x86 --backend kernel|mock --topology FILE [--out FILE] [--sysfs DIR] [--only TEXT]\n       vfio-lab spapr --backend kernel|mock --phbs N [--out FILE]";
+const USAGE: &str = "usage: vfio-lab x86|iommufd --backend kernel|mock --topology FILE [--out FILE] [--sysfs DIR] [--only TEXT]\n       vfio-lab spapr --backend kernel|mock --phbs N [--out FILE]";
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
@@ -64,8 +66,8 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
-    if args.suite != "x86" {
-        return Err(format!("unknown suite '{}': the suites are x86 and spapr", args.suite));
+    if args.suite != "x86" && args.suite != "iommufd" {
+        return Err(format!("unknown suite '{}': the suites are x86, iommufd and spapr", args.suite));
     }
     if args.backend != "kernel" && args.backend != "mock" {
         return Err(format!("--backend must be kernel or mock, not '{}'", args.backend));
@@ -83,7 +85,7 @@ fn run(args: &Args) -> Result<(), String> {
         (LabHost::from_sysfs(topology, &args.sysfs)?, Arc::new(KernelBackend::new()))
     } else {
         let host = LabHost::assigned(topology);
-        let backend = mock_host::mock_backend(&host);
+        let backend = mock_host::mock_backend(&host, args.suite == "iommufd");
         (host, backend)
     };
     let out: Box<dyn Write> = match &args.out {
@@ -94,7 +96,7 @@ fn run(args: &Args) -> Result<(), String> {
     let mut w = Writer::new(out, &args.suite, &args.backend).map_err(io_err)?;
     w.line(&Line::Host { devices: host.describe() }).map_err(io_err)?;
 
-    let cases: Vec<Case> = x86::cases();
+    let cases: Vec<Case> = if args.suite == "iommufd" { iommufd::cases() } else { x86::cases() };
     for case in cases.iter().filter(|c| args.only.as_ref().is_none_or(|o| c.name.contains(o.as_str()))) {
         let started = Instant::now();
         let mut ctx = Ctx::new(Arc::clone(&backend), &host);
@@ -175,7 +177,7 @@ mod tests {
         static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let host = LabHost::assigned(topology);
-        let backend = mock_host::mock_backend(&host);
+        let backend = mock_host::mock_backend(&host, false);
         x86::cases()
             .into_iter()
             .map(|case| {
@@ -205,6 +207,20 @@ mod tests {
         // must be complete, so a case that aborts or a mock that breaks a
         // must-hold fact shows in `cargo test`, before any boot.
         assert_complete(lab_shape());
+    }
+
+    #[test]
+    fn every_iommufd_case_runs_to_its_end_on_the_mock_with_every_check_holding() {
+        let host = LabHost::assigned(lab_shape());
+        let backend = mock_host::mock_backend(&host, true);
+        for case in iommufd::cases() {
+            let mut ctx = Ctx::new(Arc::clone(&backend), &host);
+            let outcome = (case.run)(&mut ctx);
+            let Line::Case { name, aborted, checks, .. } = ctx.finish(case.name, outcome) else { unreachable!() };
+            assert_eq!(aborted, None, "case '{name}' stopped early");
+            let failed: Vec<_> = checks.iter().filter(|c| !c.ok).collect();
+            assert!(failed.is_empty(), "case '{name}': {failed:?}");
+        }
     }
 
     #[test]

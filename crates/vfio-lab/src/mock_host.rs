@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use vfio_core::backend::{
-    Backend, DeviceModelConfig, GenericDeviceConfig, HostIommuProfile, MockBackend, MockConfig, MockDeviceConfig,
+    Backend, DeviceModelConfig, GenericDeviceConfig, HostIommuProfile, IommufdProfile, MockBackend, MockConfig, MockDeviceConfig,
     MockGroupConfig,
 };
 
@@ -79,6 +79,15 @@ pub fn mock_config(host: &LabHost) -> MockConfig {
     config
 }
 
-pub fn mock_backend(host: &LabHost) -> Arc<dyn Backend> {
-    Arc::new(MockBackend::new(mock_config(host)))
+/// The mock as the guest; `iommufd`: as the lab's own kernel, with
+/// /dev/iommu and device cdevs (vfio-core's iommufd profile on the same
+/// host IOMMU). The VT-d registers GET_HW_INFO returns depend on QEMU's
+/// options and are not compared (the iommufd suite shows only their type
+/// and length), so the profile carries zeros for them.
+pub fn mock_backend(host: &LabHost, iommufd: bool) -> Arc<dyn Backend> {
+    let mut config = mock_config(host);
+    if iommufd {
+        config = config.with_iommufd(IommufdProfile::qemu_vtd(0, 0));
+    }
+    Arc::new(MockBackend::new(config))
 }

@@ -6,7 +6,8 @@ use std::ffi::{CStr, CString};
 use std::path::PathBuf;
 use std::ptr::NonNull;
 
-use super::{Backend, BackendKind, Errno, Mmap, RawFd, SysResult};
+use super::{buf_bytes, buf_bytes_mut, read_pod, write_pod, Backend, BackendKind, Errno, Mmap, RawFd, SysResult};
+use crate::uapi::iommufd as fd;
 use crate::uapi::{self, vfio_group_status, vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap, vfio_irq_info};
 
 /// Real ioctls on `/dev/vfio` (or another directory holding the same nodes,
@@ -82,7 +83,155 @@ fn check_argsz(buf: &[u64]) -> SysResult<()> {
     Ok(())
 }
 
+/// The most a size-tagged command may claim (`size`/`argsz` beyond the
+/// struct): the kernel reads that many bytes (copy_struct_from_user wants
+/// the tail zero), so the backend lends a zeroed buffer that long.
+const MAX_UCMD: usize = 1 << 20;
+
+/// An iommufd or cdev command whose struct begins with its own `size`
+/// (`argsz`): the kernel reads `size` bytes and writes back within the
+/// struct. A claimed size larger than the Rust struct gets a zeroed buffer
+/// of that length, so the kernel never reads past memory we own; the
+/// struct is copied back whether the call succeeds or not (IOVA_RANGES
+/// writes `num_iovas` before failing with EMSGSIZE).
+fn size_tagged<T: Copy + Default>(fd: RawFd, request: u64, cmd: &mut T) -> SysResult<()> {
+    let struct_len = std::mem::size_of::<T>();
+    let mut head = [0u64; 1];
+    write_pod(buf_bytes_mut(&mut head), 0, cmd, 4);
+    let claimed = super::argsz_of(&head) as usize;
+    if claimed > MAX_UCMD {
+        return Err(Errno(libc::E2BIG));
+    }
+    let mut buf = vec![0u64; claimed.max(struct_len).div_ceil(8)];
+    write_pod(buf_bytes_mut(&mut buf), 0, cmd, struct_len);
+    let r = ioctl_ptr(fd, request, buf.as_mut_ptr());
+    if let Some(back) = read_pod::<T>(buf_bytes(&buf), 0) {
+        *cmd = back;
+    }
+    r.map(drop)
+}
+
+impl KernelBackend {
+    /// `/dev/iommu` is beside `/dev/vfio`, not in it.
+    fn dev_root(&self) -> PathBuf {
+        self.dev_vfio.parent().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/dev"))
+    }
+
+    fn open_abs(path: PathBuf) -> SysResult<RawFd> {
+        let c = CString::new(path.into_os_string().into_encoded_bytes()).map_err(|_| Errno(libc::EINVAL))?;
+        // SAFETY: `c` is a NUL-terminated path that outlives the call.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd < 0 {
+            Err(Errno::last())
+        } else {
+            Ok(fd)
+        }
+    }
+}
+
 impl Backend for KernelBackend {
+    fn open_iommufd(&self) -> SysResult<RawFd> {
+        Self::open_abs(self.dev_root().join("iommu"))
+    }
+
+    fn open_device_cdev(&self, index: u32) -> SysResult<RawFd> {
+        Self::open_abs(self.dev_vfio.join("devices").join(format!("vfio{index}")))
+    }
+
+    fn iommu_destroy(&self, iommufd: RawFd, cmd: &fd::iommu_destroy) -> SysResult<()> {
+        size_tagged(iommufd, fd::IOMMU_DESTROY, &mut cmd.clone())
+    }
+
+    fn ioas_alloc(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_alloc) -> SysResult<()> {
+        size_tagged(iommufd, fd::IOMMU_IOAS_ALLOC, cmd)
+    }
+
+    fn ioas_iova_ranges(
+        &self,
+        iommufd: RawFd,
+        cmd: &mut fd::iommu_ioas_iova_ranges,
+        ranges: &mut [fd::iommu_iova_range],
+    ) -> SysResult<()> {
+        // The kernel writes at most num_iovas ranges at allowed_iovas: both
+        // come from `ranges`, which lives across the call.
+        cmd.allowed_iovas = ranges.as_mut_ptr() as u64;
+        cmd.num_iovas = ranges.len() as u32;
+        size_tagged(iommufd, fd::IOMMU_IOAS_IOVA_RANGES, cmd)
+    }
+
+    fn ioas_allow_iovas(
+        &self,
+        iommufd: RawFd,
+        cmd: &mut fd::iommu_ioas_allow_iovas,
+        ranges: &[fd::iommu_iova_range],
+    ) -> SysResult<()> {
+        // Read only by the kernel, num_iovas entries from `ranges`.
+        cmd.allowed_iovas = ranges.as_ptr() as u64;
+        cmd.num_iovas = ranges.len() as u32;
+        size_tagged(iommufd, fd::IOMMU_IOAS_ALLOW_IOVAS, cmd)
+    }
+
+    fn ioas_map(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_map) -> SysResult<()> {
+        size_tagged(iommufd, fd::IOMMU_IOAS_MAP, cmd)
+    }
+
+    fn ioas_copy(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_copy) -> SysResult<()> {
+        size_tagged(iommufd, fd::IOMMU_IOAS_COPY, cmd)
+    }
+
+    fn ioas_unmap(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_unmap) -> SysResult<()> {
+        size_tagged(iommufd, fd::IOMMU_IOAS_UNMAP, cmd)
+    }
+
+    fn iommu_option(&self, iommufd: RawFd, cmd: &mut fd::iommu_option) -> SysResult<()> {
+        size_tagged(iommufd, fd::IOMMU_OPTION, cmd)
+    }
+
+    fn iommu_get_hw_info(&self, iommufd: RawFd, cmd: &mut fd::iommu_hw_info, data: &mut [u64]) -> SysResult<()> {
+        // The kernel writes (and zero-fills) at most data_len bytes at data_uptr.
+        cmd.data_uptr = data.as_mut_ptr() as u64;
+        cmd.data_len = (data.len() * 8) as u32;
+        size_tagged(iommufd, fd::IOMMU_GET_HW_INFO, cmd)
+    }
+
+    fn hwpt_alloc(&self, iommufd: RawFd, cmd: &mut fd::iommu_hwpt_alloc) -> SysResult<()> {
+        // No driver data: a data_uptr the caller set would be read by the kernel.
+        cmd.data_uptr = 0;
+        size_tagged(iommufd, fd::IOMMU_HWPT_ALLOC, cmd)
+    }
+
+    fn hwpt_set_dirty_tracking(&self, iommufd: RawFd, cmd: &fd::iommu_hwpt_set_dirty_tracking) -> SysResult<()> {
+        size_tagged(iommufd, fd::IOMMU_HWPT_SET_DIRTY_TRACKING, &mut cmd.clone())
+    }
+
+    fn hwpt_get_dirty_bitmap(
+        &self,
+        iommufd: RawFd,
+        cmd: &mut fd::iommu_hwpt_get_dirty_bitmap,
+        bitmap: &mut [u64],
+    ) -> SysResult<()> {
+        // The kernel writes one bit per page_size of length: refuse a range
+        // whose bitmap would not fit in `bitmap`.
+        let pages = if cmd.page_size.is_power_of_two() { cmd.length >> cmd.page_size.trailing_zeros() } else { 0 };
+        if pages.div_ceil(64) > bitmap.len() as u64 {
+            return Err(Errno(libc::EINVAL));
+        }
+        cmd.data = bitmap.as_mut_ptr() as u64;
+        size_tagged(iommufd, fd::IOMMU_HWPT_GET_DIRTY_BITMAP, cmd)
+    }
+
+    fn device_bind_iommufd(&self, device: RawFd, cmd: &mut fd::vfio_device_bind_iommufd) -> SysResult<()> {
+        size_tagged(device, fd::VFIO_DEVICE_BIND_IOMMUFD, cmd)
+    }
+
+    fn device_attach_iommufd_pt(&self, device: RawFd, cmd: &mut fd::vfio_device_attach_iommufd_pt) -> SysResult<()> {
+        size_tagged(device, fd::VFIO_DEVICE_ATTACH_IOMMUFD_PT, cmd)
+    }
+
+    fn device_detach_iommufd_pt(&self, device: RawFd, cmd: &fd::vfio_device_detach_iommufd_pt) -> SysResult<()> {
+        size_tagged(device, fd::VFIO_DEVICE_DETACH_IOMMUFD_PT, &mut cmd.clone())
+    }
+
     fn kind(&self) -> BackendKind {
         BackendKind::Kernel
     }

@@ -25,6 +25,7 @@ use std::fmt;
 use std::ptr::NonNull;
 
 use crate::spapr::SpaprOps;
+use crate::uapi::iommufd as fd;
 use crate::uapi::{
     vfio_group_status, vfio_iommu_type1_dma_map, vfio_iommu_type1_dma_unmap, vfio_irq_info,
 };
@@ -200,6 +201,129 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn spapr<'a>(&'a self, container: RawFd) -> Box<dyn SpaprOps + 'a> {
         let _ = container;
         Box::new(crate::spapr::Unsupported)
+    }
+
+    // iommufd (/dev/iommu) and the VFIO device cdev. Every command passes
+    // its uapi struct through unchanged, `size`/`argsz` included, so the
+    // mock is held to the kernel's size rules too. A backend without
+    // iommufd answers ENOENT to the opens (no such node) and ENOTTY to the
+    // ioctls, as a kernel without CONFIG_IOMMUFD does.
+
+    /// `open("/dev/iommu")`.
+    fn open_iommufd(&self) -> SysResult<RawFd> {
+        Err(Errno(libc::ENOENT))
+    }
+    /// `open("/dev/vfio/devices/vfio<index>")`.
+    fn open_device_cdev(&self, index: u32) -> SysResult<RawFd> {
+        let _ = index;
+        Err(Errno(libc::ENOENT))
+    }
+    /// `IOMMU_DESTROY`.
+    fn iommu_destroy(&self, iommufd: RawFd, cmd: &fd::iommu_destroy) -> SysResult<()> {
+        let _ = (iommufd, cmd);
+        Err(Errno(libc::ENOTTY))
+    }
+    /// `IOMMU_IOAS_ALLOC`: the kernel writes `out_ioas_id`.
+    fn ioas_alloc(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_alloc) -> SysResult<()> {
+        let _ = (iommufd, cmd);
+        Err(Errno(libc::ENOTTY))
+    }
+    /// `IOMMU_IOAS_IOVA_RANGES` with `allowed_iovas` pointing at `ranges`
+    /// and `num_iovas` its length (set by the backend, so the kernel never
+    /// writes past it). The kernel writes `num_iovas` (the whole count, which
+    /// may exceed the buffer: EMSGSIZE) and `out_iova_alignment`.
+    fn ioas_iova_ranges(
+        &self,
+        iommufd: RawFd,
+        cmd: &mut fd::iommu_ioas_iova_ranges,
+        ranges: &mut [fd::iommu_iova_range],
+    ) -> SysResult<()> {
+        let _ = (iommufd, cmd, ranges);
+        Err(Errno(libc::ENOTTY))
+    }
+    /// `IOMMU_IOAS_ALLOW_IOVAS` with `allowed_iovas`/`num_iovas` set from `ranges`.
+    fn ioas_allow_iovas(
+        &self,
+        iommufd: RawFd,
+        cmd: &mut fd::iommu_ioas_allow_iovas,
+        ranges: &[fd::iommu_iova_range],
+    ) -> SysResult<()> {
+        let _ = (iommufd, cmd, ranges);
+        Err(Errno(libc::ENOTTY))
+    }
+    /// `IOMMU_IOAS_MAP`: without `IOMMU_IOAS_MAP_FIXED_IOVA` the kernel
+    /// chooses the IOVA and writes it to `iova`.
+    fn ioas_map(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_map) -> SysResult<()> {
+        let _ = (iommufd, cmd);
+        Err(Errno(libc::ENOTTY))
+    }
+    /// Issue `maps` in order, stopping at the first failure; as
+    /// [`Backend::map_dma_many`] for type1.
+    fn ioas_map_many(&self, iommufd: RawFd, maps: &mut [fd::iommu_ioas_map]) -> (usize, SysResult<()>) {
+        for (i, m) in maps.iter_mut().enumerate() {
+            if let Err(e) = self.ioas_map(iommufd, m) {
+                return (i, Err(e));
+            }
+        }
+        (maps.len(), Ok(()))
+    }
+    /// `IOMMU_IOAS_COPY`: the kernel writes `dst_iova` when it chose it.
+    fn ioas_copy(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_copy) -> SysResult<()> {
+        let _ = (iommufd, cmd);
+        Err(Errno(libc::ENOTTY))
+    }
+    /// `IOMMU_IOAS_UNMAP`: on success the kernel writes the bytes unmapped to `length`.
+    fn ioas_unmap(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_unmap) -> SysResult<()> {
+        let _ = (iommufd, cmd);
+        Err(Errno(libc::ENOTTY))
+    }
+    /// `IOMMU_OPTION`: a GET writes `val64`.
+    fn iommu_option(&self, iommufd: RawFd, cmd: &mut fd::iommu_option) -> SysResult<()> {
+        let _ = (iommufd, cmd);
+        Err(Errno(libc::ENOTTY))
+    }
+    /// `IOMMU_GET_HW_INFO` with `data_uptr`/`data_len` set from `data`
+    /// (the kernel raises `data_len` to what it has).
+    fn iommu_get_hw_info(&self, iommufd: RawFd, cmd: &mut fd::iommu_hw_info, data: &mut [u64]) -> SysResult<()> {
+        let _ = (iommufd, cmd, data);
+        Err(Errno(libc::ENOTTY))
+    }
+    /// `IOMMU_HWPT_ALLOC` without driver data (`IOMMU_HWPT_DATA_NONE`):
+    /// the kernel writes `out_hwpt_id`.
+    fn hwpt_alloc(&self, iommufd: RawFd, cmd: &mut fd::iommu_hwpt_alloc) -> SysResult<()> {
+        let _ = (iommufd, cmd);
+        Err(Errno(libc::ENOTTY))
+    }
+    /// `IOMMU_HWPT_SET_DIRTY_TRACKING`.
+    fn hwpt_set_dirty_tracking(&self, iommufd: RawFd, cmd: &fd::iommu_hwpt_set_dirty_tracking) -> SysResult<()> {
+        let _ = (iommufd, cmd);
+        Err(Errno(libc::ENOTTY))
+    }
+    /// `IOMMU_HWPT_GET_DIRTY_BITMAP` with `data` pointing at `bitmap`.
+    fn hwpt_get_dirty_bitmap(
+        &self,
+        iommufd: RawFd,
+        cmd: &mut fd::iommu_hwpt_get_dirty_bitmap,
+        bitmap: &mut [u64],
+    ) -> SysResult<()> {
+        let _ = (iommufd, cmd, bitmap);
+        Err(Errno(libc::ENOTTY))
+    }
+    /// `VFIO_DEVICE_BIND_IOMMUFD` on a cdev fd: the kernel writes `out_devid`.
+    fn device_bind_iommufd(&self, device: RawFd, cmd: &mut fd::vfio_device_bind_iommufd) -> SysResult<()> {
+        let _ = (device, cmd);
+        Err(Errno(libc::ENOTTY))
+    }
+    /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`: attaching to an IOAS makes (or
+    /// reuses) an automatic HWPT, whose id the kernel writes to `pt_id`.
+    fn device_attach_iommufd_pt(&self, device: RawFd, cmd: &mut fd::vfio_device_attach_iommufd_pt) -> SysResult<()> {
+        let _ = (device, cmd);
+        Err(Errno(libc::ENOTTY))
+    }
+    /// `VFIO_DEVICE_DETACH_IOMMUFD_PT`.
+    fn device_detach_iommufd_pt(&self, device: RawFd, cmd: &fd::vfio_device_detach_iommufd_pt) -> SysResult<()> {
+        let _ = (device, cmd);
+        Err(Errno(libc::ENOTTY))
     }
 }
 

@@ -71,6 +71,15 @@ impl VfioBackend {
         AsyncTask::new(take_over_task(self.inner.clone(), socket_fd))
     }
 
+    /// Device cdevs `cdevs` (the N of /dev/vfio/devices/vfioN) bound to a
+    /// new iommufd and attached to one IOAS: the iommufd way to hold
+    /// devices for a guest (per device, not per group).
+    #[napi]
+    pub fn open_iommufd(&self, env: &Env, cdevs: Vec<u32>) -> Result<super::iommufd::IommufdSpace> {
+        let s = crate::IommufdSpace::open(self.inner.clone(), &cdevs).map_err(|e| js_err(env, e))?;
+        Ok(super::iommufd::IommufdSpace::new(s))
+    }
+
     /// `VFIO_GROUP_GET_STATUS` of group `id`, on a group file opened and
     /// closed for the question.
     #[napi]

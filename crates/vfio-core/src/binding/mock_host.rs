@@ -5,7 +5,7 @@ use napi_derive::napi;
 
 use super::args::num_or_str;
 use super::error::bad_arg;
-use crate::backend::{BarConfig, DeviceModelConfig, EduConfig, GenericDeviceConfig, HostIommuProfile, IovaSpan, KernelVersion, MockConfig, MockDeviceConfig, MockGroupConfig};
+use crate::backend::{BarConfig, DeviceModelConfig, EduConfig, GenericDeviceConfig, HostIommuProfile, IommufdProfile, IovaSpan, KernelVersion, MockConfig, MockDeviceConfig, MockGroupConfig};
 
 /// One IOVA range, both ends inclusive.
 #[napi(object)]
@@ -87,6 +87,11 @@ pub struct MockHostConfig {
     pub msi_isolated: Option<bool>,
     /// vfio_iommu_type1's allow_unsafe_interrupts; default false.
     pub allow_unsafe_interrupts: Option<bool>,
+    /// A kernel with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV (the iommufd
+    /// lab's 6.12): /dev/iommu and /dev/vfio/devices/vfioN exist, and each
+    /// group reserves the host IOMMU profile's regions (the MSI window) in an
+    /// IOAS its devices attach to. Default false, as Debian's kernels.
+    pub iommufd: Option<bool>,
 }
 
 fn span(name: &str, s: &IovaSpanConfig) -> std::result::Result<IovaSpan, crate::Error> {
@@ -144,10 +149,12 @@ pub(super) fn config_of(c: Option<MockHostConfig>) -> std::result::Result<MockCo
         Some("6.12") => KernelVersion::V6_12,
         Some(k) => return Err(bad_arg(format!("kernel {k:?}: the mock models \"6.1\" and \"6.12\""))),
     };
+    let mut profile = &crate::backend::VTD;
     if let Some(name) = &c.iommu_profile {
         let p = HostIommuProfile::named(name)
             .ok_or_else(|| bad_arg(format!("iommuProfile {name:?}: the mock has \"vtd\", \"amd-vi\" and \"smmuv3\"")))?;
         out = out.with_iommu_profile(p);
+        profile = p;
     }
     out.msi_isolated = c.msi_isolated.unwrap_or(out.msi_isolated);
     out.allow_unsafe_interrupts = c.allow_unsafe_interrupts.unwrap_or(out.allow_unsafe_interrupts);
@@ -183,6 +190,23 @@ pub(super) fn config_of(c: Option<MockHostConfig>) -> std::result::Result<MockCo
         }
         group.reserved = g.reserved.iter().flatten().map(|s| span("reserved", s)).collect::<std::result::Result<_, _>>()?;
         out.groups.push(group);
+    }
+    if c.iommufd == Some(true) {
+        // The VT-d registers GET_HW_INFO returns depend on QEMU's options;
+        // the binding does not expose GET_HW_INFO, so they stay zero here.
+        let p = if profile.name == "vtd" {
+            IommufdProfile::qemu_vtd(0, 0)
+        } else {
+            IommufdProfile::on(profile, crate::uapi::iommufd::IOMMU_HW_INFO_TYPE_NONE, Vec::new())
+        };
+        out = out.with_iommufd(p);
+        for g in &mut out.groups {
+            for r in profile.group_reserved {
+                if !g.reserved.contains(r) {
+                    g.reserved.push(*r);
+                }
+            }
+        }
     }
     Ok(out)
 }

@@ -15,6 +15,7 @@ mod device;
 mod error;
 mod host;
 mod live;
+mod iommufd;
 mod memory;
 mod mock_host;
 mod spapr;

@@ -9,10 +9,12 @@
 //! - this file: ioctl numbering, API and extension numbers, the capability
 //!   chain header, container, group and device structures;
 //! - [`type1`]: the type1/type1v2 IOMMU (info, capabilities, map, unmap);
-//! - [`spapr`]: the sPAPR TCE IOMMU (owned by the sPAPR work).
+//! - [`spapr`]: the sPAPR TCE IOMMU (owned by the sPAPR work);
+//! - [`iommufd`]: /dev/iommu and the VFIO device cdev (checked against the lab kernel's headers).
 
 #![allow(non_camel_case_types)]
 
+pub mod iommufd;
 pub mod spapr;
 pub mod type1;
 
@@ -25,9 +27,9 @@ pub use type1::*;
 /// MIPS, SPARC) encode "no data" as 1 at bit 29, the generic layout as 0 at
 /// bit 30. VFIO uses only `_IO`, so only the "none" direction matters.
 #[cfg(any(target_arch = "powerpc", target_arch = "powerpc64", target_arch = "mips", target_arch = "mips64", target_arch = "sparc64"))]
-const IOC_NONE_BITS: u64 = 1 << 29;
+pub(crate) const IOC_NONE_BITS: u64 = 1 << 29;
 #[cfg(not(any(target_arch = "powerpc", target_arch = "powerpc64", target_arch = "mips", target_arch = "mips64", target_arch = "sparc64")))]
-const IOC_NONE_BITS: u64 = 0;
+pub(crate) const IOC_NONE_BITS: u64 = 0;
 
 /// `VFIO_TYPE`: the ioctl type byte, `';'`.
 pub const VFIO_TYPE: u64 = b';' as u64;

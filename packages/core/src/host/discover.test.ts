@@ -278,3 +278,19 @@ test('the arm64 server reads as SMMUv3 on Arm, the serial card sharing its group
   t.deepEqual(findGroup(model, 8).devices.map((d) => [d.address, d.isBridge]), [['0006:01:00.0', true], ['0006:02:00.0', false]]);
   t.deepEqual(findGroup(model, 6).reservedRegions, [{ start: 0x8000000n, size: 0x100000n, type: 'msi' }]);
 });
+
+test('a kernel without iommufd shows no /dev/iommu and no device cdevs', (t) => {
+  const m = workstation();
+  t.false(m.iommufd);
+  t.true(m.devices.every((d) => d.vfioCdev === undefined));
+});
+
+test('an iommufd kernel shows /dev/iommu and the cdev of each device on vfio-pci', (t) => {
+  const host = createFixtureHost('iommufd-workstation');
+  host.fs.writeText('/sys/bus/pci/drivers/xhci_hcd/unbind', '0000:04:00.0');
+  host.fs.writeText('/sys/bus/pci/devices/0000:04:00.0/driver_override', 'vfio-pci');
+  host.fs.writeText('/sys/bus/pci/drivers/vfio-pci/bind', '0000:04:00.0');
+  const m = discoverHost(host.fs);
+  t.true(m.iommufd);
+  t.deepEqual(m.devices.filter((d) => d.vfioCdev !== undefined).map((d) => [d.address, d.vfioCdev]), [['0000:04:00.0', 0]]);
+});

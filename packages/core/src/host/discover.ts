@@ -60,6 +60,7 @@ export function discoverHost(host: HostFs, options: DiscoverOptions = {}): HostM
     groups,
     hostBridges: hostBridgesOf(devices),
     vfioPciLoaded: host.exists(`${PCI_DRIVERS}/vfio-pci`),
+    iommufd: host.exists('/sys/class/misc/iommu'),
     ...(pciIds.source === undefined ? {} : { pciIdsSource: pciIds.source }),
   };
 }
@@ -111,6 +112,8 @@ export function readPciDevice(host: HostFs, address: string, pciIds: PciIds): Pc
     ...(subsystemDeviceId === undefined ? {} : { subsystemDeviceId }),
   });
   const sriov = readSriov(host, link);
+  // vfio_device_add puts the cdev's class device under the PCI device.
+  const cdev = host.list(`${link}/vfio-dev`).map((n) => /^vfio(\d+)$/.exec(n)?.[1]).find((n) => n !== undefined);
   return {
     address,
     sysfsPath,
@@ -134,6 +137,7 @@ export function readPciDevice(host: HostFs, address: string, pciIds: PciIds): Pc
     bootVga: host.readText(`${link}/boot_vga`)?.trim() === '1',
     ...(sriov === undefined ? {} : { sriov }),
     ...(physfn === undefined ? {} : { physicalFunction: physfn }),
+    ...(cdev === undefined ? {} : { vfioCdev: Number(cdev) }),
     ...(resetMethods ? { resetMethods: resetMethods.split(/\s+/) } : {}),
     bars: parseResource(host.readText(`${link}/resource`) ?? ''),
   };

@@ -65,6 +65,13 @@ export interface PciDevice {
   readonly sriov?: SriovPhysicalFunction;
   /** On a virtual function: its physical function's address (`physfn`). */
   readonly physicalFunction?: string;
+  /**
+   * The N of the device's VFIO cdev, /dev/vfio/devices/vfioN (its
+   * `vfio-dev/vfioN` sysfs entry), on a kernel with CONFIG_VFIO_DEVICE_CDEV
+   * and the device bound to a vfio driver. Bound to an iommufd, the device
+   * is assigned on its own, not with its whole group.
+   */
+  readonly vfioCdev?: number;
   /** `reset_method`: the resets the kernel can do (flr, pm, bus...), when it says. */
   readonly resetMethods?: readonly string[];
   /** Assigned BARs 0-5 (unassigned ones are left out). */
@@ -166,6 +173,12 @@ export interface HostModel {
   readonly hostBridges: readonly HostBridge[];
   /** /sys/bus/pci/drivers/vfio-pci exists. */
   readonly vfioPciLoaded: boolean;
+  /**
+   * The kernel offers iommufd: /dev/iommu exists (its misc device shows as
+   * /sys/class/misc/iommu; drivers/iommu/iommufd/main.c registers it as
+   * "iommu"). Debian's kernels are built without CONFIG_IOMMUFD.
+   */
+  readonly iommufd: boolean;
   /** The pci.ids file names came from, absent when the host has none. */
   readonly pciIdsSource?: string;
 }

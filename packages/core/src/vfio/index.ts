@@ -36,6 +36,7 @@ export type DeviceInfo = native.DeviceInfo;
 export type RegionInfo = native.RegionInfo;
 export type IrqInfo = native.IrqInfo;
 export type DependentDevice = native.DependentDevice;
+export type IoasRanges = native.IoasRanges;
 
 /**
  * A VFIO call failed. `code` is the errno's name (`EEXIST`, `EINVAL`, ...),
@@ -128,6 +129,18 @@ export class VfioHost {
    */
   openType1(groups: readonly number[], options: { iommu?: IommuType } = {}): Type1Container {
     return new Type1Container(call(() => this.backend.openType1([...groups], options.iommu)));
+  }
+
+  /**
+   * The iommufd way to hold devices: the device cdevs `cdevs` (the N of
+   * /dev/vfio/devices/vfioN, from a device's `vfio-dev/vfioN` in sysfs)
+   * bound to a new /dev/iommu and attached to one IOAS. Per device, not per
+   * group; a bound device's group cannot be opened the legacy way until
+   * this is closed. Needs a kernel with CONFIG_IOMMUFD and
+   * CONFIG_VFIO_DEVICE_CDEV (ENOENT otherwise: /dev/iommu is missing).
+   */
+  openIommufd(cdevs: readonly number[]): IommufdSpace {
+    return new IommufdSpace(call(() => this.backend.openIommufd([...cdevs])));
   }
 
   /** `VFIO_GROUP_GET_STATUS` of group `id` (its file opened for the question and closed). */
@@ -270,6 +283,57 @@ export class Type1Container {
     return call(() => this.native.mapBatch(entries, flags));
   }
   /** Unmaps `entries` (iova, size pairs); entries before a failing one stay unmapped. */
+  unmapBatch(entries: BigUint64Array): BatchReport {
+    return call(() => this.native.unmapBatch(entries));
+  }
+}
+
+/** Device cdevs bound to an iommufd and attached to one IOAS, from `VfioHost.openIommufd`. */
+export class IommufdSpace {
+  /** @internal */
+  constructor(private readonly native: native.IommufdSpace) {}
+
+  get backendKind(): string {
+    return this.native.backendKind;
+  }
+  /** The cdev numbers attached, in order. */
+  get cdevs(): readonly number[] {
+    return this.native.cdevs;
+  }
+  /** The HWPT (hardware page table) each device was attached to. */
+  get hwpts(): readonly number[] {
+    return this.native.hwpts;
+  }
+  get ioasId(): number {
+    return this.native.ioasId;
+  }
+  get isOpen(): boolean {
+    return this.native.isOpen;
+  }
+  /** Closes the device cdevs, the IOAS and /dev/iommu; idempotent. */
+  close(): void {
+    this.native.close();
+  }
+  /** Where the IOAS can map, and the alignment every map must keep. */
+  iovaRanges(): IoasRanges {
+    return call(() => this.native.iovaRanges());
+  }
+  /** Maps at `iova`, or where the kernel chooses (`null`); returns the IOVA. */
+  mapDma(iova: bigint | null, vaddr: bigint, size: bigint, flags: number = DmaFlags.ReadWrite): bigint {
+    return call(() => this.native.mapDma(iova ?? undefined, vaddr, size, flags));
+  }
+  /** Unmaps whole mappings; returns the bytes unmapped. */
+  unmapDma(iova: bigint, size: bigint): bigint {
+    return call(() => this.native.unmapDma(iova, size));
+  }
+  unmapAll(): bigint {
+    return call(() => this.native.unmapAll());
+  }
+  /** As `Type1Container.mapBatch`: all or nothing, coalescing contiguous entries. */
+  mapBatch(entries: BigUint64Array, flags: number | Uint32Array = DmaFlags.ReadWrite): BatchReport {
+    return call(() => this.native.mapBatch(entries, flags));
+  }
+  /** As `Type1Container.unmapBatch`. */
   unmapBatch(entries: BigUint64Array): BatchReport {
     return call(() => this.native.unmapBatch(entries));
   }

@@ -200,3 +200,23 @@ test('an IPv4 QMP address or host name is written as it is', (t) => {
   t.true(buildCommandLine({ ...base, qmp: { host: '127.0.0.1', port: 4444 } }).argv.includes('tcp:127.0.0.1:4444,server=on,wait=off'));
   t.true(buildCommandLine({ ...base, qmp: { host: 'localhost', port: 1 } }).argv.includes('tcp:localhost:1,server=on,wait=off'));
 });
+
+test('an iommufd guest gets one iommufd object and every vfio-pci device attached to it', (t) => {
+  const cl = buildCommandLine({ ...base, guestIommu: 'intel-iommu', iommufd: {}, devices: [{ host: '0000:01:00.0', group: 12 }] });
+  t.deepEqual(cl.argv.slice(-6), [
+    '-object', 'iommufd,id=iommufd0',
+    '-device', 'pcie-root-port,id=rp0,chassis=1,bus=pcie.0,addr=0x2.0',
+    '-device', 'vfio-pci,host=0000:01:00.0,id=hostdev-0000-01-00-0,bus=rp0,addr=0x0.0,iommufd=iommufd0',
+  ]);
+});
+
+test('an iommufd guest needs vfio-pci with the iommufd property (QEMU 8.2+)', (t) => {
+  t.deepEqual(requirementsFor({ ...base, iommufd: {}, devices: [{ host: '0000:01:00.0', group: 12 }] }).vfioPciProperties, [
+    'host', 'multifunction', 'addr', 'iommufd',
+  ]);
+});
+
+test('a pseries guest cannot take its devices through iommufd', (t) => {
+  const e = t.throws(() => buildCommandLine({ ...base, machine: 'pseries', iommufd: {}, devices: [{ host: '0000:01:00.0', group: 12 }] }));
+  t.true(e instanceof VmDescriptionError);
+});

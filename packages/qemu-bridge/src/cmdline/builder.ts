@@ -33,6 +33,13 @@ export interface VmDescription {
   readonly binary?: string;
   /** Appended as given (disks, network, display). Slots 0x1-0x1e of pcie.0 are this builder's. */
   readonly extraArgs?: readonly string[];
+  /**
+   * q35: pass the devices through iommufd instead of a type1 container:
+   * `-object iommufd,id=ID` (default `iommufd0`) and `vfio-pci,...,iommufd=ID`
+   * (QEMU 8.2+). QEMU opens /dev/iommu and each device's cdev itself; the
+   * host kernel needs CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV.
+   */
+  readonly iommufd?: { readonly id?: string };
 }
 
 /** Where a passed-through function ended up in the guest. */
@@ -95,6 +102,11 @@ export function buildCommandLine(vm: VmDescription): QemuCommandLine {
       add('-qmp', `${where},server=on,wait=off`);
     }
   }
+  const iommufdId = vm.iommufd === undefined ? undefined : (vm.iommufd.id ?? 'iommufd0');
+  if (iommufdId !== undefined && vm.machine !== 'q35') {
+    // QEMU's sPAPR TCE support needs the legacy container (hw/vfio/spapr.c).
+    throw new VmDescriptionError(`iommufd passthrough is for q35 guests; a ${vm.machine} guest uses the VFIO container`);
+  }
   const slots = layoutSlots(devices);
   const placements: DevicePlacement[] = [];
   const spare: string[] = [];
@@ -110,6 +122,10 @@ export function buildCommandLine(vm: VmDescription): QemuCommandLine {
     } else if (vm.guestIommu === 'virtio-iommu') {
       add('-device', `virtio-iommu-pci,bus=pcie.0,addr=${hex(VIRTIO_IOMMU_SLOT)}`);
     }
+    // backends/iommufd.c: the object opens /dev/iommu; each vfio-pci with
+    // iommufd= binds its cdev to it (hw/vfio/iommufd.c) instead of joining
+    // a container through its group.
+    if (iommufdId !== undefined) add('-object', `iommufd,id=${optValue(iommufdId)}`);
     const ports = slots.length + (vm.spareRootPorts ?? 0);
     const maxPorts = (LAST_ROOT_PORT_SLOT - FIRST_ROOT_PORT_SLOT + 1) * 8;
     if (ports > maxPorts) {
@@ -131,7 +147,8 @@ export function buildCommandLine(vm: VmDescription): QemuCommandLine {
         // Function 0 carries multifunction=on for the whole slot; the guest
         // reads it from function 0's header type.
         const multi = layout.multifunction && f.guestFunction === 0 ? ',multifunction=on' : '';
-        add('-device', `vfio-pci,host=${formatBdf(f.host)},id=${optValue(f.id)},bus=rp${i},addr=0x0.${f.guestFunction}${multi}`);
+        const via = iommufdId === undefined ? '' : `,iommufd=${optValue(iommufdId)}`;
+        add('-device', `vfio-pci,host=${formatBdf(f.host)},id=${optValue(f.id)},bus=rp${i},addr=0x0.${f.guestFunction}${multi}${via}`);
         placements.push({ id: f.id, host: formatBdf(f.host), group: f.group, bus: `rp${i}`, slot: 0, function: f.guestFunction });
       }
     });
@@ -184,7 +201,7 @@ export function requirementsFor(vm: VmDescription): QemuRequirements {
   if (vm.machine === 'pseries' && vm.devices.length > 0) deviceProperties[DeviceType.spaprPciHostBridge] = ['index'];
   return {
     deviceTypes: types,
-    vfioPciProperties: vm.devices.length > 0 ? ['host', 'multifunction', 'addr'] : [],
+    vfioPciProperties: vm.devices.length > 0 ? ['host', 'multifunction', 'addr', ...(vm.iommufd ? ['iommufd'] : [])] : [],
     deviceProperties,
   };
 }

@@ -18,9 +18,25 @@ impl Host {
     }
 }
 
+/// What translates a device's DMA: its group's container IOMMU, or the
+/// IOAS its cdev is attached to.
+pub(super) enum Dma<'a> {
+    Container(&'a dyn IommuOps),
+    Ioas(&'a super::iommufd::IoasState),
+}
+
+impl Dma<'_> {
+    fn translate(&self, iova: u64, write: bool) -> Option<(u64, u64)> {
+        match self {
+            Dma::Container(i) => i.translate(iova, write),
+            Dma::Ioas(i) => i.translate(iova, write),
+        }
+    }
+}
+
 /// A device's view of the bus during one access.
 pub(super) struct HostBus<'a> {
-    pub(super) iommu: Option<&'a dyn IommuOps>,
+    pub(super) iommu: Option<Dma<'a>>,
     pub(super) master: bool,
     pub(super) irqs: &'a mut [IrqIndexState; VFIO_PCI_NUM_IRQS as usize],
     pub(super) irq_type: Option<u32>,
@@ -35,7 +51,7 @@ impl HostBus<'_> {
         if !self.master {
             return; // bus mastering off: the device's DMA goes nowhere
         }
-        let Some(iommu) = self.iommu else { return };
+        let Some(iommu) = &self.iommu else { return };
         let mut done = 0usize;
         while done < len {
             let a = iova.wrapping_add(done as u64);

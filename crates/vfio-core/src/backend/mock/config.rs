@@ -69,6 +69,29 @@ pub struct MockConfig {
     /// Where RLIMIT_MEMLOCK and CAP_IPC_LOCK come from when maps pin
     /// memory: this process's own, as the kernel reads them, by default.
     pub memlock: MemlockPolicy,
+    /// The kernel has CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV: /dev/iommu
+    /// and /dev/vfio/devices/vfioN exist, answering as this profile says.
+    /// None (Debian's kernels): both opens fail with ENOENT.
+    pub iommufd: Option<IommufdProfile>,
+}
+
+/// What an iommufd kernel's IOMMU driver makes of a paging domain and
+/// reports for a device, as data (see `MockConfig::with_iommufd`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IommufdProfile {
+    /// The domain's `pgsize_bitmap`: its smallest page becomes the IOVA
+    /// alignment of an IOAS holding it (iopt_table_add_domain).
+    pub pgsize_bitmap: u64,
+    /// The domain's geometry: outside it is reserved in the IOAS.
+    pub aperture: IovaSpan,
+    /// IOMMU_CAP_DIRTY_TRACKING (VT-d second-stage A/D bits; QEMU's
+    /// intel-iommu has none).
+    pub dirty_tracking: bool,
+    /// IOMMU_GET_HW_INFO's `out_data_type` and driver data.
+    pub hw_info_type: u32,
+    pub hw_info: Vec<u8>,
+    /// iommufd's own `allow_unsafe_interrupts` module parameter.
+    pub allow_unsafe_interrupts: bool,
 }
 
 impl fmt::Debug for MockConfig {
@@ -84,6 +107,7 @@ impl fmt::Debug for MockConfig {
             .field("msi_isolated", &self.msi_isolated)
             .field("allow_unsafe_interrupts", &self.allow_unsafe_interrupts)
             .field("memlock", &self.memlock)
+            .field("iommufd", &self.iommufd)
             .finish()
     }
 }
@@ -115,6 +139,7 @@ impl MockConfig {
             msi_isolated: true,
             allow_unsafe_interrupts: false,
             memlock: MemlockPolicy::Process,
+            iommufd: None,
         }
     }
 

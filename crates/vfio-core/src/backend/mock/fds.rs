@@ -11,6 +11,10 @@ pub(super) enum FdObj {
     Container(usize),
     Group(u32),
     Device(usize),
+    /// An open of /dev/iommu (an iommufd context).
+    Iommufd(usize),
+    /// An open of /dev/vfio/devices/vfioN.
+    Cdev(usize),
 }
 
 impl Host {
@@ -40,6 +44,7 @@ impl Host {
     pub(super) fn device(&self, fd: RawFd) -> SysResult<usize> {
         match self.fds.get(&fd) {
             Some(FdObj::Device(d)) => Ok(*d),
+            Some(FdObj::Cdev(c)) => self.bound_cdev_device(*c),
             Some(_) => Err(Errno(libc::ENOTTY)),
             None => Err(Errno(libc::EBADF)),
         }
@@ -58,18 +63,29 @@ impl Host {
             // (vfio_pci_core_disable) and drops its use of the container.
             Some(FdObj::Device(d)) => {
                 let gid = h.devices[d].group;
-                let dev = &mut h.devices[d];
-                dev.open_count -= 1;
-                if dev.open_count == 0 {
-                    dev.irq_type = None;
-                    dev.irqs = Default::default();
-                    let cmd = dev.model.config().command() & !(pci::COMMAND_MASTER | pci::COMMAND_MEMORY | pci::COMMAND_IO);
-                    dev.model.config_mut().bytes[pci::COMMAND..pci::COMMAND + 2].copy_from_slice(&cmd.to_le_bytes());
-                }
+                h.release_device(d);
                 h.groups.get_mut(&gid).expect("group").open_devices -= 1;
                 h.maybe_release_group(gid);
             }
+            Some(FdObj::Cdev(c)) => h.close_cdev(c),
+            Some(FdObj::Iommufd(c)) => h.close_iommufd(c),
             None => {}
+        }
+    }
+}
+
+impl Host {
+    /// One close of an open device (group fd or bound cdev): the last one
+    /// disables it (vfio_pci_core_disable: bus mastering, memory and I/O
+    /// decoding off, interrupts torn down).
+    pub(super) fn release_device(&mut self, d: usize) {
+        let dev = &mut self.devices[d];
+        dev.open_count -= 1;
+        if dev.open_count == 0 {
+            dev.irq_type = None;
+            dev.irqs = Default::default();
+            let cmd = dev.model.config().command() & !(pci::COMMAND_MASTER | pci::COMMAND_MEMORY | pci::COMMAND_IO);
+            dev.model.config_mut().bytes[pci::COMMAND..pci::COMMAND + 2].copy_from_slice(&cmd.to_le_bytes());
         }
     }
 }

@@ -65,7 +65,9 @@ impl Host {
         if !g.devices.iter().any(|&d| h.devices[d].driver.as_deref() == Some(VFIO_PCI)) {
             return Err(Errno(libc::ENOENT));
         }
-        if g.file_open {
+        // vfio_group_fops_open: busy while open, or while a device of the
+        // group is bound through its cdev (cdev_device_open_cnt).
+        if g.file_open || h.group_blocked_by_cdev(id) {
             return Err(Errno(libc::EBUSY));
         }
         h.groups.get_mut(&id).expect("checked").file_open = true;

@@ -24,6 +24,7 @@ pub mod devices;
 mod fds;
 mod group;
 mod iommu;
+mod iommufd;
 mod irq;
 pub mod pin;
 mod region;
@@ -46,6 +47,7 @@ pub use self::pin::{MemlockPolicy, MockMm};
 pub use self::iommu::{AttachGroup, IommuDriverOps, IommuOps};
 pub use self::type1::{Type1Driver, Type1Iommu};
 use super::{Backend, BackendKind, Errno, Mmap, RawFd, SysResult};
+use crate::uapi::iommufd as fd;
 use crate::uapi::*;
 use self::bus::{read_self, write_self};
 use self::caps::CapChain;
@@ -80,6 +82,9 @@ struct Host {
     containers: Vec<ContainerState>,
     groups: BTreeMap<u32, GroupState>,
     devices: Vec<DeviceState>,
+    /// iommufd contexts (one per open of /dev/iommu) and device cdev opens.
+    ictxs: Vec<iommufd::IommufdCtx>,
+    cdevs: Vec<iommufd::CdevState>,
     /// Count of ioctls served, for benchmarks that compare call counts.
     ioctls: u64,
     /// The process's mm as the IOMMUs pin into it (locked_vm).
@@ -142,6 +147,8 @@ impl MockBackend {
                 containers: Vec::new(),
                 groups,
                 devices,
+                ictxs: Vec::new(),
+                cdevs: Vec::new(),
                 ioctls: 0,
             }),
         }
@@ -322,5 +329,82 @@ impl Backend for MockBackend {
 
     fn mmio_write(&self, map: &Mmap, offset: u64, buf: &[u8]) -> SysResult<()> {
         self.lock().mmio_write(map, offset, buf)
+    }
+
+    fn open_iommufd(&self) -> SysResult<RawFd> {
+        self.lock().open_iommufd()
+    }
+
+    fn open_device_cdev(&self, index: u32) -> SysResult<RawFd> {
+        self.lock().open_device_cdev(index)
+    }
+
+    fn iommu_destroy(&self, iommufd: RawFd, cmd: &fd::iommu_destroy) -> SysResult<()> {
+        self.lock().iommu_destroy(iommufd, cmd)
+    }
+
+    fn ioas_alloc(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_alloc) -> SysResult<()> {
+        self.lock().ioas_alloc(iommufd, cmd)
+    }
+
+    // The buffer fields are the backend's to set, as the kernel backend
+    // points them at the caller's slices.
+    fn ioas_iova_ranges(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_iova_ranges, ranges: &mut [fd::iommu_iova_range]) -> SysResult<()> {
+        cmd.num_iovas = ranges.len() as u32;
+        self.lock().ioas_iova_ranges(iommufd, cmd, ranges)
+    }
+
+    fn ioas_allow_iovas(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_allow_iovas, ranges: &[fd::iommu_iova_range]) -> SysResult<()> {
+        cmd.num_iovas = ranges.len() as u32;
+        self.lock().ioas_allow_iovas(iommufd, cmd, ranges)
+    }
+
+    fn ioas_map(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_map) -> SysResult<()> {
+        self.lock().ioas_map(iommufd, cmd)
+    }
+
+    fn ioas_map_many(&self, iommufd: RawFd, maps: &mut [fd::iommu_ioas_map]) -> (usize, SysResult<()>) {
+        self.lock().ioas_map_many(iommufd, maps)
+    }
+
+    fn ioas_copy(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_copy) -> SysResult<()> {
+        self.lock().ioas_copy(iommufd, cmd)
+    }
+
+    fn ioas_unmap(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_unmap) -> SysResult<()> {
+        self.lock().ioas_unmap(iommufd, cmd)
+    }
+
+    fn iommu_option(&self, iommufd: RawFd, cmd: &mut fd::iommu_option) -> SysResult<()> {
+        self.lock().iommu_option(iommufd, cmd)
+    }
+
+    fn iommu_get_hw_info(&self, iommufd: RawFd, cmd: &mut fd::iommu_hw_info, data: &mut [u64]) -> SysResult<()> {
+        cmd.data_len = (data.len() * 8) as u32;
+        self.lock().iommu_get_hw_info(iommufd, cmd, data)
+    }
+
+    fn hwpt_alloc(&self, iommufd: RawFd, cmd: &mut fd::iommu_hwpt_alloc) -> SysResult<()> {
+        self.lock().hwpt_alloc(iommufd, cmd)
+    }
+
+    fn hwpt_set_dirty_tracking(&self, iommufd: RawFd, cmd: &fd::iommu_hwpt_set_dirty_tracking) -> SysResult<()> {
+        self.lock().hwpt_set_dirty_tracking(iommufd, cmd)
+    }
+
+    fn hwpt_get_dirty_bitmap(&self, iommufd: RawFd, cmd: &mut fd::iommu_hwpt_get_dirty_bitmap, bitmap: &mut [u64]) -> SysResult<()> {
+        self.lock().hwpt_get_dirty_bitmap(iommufd, cmd, bitmap)
+    }
+
+    fn device_bind_iommufd(&self, device: RawFd, cmd: &mut fd::vfio_device_bind_iommufd) -> SysResult<()> {
+        self.lock().device_bind_iommufd(device, cmd)
+    }
+
+    fn device_attach_iommufd_pt(&self, device: RawFd, cmd: &mut fd::vfio_device_attach_iommufd_pt) -> SysResult<()> {
+        self.lock().device_attach_iommufd_pt(device, cmd)
+    }
+
+    fn device_detach_iommufd_pt(&self, device: RawFd, cmd: &fd::vfio_device_detach_iommufd_pt) -> SysResult<()> {
+        self.lock().device_detach_iommufd_pt(device, cmd)
     }
 }

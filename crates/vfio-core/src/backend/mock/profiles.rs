@@ -4,7 +4,7 @@
 //! the mock configured with these profiles with that kernel, case by case).
 //! A new host IOMMU is a new profile here, never a branch through the mock.
 
-use super::config::{IovaSpan, MockConfig};
+use super::config::{IommufdProfile, IovaSpan, MockConfig};
 
 /// One host IOMMU as VFIO_IOMMU_GET_INFO and each group's `reserved_regions` show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +86,43 @@ impl MockConfig {
         self.iova_pgsizes = profile.iova_pgsizes;
         self.iova_ranges = vec![profile.aperture];
         self.enforce_cache_coherency = profile.enforce_cache_coherency;
+        self
+    }
+}
+
+impl IommufdProfile {
+    /// An iommufd kernel on `profile`'s IOMMU: its paging domains have the
+    /// profile's page sizes and aperture; `hw_info_type` and `hw_info` are
+    /// what IOMMU_GET_HW_INFO returned in the lab.
+    pub fn on(profile: &HostIommuProfile, hw_info_type: u32, hw_info: Vec<u8>) -> Self {
+        Self {
+            pgsize_bitmap: profile.iova_pgsizes,
+            aperture: profile.aperture,
+            dirty_tracking: false,
+            hw_info_type,
+            hw_info,
+            allow_unsafe_interrupts: false,
+        }
+    }
+
+    /// QEMU's intel-iommu (the [`VTD`] profile) whose capability and
+    /// extended capability registers read `cap_reg` and `ecap_reg`
+    /// (intel_iommu_hw_info hands out the raw registers; they depend on
+    /// QEMU's version and options, so the lab reads them from the guest).
+    /// No dirty tracking: QEMU models no second-stage A/D bits.
+    pub fn qemu_vtd(cap_reg: u64, ecap_reg: u64) -> Self {
+        let data = crate::uapi::iommufd::iommu_hw_info_vtd { flags: 0, __reserved: 0, cap_reg, ecap_reg };
+        let mut bytes = vec![0u8; std::mem::size_of_val(&data)];
+        crate::backend::write_pod(&mut bytes, 0, &data, std::mem::size_of_val(&data));
+        Self::on(&VTD, crate::uapi::iommufd::IOMMU_HW_INFO_TYPE_INTEL_VTD, bytes)
+    }
+}
+
+impl MockConfig {
+    /// This host runs an iommufd kernel (CONFIG_IOMMUFD, VFIO_DEVICE_CDEV)
+    /// answering as `profile` says.
+    pub fn with_iommufd(mut self, profile: IommufdProfile) -> Self {
+        self.iommufd = Some(profile);
         self
     }
 }

@@ -3,7 +3,7 @@
 //! and BAR mmaps.
 
 use super::super::{argsz_of, buf_bytes, buf_bytes_mut, read_pod, write_pod, Errno, Mmap, RawFd, SysResult};
-use super::bus::HostBus;
+use super::bus::{Dma, HostBus};
 use super::caps::CapChain;
 use super::config::KernelVersion;
 use super::devices::pci;
@@ -79,7 +79,12 @@ impl Host {
             return Err(Errno(libc::EIO));
         }
         let (c, master) = self.bus_for(dev);
-        let iommu = c.and_then(|c| self.containers[c].iommu.as_deref());
+        // The group's container, or the IOAS the device's cdev is attached to.
+        let ioas = self.device_ioas(dev);
+        let iommu = match c.and_then(|c| self.containers[c].iommu.as_deref()) {
+            Some(i) => Some(Dma::Container(i)),
+            None => ioas.and_then(|at| super::iommufd::ioas_at(&self.ictxs, at)).map(Dma::Ioas),
+        };
         let d = &mut self.devices[dev];
         let intx_disabled = d.model.config().command() & pci::COMMAND_INTX_DISABLE != 0;
         let mut bus = HostBus { iommu, master, irqs: &mut d.irqs, irq_type: d.irq_type, intx_disabled };

@@ -1,0 +1,1057 @@
+//! iommufd (/dev/iommu) and VFIO device cdevs, as the kernel answers them
+//! (Linux 6.12: drivers/iommu/iommufd/{main,ioas,io_pagetable,device,
+//! hw_pagetable}.c, drivers/vfio/{device_cdev,iommufd,vfio_main}.c).
+//!
+//! One [`IommufdCtx`] per open of /dev/iommu holds the objects (IOAS, HWPT,
+//! bound device) under ids handed out lowest-free-first from 1
+//! (xa_alloc on an XA_FLAGS_ALLOC1 array). An IOAS is an io_pagetable: its
+//! areas, its reserved ranges (each with the owner that put it there: a
+//! device's reserved regions, a domain's aperture), the allowed ranges of
+//! ALLOW_IOVAS and the IOVA alignment its domains impose.
+//!
+//! Known differences from the kernel, by design (as for type1):
+//! - nothing is pinned, so a map or attach over host memory that is not
+//!   mapped in this process succeeds (the kernel pins when a domain is
+//!   attached and answers EFAULT) and the RLIMIT mode charges nothing;
+//! - no nested HWPTs, fault queues or PASIDs; dirty tracking only as the
+//!   IOMMU profile offers it (QEMU's intel-iommu does not).
+
+use std::collections::BTreeMap;
+
+use super::super::{Errno, RawFd, SysResult};
+use super::config::{IommufdProfile, IovaSpan, VFIO_PCI};
+use super::fds::FdObj;
+use super::Host;
+use crate::uapi::iommufd::*;
+
+const PAGE_SIZE: u64 = 4096;
+/// HPAGE_SIZE on x86-64 with CONFIG_TRANSPARENT_HUGEPAGE (iopt_alloc_iova's max_alignment).
+const HPAGE_SIZE: u64 = 2 << 20;
+
+fn err<T>(errno: i32) -> SysResult<T> {
+    Err(Errno(errno))
+}
+
+/// offsetofend of a struct's last mandatory field, iommufd_ioctl_ops' min_size.
+macro_rules! min_size {
+    ($t:ty, $f:ident) => {
+        (std::mem::offset_of!($t, $f) + {
+            fn size_of_field<T, F>(_: fn(&T) -> &F) -> usize {
+                std::mem::size_of::<F>()
+            }
+            size_of_field::<$t, _>(|s: &$t| &s.$f)
+        }) as u32
+    };
+}
+
+/// iommufd_fops_ioctl: a `size` below the command's min_size is EINVAL.
+/// (A larger size is accepted when the extra bytes are zero,
+/// copy_struct_from_user; the structs here have none.)
+fn check_size(size: u32, min: u32) -> SysResult<()> {
+    if size < min {
+        return err(libc::EINVAL);
+    }
+    Ok(())
+}
+
+/// Who put a reserved range in an IOAS (iopt_reserved.owner).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    /// A domain's aperture (iopt_table_add_domain), by HWPT id.
+    Domain(u32),
+    /// A device's reserved regions (iopt_table_enforce_dev_resv_regions).
+    Device(usize),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Area {
+    last: u64,
+    /// The user address of the area's first byte.
+    uva: u64,
+    /// IOMMU_IOAS_MAP_READABLE | WRITEABLE.
+    prot: u32,
+}
+
+/// An io_pagetable.
+#[derive(Debug, Default)]
+pub(super) struct IoasState {
+    /// Areas by first IOVA; they never overlap.
+    areas: BTreeMap<u64, Area>,
+    reserved: Vec<(u64, u64, Owner)>,
+    allowed: Vec<(u64, u64)>,
+    /// HWPTs whose domain is in this IOAS (iopt->domains).
+    domains: Vec<u32>,
+    disable_large_pages: bool,
+}
+
+#[derive(Debug)]
+enum Obj {
+    Ioas(IoasState),
+    /// A paging HWPT on an IOAS. `auto` ones were made by an attach and go
+    /// when their last device detaches.
+    Hwpt { ioas: u32, auto: bool, devices: usize, dirty: bool },
+    /// A bound device (iommufd_device), with the HWPT it is attached to.
+    Device { dev: usize, hwpt: Option<u32> },
+}
+
+#[derive(Debug, Default)]
+pub(super) struct IommufdCtx {
+    objects: BTreeMap<u32, Obj>,
+    /// IOPT_PAGES_ACCOUNT_MM rather than _USER (IOMMU_OPTION_RLIMIT_MODE).
+    account_mm: bool,
+}
+
+/// One open of /dev/vfio/devices/vfioN (a vfio_device_file).
+#[derive(Debug)]
+pub(super) struct CdevState {
+    pub(super) dev: usize,
+    /// The iommufd context and the device's object id, once bound.
+    pub(super) bound: Option<(usize, u32)>,
+}
+
+/// Interval holes of `used` (merged) within [lo, hi], as interval_tree_for_each_span yields them.
+fn holes(mut used: Vec<(u64, u64)>, lo: u64, hi: u64) -> Vec<(u64, u64)> {
+    used.retain(|&(s, l)| l >= lo && s <= hi);
+    used.sort();
+    let mut out = Vec::new();
+    let mut next = Some(lo);
+    for (s, l) in used {
+        let Some(n) = next else { break };
+        if s > n {
+            out.push((n, s - 1));
+        }
+        if l >= n {
+            next = if l >= hi { None } else { Some(l + 1) };
+        }
+    }
+    if let Some(n) = next {
+        if n <= hi {
+            out.push((n, hi));
+        }
+    }
+    out
+}
+
+/// Merged used spans of `used` clipped to [lo, hi].
+fn spans(used: &[(u64, u64)], lo: u64, hi: u64) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = used.iter().filter(|&&(s, l)| l >= lo && s <= hi).map(|&(s, l)| (s.max(lo), l.min(hi))).collect();
+    v.sort();
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (s, l) in v {
+        match out.last_mut() {
+            Some(last) if s <= last.1.saturating_add(1) => last.1 = last.1.max(l),
+            _ => out.push((s, l)),
+        }
+    }
+    out
+}
+
+/// __alloc_iova_check_range: the aligned start in [start, last] with room for `length`.
+fn check_range(start: u64, last: u64, length: u64, align: u64, page_offset: u64) -> Option<u64> {
+    let aligned = (start.checked_add(align - 1)? & !(align - 1)) | page_offset;
+    if aligned >= last || last - aligned < length - 1 {
+        return None;
+    }
+    Some(aligned)
+}
+
+fn overlaps(s: u64, l: u64, start: u64, last: u64) -> bool {
+    s <= last && l >= start
+}
+
+impl IoasState {
+    /// iopt->iova_alignment (iopt_calculate_iova_alignment): PAGE_SIZE with
+    /// large pages disabled, else 1, raised to each domain's smallest page.
+    fn alignment(&self, profile: &IommufdProfile) -> u64 {
+        let base = if self.disable_large_pages { PAGE_SIZE } else { 1 };
+        if self.domains.is_empty() {
+            base
+        } else {
+            base.max(1 << profile.pgsize_bitmap.trailing_zeros())
+        }
+    }
+
+    fn area_in(&self, start: u64, last: u64) -> Option<(u64, Area)> {
+        // Areas never overlap, so the one that may hold `start` is the last
+        // starting at or before it; otherwise the first starting after it.
+        if let Some((&s, a)) = self.areas.range(..=start).next_back() {
+            if a.last >= start {
+                return Some((s, *a));
+            }
+        }
+        self.areas.range(start..).next().filter(|(&s, _)| s <= last).map(|(&s, a)| (s, *a))
+    }
+
+    fn reserved_in(&self, start: u64, last: u64) -> bool {
+        self.reserved.iter().any(|&(s, l, _)| overlaps(s, l, start, last))
+    }
+
+    /// iopt_check_iova.
+    fn check_iova(&self, iova: u64, length: u64, align: u64) -> SysResult<()> {
+        if iova & (align - 1) != 0 {
+            return err(libc::EINVAL);
+        }
+        let last = iova.checked_add(length - 1).ok_or(Errno(libc::EOVERFLOW))?;
+        if self.reserved_in(iova, last) {
+            return err(libc::EINVAL);
+        }
+        if self.area_in(iova, last).is_some() {
+            return err(libc::EEXIST);
+        }
+        Ok(())
+    }
+
+    /// iopt_alloc_iova.
+    fn alloc_iova(&self, uptr: u64, length: u64, iopt_align: u64) -> SysResult<u64> {
+        let page_offset = uptr % PAGE_SIZE;
+        if length == 0 || length >= u64::MAX / 2 {
+            return err(libc::EOVERFLOW);
+        }
+        let pow = length.next_power_of_two();
+        let mut align = if uptr == 0 { pow } else { pow.min(1u64 << uptr.trailing_zeros()) };
+        if align >= HPAGE_SIZE {
+            align = HPAGE_SIZE;
+        }
+        if align < iopt_align {
+            return err(libc::EINVAL);
+        }
+        let (lo, hi) = (PAGE_SIZE, u64::MAX - PAGE_SIZE);
+        let allowed = if self.allowed.is_empty() { vec![(lo, hi)] } else { spans(&self.allowed, lo, hi) };
+        let mut used: Vec<(u64, u64)> = self.reserved.iter().map(|&(s, l, _)| (s, l)).collect();
+        used.extend(self.areas.iter().map(|(&s, a)| (s, a.last)));
+        for (s, l) in allowed {
+            if check_range(s, l, length, align, page_offset).is_none() {
+                continue;
+            }
+            for (hs, hl) in holes(used.clone(), s, l) {
+                if let Some(iova) = check_range(hs, hl, length, align, page_offset) {
+                    return Ok(iova);
+                }
+            }
+        }
+        err(libc::ENOSPC)
+    }
+
+    /// iopt_check_iova_alignment.
+    fn aligned_to(&self, align: u64) -> bool {
+        let m = align - 1;
+        self.areas.iter().all(|(&s, a)| s & m == 0 && (a.last - s + 1) & m == 0 && (a.uva % PAGE_SIZE) & m == 0)
+    }
+
+    /// iopt_reserve_iova.
+    fn reserve(&mut self, start: u64, last: u64, owner: Owner) -> SysResult<()> {
+        if self.area_in(start, last).is_some() || self.allowed.iter().any(|&(s, l)| overlaps(s, l, start, last)) {
+            return err(libc::EADDRINUSE);
+        }
+        self.reserved.push((start, last, owner));
+        Ok(())
+    }
+
+    fn unreserve(&mut self, owner: Owner) {
+        self.reserved.retain(|&(_, _, o)| o != owner);
+    }
+
+    /// iopt_table_add_domain: the domain's page size raises the alignment
+    /// (every area must keep it: EADDRINUSE) and what lies outside its
+    /// aperture becomes reserved.
+    fn add_domain(&mut self, hwpt: u32, profile: &IommufdProfile) -> SysResult<()> {
+        let new_align = self.alignment(profile).max(1 << profile.pgsize_bitmap.trailing_zeros());
+        if new_align > PAGE_SIZE {
+            return err(libc::EINVAL);
+        }
+        if new_align != self.alignment(profile) && !self.aligned_to(new_align) {
+            return err(libc::EADDRINUSE);
+        }
+        let ap = profile.aperture;
+        let mut r = Ok(());
+        if ap.start != 0 {
+            r = self.reserve(0, ap.start - 1, Owner::Domain(hwpt));
+        }
+        if r.is_ok() && ap.end != u64::MAX {
+            r = self.reserve(ap.end + 1, u64::MAX, Owner::Domain(hwpt));
+        }
+        if r.is_err() {
+            self.unreserve(Owner::Domain(hwpt));
+            return r;
+        }
+        self.domains.push(hwpt);
+        Ok(())
+    }
+
+    fn remove_domain(&mut self, hwpt: u32) {
+        self.unreserve(Owner::Domain(hwpt));
+        self.domains.retain(|&d| d != hwpt);
+    }
+
+    /// iopt_unmap_iova_range: whole areas only, in IOVA order; an area the
+    /// range cuts stops the walk with ENOENT, the ones before it stay unmapped.
+    fn unmap_range(&mut self, start: u64, last: u64) -> (u64, SysResult<()>) {
+        let mut unmapped = 0u64;
+        let mut from = start;
+        while let Some((s, a)) = self.area_in(from, last) {
+            if s < start || a.last > last {
+                return (unmapped, err(libc::ENOENT));
+            }
+            self.areas.remove(&s);
+            unmapped += a.last - s + 1;
+            if a.last >= last {
+                break;
+            }
+            from = a.last + 1;
+        }
+        (unmapped, Ok(()))
+    }
+
+    /// What the IOMMU does for a device access through this IOAS.
+    pub(super) fn translate(&self, iova: u64, write: bool) -> Option<(u64, u64)> {
+        let (s, a) = self.area_in(iova, iova)?;
+        let need = if write { IOMMU_IOAS_MAP_WRITEABLE } else { IOMMU_IOAS_MAP_READABLE };
+        if a.prot & need == 0 {
+            return None;
+        }
+        Some((a.uva + (iova - s), a.last - iova + 1))
+    }
+}
+
+impl IommufdCtx {
+    /// xa_alloc with XA_FLAGS_ALLOC1: the lowest free id from 1.
+    fn alloc_id(&self) -> u32 {
+        let mut id = 1;
+        for &k in self.objects.keys() {
+            if k != id {
+                break;
+            }
+            id += 1;
+        }
+        id
+    }
+
+    fn insert(&mut self, obj: Obj) -> u32 {
+        let id = self.alloc_id();
+        self.objects.insert(id, obj);
+        id
+    }
+
+    /// iommufd_get_ioas: ENOENT unless `id` is an IOAS.
+    fn ioas_mut(&mut self, id: u32) -> SysResult<&mut IoasState> {
+        match self.objects.get_mut(&id) {
+            Some(Obj::Ioas(i)) => Ok(i),
+            _ => err(libc::ENOENT),
+        }
+    }
+
+    fn ioas(&self, id: u32) -> SysResult<&IoasState> {
+        match self.objects.get(&id) {
+            Some(Obj::Ioas(i)) => Ok(i),
+            _ => err(libc::ENOENT),
+        }
+    }
+
+    /// iommufd_get_device: ENOENT unless `id` is a bound device.
+    fn device(&self, id: u32) -> SysResult<(usize, Option<u32>)> {
+        match self.objects.get(&id) {
+            Some(Obj::Device { dev, hwpt }) => Ok((*dev, *hwpt)),
+            _ => err(libc::ENOENT),
+        }
+    }
+
+    /// iommufd_get_hwpt_paging: ENOENT unless `id` is a paging HWPT.
+    fn hwpt(&self, id: u32) -> SysResult<(u32, bool)> {
+        match self.objects.get(&id) {
+            Some(Obj::Hwpt { ioas, dirty, .. }) => Ok((*ioas, *dirty)),
+            _ => err(libc::ENOENT),
+        }
+    }
+
+    /// iommufd_object_remove's refcount_dec_if_one: an object something
+    /// else holds is EBUSY.
+    fn in_use(&self, id: u32) -> bool {
+        match &self.objects[&id] {
+            Obj::Ioas(_) => self.objects.values().any(|o| matches!(o, Obj::Hwpt { ioas, .. } if *ioas == id)),
+            Obj::Hwpt { auto, devices, .. } => *auto || *devices > 0,
+            // The bound vfio device holds its iommufd_device (iommufd_device_bind).
+            Obj::Device { .. } => true,
+        }
+    }
+
+    /// Drops a device's use of its HWPT (iommufd_hw_pagetable_detach and
+    /// _put): its reserved regions leave the IOAS; an automatic HWPT left
+    /// without devices is destroyed with its domain.
+    fn detach(&mut self, dev_id: u32) {
+        let Some(Obj::Device { dev, hwpt }) = self.objects.get_mut(&dev_id) else { return };
+        let (dev, Some(h)) = (*dev, hwpt.take()) else { return };
+        let Some(Obj::Hwpt { ioas, auto, devices, .. }) = self.objects.get_mut(&h) else { return };
+        *devices -= 1;
+        let (ioas, gone) = (*ioas, *auto && *devices == 0);
+        if let Ok(i) = self.ioas_mut(ioas) {
+            i.unreserve(Owner::Device(dev));
+            if gone {
+                i.remove_domain(h);
+            }
+        }
+        if gone {
+            self.objects.remove(&h);
+        }
+    }
+}
+
+impl Host {
+    fn profile(&self) -> SysResult<IommufdProfile> {
+        self.config.iommufd.clone().ok_or(Errno(libc::ENOENT))
+    }
+
+    fn ictx(&self, fd: RawFd) -> SysResult<usize> {
+        match self.fds.get(&fd) {
+            Some(FdObj::Iommufd(c)) => Ok(*c),
+            Some(_) => err(libc::ENOTTY),
+            None => err(libc::EBADF),
+        }
+    }
+
+    fn cdev(&self, fd: RawFd) -> SysResult<usize> {
+        match self.fds.get(&fd) {
+            Some(FdObj::Cdev(c)) => Ok(*c),
+            Some(_) => err(libc::ENOTTY),
+            None => err(libc::EBADF),
+        }
+    }
+
+    // iommufd_fops_open: /dev/iommu exists only with CONFIG_IOMMUFD.
+    pub(super) fn open_iommufd(&mut self) -> SysResult<RawFd> {
+        self.profile()?;
+        self.ictxs.push(IommufdCtx::default());
+        let c = self.ictxs.len() - 1;
+        Ok(self.new_fd(FdObj::Iommufd(c)))
+    }
+
+    /// The cdev index of each device bound to vfio-pci, in the order they
+    /// were registered (vfio_device_add: ida_alloc of the lowest free minor).
+    pub(super) fn cdev_index(&self, dev: usize) -> Option<u32> {
+        (self.devices[dev].driver.as_deref() == Some(VFIO_PCI)).then(|| {
+            self.devices[..dev].iter().filter(|d| d.driver.as_deref() == Some(VFIO_PCI)).count() as u32
+        })
+    }
+
+    // vfio_device_fops_cdev_open: any number of opens; nothing is checked
+    // until BIND_IOMMUFD.
+    pub(super) fn open_device_cdev(&mut self, index: u32) -> SysResult<RawFd> {
+        self.profile()?;
+        let dev = (0..self.devices.len()).find(|&d| self.cdev_index(d) == Some(index)).ok_or(Errno(libc::ENOENT))?;
+        self.cdevs.push(CdevState { dev, bound: None });
+        let c = self.cdevs.len() - 1;
+        Ok(self.new_fd(FdObj::Cdev(c)))
+    }
+
+    /// The device of a cdev fd for the device ioctls: EINVAL until bound
+    /// (vfio_device_fops_unl_ioctl checks df->access_granted).
+    pub(super) fn bound_cdev_device(&self, c: usize) -> SysResult<usize> {
+        let cd = &self.cdevs[c];
+        cd.bound.map(|_| cd.dev).ok_or(Errno(libc::EINVAL))
+    }
+
+    /// A group with a device bound through its cdev cannot be opened
+    /// (vfio_group_fops_open: cdev_device_open_cnt).
+    pub(super) fn group_blocked_by_cdev(&self, gid: u32) -> bool {
+        self.cdevs.iter().any(|c| c.bound.is_some() && self.devices[c.dev].group == gid)
+    }
+
+    /// The IOAS a device's DMA goes through, when it is bound and attached:
+    /// its context and id (for [`ioas_at`], which borrows only the contexts).
+    pub(super) fn device_ioas(&self, dev: usize) -> Option<(usize, u32)> {
+        let cd = self.cdevs.iter().find(|c| c.dev == dev && c.bound.is_some())?;
+        let (ctx, dev_id) = cd.bound?;
+        let ictx = &self.ictxs[ctx];
+        let (_, hwpt) = ictx.device(dev_id).ok()?;
+        let (ioas, _) = ictx.hwpt(hwpt?).ok()?;
+        Some((ctx, ioas))
+    }
+
+    // iommufd_fops_release for the context (objects go with the last
+    // reference; bound devices hold one), vfio_device_fops_release for a cdev.
+    pub(super) fn close_cdev(&mut self, c: usize) {
+        let Some((ctx, dev_id)) = self.cdevs[c].bound.take() else { return };
+        // vfio_df_iommufd_unbind: detach, then iommufd_device_unbind.
+        self.ictxs[ctx].detach(dev_id);
+        self.ictxs[ctx].objects.remove(&dev_id);
+        let dev = self.cdevs[c].dev;
+        self.release_device(dev);
+    }
+
+    pub(super) fn close_iommufd(&mut self, ctx: usize) {
+        // Objects stay while a bound device holds the context
+        // (iommufd_ctx_get in vfio_df_iommufd_bind); otherwise all go.
+        if !self.cdevs.iter().any(|c| c.bound.map(|(x, _)| x) == Some(ctx)) {
+            self.ictxs[ctx].objects.clear();
+        }
+    }
+
+    // iommufd_destroy -> iommufd_object_remove.
+    pub(super) fn iommu_destroy(&mut self, fd: RawFd, cmd: &iommu_destroy) -> SysResult<()> {
+        self.ioctls += 1;
+        let c = self.ictx(fd)?;
+        check_size(cmd.size, min_size!(iommu_destroy, id))?;
+        let ictx = &mut self.ictxs[c];
+        if !ictx.objects.contains_key(&cmd.id) {
+            return err(libc::ENOENT);
+        }
+        if ictx.in_use(cmd.id) {
+            return err(libc::EBUSY);
+        }
+        // A user HWPT's destroy takes its domain out of its IOAS.
+        if let Some(Obj::Hwpt { ioas, .. }) = ictx.objects.remove(&cmd.id) {
+            if let Ok(i) = ictx.ioas_mut(ioas) {
+                i.remove_domain(cmd.id);
+            }
+        }
+        Ok(())
+    }
+
+    // iommufd_ioas_alloc_ioctl.
+    pub(super) fn ioas_alloc(&mut self, fd: RawFd, cmd: &mut iommu_ioas_alloc) -> SysResult<()> {
+        self.ioctls += 1;
+        let c = self.ictx(fd)?;
+        check_size(cmd.size, min_size!(iommu_ioas_alloc, out_ioas_id))?;
+        if cmd.flags != 0 {
+            return err(libc::EOPNOTSUPP);
+        }
+        cmd.out_ioas_id = self.ictxs[c].insert(Obj::Ioas(IoasState::default()));
+        Ok(())
+    }
+
+    // iommufd_ioas_iova_ranges: the holes of the reserved tree; the count
+    // is written even when it does not fit (then EMSGSIZE).
+    pub(super) fn ioas_iova_ranges(
+        &mut self,
+        fd: RawFd,
+        cmd: &mut iommu_ioas_iova_ranges,
+        ranges: &mut [iommu_iova_range],
+    ) -> SysResult<()> {
+        self.ioctls += 1;
+        let c = self.ictx(fd)?;
+        let profile = self.profile()?;
+        check_size(cmd.size, min_size!(iommu_ioas_iova_ranges, out_iova_alignment))?;
+        if cmd.__reserved != 0 {
+            return err(libc::EOPNOTSUPP);
+        }
+        let ioas = self.ictxs[c].ioas(cmd.ioas_id)?;
+        let free = holes(ioas.reserved.iter().map(|&(s, l, _)| (s, l)).collect(), 0, u64::MAX);
+        let max = ranges.len().min(cmd.num_iovas as usize);
+        for (i, &(s, l)) in free.iter().enumerate().take(max) {
+            ranges[i] = iommu_iova_range { start: s, last: l };
+        }
+        cmd.num_iovas = free.len() as u32;
+        cmd.out_iova_alignment = ioas.alignment(&profile);
+        if free.len() > max {
+            return err(libc::EMSGSIZE);
+        }
+        Ok(())
+    }
+
+    // iommufd_ioas_allow_iovas: iommufd_ioas_load_iovas, then
+    // iopt_set_allow_iova swaps the new set in unless it holds a reserved IOVA.
+    pub(super) fn ioas_allow_iovas(&mut self, fd: RawFd, cmd: &mut iommu_ioas_allow_iovas, ranges: &[iommu_iova_range]) -> SysResult<()> {
+        self.ioctls += 1;
+        let c = self.ictx(fd)?;
+        check_size(cmd.size, min_size!(iommu_ioas_allow_iovas, allowed_iovas))?;
+        if cmd.__reserved != 0 {
+            return err(libc::EOPNOTSUPP);
+        }
+        let ioas = self.ictxs[c].ioas_mut(cmd.ioas_id)?;
+        let mut new: Vec<(u64, u64)> = Vec::new();
+        for r in ranges.iter().take(cmd.num_iovas as usize) {
+            if r.start >= r.last || new.iter().any(|&(s, l)| overlaps(s, l, r.start, r.last)) {
+                return err(libc::EINVAL);
+            }
+            new.push((r.start, r.last));
+        }
+        if new.iter().any(|&(s, l)| ioas.reserved_in(s, l)) {
+            return err(libc::EADDRINUSE);
+        }
+        ioas.allowed = new;
+        Ok(())
+    }
+
+    // iommufd_ioas_map -> iopt_map_user_pages -> iopt_alloc_pages,
+    // iopt_alloc_area_pages.
+    pub(super) fn ioas_map(&mut self, fd: RawFd, cmd: &mut iommu_ioas_map) -> SysResult<()> {
+        self.ioctls += 1;
+        let c = self.ictx(fd)?;
+        let profile = self.profile()?;
+        check_size(cmd.size, min_size!(iommu_ioas_map, iova))?;
+        let known = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE;
+        if cmd.flags & !known != 0 || cmd.__reserved != 0 {
+            return err(libc::EOPNOTSUPP);
+        }
+        if cmd.iova == u64::MAX || cmd.length == u64::MAX {
+            return err(libc::EOVERFLOW);
+        }
+        if cmd.flags & (IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE) == 0 {
+            return err(libc::EINVAL);
+        }
+        let ioas = self.ictxs[c].ioas_mut(cmd.ioas_id)?;
+        // iopt_alloc_pages.
+        if cmd.length > u64::MAX - PAGE_SIZE || cmd.length == 0 {
+            return err(libc::EINVAL);
+        }
+        cmd.user_va.checked_add(cmd.length).ok_or(Errno(libc::EOVERFLOW))?;
+        let prot = cmd.flags & (IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE);
+        let iova = place(ioas, &profile, cmd.flags, cmd.iova, cmd.user_va, cmd.length)?;
+        ioas.areas.insert(iova, Area { last: iova + cmd.length - 1, uva: cmd.user_va, prot });
+        cmd.iova = iova;
+        Ok(())
+    }
+
+    pub(super) fn ioas_map_many(&mut self, fd: RawFd, maps: &mut [iommu_ioas_map]) -> (usize, SysResult<()>) {
+        for (i, m) in maps.iter_mut().enumerate() {
+            if let Err(e) = self.ioas_map(fd, m) {
+                return (i, Err(e));
+            }
+        }
+        (maps.len(), Ok(()))
+    }
+
+    // iommufd_ioas_copy: iopt_get_pages on the source (contiguous areas
+    // covering the whole range, else ENOENT), then one area per piece in
+    // the destination (iopt_map_pages).
+    pub(super) fn ioas_copy(&mut self, fd: RawFd, cmd: &mut iommu_ioas_copy) -> SysResult<()> {
+        self.ioctls += 1;
+        let c = self.ictx(fd)?;
+        let profile = self.profile()?;
+        check_size(cmd.size, min_size!(iommu_ioas_copy, src_iova))?;
+        let known = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE;
+        if cmd.flags & !known != 0 {
+            return err(libc::EOPNOTSUPP);
+        }
+        if cmd.length == u64::MAX || cmd.src_iova == u64::MAX || cmd.dst_iova == u64::MAX {
+            return err(libc::EOVERFLOW);
+        }
+        if cmd.flags & (IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE) == 0 {
+            return err(libc::EINVAL);
+        }
+        let src = self.ictxs[c].ioas(cmd.src_ioas_id)?;
+        if cmd.length == 0 {
+            return err(libc::EINVAL);
+        }
+        let last = cmd.src_iova.checked_add(cmd.length - 1).ok_or(Errno(libc::EOVERFLOW))?;
+        // (offset in the copy, uva, length) of each piece.
+        let mut pieces = Vec::new();
+        let mut cur = cmd.src_iova;
+        loop {
+            let Some((s, a)) = src.area_in(cur, cur).filter(|_| cur <= last) else { return err(libc::ENOENT) };
+            let end = a.last.min(last);
+            pieces.push((cur - cmd.src_iova, a.uva + (cur - s), end - cur + 1));
+            if end == last {
+                break;
+            }
+            cur = end + 1;
+        }
+        let dst = self.ictxs[c].ioas_mut(cmd.dst_ioas_id)?;
+        let prot = cmd.flags & (IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE);
+        let iova = place(dst, &profile, cmd.flags, cmd.dst_iova, pieces[0].1, cmd.length)?;
+        for (off, uva, len) in pieces {
+            dst.areas.insert(iova + off, Area { last: iova + off + len - 1, uva, prot });
+        }
+        cmd.dst_iova = iova;
+        Ok(())
+    }
+
+    // iommufd_ioas_unmap: all (iova 0, length U64_MAX) or a range of whole
+    // areas; nothing unmapped is ENOENT.
+    pub(super) fn ioas_unmap(&mut self, fd: RawFd, cmd: &mut iommu_ioas_unmap) -> SysResult<()> {
+        self.ioctls += 1;
+        let c = self.ictx(fd)?;
+        check_size(cmd.size, min_size!(iommu_ioas_unmap, length))?;
+        let ioas = self.ictxs[c].ioas_mut(cmd.ioas_id)?;
+        let unmapped = if cmd.iova == 0 && cmd.length == u64::MAX {
+            ioas.unmap_range(0, u64::MAX).0
+        } else {
+            if cmd.iova == u64::MAX || cmd.length == u64::MAX {
+                return err(libc::EOVERFLOW);
+            }
+            if cmd.length == 0 {
+                return err(libc::EINVAL);
+            }
+            let last = cmd.iova.checked_add(cmd.length - 1).ok_or(Errno(libc::EOVERFLOW))?;
+            let (n, r) = ioas.unmap_range(cmd.iova, last);
+            r?;
+            if n == 0 {
+                return err(libc::ENOENT);
+            }
+            n
+        };
+        cmd.length = unmapped;
+        Ok(())
+    }
+
+    // iommufd_option: RLIMIT_MODE on the context, HUGE_PAGES on an IOAS.
+    pub(super) fn iommu_option(&mut self, fd: RawFd, cmd: &mut iommu_option) -> SysResult<()> {
+        self.ioctls += 1;
+        let c = self.ictx(fd)?;
+        let profile = self.profile()?;
+        check_size(cmd.size, min_size!(iommu_option, val64))?;
+        if cmd.__reserved != 0 {
+            return err(libc::EOPNOTSUPP);
+        }
+        let ictx = &mut self.ictxs[c];
+        match cmd.option_id {
+            // iommufd_option_rlimit_mode (the mock's caller has CAP_SYS_RESOURCE, as root).
+            IOMMU_OPTION_RLIMIT_MODE => {
+                if cmd.object_id != 0 {
+                    return err(libc::EOPNOTSUPP);
+                }
+                match cmd.op {
+                    IOMMU_OPTION_OP_GET => cmd.val64 = ictx.account_mm as u64,
+                    IOMMU_OPTION_OP_SET if !ictx.objects.is_empty() => return err(libc::EBUSY),
+                    IOMMU_OPTION_OP_SET if cmd.val64 <= 1 => ictx.account_mm = cmd.val64 == 1,
+                    IOMMU_OPTION_OP_SET => return err(libc::EINVAL),
+                    _ => return err(libc::EOPNOTSUPP),
+                }
+            }
+            // iommufd_ioas_option_huge_pages.
+            IOMMU_OPTION_HUGE_PAGES => {
+                let ioas = ictx.ioas_mut(cmd.object_id)?;
+                match (cmd.op, cmd.val64) {
+                    (IOMMU_OPTION_OP_GET, _) => cmd.val64 = !ioas.disable_large_pages as u64,
+                    // iopt_disable_large_pages.
+                    (IOMMU_OPTION_OP_SET, 0) => {
+                        if !ioas.disable_large_pages {
+                            if !ioas.domains.is_empty() && !ioas.areas.is_empty() {
+                                return err(libc::EINVAL);
+                            }
+                            let old = ioas.alignment(&profile);
+                            ioas.disable_large_pages = true;
+                            let new = ioas.alignment(&profile);
+                            if new > old && !ioas.aligned_to(new) {
+                                ioas.disable_large_pages = false;
+                                return err(libc::EADDRINUSE);
+                            }
+                        }
+                    }
+                    (IOMMU_OPTION_OP_SET, 1) => ioas.disable_large_pages = false,
+                    (IOMMU_OPTION_OP_SET, _) => return err(libc::EINVAL),
+                    _ => return err(libc::EOPNOTSUPP),
+                }
+            }
+            _ => return err(libc::EOPNOTSUPP),
+        }
+        Ok(())
+    }
+
+    // iommufd_get_hw_info: the driver's data (VT-d: its cap and ecap
+    // registers), copied up to data_len and zero-filled beyond.
+    pub(super) fn iommu_get_hw_info(&mut self, fd: RawFd, cmd: &mut iommu_hw_info, data: &mut [u64]) -> SysResult<()> {
+        self.ioctls += 1;
+        let c = self.ictx(fd)?;
+        let profile = self.profile()?;
+        check_size(cmd.size, min_size!(iommu_hw_info, __reserved))?;
+        if cmd.flags != 0 || cmd.__reserved != [0; 3] {
+            return err(libc::EOPNOTSUPP);
+        }
+        self.ictxs[c].device(cmd.dev_id)?;
+        let bytes = crate::backend::buf_bytes_mut(data);
+        let room = bytes.len().min(cmd.data_len as usize);
+        let n = room.min(profile.hw_info.len());
+        bytes[..n].copy_from_slice(&profile.hw_info[..n]);
+        bytes[n..room].fill(0);
+        cmd.out_data_type = profile.hw_info_type;
+        cmd.data_len = profile.hw_info.len() as u32;
+        cmd.out_capabilities = if profile.dirty_tracking { IOMMU_HW_CAP_DIRTY_TRACKING } else { 0 };
+        cmd.out_max_pasid_log2 = 0;
+        Ok(())
+    }
+
+    // iommufd_hwpt_alloc -> iommufd_hwpt_paging_alloc (immediate_attach
+    // false: the domain joins the IOAS now, devices attach later).
+    pub(super) fn hwpt_alloc(&mut self, fd: RawFd, cmd: &mut iommu_hwpt_alloc) -> SysResult<()> {
+        self.ioctls += 1;
+        let c = self.ictx(fd)?;
+        let profile = self.profile()?;
+        check_size(cmd.size, min_size!(iommu_hwpt_alloc, __reserved))?;
+        if cmd.__reserved != 0 {
+            return err(libc::EOPNOTSUPP);
+        }
+        if (cmd.data_type == IOMMU_HWPT_DATA_NONE) != (cmd.data_len == 0) {
+            return err(libc::EINVAL);
+        }
+        let ictx = &mut self.ictxs[c];
+        ictx.device(cmd.dev_id)?;
+        match ictx.objects.get(&cmd.pt_id) {
+            Some(Obj::Ioas(_)) => {}
+            // A nested HWPT needs the driver's stage-1 data (IOMMU_HWPT_DATA_VTD_S1),
+            // which this mock does not model.
+            Some(Obj::Hwpt { .. }) => return err(libc::EOPNOTSUPP),
+            _ => return err(libc::EINVAL),
+        }
+        if cmd.flags & !(IOMMU_HWPT_ALLOC_NEST_PARENT | IOMMU_HWPT_ALLOC_DIRTY_TRACKING) != 0 {
+            return err(libc::EOPNOTSUPP);
+        }
+        let dirty = cmd.flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING != 0;
+        if dirty && !profile.dirty_tracking {
+            return err(libc::EOPNOTSUPP);
+        }
+        let id = ictx.alloc_id();
+        ictx.ioas_mut(cmd.pt_id)?.add_domain(id, &profile)?;
+        ictx.objects.insert(id, Obj::Hwpt { ioas: cmd.pt_id, auto: false, devices: 0, dirty });
+        cmd.out_hwpt_id = id;
+        Ok(())
+    }
+
+    // iommufd_hwpt_set_dirty_tracking -> iopt_set_dirty_tracking: EOPNOTSUPP
+    // for a domain without dirty ops.
+    pub(super) fn hwpt_set_dirty_tracking(&mut self, fd: RawFd, cmd: &iommu_hwpt_set_dirty_tracking) -> SysResult<()> {
+        self.ioctls += 1;
+        let c = self.ictx(fd)?;
+        check_size(cmd.size, min_size!(iommu_hwpt_set_dirty_tracking, __reserved))?;
+        if cmd.flags & !IOMMU_HWPT_DIRTY_TRACKING_ENABLE != 0 {
+            return err(libc::EOPNOTSUPP);
+        }
+        let (_, dirty) = self.ictxs[c].hwpt(cmd.hwpt_id)?;
+        if !dirty {
+            return err(libc::EOPNOTSUPP);
+        }
+        // A profile with dirty tracking is refused at HWPT_ALLOC above, so
+        // no dirty HWPT exists to get here.
+        err(libc::EOPNOTSUPP)
+    }
+
+    // iommufd_hwpt_get_dirty_bitmap -> iommufd_check_iova_range, then
+    // iommu_read_and_clear_dirty (EOPNOTSUPP without dirty ops).
+    pub(super) fn hwpt_get_dirty_bitmap(&mut self, fd: RawFd, cmd: &mut iommu_hwpt_get_dirty_bitmap, _bitmap: &mut [u64]) -> SysResult<()> {
+        self.ioctls += 1;
+        let c = self.ictx(fd)?;
+        let profile = self.profile()?;
+        check_size(cmd.size, min_size!(iommu_hwpt_get_dirty_bitmap, data))?;
+        if cmd.flags & !IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR != 0 || cmd.__reserved != 0 {
+            return err(libc::EOPNOTSUPP);
+        }
+        let (ioas, dirty) = self.ictxs[c].hwpt(cmd.hwpt_id)?;
+        let align = self.ictxs[c].ioas(ioas)?.alignment(&profile);
+        if cmd.length == 0 {
+            return err(libc::EINVAL);
+        }
+        let last = cmd.iova.checked_add(cmd.length - 1).ok_or(Errno(libc::EOVERFLOW))?;
+        let end = last.wrapping_add(1);
+        if cmd.iova & (align - 1) != 0 || end & (align - 1) != 0 {
+            return err(libc::EINVAL);
+        }
+        if cmd.page_size == 0 {
+            return err(libc::EINVAL);
+        }
+        let pm = cmd.page_size.wrapping_sub(1);
+        if cmd.iova & pm != 0 || end & pm != 0 {
+            return err(libc::EINVAL);
+        }
+        let _ = dirty;
+        err(libc::EOPNOTSUPP)
+    }
+
+    // vfio_df_ioctl_bind_iommufd -> vfio_device_block_group, vfio_df_open,
+    // iommufd_device_bind.
+    pub(super) fn device_bind_iommufd(&mut self, fd: RawFd, cmd: &mut vfio_device_bind_iommufd) -> SysResult<()> {
+        self.ioctls += 1;
+        let c = self.cdev(fd)?;
+        if (cmd.argsz as usize) < std::mem::size_of::<vfio_device_bind_iommufd>() || cmd.flags != 0 || cmd.iommufd < 0 {
+            return err(libc::EINVAL);
+        }
+        let dev = self.cdevs[c].dev;
+        let gid = self.devices[dev].group;
+        // vfio_device_block_group: the group is open the legacy way.
+        if self.groups[&gid].file_open {
+            return err(libc::EBUSY);
+        }
+        // One device file binds once.
+        if self.cdevs[c].bound.is_some() {
+            return err(libc::EINVAL);
+        }
+        // iommufd_ctx_from_fd: not a file (EBADF) or not an iommufd (EBADFD).
+        let ctx = match self.fds.get(&cmd.iommufd) {
+            Some(FdObj::Iommufd(x)) => *x,
+            Some(_) => return err(libc::EBADFD),
+            None => return err(libc::EBADF),
+        };
+        // vfio_df_open: the cdev path cannot share an open device.
+        if self.devices[dev].open_count != 0 {
+            return err(libc::EINVAL);
+        }
+        // iommufd_device_bind: MSI isolation unless allow_unsafe_interrupts,
+        // then iommu_device_claim_dma_owner (EBUSY while a host driver in the
+        // group uses the DMA API).
+        if !self.config.msi_isolated && !self.config.iommufd.as_ref().is_some_and(|p| p.allow_unsafe_interrupts) {
+            return err(libc::EPERM);
+        }
+        if !self.viable(gid) {
+            return err(libc::EBUSY);
+        }
+        let dev_id = self.ictxs[ctx].insert(Obj::Device { dev, hwpt: None });
+        // vfio_pci_core_enable, as for the group path's first open.
+        let d = &mut self.devices[dev];
+        d.model.config_mut().enable();
+        d.model.config_mut().save();
+        d.open_count += 1;
+        self.cdevs[c].bound = Some((ctx, dev_id));
+        cmd.out_devid = dev_id;
+        Ok(())
+    }
+
+    // vfio_df_ioctl_attach_pt -> vfio_iommufd_physical_attach_ioas ->
+    // iommufd_device_attach / _replace.
+    pub(super) fn device_attach_iommufd_pt(&mut self, fd: RawFd, cmd: &mut vfio_device_attach_iommufd_pt) -> SysResult<()> {
+        self.ioctls += 1;
+        let c = self.cdev(fd)?;
+        let profile = self.profile()?;
+        let (ctx, dev_id) = self.cdevs[c].bound.ok_or(Errno(libc::EINVAL))?;
+        if (cmd.argsz as usize) < std::mem::size_of::<vfio_device_attach_iommufd_pt>() || cmd.flags != 0 {
+            return err(libc::EINVAL);
+        }
+        let dev = self.cdevs[c].dev;
+        let gid = self.devices[dev].group;
+        let reserved = self.groups[&gid].reserved.clone();
+        // igroup->hwpt: the devices of one group share one HWPT
+        // (iommufd_hw_pagetable_attach refuses another with EINVAL).
+        let peers: Vec<usize> = self.groups[&gid].devices.iter().copied().filter(|&d| d != dev).collect();
+        let ictx = &mut self.ictxs[ctx];
+        let group_hwpt = ictx.objects.values().find_map(|o| match o {
+            Obj::Device { dev: d, hwpt: Some(h) } if peers.contains(d) => Some(*h),
+            _ => None,
+        });
+        let (_, old) = ictx.device(dev_id)?;
+        let hwpt = match ictx.objects.get(&cmd.pt_id) {
+            None => return err(libc::ENOENT),
+            Some(Obj::Hwpt { .. }) => cmd.pt_id,
+            Some(Obj::Ioas(_)) => {
+                // iommufd_device_auto_get_domain: share the IOAS's automatic
+                // HWPT, else make one (its id is taken before the attach).
+                let existing = ictx
+                    .objects
+                    .iter()
+                    .find(|(_, o)| matches!(o, Obj::Hwpt { ioas, auto: true, .. } if *ioas == cmd.pt_id))
+                    .map(|(&id, _)| id);
+                match existing {
+                    Some(id) => id,
+                    None if group_hwpt.is_some() => return err(libc::EINVAL),
+                    None => {
+                        if old.is_some() {
+                            // Replacing onto a new automatic domain: the
+                            // old attachment goes first in this model.
+                            ictx.detach(dev_id);
+                        }
+                        let id = ictx.alloc_id();
+                        let ioas = ictx.ioas_mut(cmd.pt_id)?;
+                        reserve_device(ioas, dev, &reserved)?;
+                        if let Err(e) = ioas.add_domain(id, &profile) {
+                            ioas.unreserve(Owner::Device(dev));
+                            return Err(e);
+                        }
+                        ictx.objects.insert(id, Obj::Hwpt { ioas: cmd.pt_id, auto: true, devices: 1, dirty: false });
+                        if let Some(Obj::Device { hwpt, .. }) = ictx.objects.get_mut(&dev_id) {
+                            *hwpt = Some(id);
+                        }
+                        cmd.pt_id = id;
+                        return Ok(());
+                    }
+                }
+            }
+            Some(Obj::Device { .. }) => return err(libc::EINVAL),
+        };
+        if old == Some(hwpt) {
+            cmd.pt_id = hwpt;
+            return Ok(());
+        }
+        if group_hwpt.is_some_and(|h| h != hwpt) {
+            return err(libc::EINVAL);
+        }
+        let Some(Obj::Hwpt { ioas, .. }) = ictx.objects.get(&hwpt) else { return err(libc::ENOENT) };
+        let ioas = *ioas;
+        let same_ioas = old.and_then(|o| ictx.hwpt(o).ok()).map(|(i, _)| i) == Some(ioas);
+        if !same_ioas {
+            reserve_device(ictx.ioas_mut(ioas)?, dev, &reserved)?;
+        }
+        if old.is_some() {
+            // iommufd_device_do_replace keeps the reservations when the IOAS stays.
+            if same_ioas {
+                let saved: Vec<_> = ictx.ioas(ioas)?.reserved.iter().filter(|r| r.2 == Owner::Device(dev)).copied().collect();
+                ictx.detach(dev_id);
+                ictx.ioas_mut(ioas)?.reserved.extend(saved);
+            } else {
+                ictx.detach(dev_id);
+            }
+        }
+        if let Some(Obj::Hwpt { devices, .. }) = ictx.objects.get_mut(&hwpt) {
+            *devices += 1;
+        }
+        if let Some(Obj::Device { hwpt: h, .. }) = ictx.objects.get_mut(&dev_id) {
+            *h = Some(hwpt);
+        }
+        cmd.pt_id = hwpt;
+        Ok(())
+    }
+
+    // vfio_df_ioctl_detach_pt: detaching a device that is not attached succeeds.
+    pub(super) fn device_detach_iommufd_pt(&mut self, fd: RawFd, cmd: &vfio_device_detach_iommufd_pt) -> SysResult<()> {
+        self.ioctls += 1;
+        let c = self.cdev(fd)?;
+        let (ctx, dev_id) = self.cdevs[c].bound.ok_or(Errno(libc::EINVAL))?;
+        if (cmd.argsz as usize) < std::mem::size_of::<vfio_device_detach_iommufd_pt>() || cmd.flags != 0 {
+            return err(libc::EINVAL);
+        }
+        self.ictxs[ctx].detach(dev_id);
+        Ok(())
+    }
+}
+
+/// The IOAS `at` names (from [`Host::device_ioas`]).
+pub(super) fn ioas_at(ictxs: &[IommufdCtx], at: (usize, u32)) -> Option<&IoasState> {
+    ictxs.get(at.0)?.ioas(at.1).ok()
+}
+
+/// iopt_table_enforce_dev_resv_regions: every reserved region of the
+/// device's group (direct-relaxable ones are not in the list) is reserved
+/// in the IOAS; a mapping or allowed range there is EADDRINUSE.
+fn reserve_device(ioas: &mut IoasState, dev: usize, reserved: &[IovaSpan]) -> SysResult<()> {
+    for r in reserved {
+        if let Err(e) = ioas.reserve(r.start, r.end, Owner::Device(dev)) {
+            ioas.unreserve(Owner::Device(dev));
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// iopt_alloc_area_pages: the length must keep the IOAS's alignment; the
+/// IOVA is the caller's (FIXED_IOVA, iopt_check_iova) or chosen (iopt_alloc_iova).
+fn place(ioas: &IoasState, profile: &IommufdProfile, flags: u32, iova: u64, uptr: u64, length: u64) -> SysResult<u64> {
+    let align = ioas.alignment(profile);
+    if length & (align - 1) != 0 || length == 0 {
+        return err(libc::EINVAL);
+    }
+    if flags & IOMMU_IOAS_MAP_FIXED_IOVA != 0 {
+        ioas.check_iova(iova, length, align)?;
+        Ok(iova)
+    } else {
+        ioas.alloc_iova(uptr, length, align)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holes_are_the_gaps_between_merged_reserved_ranges() {
+        assert_eq!(holes(vec![], 0, u64::MAX), vec![(0, u64::MAX)]);
+        assert_eq!(
+            holes(vec![(0xfee0_0000, 0xfeef_ffff), (0x80_0000_0000, u64::MAX)], 0, u64::MAX),
+            vec![(0, 0xfedf_ffff), (0xfef0_0000, 0x7f_ffff_ffff)]
+        );
+        assert_eq!(holes(vec![(0, 9), (5, 20), (21, 30)], 0, 40), vec![(31, 40)]);
+    }
+
+    #[test]
+    fn the_chosen_iova_keeps_the_user_address_alignment_up_to_a_huge_page() {
+        let ioas = IoasState::default();
+        // A 2 MiB-aligned buffer of 8 KiB: alignment min(8K, 2M) = 8K, from PAGE_SIZE up.
+        assert_eq!(ioas.alloc_iova(0x20_0000, 0x2000, 1), Ok(0x2000));
+        // A page offset is kept: the IOVA has the same offset in its page.
+        assert_eq!(ioas.alloc_iova(0x1234, 0x10, 1), Ok(0x1234));
+    }
+}

@@ -1,0 +1,149 @@
+//! Device cdevs bound to an iommufd and attached to one IOAS: the iommufd
+//! counterpart of a type1 container (`VfioBackend.openIommufd`).
+
+use std::sync::Mutex;
+
+use napi::bindgen_prelude::*;
+use napi::Env;
+use napi_derive::napi;
+
+use super::args::u64_of;
+use super::container::{BatchReportJs, IovaRangeJs};
+use super::error::{bad_arg, js_err};
+use crate::batch::{as_pairs, as_triples, BatchFlags};
+
+/// IOMMU_IOAS_IOVA_RANGES: where the IOAS can map, and the alignment every
+/// map keeps (the smallest IOMMU page once a device is attached).
+#[napi(object, js_name = "IoasRanges")]
+pub struct IoasRangesJs {
+    pub ranges: Vec<IovaRangeJs>,
+    pub alignment: BigInt,
+}
+
+/// One iommufd with an IOAS and the devices attached to it. `close()` (or
+/// collection) closes the device cdevs, then the IOAS, then /dev/iommu.
+#[napi]
+pub struct IommufdSpace {
+    open: Mutex<Option<crate::IommufdSpace>>,
+    object: String,
+    cdevs: Vec<u32>,
+    hwpts: Vec<u32>,
+    ioas_id: u32,
+    backend_kind: String,
+}
+
+impl IommufdSpace {
+    pub(super) fn new(s: crate::IommufdSpace) -> Self {
+        Self {
+            object: s.object(),
+            cdevs: s.devices().iter().map(|d| d.index()).collect(),
+            hwpts: s.hwpts().to_vec(),
+            ioas_id: s.ioas().id(),
+            backend_kind: s.iommufd().backend_kind().to_string(),
+            open: Mutex::new(Some(s)),
+        }
+    }
+
+    fn with<R>(&self, env: &Env, ioctl: &'static str, f: impl FnOnce(&crate::IommufdSpace) -> crate::Result<R>) -> Result<R> {
+        let guard = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        match guard.as_ref() {
+            Some(s) => f(s).map_err(|e| js_err(env, e)),
+            None => Err(js_err(
+                env,
+                crate::Error::new(libc::EBADF, ioctl, format!("{} (closed)", self.object))
+                    .with_detail("it was closed by close(); open a new one with VfioHost.openIommufd"),
+            )),
+        }
+    }
+}
+
+#[napi]
+impl IommufdSpace {
+    /// "kernel" or "mock".
+    #[napi(getter)]
+    pub fn backend_kind(&self) -> String {
+        self.backend_kind.clone()
+    }
+
+    /// The cdev numbers (N of /dev/vfio/devices/vfioN) attached, in order.
+    #[napi(getter)]
+    pub fn cdevs(&self) -> Vec<u32> {
+        self.cdevs.clone()
+    }
+
+    /// The HWPT each device was attached to.
+    #[napi(getter)]
+    pub fn hwpts(&self) -> Vec<u32> {
+        self.hwpts.clone()
+    }
+
+    #[napi(getter)]
+    pub fn ioas_id(&self) -> u32 {
+        self.ioas_id
+    }
+
+    #[napi(getter)]
+    pub fn is_open(&self) -> bool {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// Closes the devices, the IOAS and the iommufd; idempotent.
+    #[napi]
+    pub fn close(&self) {
+        let taken = self.open.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(taken);
+    }
+
+    #[napi]
+    pub fn iova_ranges(&self, env: &Env) -> Result<IoasRangesJs> {
+        let r = self.with(env, "IOMMU_IOAS_IOVA_RANGES", |s| s.ioas().iova_ranges())?;
+        Ok(IoasRangesJs {
+            ranges: r.ranges.into_iter().map(|r| IovaRangeJs { start: BigInt::from(r.start), end: BigInt::from(r.end) }).collect(),
+            alignment: BigInt::from(r.alignment),
+        })
+    }
+
+    /// IOMMU_IOAS_MAP at `iova` (null: the kernel chooses); returns the IOVA.
+    /// `flags` are DmaFlags (Read, Write).
+    #[napi]
+    pub fn map_dma(&self, env: &Env, iova: Option<BigInt>, vaddr: BigInt, size: BigInt, flags: u32) -> Result<BigInt> {
+        self.with(env, "IOMMU_IOAS_MAP", |s| {
+            let iova = iova.as_ref().map(|i| u64_of("iova", i)).transpose()?;
+            s.ioas().map(iova, u64_of("vaddr", &vaddr)?, u64_of("size", &size)?, flags)
+        })
+        .map(BigInt::from)
+    }
+
+    /// IOMMU_IOAS_UNMAP of whole mappings: returns the bytes unmapped.
+    #[napi]
+    pub fn unmap_dma(&self, env: &Env, iova: BigInt, size: BigInt) -> Result<BigInt> {
+        self.with(env, "IOMMU_IOAS_UNMAP", |s| s.ioas().unmap(u64_of("iova", &iova)?, u64_of("size", &size)?)).map(BigInt::from)
+    }
+
+    #[napi]
+    pub fn unmap_all(&self, env: &Env) -> Result<BigInt> {
+        self.with(env, "IOMMU_IOAS_UNMAP", |s| s.ioas().unmap_all()).map(BigInt::from)
+    }
+
+    /// As Type1Container.mapBatch: iova, vaddr, size triples, all or nothing.
+    #[napi]
+    pub fn map_batch(&self, env: &Env, entries: BigUint64ArraySlice, flags: Either<u32, Uint32ArraySlice>) -> Result<BatchReportJs> {
+        let Some(triples) = as_triples(&entries) else {
+            return Err(js_err(env, bad_arg(format!("entries has {} values, not a multiple of 3 (iova, vaddr, size)", entries.len()))));
+        };
+        let f = match &flags {
+            Either::A(all) => BatchFlags::All(*all),
+            Either::B(each) => BatchFlags::Each(each),
+        };
+        self.with(env, "IOMMU_IOAS_MAP", |s| s.ioas().map_batch(triples, f)).map(Into::into)
+    }
+
+    /// As Type1Container.unmapBatch: iova, size pairs.
+    #[napi]
+    pub fn unmap_batch(&self, env: &Env, entries: BigUint64ArraySlice) -> Result<BatchReportJs> {
+        let Some(pairs) = as_pairs(&entries) else {
+            return Err(js_err(env, bad_arg(format!("entries has {} values, not a multiple of 2 (iova, size)", entries.len()))));
+        };
+        self.with(env, "IOMMU_IOAS_UNMAP", |s| s.ioas().unmap_batch(pairs)).map(Into::into)
+    }
+}

@@ -1,0 +1,237 @@
+//! `linux/iommufd.h` (/dev/iommu) and the VFIO device cdev part of
+//! `linux/vfio.h` (`VFIO_DEVICE_BIND_IOMMUFD`, `ATTACH/DETACH_IOMMUFD_PT`).
+//!
+//! Every iommufd command is `_IO(';', 0x80 + n)` on the /dev/iommu fd with a
+//! struct whose first `u32` is its `size`: iommufd_fops_ioctl reads that
+//! size, refuses one below the command's minimum (EINVAL) and, through
+//! copy_struct_from_user, one above its own struct whose extra bytes are not
+//! zero (E2BIG). Checked against the lab kernel's headers (6.12, from `make
+//! headers_install`) by `tests/abi.rs`; Debian's 6.1 linux-libc-dev
+//! has no iommufd.h.
+
+use super::{vfio_io, IOC_NONE_BITS, VFIO_TYPE};
+
+/// `IOMMUFD_TYPE` is VFIO's `';'` too; commands start at `IOMMUFD_CMD_BASE`.
+pub const IOMMUFD_CMD_BASE: u64 = 0x80;
+
+/// `_IO(IOMMUFD_TYPE, nr)`.
+pub const fn iommufd_io(nr: u64) -> u64 {
+    IOC_NONE_BITS | (VFIO_TYPE << 8) | nr
+}
+
+pub const IOMMU_DESTROY: u64 = iommufd_io(0x80);
+pub const IOMMU_IOAS_ALLOC: u64 = iommufd_io(0x81);
+pub const IOMMU_IOAS_ALLOW_IOVAS: u64 = iommufd_io(0x82);
+pub const IOMMU_IOAS_COPY: u64 = iommufd_io(0x83);
+pub const IOMMU_IOAS_IOVA_RANGES: u64 = iommufd_io(0x84);
+pub const IOMMU_IOAS_MAP: u64 = iommufd_io(0x85);
+pub const IOMMU_IOAS_UNMAP: u64 = iommufd_io(0x86);
+pub const IOMMU_OPTION: u64 = iommufd_io(0x87);
+pub const IOMMU_VFIO_IOAS: u64 = iommufd_io(0x88);
+pub const IOMMU_HWPT_ALLOC: u64 = iommufd_io(0x89);
+pub const IOMMU_GET_HW_INFO: u64 = iommufd_io(0x8a);
+pub const IOMMU_HWPT_SET_DIRTY_TRACKING: u64 = iommufd_io(0x8b);
+pub const IOMMU_HWPT_GET_DIRTY_BITMAP: u64 = iommufd_io(0x8c);
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct iommu_destroy {
+    pub size: u32,
+    pub id: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct iommu_ioas_alloc {
+    pub size: u32,
+    pub flags: u32,
+    pub out_ioas_id: u32,
+}
+
+/// One IOVA range, both ends inclusive (`last`, not `end`).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct iommu_iova_range {
+    pub start: u64,
+    pub last: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct iommu_ioas_iova_ranges {
+    pub size: u32,
+    pub ioas_id: u32,
+    pub num_iovas: u32,
+    pub __reserved: u32,
+    /// User pointer to `num_iovas` [`iommu_iova_range`]s.
+    pub allowed_iovas: u64,
+    pub out_iova_alignment: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct iommu_ioas_allow_iovas {
+    pub size: u32,
+    pub ioas_id: u32,
+    pub num_iovas: u32,
+    pub __reserved: u32,
+    pub allowed_iovas: u64,
+}
+
+pub const IOMMU_IOAS_MAP_FIXED_IOVA: u32 = 1 << 0;
+pub const IOMMU_IOAS_MAP_WRITEABLE: u32 = 1 << 1;
+pub const IOMMU_IOAS_MAP_READABLE: u32 = 1 << 2;
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct iommu_ioas_map {
+    pub size: u32,
+    pub flags: u32,
+    pub ioas_id: u32,
+    pub __reserved: u32,
+    pub user_va: u64,
+    pub length: u64,
+    pub iova: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct iommu_ioas_copy {
+    pub size: u32,
+    pub flags: u32,
+    pub dst_ioas_id: u32,
+    pub src_ioas_id: u32,
+    pub length: u64,
+    pub dst_iova: u64,
+    pub src_iova: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct iommu_ioas_unmap {
+    pub size: u32,
+    pub ioas_id: u32,
+    pub iova: u64,
+    pub length: u64,
+}
+
+pub const IOMMU_OPTION_RLIMIT_MODE: u32 = 0;
+pub const IOMMU_OPTION_HUGE_PAGES: u32 = 1;
+pub const IOMMU_OPTION_OP_SET: u16 = 0;
+pub const IOMMU_OPTION_OP_GET: u16 = 1;
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct iommu_option {
+    pub size: u32,
+    pub option_id: u32,
+    pub op: u16,
+    pub __reserved: u16,
+    pub object_id: u32,
+    pub val64: u64,
+}
+
+pub const IOMMU_HWPT_ALLOC_NEST_PARENT: u32 = 1 << 0;
+pub const IOMMU_HWPT_ALLOC_DIRTY_TRACKING: u32 = 1 << 1;
+pub const IOMMU_HWPT_DATA_NONE: u32 = 0;
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct iommu_hwpt_alloc {
+    pub size: u32,
+    pub flags: u32,
+    pub dev_id: u32,
+    pub pt_id: u32,
+    pub out_hwpt_id: u32,
+    pub __reserved: u32,
+    pub data_type: u32,
+    pub data_len: u32,
+    pub data_uptr: u64,
+    pub fault_id: u32,
+    pub __reserved2: u32,
+}
+
+pub const IOMMU_HW_INFO_TYPE_NONE: u32 = 0;
+pub const IOMMU_HW_INFO_TYPE_INTEL_VTD: u32 = 1;
+pub const IOMMU_HW_CAP_DIRTY_TRACKING: u64 = 1 << 0;
+
+/// `struct iommu_hw_info_vtd`: the VT-d unit's capability registers.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct iommu_hw_info_vtd {
+    pub flags: u32,
+    pub __reserved: u32,
+    pub cap_reg: u64,
+    pub ecap_reg: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct iommu_hw_info {
+    pub size: u32,
+    pub flags: u32,
+    pub dev_id: u32,
+    pub data_len: u32,
+    pub data_uptr: u64,
+    pub out_data_type: u32,
+    pub out_max_pasid_log2: u8,
+    pub __reserved: [u8; 3],
+    pub out_capabilities: u64,
+}
+
+pub const IOMMU_HWPT_DIRTY_TRACKING_ENABLE: u32 = 1;
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct iommu_hwpt_set_dirty_tracking {
+    pub size: u32,
+    pub flags: u32,
+    pub hwpt_id: u32,
+    pub __reserved: u32,
+}
+
+pub const IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR: u32 = 1;
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct iommu_hwpt_get_dirty_bitmap {
+    pub size: u32,
+    pub hwpt_id: u32,
+    pub flags: u32,
+    pub __reserved: u32,
+    pub iova: u64,
+    pub length: u64,
+    pub page_size: u64,
+    pub data: u64,
+}
+
+// ---------------------------------------------------------------------------
+// VFIO device cdev (/dev/vfio/devices/vfioN), linux/vfio.h
+
+pub const VFIO_DEVICE_BIND_IOMMUFD: u64 = vfio_io(18);
+pub const VFIO_DEVICE_ATTACH_IOMMUFD_PT: u64 = vfio_io(19);
+pub const VFIO_DEVICE_DETACH_IOMMUFD_PT: u64 = vfio_io(20);
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct vfio_device_bind_iommufd {
+    pub argsz: u32,
+    pub flags: u32,
+    pub iommufd: i32,
+    pub out_devid: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct vfio_device_attach_iommufd_pt {
+    pub argsz: u32,
+    pub flags: u32,
+    pub pt_id: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct vfio_device_detach_iommufd_pt {
+    pub argsz: u32,
+    pub flags: u32,
+}
