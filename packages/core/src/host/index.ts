@@ -17,3 +17,4 @@ export * from './bind';
 export * from './memlock';
 export * from './vfio-mock';
 export * from './reset';
+export * from './persist';
