@@ -11,6 +11,7 @@ import { basename, join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { eventually, processAlive, processesMentioning, qemuAvailable } from '@vfiokit/testkit';
 import { EXAMPLES, parseJson, startVfiokit, vfiokit } from '../testing/run-cli';
+import { assertDocument } from '../json-schema';
 
 const hasQemu = qemuAvailable();
 const SPEC = join(EXAMPLES, 'sriov-vfs-viommu.yaml');
@@ -113,6 +114,7 @@ if (hasQemu) {
     const ended = await run.ended;
     t.is(ended.code, 0, ended.stderr);
     const report = parseJson<{ groups: number[]; qemu: { pid: number; exitCode: number; signal: null; argv: string[] }; resets: { address: string; done: boolean }[]; restored: { group: number; changes: { address: string; to: string }[] }[]; memlock: { reason: string } }>({ code: ended.code, stdout: ended.stdout, stderr: ended.stderr });
+    t.notThrows(() => assertDocument('run', report), 'the report validates against the run schema');
     t.deepEqual(report.groups, [4, 5]);
     t.is(report.qemu.pid, pid);
     t.is(report.qemu.exitCode, 0);
