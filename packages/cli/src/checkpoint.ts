@@ -16,6 +16,8 @@ export type Stage =
   | 'demo-qemu-up'
   /** demo: a device was hot-plugged into QEMU. */
   | 'demo-qemu-plugged'
+  /** run: the guest's groups are on vfio-pci and QEMU runs. */
+  | 'run-qemu-up'
   /** attach: the QMP session is open, nothing plugged yet. */
   | 'attach-connected';
 

@@ -26,6 +26,8 @@ export interface HostSession {
   readonly fixture?: string;
   /** Where bind records (each device's original driver) are kept between runs. */
   readonly stateDir: string;
+  /** Stands for `/` where configuration is written (boot persistence): `/`, or the simulated host's folder. */
+  readonly configRoot: string;
   /** Which VFIO backend containers are opened on. */
   readonly backend: 'kernel' | 'mock';
   dispose(): Promise<void>;
@@ -90,6 +92,7 @@ async function openHostSession(globals: GlobalOptions): Promise<HostSession> {
     fs: createHostFs({ sysfsRoot }),
     description: sysfsRoot,
     stateDir: DEFAULT_STATE_DIR,
+    configRoot: '/',
     backend: 'kernel',
     async dispose() {},
   };

@@ -69,6 +69,12 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   HOST_BIND_FAILED: ExitCode.HostFailure,
   HOST_ROLLBACK_FAILED: ExitCode.HostFailure,
   HOST_STATE: ExitCode.HostFailure,
+  // Boot persistence refused before anything is written.
+  HOST_PERSIST_BRIDGES_ONLY: ExitCode.Refused,
+  HOST_PERSIST_BRIDGE: ExitCode.Refused,
+  HOST_PERSIST_SHARED_IDS: ExitCode.Refused,
+  HOST_PERSIST_BUILTIN_DRIVER: ExitCode.Refused,
+  HOST_PERSIST_NO_UDEV: ExitCode.Unavailable,
   // core/dma
   DMA_INVALID_LAYOUT: ExitCode.InvalidInput,
   DMA_TRACE: ExitCode.InvalidInput,

@@ -11,9 +11,9 @@ import { BIN, EXAMPLES, PACKAGE_DIR, vfiokit } from './testing/run-cli';
 import { REAL_HOST_EXAMPLES } from './program';
 
 const REPO = join(PACKAGE_DIR, '..', '..');
-const COMMANDS = ['', 'ls', 'show', 'check', 'bind', 'unbind', 'plan', 'map', 'trace', 'trace replay', 'attach', 'detach', 'lab', 'demo', 'completion'];
-/** Commands whose every example needs a real host (a running QEMU, the lab's downloads): printed under REAL_HOST_EXAMPLES only. */
-const REAL_HOST_ONLY = ['attach', 'detach', 'lab'];
+const COMMANDS = ['', 'ls', 'show', 'check', 'bind', 'unbind', 'persist', 'unpersist', 'plan', 'run', 'map', 'trace', 'trace replay', 'attach', 'detach', 'lab', 'demo', 'completion'];
+/** Commands whose every example needs a real host (its devices, a running QEMU, the lab's downloads): printed under REAL_HOST_EXAMPLES only. */
+const REAL_HOST_ONLY = ['run', 'attach', 'detach', 'lab'];
 
 /** The `$ ` lines of the runnable Example(s) block of a help text. */
 function runnableExamples(help: string): string[] {

@@ -4,7 +4,7 @@
 // Colour comes from picocolors, which turns itself off for NO_COLOR and for
 // output that is not a terminal; lines are cut to the terminal's width.
 import { createColors } from 'picocolors';
-import { checkViability, type HostModel, type IommuGroup, type PciDevice, type SafetyFinding } from '@vfiokit/core';
+import { checkViability, type HostModel, type IommuGroup, type PciDevice, type PersistedDevice, type SafetyFinding } from '@vfiokit/core';
 import { hex4 } from './describe';
 
 /** What assigning a group takes, as `ls` marks it. */
@@ -72,7 +72,7 @@ export interface TextStyle {
   readonly width?: number;
 }
 
-export function lsLines(model: HostModel, groups: readonly IommuGroup[], safety: readonly SafetyFinding[], style: TextStyle): string[] {
+export function lsLines(model: HostModel, groups: readonly IommuGroup[], safety: readonly SafetyFinding[], style: TextStyle, persisted: readonly PersistedDevice[] = []): string[] {
   const c = createColors(style.color);
   const paint: Record<GroupState, (s: string) => string> = {
     ready: c.green,
@@ -96,6 +96,8 @@ export function lsLines(model: HostModel, groups: readonly IommuGroup[], safety:
       const plain = cut(`${driver}${why.length > 0 ? `  host needs it: ${why.join('; ')}` : ''}`, 8);
       const colored = d.driver === 'vfio-pci' ? plain.replace(driver, c.green(driver)) : plain.length > driver.length ? `${plain.slice(0, driver.length)}${c.red(plain.slice(driver.length))}` : plain;
       lines.push(`\t${colored}`);
+      const boot = persisted.find((p) => p.address === d.address);
+      if (boot) lines.push(`\t${cut(`At boot: vfio-pci (vfiokit persist, ${boot.method}: ${boot.file})`, 8)}`);
     }
     lines.push('');
   }

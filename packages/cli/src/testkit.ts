@@ -60,6 +60,7 @@ export async function openSimulatedHost(name: string, dir: string | undefined): 
     fixture: name,
     // Records live inside the simulated host, and go with it.
     stateDir: join(host.root, 'run', 'vfiokit'),
+    configRoot: host.root,
     backend: 'mock',
     async dispose() {
       forget();

@@ -10,7 +10,9 @@ import {
   resolveGroup,
   SAFETY_RULES,
   unbindGroup,
+  type BindOptions,
   type BindResult,
+  type HostFs,
   type SafetyOverride,
   type SafetyRule,
   type UnbindResult,
@@ -61,6 +63,25 @@ async function groupsOf(ctx: CommandContext, targets: readonly string[]): Promis
   return ids;
 }
 
+/**
+ * Bind several groups as one transaction: if a later group fails, the groups
+ * already moved go back before the error is reported, and only the devices
+ * this call moved, so a device someone else (or an earlier run) had put on
+ * vfio-pci stays there.
+ */
+export function bindGroups(fs: HostFs, groups: readonly number[], options: BindOptions): BindResult[] {
+  const done: BindResult[] = [];
+  try {
+    for (const group of groups) done.push(bindGroup(fs, group, options));
+  } catch (err) {
+    for (const r of [...done].reverse()) {
+      if (r.changes.length > 0) unbindGroup(fs, r.group, { store: options.store, onlyRecorded: true, devices: r.changes.map((c) => c.address) });
+    }
+    throw err;
+  }
+  return done;
+}
+
 export function bindText(r: BindResult): string {
   const lines = [`group ${r.group}: ${r.dryRun ? 'would move' : r.changes.length > 0 ? 'moved' : 'nothing to move'} to vfio-pci`];
   for (const d of r.plan.devices) {
@@ -99,20 +120,7 @@ export function bindCommand(state: RunState): Command {
         const force = safetyOverride(opts.force);
         const host = await ctx.host();
         const store = fileBindingStore(host.stateDir);
-        const done: BindResult[] = [];
-        try {
-          for (const group of await groupsOf(ctx, targets)) {
-            done.push(bindGroup(host.fs, group, { store, force, dryRun: opts.dryRun }));
-          }
-        } catch (err) {
-          // Groups this run already moved go back before the error is
-          // reported: only the devices this run moved, so a device someone
-          // else (or an earlier run) had put on vfio-pci stays there.
-          for (const r of done.reverse()) {
-            if (r.changes.length > 0) unbindGroup(host.fs, r.group, { store, onlyRecorded: true, devices: r.changes.map((c) => c.address) });
-          }
-          throw err;
-        }
+        const done = bindGroups(host.fs, await groupsOf(ctx, targets), { store, force, dryRun: opts.dryRun });
         ctx.out.result({ dryRun: opts.dryRun, groups: done }, () => done.map(bindText).join('\n'));
       }),
     );

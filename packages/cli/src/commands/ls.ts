@@ -1,7 +1,7 @@
 // `vfiokit ls`: the host's IOMMU groups as a tree, each marked viable or not,
 // the way an operator scans for what can be assigned.
 import { Command } from 'commander';
-import { checkViability, findProtectedDevices, type SafetyFinding, type HostModel, type IommuGroup, type ViabilityReport } from '@vfiokit/core';
+import { checkViability, findProtectedDevices, listPersisted, type PersistedDevice, type SafetyFinding, type HostModel, type IommuGroup, type ViabilityReport } from '@vfiokit/core';
 import { action, RunState, withExamples, withRealHostExamples } from '../program';
 import { isColorSupported } from 'picocolors';
 import { deviceJson, deviceLine, iommuLine } from '../describe';
@@ -23,7 +23,11 @@ export function groupTree(group: IommuGroup, report: ViabilityReport): string[] 
   return lines;
 }
 
-export function lsJson(model: HostModel, safety: readonly SafetyFinding[] = []) {
+export function lsJson(model: HostModel, safety: readonly SafetyFinding[] = [], persisted: readonly PersistedDevice[] = []) {
+  const boot = (address: string) => {
+    const p = persisted.find((x) => x.address === address);
+    return p ? { driver: 'vfio-pci', method: p.method, file: p.file } : null;
+  };
   const grouped = new Set(model.groups.flatMap((g) => g.devices.map((d) => d.address)));
   return {
     platform: model.platform,
@@ -39,16 +43,16 @@ export function lsJson(model: HostModel, safety: readonly SafetyFinding[] = []) 
         viable: r.viable,
         blocking: r.blocking,
         state: stateMark(model, g, safety).state,
-        devices: g.devices.map(deviceJson),
+        devices: g.devices.map((d) => ({ ...deviceJson(d), atBoot: boot(d.address) })),
       };
     }),
     ungrouped: model.devices.filter((d) => !grouped.has(d.address)).map(deviceJson),
   };
 }
 
-export function lsText(model: HostModel, source: string, safety: readonly SafetyFinding[] = [], filter: LsFilter = {}, style: TextStyle = { color: false }): string {
+export function lsText(model: HostModel, source: string, safety: readonly SafetyFinding[] = [], filter: LsFilter = {}, style: TextStyle = { color: false }, persisted: readonly PersistedDevice[] = []): string {
   const lines = [`host: ${source}`, `IOMMU: ${iommuLine(model)}`, `vfio-pci: ${model.vfioPciLoaded ? 'loaded' : "not loaded (modprobe vfio-pci)"}`, ''];
-  lines.push(...lsLines(model, filterGroups(model, filter), safety, style));
+  lines.push(...lsLines(model, filterGroups(model, filter), safety, style, persisted));
   const grouped = new Set(model.groups.flatMap((g) => g.devices.map((d) => d.address)));
   const ungrouped = model.devices.filter((d) => !grouped.has(d.address) && matchesIds(d, filter.ids));
   if (ungrouped.length > 0 && filter.groups === undefined) {
@@ -90,11 +94,12 @@ export function lsCommand(state: RunState): Command {
         const host = await ctx.host();
         const safety = findProtectedDevices(host.fs, model);
         const kept = new Set(filterGroups(model, filter).map((g) => g.id));
-        const json = lsJson(model, safety);
+        const persisted = listPersisted(host.fs);
+        const json = lsJson(model, safety, persisted);
         const filtered = filter.ids === undefined && filter.groups === undefined ? json : { ...json, groups: json.groups.filter((g) => kept.has(g.id)) };
         // picocolors decides colour itself (NO_COLOR, FORCE_COLOR, a terminal); the width is the terminal's.
         const style: TextStyle = { color: isColorSupported && process.stdout.isTTY === true, ...(process.stdout.isTTY && process.stdout.columns ? { width: process.stdout.columns } : {}) };
-        ctx.out.result(filtered, () => lsText(model, host.description, safety, filter, style));
+        ctx.out.result(filtered, () => lsText(model, host.description, safety, filter, style, persisted));
       }),
     );
   return withRealHostExamples(withExamples(cmd, 'vfiokit --mock workstation ls', 'vfiokit --mock workstation ls -d 1b21:', 'vfiokit --mock workstation ls --group 1 11 --json'), 'vfiokit ls');

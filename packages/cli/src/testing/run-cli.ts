@@ -55,6 +55,8 @@ export interface StartedCli {
   readonly child: import('node:child_process').ChildProcess;
   /** Resolves once stderr has shown `text` (rejects if the run ends first). */
   waitForStderr(text: string): Promise<void>;
+  /** Resolves with stdout so far once it matches `pattern` (rejects if the run ends first). */
+  waitForStdout(pattern: RegExp): Promise<RegExpExecArray>;
   /** How it ended: the exit code, or the signal that killed it. */
   readonly ended: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
 }
@@ -70,7 +72,17 @@ export function startVfiokit(args: readonly string[], opts: { env?: NodeJS.Proce
   let stdout = '';
   let stderr = '';
   const waiters: { text: string; resolve: () => void }[] = [];
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  const outWaiters: { pattern: RegExp; resolve: (m: RegExpExecArray) => void }[] = [];
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+    for (const w of [...outWaiters]) {
+      const m = w.pattern.exec(stdout);
+      if (m) {
+        outWaiters.splice(outWaiters.indexOf(w), 1);
+        w.resolve(m);
+      }
+    }
+  });
   child.stderr!.setEncoding('utf8').on('data', (d: string) => {
     stderr += d;
     for (const w of waiters.filter((x) => stderr.includes(x.text))) {
@@ -85,6 +97,14 @@ export function startVfiokit(args: readonly string[], opts: { env?: NodeJS.Proce
     pid: child.pid!,
     child,
     ended,
+    waitForStdout(pattern) {
+      const m = pattern.exec(stdout);
+      if (m) return Promise.resolve(m);
+      return Promise.race([
+        new Promise<RegExpExecArray>((resolve) => outWaiters.push({ pattern, resolve })),
+        ended.then((r) => Promise.reject(new Error(`the run ended (${r.code ?? r.signal}) before stdout matched ${pattern}:\n${r.stderr}\nstdout:\n${r.stdout}`))),
+      ]);
+    },
     waitForStderr(text) {
       if (stderr.includes(text)) return Promise.resolve();
       return Promise.race([

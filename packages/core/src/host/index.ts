@@ -16,3 +16,5 @@ export * from './state';
 export * from './bind';
 export * from './memlock';
 export * from './vfio-mock';
+export * from './reset';
+export * from './persist';

@@ -1,7 +1,8 @@
 import test from 'ava';
 import { createFixtureHost } from '@vfiokit/testkit';
-import { assertLockedMemory, checkLockedMemory, formatBytes, hasCapIpcLock, pinnedBytesFor, readLockedMemoryLimit } from './memlock';
+import { assertLockedMemory, checkLockedMemory, formatBytes, hasCapIpcLock, memlockForVmm, pinnedBytesFor, readLockedMemoryLimit } from './memlock';
 import { memlockFromHost } from '../dma/topology';
+import { MemlockTooLowError } from './errors';
 
 const GiB = 1n << 30n;
 
@@ -78,4 +79,47 @@ test('the too-low error hints ulimit and LimitMEMLOCK with the exact numbers', (
 test("the planner's memlock limit is the host's soft RLIMIT_MEMLOCK and CAP_IPC_LOCK, unlimited read as 'unlimited'", (t) => {
   t.deepEqual(memlockFromHost(createFixtureHost('workstation').fs), { soft: 8388608n, capIpcLock: false });
   t.deepEqual(memlockFromHost(createFixtureHost('sriov-server').fs), { soft: 'unlimited', capIpcLock: false });
+});
+
+/** A fixture host whose process has these limits (bytes; undefined = unlimited) and capabilities. */
+function withLimits(soft: bigint | undefined, hard: bigint | undefined, capEff = '0000000000000000') {
+  const fs = createFixtureHost('workstation').fs;
+  const col = (v: bigint | undefined) => (v === undefined ? 'unlimited' : String(v)).padEnd(21);
+  return {
+    ...fs,
+    readText: (file: string) =>
+      file === '/proc/self/limits'
+        ? `Limit                     Soft Limit           Hard Limit           Units     \nMax locked memory         ${col(soft)}${col(hard)}bytes     \n`
+        : file === '/proc/self/status'
+          ? `Name:\tvfiokit\nCapEff:\t${capEff}\n`
+          : fs.readText(file),
+  };
+}
+
+test('a VMM vfiokit starts keeps an inherited RLIMIT_MEMLOCK that covers the guest', (t) => {
+  const m = memlockForVmm(withLimits(8n * GiB, 8n * GiB), 5n * GiB);
+  t.is(m.raiseTo, undefined);
+  t.is(m.reason, 'RLIMIT_MEMLOCK 8 GiB covers the 5 GiB needed');
+});
+
+test('a VMM vfiokit starts gets its soft RLIMIT_MEMLOCK raised to the need when the hard limit allows', (t) => {
+  const m = memlockForVmm(withLimits(64n << 10n, undefined), 5n * GiB);
+  t.deepEqual(m.raiseTo, { soft: 5n * GiB, hard: undefined });
+});
+
+test('with CAP_SYS_RESOURCE both RLIMIT_MEMLOCK limits are raised past a low hard limit', (t) => {
+  const m = memlockForVmm(withLimits(8n << 20n, 8n << 20n, '0000000001000000'), 5n * GiB);
+  t.deepEqual(m.raiseTo, { soft: 5n * GiB, hard: 5n * GiB });
+});
+
+test('CAP_IPC_LOCK leaves a low RLIMIT_MEMLOCK as it is, since VFIO does not enforce it', (t) => {
+  const m = memlockForVmm(withLimits(8n << 20n, 8n << 20n, '0000000000004000'), 5n * GiB);
+  t.is(m.raiseTo, undefined);
+});
+
+test('a hard RLIMIT_MEMLOCK below the need, without CAP_SYS_RESOURCE, is refused with the number of bytes', (t) => {
+  const err = t.throws(() => memlockForVmm(withLimits(8n << 20n, 16n << 20n), 5n * GiB), { instanceOf: MemlockTooLowError });
+  t.is(err.code, 'HOST_MEMLOCK_TOO_LOW');
+  t.regex(err.message, /needs RLIMIT_MEMLOCK of 5368709120 bytes .* but the hard limit is 16777216 bytes \(16 MiB\)/);
+  t.regex(err.hint!, /ulimit -Hl 5242880/);
 });

@@ -143,3 +143,59 @@ export function formatBytes(n: bigint): string {
   }
   return unit === 0 ? `${n} bytes` : `${Number.isInteger(scaled) ? scaled : scaled.toFixed(1)} ${units[unit]}`;
 }
+
+const CAP_SYS_RESOURCE = 24;
+
+/** True when /proc/self/status shows CAP_SYS_RESOURCE in the effective set: setrlimit may raise a hard limit. */
+export function hasCapSysResource(host: HostFs): boolean {
+  const m = /^CapEff:\s*([0-9a-fA-F]+)$/m.exec(host.readText('/proc/self/status') ?? '');
+  return m ? ((BigInt(`0x${m[1]}`) >> BigInt(CAP_SYS_RESOURCE)) & 1n) === 1n : false;
+}
+
+/** The RLIMIT_MEMLOCK a VMM that vfiokit starts gets (`vfiokit run`). */
+export interface VmmMemlock {
+  /** This process's limit, which the VMM inherits. */
+  readonly current: LockedMemoryLimit;
+  /** What the guest needs: pinned bytes plus headroom. */
+  readonly requiredBytes: bigint;
+  /** The limit to start the VMM with (soft, hard; undefined = unlimited), or absent when the inherited one does. */
+  readonly raiseTo?: { readonly soft: bigint; readonly hard: bigint | undefined };
+  /** One sentence for the operator. */
+  readonly reason: string;
+}
+
+/**
+ * Decide the VMM's RLIMIT_MEMLOCK, as libvirt does before it starts QEMU for
+ * a VFIO guest (qemuProcessAdjustMemLock raises it to
+ * qemuDomainGetMemLockLimitBytes): the inherited limit when it covers
+ * `requiredBytes` (or CAP_IPC_LOCK lifts it), else the soft limit raised up
+ * to the hard one (setrlimit lets any process do that), or both when this
+ * process has CAP_SYS_RESOURCE. Throws MemlockTooLowError, with the number,
+ * when the hard limit is below what is needed and cannot be raised.
+ */
+export function memlockForVmm(host: HostFs, requiredBytes: bigint): VmmMemlock {
+  const current = readLockedMemoryLimit(host);
+  const base = { current, requiredBytes };
+  if (current.soft === undefined) return { ...base, reason: 'RLIMIT_MEMLOCK is unlimited' };
+  if (current.soft >= requiredBytes) return { ...base, reason: `RLIMIT_MEMLOCK ${formatBytes(current.soft)} covers the ${formatBytes(requiredBytes)} needed` };
+  if (hasCapIpcLock(host)) return { ...base, reason: `RLIMIT_MEMLOCK is ${formatBytes(current.soft)}, but CAP_IPC_LOCK exempts the VMM from VFIO's accounting` };
+  if (current.hard === undefined || current.hard >= requiredBytes) {
+    return {
+      ...base,
+      raiseTo: { soft: requiredBytes, hard: current.hard },
+      reason: `RLIMIT_MEMLOCK raised from ${formatBytes(current.soft)} to ${requiredBytes} bytes (${formatBytes(requiredBytes)}) for the VMM, within the hard limit ${current.hard === undefined ? 'unlimited' : formatBytes(current.hard)}`,
+    };
+  }
+  if (hasCapSysResource(host)) {
+    return {
+      ...base,
+      raiseTo: { soft: requiredBytes, hard: requiredBytes },
+      reason: `RLIMIT_MEMLOCK raised from ${formatBytes(current.soft)} (hard ${formatBytes(current.hard)}) to ${requiredBytes} bytes (${formatBytes(requiredBytes)}) for the VMM, with CAP_SYS_RESOURCE`,
+    };
+  }
+  const kib = (requiredBytes + 1023n) / 1024n;
+  throw new MemlockTooLowError(
+    `the guest needs RLIMIT_MEMLOCK of ${requiredBytes} bytes (${formatBytes(requiredBytes)}, its pinned RAM plus ${formatBytes(MEMLOCK_HEADROOM)} headroom) but the hard limit is ${current.hard} bytes (${formatBytes(current.hard)}), which only root can raise`,
+    `raise the hard limit to ${requiredBytes} bytes (as root: ulimit -Hl ${kib}; limits.conf: USER hard memlock ${kib}; systemd: LimitMEMLOCK=${requiredBytes}), or run vfiokit as root`,
+  );
+}

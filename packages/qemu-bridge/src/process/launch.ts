@@ -19,6 +19,8 @@ export interface LaunchOptions {
   readonly runDir?: RunDir;
   /** Give up the launch when aborted: QEMU is killed and the promise rejects with the signal's reason. */
   readonly signal?: AbortSignal;
+  /** Start QEMU with this RLIMIT_MEMLOCK (see spawnTied): VFIO charges guest RAM to it. */
+  readonly memlock?: { readonly soft: bigint; readonly hard: bigint | undefined };
 }
 
 export interface RunningQemu {
@@ -26,6 +28,8 @@ export interface RunningQemu {
   readonly qmp: QmpSession;
   /** Resolves when the process has exited, with its exit code (null if killed by a signal). */
   readonly exited: Promise<number | null>;
+  /** The signal that ended QEMU (`SIGKILL`), once it has exited by one; null otherwise. */
+  exitSignal(): NodeJS.Signals | null;
   /** What QEMU has written on stderr so far. */
   stderr(): string;
   /** Closes the session, sends SIGTERM, and SIGKILL after `graceMs` (default 5 s). */
@@ -42,7 +46,7 @@ export async function launchQemu(argv: readonly string[], qmp: QmpAddress, optio
   if (argv.length === 0) throw new QemuLaunchError('cannot launch QEMU: the argv is empty', '');
   let child;
   try {
-    child = spawnTied(argv, { stdio: ['ignore', 'ignore', 'pipe'], keepAlive: options.runDir?.keepAlive });
+    child = spawnTied(argv, { stdio: ['ignore', 'ignore', 'pipe'], keepAlive: options.runDir?.keepAlive, ...(options.memlock ? { memlock: options.memlock } : {}) });
   } catch (err) {
     if (err instanceof TiedSpawnError) throw new QemuLaunchError(err.message, '', { cause: err });
     throw err;
@@ -53,9 +57,11 @@ export async function launchQemu(argv: readonly string[], qmp: QmpAddress, optio
     stderr += text;
   });
   let exitCode: number | null | undefined;
+  let exitSignal: NodeJS.Signals | null = null;
   const exited = new Promise<number | null>((resolve) =>
-    child.once('close', (code) => {
+    child.once('close', (code, signal) => {
       exitCode = code;
+      exitSignal = signal;
       resolve(code);
     }),
   );
@@ -87,6 +93,7 @@ export async function launchQemu(argv: readonly string[], qmp: QmpAddress, optio
         pid: child.pid!,
         qmp: session,
         exited,
+        exitSignal: () => exitSignal,
         stderr: () => stderr,
         async stop(graceMs = 5_000) {
           await session.close();

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { eventually, executableOf, gone, processAlive } from '@vfiokit/testkit';
@@ -84,4 +84,15 @@ test('remove() deletes the run dir at once, lets the reaper go, and may be calle
   dir.remove();
   await eventually(() => !processAlive(dir.reaperPid), `reaper ${dir.reaperPid} exited`);
   t.pass();
+});
+
+test('a tied child started with a memlock limit has that RLIMIT_MEMLOCK, set by prlimit before it runs', async (t) => {
+  // Within the current hard limit, which any process may do (setrlimit(2)).
+  const hard = /^Max locked memory\s+\S+\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))![1]!;
+  const child = spawnTied(['sh', '-c', 'ulimit -l'], { stdio: ['ignore', 'pipe', 'ignore'], memlock: { soft: 4n << 20n, hard: hard === 'unlimited' ? undefined : BigInt(hard) } });
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  await new Promise((resolve) => child.once('close', resolve));
+  // ulimit -l counts KiB.
+  t.is(out.trim(), '4096');
 });

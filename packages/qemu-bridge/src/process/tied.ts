@@ -44,6 +44,12 @@ export interface TiedSpawnOptions {
    * Default true.
    */
   readonly ownSession?: boolean;
+  /**
+   * Start the child with this RLIMIT_MEMLOCK (bytes; a hard of undefined is
+   * unlimited). util-linux's `prlimit --memlock=SOFT:HARD` sets it and execs
+   * the program, like setpriv before it, so the pid stays the program's.
+   */
+  readonly memlock?: { readonly soft: bigint; readonly hard: bigint | undefined };
 }
 
 // $1 is the pid the child must still have as its parent; the rest is the program.
@@ -86,8 +92,16 @@ export function spawnTied(argv: readonly string[], options: TiedSpawnOptions = {
       'ENOENT',
     );
   }
+  let limits: string[] = [];
+  if (options.memlock !== undefined) {
+    const prlimit = resolveProgram('prlimit');
+    if (prlimit === undefined) {
+      throw new TiedSpawnError(`cannot start ${argv[0]} with RLIMIT_MEMLOCK ${options.memlock.soft}: prlimit (util-linux) is not on PATH`, 'ENOENT');
+    }
+    limits = [prlimit, `--memlock=${options.memlock.soft}:${options.memlock.hard ?? 'unlimited'}`];
+  }
   const stdio = [...(options.stdio ?? ['ignore', 'ignore', 'pipe']), ...(options.keepAlive ? [options.keepAlive] : [])];
-  return spawn(setpriv, ['--pdeathsig', 'KILL', '/bin/sh', '-c', GUARD, 'vfiokit-tie', String(process.pid), program, ...argv.slice(1)], {
+  return spawn(setpriv, ['--pdeathsig', 'KILL', ...limits, '/bin/sh', '-c', GUARD, 'vfiokit-tie', String(process.pid), program, ...argv.slice(1)], {
     stdio: stdio as never,
     env: options.env,
     cwd: options.cwd,

@@ -77,13 +77,16 @@ export async function runLabFiles(repoRoot: string, files: readonly string[], ca
     for (const c of cases as LabCase[]) {
       const name = `${label}: ${c.name}`;
       const started = Date.now();
+      let verdict = 'ok';
       try {
         await withTimeout(Promise.resolve().then(() => c.run()), caseTimeoutMs, `case '${c.name}'`);
         reports.push({ name, ok: true });
       } catch (err) {
         reports.push({ name, ok: false, detail: describe(err) });
+        verdict = `FAILED: ${describe(err)[0] ?? ''}`;
       }
-      process.stderr.write(`lab case ${name}: ${Date.now() - started} ms\n`);
+      // The verdict on the console too: a guest killed as hung never writes cases.tap.
+      process.stderr.write(`lab case ${name}: ${verdict}, ${Date.now() - started} ms\n`);
     }
   }
   return reports;

@@ -1,0 +1,45 @@
+// Resetting a PCI function between owners, as libvirt does when a managed
+// guest ends (virHostdevReAttachPCIDevices resets every device before it goes
+// back to its host driver): the guest may have left it mid-DMA or with state
+// the host driver does not expect.
+//
+// The kernel offers one way for anyone: a write of "1" to the function's
+// `reset` attribute (reset_store -> pci_reset_function, drivers/pci/pci-sysfs.c),
+// which tries the methods in `reset_method` in order (flr, af_flr, pm, bus...).
+// The attribute exists only when the function has at least one method
+// (pci_dev_reset_attr_is_visible), so its absence is the kernel's "no reset
+// for this device", not an error. vfio-pci also resets a device when its last
+// user closes it (vfio_pci_core_disable), but only when a reset can be done
+// without touching other devices; the explicit write says in the output
+// whether the device was reset.
+import { PCI_DEVICES } from './discover';
+import { errnoOf, type HostFs } from './seam';
+
+export interface ResetOutcome {
+  readonly address: string;
+  /** True when the kernel reset the function. */
+  readonly done: boolean;
+  /** The methods the kernel would try (`reset_method`), when it says. */
+  readonly methods: readonly string[];
+  /** Why it was not reset: no method, or the errno the kernel answered. */
+  readonly reason?: string;
+  /** The write, as a shell command, when one was made. */
+  readonly step?: string;
+}
+
+/** Reset one PCI function through sysfs, if the kernel can; never throws for a device that cannot be reset. */
+export function resetFunction(host: HostFs, address: string): ResetOutcome {
+  const dir = `${PCI_DEVICES}/${address}`;
+  const methods = host.readText(`${dir}/reset_method`)?.trim().split(/\s+/).filter(Boolean) ?? [];
+  if (!host.exists(`${dir}/reset`)) {
+    return { address, done: false, methods, reason: 'the kernel offers no reset for it (no reset attribute: no FLR, PM or bus reset applies)' };
+  }
+  const step = `echo 1 > ${dir}/reset`;
+  try {
+    host.writeText(`${dir}/reset`, '1');
+    return { address, done: true, methods, step };
+  } catch (err) {
+    const errno = errnoOf(err);
+    return { address, done: false, methods, step, reason: `the kernel refused the reset${errno ? ` with ${errno}` : ''}: ${err instanceof Error ? err.message : String(err)}` };
+  }
+}
