@@ -35,6 +35,8 @@ use vfio_core::backend::{Backend, KernelBackend};
 use vfio_core::fdpass::{recv_with_fds, send_with_fds};
 use vfio_core::live::{self, GuestMemory, Handover, Outcome};
 use vfio_core::uapi::*;
+use vfio_core::device::{IrqAction, IrqData};
+use vfio_core::live::Irq;
 use vfio_core::{Device, MappedRegion, Type1Container};
 
 use crate::edu::*;
@@ -228,6 +230,17 @@ fn old(args: &[String]) -> Res<()> {
     let backend: Arc<dyn Backend> = Arc::new(KernelBackend::new());
     let c = Type1Container::open(backend, &[group_of(&bdf)?], VFIO_TYPE1V2_IOMMU).map_err(|e| e.to_string())?;
     let dev = c.device(&bdf).map_err(|e| e.to_string())?;
+    // edu's MSI signals an eventfd, which goes along with the hand-over: the
+    // new process must see the device's interrupts without setting it again.
+    // SAFETY: eventfd takes no pointers; the result is checked and owned once.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if efd < 0 {
+        return Err(format!("eventfd: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: efd was just opened here and nothing else owns it.
+    let efd = unsafe { OwnedFd::from_raw_fd(efd) };
+    dev.set_irqs(VFIO_PCI_MSI_IRQ_INDEX, 0, IrqAction::Trigger, IrqData::Eventfds(&[efd.as_raw_fd()])).map_err(|e| e.to_string())?;
+    let irqs = [Irq { device: bdf.clone(), index: VFIO_PCI_MSI_IRQ_INDEX, eventfds: vec![efd.as_raw_fd()] }];
     let cmd = u16::from_le_bytes(dev.read_config::<2>(4).map_err(|e| e.to_string())?) | 0x4;
     dev.write_config(4, &cmd.to_le_bytes()).map_err(|e| e.to_string())?;
     let memory = GuestMemory::create("vfiokit-lab-guest-ram", (pages * PAGE) as usize).map_err(|e| e.to_string())?;
@@ -261,7 +274,7 @@ fn old(args: &[String]) -> Res<()> {
                     return Ok(());
                 }
                 let ho = ctl.fds.pop().ok_or("handover without a socket")?;
-                let h = Handover { container: &c, devices: &[&dev], memory: &memory, mappings: &raw, irqs: &[] };
+                let h = Handover { container: &c, devices: &[&dev], memory: &memory, mappings: &raw, irqs: &irqs };
                 let before = (landed.load(Ordering::Relaxed), missed.load(Ordering::Relaxed));
                 let started = now_us();
                 let outcome = live::hand_over(ho.as_raw_fd(), &h).map_err(|e| e.to_string())?;
@@ -327,9 +340,20 @@ fn new(args: &[String]) -> Res<()> {
         }
     }
     let vmlck = vmlck_kb(std::process::id());
+    let msi = match taken.irqs.first() {
+        Some((_, index, fds)) if *index == VFIO_PCI_MSI_IRQ_INDEX && fds.len() == 1 => {
+            edu.bar0.write_u32(EDU_IRQ_RAISE, 1).map_err(|e| e.to_string())?;
+            let mut p = libc::pollfd { fd: fds[0].as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, count 1.
+            let fired = unsafe { libc::poll(&mut p, 1, 2000) } > 0;
+            edu.bar0.write_u32(EDU_IRQ_ACK, 1).map_err(|e| e.to_string())?;
+            if fired { "signalled" } else { "silent" }
+        }
+        _ => "not-handed-over",
+    };
     let unmapped = taken.container.unmap_all().map_err(|e| e.to_string())?;
     let after = edu.copy_into(5)?;
-    ctl.send(&format!("pumped landed={landed} missed={missed} vmlck={vmlck} unmapped={unmapped:#x} after_unmap={after}"), &[])?;
+    ctl.send(&format!("pumped landed={landed} missed={missed} vmlck={vmlck} unmapped={unmapped:#x} after_unmap={after} msi={msi}"), &[])?;
     Ok(())
 }
 

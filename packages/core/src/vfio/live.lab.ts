@@ -115,6 +115,8 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
       assert.equal(num(r.new_pumped, 'missed'), 0, all);
       assert.equal(num(r.new_pumped, 'unmapped'), MAPS * 4096, all);
       assert.match(String(r.new_pumped), /after_unmap=false/, all);
+      // edu's MSI, enabled by the old process, signals the eventfd the new one received.
+      assert.match(String(r.new_pumped), /msi=signalled/, all);
       assert.match(String(r.new_status), /exit status: 0/, all);
       // Timed hand-overs without DMA (1, 64, 4096 mappings): each finished.
       for (const n of [1, 64, 4096]) {
