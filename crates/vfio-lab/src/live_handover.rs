@@ -35,6 +35,8 @@ use vfio_core::backend::{Backend, KernelBackend};
 use vfio_core::fdpass::{recv_with_fds, send_with_fds};
 use vfio_core::live::{self, GuestMemory, Handover, Outcome};
 use vfio_core::uapi::*;
+use vfio_core::device::{IrqAction, IrqData};
+use vfio_core::live::Irq;
 use vfio_core::{Device, MappedRegion, Type1Container};
 
 use crate::edu::*;
@@ -57,6 +59,15 @@ fn vmlck_kb(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmLck:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(u64::MAX)
+}
+
+/// CLOCK_MONOTONIC in microseconds: one clock for every process, so the
+/// old process's start and the new one's last update can be subtracted.
+fn now_us() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
 fn group_of(bdf: &str) -> Res<u32> {
@@ -219,6 +230,17 @@ fn old(args: &[String]) -> Res<()> {
     let backend: Arc<dyn Backend> = Arc::new(KernelBackend::new());
     let c = Type1Container::open(backend, &[group_of(&bdf)?], VFIO_TYPE1V2_IOMMU).map_err(|e| e.to_string())?;
     let dev = c.device(&bdf).map_err(|e| e.to_string())?;
+    // edu's MSI signals an eventfd, which goes along with the hand-over: the
+    // new process must see the device's interrupts without setting it again.
+    // SAFETY: eventfd takes no pointers; the result is checked and owned once.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if efd < 0 {
+        return Err(format!("eventfd: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: efd was just opened here and nothing else owns it.
+    let efd = unsafe { OwnedFd::from_raw_fd(efd) };
+    dev.set_irqs(VFIO_PCI_MSI_IRQ_INDEX, 0, IrqAction::Trigger, IrqData::Eventfds(&[efd.as_raw_fd()])).map_err(|e| e.to_string())?;
+    let irqs = [Irq { device: bdf.clone(), index: VFIO_PCI_MSI_IRQ_INDEX, eventfds: vec![efd.as_raw_fd()] }];
     let cmd = u16::from_le_bytes(dev.read_config::<2>(4).map_err(|e| e.to_string())?) | 0x4;
     dev.write_config(4, &cmd.to_le_bytes()).map_err(|e| e.to_string())?;
     let memory = GuestMemory::create("vfiokit-lab-guest-ram", (pages * PAGE) as usize).map_err(|e| e.to_string())?;
@@ -226,9 +248,12 @@ fn old(args: &[String]) -> Res<()> {
     for m in &raw {
         c.map_dma(m[0], m[1], m[2], vfio_core::dma_flags::READ_WRITE).map_err(|e| e.to_string())?;
     }
+    let dma = !args.iter().any(|a| a == "--no-dma");
     let edu = Edu { bar0: bar0_of(&dev)?, memory: &memory, pages };
-    memory.write(0, &pattern()).map_err(|e| e.to_string())?;
-    edu.run(IOVA0, EDU_BUFFER, false)?;
+    if dma {
+        memory.write(0, &pattern()).map_err(|e| e.to_string())?;
+        edu.run(IOVA0, EDU_BUFFER, false)?;
+    }
     ctl.send(&format!("mapped vmlck={}", vmlck_kb(std::process::id())), &[])?;
 
     let stop = AtomicBool::new(false);
@@ -236,7 +261,7 @@ fn old(args: &[String]) -> Res<()> {
     std::thread::scope(|s| -> Res<()> {
         let pump = s.spawn(|| -> Res<()> {
             let mut k = 0;
-            while !stop.load(Ordering::Relaxed) {
+            while dma && !stop.load(Ordering::Relaxed) {
                 if edu.copy_into(k)? { &landed } else { &missed }.fetch_add(1, Ordering::Relaxed);
                 k += 1;
             }
@@ -249,17 +274,19 @@ fn old(args: &[String]) -> Res<()> {
                     return Ok(());
                 }
                 let ho = ctl.fds.pop().ok_or("handover without a socket")?;
-                let h = Handover { container: &c, devices: &[&dev], memory: &memory, mappings: &raw, irqs: &[] };
+                let h = Handover { container: &c, devices: &[&dev], memory: &memory, mappings: &raw, irqs: &irqs };
                 let before = (landed.load(Ordering::Relaxed), missed.load(Ordering::Relaxed));
+                let started = now_us();
                 let outcome = live::hand_over(ho.as_raw_fd(), &h).map_err(|e| e.to_string())?;
+                let ended = now_us();
                 // Some DMA after the outcome, then report.
-                let target = landed.load(Ordering::Relaxed) + 3;
+                let target = if dma { landed.load(Ordering::Relaxed) + 3 } else { 0 };
                 let t = Instant::now();
                 while landed.load(Ordering::Relaxed) + missed.load(Ordering::Relaxed) < target && t.elapsed() < Duration::from_secs(60) {
                     sleep(Duration::from_millis(20));
                 }
                 let counts = format!(
-                    "landed={} missed={} before_landed={} before_missed={}",
+                    "started_us={started} ended_us={ended} landed={} missed={} before_landed={} before_missed={}",
                     landed.load(Ordering::Relaxed),
                     missed.load(Ordering::Relaxed),
                     before.0,
@@ -296,7 +323,8 @@ fn new(args: &[String]) -> Res<()> {
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
     taken.complete(ho.as_raw_fd()).map_err(|e| e.to_string())?;
-    ctl.send(&format!("updated maps={} vmlck={}", taken.mappings.len(), vmlck_kb(std::process::id())), &[])?;
+    let updated = now_us();
+    ctl.send(&format!("updated maps={} vmlck={} updated_us={updated}", taken.mappings.len(), vmlck_kb(std::process::id())), &[])?;
     if ctl.recv(600)? != "go" {
         return Ok(());
     }
@@ -312,9 +340,20 @@ fn new(args: &[String]) -> Res<()> {
         }
     }
     let vmlck = vmlck_kb(std::process::id());
+    let msi = match taken.irqs.first() {
+        Some((_, index, fds)) if *index == VFIO_PCI_MSI_IRQ_INDEX && fds.len() == 1 => {
+            edu.bar0.write_u32(EDU_IRQ_RAISE, 1).map_err(|e| e.to_string())?;
+            let mut p = libc::pollfd { fd: fds[0].as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, count 1.
+            let fired = unsafe { libc::poll(&mut p, 1, 2000) } > 0;
+            edu.bar0.write_u32(EDU_IRQ_ACK, 1).map_err(|e| e.to_string())?;
+            if fired { "signalled" } else { "silent" }
+        }
+        _ => "not-handed-over",
+    };
     let unmapped = taken.container.unmap_all().map_err(|e| e.to_string())?;
     let after = edu.copy_into(5)?;
-    ctl.send(&format!("pumped landed={landed} missed={missed} vmlck={vmlck} unmapped={unmapped:#x} after_unmap={after}"), &[])?;
+    ctl.send(&format!("pumped landed={landed} missed={missed} vmlck={vmlck} unmapped={unmapped:#x} after_unmap={after} msi={msi}"), &[])?;
     Ok(())
 }
 
@@ -339,6 +378,49 @@ fn start_new(die_after: Option<usize>) -> Res<(Child, Ctl, OwnedFd)> {
     }
     let child = spawn(&a, &[ho_new.as_raw_fd(), ctl_there.as_raw_fd()])?;
     Ok((child, Ctl::new(ctl_here), ho_old))
+}
+
+fn num_field(line: &str, key: &str) -> Option<u64> {
+    line.split(' ').find_map(|w| w.strip_prefix(&format!("{key}="))).and_then(|v| v.parse().ok())
+}
+
+/// Hand-overs of 1, 64 and 4096 mappings without DMA, in microseconds from
+/// the old process starting the hand-over (checks, then the invalidation):
+/// to the new one having updated every mapping and answered (`_new_us`), and
+/// to the old one having read that answer (`_old_us`). One clock
+/// (CLOCK_MONOTONIC) for both processes.
+fn timings(bdf: &str, run: &mut Run) -> Res<()> {
+    let limit: u64 = std::fs::read_to_string("/sys/module/vfio_iommu_type1/parameters/dma_entry_limit")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(65535);
+    for n in [1u64, 64, 4096.min(limit)] {
+        let (ctl_here, ctl_there) = socketpair();
+        let args = ["live-old", "--bdf", bdf, "--maps", &n.to_string(), "--no-dma", "--ctl", &ctl_there.as_raw_fd().to_string()];
+        let mut old_child = spawn(&args.map(String::from), &[ctl_there.as_raw_fd()])?;
+        drop(ctl_there);
+        let mut old_ctl = Ctl::new(ctl_here);
+        let r = (|| -> Res<(u64, u64)> {
+            old_ctl.recv(600)?;
+            let (mut taker, mut taker_ctl, ho) = start_new(None)?;
+            old_ctl.send("handover", &[ho.as_raw_fd()])?;
+            drop(ho);
+            let updated = taker_ctl.recv(600)?;
+            let outcome = old_ctl.recv(600)?;
+            taker_ctl.send("stop", &[])?;
+            let _ = taker.wait();
+            let started = num_field(&outcome, "started_us").ok_or("no start time")?;
+            let last = num_field(&updated, "updated_us").ok_or("no update time")?;
+            let done = num_field(&outcome, "ended_us").ok_or("no end time")?;
+            Ok((last.saturating_sub(started), done.saturating_sub(started)))
+        })();
+        let _ = old_child.kill();
+        let _ = old_child.wait();
+        let (to_last_update, to_done) = r?;
+        run.put(&format!("timing_{n}_new_us"), to_last_update);
+        run.put(&format!("timing_{n}_old_us"), to_done);
+    }
+    Ok(())
 }
 
 fn orchestrate(args: &[String], run: &mut Run) -> Res<()> {
@@ -389,7 +471,10 @@ pub fn main(args: &[String]) -> i32 {
         Some("live-new") => new(args),
         Some("live-handover") => {
             let mut run = Run { out: serde_json::Map::new() };
-            let r = orchestrate(args, &mut run);
+            let r = orchestrate(args, &mut run).and_then(|_| {
+                let bdf = arg(args, "--bdf").unwrap_or_default();
+                if args.iter().any(|a| a == "--timings") { timings(&bdf, &mut run) } else { Ok(()) }
+            });
             if let Err(e) = &r {
                 run.put("error", e.clone());
             }
