@@ -15,7 +15,8 @@ import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { enableAfterBootTrace } from '../generate';
 import { vtdIommu } from '../guest';
-import { placeRam } from '../layout';
+import { reserveGuestRam } from '../sparse-ram';
+import { HostMemory } from '../../vfio/index';
 import { replayTrace } from '../replay';
 import { VTD_HOST, X86_MSI_WINDOW } from '../target';
 import { importLinuxTrace } from '../trace-linux';
@@ -96,21 +97,27 @@ function child(kind: Kind, n: number): Point {
   switch (kind) {
     case 'mapBatch': {
       const { VfioBackend } = createRequire(__filename)('@vfiokit/vfio-core') as typeof import('@vfiokit/vfio-core');
+      // Maps pin, on the mock as on the kernel: the host addresses lie in a
+      // sparse reservation of this process's address space.
+      const ram = new HostMemory(n * 0x2000, 'reserve');
       const a = new BigUint64Array(3 * n);
-      for (let i = 0; i < n; i++) a.set([0x1_0000_0000n + BigInt(i) * 0x2000n, 0x7000_0000_0000n + BigInt(i) * 0x2000n, 0x1000n], 3 * i);
+      for (let i = 0; i < n; i++) a.set([0x1_0000_0000n + BigInt(i) * 0x2000n, ram.address + BigInt(i) * 0x2000n, 0x1000n], 3 * i);
       const c = VfioBackend.mock({ dmaEntryLimit: n + 16 }).openType1([1]);
       const p = measure(kind, n, () => c.mapBatch(a, 3).entries);
       c.close();
+      ram.free();
       return p;
     }
     case 'replay': {
       const trace = enableAfterBootTrace({ ops: n });
-      const layout = placeRam(trace.memory!);
+      const { layout, memory } = reserveGuestRam(trace.memory!);
       const host = { ...VTD_HOST, dmaEntryLimit: 1 << 30 };
-      return measure(kind, trace.ops.length, () => {
+      const p = measure(kind, trace.ops.length, () => {
         const r = replayTrace({ trace, layout, iommu: vtdIommu({ enabled: false }), host, groups: [{ group, target: openMockDmaTarget(host, [group]) }] });
         return r.ops;
       });
+      memory.free();
+      return p;
     }
     case 'import':
     case 'import-live': {

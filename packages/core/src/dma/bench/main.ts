@@ -5,7 +5,8 @@ import * as path from 'node:path';
 import { fragmentedLayout, manyDevicesTrace, enableAfterBootTrace } from '../generate';
 import { vtdIommu, type GuestMemoryLayout } from '../guest';
 import { checkIdentityRegions, identityEntry } from '../identity';
-import { placeRam, q35Layout } from '../layout';
+import { q35Layout } from '../layout';
+import { reserveGuestRam } from '../sparse-ram';
 import { ContainerMappings } from '../mappings';
 import { replayTrace } from '../replay';
 import { VTD_HOST, X86_MSI_WINDOW, type HostIommuInfo } from '../target';
@@ -48,7 +49,9 @@ function row(label: string, ...cols: (string | number)[]): void {
 }
 
 function identityBench(): void {
-  const layout = placeRam(fragmentedLayout({ total: 1n << 40n, fragments: 4096, seed: 1 }));
+  // Maps pin what they map, on the mock as on the kernel: the RAM is a
+  // sparse reservation of this process's address space, freed at the end.
+  const { layout, memory } = reserveGuestRam(fragmentedLayout({ total: 1n << 40n, fragments: 4096, seed: 1 }));
   console.log(`\n1. identity map of a fragmented 1 TiB layout (${layout.regions.length} RAM regions) on the mock`);
   // Batched: plan (checks + entries), then issue, on fresh containers; naive:
   // one call per region. CPU time (wall time on a shared machine counts the
@@ -87,6 +90,7 @@ function identityBench(): void {
   row('plan + issue CPU time (ms)', (planMs + issueMs).toFixed(2), naiveMs.toFixed(2), ratio(naiveMs, planMs + issueMs));
   summaryRow('1 TiB identity layout: plan', `${planMs.toFixed(2)} ms cpu`, '< 5 ms', planMs < 5);
   summaryRow('1 TiB identity layout: plan + issue', `${(planMs + issueMs).toFixed(2)} ms cpu`, '< 5 ms', planMs + issueMs < 5);
+  memory.free();
 }
 
 /**
@@ -128,7 +132,7 @@ function replayBoth(name: string, trace: DmaTrace, layout: GuestMemoryLayout, en
 function shadowBench(): void {
   console.log('\n2. shadow replay throughput (generated traces) on the mock');
   row('', 'batched', 'naive', 'batched/naive');
-  const layout2g = placeRam(q35Layout(2n << 30n));
+  const { layout: layout2g, memory } = reserveGuestRam(q35Layout(2n << 30n));
   const cases = [
     replayBoth('8 devices in one container', manyDevicesTrace({ devices: 8, opsPerDevice: 1000, sync: 'invalidate' }), layout2g, true, VTD_HOST, 1),
     replayBoth('IOMMU enabled after boot', enableAfterBootTrace({ ops: 20000 }), layout2g, false, VTD_HOST, 1),
@@ -140,6 +144,7 @@ function shadowBench(): void {
     summaryRow(`shadow replay, ${c.name}: ioctls per guest op`, `${(c.r.ioctls / ops).toFixed(3)} (naive ${(c.naive.ioctls / ops).toFixed(3)})`, '<= 1', c.r.ioctls <= ops);
   }
   ioctlsByOp(enableAfterBootTrace({ ops: 20000 }), layout2g);
+  memory.free();
 }
 
 /**
@@ -187,7 +192,7 @@ function recordingBench(): void {
   const file = path.join(repoRoot(), 'packages', 'core', 'src', 'dma', 'fixtures', 'guest-iommu-e1000e-strict-6.1.txt');
   const text = fs.readFileSync(file, 'utf8');
   const { trace } = importLinuxTrace(text, { device: '0000:00:02.0' });
-  const layout = placeRam(q35Layout(qemuMemoryFromHeader(text) ?? 2n << 30n));
+  const { layout, memory } = reserveGuestRam(q35Layout(qemuMemoryFromHeader(text) ?? 2n << 30n));
   console.log(`\n3. the real recording (${path.basename(file)}), e1000e's group assigned`);
   const c = replayBoth('recording', trace, layout, false, VTD_HOST, 2);
   const guestOps = trace.ops.filter((o) => o.op === 'map' || o.op === 'unmap').length;
@@ -198,6 +203,7 @@ function recordingBench(): void {
   row('guest ops/s', Math.round(c.r.ops / c.oursS), Math.round(c.r.ops / c.naiveS), ratio(c.r.ops / c.oursS, c.r.ops / c.naiveS));
   console.log(`  goal "never more host calls than guest operations": ${c.r.ioctls <= c.r.ops ? 'met' : 'NOT met'} (${c.r.ioctls} ioctls for ${c.r.ops} guest ops, counting attach/enable)`);
   summaryRow('real recording: ioctls per guest op', `${c.r.ioctls}/${c.r.ops} = ${(c.r.ioctls / c.r.ops).toFixed(3)}`, '<= 1', c.r.ioctls <= c.r.ops);
+  memory.free();
 }
 
 console.log('vfiokit DMA policy benchmark: batched policy vs a naive one-call-per-4-KiB-leaf translator (QEMU VT-d style), same run');
