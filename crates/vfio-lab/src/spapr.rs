@@ -112,6 +112,16 @@ impl Bench<'_> {
         ops_for(&self.container)
     }
 
+    /// The backend itself, for cases that make raw calls on their own descriptors.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.world.backend
+    }
+
+    /// PE `pe` of the run (its edu's address and group).
+    pub fn pe(&self, pe: usize) -> &Pe {
+        &self.world.pes[pe]
+    }
+
     /// The edu of the `i`-th attached group.
     pub fn device(&self, i: usize, pe: usize) -> Result<Device, i32> {
         self.groups[i].device(&self.world.pes[pe].bdf).map_err(|e| e.errno)
@@ -220,6 +230,13 @@ impl Buffer {
             return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOMEM));
         }
         Ok(Self { base, len: size, addr: base as u64, size: size as u64 })
+    }
+
+    /// Unmaps `pages` pages from page `from` of the buffer, leaving a hole
+    /// (the buffer's own munmap at drop ignores it).
+    pub fn punch(&self, from: u64, pages: u64) {
+        // SAFETY: the range lies inside this buffer's own mapping.
+        unsafe { libc::munmap((self.addr + from * 4096) as *mut libc::c_void, (pages * 4096) as usize) };
     }
 
     pub fn bytes(&mut self) -> &mut [u8] {

@@ -8,6 +8,7 @@
 use vfio_core::spapr::{DmaDirection, TceContainer, TceVersion};
 use vfio_core::uapi::spapr as u;
 
+use crate::memlock::LowMemlock;
 use crate::spapr::{errno, Bench, Buffer, Rec, Stop};
 
 pub struct SpaprCase {
@@ -529,6 +530,201 @@ pub static CASES: &[SpaprCase] = &[
             setup(b, r, false)?;
             r.step("SET_CONTAINER pe1", b.attach(1), none);
             Ok(())
+        },
+    },
+    SpaprCase {
+        name: "REGISTER_MEMORY of memory the process has not mapped (address 0, a range running into a hole) pins nothing",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            r.step("REGISTER_MEMORY vaddr=0 size=0x1000", errno(b.ops().register_memory(0, PAGE, 0)), none);
+            let buf = Buffer::new(4 * PAGE as usize, PAGE as usize);
+            buf.punch(2, 2);
+            r.step("REGISTER_MEMORY buf size=0x4000 (last two pages unmapped)", errno(b.ops().register_memory(buf.addr, 4 * PAGE, 0)), none);
+            r.step("MAP_DMA iova=0 buf size=0x1000 RW", errno(b.ops().map_dma(0, buf.addr, PAGE, RW)), ret);
+            r.step("UNREGISTER_MEMORY buf size=0x4000", errno(b.ops().unregister_memory(buf.addr, 4 * PAGE, 0)), none);
+            r.step("REGISTER_MEMORY buf size=0x2000 (the mapped half)", errno(b.ops().register_memory(buf.addr, 2 * PAGE, 0)), none);
+            r.step("UNREGISTER_MEMORY buf size=0x2000", errno(b.ops().unregister_memory(buf.addr, 2 * PAGE, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "v1 MAP_DMA of memory the process has not mapped fails and leaves no TCE",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, false)?;
+            r.must("ENABLE", errno(b.ops().enable()), none)?;
+            r.step("MAP_DMA iova=0 vaddr=0 size=0x1000 RW", errno(b.ops().map_dma(0, 0, PAGE, RW)), ret);
+            let buf = Buffer::new(4 * PAGE as usize, PAGE as usize);
+            buf.punch(2, 2);
+            r.step("MAP_DMA iova=0 buf size=0x4000 RW (last two pages unmapped)", errno(b.ops().map_dma(0, buf.addr, 4 * PAGE, RW)), ret);
+            r.step("MAP_DMA iova=0 buf size=0x2000 RW (the mapped half)", errno(b.ops().map_dma(0, buf.addr, 2 * PAGE, RW)), ret);
+            r.step("UNMAP_DMA iova=0 size=0x4000", errno(b.ops().unmap_dma(0, 4 * PAGE, 0)), ret);
+            r.step("DISABLE", errno(b.ops().disable()), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "without CAP_IPC_LOCK, v1 ENABLE charges the whole 32-bit window to RLIMIT_MEMLOCK",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, false)?;
+            {
+                let _low = LowMemlock::new(16 * PAGE);
+                r.step("ENABLE under a 64 KiB RLIMIT_MEMLOCK", errno(b.ops().enable()), none);
+            }
+            r.step("ENABLE with the limit restored", errno(b.ops().enable()), none);
+            r.step("DISABLE", errno(b.ops().disable()), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "without CAP_IPC_LOCK, v2 REGISTER_MEMORY and the default window's table are charged to RLIMIT_MEMLOCK",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(32 * PAGE as usize, PAGE as usize);
+            let low = LowMemlock::new(16 * PAGE);
+            r.step("REGISTER_MEMORY buf size=0x20000 (past the limit)", errno(b.ops().register_memory(buf.addr, 32 * PAGE, 0)), none);
+            r.step("REGISTER_MEMORY buf size=0x8000", errno(b.ops().register_memory(buf.addr, 8 * PAGE, 0)), none);
+            // The first map creates the default window, whose 2 MiB table is charged too.
+            r.step("MAP_DMA iova=0 size=0x1000 RW (creates the default window)", errno(b.ops().map_dma(0, buf.addr, PAGE, RW)), ret);
+            drop(low);
+            r.step("MAP_DMA iova=0 size=0x1000 RW (limit restored)", errno(b.ops().map_dma(0, buf.addr, PAGE, RW)), ret);
+            r.step("UNMAP_DMA iova=0 size=0x1000", errno(b.ops().unmap_dma(0, PAGE, 0)), ret);
+            r.step("UNREGISTER_MEMORY buf size=0x8000", errno(b.ops().unregister_memory(buf.addr, 8 * PAGE, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "MAP_DMA at a misaligned host address fails with EINVAL and UNMAP_DMA of a never-mapped range succeeds",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(2 * PAGE as usize, PAGE as usize);
+            register(b, r, &buf, "buf")?;
+            r.step("MAP_DMA iova=0 vaddr=buf+0x800 size=0x1000 RW", errno(b.ops().map_dma(0, buf.addr + 0x800, PAGE, RW)), ret);
+            r.step("UNMAP_DMA iova=0x200000 size=0x10000 (never mapped)", errno(b.ops().unmap_dma(0x20_0000, 0x1_0000, 0)), ret);
+            r.step("UNREGISTER_MEMORY buf", errno(b.ops().unregister_memory(buf.addr, buf.size, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "TCE_REMOVE of the default window, then TCE_CREATE of it at full size (1 GiB of 4 KiB TCEs) brings it back at 0",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(PAGE as usize, PAGE as usize);
+            register(b, r, &buf, "buf")?;
+            r.step("MAP_DMA iova=0 size=0x1000 RW", errno(b.ops().map_dma(0, buf.addr, PAGE, RW)), ret);
+            r.step("TCE_REMOVE 0", errno(b.ops().tce_remove(0, 0)), none);
+            r.step("MAP_DMA iova=0 size=0x1000 RW (no window)", errno(b.ops().map_dma(0, buf.addr, PAGE, RW)), ret);
+            r.step("TCE_CREATE shift=12 size=1GiB", errno(b.ops().tce_create(12, GIB, 1, 0)), hex);
+            r.step("MAP_DMA iova=0 size=0x1000 RW (window back)", errno(b.ops().map_dma(0, buf.addr, PAGE, RW)), ret);
+            r.step("UNMAP_DMA iova=0 size=0x1000", errno(b.ops().unmap_dma(0, PAGE, 0)), ret);
+            r.step("UNREGISTER_MEMORY buf", errno(b.ops().unregister_memory(buf.addr, buf.size, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "300 MAP_DMA of single pages in a loop all succeed and 300 UNMAP_DMA take them back",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let buf = Buffer::new(300 * PAGE as usize, PAGE as usize);
+            register(b, r, &buf, "buf")?;
+            let mut ops = b.ops();
+            let maps: Vec<String> = (0..300u64).map(|i| match ops.map_dma(2 * i * PAGE, buf.addr + i * PAGE, PAGE, RW) { Ok(v) => format!("{v}"), Err(e) => e.code().to_string() }).collect();
+            let unmaps: Vec<String> = (0..300u64).map(|i| match ops.unmap_dma(2 * i * PAGE, PAGE, 0) { Ok(v) => format!("{v}"), Err(e) => e.code().to_string() }).collect();
+            drop(ops);
+            let summary = |v: &[String]| {
+                let mut counts = std::collections::BTreeMap::new();
+                for x in v {
+                    *counts.entry(x.clone()).or_insert(0) += 1;
+                }
+                format!("{counts:?}")
+            };
+            r.step("300 MAP_DMA", Ok::<_, i32>(summary(&maps)), |s| s.clone());
+            r.step("300 UNMAP_DMA", Ok::<_, i32>(summary(&unmaps)), |s| s.clone());
+            r.step("UNREGISTER_MEMORY buf", errno(b.ops().unregister_memory(buf.addr, buf.size, 0)), none);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "EEH_PE_OP ENABLE on a pseries PE under TCG",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            r.step("EEH_PE_OP ENABLE", errno(b.ops().eeh_pe_op(u::VFIO_EEH_PE_ENABLE)), ret);
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "the PCI command register reads back bit for bit after open, memory decoding and bus mastering",
+        pes: 1,
+        run: |b, r| {
+            setup(b, r, true)?;
+            let dev = r.must("GET_DEVICE_FD pe0", b.device(0, 0), none)?;
+            let read = |d: &vfio_core::Device| errno(d.read_config::<2>(4)).map(u16::from_le_bytes);
+            let open = r.must("read command after open", read(&dev), |v| format!("command={v:#06x}"))?;
+            for (label, value) in [("|= memory", open | 0x2), ("|= memory | bus master", open | 0x6), ("cleared of memory and bus master", open & !0x6)] {
+                r.step(format!("write command {label}"), errno(dev.write_config(4, &value.to_le_bytes())), none);
+                r.step(format!("read command after {label}"), read(&dev), |v| format!("command={v:#06x}"));
+            }
+            Ok(())
+        },
+    },
+    SpaprCase {
+        name: "raw calls: API version, group status before and after SET_CONTAINER, GET_DEVICE_FD before it, and the device's info, regions and IRQs",
+        pes: 1,
+        run: |b, r| {
+            use vfio_core::backend::{read_pod, buf_bytes};
+            use vfio_core::uapi as k;
+            let be = b.backend().clone();
+            let pe = b.pe(0).clone();
+            let mut fds = Vec::new();
+            let outcome = (|| -> Result<(), Stop> {
+                let c = r.must("open /dev/vfio/vfio", be.open_container().map_err(|e| e.0), none)?;
+                fds.push(c);
+                r.step("GET_API_VERSION", be.get_api_version(c).map_err(|e| e.0), |v| format!("{v}"));
+                let g = r.must("open group of pe0", be.open_group(pe.group).map_err(|e| e.0), none)?;
+                fds.push(g);
+                let status = |r: &mut Rec, label: &str| {
+                    let mut st = k::vfio_group_status { argsz: 8, flags: 0 };
+                    let res = be.group_get_status(g, &mut st).map(|_| st.flags).map_err(|e| e.0);
+                    r.step(label.to_string(), res, |f| format!("flags={f:#x}"));
+                };
+                status(r, "GROUP_GET_STATUS before SET_CONTAINER");
+                let name = std::ffi::CString::new(pe.bdf.clone()).expect("a BDF has no NUL");
+                r.step("GET_DEVICE_FD before SET_CONTAINER", be.group_get_device_fd(g, &name).map_err(|e| e.0), none);
+                r.must("GROUP_SET_CONTAINER", be.group_set_container(g, c).map_err(|e| e.0), none)?;
+                status(r, "GROUP_GET_STATUS after SET_CONTAINER");
+                r.step("GET_DEVICE_FD before SET_IOMMU", be.group_get_device_fd(g, &name).map_err(|e| e.0), none);
+                r.must("SET_IOMMU SPAPR_TCE_v2", be.set_iommu(c, k::VFIO_SPAPR_TCE_V2_IOMMU).map_err(|e| e.0), none)?;
+                let d = r.must("GET_DEVICE_FD", be.group_get_device_fd(g, &name).map_err(|e| e.0), none)?;
+                fds.push(d);
+                let mut buf = [0u64; 8];
+                buf[0] = if cfg!(target_endian = "little") { 64 } else { 64 << 32 };
+                let res = be.device_get_info(d, &mut buf).map_err(|e| e.0).map(|_| read_pod::<k::vfio_device_info>(buf_bytes(&buf), 0).unwrap_or_default());
+                r.step("DEVICE_GET_INFO", res, |i| format!("flags={:#x} regions={} irqs={}", i.flags, i.num_regions, i.num_irqs));
+                for index in 0..10u32 {
+                    let mut buf = [0u64; 8];
+                    let head = k::vfio_region_info { argsz: 32, index, ..Default::default() };
+                    vfio_core::backend::write_pod(vfio_core::backend::buf_bytes_mut(&mut buf), 0, &head, 32);
+                    let res = be.device_get_region_info(d, &mut buf).map_err(|e| e.0).map(|_| read_pod::<k::vfio_region_info>(buf_bytes(&buf), 0).unwrap_or_default());
+                    r.step(format!("DEVICE_GET_REGION_INFO index={index}"), res, |i| format!("flags={:#x} size={:#x} offset={:#x}", i.flags, i.size, i.offset));
+                }
+                for index in 0..6u32 {
+                    let mut info = k::vfio_irq_info { argsz: 16, flags: 0, index, count: 0 };
+                    let res = be.device_get_irq_info(d, &mut info).map_err(|e| e.0).map(|_| info);
+                    r.step(format!("DEVICE_GET_IRQ_INFO index={index}"), res, |i| format!("flags={:#x} count={}", i.flags, i.count));
+                }
+                Ok(())
+            })();
+            for fd in fds.into_iter().rev() {
+                be.close(fd);
+            }
+            outcome
         },
     },
 ];

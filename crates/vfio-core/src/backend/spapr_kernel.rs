@@ -70,7 +70,18 @@ impl SpaprOps for KernelSpapr {
             vaddr,
             size,
         };
-        self.ioctl(u::VFIO_IOMMU_SPAPR_REGISTER_MEMORY, "VFIO_IOMMU_SPAPR_REGISTER_MEMORY", &mut r).map(drop)
+        const IOCTL: &str = "VFIO_IOMMU_SPAPR_REGISTER_MEMORY";
+        match self.ioctl(u::VFIO_IOMMU_SPAPR_REGISTER_MEMORY, IOCTL, &mut r)? {
+            0 => Ok(()),
+            // mm_iommu_do_alloc: when pin_user_pages pins only the first n
+            // pages (the range runs into memory the process has not mapped)
+            // the count n comes back as the ioctl's value, and nothing is
+            // registered. A positive value is not success: EFAULT, as for a
+            // range whose first page is unmapped.
+            pinned => Err(Error::new(libc::EFAULT, IOCTL, format!("sPAPR container fd {}", self.fd))
+                .on_spapr()
+                .with_detail(format!("only {pinned} pages of {vaddr:#x}+{size:#x} are mapped in this process; nothing was registered"))),
+        }
     }
 
     fn unregister_memory(&mut self, vaddr: u64, size: u64, flags: u32) -> Result<()> {

@@ -214,11 +214,19 @@ pub struct EduConfig {
     /// Whether the kernel found a reset method (a device alone on a bus
     /// behind a bridge gets a bus reset; one on the root bus gets none).
     pub reset: bool,
+    /// Registers big-endian, as QEMU's edu (DEVICE_NATIVE_ENDIAN) is on a
+    /// ppc64 target: a little-endian pseries guest reads its id 0x010000ed
+    /// as 0xed000001 (the pseries lab's reading).
+    pub big_endian: bool,
+    /// Command register bits the platform set before the host kernel's
+    /// driver saw the device: none on the x86 lab; SERR# enable (0x100) on
+    /// pseries, where the lab reads 0x0102 right after open.
+    pub command_at_boot: u16,
 }
 
 impl Default for EduConfig {
     fn default() -> Self {
-        Self { dma_mask: (1 << 28) - 1, reset: false }
+        Self { dma_mask: (1 << 28) - 1, reset: false, big_endian: false, command_at_boot: 0 }
     }
 }
 

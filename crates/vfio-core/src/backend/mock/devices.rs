@@ -37,6 +37,7 @@ pub mod pci {
     pub const INTERRUPT_PIN: usize = 0x3d;
     pub const COMMAND_IO: u16 = 0x1;
     pub const COMMAND_MEMORY: u16 = 0x2;
+    pub const COMMAND_SERR: u16 = 0x100;
     pub const COMMAND_MASTER: u16 = 0x4;
     pub const COMMAND_INTX_DISABLE: u16 = 0x400;
     pub const STATUS_CAP_LIST: u16 = 0x10;
@@ -202,6 +203,12 @@ pub trait DeviceModel: Send + fmt::Debug {
     fn is_pcie(&self) -> bool {
         self.config().has_cap(pci::CAP_ID_EXP)
     }
+    /// Whether a BAR access's bytes are the register value big-endian: QEMU
+    /// devices declared DEVICE_NATIVE_ENDIAN are, on a big-endian target
+    /// such as ppc64 (memory_region_dispatch_read's adjust_endianness).
+    fn big_endian_registers(&self) -> bool {
+        false
+    }
     /// A BAR access of `width` bytes (1, 2, 4 or 8) at an aligned offset.
     fn bar_read(&mut self, bar: u32, offset: u64, width: usize) -> u64;
     fn bar_write(&mut self, bar: u32, offset: u64, width: usize, value: u64, bus: &mut dyn Bus);
@@ -273,6 +280,7 @@ impl Edu {
         cfg.bytes[pci::INTERRUPT_PIN] = 1;
         cfg.set_mem_bar(0, edu::BAR0_SIZE);
         cfg.add_msi(0x40, 1);
+        cfg.put16(pci::COMMAND, conf.command_at_boot);
         Self {
             cfg,
             conf,
@@ -341,6 +349,11 @@ impl Edu {
 }
 
 impl DeviceModel for Edu {
+    // edu_mmio_ops is DEVICE_NATIVE_ENDIAN.
+    fn big_endian_registers(&self) -> bool {
+        self.conf.big_endian
+    }
+
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }

@@ -89,14 +89,24 @@ impl Host {
         let intx_disabled = d.model.config().command() & pci::COMMAND_INTX_DISABLE != 0;
         let mut bus = HostBus { iommu, master, irqs: &mut d.irqs, irq_type: d.irq_type, intx_disabled };
         let model = &mut d.model;
+        let be = model.big_endian_registers();
         io_pieces(off, buf.len(), |o, at, w| {
             if write {
-                let mut v = [0u8; 8];
-                v[..w].copy_from_slice(&buf[at..at + w]);
-                model.bar_write(bar, o, w, u64::from_le_bytes(v), &mut bus);
+                let bytes = &buf[at..at + w];
+                let v = if be {
+                    bytes.iter().fold(0u64, |v, &b| v << 8 | u64::from(b))
+                } else {
+                    bytes.iter().rev().fold(0u64, |v, &b| v << 8 | u64::from(b))
+                };
+                model.bar_write(bar, o, w, v, &mut bus);
             } else {
                 let v = model.bar_read(bar, o, w);
-                buf[at..at + w].copy_from_slice(&v.to_le_bytes()[..w]);
+                let out = &mut buf[at..at + w];
+                if be {
+                    out.copy_from_slice(&v.to_be_bytes()[8 - w..]);
+                } else {
+                    out.copy_from_slice(&v.to_le_bytes()[..w]);
+                }
             }
         });
         Ok(())

@@ -4,7 +4,8 @@ use std::any::Any;
 use std::sync::Arc;
 
 use super::{MockSpapr, SpaprProfile, MAX_TABLES};
-use crate::backend::mock::config::{KernelVersion, MockConfig};
+use crate::backend::mock::config::{DeviceModelConfig, KernelVersion, MockConfig};
+use crate::backend::mock::devices::pci;
 // IommuOps is named by path, not imported: its map_dma/unmap_dma would make
 // MockSpapr's SpaprOps calls ambiguous wherever both traits are in scope.
 use crate::backend::mock::{AttachGroup, IommuDriverOps, MockMm};
@@ -31,6 +32,15 @@ impl SpaprDriver {
     pub fn pseries_config(mut config: MockConfig, profile: SpaprProfile) -> MockConfig {
         config.kernel = KernelVersion::V6_12;
         config.type1 = false;
+        // QEMU's edu is DEVICE_NATIVE_ENDIAN: big-endian on a ppc64 target;
+        // and the platform has set SERR# in its command register before the
+        // guest kernel binds it (the pseries lab reads 0x0102 after open).
+        for d in config.groups.iter_mut().flat_map(|g| g.devices.iter_mut()) {
+            if let DeviceModelConfig::Edu(e) = &mut d.model {
+                e.big_endian = true;
+                e.command_at_boot = pci::COMMAND_SERR;
+            }
+        }
         config.iommu_drivers.push(Arc::new(SpaprDriver { profile }));
         config
     }

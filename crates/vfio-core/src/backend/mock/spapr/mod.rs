@@ -96,8 +96,6 @@ struct Table {
     default: bool,
     /// entry index -> (user address, VFIO_DMA_MAP_FLAG_*).
     tces: BTreeMap<u64, (u64, u32)>,
-    /// Pages charged to locked_vm for the table (tce_iommu_create_table).
-    charged: u64,
 }
 
 impl Table {

@@ -48,6 +48,10 @@ impl MockSpapr {
         if size == 0 {
             return Err(err(libc::ENOMEM, IOCTL));
         }
+        // A range whose first pages are mapped: the kernel returns the
+        // count it pinned (positive) and registers nothing; vfio-core's
+        // kernel backend turns that into EFAULT, so both backends answer
+        // EFAULT at the SpaprOps seam.
         if !range_mapped(vaddr, size) {
             self.mm.uncharge(pages);
             return Err(err(libc::EFAULT, IOCTL));
