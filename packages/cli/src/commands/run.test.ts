@@ -42,6 +42,7 @@ function setup(t: ExecutionContext): { host: string; tmp: string; qemu: string; 
       '  if [ "$1" = -accel ]; then args+=(-accel tcg); shift 2; continue; fi',
       '  args+=("$1"); shift',
       'done',
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: the shell's array expansion, not a template
       'exec qemu-system-x86_64 "${args[@]}"',
       '',
     ].join('\n'),
