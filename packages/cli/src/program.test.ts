@@ -74,7 +74,7 @@ for (const name of COMMANDS) {
 test('--help lists every command', async (t) => {
   const run = await vfiokit(['--help']);
   const listed = [...run.stdout.matchAll(/^ {2}([a-z]+) /gm)].map((m) => m[1]);
-  t.deepEqual(listed, ['ls', 'show', 'check', 'bind', 'unbind', 'plan', 'map', 'trace', 'attach', 'detach', 'lab', 'demo', 'completion', 'help']);
+  t.deepEqual(listed, ['ls', 'show', 'check', 'bind', 'unbind', 'plan', 'map', 'trace', 'attach', 'detach', 'lab', 'demo', 'completion', 'dra', 'help']);
 });
 
 test('the README documents the same exit codes as --help', (t) => {
