@@ -6,9 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# qemu-user runs the aarch64 and ppc64le builds of vfio-core's addon in the
+# release check (packages/testkit/src/release).
 apt_packages=(qemu-system-x86 qemu-system-ppc qemu-utils busybox-static cpio xz-utils pciutils gcc
   gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-  make flex bison libelf-dev bc libssl-dev rsync)
+  make flex bison libelf-dev bc libssl-dev rsync qemu-user)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${apt_packages[@]}"; do

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test: the linter, all the unit suites (each one runs even when another fails, so
-# the closing count covers everything), then the lab on a real kernel.
+# Every test: the linter, all the unit suites (each one runs even when another
+# fails, so the closing count covers everything), the release check, then the
+# lab on a real kernel.
 set -u
 cd "$(dirname "$0")/.."
 status=0
@@ -10,5 +11,8 @@ status=0
 if pnpm exec biome lint --error-on-warnings; then lint='ok 1 - biome lint finds nothing'; lint_pass=1; else lint='not ok 1 - biome lint finds problems (listed above)'; lint_pass=0; status=1; fi
 printf 'TAP version 13\n%s\n1..1\n# pass %d\n# fail %d\n' "$lint" "$lint_pass" "$((1 - lint_pass))"
 pnpm exec turbo run test --continue || status=1
+# The packages as npm users get them: built for every triple, packed,
+# installed with plain npm outside the clone (packages/testkit/src/release).
+pnpm release:check || status=1
 pnpm lab || status=1
 exit "$status"

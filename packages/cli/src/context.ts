@@ -74,9 +74,8 @@ async function openHostSession(globals: GlobalOptions): Promise<HostSession> {
     throw invalidInput('--mock-dir needs --mock', "name the simulated host too: 'vfiokit --mock workstation --mock-dir DIR ...'");
   }
   if (globals.mock !== undefined) {
-    // The only path from the CLI into testkit, loaded on demand so a
-    // production run never imports it.
-    const { openSimulatedHost } = await import('./testkit');
+    // Loaded on demand: a run on the real host never imports the fixture hosts.
+    const { openSimulatedHost } = await import('./simulated');
     return openSimulatedHost(globals.mock, globals.mockDir);
   }
   const sysfsRoot = globals.sysfsRoot ?? '/sys';

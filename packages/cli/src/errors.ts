@@ -101,6 +101,8 @@ const EXIT_BY_PREFIX: readonly (readonly [string, ExitCode])[] = [
   ['HOTPLUG_', ExitCode.QemuFailure],
   ['UNPLUG_', ExitCode.QemuFailure],
   ['MEMORY_LAYOUT_', ExitCode.QemuFailure],
+  // vfio-core's loader (crates/vfio-core/loader.js): no binary for this machine's triple.
+  ['NATIVE_', ExitCode.Unavailable],
 ];
 
 export function exitCodeFor(code: string | undefined): ExitCode {

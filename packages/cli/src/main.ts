@@ -11,9 +11,28 @@
 // 'exit', the QEMUs it started die of their parent-death signal, and the
 // reapers remove their folders (qemu-bridge's spawnTied and createRunDir).
 import { constants } from 'node:os';
-import { runCli } from './cli';
 import { runInterruptCleanups } from './cleanup';
-import { interrupted } from './errors';
+import { exitCodeFor, interrupted, toCliError } from './errors';
+import { Output } from './output';
+
+/**
+ * The command set, loaded here rather than imported: loading it loads
+ * vfio-core's native addon, and on a machine with no binary for its triple
+ * the loader's error (a NATIVE_* code, the triple, the package to install)
+ * is reported like any other error, not as a stack trace.
+ */
+function loadCommands(): typeof import('./cli') {
+  try {
+    return require('./cli') as typeof import('./cli');
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code !== 'string' || !code.startsWith('NATIVE_')) throw err;
+    const argv = process.argv.slice(2);
+    new Output(argv.includes('--json'), argv.includes('--debug')).error(toCliError(err));
+    process.exit(exitCodeFor(code));
+  }
+}
+const { runCli } = loadCommands();
 
 /** How long an interrupted run may take to undo its work before it is cut short. */
 const GRACE_MS = 10_000;

@@ -1,15 +1,26 @@
-// The CLI's one door into @vfiokit/testkit. Only --mock, `demo` and `lab`
-// need it, and they reach it through this module, which the rest of the CLI
-// loads with a dynamic import(): a production run never loads testkit.
+// The CLI's one door into @vfiokit/testkit, for `lab` only: the lab boots
+// guests from a clone of vfiokit, and testkit is a development dependency,
+// absent from an npm install of the command. The rest of the CLI loads this
+// module with a dynamic import(): a production run never loads testkit.
 import { dirname, join } from 'node:path';
-import type { HostSession } from './context';
 import { CliError } from './errors';
 import { ExitCode } from './exit-codes';
-import { onInterrupt } from './cleanup';
 
 /** The compiled lab runner, beside testkit's own entry point. */
 export function labRunnerPath(): string {
-  return join(dirname(require.resolve('@vfiokit/testkit')), 'lab', 'main.js');
+  let entry: string;
+  try {
+    entry = require.resolve('@vfiokit/testkit');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw err;
+    throw new CliError(
+      'LAB_NOT_INSTALLED',
+      'the lab is not part of an installed vfiokit: it needs @vfiokit/testkit, which is not published',
+      ExitCode.Unavailable,
+      "run it from a clone of vfiokit: 'pnpm install && pnpm lab'",
+    );
+  }
+  return join(dirname(entry), 'lab', 'main.js');
 }
 
 /**
@@ -30,41 +41,4 @@ export async function runLabRunner(args: readonly string[], signal?: AbortSignal
       resolve(code ?? (sig ? 128 : 1));
     });
   });
-}
-
-/**
- * A simulated host: fixture `name` built by testkit, written through its
- * model of the kernel. Without `dir` it lives in a temporary folder removed
- * on dispose; with `dir` it is kept there, so a later run sees what this one
- * changed (bind now, unbind in the next command).
- */
-export async function openSimulatedHost(name: string, dir: string | undefined): Promise<HostSession> {
-  const testkit = await import('@vfiokit/testkit');
-  if (!testkit.FIXTURE_HOST_NAMES.includes(name)) {
-    throw new CliError(
-      'MOCK_UNKNOWN_FIXTURE',
-      `no simulated host named '${name}'`,
-      ExitCode.NotFound,
-      `choose one of ${testkit.FIXTURE_HOST_NAMES.join(', ')}`,
-    );
-  }
-  // A temporary host lives in a run dir: its reaper removes it even if this
-  // process is killed with SIGKILL (qemu-bridge's createRunDir).
-  const run = dir === undefined ? (await import('@vfiokit/qemu-bridge')).createRunDir(`vfiokit-${name}-`) : undefined;
-  const host = testkit.fixtureHost(name, run?.path ?? dir!);
-  const removeTree = () => run?.remove();
-  const forget = run ? onInterrupt(removeTree) : () => {};
-  return {
-    fs: host.fs,
-    description: `simulated host ${name} (${host.spec.description})`,
-    fixture: name,
-    // Records live inside the simulated host, and go with it.
-    stateDir: join(host.root, 'run', 'vfiokit'),
-    configRoot: host.root,
-    backend: 'mock',
-    async dispose() {
-      forget();
-      removeTree();
-    },
-  };
 }

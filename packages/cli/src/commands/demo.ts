@@ -164,7 +164,7 @@ export async function runDemo(ctx: CommandContext, opts: { qemu: boolean }): Pro
   const step = () => ctx.signal.throwIfAborted();
   const host: HostSession = await ctx.host();
   ctx.out.line(`vfiokit demo on ${host.description}.`);
-  ctx.out.line("Nothing here touches this machine's devices: the host is a sysfs tree in a temporary folder, written through testkit's model of the kernel.");
+  ctx.out.line("Nothing here touches this machine's devices: the host is a sysfs tree in a temporary folder, written through the fixture hosts' model of the kernel (@vfiokit/fixture-hosts).");
 
   step();
   discoverStep(n, discoverHost(host.fs));
