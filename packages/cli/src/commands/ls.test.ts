@@ -55,7 +55,7 @@ test('ls names a POWER group by its PE', async (t) => {
 test('an unknown --mock fixture exits 3 naming the known ones', async (t) => {
   const run = await vfiokit(['--mock', 'mainframe', 'ls']);
   t.is(run.code, 3);
-  t.is(run.stderr, "vfiokit: no simulated host named 'mainframe'\nhint: choose one of workstation, sriov-server, bridge-group, power8, no-iommu, dra-node, amd-server, no-interrupt-remapping, arm64-server\n");
+  t.is(run.stderr, "vfiokit: no simulated host named 'mainframe'\nhint: choose one of workstation, sriov-server, bridge-group, power8, no-iommu, dra-node, amd-server, no-interrupt-remapping, arm64-server, iommufd-workstation\n");
 });
 
 test('--sysfs-root reads another sysfs tree', async (t) => {

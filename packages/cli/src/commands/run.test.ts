@@ -6,6 +6,7 @@
 // a stand-in (`--qemu`) that starts the real QEMU without the vfio-pci
 // devices and with TCG, and everything else of the planned command line.
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
@@ -49,6 +50,26 @@ function setup(t: ExecutionContext): { host: string; tmp: string; qemu: string; 
   );
   chmodSync(qemu, 0o755);
   return { host, tmp, qemu, args: (...rest) => ['--mock', 'sriov-server', '--mock-dir', host, ...rest] };
+}
+
+/**
+ * Whether the QMP monitor at `path` greets a new client. A monitor serves one
+ * client at a time, and vfiokit run lets go of it only once QEMU has started
+ * and negotiated, so a greeting means the start is over: a signal sent to
+ * QEMU after it ends the guest, not the start.
+ */
+function monitorGreets(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(path);
+    const done = (greeted: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(greeted);
+    };
+    const timer = setTimeout(() => done(false), 2000);
+    socket.on('data', (d) => done(d.toString().includes('"QMP"')));
+    socket.on('error', () => done(false));
+  });
 }
 
 function driverOf(host: string, address: string): string | undefined {
@@ -107,10 +128,21 @@ if (hasQemu) {
   test('run with QEMU ending on SIGTERM resets both VFs, gives them back and exits 0 with the report', async (t) => {
     const { host, tmp, qemu, args } = setup(t);
     const run = startVfiokit(['--json', ...args('run', '--qemu', qemu, SPEC, '--', '-S', '-display', 'none')], { env: { TMPDIR: tmp } });
-    // --json prints nothing until the end: wait for QEMU by its QMP socket.
+    // --json prints nothing until the end: wait for QEMU by its QMP socket,
+    // then until vfiokit has let go of the monitor (QEMU started).
     await eventually(() => processesMentioning(tmp).some((p) => p.argv.some((a) => a.startsWith('unix:') && a.includes('qmp.sock')) && p.argv[0]!.includes('qemu-system')), 'QEMU is up');
+    const qemuProcess = processesMentioning(tmp).find((p) => p.argv[0]!.includes('qemu-system'))!;
+    const qmpPath = /^unix:([^,]+)/.exec(qemuProcess.argv.find((a) => a.startsWith('unix:') && a.includes('qmp.sock'))!)![1]!;
+    // Twice, a second apart: a first greeting may come before vfiokit has
+    // connected at all; the second then waits behind vfiokit's session.
+    const deadline = Date.now() + 120_000;
+    for (let greetings = 0; greetings < 2; ) {
+      if (await monitorGreets(qmpPath)) greetings += 1;
+      if (Date.now() > deadline) throw new Error(`QEMU's monitor at ${qmpPath} never greeted: vfiokit did not finish starting QEMU`);
+      await new Promise((resolve) => setTimeout(resolve, greetings === 1 ? 1000 : 100));
+    }
     t.deepEqual([driverOf(host, VF0), driverOf(host, VF1)], ['vfio-pci', 'vfio-pci']);
-    const pid = processesMentioning(tmp).find((p) => p.argv[0]!.includes('qemu-system'))!.pid;
+    const pid = qemuProcess.pid;
     process.kill(pid, 'SIGTERM');
     const ended = await run.ended;
     t.is(ended.code, 0, ended.stderr);
