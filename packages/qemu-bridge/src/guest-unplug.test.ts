@@ -8,7 +8,7 @@ import { connectQmp } from './qmp/transport';
 
 test('a guest enumerates a two-function hot-plug and releases both functions on one unplug', async (t) => {
   t.timeout(240_000, 'a TCG boot on a busy machine');
-  const guest = await startTestGuest({ args: ['-device', 'pcie-root-port,id=rp1,chassis=1,bus=pcie.0,addr=0x2'] });
+  const guest = await startTestGuest({ args: ['-device', 'pcie-root-port,id=rp1,chassis=1,bus=pcie.0,addr=0x2'], bootTimeoutMs: 200_000 });
   try {
     const qmp = await connectQmp(guest.address, { commandTimeoutMs: 30_000 });
     try {
