@@ -13,7 +13,8 @@ import { hex } from './layout';
 import type { GuestIommuOp } from './ops';
 import type { DmaTrace } from './trace-format';
 import { DMA_RW } from './target';
-import { IntervalMap, pfn } from './intervals';
+import { pfn } from './intervals';
+import { IntervalTree } from './interval-tree';
 
 /** One event line of the tracing buffer. */
 export interface TraceEvent {
@@ -68,7 +69,10 @@ export interface LinuxImportReport {
   readonly unmaps: number;
   /** Events of other kinds that were skipped (io_page_fault...), by name. */
   readonly skipped: ReadonlyMap<string, number>;
-  /** Unmaps whose `unmapped_size` differs from what the imported tables held there. */
+  /**
+   * Unmaps whose `unmapped_size` differs from what the imported tables held
+   * there, and maps over pages the imported tables still held.
+   */
   readonly mismatches: readonly string[];
   /** The domain each run-time map and unmap was attributed to. */
   readonly dmaDomain: number | undefined;
@@ -102,7 +106,7 @@ export function importLinuxTrace(text: string, opts: LinuxImportOptions = {}): {
   const times: number[] = [];
   const phases: { at: number; label: string }[] = [];
   const attachedGroups = new Set<number>();
-  const tables = new Map<number, IntervalMap<true>>();
+  const tables = new Map<number, IntervalTree>();
   const skipped = new Map<string, number>();
   const mismatches: string[] = [];
   let maps = 0;
@@ -123,7 +127,7 @@ export function importLinuxTrace(text: string, opts: LinuxImportOptions = {}): {
   };
   const tableOf = (d: number) => {
     let t = tables.get(d);
-    if (!t) tables.set(d, (t = new IntervalMap()));
+    if (!t) tables.set(d, (t = new IntervalTree()));
     return t;
   };
   /** The domain of run-time DMA, decided at the first run-time map or unmap. */
@@ -196,7 +200,23 @@ export function importLinuxTrace(text: string, opts: LinuxImportOptions = {}): {
         const next = events[mapRunEnd];
         const nextDev = next?.event === 'attach_device_to_domain' ? DEVICE_BODY.exec(next.body)?.[1] : undefined;
         const domain = nextDev !== undefined && !enabled ? groupOf(nextDev, next!) : runtimeDomain(e);
-        tableOf(domain).insert(pfn(iova), pfn(iova + size), true);
+        const [s, en] = [pfn(iova), pfn(iova + size)];
+        const t = tableOf(domain);
+        // The kernel traces a map only once it succeeded (iommu_map_nosync in
+        // drivers/iommu/iommu.c), so its domain held nothing there: pages the
+        // import still holds are left over from an unmap attributed to
+        // another domain. The new map replaces them, and the report says so.
+        if (t.intersects(s, en)) {
+          let held = 0n;
+          for (const [a, b] of t.removeOverlapping(s, en)) {
+            held += BigInt(Math.min(b, en) - Math.max(a, s)) * 4096n;
+            if (a < s) t.insert(a, s);
+            if (b > en) t.insert(en, b);
+          }
+          mismatches.push(`line ${e.line}: map of ${hex(iova)}+${hex(size)} in domain ${domain} is over ${held} bytes the imported tables still held there`);
+        }
+        // A map of size 0 holds no page (the kernel traces it all the same).
+        if (s < en) t.insert(s, en);
         push({ op: 'map', domain, iova, gpa: BigInt(m[3]!), size, perm: DMA_RW }, e.time);
         maps++;
         break;
@@ -212,23 +232,17 @@ export function importLinuxTrace(text: string, opts: LinuxImportOptions = {}): {
         for (const [d, t] of tables) if (t.intersects(pfn(iova), pfn(iova + size))) domain ??= d;
         domain ??= runtimeDomain(e);
         const t = tableOf(domain);
-        const [a, b] = t.overlapping(pfn(iova), pfn(iova + size));
+        const [s, en] = [pfn(iova), pfn(iova + size)];
+        const removed = t.removeOverlapping(s, en);
         let held = 0n;
-        for (let k = a; k < b; k++) {
-          const s = Math.max(t.startAt(k), pfn(iova));
-          const en = Math.min(t.endAt(k), pfn(iova + size));
-          held += BigInt(en - s) * 4096n;
-        }
+        for (const [a, b] of removed) held += BigInt(Math.min(b, en) - Math.max(a, s)) * 4096n;
         if (held !== unmapped)
           mismatches.push(`line ${e.line}: unmap of ${hex(iova)}+${hex(size)} reports ${unmapped} bytes unmapped; the imported tables held ${held}`);
         // Keep the import's tables in step (remainders of split maps stay).
-        const keep: [number, number][] = [];
-        for (let k = a; k < b; k++) {
-          if (t.startAt(k) < pfn(iova)) keep.push([t.startAt(k), pfn(iova)]);
-          if (t.endAt(k) > pfn(iova + size)) keep.push([pfn(iova + size), t.endAt(k)]);
+        for (const [a, b] of removed) {
+          if (a < s) t.insert(a, s);
+          if (b > en) t.insert(en, b);
         }
-        t.removeAt(a, b);
-        for (const [s, en] of keep) t.insert(s, en, true);
         push({ op: 'unmap', domain, iova, size }, e.time);
         unmaps++;
         break;
