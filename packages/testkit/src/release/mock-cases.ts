@@ -95,10 +95,13 @@ export function mockCases(native: Native): MockCase[] {
       () => {
         const host = VfioBackend.mock();
         const c = host.openType1([1], TYPE1V2);
+        // A map pins its host pages, on the mock as on the kernel: the
+        // addresses lie in memory this process has reserved.
+        const mem = HostMemory.reserve(32n << 20n);
         const contiguous = new BigUint64Array(4096 * 3);
         const scattered = new BigUint64Array(64 * 3);
-        for (let i = 0; i < 4096; i++) contiguous.set([0x1_0000_0000n + BigInt(i) * 0x1000n, 0x7000_0000_0000n + BigInt(i) * 0x1000n, 0x1000n], i * 3);
-        for (let i = 0; i < 64; i++) scattered.set([0x2_0000_0000n + BigInt(i) * 0x2000n, 0x7100_0000_0000n + BigInt(i) * 0x2000n, 0x1000n], i * 3);
+        for (let i = 0; i < 4096; i++) contiguous.set([0x1_0000_0000n + BigInt(i) * 0x1000n, mem.address + BigInt(i) * 0x1000n, 0x1000n], i * 3);
+        for (let i = 0; i < 64; i++) scattered.set([0x2_0000_0000n + BigInt(i) * 0x2000n, mem.address + (16n << 20n) + BigInt(i) * 0x2000n, 0x1000n], i * 3);
         return {
           contiguous: c.mapBatch(contiguous, READ_WRITE),
           scattered: c.mapBatch(scattered, READ_WRITE),
