@@ -26,7 +26,23 @@ fn capset(data: &[u32; 6]) -> bool {
     unsafe { libc::syscall(libc::SYS_capset, header.as_mut_ptr(), data.as_ptr()) == 0 }
 }
 
+/// This process's locked_vm now (VmLck in /proc/self/status, which counts
+/// the pages VFIO has pinned and charged), in bytes.
+pub fn locked_now() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmLck:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
+        .map_or(0, |kb| kb * 1024)
+}
+
 impl LowMemlock {
+    /// A limit `headroom` bytes above what this process has locked now:
+    /// vfio_pin_pages_remote compares locked_vm + the new pages with the
+    /// limit, so what earlier work left locked would eat an absolute one.
+    pub fn with_headroom(headroom: u64) -> Self {
+        Self::new(locked_now() + headroom)
+    }
+
     pub fn new(bytes: u64) -> Self {
         let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         // SAFETY: getrlimit/setrlimit read or write one rlimit struct.
