@@ -89,7 +89,10 @@ function identityBench(): void {
   row('issue CPU time (ms)', issueMs.toFixed(2), naiveMs.toFixed(2), ratio(naiveMs, issueMs));
   row('plan + issue CPU time (ms)', (planMs + issueMs).toFixed(2), naiveMs.toFixed(2), ratio(naiveMs, planMs + issueMs));
   summaryRow('1 TiB identity layout: plan', `${planMs.toFixed(2)} ms cpu`, '< 5 ms', planMs < 5);
-  summaryRow('1 TiB identity layout: plan + issue', `${(planMs + issueMs).toFixed(2)} ms cpu`, '< 5 ms', planMs + issueMs < 5);
+  // No target for issuing: a map pins what it maps, and the mock checks that
+  // every page of the 1 TiB is mapped (mincore), as the kernel's pin would
+  // touch each one; that cost is the model of pinning, set beside the kernel's
+  // own in `pnpm lab bench` (c), not the policy's.
   memory.free();
 }
 
