@@ -9,23 +9,86 @@ use std::ptr::NonNull;
 
 use crate::error::{Error, Result};
 
-/// Anonymous, private, zero-filled memory. Keep it alive while any DMA
-/// mapping refers to it: after `munmap` the address may be reused.
+/// One mmap of this process, owned: bounds-checked byte copies in and out,
+/// `munmap` on drop. What `HostMemory` and live update's `GuestMemory`
+/// (a shared memfd mapping) both are underneath.
 #[derive(Debug)]
-pub struct HostMemory {
+pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    /// What the memory is, for errors ("host memory", "guest memory").
+    what: &'static str,
 }
 
 // SAFETY: the mapping is owned by this value alone; access goes through
 // `&self`/`&mut self` methods that copy bytes, so moving it between threads
 // is sound.
-unsafe impl Send for HostMemory {}
+unsafe impl Send for Mapping {}
 // SAFETY: shared references only read through bounds-checked copies; a
-// device may write the memory concurrently (that is what DMA is), which
-// Rust cannot observe as a data race on its own references since every
-// access is a byte copy of a raw pointer range.
-unsafe impl Sync for HostMemory {}
+// device (or a peer process) may write the memory concurrently (that is
+// what DMA is), which Rust cannot observe as a data race on its own
+// references since every access is a byte copy of a raw pointer range.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Takes ownership of what mmap returned for `len` bytes (MAP_FAILED is
+    /// an error naming `object`).
+    pub(crate) fn adopt(p: *mut libc::c_void, len: usize, what: &'static str, object: impl FnOnce() -> String) -> Result<Self> {
+        if p == libc::MAP_FAILED {
+            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOMEM);
+            return Err(Error::new(errno, "mmap", object()));
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::new(libc::ENOMEM, "mmap", what))?;
+        Ok(Self { ptr, len, what })
+    }
+
+    pub(crate) fn addr(&self) -> u64 {
+        self.ptr.as_ptr() as u64
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    fn check(&self, offset: usize, n: usize) -> Result<()> {
+        match offset.checked_add(n) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(Error::new(libc::EINVAL, "memory access", format!("{} of {:#x} bytes", self.what, self.len))
+                .with_detail(format!("{n} bytes at {offset:#x} run past the end"))),
+        }
+    }
+
+    pub(crate) fn read(&self, offset: usize, out: &mut [u8]) -> Result<()> {
+        self.check(offset, out.len())?;
+        // SAFETY: the source range lies inside the live mapping (checked);
+        // `out` is a distinct Rust slice of exactly that many bytes.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), out.as_mut_ptr(), out.len()) };
+        Ok(())
+    }
+
+    pub(crate) fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check(offset, data.len())?;
+        // SAFETY: the destination range lies inside the live, writable
+        // mapping (checked); `data` is a distinct slice of that length.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len()) };
+        Ok(())
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: exactly the range mmap returned; no reference into it
+        // outlives `self` (accessors copy).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Anonymous, private, zero-filled memory. Keep it alive while any DMA
+/// mapping refers to it: after `munmap` the address may be reused.
+#[derive(Debug)]
+pub struct HostMemory {
+    map: Mapping,
+}
 
 impl HostMemory {
     /// Maps `len` bytes (rounded up to the page size).
@@ -56,59 +119,30 @@ impl HostMemory {
                 0,
             )
         };
-        if p == libc::MAP_FAILED {
-            let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOMEM);
-            return Err(Error::new(errno, "mmap", format!("{len} bytes of host memory")));
-        }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::new(libc::ENOMEM, "mmap", "host memory"))?;
-        Ok(Self { ptr, len })
+        Ok(Self { map: Mapping::adopt(p, len, "host memory", || format!("{len} bytes of host memory"))? })
     }
 
     /// The virtual address to give `VFIO_IOMMU_MAP_DMA`.
     pub fn addr(&self) -> u64 {
-        self.ptr.as_ptr() as u64
+        self.map.addr()
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    fn check(&self, offset: usize, n: usize) -> Result<()> {
-        match offset.checked_add(n) {
-            Some(end) if end <= self.len => Ok(()),
-            _ => Err(Error::new(libc::EINVAL, "memory access", format!("host memory of {:#x} bytes", self.len))
-                .with_detail(format!("{n} bytes at {offset:#x} run past the end"))),
-        }
+        self.map.len() == 0
     }
 
     /// Copies `out.len()` bytes from `offset`.
     pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<()> {
-        self.check(offset, out.len())?;
-        // SAFETY: the source range lies inside the live mapping (checked);
-        // `out` is a distinct Rust slice of exactly that many bytes.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), out.as_mut_ptr(), out.len()) };
-        Ok(())
+        self.map.read(offset, out)
     }
 
     /// Copies `data` to `offset`.
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
-        self.check(offset, data.len())?;
-        // SAFETY: the destination range lies inside the live, writable
-        // mapping (checked); `data` is a distinct slice of that length.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len()) };
-        Ok(())
-    }
-}
-
-impl Drop for HostMemory {
-    fn drop(&mut self) {
-        // SAFETY: exactly the range mmap returned; no reference into it
-        // outlives `self` (accessors copy).
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        self.map.write(offset, data)
     }
 }
 

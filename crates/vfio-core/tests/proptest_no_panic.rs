@@ -79,7 +79,7 @@ fn num() -> impl Strategy<Value = u64> {
 
 /// A host address: inside the test region (mapped), at 0, or anywhere.
 fn vaddr() -> impl Strategy<Value = u64> {
-    prop_oneof![6 => (0u64..64).prop_map(|p| p * 0x1000 + 1), 2 => Just(0u64), 1 => Just(u64::MAX & !0xfff), 1 => any::<u64>()]
+    prop_oneof![6 => (0u64..64).prop_map(|p| p * 0x1000 + 1), 2 => Just(0u64), 1 => Just(!0xfff_u64), 1 => any::<u64>()]
 }
 
 fn small() -> impl Strategy<Value = u32> {

@@ -5,25 +5,17 @@
 //! that stay pinned all along.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
 
 use crate::error::{Error, Result};
+use crate::memory::Mapping;
 
-/// A memfd and one shared mapping of its first `len` bytes.
+/// A memfd and one shared mapping of its first `len` bytes. The mapping
+/// is unmapped before the memfd closes (field order).
 #[derive(Debug)]
 pub struct GuestMemory {
+    map: Mapping,
     fd: OwnedFd,
-    ptr: NonNull<u8>,
-    len: usize,
 }
-
-// SAFETY: the mapping and the fd are owned by this value alone; accessors
-// copy bytes through raw pointers within bounds, so moving it between
-// threads is sound.
-unsafe impl Send for GuestMemory {}
-// SAFETY: shared references only copy bytes of a checked range; the device
-// (or the peer process) writing the pages meanwhile is what guest memory is.
-unsafe impl Sync for GuestMemory {}
 
 fn page_size() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
@@ -84,24 +76,21 @@ impl GuestMemory {
         let p = unsafe {
             libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
         };
-        if p == libc::MAP_FAILED {
-            return Err(Error::new(last_errno(), "mmap", format!("guest memory fd {} ({len:#x} bytes, shared)", fd.as_raw_fd())));
-        }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| Error::new(libc::ENOMEM, "mmap", "guest memory"))?;
-        Ok(Self { fd, ptr, len })
+        let map = Mapping::adopt(p, len, "guest memory", || format!("guest memory fd {} ({len:#x} bytes, shared)", fd.as_raw_fd()))?;
+        Ok(Self { map, fd })
     }
 
     /// This process's address of the memory's first byte.
     pub fn addr(&self) -> u64 {
-        self.ptr.as_ptr() as u64
+        self.map.addr()
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        self.map.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.map.len() == 0
     }
 
     /// The memfd, for passing to another process.
@@ -113,41 +102,17 @@ impl GuestMemory {
     /// there lie inside it.
     pub fn offset_of(&self, vaddr: u64, size: u64) -> Option<u64> {
         let off = vaddr.checked_sub(self.addr())?;
-        (off.checked_add(size)? <= self.len as u64).then_some(off)
-    }
-
-    fn check(&self, offset: usize, n: usize) -> Result<()> {
-        match offset.checked_add(n) {
-            Some(end) if end <= self.len => Ok(()),
-            _ => Err(Error::new(libc::EINVAL, "memory access", format!("guest memory of {:#x} bytes", self.len))
-                .with_detail(format!("{n} bytes at {offset:#x} run past the end"))),
-        }
+        (off.checked_add(size)? <= self.map.len() as u64).then_some(off)
     }
 
     /// Copies `out.len()` bytes from `offset`.
     pub fn read(&self, offset: usize, out: &mut [u8]) -> Result<()> {
-        self.check(offset, out.len())?;
-        // SAFETY: the source range lies inside the live mapping (checked);
-        // `out` is a distinct Rust slice of exactly that many bytes.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), out.as_mut_ptr(), out.len()) };
-        Ok(())
+        self.map.read(offset, out)
     }
 
     /// Copies `data` to `offset`.
     pub fn write(&self, offset: usize, data: &[u8]) -> Result<()> {
-        self.check(offset, data.len())?;
-        // SAFETY: the destination range lies inside the live, writable
-        // mapping (checked); `data` is a distinct slice of that length.
-        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len()) };
-        Ok(())
-    }
-}
-
-impl Drop for GuestMemory {
-    fn drop(&mut self) {
-        // SAFETY: exactly the range mmap returned; accessors copy, so no
-        // reference into it outlives `self`. The fd closes after (OwnedFd).
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        self.map.write(offset, data)
     }
 }
 

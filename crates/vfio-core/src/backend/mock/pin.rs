@@ -43,7 +43,7 @@ pub fn host_page_size() -> u64 {
 pub fn range_mapped(vaddr: u64, size: u64) -> bool {
     const CHUNK_PAGES: u64 = 16 * 1024;
     let page = host_page_size();
-    if vaddr % page != 0 || vaddr.checked_add(size).is_none() {
+    if !vaddr.is_multiple_of(page) || vaddr.checked_add(size).is_none() {
         return false;
     }
     let mut vec = [0u8; CHUNK_PAGES as usize];

@@ -123,7 +123,7 @@ fn map_running_past_the_window_end_returns_1_and_maps_nothing_as_the_fixed_6_12_
     let mut m = v2();
     m.register_memory(mem(), 0x2000, 0).unwrap();
     assert_eq!(m.map_dma(0x3fff_f000, mem(), 0x2000, RW).unwrap(), 1);
-    assert_eq!(m.map_dma(0x3fff_f000, mem(), u64::MAX & !0xfff, RW).unwrap(), 1);
+    assert_eq!(m.map_dma(0x3fff_f000, mem(), !0xfff_u64, RW).unwrap(), 1);
     assert_eq!(m.tce_at(0x3fff_f000), None);
 }
 
@@ -131,11 +131,11 @@ fn map_running_past_the_window_end_returns_1_and_maps_nothing_as_the_fixed_6_12_
 fn map_of_host_addresses_that_wrap_fails_as_unregistered_and_on_v1_as_unmapped() {
     let mut m = v2();
     m.register_memory(mem(), 0x1000, 0).unwrap();
-    assert_eq!(errno(m.map_dma(0, u64::MAX & !0xfff, 0x2000, RW)), libc::EINVAL);
+    assert_eq!(errno(m.map_dma(0, !0xfff_u64, 0x2000, RW)), libc::EINVAL);
     let mut m = MockSpapr::new(SpaprProfile::qemu_pseries(), false);
     m.attach_group(1).unwrap();
     m.enable().unwrap();
-    assert_eq!(errno(m.map_dma(0, u64::MAX & !0xfff, 0x2000, RW)), libc::EFAULT);
+    assert_eq!(errno(m.map_dma(0, !0xfff_u64, 0x2000, RW)), libc::EFAULT);
 }
 
 #[test]
