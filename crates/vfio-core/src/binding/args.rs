@@ -3,6 +3,7 @@
 use napi::bindgen_prelude::*;
 
 use super::error::bad_arg;
+use crate::batch::{as_pairs, as_triples, BatchFlags};
 
 pub(super) fn u64_of(name: &str, v: &BigInt) -> std::result::Result<u64, crate::Error> {
     let (signed, value, lossless) = v.get_u64();
@@ -25,4 +26,24 @@ pub(super) fn num_or_str(name: &str, v: &Either<f64, String>) -> std::result::Re
             r.map_err(|_| bad_arg(format!("{name}: cannot read {s:?} as an integer")))
         }
     }
+}
+
+/// A map batch as JS gives it to every container kind: iova, vaddr, size
+/// triples, and one flags word for all entries or one per entry.
+pub(super) fn map_batch_args<'a>(
+    entries: &'a [u64],
+    flags: &'a Either<u32, Uint32ArraySlice>,
+) -> std::result::Result<(&'a [[u64; 3]], BatchFlags<'a>), crate::Error> {
+    let triples = as_triples(entries)
+        .ok_or_else(|| bad_arg(format!("entries has {} values, not a multiple of 3 (iova, vaddr, size)", entries.len())))?;
+    let flags = match flags {
+        Either::A(all) => BatchFlags::All(*all),
+        Either::B(each) => BatchFlags::Each(each),
+    };
+    Ok((triples, flags))
+}
+
+/// An unmap batch as JS gives it: iova, size pairs.
+pub(super) fn unmap_batch_args(entries: &[u64]) -> std::result::Result<&[[u64; 2]], crate::Error> {
+    as_pairs(entries).ok_or_else(|| bad_arg(format!("entries has {} values, not a multiple of 2 (iova, size)", entries.len())))
 }

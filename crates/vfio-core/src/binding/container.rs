@@ -6,10 +6,10 @@ use napi::bindgen_prelude::*;
 use napi::Env;
 use napi_derive::napi;
 
-use super::args::u64_of;
+use super::args::{map_batch_args, u64_of, unmap_batch_args};
 use super::device::Device;
 use super::error::{bad_arg, js_err};
-use crate::batch::{as_pairs, as_triples, BatchFlags};
+use crate::batch::{as_triples, BatchFlags};
 
 #[napi(object, js_name = "IovaRange")]
 pub struct IovaRangeJs {
@@ -301,22 +301,14 @@ impl Type1Container {
     /// error's `entryIndex` names the entry and nothing stays mapped.
     #[napi]
     pub fn map_batch(&self, env: &Env, entries: BigUint64ArraySlice, flags: Either<u32, Uint32ArraySlice>) -> Result<BatchReportJs> {
-        let Some(triples) = as_triples(&entries) else {
-            return Err(js_err(env, bad_arg(format!("entries has {} values, not a multiple of 3 (iova, vaddr, size)", entries.len()))));
-        };
-        let f = match &flags {
-            Either::A(all) => BatchFlags::All(*all),
-            Either::B(each) => BatchFlags::Each(each),
-        };
+        let (triples, f) = map_batch_args(&entries, &flags).map_err(|e| js_err(env, e))?;
         self.with(env, "VFIO_IOMMU_MAP_DMA", |c| c.map_batch(triples, f)).map(Into::into)
     }
 
     /// Unmaps a batch of iova, size pairs, coalescing contiguous ones.
     #[napi]
     pub fn unmap_batch(&self, env: &Env, entries: BigUint64ArraySlice) -> Result<BatchReportJs> {
-        let Some(pairs) = as_pairs(&entries) else {
-            return Err(js_err(env, bad_arg(format!("entries has {} values, not a multiple of 2 (iova, size)", entries.len()))));
-        };
+        let pairs = unmap_batch_args(&entries).map_err(|e| js_err(env, e))?;
         self.with(env, "VFIO_IOMMU_UNMAP_DMA", |c| c.unmap_batch(pairs)).map(Into::into)
     }
 }

@@ -7,10 +7,9 @@ use napi::bindgen_prelude::*;
 use napi::Env;
 use napi_derive::napi;
 
-use super::args::u64_of;
+use super::args::{map_batch_args, u64_of, unmap_batch_args};
 use super::container::{BatchReportJs, IovaRangeJs};
-use super::error::{bad_arg, js_err};
-use crate::batch::{as_pairs, as_triples, BatchFlags};
+use super::error::js_err;
 
 /// IOMMU_IOAS_IOVA_RANGES: where the IOAS can map, and the alignment every
 /// map keeps (the smallest IOMMU page once a device is attached).
@@ -128,22 +127,14 @@ impl IommufdSpace {
     /// As Type1Container.mapBatch: iova, vaddr, size triples, all or nothing.
     #[napi]
     pub fn map_batch(&self, env: &Env, entries: BigUint64ArraySlice, flags: Either<u32, Uint32ArraySlice>) -> Result<BatchReportJs> {
-        let Some(triples) = as_triples(&entries) else {
-            return Err(js_err(env, bad_arg(format!("entries has {} values, not a multiple of 3 (iova, vaddr, size)", entries.len()))));
-        };
-        let f = match &flags {
-            Either::A(all) => BatchFlags::All(*all),
-            Either::B(each) => BatchFlags::Each(each),
-        };
+        let (triples, f) = map_batch_args(&entries, &flags).map_err(|e| js_err(env, e))?;
         self.with(env, "IOMMU_IOAS_MAP", |s| s.ioas().map_batch(triples, f)).map(Into::into)
     }
 
     /// As Type1Container.unmapBatch: iova, size pairs.
     #[napi]
     pub fn unmap_batch(&self, env: &Env, entries: BigUint64ArraySlice) -> Result<BatchReportJs> {
-        let Some(pairs) = as_pairs(&entries) else {
-            return Err(js_err(env, bad_arg(format!("entries has {} values, not a multiple of 2 (iova, size)", entries.len()))));
-        };
+        let pairs = unmap_batch_args(&entries).map_err(|e| js_err(env, e))?;
         self.with(env, "IOMMU_IOAS_UNMAP", |s| s.ioas().unmap_batch(pairs)).map(Into::into)
     }
 }
