@@ -32,11 +32,6 @@ test('the repository path is quoted for the shell and its mount point created', 
   t.true(s.includes("mkdir -p /host'/tmp/it'\\''s here'\n"));
 });
 
-test('shared/ is mounted only when there is one', (t) => {
-  t.false(initScript(spec).includes('labshared'));
-  t.true(initScript({ ...spec, sharedDir: '/tmp/shared' }).includes("labshared /host'/tmp/shared'"));
-});
-
 test('the script powers the guest off at the end and on any setup failure', (t) => {
   const s = initScript(spec);
   t.true(s.includes('fail() { mark "fail=$*"; sync; poweroff -f;'));

@@ -17,7 +17,6 @@ export const MARK = 'vfiokit-lab:';
 export const TAG_HOST_ROOT = 'hostroot';
 export const TAG_REPO = 'labrepo';
 export const TAG_OUT = 'labout';
-export const TAG_SHARED = 'labshared';
 
 /** Where the shared output folder appears inside the guest (after chroot). */
 export const GUEST_OUT_DIR = '/run/vfiokit-lab';
@@ -34,11 +33,6 @@ export interface InitramfsSpec {
   readonly bindToVfio: readonly string[];
   /** The repository's absolute path on the host; mounted at the same path in the guest. */
   readonly repoRoot: string;
-  /**
-   * The project's `shared/` folder beside the repository (as CI lays it),
-   * exported with TAG_SHARED and mounted at its own path, when it exists.
-   */
-  readonly sharedDir?: string;
 }
 
 /** Quotes a value for busybox sh. */
@@ -122,12 +116,6 @@ mount -t 9p -o ${ninep},rw ${TAG_OUT} /host${GUEST_OUT_DIR} || fail "cannot moun
 # Its mount point exists on the host root, or is created on the tmpfs above.
 mkdir -p /host${repo}
 mount -t 9p -o ${ninep},ro,cache=loose ${TAG_REPO} /host${repo} || fail "cannot mount the repository over 9p"
-${
-  spec.sharedDir === undefined
-    ? ''
-    : `mkdir -p /host${shQuote(spec.sharedDir)}
-mount -t 9p -o ${ninep},ro ${TAG_SHARED} /host${shQuote(spec.sharedDir)} || fail "cannot mount shared/ over 9p"`
-}
 
 mark stage=run
 chroot /host /bin/sh ${GUEST_OUT_DIR}/${GUEST_RUN_SCRIPT}

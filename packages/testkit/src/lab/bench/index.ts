@@ -21,7 +21,7 @@ import { resolveModules } from '../modules';
 import { CaseReport, LabContext, LabProfile } from '../profile';
 import { GuestRun, runGuest } from '../qemu';
 import { X86_HOSTS } from '../x86/hosts';
-import { diedBeforeInit, GUEST_MODULES, qemuArgs, setupReport, sharedDir, staticBusybox, x86Kernel } from '../x86/index';
+import { diedBeforeInit, GUEST_MODULES, qemuArgs, setupReport, staticBusybox, x86Kernel } from '../x86/index';
 import { X86_TOPOLOGY } from '../x86/topology';
 
 const QEMU = 'qemu-system-x86_64';
@@ -295,7 +295,6 @@ async function runBench(ctx: LabContext): Promise<CaseReport[]> {
       moduleParams: { vfio_iommu_type1: `dma_entry_limit=${BENCH_PARAMS.dmaEntryLimit}` },
       bindToVfio: X86_TOPOLOGY.devices.filter((d) => d.driver === 'vfio-pci').map((d) => d.bdf),
       repoRoot: ctx.repoRoot,
-      sharedDir: sharedDir(ctx),
     }),
   );
   writeFileSync(join(ctx.outDir, GUEST_RUN_SCRIPT), runScript(ctx));

@@ -7,8 +7,8 @@
 // case by case.
 
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { copyFileSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { compareResults, expectedStopFor, parseResults } from '../conformance';
 import { fetchPackage, newestPackage, requireTool, withAptRefresh } from '../debian';
 import { LabError } from '../errors';
@@ -21,7 +21,6 @@ import {
   TAG_HOST_ROOT,
   TAG_OUT,
   TAG_REPO,
-  TAG_SHARED,
 } from '../initramfs';
 import { resolveModules } from '../modules';
 import { consoleProblemsReport } from '../console';
@@ -168,12 +167,6 @@ function runScript(ctx: LabContext, host: X86Host): string {
   ].join('\n');
 }
 
-/** `shared/` beside the repository, which some lab cases read data from (CI lays it there). */
-export function sharedDir(ctx: LabContext): string | undefined {
-  const dir = join(dirname(ctx.repoRoot), 'shared');
-  return existsSync(dir) ? dir : undefined;
-}
-
 export function qemuArgs(ctx: LabContext, host: X86Host, kernel: Kernel, initramfs: string): string[] {
   const share = (id: string, path: string, tag: string, addr: string, readonly: boolean): string[] => [
     '-fsdev',
@@ -197,7 +190,6 @@ export function qemuArgs(ctx: LabContext, host: X86Host, kernel: Kernel, initram
     ...share('hostroot', '/', TAG_HOST_ROOT, '0x8', true),
     ...share('labrepo', ctx.repoRoot, TAG_REPO, '0x9', true),
     ...share('labout', ctx.outDir, TAG_OUT, '0xa', false),
-    ...(sharedDir(ctx) === undefined ? [] : share('labshared', sharedDir(ctx)!, TAG_SHARED, '0xb', true)),
   ];
 }
 
@@ -285,7 +277,6 @@ async function runX86(ctx: LabContext, host: X86Host): Promise<CaseReport[]> {
       moduleParams: { vfio_iommu_type1: [`dma_entry_limit=${X86_TOPOLOGY.dmaEntryLimit}`, ...host.type1Params].join(' ') },
       bindToVfio: X86_TOPOLOGY.devices.filter((d) => d.driver === 'vfio-pci').map((d) => d.bdf),
       repoRoot: ctx.repoRoot,
-      sharedDir: sharedDir(ctx),
     }),
   );
   writeFileSync(join(ctx.outDir, 'topology.json'), `${JSON.stringify(topologyFile(host), null, 2)}\n`);
