@@ -2,14 +2,27 @@
 // kubelet played by kubelet-sim (Kubernetes' own generated gRPC clients), on
 // the simulated host dra-node. One control plane serves every case; each case
 // leaves the node as it found it.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { DraLab, DRIVER, NODE, waitFor } from './testing/harness';
+import { DraLab, DRIVER, exitOf, NODE, waitFor } from './testing/harness';
 
 let lab: DraLab;
 
-test.before(async () => {
+// Each case gets its own limit, under ava's inactivity timeout: a case that
+// stalls (a watch that never fires, a plugin that never answers) then fails
+// by name instead of ending the whole file at the inactivity limit.
+const CASE_LIMIT_MS = 240_000;
+const e2e = (title: string, body: (t: ExecutionContext) => Promise<void>) =>
+  test(title, async (t) => {
+    t.timeout(CASE_LIMIT_MS, `${title}: no end within ${CASE_LIMIT_MS / 1000} s`);
+    await body(t);
+  });
+
+test.before(async (t) => {
+  // Starting etcd, kube-apiserver and kube-scheduler takes a minute when warm
+  // and several on a loaded 2-core machine.
+  t.timeout(480_000, 'the control plane and the plugin did not come up within 480 s');
   lab = await DraLab.start();
   await lab.startPlugin();
 });
@@ -18,7 +31,7 @@ test.after.always(async () => {
   await lab?.stop();
 });
 
-test('slices publish exactly the viable groups of the node, with the attributes a selector needs', async (t) => {
+e2e('slices publish exactly the viable groups of the node, with the attributes a selector needs', async (t) => {
   const devices = await waitFor('the slices', async () => {
     const d = await lab.publishedDevices();
     return d.size > 0 ? d : undefined;
@@ -43,14 +56,14 @@ test('slices publish exactly the viable groups of the node, with the attributes 
   t.is(slice.metadata.ownerReferences[0].kind, 'Node');
 });
 
-test('a CEL selector on the vendor id gets the one group of that vendor', async (t) => {
+e2e('a CEL selector on the vendor id gets the one group of that vendor', async (t) => {
   await lab.claimAndPod('samsung', 'device.attributes["vfiokit.dev"].vendor == "144d"');
   const claim = await lab.scheduledClaim('samsung');
   t.deepEqual(claim.devices, [`${DRIVER}/${NODE}/group-7`]);
   await lab.deletePodAndClaim('samsung');
 });
 
-test('the example claim is scheduled; prepare moves the whole group to vfio-pci and the CDI spec names its nodes; unprepare restores the drivers', async (t) => {
+e2e('the example claim is scheduled; prepare moves the whole group to vfio-pci and the CDI spec names its nodes; unprepare restores the drivers', async (t) => {
   await lab.apply(path.join(__dirname, '..', 'examples', 'resourceclaim.yaml'));
   const claim = await lab.scheduledClaim('vm-with-t4', 'tesla-t4');
   t.deepEqual(claim.devices, [`${DRIVER}/${NODE}/group-2`]);
@@ -80,7 +93,7 @@ test('the example claim is scheduled; prepare moves the whole group to vfio-pci 
   t.deepEqual(twice.claims, { [claim.ref.uid]: { error: '' } });
 });
 
-test('two claims on the two functions of one group: the first gets the whole group, the second waits until it is released', async (t) => {
+e2e('two claims on the two functions of one group: the first gets the whole group, the second waits until it is released', async (t) => {
   await lab.claimAndPod('gpu-fn0', 'device.attributes["vfiokit.dev"].?fn0_address.orValue("") == "0000:65:00.0"');
   const first = await lab.scheduledClaim('gpu-fn0');
   t.deepEqual(first.devices, [`${DRIVER}/${NODE}/group-3`]);
@@ -118,7 +131,7 @@ test('two claims on the two functions of one group: the first gets the whole gro
   await lab.releaseClaim('forged-fn1');
 });
 
-test('a plugin SIGKILLed between bind and answer, restarted: the retry succeeds once, SIGTERM withdraws the slices and keeps the claim, unprepare restores', async (t) => {
+e2e('a plugin SIGKILLed between bind and answer, restarted: the retry succeeds once, SIGTERM withdraws the slices and keeps the claim, unprepare restores', async (t) => {
   await lab.claimAndPod('crash', 'device.attributes["vfiokit.dev"].device == "1eb8"');
   const claim = await lab.scheduledClaim('crash');
   t.deepEqual(claim.devices, [`${DRIVER}/${NODE}/group-2`]);
@@ -127,7 +140,7 @@ test('a plugin SIGKILLed between bind and answer, restarted: the retry succeeds 
   const doomed = await lab.startPlugin({ VFIOKIT_DRA_FAULT: 'kill-after-bind' });
   const lost = await lab.kubelet.prepare(lab.endpoint, [claim.ref]);
   t.false(lost.ok);
-  t.is((await doomed.exited).signal, 'SIGKILL');
+  t.is((await exitOf(doomed, 'the plugin told to kill itself after bind')).signal, 'SIGKILL');
   t.is(lab.host().deviceStates()['0000:17:00.0']!.driver, 'vfio-pci');
   t.is(lab.checkpoint().claims[claim.ref.uid].state, 'preparing');
 
@@ -145,7 +158,7 @@ test('a plugin SIGKILLed between bind and answer, restarted: the retry succeeds 
   // A clean stop: slices withdrawn, the prepared claim kept.
   const running = lab.plugin!;
   running.child.kill('SIGTERM');
-  t.deepEqual(await running.exited, { code: 0, signal: null }, running.output());
+  t.deepEqual(await exitOf(running, 'the plugin sent SIGTERM'), { code: 0, signal: null }, running.output());
   t.is((await lab.publishedDevices()).size, 0);
   t.is(lab.checkpoint().claims[claim.ref.uid].state, 'prepared');
   t.is(lab.host().deviceStates()['0000:17:00.0']!.driver, 'vfio-pci');
@@ -159,7 +172,7 @@ test('a plugin SIGKILLed between bind and answer, restarted: the retry succeeds 
   await lab.releaseClaim('crash-twin');
 });
 
-test('a claim allocated from another node, a bad kubeconfig and an unreachable API server give clear errors and change nothing', async (t) => {
+e2e('a claim allocated from another node, a bad kubeconfig and an unreachable API server give clear errors and change nothing', async (t) => {
   const before = lab.host().deviceStates();
   const elsewhere = await lab.forgedClaim('elsewhere', 'worker-2', 'group-2');
   const answer = (await lab.kubelet.prepare(lab.endpoint, [elsewhere])).claims![elsewhere.uid]!;
@@ -170,19 +183,19 @@ test('a claim allocated from another node, a bad kubeconfig and an unreachable A
 
   const aside = (name: string) => ['--plugin-dir', path.join(lab.dir, name, 'plugin'), '--registry-dir', path.join(lab.dir, name, 'registry')];
   const missing = lab.spawnPlugin({}, aside('bad'), path.join(lab.dir, 'no-such.kubeconfig'));
-  t.is((await missing.exited).code, 4);
+  t.is((await exitOf(missing, 'the plugin with a missing kubeconfig')).code, 4);
   t.regex(missing.output(), /kubeconfig .*no-such\.kubeconfig cannot be read/);
   const { freePort } = await import('@vfiokit/testkit');
   const dead = lab.cluster.writeKubeconfig('dead.kubeconfig', { server: `https://127.0.0.1:${await freePort()}` });
   const unreachable = lab.spawnPlugin({}, aside('dead'), dead);
-  t.is((await unreachable.exited).code, 8);
+  t.is((await exitOf(unreachable, 'the plugin with an unreachable API server')).code, 8);
   t.regex(unreachable.output(), /API server https:\/\/127\.0\.0\.1:\d+ .*cannot be reached.*ECONNREFUSED/);
   t.false(fs.existsSync(path.join(lab.dir, 'bad')));
   t.false(fs.existsSync(path.join(lab.dir, 'dead')));
   t.deepEqual(lab.host().deviceStates(), before);
 });
 
-test('a group someone opens behind the driver leaves the slice with the reason shown, and comes back; an unplugged device leaves it too', async (t) => {
+e2e('a group someone opens behind the driver leaves the slice with the reason shown, and comes back; an unplugged device leaves it too', async (t) => {
   const proc = path.join(lab.hostDir, 'proc', '4242');
   fs.mkdirSync(path.join(proc, 'fd'), { recursive: true });
   fs.writeFileSync(path.join(proc, 'comm'), 'qemu-system-x86\n');

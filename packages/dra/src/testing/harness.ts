@@ -41,6 +41,19 @@ export interface Plugin {
   readonly output: () => string;
 }
 
+/**
+ * How a plugin process ended, or a rejection naming it and its output when it
+ * has not ended within `ms`: a plugin that ignores a signal or a fault hook
+ * that never fires must fail the case, not hang the file.
+ */
+export function exitOf(plugin: Plugin, what: string, ms = 60000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} had not exited after ${ms} ms; its output:\n${plugin.output()}`)), ms);
+  });
+  return Promise.race([plugin.exited, late]).finally(() => clearTimeout(timer));
+}
+
 export class DraLab {
   readonly dir: string;
   readonly hostDir: string;
