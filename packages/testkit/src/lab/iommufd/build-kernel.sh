@@ -141,6 +141,13 @@ bad=()
 while IFS= read -r line; do
   case "$line" in ''|'#'*) continue ;; esac
   opt=${line%%=*}; val=${line#*=}
+  # A symbol this kernel's Kconfig no longer defines is not a dropped option
+  # but a retired one (VFIO_PCI_MMAP left in 6.15, when mmap of BARs became
+  # unconditional): say so and go on, so one fragment serves 6.12 and 7.2.
+  if ! grep -rqE --include='Kconfig*' "^[[:space:]]*(menu)?config[[:space:]]+${opt#CONFIG_}[[:space:]]*$" .; then
+    log "linux $version has no $opt any more; its line in $(basename "$fragment") is ignored"
+    continue
+  fi
   if [ "$val" = n ]; then
     grep -qx "$opt=[ym]" .config && bad+=("$opt (asked n)")
   else
