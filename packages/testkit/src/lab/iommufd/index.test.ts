@@ -45,9 +45,10 @@ test('every listed compat difference has a reason naming where in the kernel it 
 
 test('the guest script runs the iommufd suite and the x86 suite on the kernel, then records the iommufd nodes', (t) => {
   const ctx = { repoRoot: '/r', cacheDir: '/c', outDir: '/o', nodePath: '/n', guestTimeoutMs: 1, log: () => {} };
-  const script = runScript(ctx, IOMMUFD_VTD_HOST);
+  const script = runScript(ctx, IOMMUFD_VTD_HOST, '/q/qemu-system-x86_64');
   const iommufd = script.indexOf('vfio-lab iommufd --backend kernel');
   const x86 = script.indexOf('vfio-lab x86 --backend kernel');
   t.true(iommufd > 0 && x86 > iommufd);
   t.regex(script, /ls -l \/dev\/iommu/);
+  t.regex(script, /VFIOKIT_LAB_QEMU_IOMMUFD='\/q\/qemu-system-x86_64' .* \.iommufd-lab\.js/);
 });

@@ -29,6 +29,8 @@ import { requireTool } from '../debian';
 import { LabError } from '../errors';
 import { buildInitramfs, GUEST_OUT_DIR, GUEST_RUN_SCRIPT, MARK, shQuote } from '../initramfs';
 import { CaseReport, LabContext, LabProfile } from '../profile';
+import { qemuBuild } from '../../qmp/qemu-versions';
+import { parseTap } from '../tap';
 import { X86Host } from '../x86/hosts';
 import {
   bootGuest,
@@ -46,6 +48,9 @@ import {
 import { X86_TOPOLOGY } from '../x86/topology';
 
 const LAB_BIN = 'vfio-lab';
+const GUEST_TAP = 'cases.tap';
+/** The QEMU the cdev cases start: iommufd came in QEMU 8.2, bookworm has 7.2. */
+const CASES_QEMU = '10.0';
 const HOST_FACTS = 'host-facts.txt';
 export const RESULTS = {
   iommufdKernel: 'conformance-iommufd-kernel.jsonl',
@@ -159,8 +164,12 @@ export async function iommufdKernel(ctx: LabContext): Promise<Kernel> {
   return { vmlinuz: bzImage, moduleDir: '', release: built.split(',')[0] ?? 'lab kernel' };
 }
 
-/** What the guest runs in the host's root: both kernel suites, then the host facts. */
-export function runScript(ctx: LabContext, host: X86Host, extra: readonly string[] = []): string {
+/**
+ * What the guest runs in the host's root: both kernel suites, the host
+ * facts, then every `*.iommufd-lab.js` case with `qemu` (8.2+: iommufd) as
+ * the QEMU they start.
+ */
+export function runScript(ctx: LabContext, host: X86Host, qemu: string): string {
   const q = shQuote;
   const bin = `${GUEST_OUT_DIR}/${LAB_BIN}`;
   const topo = `${GUEST_OUT_DIR}/topology.json`;
@@ -177,7 +186,9 @@ export function runScript(ctx: LabContext, host: X86Host, extra: readonly string
     `echo "${MARK} compat-exit=$?"`,
     ...hostFactsScript(`${GUEST_OUT_DIR}/${HOST_FACTS}`),
     `{ echo "iommufd nodes:"; ls -l /dev/iommu /dev/vfio /dev/vfio/devices; grep -H . /sys/module/iommufd/parameters/* 2>/dev/null; true; } >> ${GUEST_OUT_DIR}/${HOST_FACTS} 2>&1`,
-    ...extra,
+    `echo "${MARK} stage=cases"`,
+    `VFIOKIT_LAB_QEMU_IOMMUFD=${q(qemu)} ${q(ctx.nodePath)} packages/testkit/dist/lab/guest.js ${q(ctx.repoRoot)} .iommufd-lab.js > ${GUEST_OUT_DIR}/${GUEST_TAP}`,
+    `echo "${MARK} cases-exit=$?"`,
     '',
   ].join('\n');
 }
@@ -206,6 +217,20 @@ export function compareCompat(compat: ResultsFile, legacy: ResultsFile, differen
   });
 }
 
+/** The guest's `*.iommufd-lab.js` cases, from its TAP; a TAP without closing counts is a failure. */
+export function guestCases(tapPath: string, consolePath: string): CaseReport[] {
+  let tap: string;
+  try {
+    tap = readFileSync(tapPath, 'utf8');
+  } catch {
+    throw new LabError('BAD_RESULTS', `the guest wrote no ${tapPath}; see ${consolePath}`);
+  }
+  const reports = parseTap(tap).map((c) => ({ ...c, name: `lab: ${c.name}` }));
+  if (!/^# fail \d+$/m.test(tap)) reports.push({ name: 'guest lab runner finishes', ok: false, detail: [`${tapPath} has no closing counts; see ${consolePath}`] });
+  if (reports.length === 0) reports.push({ name: 'guest runs the iommufd lab cases', ok: false, detail: [`${tapPath} holds no case: no *.iommufd-lab.js was built`] });
+  return reports;
+}
+
 /** The lab profile that boots `host` on the lab kernel. */
 export function iommufdLabProfile(host: X86Host): LabProfile {
   return { name: host.name, description: host.description, run: (ctx) => runIommufd(ctx, host) };
@@ -229,7 +254,13 @@ async function runIommufd(ctx: LabContext, host: X86Host): Promise<CaseReport[]>
     }),
   );
   writeFileSync(join(ctx.outDir, 'topology.json'), `${JSON.stringify(topologyFile(host), null, 2)}\n`);
-  writeFileSync(join(ctx.outDir, GUEST_RUN_SCRIPT), runScript(ctx, host));
+  let qemu: string;
+  try {
+    qemu = qemuBuild(CASES_QEMU).binary;
+  } catch (err) {
+    throw new LabError('MISSING_TOOL', (err as Error).message);
+  }
+  writeFileSync(join(ctx.outDir, GUEST_RUN_SCRIPT), runScript(ctx, host, qemu));
   const bin = buildConformance(ctx);
   runMock(ctx, bin, 'iommufd', RESULTS.iommufdMock);
   runMock(ctx, bin, 'x86', RESULTS.type1Mock);
@@ -246,5 +277,6 @@ async function runIommufd(ctx: LabContext, host: X86Host): Promise<CaseReport[]>
   const compat = readResults(join(ctx.outDir, RESULTS.compatKernel), 'x86 suite on the compat container (guest)');
   const legacy = readResults(join(ctx.outDir, RESULTS.type1Mock), 'x86 suite on the mock type1 (host)');
   reports.push(...compareCompat(compat, legacy, COMPAT_DIFFERENCES).map((c) => ({ ...c, name: `compat: ${c.name}` })));
+  reports.push(...guestCases(join(ctx.outDir, GUEST_TAP), consolePath));
   return reports;
 }
