@@ -480,3 +480,30 @@ fn a_space_that_cannot_attach_a_device_leaves_nothing_bound() {
     assert_eq!(vfio_core::IommufdSpace::open(b.clone(), &[0, 1]).unwrap_err().code(), "EBUSY");
     assert!(Group::open(b, 1).is_ok());
 }
+
+#[test]
+fn with_iommufd_serving_dev_vfio_vfio_a_device_binds_to_the_container_fd() {
+    // CONFIG_IOMMUFD_VFIO_CONTAINER (the lab kernel): /dev/vfio/vfio is an
+    // iommufd; the lab kernel answered the bind with a device id.
+    let mut profile = IommufdProfile::qemu_vtd(CAP, ECAP);
+    profile.vfio_compat_container = true;
+    let b: Arc<dyn Backend> = Arc::new(MockBackend::new(MockConfig { iommufd: Some(profile), ..config() }));
+    let container = b.open_container().unwrap();
+    let dev = CdevDevice::open(b.clone(), 0).unwrap();
+    let mut cmd = u::vfio_device_bind_iommufd { argsz: 16, flags: 0, iommufd: container, out_devid: 0 };
+    b.device_bind_iommufd(dev.device().raw_fd(), &mut cmd).unwrap();
+    assert_eq!(cmd.out_devid, 1);
+    b.close(container);
+}
+
+#[test]
+fn a_device_whose_group_a_host_driver_holds_does_not_bind_eperm() {
+    // iommu_device_claim_dma_owner: another owner holds the group (EPERM
+    // on the lab kernel, as the group path's claim answers).
+    let mut g = MockGroupConfig::new(1).with_device(MockDeviceConfig::edu("0000:00:03.0"));
+    g.devices.push(MockDeviceConfig::edu("0000:00:04.0").bound_to(Some("virtio-pci")));
+    let b: Arc<dyn Backend> = Arc::new(MockBackend::new(MockConfig::empty().with_group(g).with_iommufd(IommufdProfile::qemu_vtd(CAP, ECAP))));
+    let ictx = Iommufd::open(b.clone()).unwrap();
+    let mut dev = CdevDevice::open(b, 0).unwrap();
+    assert_eq!(dev.bind(&ictx).unwrap_err().code(), "EPERM");
+}

@@ -87,7 +87,13 @@ pub fn mock_config(host: &LabHost) -> MockConfig {
 pub fn mock_backend(host: &LabHost, iommufd: bool) -> Arc<dyn Backend> {
     let mut config = mock_config(host);
     if iommufd {
-        config = config.with_iommufd(IommufdProfile::qemu_vtd(0, 0));
+        let mut profile = IommufdProfile::qemu_vtd(0, 0);
+        // The lab kernel (iommufd/kernel.config over x86_64_defconfig +
+        // kvm_guest.config) has no transparent huge pages, and serves
+        // /dev/vfio/vfio from iommufd (VFIO_CONTAINER=n).
+        profile.transparent_hugepage = false;
+        profile.vfio_compat_container = true;
+        config = config.with_iommufd(profile);
     }
     Arc::new(MockBackend::new(config))
 }

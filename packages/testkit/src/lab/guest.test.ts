@@ -14,6 +14,16 @@ function workspace(files: Record<string, string>): string {
   return root;
 }
 
+test('the iommufd kernel\'s cases (*.iommufd-lab.js) are found only when asked for, never among the plain *.lab.js', (t) => {
+  const root = workspace({ 'packages/a/dist/x.lab.js': '', 'packages/a/dist/y.iommufd-lab.js': '' });
+  try {
+    t.deepEqual(findLabFiles(root), [join(root, 'packages/a/dist/x.lab.js')]);
+    t.deepEqual(findLabFiles(root, '.iommufd-lab.js'), [join(root, 'packages/a/dist/y.iommufd-lab.js')]);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
 test('every *.lab.js under a package dist or dist-test is found, in a stable order, and nothing under node_modules', (t) => {
   const root = workspace({
     'packages/b/dist/x.lab.js': '',

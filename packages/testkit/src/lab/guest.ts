@@ -3,8 +3,11 @@
 // of the workspace, one case after another in this one node process (node
 // takes seconds to start under TCG), and prints TAP on stdout.
 //
-//   node packages/testkit/dist/lab/guest.js [repoRoot]
+//   node packages/testkit/dist/lab/guest.js [repoRoot] [suffix]
 //
+// `suffix` picks another kind of case file: `.iommufd-lab.js` are the cases
+// that need the iommufd lab kernel (/dev/iommu, VFIO cdevs), run only by the
+// iommufd profile; the default `.lab.js` never matches them.
 // It also runs on a host (it finds and runs the same files), which is how the
 // runner's own test checks it; the cases themselves expect the lab guest.
 
@@ -20,15 +23,15 @@ export interface LabCase {
 
 const CASE_TIMEOUT_MS = 120_000;
 
-/** Every `*.lab.js` under `packages/<pkg>/dist` and `dist-test`, sorted so runs are repeatable. */
-export function findLabFiles(repoRoot: string): string[] {
+/** Every `*.lab.js` (or `*<suffix>`) under `packages/<pkg>/dist` and `dist-test`, sorted so runs are repeatable. */
+export function findLabFiles(repoRoot: string, suffix = '.lab.js'): string[] {
   const found: string[] = [];
   const walk = (dir: string): void => {
     for (const entry of readdirSync(dir).sort()) {
       if (entry === 'node_modules') continue;
       const full = join(dir, entry);
       if (statSync(full).isDirectory()) walk(full);
-      else if (entry.endsWith('.lab.js')) found.push(full);
+      else if (entry.endsWith(suffix)) found.push(full);
     }
   };
   const packages = join(repoRoot, 'packages');
@@ -62,7 +65,7 @@ function describe(err: unknown): string[] {
 export async function runLabFiles(repoRoot: string, files: readonly string[], caseTimeoutMs = CASE_TIMEOUT_MS): Promise<CaseReport[]> {
   const reports: CaseReport[] = [];
   for (const file of files) {
-    const label = relative(join(repoRoot, 'packages'), file).replace(/\/dist(-test)?\//, '/').replace(/\.lab\.js$/, '');
+    const label = relative(join(repoRoot, 'packages'), file).replace(/\/dist(-test)?\//, '/').replace(/\.(iommufd-)?lab\.js$/, '');
     let cases: unknown;
     try {
       cases = (require(file) as { cases?: unknown }).cases;
@@ -94,7 +97,7 @@ export async function runLabFiles(repoRoot: string, files: readonly string[], ca
 
 async function main(): Promise<void> {
   const repoRoot = resolve(process.argv[2] ?? join(__dirname, '..', '..', '..', '..'));
-  const reports = await runLabFiles(repoRoot, findLabFiles(repoRoot));
+  const reports = await runLabFiles(repoRoot, findLabFiles(repoRoot, process.argv[3]));
   process.stdout.write(formatTap(reports));
   process.exitCode = reports.some((r) => !r.ok && !r.skip) ? 1 : 0;
 }

@@ -10,6 +10,7 @@ import { CaseReport, LabContext, LabProfile } from './profile';
 import { formatTap } from './tap';
 import { arm64Profile } from './arm64/index';
 import { benchProfile } from './bench/index';
+import { iommufdProfile } from './iommufd/index';
 import { pseriesProfile } from './pseries/index';
 import { x86Profiles } from './x86/index';
 
@@ -17,7 +18,7 @@ import { x86Profiles } from './x86/index';
 export const PROFILES: readonly LabProfile[] = [...x86Profiles, pseriesProfile, arm64Profile];
 
 /** Profiles that run only when named (`pnpm lab bench`): figures to read, minutes long, not tests for CI. */
-export const NAMED_ONLY: readonly LabProfile[] = [benchProfile];
+export const NAMED_ONLY: readonly LabProfile[] = [benchProfile, iommufdProfile];
 
 function findRepoRoot(from: string): string {
   let dir = from;

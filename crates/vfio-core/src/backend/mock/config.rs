@@ -92,6 +92,20 @@ pub struct IommufdProfile {
     pub hw_info: Vec<u8>,
     /// iommufd's own `allow_unsafe_interrupts` module parameter.
     pub allow_unsafe_interrupts: bool,
+    /// CONFIG_TRANSPARENT_HUGEPAGE: iopt_alloc_iova keeps a buffer's
+    /// alignment in the IOVA it chooses up to HPAGE_SIZE with it, and only
+    /// up to PAGE_SIZE without (6.12.117, io_pagetable.c `max_alignment`).
+    /// Distribution kernels have it; the lab's kernel (x86_64_defconfig +
+    /// kvm_guest.config) does not, and chose 0x1000 for a 64 KiB buffer
+    /// aligned to 2 MiB.
+    pub transparent_hugepage: bool,
+    /// CONFIG_IOMMUFD_VFIO_CONTAINER: /dev/vfio/vfio is iommufd's
+    /// (drivers/iommu/iommufd/vfio_compat.c; the kernel logs "IOMMUFD is
+    /// providing /dev/vfio/vfio, not VFIO"), so opening it gives an iommufd
+    /// a device cdev can bind to. The mock answers the iommufd ioctls on
+    /// it, not the type1 compatibility ioctls: the lab holds those to the
+    /// kernel against the legacy type1 answers instead.
+    pub vfio_compat_container: bool,
 }
 
 impl fmt::Debug for MockConfig {

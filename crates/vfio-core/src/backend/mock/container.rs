@@ -20,8 +20,12 @@ pub(super) struct ContainerState {
 
 
 impl Host {
-    // vfio_fops_open: a new, empty container.
+    // vfio_fops_open: a new, empty container; with IOMMUFD_VFIO_CONTAINER
+    // the misc device is iommufd's and iommufd_fops_open answers.
     pub(super) fn open_container(&mut self) -> SysResult<RawFd> {
+        if self.vfio_is_iommufd() {
+            return self.open_iommufd();
+        }
         let h = self;
         h.containers.push(ContainerState { file_open: true, ..Default::default() });
         let c = h.containers.len() - 1;

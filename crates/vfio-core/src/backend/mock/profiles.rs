@@ -102,6 +102,8 @@ impl IommufdProfile {
             hw_info_type,
             hw_info,
             allow_unsafe_interrupts: false,
+            transparent_hugepage: true,
+            vfio_compat_container: false,
         }
     }
 

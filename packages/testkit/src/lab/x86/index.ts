@@ -76,7 +76,7 @@ export function staticBusybox(ctx: LabContext): string {
  * the output folder, which the guest sees: a CARGO_TARGET_DIR under /tmp
  * would be hidden there by the guest's own /tmp.
  */
-function buildConformance(ctx: LabContext): string {
+export function buildConformance(ctx: LabContext): string {
   requireTool('cargo', 'cargo (or rustup)');
   ctx.log('x86 conformance: cargo build -p vfio-lab');
   const res = spawnSync('cargo', ['build', '--locked', '-q', '-p', 'vfio-lab', '--message-format', 'short'], {
@@ -95,18 +95,21 @@ function buildConformance(ctx: LabContext): string {
   return bin;
 }
 
-/** Runs the suite on the host against the mock, configured from the same topology file as the guest. */
-function runMock(ctx: LabContext, bin: string): void {
-  const res = spawnSync(bin, ['x86', '--backend', 'mock', '--topology', join(ctx.outDir, 'topology.json'), '--out', join(ctx.outDir, MOCK_RESULTS)], {
+/**
+ * Runs `suite` (x86, iommufd) on the host against the mock, configured from
+ * the same topology file as the guest; results to `out` in the output folder.
+ */
+export function runMock(ctx: LabContext, bin: string, suite = 'x86', out = MOCK_RESULTS): void {
+  const res = spawnSync(bin, [suite, '--backend', 'mock', '--topology', join(ctx.outDir, 'topology.json'), '--out', join(ctx.outDir, out)], {
     encoding: 'utf8',
   });
-  writeFileSync(join(ctx.outDir, 'conformance-mock.log'), res.stderr ?? '');
+  writeFileSync(join(ctx.outDir, out.replace(/\.jsonl$/, '.log')), res.stderr ?? '');
   if (res.status !== 0) {
-    throw new LabError('BAD_RESULTS', `the conformance suite failed on the mock (exit ${res.status}): ${(res.stderr ?? '').trim().split('\n').slice(-5).join(' / ')}`);
+    throw new LabError('BAD_RESULTS', `the ${suite} conformance suite failed on the mock (exit ${res.status}): ${(res.stderr ?? '').trim().split('\n').slice(-5).join(' / ')}`);
   }
 }
 
-function readResults(path: string, label: string): ReturnType<typeof parseResults> {
+export function readResults(path: string, label: string): ReturnType<typeof parseResults> {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -261,6 +264,39 @@ export function x86LabProfile(host: X86Host): LabProfile {
 
 export const x86Profiles: readonly LabProfile[] = X86_HOSTS.map(x86LabProfile);
 
+/**
+ * Boots one lab guest with `args` and waits for it to power off, relaying
+ * its progress markers. A kernel that panics before /init (an emulation
+ * hiccup under load, not a result) is booted once more, said in the log,
+ * its first console kept as console-boot1.log; a guest still running at the
+ * deadline is killed and thrown as GUEST_TIMEOUT.
+ */
+export async function bootGuest(ctx: LabContext, name: string, kernelName: string, args: readonly string[], consolePath: string, qemu = QEMU): Promise<GuestRun> {
+  const boot = (): Promise<GuestRun> => {
+    ctx.log(`${name} boot: ${kernelName}, console in ${consolePath}`);
+    return runGuest({
+      qemu,
+      args,
+      consolePath,
+      timeoutMs: ctx.guestTimeoutMs,
+      onLine: (line) => {
+        if (line.startsWith(MARK)) ctx.log(`${name} guest ${line.slice(MARK.length).trim()}`);
+      },
+    });
+  };
+  let run = await boot();
+  if (diedBeforeInit(run)) {
+    const first = consolePath.replace(/\.log$/, '-boot1.log');
+    renameSync(consolePath, first);
+    ctx.log(`${name} guest died before init (${/Kernel panic - not syncing: .*/.exec(run.console)?.[0] ?? 'no init'}); booting once more, first console in ${first}`);
+    run = await boot();
+  }
+  if (run.timedOut) {
+    throw new LabError('GUEST_TIMEOUT', `the ${name} guest did not power off within ${ctx.guestTimeoutMs / 1000} s and was killed; its console is in ${consolePath}`);
+  }
+  return run;
+}
+
 async function runX86(ctx: LabContext, host: X86Host): Promise<CaseReport[]> {
   requireTool(QEMU, 'qemu-system-x86');
   const kernel = x86Kernel(ctx);
@@ -285,34 +321,7 @@ async function runX86(ctx: LabContext, host: X86Host): Promise<CaseReport[]> {
   runMock(ctx, bin);
 
   const consolePath = join(ctx.outDir, 'console.log');
-  const boot = (): Promise<GuestRun> => {
-    ctx.log(`${host.name} boot: ${kernel.release}, console in ${consolePath}`);
-    return runGuest({
-      qemu: QEMU,
-      args: qemuArgs(ctx, host, kernel, initramfs),
-      consolePath,
-      timeoutMs: ctx.guestTimeoutMs,
-      onLine: (line) => {
-        if (line.startsWith(MARK)) ctx.log(`${host.name} guest ${line.slice(MARK.length).trim()}`);
-      },
-    });
-  };
-  let run = await boot();
-  if (diedBeforeInit(run)) {
-    // The kernel itself gave up before any test code ran (an emulation
-    // hiccup under load, not a result): boot once more, keeping the first
-    // console, and say so.
-    const first = join(ctx.outDir, 'console-boot1.log');
-    renameSync(consolePath, first);
-    ctx.log(`${host.name} guest died before init (${/Kernel panic - not syncing: .*/.exec(run.console)?.[0] ?? 'no init'}); booting once more, first console in ${first}`);
-    run = await boot();
-  }
-  if (run.timedOut) {
-    throw new LabError(
-      'GUEST_TIMEOUT',
-      `the ${host.name} guest did not power off within ${ctx.guestTimeoutMs / 1000} s and was killed; its console is in ${consolePath}`,
-    );
-  }
+  const run = await bootGuest(ctx, host.name, kernel.release, qemuArgs(ctx, host, kernel, initramfs), consolePath);
   ctx.log(`${host.name} guest powered off after ${(run.elapsedMs / 1000).toFixed(1)} s (qemu exit ${run.exitCode})`);
   const gaps = host.emulationGaps ?? {};
   const reports: CaseReport[] = [setupReport(run.console, consolePath), ...consoleReports(run.console, host).map((c) => withGap(c, gaps[c.name]))];

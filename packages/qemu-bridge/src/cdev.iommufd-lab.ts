@@ -1,0 +1,151 @@
+// qemu-bridge on the iommufd lab kernel (packages/testkit/src/lab/README.md,
+// `pnpm lab iommufd`): inside that guest QEMU starts, stopped (-S), with the
+// command line buildCommandLine makes for iommufd passthrough, `-object
+// iommufd` and the `solo` edu given by its VFIO cdev (`vfio-pci,host=,
+// iommufd=`). QEMU 10.0 from the cache (scripts/fetch-qemu.sh), reached
+// over the guest's 9p root: Debian bookworm's QEMU 7.2 has no iommufd
+// backend (it came in QEMU 8.2). What the kernel shows: QEMU holds
+// /dev/iommu and the device's cdev and never the group, the group is
+// blocked while the cdev is bound, and QMP shows the edu in the guest.
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { buildCommandLine } from './cmdline/builder';
+import type { VfioDeviceSpec } from './cmdline/layout';
+import { launchQemu, type RunningQemu } from './process/index';
+
+/** The inner guest's RAM: small, since it runs under TCG inside a TCG guest. */
+const GUEST_MIB = 64;
+
+interface Solo extends VfioDeviceSpec {
+  /** N of /dev/vfio/devices/vfioN. */
+  readonly cdev: number;
+}
+
+function qemuBinary(): string {
+  const q = process.env.VFIOKIT_LAB_QEMU_IOMMUFD;
+  assert.ok(q, 'VFIOKIT_LAB_QEMU_IOMMUFD is not set: the iommufd lab profile names the QEMU (8.2+) these cases run');
+  return q;
+}
+
+function solo(): Solo {
+  const file = process.env.VFIOKIT_LAB_TOPOLOGY_FILE;
+  assert.ok(file, 'VFIOKIT_LAB_TOPOLOGY_FILE is not set: this case runs only inside the lab guest');
+  const topo = JSON.parse(fs.readFileSync(file, 'utf8')) as { devices: { role: string; bdf: string }[] };
+  const d = topo.devices.find((x) => x.role === 'solo');
+  assert.ok(d, 'the lab topology has no solo device');
+  const sys = `/sys/bus/pci/devices/${d.bdf}`;
+  const group = Number(path.basename(fs.readlinkSync(`${sys}/iommu_group`)));
+  const cdevs = fs.readdirSync(`${sys}/vfio-dev`).filter((n) => /^vfio\d+$/.test(n));
+  assert.equal(cdevs.length, 1, `${sys}/vfio-dev has one vfioN (CONFIG_VFIO_DEVICE_CDEV)`);
+  return { host: d.bdf, group, id: 'solo', cdev: Number(cdevs[0]!.slice(4)) };
+}
+
+/** What a process holds open: the targets of /proc/PID/fd/*. */
+function openFiles(pid: number): string[] {
+  const dir = `/proc/${pid}/fd`;
+  return fs.readdirSync(dir).flatMap((fd) => {
+    try {
+      return [fs.readlinkSync(`${dir}/${fd}`)];
+    } catch {
+      return []; // closed between readdir and readlink
+    }
+  });
+}
+
+/**
+ * The block of HMP `info qtree` for the device `id`. query-pci cannot show
+ * it: with -S no firmware has numbered the root port's secondary bus yet,
+ * and query-pci walks PCI bus numbers (qmp_query_pci_bridge); the qdev tree
+ * has it, with the IDs vfio-pci read from the real device's config space.
+ */
+async function qtreeBlock(vm: RunningQemu, id: string): Promise<string> {
+  const text = String(await vm.qmp.execute('human-monitor-command', { 'command-line': 'info qtree' }));
+  const lines = text.split('\n');
+  const at = lines.findIndex((l) => l.includes(`dev: vfio-pci, id "${id}"`));
+  assert.ok(at >= 0, `info qtree shows no vfio-pci with id "${id}"`);
+  const indent = /^ */.exec(lines[at]!)![0].length;
+  const end = lines.findIndex((l, i) => i > at && /^ *dev: /.test(l) && /^ */.exec(l)![0].length <= indent);
+  return lines.slice(at, end < 0 ? undefined : end).join('\n');
+}
+
+async function withCdevVm(dev: Solo, body: (vm: RunningQemu, argv: readonly string[]) => Promise<void>): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfiokit-cdev-'));
+  const socket = path.join(dir, 'qmp.sock');
+  const cl = buildCommandLine({
+    machine: 'q35',
+    memoryMiB: GUEST_MIB,
+    cpus: 1,
+    accel: 'tcg',
+    guestIommu: 'none',
+    devices: [dev],
+    iommufd: {},
+    binary: qemuBinary(),
+    qmp: { path: socket },
+    extraArgs: ['-S', '-display', 'none'],
+  });
+  const vm = await launchQemu(cl.argv, { path: socket }, { startTimeoutMs: 90_000, commandTimeoutMs: 60_000 });
+  try {
+    await body(vm, cl.argv);
+  } finally {
+    await vm.stop(10_000);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export const cases: { name: string; run: () => void | Promise<void> }[] = [
+  {
+    name: 'QEMU started with -object iommufd holds /dev/iommu and the edu cdev, not its group, and QMP shows the edu',
+    run: async () => {
+      const dev = solo();
+      await withCdevVm(dev, async (vm, argv) => {
+        assert.ok(argv.includes('iommufd,id=iommufd0'), `argv has -object iommufd: ${argv.join(' ')}`);
+        assert.ok(
+          argv.some((a) => a.startsWith('vfio-pci,') && a.includes(`host=${dev.host}`) && a.includes('iommufd=iommufd0')),
+          'the edu is a vfio-pci with iommufd=iommufd0',
+        );
+        const files = openFiles(vm.pid);
+        assert.ok(files.includes('/dev/iommu'), `QEMU holds /dev/iommu (open: ${files.filter((f) => f.startsWith('/dev')).join(' ')})`);
+        assert.ok(files.includes(`/dev/vfio/devices/vfio${dev.cdev}`), `QEMU holds the edu's cdev vfio${dev.cdev}`);
+        assert.ok(!files.includes(`/dev/vfio/${dev.group}`) && !files.includes('/dev/vfio/vfio'), 'QEMU opened neither the group nor the container');
+        const block = await qtreeBlock(vm, 'solo');
+        assert.match(block, /pci id 1234:11e8/, `the guest's solo is edu (1234:11e8):\n${block}`);
+        assert.match(block, new RegExp(`host = "${dev.host}"`), `solo is the host's ${dev.host}`);
+        const link = await vm.qmp.execute('qom-get', { path: '/machine/peripheral/solo', property: 'iommufd' });
+        assert.equal(link, '/objects/iommufd0', 'solo is linked to the iommufd object');
+        const status = (await vm.qmp.execute('query-status')) as { status: string };
+        assert.equal(status.status, 'prelaunch', 'the guest is stopped (-S)');
+      });
+    },
+  },
+  {
+    name: 'while QEMU has the edu cdev bound to its iommufd the group cannot be opened (EBUSY), and can again after QEMU ends',
+    run: async () => {
+      const dev = solo();
+      await withCdevVm(dev, async () => {
+        // vfio_device_block_group (drivers/vfio/group.c): a cdev bound to an
+        // iommufd keeps the legacy group path closed.
+        assert.throws(() => fs.openSync(`/dev/vfio/${dev.group}`, 'r+'), { code: 'EBUSY' });
+      });
+      fs.closeSync(fs.openSync(`/dev/vfio/${dev.group}`, 'r+'));
+    },
+  },
+  {
+    name: 'QEMU pins the guest RAM it maps through iommufd as pinned, not locked, memory (VmPin, not VmLck)',
+    run: async () => {
+      const dev = solo();
+      await withCdevVm(dev, async (vm) => {
+        const status = fs.readFileSync(`/proc/${vm.pid}/status`, 'utf8');
+        const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(status)?.[1] ?? NaN);
+        // iommufd charges pins to the user's locked_vm (IOPT_PAGES_ACCOUNT_USER,
+        // the default mode) and to mm->pinned_vm, not to mm->locked_vm
+        // (drivers/iommu/iommufd/pages.c): VmLck stays 0 where type1 showed all RAM.
+        assert.equal(kib('VmLck'), 0);
+        // Measured: 65792 kB for 64 MiB of RAM (RAM less the 256 KiB that
+        // pc.rom and the BIOS shadow, plus the BIOS ROMs, as type1 pinned it).
+        assert.ok(kib('VmPin') >= GUEST_MIB * 1024 - 256, `VmPin ${kib('VmPin')} kB covers the guest RAM`);
+      });
+    },
+  },
+];

@@ -1,0 +1,282 @@
+// The iommufd lab profile: the lab's own kernel (Debian's linux-source-6.12
+// built with IOMMUFD, VFIO_DEVICE_CDEV and IOMMUFD_VFIO_CONTAINER by
+// build-kernel.sh beside this file, cached outside the clone) in the x86
+// q35 guest with the same edu topology, behind VT-d. No Debian kernel has
+// iommufd, so this is the only place /dev/iommu and the VFIO device cdevs
+// meet a real kernel.
+//
+// One boot runs the conformance suite three ways:
+//  - `vfio-lab iommufd` on the kernel (IOAS, HWPT, GET_HW_INFO, IOMMU_OPTION,
+//    cdev bind/attach/detach, edu DMA through an IOAS), compared call by
+//    call with the same suite on the mock's iommufd profile;
+//  - `vfio-lab x86` on the kernel, whose /dev/vfio/vfio is iommufd's type1
+//    compatibility container (drivers/iommu/iommufd/vfio_compat.c; this
+//    kernel has VFIO_CONTAINER=n, so there is no legacy type1 here),
+//    compared with the legacy type1 answers: the mock's type1 on VT-d, which
+//    the `x86` profile holds to Debian's 6.1 vfio_iommu_type1 call by call.
+//    Where iommufd's emulation answers otherwise the kernel is right: each
+//    such case is listed in COMPAT_DIFFERENCES with the kernel source that
+//    explains it, and a listed case that stops differing fails, so the list
+//    cannot go stale.
+//  - the guest kernel's own verdict on its console (no Oops/WARNING; the
+//    DMAR faults the refused edu DMAs must cause).
+
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CaseLine, compareResults, compareSteps, ResultsFile } from '../conformance';
+import { requireTool } from '../debian';
+import { LabError } from '../errors';
+import { buildInitramfs, GUEST_OUT_DIR, GUEST_RUN_SCRIPT, MARK, shQuote } from '../initramfs';
+import { CaseReport, LabContext, LabProfile } from '../profile';
+import { qemuBuild } from '../../qmp/qemu-versions';
+import { parseTap } from '../tap';
+import { X86Host } from '../x86/hosts';
+import {
+  bootGuest,
+  buildConformance,
+  consoleReports,
+  hostFactsScript,
+  Kernel,
+  qemuArgs,
+  readResults,
+  runMock,
+  setupReport,
+  staticBusybox,
+  topologyFile,
+} from '../x86/index';
+import { X86_TOPOLOGY } from '../x86/topology';
+
+const LAB_BIN = 'vfio-lab';
+const GUEST_TAP = 'cases.tap';
+/** The QEMU the cdev cases start: iommufd came in QEMU 8.2, bookworm has 7.2. */
+const CASES_QEMU = '10.0';
+const HOST_FACTS = 'host-facts.txt';
+export const RESULTS = {
+  iommufdKernel: 'conformance-iommufd-kernel.jsonl',
+  iommufdMock: 'conformance-iommufd-mock.jsonl',
+  compatKernel: 'conformance-compat-kernel.jsonl',
+  type1Mock: 'conformance-type1-mock.jsonl',
+} as const;
+
+/** DMAR fault report (drivers/iommu/intel/dmar.c, dmar_fault_do_one), as on the x86 profile. */
+const DMAR_FAULT = /DMAR: \[DMA (Write|Read)[^\]]*\] Request device \[[0-9a-f:.]+\]/;
+
+/** The VT-d guest: the x86 profile's host, on the lab kernel. */
+export const IOMMUFD_VTD_HOST: X86Host = {
+  name: 'iommufd',
+  description: 'q35 + intel-iommu (VT-d), the lab-built 6.12 kernel with iommufd: /dev/iommu, VFIO cdevs, the type1 compat container',
+  machine: 'q35,kernel-irqchip=split',
+  iommuDevice: 'intel-iommu,intremap=on,caching-mode=on',
+  kernelArgs: 'intel_iommu=on iommu=on no_timer_check',
+  type1Params: [],
+  facts: { iommu: 'vtd', msiIsolated: true, allowUnsafeInterrupts: false },
+  labCases: false,
+  faultLine: DMAR_FAULT,
+};
+
+// Why the compat container answers otherwise, in few words; the sources are
+// drivers/iommu/iommufd/vfio_compat.c (VC), io_pagetable.c (IOPT) and
+// drivers/vfio/group.c (GROUP) of 6.12.117. Most of it is one fact: the
+// compat IOAS gets no domain, reserved region or aperture until a device
+// is opened (vfio_df_open -> vfio_iommufd_compat_attach_ioas), and until
+// then nothing is pinned either.
+const NO_DOMAIN_YET = 'until a device fd is open the compat IOAS has no domain: no reserved regions, no aperture, IOVA alignment 1 (IOPT iopt_init_table)';
+const NO_VADDR = 'the compat container has no VFIO_UPDATE_VADDR (VC iommufd_vfio_check_extension answers 0, FLAG_VADDR is EINVAL)';
+
+/**
+ * Conformance cases of the x86 suite where iommufd's type1 compatibility
+ * container answered the lab kernel differently from the legacy
+ * vfio_iommu_type1 (Debian 6.1, the `x86` profile), by case name, with the
+ * reason from the kernel's source. Filled from what the lab kernel answered
+ * (lab-results/iommufd/conformance-compat-kernel.jsonl), never from reading
+ * alone; the lab README lists them too.
+ */
+export const COMPAT_DIFFERENCES: Readonly<Record<string, string>> = {
+  'a container without an IOMMU offers what the loaded IOMMU drivers offer':
+    'DMA_CC is ENODEV before a group brings the compat IOAS (VC get_compat_ioas), TYPE1_NESTING is 0 (obsolete in VC)',
+  'a type1v2 container answers extensions from its own IOMMU':
+    'DMA_CC is 1 while no HWPT is attached (VC iommufd_vfio_cc_iommu starts at 1); TYPE1_NESTING and UPDATE_VADDR are 0',
+  'a group with a device bound to a host driver is not viable and SET_CONTAINER fails with EPERM':
+    'SET_CONTAINER with an iommufd only creates the compat IOAS; DMA ownership is claimed when a device is opened (iommufd_device_bind), so a non-viable group joins and then reports VIABLE|CONTAINER_SET (GROUP vfio_group_ioctl_get_status)',
+  'SET_IOMMU before any group is attached fails with EINVAL': 'ENODEV: there is no compat IOAS before a group joins (VC get_compat_ioas)',
+  'MAP_DMA and IOMMU_GET_INFO before SET_IOMMU fail': 'the compat IOAS exists from the first GROUP_SET_CONTAINER (iommufd_vfio_compat_ioas_create); maps and GET_INFO need no SET_IOMMU',
+  'GET_DEVICE_FD before the container has an IOMMU fails': 'a group with group->iommufd set has an IOMMU for GROUP vfio_group_has_iommu; SET_IOMMU is not needed',
+  'SET_IOMMU a second time fails': 'VC iommufd_vfio_set_iommu only checks the type and the large-page policy: repeating it succeeds',
+  'SET_IOMMU with a type no loaded driver offers fails and leaves the container usable': 'EINVAL: VC iommufd_vfio_set_iommu takes only TYPE1 and TYPE1v2; legacy VFIO searched its drivers (ENODEV)',
+  'UNSET_CONTAINER needs a container and no open device, and the last group out takes the IOMMU':
+    'GROUP vfio_group_ioctl_unset_container drops group->iommufd without the container_users check: an open device fd is no EBUSY; the compat IOAS stays with the iommufd, so MAP_DMA still works',
+  'IOMMU_GET_INFO reports page sizes, IOVA ranges and DMA entries, growing argsz when the buffer is short': `${NO_DOMAIN_YET}; DMA-available is U32_MAX (iommufd has no entry limit), no migration capability (VC iommufd_vfio_iommu_get_info)`,
+  'the DMA-available capability counts mappings, not pages': 'iommufd has no dma_entry_limit: DMA-available is always U32_MAX (VC iommufd_fill_cap_dma_avail)',
+  'a map with a zero size, an unaligned address or size, or bad flags fails with EINVAL': `${NO_DOMAIN_YET}: a sub-page IOVA maps and the later maps hit it (EEXIST); a range past 2^64 is EOVERFLOW`,
+  'a map outside the reported IOVA ranges fails with EINVAL': `${NO_DOMAIN_YET}: the MSI window and addresses past 39 bits map`,
+  'maps below, into, across and above every hole of the reported IOVA ranges, and at their top': `${NO_DOMAIN_YET}: one range, 0-0xffffffffffffffff, with no hole`,
+  'an unmap must cover whole mappings and reports the size it removed': 'ENOENT, not EINVAL: IOPT iopt_unmap_iova_range refuses an area not wholly inside the range with ENOENT',
+  'maps past dma_entry_limit fail with ENOSPC until one is unmapped': 'iommufd has no dma_entry_limit (DMA-available U32_MAX, VC iommufd_fill_cap_dma_avail): the 4097th map succeeds',
+  'a type1 v1 container unmaps a whole mapping from its start and nothing from inside it':
+    'SET_IOMMU TYPE1 disables large pages and UNMAP_DMA cuts areas at the range ends (VC iommufd_vfio_unmap_dma, iopt_cut_iova): a page inside a mapping unmaps alone',
+  'a map of host memory the process has not mapped (address 0, a hole, a range running into one) fails with EFAULT and takes nothing':
+    `${NO_DOMAIN_YET}, and iommufd pins only when a domain is filled: vaddr 0 maps (later maps hit it, EEXIST)`,
+  'without CAP_IPC_LOCK, maps past RLIMIT_MEMLOCK fail with ENOMEM until unmap or release gives pages back': `${NO_DOMAIN_YET}, so MAP_DMA pins and charges nothing: no ENOMEM`,
+  'a map with a short argsz, one leaving the aperture, and what a failed unmap writes back':
+    `${NO_DOMAIN_YET}: a map past the top is EOVERFLOW; a failed UNMAP_DMA is ENOENT and writes size 0 back (VC copies 'unmapped' out on failure too)`,
+  'edu DMA lands in the pages mapped first while their vaddr is invalid and after an update to other memory': NO_VADDR,
+  'live update: every vaddr is invalidated in one call, and only an invalidated mapping of the same extent takes a new one': NO_VADDR,
+  'live update: no group joins while a vaddr is invalid, and unmapping an invalid mapping is allowed': `${NO_VADDR}; a group joins at any time`,
+};
+
+/**
+ * The lab kernel: build-kernel.sh prints its cached folder (building it
+ * first, ~25 minutes on 2 cores, when the source version or config changed).
+ * Its progress is relayed; a failure names what is missing.
+ */
+export async function iommufdKernel(ctx: LabContext): Promise<Kernel> {
+  const script = join(ctx.repoRoot, 'packages', 'testkit', 'src', 'lab', 'iommufd', 'build-kernel.sh');
+  const started = Date.now();
+  const { code, out, err } = await new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+    const child = spawn('bash', [script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    let partial = '';
+    child.stdout.on('data', (b: Buffer) => {
+      out += b.toString();
+    });
+    child.stderr.on('data', (b: Buffer) => {
+      const text = partial + b.toString();
+      const lines = text.split('\n');
+      partial = lines.pop() ?? '';
+      for (const l of lines) {
+        err += `${l}\n`;
+        if (l.startsWith('build-kernel:')) ctx.log(l);
+      }
+    });
+    child.on('close', (code) => resolve({ code, out, err: err + partial }));
+  });
+  if (code !== 0) {
+    const lines = err.trim().split('\n').filter((l) => l.startsWith('build-kernel:'));
+    throw new LabError(code === 2 ? 'MISSING_TOOL' : 'BAD_PACKAGE', `build-kernel.sh failed (exit ${code}): ${lines.slice(-3).join(' / ') || err.trim().split('\n').slice(-3).join(' / ')}`);
+  }
+  const dir = out.trim().split('\n').at(-1) ?? '';
+  const bzImage = join(dir, 'bzImage');
+  if (!existsSync(bzImage)) throw new LabError('BAD_PACKAGE', `build-kernel.sh printed ${dir}, which has no bzImage`);
+  const built = existsSync(join(dir, 'built')) ? readFileSync(join(dir, 'built'), 'utf8').trim() : dir;
+  ctx.log(`iommufd kernel: ${built} (${((Date.now() - started) / 1000).toFixed(0)} s to get it)`);
+  return { vmlinuz: bzImage, moduleDir: '', release: built.split(',')[0] ?? 'lab kernel' };
+}
+
+/**
+ * What the guest runs in the host's root: both kernel suites, the host
+ * facts, then every `*.iommufd-lab.js` case with `qemu` (8.2+: iommufd) as
+ * the QEMU they start.
+ */
+export function runScript(ctx: LabContext, host: X86Host, qemu: string): string {
+  const q = shQuote;
+  const bin = `${GUEST_OUT_DIR}/${LAB_BIN}`;
+  const topo = `${GUEST_OUT_DIR}/topology.json`;
+  return [
+    `# Generated by packages/testkit/src/lab/iommufd/index.ts (${host.name}); run by the guest init inside the host root.`,
+    `export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp VFIOKIT_LAB=1`,
+    `export VFIOKIT_LAB_TOPOLOGY=${q(X86_TOPOLOGY.name)} VFIOKIT_LAB_TOPOLOGY_FILE=${topo}`,
+    `cd ${q(ctx.repoRoot)} || exit 1`,
+    `echo "${MARK} stage=iommufd"`,
+    `${bin} iommufd --backend kernel --topology ${topo} --out ${GUEST_OUT_DIR}/${RESULTS.iommufdKernel}`,
+    `echo "${MARK} iommufd-exit=$?"`,
+    `echo "${MARK} stage=compat"`,
+    `${bin} x86 --backend kernel --topology ${topo} --out ${GUEST_OUT_DIR}/${RESULTS.compatKernel}`,
+    `echo "${MARK} compat-exit=$?"`,
+    ...hostFactsScript(`${GUEST_OUT_DIR}/${HOST_FACTS}`),
+    `{ echo "iommufd nodes:"; ls -l /dev/iommu /dev/vfio /dev/vfio/devices; grep -H . /sys/module/iommufd/parameters/* 2>/dev/null; true; } >> ${GUEST_OUT_DIR}/${HOST_FACTS} 2>&1`,
+    `echo "${MARK} stage=cases"`,
+    `VFIOKIT_LAB_QEMU_IOMMUFD=${q(qemu)} ${q(ctx.nodePath)} packages/testkit/dist/lab/guest.js ${q(ctx.repoRoot)} .iommufd-lab.js > ${GUEST_OUT_DIR}/${GUEST_TAP}`,
+    `echo "${MARK} cases-exit=$?"`,
+    '',
+  ].join('\n');
+}
+
+function stepsOf(c: CaseLine | undefined): string {
+  return c === undefined ? '(not run)' : `${c.steps.length} steps${c.aborted ? `, stopped: ${c.aborted}` : ''}`;
+}
+
+/**
+ * The compat container against legacy type1: a case agreeing call by call
+ * passes; a case listed in `differences` passes only while it still differs
+ * (its name says why); any other difference fails with both sides shown.
+ */
+export function compareCompat(compat: ResultsFile, legacy: ResultsFile, differences: Readonly<Record<string, string>>): CaseReport[] {
+  const byName = new Map(legacy.cases.map((c) => [c.name, c]));
+  return compareResults(compat, legacy).map((r) => {
+    const why = differences[r.name];
+    if (why === undefined) return r;
+    if (r.ok) {
+      return { name: r.name, ok: false, detail: [`listed in COMPAT_DIFFERENCES (${why}) but the compat container now answers as legacy type1: remove it from the list`] };
+    }
+    const k = compat.cases.find((c) => c.name === r.name);
+    const l = byName.get(r.name);
+    const steps = k && l ? compareSteps(k.steps, l.steps, 'compat', 'type1') : [];
+    return { name: `${r.name} (differs from legacy type1, as the kernel explains: ${why})`, ok: true, detail: [`compat ${stepsOf(k)}; type1 ${stepsOf(l)}`, ...steps] };
+  });
+}
+
+/** The guest's `*.iommufd-lab.js` cases, from its TAP; a TAP without closing counts is a failure. */
+export function guestCases(tapPath: string, consolePath: string): CaseReport[] {
+  let tap: string;
+  try {
+    tap = readFileSync(tapPath, 'utf8');
+  } catch {
+    throw new LabError('BAD_RESULTS', `the guest wrote no ${tapPath}; see ${consolePath}`);
+  }
+  const reports = parseTap(tap).map((c) => ({ ...c, name: `lab: ${c.name}` }));
+  if (!/^# fail \d+$/m.test(tap)) reports.push({ name: 'guest lab runner finishes', ok: false, detail: [`${tapPath} has no closing counts; see ${consolePath}`] });
+  if (reports.length === 0) reports.push({ name: 'guest runs the iommufd lab cases', ok: false, detail: [`${tapPath} holds no case: no *.iommufd-lab.js was built`] });
+  return reports;
+}
+
+/** The lab profile that boots `host` on the lab kernel. */
+export function iommufdLabProfile(host: X86Host): LabProfile {
+  return { name: host.name, description: host.description, run: (ctx) => runIommufd(ctx, host) };
+}
+
+export const iommufdProfile: LabProfile = iommufdLabProfile(IOMMUFD_VTD_HOST);
+
+async function runIommufd(ctx: LabContext, host: X86Host): Promise<CaseReport[]> {
+  requireTool('qemu-system-x86_64', 'qemu-system-x86');
+  const kernel = await iommufdKernel(ctx);
+  const busybox = staticBusybox(ctx);
+  const initramfs = join(ctx.outDir, 'initramfs.cpio');
+  // Everything is built into the lab kernel (CONFIG_MODULES=n): no modules to load.
+  writeFileSync(
+    initramfs,
+    buildInitramfs({
+      busybox,
+      modules: [],
+      bindToVfio: X86_TOPOLOGY.devices.filter((d) => d.driver === 'vfio-pci').map((d) => d.bdf),
+      repoRoot: ctx.repoRoot,
+    }),
+  );
+  writeFileSync(join(ctx.outDir, 'topology.json'), `${JSON.stringify(topologyFile(host), null, 2)}\n`);
+  let qemu: string;
+  try {
+    qemu = qemuBuild(CASES_QEMU).binary;
+  } catch (err) {
+    throw new LabError('MISSING_TOOL', (err as Error).message);
+  }
+  writeFileSync(join(ctx.outDir, GUEST_RUN_SCRIPT), runScript(ctx, host, qemu));
+  const bin = buildConformance(ctx);
+  runMock(ctx, bin, 'iommufd', RESULTS.iommufdMock);
+  runMock(ctx, bin, 'x86', RESULTS.type1Mock);
+
+  const consolePath = join(ctx.outDir, 'console.log');
+  const run = await bootGuest(ctx, host.name, kernel.release, qemuArgs(ctx, host, kernel, initramfs), consolePath);
+  ctx.log(`${host.name} guest powered off after ${(run.elapsedMs / 1000).toFixed(1)} s (qemu exit ${run.exitCode})`);
+  const reports: CaseReport[] = [setupReport(run.console, consolePath), ...consoleReports(run.console, host)];
+
+  const iommufdKernelRun = readResults(join(ctx.outDir, RESULTS.iommufdKernel), 'iommufd suite on the kernel (guest)');
+  const iommufdMockRun = readResults(join(ctx.outDir, RESULTS.iommufdMock), 'iommufd suite on the mock (host)');
+  reports.push(...compareResults(iommufdKernelRun, iommufdMockRun).map((c) => ({ ...c, name: `iommufd: ${c.name}` })));
+
+  const compat = readResults(join(ctx.outDir, RESULTS.compatKernel), 'x86 suite on the compat container (guest)');
+  const legacy = readResults(join(ctx.outDir, RESULTS.type1Mock), 'x86 suite on the mock type1 (host)');
+  reports.push(...compareCompat(compat, legacy, COMPAT_DIFFERENCES).map((c) => ({ ...c, name: `compat: ${c.name}` })));
+  reports.push(...guestCases(join(ctx.outDir, GUEST_TAP), consolePath));
+  return reports;
+}
