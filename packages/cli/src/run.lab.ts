@@ -10,7 +10,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { basename, join } from 'node:path';
 
-const BIN = join(__dirname, 'main.js');
+// The program as shipped (dist/), not the copy built beside the lab cases in dist-test/.
+const BIN = join(__dirname, '..', 'dist', 'main.js');
 const DEVICES = '/sys/bus/pci/devices';
 
 function soloBdf(): string {
