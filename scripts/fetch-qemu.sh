@@ -39,7 +39,8 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
 apt_opts=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$apt_dir/sources"
-  -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
+  -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" -o Debug::NoLocking=1 -o APT::Sandbox::User=root
+  -o Acquire::Check-Valid-Until=false)
 
 version_of() {
   apt-cache "${apt_opts[@]}" show "$1" 2>/dev/null | awk -v s="$2" '
@@ -67,6 +68,44 @@ if [ -f "$dest/.complete-$suite" ]; then
 fi
 
 rm -rf "$dest.partial"
+case $suite in
+bookworm*) ;;
+*)
+  # A suite newer than the machine's (sid's QEMU 11.1 needs glibc 2.43 and
+  # sid's builds of its libraries): unpacking its debs over bookworm's
+  # libraries would not run. Instead a whole sid root made by mmdebstrap,
+  # holding QEMU and exactly the libraries it was built against, and a
+  # wrapper that starts QEMU with the root's own dynamic loader and library
+  # path, so that QEMU runs in this machine's namespace (its sockets, memfds,
+  # /dev and the caller's paths are the same as the system QEMU's), no
+  # chroot and no root needed to run it. QEMU then takes its firmware from
+  # the root (-L: with the loader as /proc/self/exe, the exec-dir-relative
+  # data path of util/cutils.c get_relocated_path points nowhere useful) and
+  # its modules from the root's module directory (QEMU_MODULE_DIR).
+  command -v mmdebstrap >/dev/null || { echo "fetch-qemu: $suite needs mmdebstrap (apt-get install mmdebstrap; scripts/install.sh does)" >&2; exit 1; }
+  mkdir -p "$dest.partial"
+  mmdebstrap --quiet --variant=essential --include=qemu-system-x86 \
+    --aptopt='APT::Install-Recommends "false"' --aptopt='Acquire::Check-Valid-Until "false"' \
+    --dpkgopt='path-exclude=/usr/share/doc/*' \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+    "$suite" "$dest.partial/root" "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${uri:-http://deb.debian.org/debian} $suite main" >&2
+  mkdir -p "$dest.partial/bin"
+  cat >"$dest.partial/bin/qemu-system-x86_64" <<'WRAPPER'
+#!/bin/sh
+root=$(dirname "$(readlink -f "$0")")/../root
+lib=$root/usr/lib/x86_64-linux-gnu
+QEMU_MODULE_DIR="$lib/qemu" exec "$lib/ld-linux-x86-64.so.2" --library-path "$lib" \
+  "$root/usr/bin/qemu-system-x86_64" -L "$root/usr/share/qemu" "$@"
+WRAPPER
+  chmod +x "$dest.partial/bin/qemu-system-x86_64"
+  "$dest.partial/bin/qemu-system-x86_64" --version >/dev/null
+  touch "$dest.partial/.complete-$suite"
+  rm -rf "$dest"
+  mv "$dest.partial" "$dest"
+  echo "$dest/bin/qemu-system-x86_64"
+  exit 0
+  ;;
+esac
 mkdir -p "$dest.partial/debs"
 (
   cd "$dest.partial/debs"

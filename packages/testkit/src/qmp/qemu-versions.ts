@@ -1,7 +1,8 @@
 // The QEMU builds the integration tests run on: the system's (Debian
-// bookworm's 7.2, from apt) and QEMU 10.0 from bookworm-backports, unpacked
+// bookworm's 7.2, from apt), QEMU 10.0 from bookworm-backports, unpacked
 // beside it by scripts/fetch-qemu.sh into the cache (never installed: it
-// would replace 7.2). A test that needs a build states it as a precondition;
+// would replace 7.2), and QEMU 11.1 from sid in a sid root of its own
+// (scripts/fetch-qemu.sh sid; `vfiokit upgrade` needs 10.1+). A test that needs a build states it as a precondition;
 // a missing build fails with the command that fetches it.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
@@ -46,7 +47,7 @@ export function qemuBuild(version: string): QemuBuild {
   }
   throw new Error(
     `no qemu-system-x86_64 ${version} here: the system has ${versionOf('qemu-system-x86_64') ?? 'none'} and ${dir} ` +
-      `has no ${version}.x; run scripts/fetch-qemu.sh (scripts/install.sh does) to unpack QEMU 10.0 from bookworm-backports`,
+      `has no ${version}.x; run scripts/fetch-qemu.sh (QEMU 10.0 from bookworm-backports) or scripts/fetch-qemu.sh sid (QEMU 11.1 in a sid root); scripts/install.sh runs both`,
   );
 }
 
