@@ -1,4 +1,5 @@
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { createFixtureHost, type FixtureHost } from '@vfiokit/testkit';
@@ -14,7 +15,7 @@ function persistOn(host: FixtureHost, target: string | number, options: Paramete
 }
 
 function withoutUdev(host: FixtureHost): FixtureHost {
-  for (const d of ['/etc/udev', '/usr/lib/udev']) fs.rmSync(path.join(host.root, d), { recursive: true, force: true });
+  for (const d of ['/etc/udev', '/usr/lib/udev', '/usr/lib/systemd/systemd-udevd']) fs.rmSync(path.join(host.root, d), { recursive: true, force: true });
   return host;
 }
 
@@ -28,6 +29,35 @@ test('on a host with udev a group is persisted by a rule per device that sets dr
   // udev reads $ as the start of a substitution: the shell line must have none.
   t.false(rule.split('\n').find((l) => l.startsWith('ACTION'))!.includes('$'));
   t.deepEqual(listPersisted(host.fs), [{ address: USB, vendorId: 0x1b21, deviceId: 0x2142, method: 'udev', file: p.files[0]!.file }]);
+});
+
+/** The shell line of a rule's RUN, as udev would run it for `bdf`, against the fixture's sysfs and with no modprobe. */
+function runOfRule(host: FixtureHost, rule: string, bdf: string): void {
+  const line = /RUN\+="\/bin\/sh -c '([^']*)'"/.exec(rule)![1]!;
+  const local = line.replaceAll('%k', bdf).replaceAll('/sys/', `${host.root}/sys/`).replace('modprobe -q vfio-pci', 'true');
+  const r = spawnSync('/bin/sh', ['-c', local], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`the rule's RUN failed: ${r.stderr}`);
+}
+
+test("the rule's RUN asks drivers_probe for a device vfio-pci does not have, unbinding a driver that got there first, and leaves one vfio-pci has", (t) => {
+  const host = createFixtureHost('workstation');
+  const p = persistOn(host, 11);
+  const rule = fs.readFileSync(path.join(host.root, p.files[0]!.file), 'utf8');
+  const sysfs = (f: string) => path.join(host.root, 'sys', f);
+  const written = () => [fs.readFileSync(sysfs('bus/pci/drivers/xhci_hcd/unbind'), 'utf8').trim(), fs.readFileSync(sysfs('bus/pci/drivers_probe'), 'utf8').trim()];
+  // Bound to xhci_hcd (a built-in driver probed before udev saw the device).
+  runOfRule(host, rule, USB);
+  t.deepEqual(written(), [USB, USB]);
+  // Unbound (vfio-pci loaded before the override was written): probed all the same.
+  for (const f of ['bus/pci/drivers/xhci_hcd/unbind', 'bus/pci/drivers_probe']) fs.writeFileSync(sysfs(f), '');
+  fs.rmSync(sysfs(`bus/pci/devices/${USB}/driver`));
+  runOfRule(host, rule, USB);
+  t.deepEqual(written(), ['', USB]);
+  // Already on vfio-pci: nothing to do.
+  fs.writeFileSync(sysfs('bus/pci/drivers_probe'), '');
+  fs.mkdirSync(sysfs(`bus/pci/drivers/vfio-pci/${USB}`), { recursive: true });
+  runOfRule(host, rule, USB);
+  t.deepEqual(written(), ['', '']);
 });
 
 test('persisting writes no sysfs attribute: the running host keeps its drivers', (t) => {
@@ -46,6 +76,22 @@ test('a host without udev gets modprobe.d: vfio-pci ids= and a softdep on each h
   // xhci_hcd is registered by the xhci_pci module.
   t.regex(text, /^options vfio-pci ids=1b21:2142\nsoftdep xhci_pci pre: vfio-pci\n$/m);
   t.deepEqual(listPersisted(host.fs).map((d) => [d.address, d.method, d.module]), [[USB, 'modprobe', 'xhci_pci']]);
+});
+
+test("udev's rules folders without its daemon (systemd's and dmsetup's rules on a host without udev) are no udev: modprobe.d is chosen", (t) => {
+  const host = withoutUdev(createFixtureHost('workstation'));
+  for (const d of ['/lib/udev/rules.d', '/etc/udev/rules.d']) fs.mkdirSync(path.join(host.root, d), { recursive: true });
+  fs.writeFileSync(path.join(host.root, '/lib/udev/rules.d/55-dm.rules'), '');
+  t.is(planPersist(host.fs, discoverHost(host.fs), 11).method, 'modprobe');
+  const err = t.throws(() => planPersist(host.fs, discoverHost(host.fs), 11, { method: 'udev' }));
+  t.regex(err!.message, /no udev .*systemd-udevd.*udevd is not running/);
+});
+
+test("a running udevd (its control socket in /run/udev) is udev, wherever its daemon was installed from", (t) => {
+  const host = withoutUdev(createFixtureHost('workstation'));
+  fs.mkdirSync(path.join(host.root, '/run/udev'), { recursive: true });
+  fs.writeFileSync(path.join(host.root, '/run/udev/control'), '');
+  t.is(planPersist(host.fs, discoverHost(host.fs), 11).method, 'udev');
 });
 
 test('modprobe.d keeps devices persisted earlier and lists every ID once', (t) => {

@@ -31,8 +31,16 @@ import type { HostFs } from './seam';
 export type PersistMethod = 'udev' | 'modprobe';
 
 export const UDEV_RULES_DIR = '/etc/udev/rules.d';
-/** Where udev's own rules live on the host: their presence says udev runs there. */
-const UDEV_SYSTEM_DIRS = ['/usr/lib/udev/rules.d', '/lib/udev/rules.d', UDEV_RULES_DIR];
+/**
+ * udev's daemon, where Debian, Fedora and Arch (systemd-udevd) and eudev
+ * (udevd) install it. Rule folders alone say nothing: systemd and dmsetup
+ * drop rules in /lib/udev/rules.d on hosts and containers without udev,
+ * where a rule written there is never read (measured: the lab's Debian 12
+ * host has 55-dm.rules and 70-uaccess.rules there and no udev).
+ */
+const UDEV_DAEMONS = ['/lib/systemd/systemd-udevd', '/usr/lib/systemd/systemd-udevd', '/sbin/udevd', '/usr/sbin/udevd'];
+/** udevd's control socket: it exists while udevd runs (libudev's udev_queue_get_udev_is_active tests it). */
+const UDEV_CONTROL = '/run/udev/control';
 export const MODPROBE_FILE = '/etc/modprobe.d/vfiokit.conf';
 /** Below 80-drivers.rules, whose RUN loads the drivers. */
 const RULE_PREFIX = '61-vfiokit-';
@@ -131,9 +139,14 @@ export interface PersistPlan {
 function udevRule(d: PciDevice, group: number): string {
   const k = d.address;
   // %k is the device's kernel name (udev substitutes it; a literal $ would
-  // need $$, so the shell line uses none); it moves the device only when a
-  // built-in driver got there first.
-  const move = `modprobe -q vfio-pci; if [ -e ${PCI_DEVICES}/%k/driver ] && [ ! -e ${PCI_DRIVERS}/vfio-pci/%k ]; then echo %k > ${PCI_DEVICES}/%k/driver/unbind; echo %k > /sys/bus/pci/drivers_probe; fi`;
+  // need $$, so the shell line uses none). Unless vfio-pci has the device,
+  // it unbinds a built-in driver that got there first and asks the driver
+  // core to probe the device again (drivers_probe), as driverctl does after
+  // every override. Writing driver_override probes nothing by itself
+  // (driver_override_store), and a vfio-pci already loaded (for another
+  // device, or by the initramfs) registers no more: without the probe an
+  // unbound device stays unbound (the lab's persist case re-probes exactly that).
+  const move = `modprobe -q vfio-pci; if [ ! -e ${PCI_DRIVERS}/vfio-pci/%k ]; then if [ -e ${PCI_DEVICES}/%k/driver ]; then echo %k > ${PCI_DEVICES}/%k/driver/unbind; fi; echo %k > /sys/bus/pci/drivers_probe; fi`;
   return [
     `# Written by 'vfiokit persist': ${k} (${hex4(d.vendorId)}:${hex4(d.deviceId)}, IOMMU group ${group}, driven by ${d.driver ?? 'no driver'} when persisted) goes to vfio-pci at boot.`,
     `# The override is written when udev sees the device, before 80-drivers.rules loads its driver; the RUN moves it if a built-in driver took it first.`,
@@ -161,8 +174,9 @@ export function modprobeFileText(entries: readonly { address: string; vendorId: 
   ].join('\n');
 }
 
+/** udev is installed (its daemon), or running now (its control socket). */
 function hasUdev(host: HostFs): boolean {
-  return UDEV_SYSTEM_DIRS.some((d) => host.exists(d));
+  return [...UDEV_DAEMONS, UDEV_CONTROL].some((d) => host.exists(d));
 }
 
 /**
@@ -193,7 +207,7 @@ export function planPersist(host: HostFs, model: HostModel, target: string | num
   let method: PersistMethod;
   let why: string;
   if (options.method === 'udev' && !udev) {
-    throw new HostError('HOST_PERSIST_NO_UDEV', 'this host has no udev (no /etc/udev, /lib/udev or /usr/lib/udev rules folder), so a udev rule would never run', { hint: 'use --method modprobe' });
+    throw new HostError('HOST_PERSIST_NO_UDEV', `this host has no udev (no ${UDEV_DAEMONS.join(', ')}, and no ${UDEV_CONTROL}: udevd is not running), so a udev rule would never run`, { hint: 'use --method modprobe' });
   }
   if (options.method !== undefined) {
     method = options.method;
