@@ -76,6 +76,12 @@ impl Iommufd {
         Ok(Self { file: Arc::new(IommufdFile { backend, fd }) })
     }
 
+    /// An iommufd descriptor this process received (a live hand-over), now
+    /// owned: closed on drop.
+    pub fn from_raw(backend: Arc<dyn Backend>, fd: RawFd) -> Self {
+        Self { file: Arc::new(IommufdFile { backend, fd }) }
+    }
+
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.file.backend
     }
@@ -96,6 +102,25 @@ impl Iommufd {
 
     fn err(&self, errno: i32, ioctl: &'static str) -> Error {
         Error::new(errno, ioctl, self.object())
+    }
+
+    /// IOMMU_IOAS_CHANGE_PROCESS (Linux 6.13): the pinned-page accounting
+    /// of every mapping in every IOAS of this iommufd moves to the calling
+    /// process, all or nothing. Only file mappings ([`Ioas::map_file`]) can
+    /// move: with any mapping made from addresses it fails (EINVAL) and
+    /// changes nothing (drivers/iommu/iommufd/ioas.c
+    /// iommufd_ioas_change_process).
+    pub fn change_process(&self) -> Result<()> {
+        let cmd = u::iommu_ioas_change_process { size: size_of::<u::iommu_ioas_change_process>(), __reserved: 0 };
+        self.file.backend.ioas_change_process(self.file.fd, &cmd).map_err(|e| {
+            let why = match e.0 {
+                libc::ENOTTY => "the kernel predates IOMMU_IOAS_CHANGE_PROCESS (Linux 6.13)",
+                libc::EINVAL => "a mapping of this iommufd was made from process addresses (IOMMU_IOAS_MAP), not a file: only IOMMU_IOAS_MAP_FILE mappings can move",
+                libc::ENOMEM => "this process's RLIMIT_MEMLOCK cannot take the pinned pages",
+                _ => "",
+            };
+            self.err(e.0, "IOMMU_IOAS_CHANGE_PROCESS").with_detail(why)
+        })
     }
 
     /// IOMMU_IOAS_ALLOC: a new, empty IO address space.
@@ -241,6 +266,38 @@ impl Ioas {
         })?;
         let mut cmd = self.map_cmd(iova, vaddr, size, prot);
         self.ictx.file.backend.ioas_map(self.ictx.file.fd, &mut cmd).map_err(|e| self.err(e.0, "IOMMU_IOAS_MAP").with_detail(detail()))?;
+        Ok(cmd.iova)
+    }
+
+    /// IOMMU_IOAS_MAP_FILE (Linux 6.13): `size` bytes of the memfd `memfd`
+    /// from byte `start` at `iova` (None: the kernel chooses); returns the
+    /// IOVA. The IOMMU then holds the file's pages, not this process's
+    /// addresses of them, so the mapping can move to another process
+    /// ([`Iommufd::change_process`]) without being touched. `flags` as for
+    /// [`Ioas::map`].
+    pub fn map_file(&self, iova: Option<u64>, memfd: RawFd, start: u64, size: u64, flags: u32) -> Result<u64> {
+        let detail = || format!("iova {} memfd {memfd} start {start:#x} size {size:#x} flags {flags:#x}", iova.map_or("any".into(), |i| format!("{i:#x}")));
+        let prot = ioas_prot(flags).ok_or_else(|| {
+            self.err(libc::EINVAL, "IOMMU_IOAS_MAP_FILE").with_detail(format!("{}: only READ and WRITE apply to an IOAS", detail()))
+        })?;
+        let mut cmd = u::iommu_ioas_map_file {
+            size: size_of::<u::iommu_ioas_map_file>(),
+            flags: prot | if iova.is_some() { u::IOMMU_IOAS_MAP_FIXED_IOVA } else { 0 },
+            ioas_id: self.id,
+            fd: memfd,
+            start,
+            length: size,
+            iova: iova.unwrap_or(0),
+        };
+        self.ictx.file.backend.ioas_map_file(self.ictx.file.fd, &mut cmd).map_err(|e| {
+            let why = match e.0 {
+                libc::ENOTTY => ": the kernel predates IOMMU_IOAS_MAP_FILE (Linux 6.13); map by address (map) instead",
+                libc::EBADF => ": the descriptor is not open",
+                libc::EINVAL => ": a file must be a memfd (shmem or hugetlbfs) covering the range, with READ or WRITE",
+                _ => "",
+            };
+            self.err(e.0, "IOMMU_IOAS_MAP_FILE").with_detail(format!("{}{why}", detail()))
+        })?;
         Ok(cmd.iova)
     }
 

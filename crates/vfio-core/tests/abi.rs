@@ -314,3 +314,51 @@ fn every_iommufd_and_cdev_size_offset_and_number_matches_the_lab_kernel_headers(
     let bad = mismatches(&entries, &[&dir], &["linux/vfio.h", "linux/iommufd.h"], "abi-iommufd");
     assert!(bad.is_empty(), "uapi::iommufd disagrees with {}:\n{}", dir.display(), bad.join("\n"));
 }
+
+/// The Linux 6.13 additions for live update (file mappings and moving them
+/// to another process), checked apart: the iommufd lab kernel's headers
+/// above may be 6.12, which has neither.
+fn file_mapping_table() -> Vec<Entry> {
+    use vfio_core::uapi::iommufd::*;
+    abi_table! {
+        struct iommu_ioas_map_file { size, flags, ioas_id, fd, start, length, iova }
+        struct iommu_ioas_change_process { size, __reserved }
+        ;
+        const IOMMU_IOAS_MAP_FILE = "IOMMU_IOAS_MAP_FILE",
+        const IOMMU_IOAS_CHANGE_PROCESS = "IOMMU_IOAS_CHANGE_PROCESS",
+    }
+}
+
+/// The newest cached kernel headers whose linux/iommufd.h has
+/// IOMMU_IOAS_CHANGE_PROCESS (6.13 or later: the sid linux-source-7.2 build,
+/// `VFIOKIT_KERNEL_SOURCE=linux-source-7.2 VFIOKIT_KERNEL_SUITE=sid
+/// build-kernel.sh headers`), or `VFIOKIT_KERNEL_HEADERS_613`.
+fn headers_613() -> Option<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("VFIOKIT_KERNEL_HEADERS_613") {
+        return Some(dir.into());
+    }
+    let cache = std::env::var_os("VFIOKIT_CACHE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/vfiokit")))?;
+    let mut found: Vec<(std::time::SystemTime, std::path::PathBuf)> = std::fs::read_dir(cache.join("kernels"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("include"))
+        .filter(|p| std::fs::read_to_string(p.join("linux/iommufd.h")).is_ok_and(|t| t.contains("IOMMU_IOAS_CHANGE_PROCESS")))
+        .filter_map(|p| Some((p.join("linux/iommufd.h").metadata().ok()?.modified().ok()?, p)))
+        .collect();
+    found.sort();
+    found.pop().map(|(_, p)| p)
+}
+
+#[test]
+fn map_file_and_change_process_match_a_linux_6_13_or_later_header() {
+    let dir = headers_613().expect(
+        "no kernel headers of Linux 6.13 or later (IOMMU_IOAS_MAP_FILE, IOMMU_IOAS_CHANGE_PROCESS): run \
+         'VFIOKIT_KERNEL_SOURCE=linux-source-7.2 VFIOKIT_KERNEL_SUITE=sid packages/testkit/src/lab/iommufd/build-kernel.sh headers' \
+         or set VFIOKIT_KERNEL_HEADERS_613 to a headers_install include dir",
+    );
+    let entries = file_mapping_table();
+    let bad = mismatches(&entries, &[&dir], &["linux/vfio.h", "linux/iommufd.h"], "abi-iommufd-613");
+    assert!(bad.is_empty(), "uapi::iommufd disagrees with {}:\n{}", dir.display(), bad.join("\n"));
+}

@@ -507,3 +507,100 @@ fn a_device_whose_group_a_host_driver_holds_does_not_bind_eperm() {
     let mut dev = CdevDevice::open(b, 0).unwrap();
     assert_eq!(dev.bind(&ictx).unwrap_err().code(), "EPERM");
 }
+
+// ---- file mappings and moving them to another process (Linux 6.13) ----
+
+const RW: u32 = vfio_core::dma_flags::READ_WRITE;
+
+fn memfd(len: u64) -> vfio_core::live::GuestMemory {
+    vfio_core::live::GuestMemory::create("vfiokit-test", len as usize).unwrap()
+}
+
+#[test]
+fn map_file_maps_a_memfd_by_offset_and_the_kernel_chooses_the_iova_when_asked() {
+    let (_b, ictx) = open();
+    let ioas = ictx.alloc_ioas().unwrap();
+    let m = memfd(0x10000);
+    assert_eq!(ioas.map_file(Some(0x10_0000), m.raw_fd(), 0x4000, 0x4000, RW), Ok(0x10_0000));
+    let chosen = ioas.map_file(None, m.raw_fd(), 0, 0x4000, RW).unwrap();
+    assert_ne!(chosen, 0x10_0000);
+    assert_eq!(ioas.unmap(0x10_0000, 0x4000), Ok(0x4000));
+}
+
+#[test]
+fn map_file_refuses_as_iommufd_ioas_map_file_does() {
+    let (b, ictx) = open();
+    let ioas = ictx.alloc_ioas().unwrap();
+    let m = memfd(0x4000);
+    let code = |e: vfio_core::Error| e.code();
+    // No READ or WRITE: EINVAL; an empty range: EINVAL; a range that wraps: EOVERFLOW.
+    assert_eq!(ioas.map_file(Some(0x10_0000), m.raw_fd(), 0, 0x1000, 0).map_err(code), Err("EINVAL"));
+    assert_eq!(ioas.map_file(Some(0x10_0000), m.raw_fd(), 0, 0, RW).map_err(code), Err("EINVAL"));
+    assert_eq!(ioas.map_file(Some(0x10_0000), m.raw_fd(), u64::MAX - 0xfff, 0x2000, RW).map_err(code), Err("EOVERFLOW"));
+    // A descriptor that is not open: fget fails, EBADF.
+    assert_eq!(ioas.map_file(Some(0x10_0000), -1, 0, 0x1000, RW).map_err(code), Err("EBADF"));
+    // Over an existing mapping: EEXIST, as IOMMU_IOAS_MAP.
+    ioas.map_file(Some(0x10_0000), m.raw_fd(), 0, 0x2000, RW).unwrap();
+    assert_eq!(ioas.map_file(Some(0x10_1000), m.raw_fd(), 0, 0x1000, RW).map_err(code), Err("EEXIST"));
+    // An unknown flag: EOPNOTSUPP; an IOAS that does not exist: ENOENT.
+    let mut cmd = u::iommu_ioas_map_file {
+        size: std::mem::size_of::<u::iommu_ioas_map_file>() as u32,
+        flags: u::IOMMU_IOAS_MAP_READABLE | 1 << 7,
+        ioas_id: ioas.id(),
+        fd: m.raw_fd(),
+        start: 0,
+        length: 0x1000,
+        iova: 0x20_0000,
+    };
+    assert_eq!(b.ioas_map_file(ictx.raw_fd(), &mut cmd).map_err(|e| e.0), Err(libc::EOPNOTSUPP));
+    cmd.flags = u::IOMMU_IOAS_MAP_READABLE | u::IOMMU_IOAS_MAP_FIXED_IOVA;
+    cmd.ioas_id = 999;
+    assert_eq!(b.ioas_map_file(ictx.raw_fd(), &mut cmd).map_err(|e| e.0), Err(libc::ENOENT));
+}
+
+#[test]
+fn with_a_device_attached_a_file_that_is_no_memfd_or_too_short_is_refused_when_its_pages_are_pinned() {
+    // memfd_pin_folios: neither shmem nor hugetlbfs, or a range past the
+    // file's end, is EINVAL; without a domain nothing is pinned at map time.
+    let (b, ictx) = open();
+    let ioas = ictx.alloc_ioas().unwrap();
+    let exe = std::fs::File::open("/proc/self/exe").unwrap();
+    let m = memfd(0x4000);
+    use std::os::fd::AsRawFd;
+    assert_eq!(ioas.map_file(Some(0x10_0000), exe.as_raw_fd(), 0, 0x1000, RW), Ok(0x10_0000));
+    ioas.unmap_all().unwrap();
+    let mut dev = CdevDevice::open(b, 0).unwrap();
+    dev.bind(&ictx).unwrap();
+    dev.attach(ioas.id()).unwrap();
+    let e = ioas.map_file(Some(0x10_0000), exe.as_raw_fd(), 0, 0x1000, RW).unwrap_err();
+    assert_eq!(e.code(), "EINVAL");
+    assert!(e.detail.as_deref().unwrap().contains("must be a memfd"), "{e}");
+    assert_eq!(ioas.map_file(Some(0x10_0000), m.raw_fd(), 0x2000, 0x4000, RW).unwrap_err().code(), "EINVAL");
+    assert_eq!(ioas.map_file(Some(0x10_0000), m.raw_fd(), 0, 0x4000, RW), Ok(0x10_0000));
+}
+
+#[test]
+fn change_process_moves_file_mappings_and_refuses_with_einval_while_any_ioas_holds_an_address_mapping() {
+    let (b, ictx) = open();
+    let a = ictx.alloc_ioas().unwrap();
+    let other = ictx.alloc_ioas().unwrap();
+    let m = memfd(0x4000);
+    // Nothing mapped: nothing to move, no error.
+    assert_eq!(ictx.change_process(), Ok(()));
+    a.map_file(Some(0x10_0000), m.raw_fd(), 0, 0x4000, RW).unwrap();
+    assert_eq!(ictx.change_process(), Ok(()));
+    // An address mapping in another IOAS of the same iommufd blocks it.
+    let mem = HostMemory::new(0x1000).unwrap();
+    other.map(Some(0x10_0000), mem.addr(), 0x1000, RW).unwrap();
+    let e = ictx.change_process().unwrap_err();
+    assert_eq!((e.code(), e.ioctl), ("EINVAL", "IOMMU_IOAS_CHANGE_PROCESS"));
+    assert!(e.detail.as_deref().unwrap().contains("only IOMMU_IOAS_MAP_FILE mappings can move"), "{e}");
+    other.unmap_all().unwrap();
+    assert_eq!(ictx.change_process(), Ok(()));
+    // A copy of a file mapping shares its file pages (iopt_get_pages): it moves too.
+    other.copy_from(&a, 0x10_0000, 0x4000, Some(0x40_0000), RW).unwrap();
+    assert_eq!(ictx.change_process(), Ok(()));
+    // __reserved must be 0: EOPNOTSUPP.
+    let cmd = u::iommu_ioas_change_process { size: 8, __reserved: 1 };
+    assert_eq!(b.ioas_change_process(ictx.raw_fd(), &cmd).map_err(|e| e.0), Err(libc::EOPNOTSUPP));
+}

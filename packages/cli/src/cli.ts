@@ -14,9 +14,10 @@ import { showCommand } from './commands/show';
 import { draCommand } from './commands/dra';
 import { completionCommand } from './commands/completion';
 import { runCommand } from './commands/run';
+import { upgradeCommand } from './commands/upgrade';
 import { persistCommand, unpersistCommand } from './commands/persist';
 
-export const COMMANDS: readonly CommandFactory[] = [lsCommand, showCommand, checkCommand, bindCommand, unbindCommand, persistCommand, unpersistCommand, planCommand, runCommand, mapCommand, traceCommand, attachCommand, detachCommand, labCommand, demoCommand, completionCommand, draCommand];
+export const COMMANDS: readonly CommandFactory[] = [lsCommand, showCommand, checkCommand, bindCommand, unbindCommand, persistCommand, unpersistCommand, planCommand, runCommand, upgradeCommand, mapCommand, traceCommand, attachCommand, detachCommand, labCommand, demoCommand, completionCommand, draCommand];
 
 /** `signal` stops the run from outside (main.ts aborts it on SIGINT, SIGTERM, SIGHUP, EPIPE). */
 export function runCli(argv: readonly string[], options: { signal?: AbortSignal } = {}): Promise<ExitCode> {

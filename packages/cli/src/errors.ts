@@ -88,6 +88,7 @@ const EXIT_BY_CODE: Readonly<Record<string, ExitCode>> = {
   // qemu-bridge (its QMP_*, QEMU_*, HOTPLUG_* and UNPLUG_* codes fall to the prefixes below)
   HOTPLUG_INVALID_REQUEST: ExitCode.InvalidInput,
   VM_DESCRIPTION_INVALID: ExitCode.InvalidInput,
+  CPR_TRANSFER_FAILED: ExitCode.QemuFailure,
 };
 
 /** A code this table does not list yet: its layer says what kind of failure it is. */

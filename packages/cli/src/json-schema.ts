@@ -127,6 +127,14 @@ export const SCHEMAS = {
     resets: z.array(obj({ address, done: z.boolean(), methods: z.array(z.string()), reason: z.string().optional(), step: z.string().optional() })),
     restored: z.array(unbindResult),
   }).describe('vfiokit run --json'),
+  upgrade: obj({
+    guest: z.string(),
+    old: obj({ pid: z.number().int(), version: z.string(), exitCode: nullable(z.number().int()) }),
+    new: obj({ pid: z.number().int(), version: z.string(), binary: z.string(), argv: z.array(z.string()).min(1), status: z.string() }),
+    machine: z.string(),
+    downtimeMs: nullable(z.number()),
+    pauseUpperBoundMs: z.number(),
+  }).describe('vfiokit upgrade --json'),
   map: obj({
     backend: z.enum(['kernel', 'mock']),
     groups: z.array(z.number().int()),

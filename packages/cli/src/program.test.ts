@@ -59,7 +59,7 @@ test('--version prints the package version', async (t) => {
   t.is(run.stdout, '0.1.0\n');
 });
 
-const COMMANDS = ['ls', 'show', 'check', 'bind', 'unbind', 'persist', 'unpersist', 'plan', 'run', 'map', 'trace', 'trace replay', 'attach', 'detach', 'lab', 'demo', 'completion'];
+const COMMANDS = ['ls', 'show', 'check', 'bind', 'unbind', 'persist', 'unpersist', 'plan', 'run', 'upgrade', 'map', 'trace', 'trace replay', 'attach', 'detach', 'lab', 'demo', 'completion'];
 
 for (const name of COMMANDS) {
   test(`${name} --help shows its usage and an example, and exits 0`, async (t) => {
@@ -74,7 +74,7 @@ for (const name of COMMANDS) {
 test('--help lists every command', async (t) => {
   const run = await vfiokit(['--help']);
   const listed = [...run.stdout.matchAll(/^ {2}([a-z]+) /gm)].map((m) => m[1]);
-  t.deepEqual(listed, ['ls', 'show', 'check', 'bind', 'unbind', 'persist', 'unpersist', 'plan', 'run', 'map', 'trace', 'attach', 'detach', 'lab', 'demo', 'completion', 'dra', 'help']);
+  t.deepEqual(listed, ['ls', 'show', 'check', 'bind', 'unbind', 'persist', 'unpersist', 'plan', 'run', 'upgrade', 'map', 'trace', 'attach', 'detach', 'lab', 'demo', 'completion', 'dra', 'help']);
 });
 
 test('the README documents the same exit codes as --help', (t) => {

@@ -21,6 +21,7 @@ export type QemuBridgeErrorCode =
   | 'VM_DESCRIPTION_INVALID'
   | 'MEMORY_LAYOUT_UNSUPPORTED'
   | 'QEMU_LAUNCH_FAILED'
+  | 'CPR_TRANSFER_FAILED'
   | 'PROCESS_SPAWN_FAILED';
 
 export class QemuBridgeError extends Error {
@@ -116,6 +117,16 @@ export class QemuUnsupportedError extends QemuBridgeError {
   constructor(missing: readonly string[], message: string) {
     super('QEMU_UNSUPPORTED', message);
     this.missing = missing;
+  }
+}
+
+/**
+ * A cpr-transfer did not complete: the new QEMU did not come up, or the old
+ * one's migration failed (it then runs the guest on).
+ */
+export class CprTransferError extends QemuBridgeError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('CPR_TRANSFER_FAILED', message, options);
   }
 }
 

@@ -179,6 +179,15 @@ impl Backend for KernelBackend {
         size_tagged(iommufd, fd::IOMMU_IOAS_COPY, cmd)
     }
 
+    fn ioas_map_file(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_map_file) -> SysResult<()> {
+        size_tagged(iommufd, fd::IOMMU_IOAS_MAP_FILE, cmd)
+    }
+
+    fn ioas_change_process(&self, iommufd: RawFd, cmd: &fd::iommu_ioas_change_process) -> SysResult<()> {
+        let mut c = *cmd;
+        size_tagged(iommufd, fd::IOMMU_IOAS_CHANGE_PROCESS, &mut c)
+    }
+
     fn ioas_unmap(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_unmap) -> SysResult<()> {
         size_tagged(iommufd, fd::IOMMU_IOAS_UNMAP, cmd)
     }

@@ -267,6 +267,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
         }
         (maps.len(), Ok(()))
     }
+    /// `IOMMU_IOAS_MAP_FILE` (Linux 6.13): as `ioas_map`, from a memfd.
+    fn ioas_map_file(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_map_file) -> SysResult<()> {
+        let _ = (iommufd, cmd);
+        Err(Errno(libc::ENOTTY))
+    }
+    /// `IOMMU_IOAS_CHANGE_PROCESS` (Linux 6.13).
+    fn ioas_change_process(&self, iommufd: RawFd, cmd: &fd::iommu_ioas_change_process) -> SysResult<()> {
+        let _ = (iommufd, cmd);
+        Err(Errno(libc::ENOTTY))
+    }
     /// `IOMMU_IOAS_COPY`: the kernel writes `dst_iova` when it chose it.
     fn ioas_copy(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_copy) -> SysResult<()> {
         let _ = (iommufd, cmd);

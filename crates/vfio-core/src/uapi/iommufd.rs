@@ -32,6 +32,12 @@ pub const IOMMU_HWPT_ALLOC: u64 = iommufd_io(0x89);
 pub const IOMMU_GET_HW_INFO: u64 = iommufd_io(0x8a);
 pub const IOMMU_HWPT_SET_DIRTY_TRACKING: u64 = iommufd_io(0x8b);
 pub const IOMMU_HWPT_GET_DIRTY_BITMAP: u64 = iommufd_io(0x8c);
+/// Linux 6.13 (commit "iommufd: File mappings for mdev"): a mapping of a
+/// memfd's pages by file offset, not by this process's addresses.
+pub const IOMMU_IOAS_MAP_FILE: u64 = iommufd_io(0x8f);
+/// Linux 6.13: every file mapping's pinned-page accounting moves to the
+/// calling process (live update).
+pub const IOMMU_IOAS_CHANGE_PROCESS: u64 = iommufd_io(0x92);
 
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +98,27 @@ pub struct iommu_ioas_map {
     pub user_va: u64,
     pub length: u64,
     pub iova: u64,
+}
+
+/// `struct iommu_ioas_map_file`: `fd` (a memfd) from byte `start`, else as
+/// [`iommu_ioas_map`].
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct iommu_ioas_map_file {
+    pub size: u32,
+    pub flags: u32,
+    pub ioas_id: u32,
+    pub fd: i32,
+    pub start: u64,
+    pub length: u64,
+    pub iova: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct iommu_ioas_change_process {
+    pub size: u32,
+    pub __reserved: u32,
 }
 
 #[repr(C)]

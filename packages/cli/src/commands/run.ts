@@ -38,6 +38,7 @@ import { formatSize } from '../sizes';
 import { bindGroups, bindText, collectRule, safetyOverride, unbindText } from './bind';
 import { loadQemuBridge } from './attach';
 import { planOnHost } from './plan';
+import { recordRunningGuest, serveControl, upgradeRunningGuest } from './upgrade';
 
 export interface RunOptions {
   readonly force?: string[];
@@ -125,21 +126,39 @@ export async function runGuest(ctx: CommandContext, file: string, qemuArgs: read
   if (qb.resolveProgram(binary) === undefined) {
     throw new CliError('QEMU_NOT_FOUND', `${binary} is not installed (not found on PATH)`, ExitCode.Unavailable, spec.machine === 'q35' ? 'apt-get install qemu-system-x86, or give --qemu PATH' : 'apt-get install qemu-system-ppc, or give --qemu PATH');
   }
+  // A QEMU that can hand the guest to a newer one later (cpr-transfer with
+  // VFIO, 10.1+) starts it that way: RAM in a shared memfd, aux-ram-share.
+  // An older one, or one whose version cannot be read, starts it as before;
+  // `vfiokit upgrade` then says why it cannot.
+  let release: import('@vfiokit/qemu-bridge').QemuRelease | undefined;
+  try {
+    release = qb.qemuReleaseOf(binary);
+  } catch {
+    release = undefined;
+  }
+  const cpr = release !== undefined && qb.cprTransferRefusal(release, binary) === undefined;
   const dir = qb.createRunDir('vfiokit-run-');
   const qmpPath = opts.qmp ?? `${dir.path}/qmp.sock`;
-  const cmdline = qemuCommandLineOf(plan, { accel: opts.accel, qmp: { path: qmpPath }, binary, extraArgs: qemuArgs });
+  const cmdline = qemuCommandLineOf(plan, { accel: opts.accel, qmp: { path: qmpPath }, binary, extraArgs: qemuArgs, ...(cpr ? { cpr: true } : {}) });
   const groups = plan.groups.map((g) => g.id);
   ctx.out.line(`guest ${spec.name}: ${spec.machine}, ${formatSize(spec.memoryBytes)} RAM, groups ${groups.join(', ')}`);
 
   const store = fileBindingStore(session.stateDir);
   let bound: BindResult[] = [];
   let qemu: RunningQemu | undefined;
+  let argv: readonly string[] = cmdline.argv;
+  // A new QEMU an upgrade is starting, and the upgrade itself while it runs.
+  let incoming: RunningQemu | undefined;
+  let upgrading: Promise<unknown> | undefined;
+  let unrecord: (() => void) | undefined;
+  let control: import('node:net').Server | undefined;
   let given: ReturnType<typeof giveBack> | undefined;
   // Leaving without unwinding (a second Ctrl-C, an uncaught error, the
   // grace period over): kill QEMU, wait for its fds to close, and give the
   // devices back synchronously on the way out.
   const forget = onInterrupt(() => {
     qemu?.kill();
+    incoming?.kill();
     waitReleasedSync(session.fs, groups, 3_000);
     if (given === undefined) giveBack(session, bound);
     dir.remove();
@@ -160,12 +179,49 @@ export async function runGuest(ctx: CommandContext, file: string, qemuArgs: read
     // operator can `vfiokit attach --qmp` while the guest runs.
     await qemu.qmp.close();
     ctx.out.line(`QEMU is running (pid ${qemu.pid}), QMP monitor at ${qmpPath}; it ends with vfiokit (Ctrl-C stops the guest and gives the devices back)`);
+    // `vfiokit upgrade GUEST` finds this run by the guest's name and asks it
+    // over this socket to move the guest to a new QEMU.
+    const controlPath = `${dir.path}/control.sock`;
+    unrecord = recordRunningGuest(session.stateDir, spec.name, controlPath);
+    control = serveControl(controlPath, (req, log) => {
+      const job = upgradeRunningGuest(
+        {
+          guest: spec.name,
+          dir,
+          qmpPath,
+          ...(raise ? { memlock: memlock.raiseTo! } : {}),
+          current: () => ({ qemu: qemu!, argv, release }),
+          handOver: (q, a, r) => {
+            qemu = q;
+            argv = a;
+            release = r;
+          },
+          starting: (q) => {
+            incoming = q;
+          },
+        },
+        req.qemu,
+        (line) => {
+          ctx.out.line(line);
+          log(line);
+        },
+      );
+      upgrading = job.catch(() => undefined);
+      return job;
+    });
     await checkpoint('run-qemu-up', ctx.signal);
     const aborted = new Promise<'aborted'>((resolve) => {
       if (ctx.signal.aborted) resolve('aborted');
       else ctx.signal.addEventListener('abort', () => resolve('aborted'), { once: true });
     });
-    await Promise.race([qemu.exited, aborted]);
+    for (;;) {
+      const waited: RunningQemu = qemu!;
+      await Promise.race([waited.exited, aborted]);
+      if (ctx.signal.aborted) break;
+      // The old QEMU quits at the end of an upgrade: wait on the new one.
+      if (upgrading !== undefined) await upgrading;
+      if (qemu === waited) break;
+    }
     if (ctx.signal.aborted) {
       await qemu.stop(STOP_GRACE_MS);
       ctx.signal.throwIfAborted();
@@ -193,6 +249,9 @@ export async function runGuest(ctx: CommandContext, file: string, qemuArgs: read
     }
   } finally {
     ctx.signal.removeEventListener('abort', stopQemu);
+    control?.close();
+    unrecord?.();
+    incoming?.kill();
     if (qemu !== undefined) await qemu.stop(STOP_GRACE_MS);
     // QEMU's fds close as it exits; the kernel may finish releasing the
     // devices a moment later (vfio_device_fops_release runs on the last fput).
@@ -219,7 +278,7 @@ export async function runGuest(ctx: CommandContext, file: string, qemuArgs: read
     groups,
     bound,
     memlock,
-    qemu: { argv: cmdline.argv, pid: qemu?.pid ?? null, exitCode: (await qemu?.exited) ?? null, signal: qemu?.exitSignal() ?? null, stderr: qemu?.stderr() ?? '' },
+    qemu: { argv, pid: qemu?.pid ?? null, exitCode: (await qemu?.exited) ?? null, signal: qemu?.exitSignal() ?? null, stderr: qemu?.stderr() ?? '' },
     resets: given.resets,
     restored: given.restored,
   };

@@ -27,6 +27,17 @@ test('a q35 guest without IOMMU puts each host device on its own root port', (t)
   ]);
 });
 
+test('a cpr-ready guest keeps its RAM in a shared memfd named as the machine memory-backend, with aux-ram-share on', (t) => {
+  const cl = buildCommandLine({ ...base, guestIommu: 'intel-iommu', cpr: true });
+  t.deepEqual(cl.argv.slice(0, 9), [
+    'qemu-system-x86_64',
+    '-machine', 'q35,kernel-irqchip=split,memory-backend=vfiokit-ram,aux-ram-share=on',
+    '-accel', 'kvm',
+    '-m', '4096M',
+    '-object', 'memory-backend-memfd,id=vfiokit-ram,size=4096M,share=on',
+  ]);
+});
+
 test('functions of one host device share a root port as a multifunction device', (t) => {
   const cl = buildCommandLine({
     ...base,

@@ -40,7 +40,20 @@ export interface VmDescription {
    * host kernel needs CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV.
    */
   readonly iommufd?: { readonly id?: string };
+  /**
+   * Start the guest so that a newer QEMU can take it over with cpr-transfer
+   * (`vfiokit upgrade`, QEMU 10.1+ with VFIO devices): guest RAM in a memfd
+   * shared with the new process (`memory-backend-memfd,share=on` as the
+   * machine's memory-backend) and every other RAM block (ROMs, video memory)
+   * shared too (`aux-ram-share=on`, QEMU 10.0+). Without them QEMU adds a
+   * cpr-transfer blocker for each private RAM block (system/physmem.c
+   * ram_block_add: "Memory region ... is not compatible with CPR").
+   */
+  readonly cpr?: boolean;
 }
+
+/** The id of the guest RAM backend a cpr-ready command line creates. */
+export const CPR_RAM_ID = 'vfiokit-ram';
 
 /** Where a passed-through function ended up in the guest. */
 export interface DevicePlacement {
@@ -82,9 +95,11 @@ export function buildCommandLine(vm: VmDescription): QemuCommandLine {
   // kernel-irqchip=split: intel-iommu's interrupt remapping cannot work with
   // the in-kernel IOAPIC (vtd_decide_config(): "Intel Interrupt Remapping
   // cannot work with kernel-irqchip=on, please use 'split|off'").
-  add('-machine', vm.machine === 'q35' && vm.guestIommu === 'intel-iommu' ? 'q35,kernel-irqchip=split' : vm.machine);
+  const machine = vm.machine === 'q35' && vm.guestIommu === 'intel-iommu' ? 'q35,kernel-irqchip=split' : vm.machine;
+  add('-machine', vm.cpr ? `${machine},memory-backend=${CPR_RAM_ID},aux-ram-share=on` : machine);
   add('-accel', vm.accel ?? 'kvm');
   add('-m', `${vm.memoryMiB}M`);
+  if (vm.cpr) add('-object', `memory-backend-memfd,id=${CPR_RAM_ID},size=${vm.memoryMiB}M,share=on`);
   add('-smp', String(vm.cpus));
   // Like libvirt: no default NIC/VGA/serial that would take pcie.0 slots by
   // automatic addressing before the explicit addresses below are placed.

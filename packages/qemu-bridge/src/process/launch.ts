@@ -21,6 +21,13 @@ export interface LaunchOptions {
   readonly signal?: AbortSignal;
   /** Start QEMU with this RLIMIT_MEMLOCK (see spawnTied): VFIO charges guest RAM to it. */
   readonly memlock?: { readonly soft: bigint; readonly hard: bigint | undefined };
+  /**
+   * Runs after QEMU is spawned and before its monitor is dialled: for a QEMU
+   * whose monitor opens only once something else has happened (cpr-transfer's
+   * new QEMU opens it after the old one has sent its cpr state). `gone` says
+   * why QEMU ended, once it has. A rejection kills QEMU and fails the launch.
+   */
+  readonly beforeConnect?: (gone: () => string | undefined) => Promise<void>;
 }
 
 export interface RunningQemu {
@@ -74,6 +81,16 @@ export async function launchQemu(argv: readonly string[], qmp: QmpAddress, optio
     clearTimeout(timer);
   };
 
+  if (options.beforeConnect) {
+    const gone = () =>
+      exitCode !== undefined ? `${argv[0]} exited with ${exitCode ?? exitSignal} before its monitor opened: ${stderr.trim().split('\n').pop() ?? ''}` : undefined;
+    try {
+      await options.beforeConnect(gone);
+    } catch (err) {
+      await kill(1_000);
+      throw err;
+    }
+  }
   const deadline = Date.now() + (options.startTimeoutMs ?? 30_000);
   const aborted = (): Promise<never> => {
     child.kill('SIGKILL');

@@ -66,10 +66,15 @@ enum Owner {
 #[derive(Debug, Clone, Copy)]
 struct Area {
     last: u64,
-    /// The user address of the area's first byte.
+    /// The user address of the area's first byte, or for a file area
+    /// (IOMMU_IOAS_MAP_FILE) its offset in the file.
     uva: u64,
     /// IOMMU_IOAS_MAP_READABLE | WRITEABLE.
     prot: u32,
+    /// Pages from a file (iopt_pages type IOPT_ADDRESS_FILE) rather than
+    /// from the mapping process's addresses (IOPT_ADDRESS_USER): the only
+    /// kind IOMMU_IOAS_CHANGE_PROCESS moves.
+    file: bool,
 }
 
 /// An io_pagetable.
@@ -601,8 +606,71 @@ impl Host {
         cmd.user_va.checked_add(cmd.length).ok_or(Errno(libc::EOVERFLOW))?;
         let prot = cmd.flags & (IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE);
         let iova = place(ioas, &profile, cmd.flags, cmd.iova, cmd.user_va, cmd.length)?;
-        ioas.areas.insert(iova, Area { last: iova + cmd.length - 1, uva: cmd.user_va, prot });
+        ioas.areas.insert(iova, Area { last: iova + cmd.length - 1, uva: cmd.user_va, prot, file: false });
         cmd.iova = iova;
+        Ok(())
+    }
+
+    // iommufd_ioas_map_file (ioas.c, Linux 6.13) and iopt_map_file_pages
+    // (io_pagetable.c): the checks of IOMMU_IOAS_MAP, then the file. A
+    // memfd is no dma-buf, so fget: EBADF for a descriptor not open. Pages
+    // are pinned when a domain is in the IOAS (iopt_fill_domain ->
+    // pin_memfd_pages -> memfd_pin_folios), which refuses with EINVAL a file
+    // that is neither shmem nor hugetlbfs and a range past the file's end.
+    pub(super) fn ioas_map_file(&mut self, fd: RawFd, cmd: &mut iommu_ioas_map_file) -> SysResult<()> {
+        self.ioctls += 1;
+        let c = self.ictx(fd)?;
+        let profile = self.profile()?;
+        check_size(cmd.size, min_size!(iommu_ioas_map_file, iova))?;
+        let known = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE;
+        if cmd.flags & !known != 0 {
+            return err(libc::EOPNOTSUPP);
+        }
+        if cmd.iova == u64::MAX || cmd.length == u64::MAX {
+            return err(libc::EOVERFLOW);
+        }
+        if cmd.flags & (IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE) == 0 {
+            return err(libc::EINVAL);
+        }
+        let ioas = self.ictxs[c].ioas_mut(cmd.ioas_id)?;
+        if cmd.length == 0 {
+            return err(libc::EINVAL);
+        }
+        cmd.start.checked_add(cmd.length - 1).ok_or(Errno(libc::EOVERFLOW))?;
+        let file = file_of(cmd.fd)?;
+        // iopt_alloc_pages.
+        if cmd.length > u64::MAX - PAGE_SIZE {
+            return err(libc::EINVAL);
+        }
+        let prot = cmd.flags & (IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE);
+        // The IOVA's offset in its page follows the start's, as a user
+        // address's does (iopt_map_common with start_byte); the IOVA checks
+        // (EEXIST, ...) come before the pages are pinned into the domains.
+        let iova = place(ioas, &profile, cmd.flags, cmd.iova, cmd.start, cmd.length)?;
+        if !ioas.domains.is_empty() && (!file.shmem || cmd.start + cmd.length > file.size) {
+            return err(libc::EINVAL);
+        }
+        ioas.areas.insert(iova, Area { last: iova + cmd.length - 1, uva: cmd.start, prot, file: true });
+        cmd.iova = iova;
+        Ok(())
+    }
+
+    // iommufd_ioas_change_process (ioas.c, Linux 6.13): every area of every
+    // IOAS of the context must be a file area (EINVAL otherwise, nothing
+    // changed); then the pinned-page charge moves to the caller. The mock
+    // does not account iommufd pins (unlike type1), so the move itself has
+    // nothing to change here.
+    pub(super) fn ioas_change_process(&mut self, fd: RawFd, cmd: &iommu_ioas_change_process) -> SysResult<()> {
+        self.ioctls += 1;
+        let c = self.ictx(fd)?;
+        check_size(cmd.size, min_size!(iommu_ioas_change_process, __reserved))?;
+        if cmd.__reserved != 0 {
+            return err(libc::EOPNOTSUPP);
+        }
+        let user_area = self.ictxs[c].objects.values().any(|o| matches!(o, Obj::Ioas(ioas) if ioas.areas.values().any(|a| !a.file)));
+        if user_area {
+            return err(libc::EINVAL);
+        }
         Ok(())
     }
 
@@ -644,7 +712,7 @@ impl Host {
         loop {
             let Some((s, a)) = src.area_in(cur, cur).filter(|_| cur <= last) else { return err(libc::ENOENT) };
             let end = a.last.min(last);
-            pieces.push((cur - cmd.src_iova, a.uva + (cur - s), end - cur + 1));
+            pieces.push((cur - cmd.src_iova, a.uva + (cur - s), end - cur + 1, a.file));
             if end == last {
                 break;
             }
@@ -653,8 +721,9 @@ impl Host {
         let dst = self.ictxs[c].ioas_mut(cmd.dst_ioas_id)?;
         let prot = cmd.flags & (IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE);
         let iova = place(dst, &profile, cmd.flags, cmd.dst_iova, pieces[0].1, cmd.length)?;
-        for (off, uva, len) in pieces {
-            dst.areas.insert(iova + off, Area { last: iova + off + len - 1, uva, prot });
+        // The copy shares the source's iopt_pages (iopt_get_pages), file or user.
+        for (off, uva, len, file) in pieces {
+            dst.areas.insert(iova + off, Area { last: iova + off + len - 1, uva, prot, file });
         }
         cmd.dst_iova = iova;
         Ok(())
@@ -1025,6 +1094,26 @@ fn reserve_device(ioas: &mut IoasState, dev: usize, reserved: &[IovaSpan]) -> Sy
 
 /// iopt_alloc_area_pages: the length must keep the IOAS's alignment; the
 /// IOVA is the caller's (FIXED_IOVA, iopt_check_iova) or chosen (iopt_alloc_iova).
+/// What memfd_pin_folios needs to know of a file: whether it is shmem or
+/// hugetlbfs (exactly the files F_GET_SEALS answers for: memfd_fcntl) and
+/// its size.
+struct FileFacts {
+    shmem: bool,
+    size: u64,
+}
+
+fn file_of(fd: i32) -> SysResult<FileFacts> {
+    // SAFETY: st is written by fstat before it is read.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one struct stat; a bad descriptor is EBADF.
+    if fd < 0 || unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return err(libc::EBADF);
+    }
+    // SAFETY: fcntl with an int command on a descriptor fstat just accepted.
+    let shmem = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) } >= 0;
+    Ok(FileFacts { shmem, size: st.st_size as u64 })
+}
+
 fn place(ioas: &IoasState, profile: &IommufdProfile, flags: u32, iova: u64, uptr: u64, length: u64) -> SysResult<u64> {
     let align = ioas.alignment(profile);
     if length & (align - 1) != 0 || length == 0 {

@@ -371,6 +371,14 @@ impl Backend for MockBackend {
         self.lock().ioas_copy(iommufd, cmd)
     }
 
+    fn ioas_map_file(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_map_file) -> SysResult<()> {
+        self.lock().ioas_map_file(iommufd, cmd)
+    }
+
+    fn ioas_change_process(&self, iommufd: RawFd, cmd: &fd::iommu_ioas_change_process) -> SysResult<()> {
+        self.lock().ioas_change_process(iommufd, cmd)
+    }
+
     fn ioas_unmap(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_unmap) -> SysResult<()> {
         self.lock().ioas_unmap(iommufd, cmd)
     }
