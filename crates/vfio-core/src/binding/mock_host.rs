@@ -55,7 +55,9 @@ pub struct MockDeviceJs {
 pub struct MockGroupJs {
     pub id: u32,
     pub devices: Vec<MockDeviceJs>,
-    /// Reserved regions removed from the IOVA ranges when the group attaches.
+    /// Reserved regions removed from the IOVA ranges when the group attaches;
+    /// absent: the host IOMMU profile's (its MSI window), as the kernel
+    /// reserves them in every group.
     pub reserved: Option<Vec<IovaSpanConfig>>,
 }
 
@@ -188,8 +190,19 @@ pub(super) fn config_of(c: Option<MockHostConfig>) -> std::result::Result<MockCo
                 model: model_of(d.model.as_ref())?,
             });
         }
-        group.reserved = g.reserved.iter().flatten().map(|s| span("reserved", s)).collect::<std::result::Result<_, _>>()?;
+        group.reserved = match &g.reserved {
+            Some(r) => r.iter().map(|s| span("reserved", s)).collect::<std::result::Result<_, _>>()?,
+            // What the kernel reserves in every group on this IOMMU (the MSI
+            // window; SMMUv3's doorbell sits low in the IOVA space, where
+            // with_iommu_profile's whole aperture would otherwise accept a map).
+            None => profile.group_reserved.to_vec(),
+        };
         out.groups.push(group);
+    }
+    if c.groups.is_none() && c.iommu_profile.is_some() {
+        for g in &mut out.groups {
+            g.reserved.extend_from_slice(profile.group_reserved);
+        }
     }
     if c.iommufd == Some(true) {
         // The VT-d registers GET_HW_INFO returns depend on QEMU's options;

@@ -61,3 +61,18 @@ test('each case is reported by file and name; a failure, a load error and a hang
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+test("a case's own timeoutMs replaces the default, and a pattern runs only the cases whose 'file: name' it matches", async (t) => {
+  const root = workspace({
+    'packages/a/dist/slow.lab.js': `exports.cases = [{ name: 'takes 0.4 s', timeoutMs: 2000, run: () => new Promise((r) => setTimeout(r, 400)) }, { name: 'hangs', run: () => new Promise(() => {}) }];`,
+    'packages/b/dist/other.lab.js': `exports.cases = [{ name: 'passes', run: () => {} }];`,
+  });
+  try {
+    const all = await runLabFiles(root, findLabFiles(root), 200);
+    t.deepEqual(all.map((r) => [r.name, r.ok]), [['a/slow: takes 0.4 s', true], ['a/slow: hangs', false], ['b/other: passes', true]]);
+    const some = await runLabFiles(root, findLabFiles(root), 200, /^(a\/slow: takes|b\/)/);
+    t.deepEqual(some.map((r) => r.name), ['a/slow: takes 0.4 s', 'b/other: passes']);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});

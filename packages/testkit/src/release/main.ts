@@ -19,7 +19,7 @@
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { homedir, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { CaseReport } from '../lab/profile';
 import { formatTap } from '../lab/tap';
@@ -27,7 +27,7 @@ import { buildAddon } from './build';
 import { addonProblems, inspectElf } from './elf';
 import { describeRun, LOAD_SCRIPT, MAP_SCRIPT, npmInstall, run, userProject } from './install';
 import { humanSize, listTarball, packPackage, publishablePackages, tarballManifest, tarballProblems } from './pack';
-import { debianNodeRoot } from './sysroot';
+import { debianNodeRoot, releaseCacheDir } from './sysroot';
 import { TARGETS, type Target } from './targets';
 
 const QEMU_TIMEOUT_MS = 900_000;
@@ -230,8 +230,7 @@ function main(): number {
     process.stderr.write(`release: ${repoRoot} is not vfiokit's clone (no pnpm-workspace.yaml); run it as 'pnpm release:check'\n`);
     return 2;
   }
-  const cacheDir = join(process.env.VFIOKIT_CACHE || join(homedir(), '.cache', 'vfiokit'), 'release');
-  mkdirSync(cacheDir, { recursive: true });
+  const cacheDir = releaseCacheDir();
   const scratch = mkdtempSync(join(tmpdir(), 'vfiokit-release-'));
   try {
     checkTargets(repoRoot, cacheDir);

@@ -26,12 +26,12 @@ const CONFIG_REGION = 7;
 const EDU = '0000:00:03.0';
 
 /** JSON with bigints as hex, the way kernel interfaces print addresses. */
-function show(value: unknown): string {
+export function show(value: unknown): string {
   return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v));
 }
 
 /** What a call answered: its value, or the error's stable fields (not its wording). */
-function outcome(call: () => unknown): unknown {
+export function outcome(call: () => unknown): unknown {
   try {
     return { ok: call() ?? null };
   } catch (err) {

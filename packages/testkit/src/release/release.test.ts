@@ -1,7 +1,10 @@
 import test from 'ava';
 import { addonProblems, compareGlibc, parseElf } from './elf';
 import { tarballProblems, type Manifest, type TarEntry } from './pack';
-import { dependencyClosure } from './sysroot';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { aptListsKey, debianNodeRoot, dependencyClosure } from './sysroot';
 import { TARGETS } from './targets';
 
 const AARCH64 = TARGETS.find((t) => t.triple === 'aarch64-unknown-linux-gnu')!;
@@ -129,3 +132,22 @@ test("apt-cache depends --recurse gives each real package once, sorted, without 
   t.deepEqual(dependencyClosure(out), ['libc6', 'libgcc-s1', 'libnode108', 'nodejs']);
 });
 
+
+test("a Node root is found again without asking apt while the private apt's package indexes are unchanged, and resolved again once they change", (t) => {
+  // privateApt copies the machine's Debian sources into the private apt.
+  if (!existsSync('/etc/apt/sources.list.d/debian.sources')) return t.pass('no Debian sources on this machine');
+  const cache = mkdtempSync(join(tmpdir(), 'vfiokit-release-test-'));
+  t.teardown(() => rmSync(cache, { recursive: true, force: true }));
+  const lists = join(cache, 'apt-arm64', 'lists');
+  mkdirSync(lists, { recursive: true });
+  const index = join(lists, 'deb.debian.org_debian_dists_bookworm_main_binary-arm64_Packages');
+  writeFileSync(index, 'Package: nodejs\n');
+  const root = join(cache, 'roots', 'node-arm64-kept');
+  mkdirSync(root, { recursive: true });
+  writeFileSync(join(cache, 'roots', 'node-arm64.json'), JSON.stringify({ lists: aptListsKey(join(cache, 'apt-arm64')), root }));
+  t.is(debianNodeRoot(cache, 'arm64', () => {}), root);
+  // An apt-get update rewrites the index: the kept answer no longer holds, and
+  // this made-up index has no real nodejs to resolve.
+  utimesSync(index, new Date(), new Date(Date.now() + 5000));
+  t.throws(() => debianNodeRoot(cache, 'arm64', () => {}));
+});

@@ -7,9 +7,21 @@
 
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, readdirSync, readlinkSync, renameSync, rmSync, symlinkSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fetchPackage, privateApt, requireTool, type PrivateApt } from '../lab/debian';
+
+/**
+ * Where the release check keeps Debian's packages and the unpacked Node
+ * roots: ${VFIOKIT_CACHE:-~/.cache/vfiokit}/release. The arm64 lab boots
+ * the same arm64 root, so the two never fetch it twice.
+ */
+export function releaseCacheDir(): string {
+  const dir = join(process.env.VFIOKIT_CACHE || join(homedir(), '.cache', 'vfiokit'), 'release');
+  mkdirSync(dir, { recursive: true });
+  return dir;
+}
 
 /**
  * The names in `apt-cache depends --recurse` output: one package a line,
@@ -45,7 +57,40 @@ function downloadSpec(apt: PrivateApt, name: string): string {
  */
 export function debianNodeRoot(cacheDir: string, debianArch: string, log: (m: string) => void): string {
   requireTool('apt-cache', 'apt');
-  const apt = privateApt(join(cacheDir, `apt-${debianArch}`), debianArch, log);
+  const aptDir = join(cacheDir, `apt-${debianArch}`);
+  const apt = privateApt(aptDir, debianArch, log);
+  // Resolving the closure asks apt-cache once per package (about 40 runs,
+  // three minutes on a loaded 2-core machine); the same package indexes
+  // resolve to the same root, so the answer is kept beside the roots.
+  const memo = join(cacheDir, 'roots', `node-${debianArch}.json`);
+  const lists = aptListsKey(aptDir);
+  try {
+    const kept = JSON.parse(readFileSync(memo, 'utf8')) as { lists?: string; root?: string };
+    if (kept.lists === lists && kept.root !== undefined && existsSync(kept.root)) return kept.root;
+  } catch {
+    // none yet, or unreadable: resolve
+  }
+  const root = resolveNodeRoot(cacheDir, apt, debianArch, log);
+  // Other clones share the cache: write whole, then rename.
+  writeFileSync(`${memo}.${process.pid}`, `${JSON.stringify({ lists, root })}\n`);
+  renameSync(`${memo}.${process.pid}`, memo);
+  return root;
+}
+
+/** The private apt's package indexes as a key: names, sizes and times (apt-get update rewrites them). */
+export function aptListsKey(aptDir: string): string {
+  const dir = join(aptDir, 'lists');
+  const indexes = readdirSync(dir)
+    .filter((f) => f.includes('_Packages'))
+    .sort()
+    .map((f) => {
+      const st = statSync(join(dir, f));
+      return `${f} ${st.size} ${st.mtimeMs}`;
+    });
+  return hash(indexes.join('\n'));
+}
+
+function resolveNodeRoot(cacheDir: string, apt: PrivateApt, debianArch: string, log: (m: string) => void): string {
   const names = dependencyClosure(
     aptCache(apt, ['depends', '--recurse', '--no-recommends', '--no-suggests', '--no-conflicts', '--no-breaks', '--no-replaces', '--no-enhances', 'nodejs']),
   );

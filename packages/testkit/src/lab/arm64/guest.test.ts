@@ -26,3 +26,28 @@ test('an SMMU event on the console is the refusal the ITS boot must show, and th
   t.false(smmuEventsReport('quiet\n', ARM64_HOSTS[0]!).ok);
   t.true(smmuEventsReport('quiet\n', ARM64_HOSTS[1]!).ok);
 });
+
+test("only the ITS boot runs the napi addon: Debian's Node comes read-only over 9p and its lines leave on a second virtio console", (t) => {
+  t.deepEqual(ARM64_HOSTS.map((h) => h.napi), [true, false]);
+  const args = qemuArgs(ARM64_HOSTS[0]!, { vmlinuz: 'k', initramfs: 'i', results: 'r', napi: { nodeRoot: '/cache/node-arm64', results: 'n' } }).join(' ');
+  t.regex(args, /-fsdev local,id=noderoot,path=\/cache\/node-arm64,security_model=none,readonly=on/);
+  t.regex(args, /virtio-9p-pci,fsdev=noderoot,mount_tag=noderoot,bus=pcie\.0,addr=0x9/);
+  t.regex(args, /-chardev file,id=napi,path=n -device virtconsole,bus=vser\.0,chardev=napi/);
+  t.notRegex(qemuArgs(ARM64_HOSTS[1]!, { vmlinuz: 'k', initramfs: 'i', results: 'r' }).join(' '), /9p|napi/);
+});
+
+test("the napi boot runs Debian's node at its own paths (linked into the 9p mount) on the solo edu, after the suite, and marks its exit", (t) => {
+  const script = initScript([], ARM64_TOPOLOGY, true);
+  const line = script.split('\n').find((l) => l.includes('/usr/bin/node'));
+  t.is(line?.trim(), '/usr/bin/node /napi/lab/arm64/napi-cases.js /napi/vfio-core.linux-arm64-gnu.node kernel 0000:00:03.0 > /dev/hvc1');
+  t.true(script.indexOf('run-exit') < script.indexOf('stage=napi'));
+  t.regex(script, /mark "napi-exit=\$\?"/);
+  t.notRegex(initScript([], ARM64_TOPOLOGY), /napi/);
+});
+
+test("napi-cases' output is read as its header, its case lines and whether it ended", async (t) => {
+  const { parseNapiLines } = await import('./index');
+  const text = '{"group":4,"bdf":"0000:00:03.0","arch":"arm64"}\n[  3.1] kernel noise\n{"case":"a","saw":{"ok":1}}\n{"end":"kernel"}\n';
+  t.deepEqual(parseNapiLines(text), { header: { group: 4, bdf: '0000:00:03.0' }, cases: ['{"case":"a","saw":{"ok":1}}'], ended: true });
+  t.deepEqual(parseNapiLines('{"case":"a","saw":{"ok":1}}\n'), { cases: ['{"case":"a","saw":{"ok":1}}'], ended: false });
+});

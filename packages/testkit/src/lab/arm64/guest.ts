@@ -13,6 +13,13 @@
 //
 // Results leave the guest on a virtio console (/dev/hvc0, a host file), so
 // kernel messages on the PL011 console never interleave with them.
+//
+// The GICv3 boot also runs the published aarch64 napi addon (the file
+// `pnpm release:check` builds into @vfiokit/vfio-core-linux-arm64-gnu) in
+// Debian's own arm64 Node: the addon and napi-cases.js ride in the
+// initramfs (about 1 MB), Node and its libraries (about 120 MB, the release
+// check's cached root) come read-only over 9p, and its lines leave on a
+// second virtio console (/dev/hvc1).
 
 import { BIND_VFIO_SH, initPrelude, packInitramfs } from '../initramfs';
 import { KernelModule } from '../modules';
@@ -43,21 +50,37 @@ export interface Arm64Host {
   /** `virt` machine's gic-version: 3 has an ITS (MSI isolation), 2 has only GICv2m (none). */
   readonly gicVersion: 2 | 3;
   readonly facts: LabHostFacts;
+  /** This boot also runs the aarch64 napi addon in Debian's Node (napi-cases.ts). */
+  readonly napi: boolean;
 }
 
 export const ARM64_HOSTS: readonly Arm64Host[] = [
-  { name: 'gicv3-its', gicVersion: 3, facts: { iommu: 'smmuv3', msiIsolated: true, allowUnsafeInterrupts: false } },
-  { name: 'gicv2', gicVersion: 2, facts: { iommu: 'smmuv3', msiIsolated: false, allowUnsafeInterrupts: false } },
+  { name: 'gicv3-its', gicVersion: 3, facts: { iommu: 'smmuv3', msiIsolated: true, allowUnsafeInterrupts: false }, napi: true },
+  // Without MSI isolation the addon could only show the EPERM the suite already compares.
+  { name: 'gicv2', gicVersion: 2, facts: { iommu: 'smmuv3', msiIsolated: false, allowUnsafeInterrupts: false }, napi: false },
 ];
 
 /** The virtio console the results go out on, at a slot the topology leaves free. */
 const RESULTS_SLOT = '0x8';
+/** The 9p export of Debian's arm64 Node, at another free slot. */
+const NODE_ROOT_SLOT = '0x9';
+/** Its 9p mount tag, and where the guest mounts it. */
+export const TAG_NODE_ROOT = 'noderoot';
+const GUEST_NODE_ROOT = '/node';
+/** Where the addon and the scripts sit in the initramfs. */
+const GUEST_NAPI_DIR = '/napi';
+export const GUEST_ADDON = `${GUEST_NAPI_DIR}/vfio-core.linux-arm64-gnu.node`;
+/** napi-cases.js and the release check's mock-cases.js it requires, at their places relative to each other in dist/. */
+export const GUEST_NAPI_SCRIPT = `${GUEST_NAPI_DIR}/lab/arm64/napi-cases.js`;
+export const GUEST_MOCK_CASES = `${GUEST_NAPI_DIR}/release/mock-cases.js`;
 
 export interface QemuPaths {
   readonly vmlinuz: string;
   readonly initramfs: string;
   /** Host file the guest's /dev/hvc0 writes to. */
   readonly results: string;
+  /** With `napi`: Debian's arm64 Node root (exported read-only) and the host file /dev/hvc1 writes to. */
+  readonly napi?: { readonly nodeRoot: string; readonly results: string };
 }
 
 export function qemuArgs(host: Arm64Host, paths: QemuPaths): string[] {
@@ -78,6 +101,14 @@ export function qemuArgs(host: Arm64Host, paths: QemuPaths): string[] {
     '-device', `virtio-serial-pci,id=vser,bus=pcie.0,addr=${RESULTS_SLOT}`,
     '-chardev', `file,id=results,path=${paths.results}`,
     '-device', 'virtconsole,bus=vser.0,chardev=results',
+    ...(paths.napi === undefined
+      ? []
+      : [
+          '-chardev', `file,id=napi,path=${paths.napi.results}`,
+          '-device', 'virtconsole,bus=vser.0,chardev=napi',
+          '-fsdev', `local,id=${TAG_NODE_ROOT},path=${paths.napi.nodeRoot},security_model=none,readonly=on`,
+          '-device', `virtio-9p-pci,fsdev=${TAG_NODE_ROOT},mount_tag=${TAG_NODE_ROOT},bus=pcie.0,addr=${NODE_ROOT_SLOT}`,
+        ]),
   ];
 }
 
@@ -100,7 +131,37 @@ for n in /sys/firmware/devicetree/base/intc*/*; do [ -f $n/compatible ] && mark 
 `;
 }
 
-export function initScript(modules: readonly KernelModule[], topology: LabTopology): string {
+/**
+ * Debian's arm64 Node on the addon, at its own paths: the initramfs links
+ * /usr, /lib/aarch64-linux-gnu and the dynamic loader into the 9p mount
+ * (Debian's Node reads builtins it ships apart, such as
+ * /usr/share/nodejs/cjs-module-lexer, by absolute path, and aborts at start
+ * without them). The guest's uptime before and after says what it cost.
+ */
+function napiScript(bdf: string): string {
+  return `mark stage=napi
+read napi_start _ < /proc/uptime
+if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000,ro,cache=loose ${TAG_NODE_ROOT} ${GUEST_NODE_ROOT}; then
+  mark "napi-exit=mount"
+elif [ ! -c /dev/hvc1 ]; then
+  mark "napi-exit=no-hvc1"
+else
+  /usr/bin/node ${GUEST_NAPI_SCRIPT} ${GUEST_ADDON} kernel ${bdf} > /dev/hvc1
+  mark "napi-exit=$?"
+fi
+read napi_end _ < /proc/uptime
+mark "napi-uptime=$napi_start $napi_end"
+`;
+}
+
+/** The edu the napi cases drive: the topology's `solo`, alone in its group and bound to vfio-pci. */
+export function napiDevice(topology: LabTopology): string {
+  const solo = topology.devices.find((d) => d.role === 'solo');
+  if (solo === undefined) throw new Error(`topology ${topology.name} has no 'solo' edu for the napi cases`);
+  return solo.bdf;
+}
+
+export function initScript(modules: readonly KernelModule[], topology: LabTopology, napi = false): string {
   const loads = modules
     .map((m) => `insmod /lib/modules/${m.path}${m.name === 'vfio_iommu_type1' ? ` dma_entry_limit=${topology.dmaEntryLimit}` : ''} || fail "insmod ${m.name} failed"`)
     .join('\n');
@@ -108,7 +169,7 @@ export function initScript(modules: readonly KernelModule[], topology: LabTopolo
     .filter((d) => d.driver === 'vfio-pci')
     .map((d) => `bind_vfio ${d.bdf}`)
     .join('\n');
-  return `${initPrelude('packages/testkit/src/lab/arm64/guest.ts', MARK, ['/proc', '/sys', '/dev', '/tmp'])}
+  return `${initPrelude('packages/testkit/src/lab/arm64/guest.ts', MARK, ['/proc', '/sys', '/dev', '/tmp', ...(napi ? [GUEST_NODE_ROOT] : [])])}
 mark stage=modules
 ${loads}
 
@@ -119,22 +180,47 @@ ${BIND_VFIO_SH}${binds}
 mark stage=run
 /bin/vfio-lab x86 --backend kernel --topology /etc/topology.json --out /dev/hvc0
 mark "run-exit=$?"
-${factsScript()}sync
+${napi ? napiScript(napiDevice(topology)) : ''}${factsScript()}sync
 mark done
 poweroff -f
 sleep 10
 `;
 }
 
-export function buildInitramfs(busybox: Buffer, labBinary: Buffer, modules: readonly KernelModule[], topology: LabTopology & { host: LabHostFacts }): Buffer {
+/** What the napi cases need in the initramfs: the aarch64 addon and the two scripts (Node comes over 9p). */
+export interface NapiFiles {
+  readonly addon: Buffer;
+  readonly napiCases: Buffer;
+  readonly mockCases: Buffer;
+}
+
+export function buildInitramfs(busybox: Buffer, labBinary: Buffer, modules: readonly KernelModule[], topology: LabTopology & { host: LabHostFacts }, napi?: NapiFiles): Buffer {
+  const rel = (p: string) => p.slice(1);
   return packInitramfs({
     busybox,
-    init: initScript(modules, topology),
+    init: initScript(modules, topology, napi !== undefined),
     modules,
     files: [
       { kind: 'dir', path: 'etc' },
       { kind: 'file', path: 'bin/vfio-lab', data: labBinary, mode: 0o755 },
       { kind: 'file', path: 'etc/topology.json', data: Buffer.from(`${JSON.stringify(topology, null, 2)}\n`), mode: 0o644 },
+      ...(napi === undefined
+        ? []
+        : [
+            // Debian's Node root, as / would hold it (see napiScript); lib
+            // first, as the module entries that would make it come after.
+            { kind: 'dir' as const, path: 'lib' },
+            { kind: 'symlink' as const, path: 'usr', target: `${GUEST_NODE_ROOT}/usr` },
+            { kind: 'symlink' as const, path: 'lib/aarch64-linux-gnu', target: `${GUEST_NODE_ROOT}/lib/aarch64-linux-gnu` },
+            { kind: 'symlink' as const, path: 'lib/ld-linux-aarch64.so.1', target: `${GUEST_NODE_ROOT}/lib/ld-linux-aarch64.so.1` },
+            { kind: 'dir' as const, path: rel(GUEST_NAPI_DIR) },
+            { kind: 'dir' as const, path: rel(`${GUEST_NAPI_DIR}/lab`) },
+            { kind: 'dir' as const, path: rel(`${GUEST_NAPI_DIR}/lab/arm64`) },
+            { kind: 'dir' as const, path: rel(`${GUEST_NAPI_DIR}/release`) },
+            { kind: 'file' as const, path: rel(GUEST_ADDON), data: napi.addon, mode: 0o755 },
+            { kind: 'file' as const, path: rel(GUEST_NAPI_SCRIPT), data: napi.napiCases, mode: 0o644 },
+            { kind: 'file' as const, path: rel(GUEST_MOCK_CASES), data: napi.mockCases, mode: 0o644 },
+          ]),
     ],
   });
 }

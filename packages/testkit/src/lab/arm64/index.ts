@@ -8,6 +8,13 @@
 //
 // The guest's packages come through a private apt configuration for arm64
 // (../debian.ts privateApt): the machine's own apt and dpkg are untouched.
+//
+// The GICv3 boot also loads the aarch64 napi addon that `pnpm release:check`
+// builds for @vfiokit/vfio-core-linux-arm64-gnu (the same build, into the
+// same file, cached in target/npm) in Debian's arm64 Node (the release
+// check's cached root, shared over 9p) and drives the edu through it
+// (napi-cases.ts); the same script then runs here on the mock's SMMUv3
+// profile, and the two must answer alike, case by case.
 
 import { spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -20,11 +27,17 @@ import { KernelModule, resolveModules } from '../modules';
 import { buildLab } from '../pseries/host';
 import { CaseReport, LabContext, LabProfile } from '../profile';
 import { runGuest } from '../qemu';
-import { Arm64Host, ARM64_HOSTS, ARM64_TOPOLOGY, buildInitramfs, marks, qemuArgs } from './guest';
+import { Arm64Host, ARM64_HOSTS, ARM64_TOPOLOGY, buildInitramfs, marks, NapiFiles, qemuArgs } from './guest';
 import { ensureCrossBuild, RUST_TARGET } from './host';
+import { buildAddon } from '../../release/build';
+import { debianNodeRoot, releaseCacheDir } from '../../release/sysroot';
+import { TARGETS } from '../../release/targets';
 
 const QEMU = 'qemu-system-aarch64';
-const GUEST_MODULES = ['virtio_pci', 'virtio_console', 'vfio', 'vfio_iommu_type1', 'vfio_pci'];
+// 9p and its transport: the napi boot mounts Debian's arm64 Node from the host.
+const GUEST_MODULES = ['virtio_pci', 'virtio_console', '9pnet_virtio', '9p', 'vfio', 'vfio_iommu_type1', 'vfio_pci'];
+const NAPI_SCRIPT = join(__dirname, 'napi-cases.js');
+const MOCK_CASES_SCRIPT = join(__dirname, '..', '..', 'release', 'mock-cases.js');
 /** Debian's generic arm64 6.1 kernel, any ABI number (not -cloud, -rt or -dbg). */
 export const KERNEL_PATTERN = /^linux-image-6\.1\.0-\d+-arm64$/;
 /** A boot, suite and power-off take well under a minute here; a guest past this is hung. */
@@ -78,28 +91,105 @@ export function smmuEventsReport(consoleText: string, host: Arm64Host): CaseRepo
   return ok ? { name, ok } : { name, ok, detail: dmaRan ? ['no "arm-smmu-v3 ...: event 0x.. received" line on the console'] : events.slice(0, 5) };
 }
 
+/** The aarch64 addon, the scripts and Debian's arm64 Node: what the napi boot brings. */
+interface NapiParts {
+  readonly files: NapiFiles;
+  readonly nodeRoot: string;
+}
+
+function napiParts(ctx: LabContext): NapiParts {
+  const target = TARGETS.find((t) => t.triple === RUST_TARGET);
+  if (target === undefined) throw new LabError('BAD_PACKAGE', `the release targets have no ${RUST_TARGET}`);
+  // napi build is cargo underneath: a second run with nothing changed links nothing.
+  const started = Date.now();
+  const addon = buildAddon(ctx.repoRoot, target, ctx.log);
+  const built = Date.now();
+  const nodeRoot = debianNodeRoot(releaseCacheDir(), target.debianArch, ctx.log);
+  ctx.log(`arm64 napi: addon build ${((built - started) / 1000).toFixed(1)} s, Debian's arm64 Node root ${((Date.now() - built) / 1000).toFixed(1)} s (${nodeRoot})`);
+  return { files: { addon: readFileSync(addon), napiCases: readFileSync(NAPI_SCRIPT), mockCases: readFileSync(MOCK_CASES_SCRIPT) }, nodeRoot };
+}
+
+/** The JSON lines of one napi-cases.js run: its header ({ group, bdf, ... }), the case lines, and whether it ended. */
+export function parseNapiLines(text: string): { header?: { group: number; bdf: string }; cases: string[]; ended: boolean } {
+  const lines = text.split(/\r?\n/).filter((l) => l.startsWith('{'));
+  const first = lines[0];
+  let header: { group: number; bdf: string } | undefined;
+  try {
+    const h = first === undefined ? undefined : (JSON.parse(first) as { group?: unknown; bdf?: unknown });
+    if (h && typeof h.group === 'number' && typeof h.bdf === 'string') header = { group: h.group, bdf: h.bdf };
+  } catch {
+    // no header: reported by the caller
+  }
+  return { ...(header ? { header } : {}), cases: lines.filter((l) => l.startsWith('{"case":')), ended: lines.some((l) => l.startsWith('{"end":')) };
+}
+
+/** The mock's answers to the same script, on the host, with the x86_64 addon `pnpm build` made. */
+function runNapiMock(ctx: LabContext, host: Arm64Host, group: number, bdf: string): { cases: string[]; problems: string[] } {
+  const x64 = TARGETS.find((t) => t.qemu === undefined)!;
+  const addon = join(ctx.repoRoot, 'crates', 'vfio-core', `vfio-core.${x64.platform}.node`);
+  const config = {
+    iommuProfile: host.facts.iommu,
+    msiIsolated: host.facts.msiIsolated,
+    allowUnsafeInterrupts: host.facts.allowUnsafeInterrupts,
+    dmaEntryLimit: ARM64_TOPOLOGY.dmaEntryLimit,
+    groups: [{ id: group, devices: [{ address: bdf, driver: 'vfio-pci' }] }],
+  };
+  const r = spawnSync(process.execPath, [NAPI_SCRIPT, addon, 'mock', bdf, String(group), JSON.stringify(config)], { encoding: 'utf8', timeout: 120_000 });
+  writeFileSync(join(ctx.outDir, `${host.name}-napi-mock.jsonl`), r.stdout ?? '');
+  const parsed = parseNapiLines(r.stdout ?? '');
+  const problems = r.status === 0 && parsed.ended ? [] : [`the mock run exited ${r.status ?? r.signal}: ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' / ')}`];
+  return { cases: parsed.cases, problems };
+}
+
+/** The napi boot's reports: the addon ran to its end in the guest, and each case answered as on the mock. */
+function napiReports(ctx: LabContext, host: Arm64Host, marked: readonly string[], napiResults: string): CaseReport[] {
+  const exit = marked.find((l) => l.startsWith('napi-exit='))?.slice('napi-exit='.length);
+  const uptime = marked.find((l) => l.startsWith('napi-uptime='))?.slice('napi-uptime='.length).split(' ').map(Number);
+  if (uptime?.length === 2) ctx.log(`arm64 ${host.name}: Debian's arm64 Node and the addon took ${(uptime[1]! - uptime[0]!).toFixed(1)} s of the guest's time`);
+  const kernel = parseNapiLines(readFileSync(napiResults, 'utf8'));
+  const ran = "the published aarch64 addon loads in Debian's arm64 Node on the real kernel and runs the napi cases to their end";
+  if (exit !== '0' || kernel.header === undefined || !kernel.ended) {
+    return [{ name: ran, ok: false, detail: [`napi-exit=${exit ?? '(none: the guest never got there)'}`, `see ${napiResults} and the console`] }];
+  }
+  const mock = runNapiMock(ctx, host, kernel.header.group, kernel.header.bdf);
+  const reports: CaseReport[] = [{ name: ran, ok: true }];
+  if (mock.problems.length > 0) return [...reports, { name: 'the napi cases run on the mock', ok: false, detail: mock.problems }];
+  const n = Math.max(kernel.cases.length, mock.cases.length);
+  for (let i = 0; i < n; i++) {
+    const k = kernel.cases[i];
+    const m = mock.cases[i];
+    const name = (JSON.parse(k ?? m!) as { case: string }).case;
+    const same = k === m && !k!.includes('"threw":');
+    reports.push(same ? { name: `napi: ${name}`, ok: true } : { name: `napi: ${name}`, ok: false, detail: [`kernel: ${k ?? '(no answer)'}`, `mock:   ${m ?? '(no answer)'}`] });
+  }
+  return reports;
+}
+
 async function boot(
   ctx: LabContext,
   host: Arm64Host,
   kernel: Kernel,
-  parts: { busybox: Buffer; labBinary: Buffer; modules: readonly KernelModule[] },
+  parts: { busybox: Buffer; labBinary: Buffer; modules: readonly KernelModule[]; napi?: NapiParts },
   hostBin: string,
 ): Promise<CaseReport[]> {
   const t = host.name;
   const initramfs = join(ctx.outDir, `${t}-initramfs.cpio`);
   const results = join(ctx.outDir, `${t}-kernel.jsonl`);
   const consolePath = join(ctx.outDir, `${t}-console.log`);
-  writeFileSync(initramfs, buildInitramfs(parts.busybox, parts.labBinary, parts.modules, topologyFor(host)));
+  const napi = host.napi ? parts.napi : undefined;
+  const napiResults = join(ctx.outDir, `${t}-napi-kernel.jsonl`);
+  writeFileSync(initramfs, buildInitramfs(parts.busybox, parts.labBinary, parts.modules, topologyFor(host), napi?.files));
   writeFileSync(results, '');
+  if (napi) writeFileSync(napiResults, '');
   const timeoutMs = Math.min(ctx.guestTimeoutMs, GUEST_TIMEOUT_MS);
   ctx.log(`arm64 ${t}: booting ${kernel.release} (gic-version=${host.gicVersion}); console in ${consolePath}`);
   const run = await runGuest({
     qemu: QEMU,
-    args: qemuArgs(host, { vmlinuz: kernel.vmlinuz, initramfs, results }),
+    args: qemuArgs(host, { vmlinuz: kernel.vmlinuz, initramfs, results, ...(napi ? { napi: { nodeRoot: napi.nodeRoot, results: napiResults } } : {}) }),
     consolePath,
     timeoutMs,
     onLine: (line) => {
-      if (line.startsWith('vfiokit-arm64: stage') || line.startsWith('vfiokit-arm64: fail') || line.startsWith('vfiokit-arm64: run-exit')) {
+      if (/^vfiokit-arm64: (stage|fail|run-exit|napi-exit)/.test(line)) {
         ctx.log(`arm64 ${t} guest ${line.slice('vfiokit-arm64:'.length).trim()}`);
       }
     },
@@ -135,6 +225,7 @@ async function boot(
     ...(kernelResults.complete ? {} : { detail: [`${results} has no end line: the guest stopped during the suite; see ${consolePath}`] }),
   });
   reports.push(...compareResults(kernelResults, runMock(ctx, hostBin, host), expectedStopFor(host.facts, ARM64_TOPOLOGY)).map((c) => ({ ...c, name: `conformance: ${c.name}` })));
+  if (napi) reports.push(...napiReports(ctx, host, m, napiResults));
   return reports.map((r) => ({ ...r, name: `${t}: ${r.name}` }));
 }
 
@@ -151,9 +242,10 @@ export const arm64Profile: LabProfile = {
     ctx.log(`arm64 modules: ${modules.map((m) => m.name).join(' ')}`);
     const labBinary = readFileSync(buildLab(ctx.repoRoot, RUST_TARGET, ctx.log));
     const hostBin = buildLab(ctx.repoRoot, undefined, ctx.log);
+    const napi = ARM64_HOSTS.some((h) => h.napi) ? napiParts(ctx) : undefined;
     const reports: CaseReport[] = [];
     for (const host of ARM64_HOSTS) {
-      reports.push(...(await boot(ctx, host, kernel, { busybox, labBinary, modules }, hostBin)));
+      reports.push(...(await boot(ctx, host, kernel, { busybox, labBinary, modules, ...(napi ? { napi } : {}) }, hostBin)));
     }
     return reports;
   },
