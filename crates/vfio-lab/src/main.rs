@@ -172,9 +172,6 @@ mod tests {
     }
 
     fn run_all(topology: Topology) -> Vec<Line> {
-        // A case lowers RLIMIT_MEMLOCK, which is the whole process's: the
-        // runs take turns, as the lab binary runs its cases one at a time.
-        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
         let host = LabHost::assigned(topology);
         let backend = mock_host::mock_backend(&host, false);
@@ -187,6 +184,11 @@ mod tests {
             })
             .collect()
     }
+
+    /// The suites lower RLIMIT_MEMLOCK, which is the whole process's, and
+    /// the sPAPR suite forks: runs take turns, as the lab binary runs its
+    /// cases one at a time.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
     fn assert_complete(topology: Topology) {
         for line in run_all(topology) {
@@ -245,5 +247,38 @@ mod tests {
             }
         }
         assert!(stopped > 20, "only {stopped} cases stopped: the refusal is not reached");
+    }
+
+    /// A sink the sPAPR suite writes its JSON lines into.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_spapr_case_runs_to_its_end_on_the_mock_with_one_and_two_phbs_and_two_functions() {
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+        for (phbs, functions) in [(1, 1), (2, 1), (1, 2)] {
+            let sink = Lines::default();
+            spapr::run(&spapr::World::mock(phbs, functions), Box::new(sink.clone())).unwrap();
+            let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+            let mut cases = 0;
+            for line in text.lines() {
+                let Line::Case { name, aborted, checks, .. } = serde_json::from_str(line).unwrap() else { continue };
+                assert_eq!(aborted, None, "{phbs} PHB(s), {functions} function(s): case '{name}' stopped early");
+                let failed: Vec<_> = checks.iter().filter(|c| !c.ok).collect();
+                assert!(failed.is_empty(), "case '{name}': {failed:?}");
+                cases += 1;
+            }
+            assert!(cases >= 2, "{phbs} PHB(s), {functions} function(s): only {cases} cases ran");
+        }
     }
 }

@@ -27,7 +27,7 @@ use vfio_core::uapi;
 use vfio_core::{Container, Device, Group, MockConfig};
 
 use crate::report::{Check, Line, Step, Writer};
-use crate::spapr_cases::CASES;
+use crate::spapr_cases::{CASES, FUNCTION_CASES};
 use crate::spapr_dma;
 
 /// A PE of the run: the edu on one PHB and its IOMMU group.
@@ -42,35 +42,52 @@ pub struct Pe {
 pub struct World {
     pub backend: Arc<dyn Backend>,
     pub pes: Vec<Pe>,
+    /// Every edu in pe0's group (functions of one slot): one, or two in the
+    /// two-function topology.
+    pub functions: Vec<String>,
     pub name: &'static str,
 }
 
 impl World {
-    /// The guest: one edu per PHB, groups as the kernel numbered them.
-    pub fn kernel(phbs: usize) -> Result<Self, String> {
+    /// The guest: an edu on each PHB (`functions` of them, functions of
+    /// one slot, on the first), groups as the kernel numbered them.
+    pub fn kernel(phbs: usize, functions: usize) -> Result<Self, String> {
         let edus = find_edus()?;
-        if edus.len() != phbs {
-            return Err(format!("expected one edu per PHB ({phbs}), found {}: {edus:?}", edus.len()));
+        if edus.len() != phbs + functions - 1 {
+            return Err(format!("expected {functions} edu(s) on the first PHB and one on each other ({phbs} PHBs), found {}: {edus:?}", edus.len()));
         }
-        let pes = edus.iter().map(|bdf| Ok(Pe { bdf: bdf.clone(), group: group_of(bdf)? })).collect::<Result<_, String>>()?;
-        Ok(Self { backend: Arc::new(KernelBackend::new()), pes, name: "kernel" })
+        let functions_of_pe0: Vec<String> = edus.iter().filter(|b| b.starts_with("0000:")).cloned().collect();
+        let firsts: Vec<&String> = edus.iter().filter(|b| b.ends_with(".0")).collect();
+        let pes = firsts.iter().map(|bdf| Ok(Pe { bdf: (*bdf).clone(), group: group_of(bdf)? })).collect::<Result<_, String>>()?;
+        Ok(Self { backend: Arc::new(KernelBackend::new()), pes, functions: functions_of_pe0, name: "kernel" })
     }
 
     /// The mock as the guest: a pseries host (no type1, the sPAPR driver
     /// with QEMU's PE profile), one group per PHB holding an edu whose DMA
-    /// mask reaches the 64-bit window, as the lab's QEMU command line sets.
-    pub fn mock(phbs: usize) -> Self {
+    /// mask reaches the 64-bit window, as the lab's QEMU command line sets;
+    /// the first PHB's group holds `functions` of them (functions of slot 2).
+    pub fn mock(phbs: usize, functions: usize) -> Self {
         let mut config = MockConfig::empty();
         let mut pes = Vec::new();
+        let mut functions_of_pe0 = Vec::new();
         for i in 0..phbs {
-            let bdf = format!("{i:04x}:00:02.0");
-            let mut edu = MockDeviceConfig::edu(&bdf);
-            edu.model = DeviceModelConfig::Edu(EduConfig { dma_mask: u64::MAX, ..EduConfig::default() });
-            config = config.with_group(MockGroupConfig::new(i as u32).with_device(edu));
-            pes.push(Pe { bdf, group: i as u32 });
+            let mut group = MockGroupConfig::new(i as u32);
+            for f in 0..if i == 0 { functions } else { 1 } {
+                let bdf = format!("{i:04x}:00:02.{f}");
+                let mut edu = MockDeviceConfig::edu(&bdf);
+                edu.model = DeviceModelConfig::Edu(EduConfig { dma_mask: u64::MAX, ..EduConfig::default() });
+                group = group.with_device(edu);
+                if i == 0 {
+                    functions_of_pe0.push(bdf.clone());
+                }
+                if f == 0 {
+                    pes.push(Pe { bdf, group: i as u32 });
+                }
+            }
+            config = config.with_group(group);
         }
         let config = SpaprDriver::pseries_config(config, SpaprProfile::qemu_pseries());
-        Self { backend: Arc::new(MockBackend::new(config)), pes, name: "mock" }
+        Self { backend: Arc::new(MockBackend::new(config)), pes, functions: functions_of_pe0, name: "mock" }
     }
 
     pub fn container(&self) -> Result<Bench<'_>, String> {
@@ -112,6 +129,11 @@ impl Bench<'_> {
         ops_for(&self.container)
     }
 
+    /// The run's world, for a case that needs a second container.
+    pub fn world(&self) -> &World {
+        self.world
+    }
+
     /// The backend itself, for cases that make raw calls on their own descriptors.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.world.backend
@@ -120,6 +142,11 @@ impl Bench<'_> {
     /// PE `pe` of the run (its edu's address and group).
     pub fn pe(&self, pe: usize) -> &Pe {
         &self.world.pes[pe]
+    }
+
+    /// The device `bdf` in the `i`-th attached group.
+    pub fn device_at(&self, i: usize, bdf: &str) -> Result<Device, i32> {
+        self.groups[i].device(bdf).map_err(|e| e.errno)
     }
 
     /// The edu of the `i`-th attached group.
@@ -211,6 +238,24 @@ impl Buffer {
         Self { base, len, addr, size: size as u64 }
     }
 
+    /// `size` bytes of shared anonymous memory (MAP_SHARED: shmem pages,
+    /// as QEMU's guest RAM with `share=on`), populated.
+    pub fn shared(size: usize) -> Self {
+        // SAFETY: an anonymous shared mapping; no pointer is passed in.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED, "mmap of {size} shared bytes for a DMA buffer failed");
+        Self { base, len: size, addr: base as u64, size: size as u64 }
+    }
+
     /// `size` bytes of 2 MiB huge pages (MAP_HUGETLB), which let TCEs larger
     /// than the base page map (`tce_page_is_contained`). ENOMEM when the
     /// kernel has no free huge pages.
@@ -253,10 +298,70 @@ impl Drop for Buffer {
 }
 
 // ---------------------------------------------------------------------------
+// A case in a process of its own
+
+/// Runs `body` on a fresh container in a child process (fork) and records
+/// its steps in `r`: for a case whose calls leave the process's mm in a
+/// state only its exit ends (a registration leaked by an unregister while
+/// mapped, which the kernel keeps pinned until the mm dies and then warns
+/// about in destroy_context). The child's exit ends it on either backend:
+/// the mock's state is the child's copy. The child says on stderr (the
+/// guest's console) what its exit will make the kernel print, so the
+/// console check can expect exactly that.
+pub fn in_child(world: &World, r: &mut Rec, announce: &str, body: fn(&mut Bench, &mut Rec) -> Result<(), Stop>) -> Result<(), Stop> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe writes two descriptors into `fds`.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(Stop(format!("pipe failed: {}", std::io::Error::last_os_error())));
+    }
+    // SAFETY: vfio-lab is single-threaded, so the child may run Rust code
+    // (no lock can be held by a thread that does not exist there).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Stop(format!("fork failed: {}", std::io::Error::last_os_error())));
+    }
+    if pid == 0 {
+        // SAFETY: the child's copy of the read end.
+        unsafe { libc::close(fds[0]) };
+        let mut rec = Rec::new();
+        let aborted = match world.container() {
+            Ok(mut bench) => body(&mut bench, &mut rec).err().map(|s| s.0),
+            Err(e) => Some(e),
+        };
+        let line = Line::Case { name: String::new(), steps: rec.steps, checks: rec.checks, aborted };
+        let text = serde_json::to_string(&line).unwrap_or_default();
+        // SAFETY: the write end is this process's; `text` is live for the call.
+        unsafe { libc::write(fds[1], text.as_ptr().cast(), text.len()) };
+        eprintln!("{announce}");
+        // SAFETY: ends the child without running the parent's exit handlers
+        // twice; its descriptors (the container among them) close here.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: the parent's copy of the write end.
+    unsafe { libc::close(fds[1]) };
+    // SAFETY: the read end is ours alone from here; File closes it.
+    let mut from_child = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
+    let mut text = String::new();
+    let read = std::io::Read::read_to_string(&mut from_child, &mut text);
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    read.map_err(|e| Stop(format!("reading the child's steps failed: {e}")))?;
+    match serde_json::from_str::<Line>(&text) {
+        Ok(Line::Case { steps, checks, aborted, .. }) => {
+            r.steps.extend(steps);
+            r.checks.extend(checks);
+            aborted.map_or(Ok(()), |a| Err(Stop(a)))
+        }
+        _ => Err(Stop(format!("the child process left no steps (wait status {status:#x})"))),
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Entry point
 
 fn usage() -> String {
-    "usage: vfio-lab spapr --backend kernel|mock [--phbs N] [--out FILE]\n\
+    "usage: vfio-lab spapr --backend kernel|mock [--phbs N] [--functions N] [--out FILE]\n\
      kernel: in the pseries guest, with one edu per PHB bound to vfio-pci (BDFs from sysfs)\n\
      mock:   on the host, against vfio-core's MockSpapr"
         .into()
@@ -280,12 +385,14 @@ pub fn find_edus() -> Result<Vec<String>, String> {
 pub fn main(args: &[String]) -> i32 {
     let mut backend = None;
     let mut phbs = 1usize;
+    let mut functions = 1usize;
     let mut out: Option<String> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--backend" => backend = it.next().cloned(),
             "--phbs" => phbs = it.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            "--functions" => functions = it.next().and_then(|v| v.parse().ok()).unwrap_or(0),
             "--out" => out = it.next().cloned(),
             _ => {
                 eprintln!("vfio-lab spapr: unknown argument '{a}'\n{}", usage());
@@ -304,8 +411,8 @@ pub fn main(args: &[String]) -> i32 {
         None => Box::new(std::io::stdout()),
     };
     let world = match backend.as_deref() {
-        Some("mock") => Ok(World::mock(phbs)),
-        Some("kernel") => World::kernel(phbs),
+        Some("mock") => Ok(World::mock(phbs, functions.max(1))),
+        Some("kernel") => World::kernel(phbs, functions.max(1)),
         _ => Err(usage()),
     };
     match world.and_then(|w| run(&w, sink)) {
@@ -317,11 +424,14 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
-fn run(world: &World, sink: Box<dyn Write>) -> Result<(), String> {
+pub(crate) fn run(world: &World, sink: Box<dyn Write>) -> Result<(), String> {
     let io = |e: std::io::Error| format!("cannot write results: {e}");
     let mut w = Writer::new(sink, "spapr", world.name).map_err(io)?;
     let pes = world.pes.len();
-    for case in CASES.iter().filter(|c| c.pes <= pes) {
+    // The two-function guest is booted for what two devices in one group
+    // do; the rest of the suite runs in the other guests.
+    let cases = if world.functions.len() > 1 { FUNCTION_CASES } else { CASES };
+    for case in cases.iter().filter(|c| c.pes <= pes) {
         let mut rec = Rec::new();
         let aborted = match world.container() {
             Ok(mut bench) => (case.run)(&mut bench, &mut rec).err().map(|s| s.0),
@@ -329,8 +439,10 @@ fn run(world: &World, sink: Box<dyn Write>) -> Result<(), String> {
         };
         w.line(&Line::Case { name: case.name.to_string(), steps: rec.steps, checks: rec.checks, aborted }).map_err(io)?;
     }
-    for (name, rec, aborted) in spapr_dma::run_all(world) {
-        w.line(&Line::Case { name, steps: rec.steps, checks: rec.checks, aborted }).map_err(io)?;
+    if world.functions.len() == 1 {
+        for (name, rec, aborted) in spapr_dma::run_all(world) {
+            w.line(&Line::Case { name, steps: rec.steps, checks: rec.checks, aborted }).map_err(io)?;
+        }
     }
     w.finish().map_err(io)
 }

@@ -162,6 +162,92 @@ fn round_trip(b: &mut Bench, pe: usize, version: TceVersion, window: Option<(u32
     Ok(())
 }
 
+/// Two edu functions of one slot behind one PHB: one PE, so one group and
+/// one container serve both. Function 0 reads a pattern through a READ TCE,
+/// function 1 reads the same TCE and writes the pattern out through a
+/// WRITE TCE: one mapping serves every device of the group. After unmap the
+/// same write from function 1 does not land.
+pub fn two_functions_share_the_pe(b: &mut Bench, r: &mut Rec) -> Result<(), Stop> {
+    let functions = b.world().functions.clone();
+    if functions.len() < 2 {
+        return Err(Stop(format!("the guest has {} edu function(s) in pe0's group, not 2", functions.len())));
+    }
+    if b.world().name == "kernel" {
+        let groups: Vec<Result<u32, String>> = functions.iter().map(|f| group_of(f)).collect();
+        r.check("both functions are in one IOMMU group", groups.windows(2).all(|w| w[0] == w[1] && w[0].is_ok()), format!("{functions:?}: {groups:?}"));
+    }
+    r.must("SET_CONTAINER pe0", b.attach(0), none)?;
+    r.must("SET_IOMMU SPAPR_TCE_v2", b.set_iommu(true), none)?;
+    let edu0 = r.must("GET_DEVICE_FD function 0", b.device_at(0, &functions[0]).and_then(Edu::open), none)?;
+    let edu1 = r.must("GET_DEVICE_FD function 1", b.device_at(0, &functions[1]).and_then(Edu::open), none)?;
+    r.step("function 1's id register as the CPU reads it", Ok::<_, i32>(edu1.raw_id), |v| format!("{v:#010x}"));
+    r.must("enable bus mastering on function 0", edu0.enable_bus_master(), none)?;
+    r.must("enable bus mastering on function 1", edu1.enable_bus_master(), none)?;
+    let mut ops = b.ops();
+    let mut c = r.must("vfio-core TceContainer::new V2", errno(TceContainer::new(&mut *ops, TceVersion::V2, 0, 12)), none)?;
+    let base = 0x10_0000;
+    let mut buf = Buffer::new(3 * PAGE as usize, PAGE as usize);
+    let data = pattern(0xa5);
+    buf.bytes()[..LEN].copy_from_slice(&data);
+    r.must("vfio-core register the buffer", errno(c.register(buf.addr, buf.size)), none)?;
+    r.must("vfio-core map TCE 0 READ", errno(c.map(base, buf.addr, PAGE, DmaDirection::ToDevice)), none)?;
+    r.must("vfio-core map TCE 1 WRITE", errno(c.map(base + PAGE, buf.addr + PAGE, PAGE, DmaDirection::FromDevice)), none)?;
+    r.must("function 0: edu DMA TCE 0 -> its buffer", edu0.dma(base, false), none)?;
+    r.must("function 1: edu DMA TCE 0 -> its buffer", edu1.dma(base, false), none)?;
+    r.must("function 1: edu DMA its buffer -> TCE 1", edu1.dma(base + PAGE, true), none)?;
+    let got = buf.bytes()[PAGE as usize..PAGE as usize + LEN].to_vec();
+    r.check("function 1 copied the pattern from TCE 0 to TCE 1", got == data, format!("first bytes: wanted {:02x?}, got {:02x?}", &data[..8], &got[..8]));
+    buf.bytes()[PAGE as usize..2 * PAGE as usize].fill(0);
+    r.must("vfio-core unmap TCE 1", errno(c.unmap(base + PAGE, PAGE)), none)?;
+    r.must("function 0: edu DMA its buffer -> TCE 1 (unmapped now)", edu0.dma(base + PAGE, true), none)?;
+    let untouched = buf.bytes()[PAGE as usize..2 * PAGE as usize].iter().all(|&x| x == 0);
+    r.check("after unmap a DMA from function 0 did not land", untouched, "");
+    r.must("vfio-core release (unmap, then unregister)", errno(c.release()), none)?;
+    Ok(())
+}
+
+/// The group of two functions through raw calls: its status, a device fd
+/// for each function before and after SET_IOMMU, the same function twice,
+/// and a name that is not in the group.
+pub fn two_functions_raw(b: &mut Bench, r: &mut Rec) -> Result<(), Stop> {
+    use vfio_core::uapi as k;
+    let functions = b.world().functions.clone();
+    if functions.len() < 2 {
+        return Err(Stop(format!("the guest has {} edu function(s) in pe0's group, not 2", functions.len())));
+    }
+    let be = b.backend().clone();
+    let pe = b.pe(0).clone();
+    let mut fds = Vec::new();
+    let outcome = (|| -> Result<(), Stop> {
+        let c = r.must("open /dev/vfio/vfio", be.open_container().map_err(|e| e.0), none)?;
+        fds.push(c);
+        let g = r.must("open group of pe0", be.open_group(pe.group).map_err(|e| e.0), none)?;
+        fds.push(g);
+        let status = |r: &mut Rec, label: &str| {
+            let mut st = k::vfio_group_status { argsz: 8, flags: 0 };
+            let res = be.group_get_status(g, &mut st).map(|_| st.flags).map_err(|e| e.0);
+            r.step(label.to_string(), res, |f| format!("flags={f:#x}"));
+        };
+        status(r, "GROUP_GET_STATUS (two functions, both bound to vfio-pci)");
+        let name = |bdf: &str| std::ffi::CString::new(bdf).expect("a BDF has no NUL");
+        r.step("GET_DEVICE_FD function 1 before SET_CONTAINER", be.group_get_device_fd(g, &name(&functions[1])).map_err(|e| e.0), none);
+        r.must("GROUP_SET_CONTAINER", be.group_set_container(g, c).map_err(|e| e.0), none)?;
+        r.must("SET_IOMMU SPAPR_TCE_v2", be.set_iommu(c, k::VFIO_SPAPR_TCE_V2_IOMMU).map_err(|e| e.0), none)?;
+        status(r, "GROUP_GET_STATUS after SET_IOMMU");
+        for (label, bdf) in [("function 0", &functions[0]), ("function 1", &functions[1]), ("function 0 again", &functions[0])] {
+            if let Some(d) = r.step(format!("GET_DEVICE_FD {label}"), be.group_get_device_fd(g, &name(bdf)).map_err(|e| e.0), none) {
+                fds.push(d);
+            }
+        }
+        r.step("GET_DEVICE_FD of a function not in the group (0000:00:02.2)", be.group_get_device_fd(g, &name("0000:00:02.2")).map_err(|e| e.0), none);
+        Ok(())
+    })();
+    for fd in fds.into_iter().rev() {
+        be.close(fd);
+    }
+    outcome
+}
+
 fn discovery(phbs: usize, r: &mut Rec) -> Result<(), Stop> {
     let mut groups_by_domain: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
     let dir = std::fs::read_dir("/sys/bus/pci/devices").map_err(|e| Stop(format!("cannot list PCI devices: {e}")))?;

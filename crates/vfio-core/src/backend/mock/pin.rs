@@ -28,6 +28,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use super::super::{Errno, SysResult};
 
@@ -87,6 +88,11 @@ pub enum MemlockPolicy {
 pub struct MockMm {
     locked: AtomicU64,
     policy: MemlockPolicy,
+    /// `mm->context.iommu_group_mem_list`: sPAPR v2's preregistered
+    /// regions belong to the process, not to a container: every container
+    /// of the process finds them (`mm_iommu_get`, `mm_iommu_lookup`), and
+    /// one that no container lists any more stays until the mm dies.
+    pub(crate) iommu_mem: Mutex<Vec<super::spapr::MmIommuMem>>,
 }
 
 /// RLIMIT_MEMLOCK in pages, or `None` when the caller may lock without
@@ -186,7 +192,7 @@ fn process_locked_pages(page: u64) -> u64 {
 
 impl MockMm {
     pub fn new(policy: MemlockPolicy) -> Self {
-        Self { locked: AtomicU64::new(0), policy }
+        Self { locked: AtomicU64::new(0), policy, iommu_mem: Mutex::default() }
     }
 
     /// Pages the mock's IOMMUs hold pinned and accounted now.

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { eduBdf, initScript, qemuArgs, readMarks, TOPOLOGIES } from './guest';
+import { eduBdf, eduBdfs, initScript, qemuArgs, readMarks, TOPOLOGIES } from './guest';
 
 const paths = { vmlinux: '/k/vmlinux', initramfs: '/o/i.cpio', results: '/o/r.jsonl' };
 
@@ -38,4 +38,17 @@ test('the marks say how far the guest got and what it bound', (t) => {
 
 test('a setup failure mark is reported with its reason', (t) => {
   t.is(readMarks('vfiokit-pseries: fail=insmod vfio failed').failure, 'insmod vfio failed');
+});
+
+test('two functions put two edus at slot 2 of the first PHB, function 0 multifunction, and bind both', (t) => {
+  const topology = { name: 'two-functions', phbs: 1, functions: 2 };
+  const args = qemuArgs(topology, paths);
+  t.deepEqual(
+    args.filter((a) => a.startsWith('edu,')),
+    ['edu,bus=pci.0,addr=2.0,multifunction=on,dma_mask=0xffffffffffffffff', 'edu,bus=pci.0,addr=2.1,dma_mask=0xffffffffffffffff'],
+  );
+  t.deepEqual(eduBdfs(topology), ['0000:00:02.0', '0000:00:02.1']);
+  const script = initScript([], topology);
+  t.true(script.includes('bind_vfio 0000:00:02.0\nbind_vfio 0000:00:02.1'));
+  t.true(script.includes('/bin/vfio-lab spapr --backend kernel --phbs 1 --functions 2 --out /dev/hvc1'));
 });

@@ -13,20 +13,33 @@ import { KernelModule } from '../modules';
 
 export const MARK = 'vfiokit-pseries:';
 
-/** A guest layout: how many PHBs, each with one edu at slot 2. */
+/**
+ * A guest layout: how many PHBs, each with an edu at slot 2; the first PHB
+ * may hold `functions` edus as functions of that slot (one PE, one group).
+ */
 export interface PseriesTopology {
   readonly name: string;
   readonly phbs: number;
+  /** edu functions at slot 2 of the first PHB (default 1). */
+  readonly functions?: number;
 }
 
 export const TOPOLOGIES: readonly PseriesTopology[] = [
   { name: 'one-phb', phbs: 1 },
   { name: 'two-phbs', phbs: 2 },
+  // Two devices in one group: the guest runs only the cases about that.
+  { name: 'two-functions', phbs: 1, functions: 2 },
 ];
 
-/** The BDF QEMU gives the edu on PHB `i` (domain i, bus 0, slot 2). */
-export function eduBdf(phb: number): string {
-  return `${phb.toString(16).padStart(4, '0')}:00:02.0`;
+/** The BDF QEMU gives edu function `fn` on PHB `i` (domain i, bus 0, slot 2). */
+export function eduBdf(phb: number, fn = 0): string {
+  return `${phb.toString(16).padStart(4, '0')}:00:02.${fn}`;
+}
+
+/** Every edu of the topology, in domain and function order. */
+export function eduBdfs(topology: PseriesTopology): string[] {
+  const functions = topology.functions ?? 1;
+  return Array.from({ length: topology.phbs }, (_, i) => Array.from({ length: i === 0 ? functions : 1 }, (_, f) => eduBdf(i, f))).flat();
 }
 
 export interface QemuPaths {
@@ -42,7 +55,11 @@ export function qemuArgs(topology: PseriesTopology, paths: QemuPaths): string[] 
   const machine = 'pseries,cap-cfpc=broken,cap-sbbc=broken,cap-ibs=broken,cap-ccf-assist=off';
   // dma_mask: edu's default 28-bit mask could not reach a 64-bit window
   // (QEMU places dynamic windows at 1 << 59).
-  const edu = (bus: string): string[] => ['-device', `edu,bus=${bus},addr=2,dma_mask=0xffffffffffffffff`];
+  const edu = (bus: string, fn?: number, multifunction = false): string[] => [
+    '-device',
+    `edu,bus=${bus},addr=${fn === undefined ? '2' : `2.${fn}`}${multifunction ? ',multifunction=on' : ''},dma_mask=0xffffffffffffffff`,
+  ];
+  const functions = topology.functions ?? 1;
   const args = [
     '-M', machine,
     '-accel', 'tcg',
@@ -55,7 +72,7 @@ export function qemuArgs(topology: PseriesTopology, paths: QemuPaths): string[] 
     '-append', `console=hvc0 loglevel=5 panic=-1 vfiokit_phbs=${topology.phbs}`,
     '-chardev', `file,id=results,path=${paths.results}`,
     '-device', 'spapr-vty,chardev=results',
-    ...edu('pci.0'),
+    ...(functions === 1 ? edu('pci.0') : Array.from({ length: functions }, (_, f) => edu('pci.0', f, f === 0)).flat()),
   ];
   for (let i = 1; i < topology.phbs; i++) {
     args.push('-device', `spapr-pci-host-bridge,index=${i},id=phb${i}`, ...edu(`phb${i}.0`));
@@ -65,7 +82,8 @@ export function qemuArgs(topology: PseriesTopology, paths: QemuPaths): string[] 
 
 export function initScript(modules: readonly KernelModule[], topology: PseriesTopology): string {
   const loads = modules.map((m) => `insmod /lib/modules/${m.path} || fail "insmod ${m.name} failed"`).join('\n');
-  const binds = Array.from({ length: topology.phbs }, (_, i) => `bind_vfio ${eduBdf(i)}`).join('\n');
+  const binds = eduBdfs(topology).map((bdf) => `bind_vfio ${bdf}`).join('\n');
+  const functions = topology.functions ?? 1;
   return `${initPrelude('packages/testkit/src/lab/pseries/guest.ts', MARK, ['/proc', '/sys', '/dev', '/tmp'])}
 mark stage=modules
 ${loads}
@@ -75,7 +93,7 @@ ${BIND_VFIO_SH}${binds}
 [ -c /dev/hvc1 ] || fail "no /dev/hvc1 for the results"
 
 mark stage=run
-/bin/vfio-lab spapr --backend kernel --phbs ${topology.phbs} --out /dev/hvc1
+/bin/vfio-lab spapr --backend kernel --phbs ${topology.phbs}${functions > 1 ? ` --functions ${functions}` : ''} --out /dev/hvc1
 mark "run-exit=$?"
 # What the firmware offered for dynamic windows (KERN_INFO, below the
 # console's loglevel): the mock's SpaprProfile comes from this line.

@@ -104,18 +104,26 @@ impl Table {
     }
 }
 
-/// `struct mm_iommu_table_group_mem_t`: a preregistered region of the mm.
+/// `struct mm_iommu_table_group_mem_t`: a region preregistered in the
+/// process's mm (arch/powerpc/mm/book3s64/iommu_api.c), found by every
+/// container of that process. Kept in [`MockMm`]; a container lists the ids
+/// of the regions on its `prereg_list`.
 #[derive(Debug, Clone)]
-struct Prereg {
+pub(crate) struct MmIommuMem {
+    id: u64,
     ua: u64,
     size: u64,
     /// `mem->pageshift`: the largest TCE it can back.
     pageshift: u32,
-    /// TCEs pointing into it (`mm_iommu_mapped_inc/dec`).
+    /// `mem->used`: one per `mm_iommu_new`/`mm_iommu_get` not yet put.
+    used: u64,
+    /// TCEs pointing into it (`mm_iommu_mapped_inc/dec`; the kernel's
+    /// counter is this plus one while the region lives).
     mapped: u64,
-    /// On this container's `prereg_list` (false once leaked by an unregister
-    /// while mapped: the mm keeps it, the container forgot it).
-    in_container: bool,
+    /// Containers whose `prereg_list` holds it (not a kernel field: what
+    /// tells a region leaked by an unregister while mapped, which no
+    /// container lists but the mm keeps, pinned and charged, until exit).
+    listed: u64,
 }
 
 const MAX_TABLES: usize = 2;
@@ -136,26 +144,28 @@ pub struct MockSpapr {
     def_window_pending: bool,
     /// `container->tables[IOMMU_TABLE_GROUP_MAX_TABLES]`.
     tables: [Option<Table>; MAX_TABLES],
-    /// The mm's preregistered regions (`mm->context.iommu_group_mem_list`).
-    prereg: Vec<Prereg>,
+    /// `container->prereg_list`: ids of the mm's regions ([`MmIommuMem`])
+    /// this container registered.
+    prereg: Vec<u64>,
     /// The mm pins are charged to, and `container->locked_pages` (v1).
     mm: Arc<MockMm>,
     locked_pages: u64,
 }
 
-// tce_iommu_release: the v1 window's charge (tce_iommu_disable), every
-// table (tce_iommu_free_table) and every region still on the container's
-// list (tce_iommu_prereg_free). A region leaked by an unregister while
-// mapped stays charged: the mm keeps it.
+// tce_iommu_release: every table's TCEs cleared (tce_iommu_detach_group ->
+// tce_iommu_release_ownership) and the table freed, every region still on
+// the container's list put (tce_iommu_prereg_free), the v1 window's charge
+// (tce_iommu_disable). A region leaked by an unregister while mapped is on
+// no list: the mm keeps it, pinned and charged.
 impl Drop for MockSpapr {
     fn drop(&mut self) {
         for num in 0..MAX_TABLES {
             self.free_table(num);
         }
-        self.mm.uncharge(self.locked_pages);
-        for m in self.prereg.iter().filter(|m| m.in_container) {
-            self.mm.uncharge(m.size >> self.profile.host_page_shift);
+        for id in std::mem::take(&mut self.prereg) {
+            let _ = self.prereg_free(id);
         }
+        self.mm.uncharge(self.locked_pages);
     }
 }
 
@@ -232,7 +242,7 @@ impl MockSpapr {
     /// Regions the mm still pins although no container lists them: what an
     /// unregister while mapped leaves behind.
     pub fn leaked_registrations(&self) -> usize {
-        self.prereg.iter().filter(|m| !m.in_container).count()
+        self.mm.iommu_mem.lock().expect("mm lock").iter().filter(|m| m.listed == 0).count()
     }
 }
 

@@ -25,8 +25,8 @@ impl MockSpapr {
         let shift = table.page_shift;
         if self.v2 {
             for (ua, _) in gone {
-                if let Some(i) = self.lookup_prereg(ua, shift) {
-                    self.prereg[i].mapped -= 1;
+                if let Some(id) = self.lookup_prereg(ua, shift) {
+                    self.mapped_add(id, -1);
                 }
             }
         }
@@ -94,13 +94,13 @@ impl MockSpapr {
                 self.clear(num, entry, i);
                 return Err(err(libc::EPERM, IOCTL));
             }
-            if let Some(p) = found {
-                self.prereg[p].mapped += 1;
+            if let Some(id) = found {
+                self.mapped_add(id, 1);
             }
             let old = self.tables[num].as_mut().expect("found").tces.insert(entry + i, (ua, flags & rw));
             if let (true, Some((old_ua, _))) = (self.v2, old) {
-                if let Some(p) = self.lookup_prereg(old_ua, shift) {
-                    self.prereg[p].mapped -= 1;
+                if let Some(id) = self.lookup_prereg(old_ua, shift) {
+                    self.mapped_add(id, -1);
                 }
             }
         }

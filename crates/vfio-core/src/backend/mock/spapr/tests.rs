@@ -217,6 +217,74 @@ fn unregister_while_mapped_returns_0_and_leaks_the_registration() {
     assert_eq!(m.leaked_registrations(), 1);
 }
 
+/// Two v2 containers of one process (one mm), each with its own PE.
+fn two_in_one_mm() -> (MockSpapr, MockSpapr, Arc<MockMm>) {
+    let mm = Arc::new(MockMm::default());
+    let mut a = MockSpapr::new_in(SpaprProfile::qemu_pseries(), true, Arc::clone(&mm));
+    let mut b = MockSpapr::new_in(SpaprProfile::qemu_pseries(), true, Arc::clone(&mm));
+    a.attach_group(1).unwrap();
+    b.attach_group(2).unwrap();
+    (a, b, mm)
+}
+
+#[test]
+fn a_region_unregistered_while_mapped_stays_in_the_mm_after_its_tce_is_gone_and_it_is_registered_and_unregistered_again() {
+    let mut m = v2();
+    m.register_memory(mem(), 0x2000, 0).unwrap();
+    m.map_dma(0, mem(), 0x1000, RW).unwrap();
+    // The region's two pages and the default window's table (charged on
+    // first use, kept on pseries).
+    let charged = m.locked_pages();
+    m.unregister_memory(mem(), 0x2000, 0).unwrap();
+    // The mm still finds it: a map through it works, a second unregister
+    // finds it on no list, registering it again takes it back.
+    m.map_dma(0x1000, mem() + 0x1000, 0x1000, RW).unwrap();
+    m.unmap_dma(0, 0x2000, 0).unwrap();
+    assert_eq!(errno(m.unregister_memory(mem(), 0x2000, 0)), libc::ENOENT);
+    m.register_memory(mem(), 0x2000, 0).unwrap();
+    m.unregister_memory(mem(), 0x2000, 0).unwrap();
+    // mm_iommu_put's lost EBUSY left one user behind for good: the region
+    // still refuses an overlapping one and stays charged.
+    assert_eq!(errno(m.register_memory(mem(), 0x1000, 0)), libc::EINVAL);
+    assert_eq!((m.leaked_registrations(), m.locked_pages()), (1, charged));
+}
+
+#[test]
+fn a_second_container_of_the_process_shares_a_registered_region_and_is_refused_an_overlapping_one() {
+    let (mut a, mut b, mm) = two_in_one_mm();
+    a.register_memory(mem(), 0x2000, 0).unwrap();
+    assert_eq!(errno(b.register_memory(mem(), 0x1000, 0)), libc::EINVAL);
+    b.register_memory(mem(), 0x2000, 0).unwrap();
+    assert_eq!(mm.locked_pages(), 2, "one pin, one charge for both");
+    b.map_dma(0, mem(), 0x1000, RW).unwrap();
+    // b's default window came with its table, charged and kept on pseries.
+    let table = mm.locked_pages() - 2;
+    a.unregister_memory(mem(), 0x2000, 0).unwrap();
+    b.map_dma(0x1000, mem() + 0x1000, 0x1000, RW).unwrap();
+    drop(b);
+    drop(a);
+    assert_eq!((mm.locked_pages(), mm.iommu_mem.lock().unwrap().len()), (table, 0));
+}
+
+#[test]
+fn closing_a_container_gives_back_what_it_registered_but_not_a_region_it_leaked() {
+    let mm = Arc::new(MockMm::default());
+    let mut m = MockSpapr::new_in(SpaprProfile::qemu_pseries(), true, Arc::clone(&mm));
+    m.attach_group(1).unwrap();
+    m.register_memory(mem(), 0x1000, 0).unwrap();
+    m.register_memory(mem() + 0x1000, 0x1000, 0).unwrap();
+    m.map_dma(0, mem(), 0x1000, RW).unwrap();
+    m.unregister_memory(mem(), 0x1000, 0).unwrap();
+    drop(m);
+    // The default window's table is charged on first use and never given
+    // back on pseries; of the two regions only the leaked one stays.
+    let table = mm.locked_pages() - 1;
+    let mut again = MockSpapr::new_in(SpaprProfile::qemu_pseries(), true, Arc::clone(&mm));
+    again.attach_group(1).unwrap();
+    again.register_memory(mem(), 0x1000, 0).unwrap();
+    assert_eq!(mm.locked_pages(), table + 1, "the leaked region is shared, not pinned again");
+}
+
 #[test]
 fn create_of_a_64k_window_places_it_at_the_firmware_ddw_address() {
     let mut m = v2();
