@@ -49,6 +49,21 @@ fn on_amd_vi_the_highest_page_of_the_iova_space_maps_raw_but_an_unmap_of_its_ran
     assert_eq!(c.map_dma(0x1000, vaddr, 4096, RW).map(|_| c.unmap_all().unwrap()).unwrap(), 8192);
 }
 
+#[test]
+fn vfio_core_refuses_a_map_or_batch_entry_that_ends_at_2_pow_64_before_the_ioctl() {
+    let (_b, c, _g) = ready_with(on(&AMD_VI));
+    let buf = vec![0u8; 8192];
+    let vaddr = (buf.as_ptr() as u64 + 4095) & !4095;
+    let e = c.map_dma(u64::MAX - 4095, vaddr, 4096, RW).unwrap_err();
+    assert_eq!((e.code(), e.detail.as_deref().is_some_and(|d| d.contains("refused by vfio-core before the ioctl"))), ("ERANGE", true), "{e}");
+    let e = c.map_batch(&[[0x1000, vaddr, 4096], [u64::MAX - 4095, vaddr, 4096]], vfio_core::BatchFlags::All(RW)).unwrap_err();
+    assert_eq!((e.code(), e.entry), ("ERANGE", Some(1)), "{e}");
+    // Nothing was mapped: the first entry's range is free.
+    c.map_dma(0x1000, vaddr, 4096, RW).unwrap();
+    // The page below the last maps.
+    c.map_dma(u64::MAX - 8191, vaddr, 4096, RW).unwrap();
+}
+
 fn set_iommu_with(msi_isolated: bool, allow_unsafe_interrupts: bool) -> Result<(), &'static str> {
     let mut config = on(&VTD);
     config.msi_isolated = msi_isolated;
