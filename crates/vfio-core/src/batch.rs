@@ -140,7 +140,12 @@ impl Container {
     /// Maps every entry (`[iova, vaddr, size]`) with its flags, coalescing
     /// contiguous entries. On failure nothing this call mapped remains, and
     /// the error names the failing entry, its errno and the ioctl.
+    /// An entry that would end at 2^64 is refused before any ioctl, as by
+    /// [`Container::map_dma`].
     pub fn map_batch(&self, entries: &[[u64; 3]], flags: BatchFlags<'_>) -> Result<BatchReport> {
+        for (k, &[iova, _, size]) in entries.iter().enumerate() {
+            self.refuse_end_at_top(iova, size).map_err(|e| e.with_entry(k))?;
+        }
         map_batch(self, entries, flags)
     }
 

@@ -198,3 +198,23 @@ fn a_batch_whose_third_entry_runs_into_a_hole_fails_there_with_efault() {
     assert_eq!((e.code(), e.entry), ("EFAULT", Some(2)));
     assert_eq!(m.locked_pages(), 0);
 }
+
+#[test]
+fn a_mapping_that_ends_at_2_pow_64_stays_charged_after_unmap_all_and_release_as_on_6_1() {
+    // vfio_unmap_unpin's `while (iova < end)` never runs when iova + size
+    // wraps to 0: the pages are never unpinned (the x86-amd lab shows it).
+    let (m, c, g) = type1(MockConfig::empty().with_iommu_profile(&vfio_core::backend::AMD_VI).with_group(
+        vfio_core::backend::MockGroupConfig::new(1).with_device(vfio_core::backend::MockDeviceConfig::edu("0000:00:03.0")),
+    ));
+    let mem = HostMemory::new(2 * PAGE as usize).unwrap();
+    // The raw call, as the lab's case makes it.
+    let top = |vaddr| vfio_iommu_type1_dma_map { argsz: 32, flags: RW, vaddr, iova: u64::MAX - (PAGE - 1), size: PAGE };
+    m.map_dma(c.raw_fd(), &top(mem.addr())).unwrap();
+    c.map_dma(0x10_0000, mem.addr(), PAGE, RW).unwrap();
+    assert_eq!(c.unmap_all().unwrap(), 2 * PAGE);
+    assert_eq!(m.locked_pages(), 1);
+    m.map_dma(c.raw_fd(), &top(mem.addr() + PAGE)).unwrap();
+    drop(g);
+    drop(c);
+    assert_eq!(m.locked_pages(), 2);
+}

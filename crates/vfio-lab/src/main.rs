@@ -156,7 +156,7 @@ mod tests {
         let vfio = Some("vfio-pci");
         Topology {
             name: "x86-q35-edu".into(),
-            dma_entry_limit: 4096,
+            dma_entry_limit: 65535,
             host,
             bridge_driver: None,
             devices: vec![

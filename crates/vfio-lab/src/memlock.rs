@@ -36,13 +36,6 @@ pub fn locked_now() -> u64 {
 }
 
 impl LowMemlock {
-    /// A limit `headroom` bytes above what this process has locked now:
-    /// vfio_pin_pages_remote compares locked_vm + the new pages with the
-    /// limit, so what earlier work left locked would eat an absolute one.
-    pub fn with_headroom(headroom: u64) -> Self {
-        Self::new(locked_now() + headroom)
-    }
-
     pub fn new(bytes: u64) -> Self {
         let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         // SAFETY: getrlimit/setrlimit read or write one rlimit struct.

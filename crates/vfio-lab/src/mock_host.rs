@@ -15,6 +15,20 @@ use vfio_core::backend::{
 
 use crate::host::LabHost;
 
+/// The command register the firmware leaves in a PCI function before the
+/// guest kernel binds it. The x86 guests (q35, VT-d or AMD-Vi) boot through
+/// SeaBIOS, whose pci_bios_init_device enables I/O and memory decoding and
+/// SERR#: the x86 lab reads 0x0103 through vfio-pci after open, 0x0107 with
+/// bus mastering. The arm64 guest boots its kernel without firmware, which
+/// leaves the register at 0 (vfio-pci's pci_enable_device then sets memory).
+fn firmware_command(iommu: &str) -> u16 {
+    use vfio_core::backend::mock::devices::pci;
+    match iommu {
+        "vtd" | "amd-vi" => pci::COMMAND_IO | pci::COMMAND_MEMORY | pci::COMMAND_SERR,
+        _ => 0,
+    }
+}
+
 /// A PCI function the cases never open: only its IDs and driver matter.
 fn plain_function(address: &str, driver: Option<&str>, ids: (u16, u16), class_code: u32) -> MockDeviceConfig {
     MockDeviceConfig {
@@ -64,7 +78,13 @@ pub fn mock_config(host: &LabHost) -> MockConfig {
             continue;
         }
         let device = match d.model.as_str() {
-            "edu" => MockDeviceConfig::edu(&d.bdf).bound_to(d.driver.as_deref()),
+            "edu" => {
+                let mut edu = MockDeviceConfig::edu(&d.bdf).bound_to(d.driver.as_deref());
+                if let DeviceModelConfig::Edu(e) = &mut edu.model {
+                    e.command_at_boot = firmware_command(&facts.iommu);
+                }
+                edu
+            }
             // virtio-rng-pci (transitional): 1af4:1005, class 0x00ff00.
             "virtio-rng-pci" => plain_function(&d.bdf, d.driver.as_deref(), (0x1af4, 0x1005), 0x00ff00),
             other => panic!("the lab topology has a '{other}' at {}, which mock_host.rs cannot model yet", d.bdf),

@@ -125,16 +125,21 @@ fn config_space(ctx: &mut Ctx) -> CaseResult {
     let mut past = [0u8; 4];
     let r = ctx.backend.device_read(d, offset + size, &mut past);
     let _ = ctx.call_v("pread config past its end", r, |n| format!("n={n}"));
-    // vfio-pci virtualizes the command register: bus master can be set and read back.
+    // vfio-pci virtualizes the command register (vfio_pci_config.c's
+    // perm bits): every bit is compared after open, after memory decoding,
+    // after bus mastering, and after clearing both.
     let mut cmd = [0u8; 2];
     let r = ctx.backend.device_read(d, offset + 4, &mut cmd);
+    let r = ctx.call_v("pread command after open", r, |_| format!("command={:#06x}", u16::from_le_bytes(cmd)));
     ctx.need(r, "pread command register")?;
-    let set = (u16::from_le_bytes(cmd) | 0x4).to_le_bytes();
-    let r = ctx.backend.device_write(d, offset + 4, &set);
-    let _ = ctx.call_v("pwrite command |= bus master", r, |n| format!("n={n}"));
-    let mut again = [0u8; 2];
-    let r = ctx.backend.device_read(d, offset + 4, &mut again);
-    let _ = ctx.call_v("pread command", r, |_| format!("bus_master={}", u16::from_le_bytes(again) & 0x4 != 0));
+    let open = u16::from_le_bytes(cmd);
+    for (label, value) in [("|= memory", open | 0x2), ("|= memory | bus master", open | 0x6), ("cleared of memory and bus master", open & !0x6)] {
+        let r = ctx.backend.device_write(d, offset + 4, &value.to_le_bytes());
+        let _ = ctx.call_v(format!("pwrite command {label}"), r, |n| format!("n={n}"));
+        let mut again = [0u8; 2];
+        let r = ctx.backend.device_read(d, offset + 4, &mut again);
+        let _ = ctx.call_v(format!("pread command after {label}"), r, |_| format!("command={:#06x}", u16::from_le_bytes(again)));
+    }
     Ok(())
 }
 
@@ -168,7 +173,7 @@ pub fn cases() -> Vec<Case> {
         Case { name: "DEVICE_GET_INFO reports a PCI device with 9 regions and 5 IRQ indexes", run: info_of_each_kind },
         Case { name: "DEVICE_GET_REGION_INFO reports edu's BAR0, empty BARs, config space, and EINVAL past the last index", run: regions },
         Case { name: "DEVICE_GET_IRQ_INFO reports INTx, one MSI vector, no MSI-X, and EINVAL past the last index", run: irqs },
-        Case { name: "config space reads give edu's IDs and bus mastering can be enabled", run: config_space },
+        Case { name: "config space reads give edu's IDs, and the command register reads back bit for bit after open, memory and bus mastering", run: config_space },
         Case { name: "BAR0 reads and writes through the device fd reach edu's registers", run: bar0_by_pread },
         Case { name: "DEVICE_RESET answers as the device's reset methods allow", run: reset },
     ]

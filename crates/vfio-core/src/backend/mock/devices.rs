@@ -53,6 +53,11 @@ pub struct ConfigSpace {
     wmask: Vec<u8>,
     bar_sizes: [u64; 6],
     saved: Vec<u8>,
+    /// The command register vfio_pci_core_enable saved at open
+    /// (pci_save_state after pci_enable_device), which the last close
+    /// restores (vfio_pci_core_disable: pci_restore_state, then
+    /// pci_disable_device clears bus mastering only).
+    open_command: u16,
 }
 
 impl fmt::Debug for ConfigSpace {
@@ -63,7 +68,7 @@ impl fmt::Debug for ConfigSpace {
 
 impl ConfigSpace {
     fn new(size: usize, vendor: u16, device: u16, class_code: u32, revision: u8) -> Self {
-        let mut c = Self { bytes: vec![0; size], wmask: vec![0; size], bar_sizes: [0; 6], saved: Vec::new() };
+        let mut c = Self { bytes: vec![0; size], wmask: vec![0; size], bar_sizes: [0; 6], saved: Vec::new(), open_command: 0 };
         c.put16(pci::VENDOR_ID, vendor);
         c.put16(pci::DEVICE_ID, device);
         c.bytes[pci::REVISION_ID] = revision;
@@ -139,10 +144,19 @@ impl ConfigSpace {
     }
 
     /// vfio-pci enables the device when it is opened (pci_enable_device):
-    /// memory decoding on, bus mastering off until the user sets it.
+    /// memory decoding on, bus mastering off until the user sets it; what
+    /// the firmware enabled (I/O decoding, SERR#) stays. The result is the
+    /// state saved for the last close to restore.
     pub fn enable(&mut self) {
         let cmd = (self.command() | pci::COMMAND_MEMORY) & !pci::COMMAND_MASTER;
         self.put16(pci::COMMAND, cmd);
+        self.open_command = cmd;
+    }
+
+    /// The last close (vfio_pci_core_disable): the command register as
+    /// saved at open, without bus mastering.
+    pub fn disable(&mut self) {
+        self.put16(pci::COMMAND, self.open_command & !pci::COMMAND_MASTER);
     }
 
     /// pci_reset_function saves config space, resets, and restores it.

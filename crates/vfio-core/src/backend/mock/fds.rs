@@ -3,7 +3,6 @@
 //! vfio_device_fops_release).
 
 use super::super::{Errno, RawFd, SysResult};
-use super::devices::pci;
 use super::Host;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,16 +75,15 @@ impl Host {
 
 impl Host {
     /// One close of an open device (group fd or bound cdev): the last one
-    /// disables it (vfio_pci_core_disable: bus mastering, memory and I/O
-    /// decoding off, interrupts torn down).
+    /// disables it (vfio_pci_core_disable: interrupts torn down, the config
+    /// state saved at open restored, bus mastering off).
     pub(super) fn release_device(&mut self, d: usize) {
         let dev = &mut self.devices[d];
         dev.open_count -= 1;
         if dev.open_count == 0 {
             dev.irq_type = None;
             dev.irqs = Default::default();
-            let cmd = dev.model.config().command() & !(pci::COMMAND_MASTER | pci::COMMAND_MEMORY | pci::COMMAND_IO);
-            dev.model.config_mut().bytes[pci::COMMAND..pci::COMMAND + 2].copy_from_slice(&cmd.to_le_bytes());
+            dev.model.config_mut().disable();
         }
     }
 }

@@ -6,14 +6,21 @@
 //! Maps pin as the kernel pins (`pin`): a host range that is not mapped in
 //! this process fails with EFAULT, and pinned pages are charged to the
 //! host's locked_vm against RLIMIT_MEMLOCK unless the caller has
-//! CAP_IPC_LOCK (ENOMEM past it), given back on unmap and on release.
+//! CAP_IPC_LOCK (ENOMEM past it), given back on unmap and on release,
+//! except those of a mapping that ends at 2^64, which 6.1's type1 never
+//! unpins (its end wraps to 0; `type1::ends_at_top`).
 //!
 //! Known differences from the kernel, by design:
 //! - a pin checks that every page is mapped, not its protection: a PROT_NONE
 //!   range, or a read-only one mapped with WRITE, is accepted where GUP
 //!   answers EFAULT (knowing it would take /proc/self/maps on every map);
 //! - BAR mmaps are emulated ([`Mmap::Emulated`]): every access runs the
-//!   device model, as MMIO through the kernel's mapping would.
+//!   device model, as MMIO through the kernel's mapping would;
+//! - `UNMAP_DMA` with `FLAG_ALL` always takes a mapping that ends at 2^64
+//!   along with the others (keeping its pages pinned, as the kernel does);
+//!   6.1 reaches it only by walking from another mapping its rb-tree search
+//!   found first, which depends on the tree's shape (alone, or at the root,
+//!   it stays mapped).
 
 mod bus;
 mod caps;

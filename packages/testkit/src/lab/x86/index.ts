@@ -311,7 +311,8 @@ async function runX86(ctx: LabContext, host: X86Host): Promise<CaseReport[]> {
     buildInitramfs({
       busybox,
       modules,
-      moduleParams: { vfio_iommu_type1: [`dma_entry_limit=${X86_TOPOLOGY.dmaEntryLimit}`, ...host.type1Params].join(' ') },
+      // No dma_entry_limit: the guest runs with the kernel's default (X86_TOPOLOGY says which).
+      moduleParams: { vfio_iommu_type1: host.type1Params.join(' ') },
       bindToVfio: X86_TOPOLOGY.devices.filter((d) => d.driver === 'vfio-pci').map((d) => d.bdf),
       repoRoot: ctx.repoRoot,
     }),
