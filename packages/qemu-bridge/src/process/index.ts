@@ -3,3 +3,4 @@
 export { spawnTied, resolveProgram, TiedSpawnError, type TiedSpawnOptions, type TiedStdio } from './tied';
 export { createRunDir, type RunDir } from './run-dir';
 export { launchQemu, type LaunchOptions, type RunningQemu } from './launch';
+export * from './version';
