@@ -114,6 +114,7 @@ export const SCHEMAS = {
     domains: z.array(obj({ kind: z.enum(['pcie-root-port', 'spapr-pci-host-bridge']), group: z.number().int() })),
     dma: obj({ policy: z.enum(['identity', 'shadow', 'spapr-tce']), topology: obj({ pinnedBytes: hexBig, requiredMemlock: hexBig, fitsMemlock: z.boolean() }) }),
     findings: z.array(obj({ kind: z.enum(['refusal', 'action', 'warning', 'note']), code: z.string(), subject: z.string(), message: z.string(), fix: z.string().optional() })),
+    backend: obj({ backend: z.enum(['iommufd', 'container']), reasons: z.array(z.string()).min(1) }),
     actions: z.array(z.string()),
     qemu: nullable(z.array(z.string())),
   }).describe('vfiokit plan --json (or --format json)'),

@@ -25,6 +25,8 @@ export function vmDescriptionOf(plan: Plan, extra: Partial<VmDescription> = {}):
     devices: plan.groups.flatMap((g) =>
       g.functions.map((f) => ({ host: f.address, group: g.id, ...(s.machine === 'pseries' ? { peDomain: g.id } : {}) })),
     ),
+    // The plan chose iommufd: QEMU binds each device's cdev to one iommufd object.
+    ...(plan.backend.backend === 'iommufd' ? { iommufd: {} } : {}),
     ...extra,
   };
 }

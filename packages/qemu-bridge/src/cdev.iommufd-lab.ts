@@ -94,9 +94,10 @@ async function withCdevVm(dev: Solo, body: (vm: RunningQemu, argv: readonly stri
   }
 }
 
-export const cases: { name: string; run: () => void | Promise<void> }[] = [
+export const cases: { name: string; run: () => void | Promise<void>; timeoutMs?: number }[] = [
   {
     name: 'QEMU started with -object iommufd holds /dev/iommu and the edu cdev, not its group, and QMP shows the edu',
+    timeoutMs: 240_000,
     run: async () => {
       const dev = solo();
       await withCdevVm(dev, async (vm, argv) => {
@@ -121,6 +122,7 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
   },
   {
     name: 'while QEMU has the edu cdev bound to its iommufd the group cannot be opened (EBUSY), and can again after QEMU ends',
+    timeoutMs: 240_000,
     run: async () => {
       const dev = solo();
       await withCdevVm(dev, async () => {
@@ -133,6 +135,7 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
   },
   {
     name: 'QEMU pins the guest RAM it maps through iommufd as pinned, not locked, memory (VmPin, not VmLck)',
+    timeoutMs: 240_000,
     run: async () => {
       const dev = solo();
       await withCdevVm(dev, async (vm) => {

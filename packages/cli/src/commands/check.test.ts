@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
+import { qemuBuild } from '@vfiokit/testkit';
 import { parseJson, vfiokit } from '../testing/run-cli';
 
 interface CheckJson {
@@ -87,4 +88,31 @@ test('check on a host without interrupt remapping fails before any attach, with 
 test('check on an arm64 server with a GIC ITS reports its MSI isolation the Arm way', async (t) => {
   const run = await vfiokit(['--mock', 'arm64-server', 'check', '0004:01:00.0']);
   t.regex(run.stdout, /ok {3}msi {7}MSIs are isolated by the GIC ITS/);
+});
+
+test('check on an iommufd host with QEMU 10.0, after bind, says QEMU takes the device by its cdev through iommufd', async (t) => {
+  // Runs the CLI and QEMU --version: seconds, more on a loaded machine.
+  t.timeout(120_000);
+  const dir = mkdtempSync(join(tmpdir(), 'vfiokit-cli-test-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const host = ['--mock', 'iommufd-workstation', '--mock-dir', dir];
+  t.is((await vfiokit([...host, 'bind', '04:00.0'])).code, 0);
+  const qemu = qemuBuild('10.0').binary;
+  const run = await vfiokit([...host, '--json', 'check', '04:00.0', '--qemu', qemu]);
+  t.is(run.code, 0, run.stderr);
+  const backend = parseJson<CheckJson>(run).devices[0]!.checks.find((c) => c.check === 'backend')!;
+  t.true(backend.ok);
+  t.true(backend.message.startsWith('iommufd: QEMU takes 0000:04:00.0 by /dev/vfio/devices/vfio0 ('), backend.message);
+});
+
+test('check on a host without /dev/iommu names the VFIO container and why, without failing', async (t) => {
+  // Runs the CLI and QEMU --version: seconds, more on a loaded machine.
+  t.timeout(120_000);
+  const run = await vfiokit(['--mock', 'workstation', '--json', 'check', '04:00.0']);
+  const backend = parseJson<CheckJson>(run).devices[0]!.checks.find((c) => c.check === 'backend')!;
+  t.deepEqual(backend, {
+    check: 'backend',
+    ok: true,
+    message: "VFIO container and group, not iommufd: no /dev/iommu: the kernel has no CONFIG_IOMMUFD (Debian's kernels are built without it) or the iommufd module is not loaded",
+  });
 });

@@ -17,16 +17,20 @@ import {
   findProtectedDevices,
   planGroupBind,
   resolveGroup,
+  chooseBackend,
   type HostFs,
   type HostModel,
+  type VmmCapabilities,
 } from '@vfiokit/core';
+import { probeQemuVersion } from '@vfiokit/qemu-bridge';
+import { DEFAULT_QEMU } from './plan';
 import { action, RunState, withExamples, withRealHostExamples } from '../program';
 import { ExitCode } from '../exit-codes';
 import { parseSize } from '../sizes';
 import { invalidInput } from '../errors';
 
 export interface CheckItem {
-  readonly check: 'iommu' | 'msi' | 'vfio-pci' | 'viability' | 'safety' | 'bind' | 'memlock';
+  readonly check: 'iommu' | 'msi' | 'vfio-pci' | 'viability' | 'safety' | 'bind' | 'memlock' | 'backend';
   readonly ok: boolean;
   readonly message: string;
   /** The command that fixes it, when something does. */
@@ -52,7 +56,20 @@ function targetDevice(model: HostModel, target: string) {
 }
 
 /** Every check for one device, in the order an operator would fix them. */
-export function checkDevice(fs: HostFs, model: HostModel, target: string, stateDir: string): DeviceCheck {
+/**
+ * Which way QEMU would take the device: iommufd (by its cdev) when the host
+ * and QEMU offer it, else the VFIO container, saying why. Never a failure:
+ * the container serves every host vfiokit supports.
+ */
+export function backendCheck(model: HostModel, address: string, vmm: () => VmmCapabilities): CheckItem {
+  const choice = chooseBackend(model, model.platform === 'power' ? 'pseries' : 'q35', vmm);
+  if (choice.backend === 'container') return { check: 'backend', ok: true, message: `VFIO container and group, not iommufd: ${choice.reasons.join('; ')}` };
+  const cdev = model.devices.find((d) => d.address === address)?.vfioCdev;
+  const by = cdev === undefined ? 'its VFIO cdev, which appears once it is bound to vfio-pci' : `/dev/vfio/devices/vfio${cdev}`;
+  return { check: 'backend', ok: true, message: `iommufd: QEMU takes ${address} by ${by} (${choice.reasons.join('; ')})` };
+}
+
+export function checkDevice(fs: HostFs, model: HostModel, target: string, stateDir: string, vmm: () => VmmCapabilities = () => ({ probeError: 'no QEMU was asked' })): DeviceCheck {
   const device = targetDevice(model, target);
   const checks: CheckItem[] = [];
   if (device.iommuGroup === undefined) {
@@ -75,6 +92,7 @@ export function checkDevice(fs: HostFs, model: HostModel, target: string, stateD
       ? { check: 'vfio-pci', ok: true, message: 'vfio-pci is loaded' }
       : { check: 'vfio-pci', ok: false, message: 'vfio-pci is not loaded', fix: 'modprobe vfio-pci' },
   );
+  checks.push(backendCheck(model, device.address, vmm));
   const group = findGroup(model, device.iommuGroup);
   const plan = planGroupBind(fs, model, group.id);
   const viability = checkViability(model, group, findProtectedDevices(fs, model));
@@ -149,14 +167,18 @@ export function checkCommand(state: RunState): Command {
     .argument('<targets...>', 'PCI addresses or IOMMU group numbers')
     .option('--memory <size>', 'also check RLIMIT_MEMLOCK for a guest with this much RAM (8G)')
     .option('--guest-iommu <state>', 'the guest IOMMU for --memory: none, present-disabled or enabled', 'none')
+    .option('--qemu <binary>', `the QEMU the guest will run; its version decides iommufd (8.2+) or the VFIO container (default ${DEFAULT_QEMU})`)
     .action(
-      action(state, async (ctx, addresses: string[], opts: { memory?: string; guestIommu: string }) => {
+      action(state, async (ctx, addresses: string[], opts: { memory?: string; guestIommu: string; qemu?: string }) => {
         if (!['none', 'present-disabled', 'enabled'].includes(opts.guestIommu)) {
           throw invalidInput(`--guest-iommu ${opts.guestIommu}: not a guest IOMMU state`, 'use none, present-disabled or enabled');
         }
         const host = await ctx.host();
         const model = await ctx.discover();
-        const results = addresses.map((a) => checkDevice(host.fs, model, a, host.stateDir));
+        // QEMU is asked once, and only if the host offers iommufd.
+        let probed: VmmCapabilities | undefined;
+        const vmm = (): VmmCapabilities => (probed ??= probeQemuVersion(opts.qemu ?? DEFAULT_QEMU));
+        const results = addresses.map((a) => checkDevice(host.fs, model, a, host.stateDir, vmm));
         const memlock =
           opts.memory === undefined
             ? undefined

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
+import { qemuBuild } from '@vfiokit/testkit';
 import { EXAMPLES, parseJson, vfiokit } from '../testing/run-cli';
 
 function specFile(t: { teardown(fn: () => void): void }, text: string): string {
@@ -148,4 +149,52 @@ test('plan --qmp and --spare-root-ports add the monitor and empty hot-plug ports
   const { argv } = parseJson<{ argv: string[] }>(run);
   t.is(argv[argv.indexOf('-qmp') + 1], 'unix:/run/vm1/qmp.sock,server=on,wait=off');
   t.deepEqual(argv.filter((a) => a.startsWith('pcie-root-port,')).map((a) => a.split(',')[1]), ['id=rp0', 'id=rp1', 'id=rp2']);
+});
+
+interface BackendJson {
+  backend: { backend: string; reasons: string[] };
+  qemu: string[] | null;
+}
+
+test('on an iommufd host with QEMU 10.0 the plan takes iommufd and its QEMU line binds the device by cdev to -object iommufd', async (t) => {
+  // Runs the CLI and QEMU --version: seconds, more on a loaded machine.
+  t.timeout(120_000);
+  const qemu = qemuBuild('10.0').binary;
+  const file = join(EXAMPLES, 'usb-controller.yaml');
+  const run = await vfiokit(['--mock', 'iommufd-workstation', 'plan', file, '--memlock', 'unlimited', '--qemu', qemu, '--format', 'json']);
+  t.is(run.code, 0, run.stderr);
+  const plan = parseJson<BackendJson>(run);
+  t.is(plan.backend.backend, 'iommufd');
+  t.is(plan.qemu![0], qemu);
+  t.true(plan.qemu!.includes('iommufd,id=iommufd0'));
+  t.true(plan.qemu!.some((a) => a.startsWith('vfio-pci,host=0000:04:00.0,') && a.endsWith(',iommufd=iommufd0')));
+  const text = await vfiokit(['--mock', 'iommufd-workstation', 'plan', file, '--memlock', 'unlimited', '--qemu', qemu]);
+  t.true(text.stdout.includes('passthrough: iommufd (-object iommufd, each device by its VFIO cdev)\n'));
+});
+
+test("on an iommufd host with the system's QEMU 7.2 the plan keeps the VFIO container and says QEMU is too old", async (t) => {
+  // Runs the CLI and QEMU --version: seconds, more on a loaded machine.
+  t.timeout(120_000);
+  const qemu = qemuBuild('7.2').binary;
+  const run = await vfiokit(['--mock', 'iommufd-workstation', 'plan', join(EXAMPLES, 'usb-controller.yaml'), '--memlock', 'unlimited', '--qemu', qemu, '--format', 'json']);
+  t.is(run.code, 0, run.stderr);
+  const plan = parseJson<BackendJson>(run);
+  t.deepEqual(plan.backend, { backend: 'container', reasons: [`QEMU 7.2 (${qemu} --version) is too old: -object iommufd came in QEMU 8.2`] });
+  t.false(plan.qemu!.some((a) => a.includes('iommufd')));
+});
+
+test('without /dev/iommu the plan keeps the VFIO container and says why, whatever QEMU is named', async (t) => {
+  // Runs the CLI and QEMU --version: seconds, more on a loaded machine.
+  t.timeout(120_000);
+  const run = await vfiokit(['--mock', 'workstation', 'plan', join(EXAMPLES, 'usb-controller.yaml'), '--memlock', 'unlimited', '--qemu', '/nonexistent/qemu']);
+  t.is(run.code, 0, run.stderr);
+  t.true(run.stdout.includes("  not iommufd: no /dev/iommu: the kernel has no CONFIG_IOMMUFD (Debian's kernels are built without it) or the iommufd module is not loaded\n"));
+});
+
+test('a QEMU that is not installed keeps the VFIO container on an iommufd host and names the binary', async (t) => {
+  // Runs the CLI and QEMU --version: seconds, more on a loaded machine.
+  t.timeout(120_000);
+  const run = await vfiokit(['--mock', 'iommufd-workstation', 'plan', join(EXAMPLES, 'usb-controller.yaml'), '--memlock', 'unlimited', '--qemu', '/nonexistent/qemu']);
+  t.is(run.code, 0, run.stderr);
+  t.true(run.stdout.includes('  not iommufd: the QEMU version is unknown (/nonexistent/qemu --version: /nonexistent/qemu is not installed or not on PATH); iommufd needs QEMU 8.2 or newer\n'));
 });

@@ -14,6 +14,7 @@ import {
   type MemlockLimit,
   type Plan,
 } from '@vfiokit/core';
+import { probeQemuVersion } from '@vfiokit/qemu-bridge';
 import { action, RunState, withExamples, withRealHostExamples } from '../program';
 import { invalidInput } from '../errors';
 import { formatSize, hex, parseSize } from '../sizes';
@@ -32,7 +33,12 @@ export function memlockOf(fs: HostFs, option: string | undefined): MemlockLimit 
 export interface PlanOptions {
   readonly force?: string[];
   readonly memlock?: string;
+  /** The QEMU the guest will run (default qemu-system-x86_64): its version decides whether iommufd can be used. */
+  readonly qemu?: string;
 }
+
+/** The QEMU a q35 guest runs unless --qemu names another. */
+export const DEFAULT_QEMU = 'qemu-system-x86_64';
 
 /** Plan a spec on the host behind `fs`; the plan is returned whether or not it is ok. */
 export function planOnHost(fs: HostFs, spec: GuestSpec, opts: PlanOptions): Plan {
@@ -41,6 +47,8 @@ export function planOnHost(fs: HostFs, spec: GuestSpec, opts: PlanOptions): Plan
     protectedDevices: findProtectedDevices(fs, model),
     force: safetyOverride(opts.force),
     memlock: memlockOf(fs, opts.memlock),
+    // Asked only when the host offers iommufd (core's chooseBackend).
+    vmm: () => probeQemuVersion(opts.qemu ?? DEFAULT_QEMU),
   });
 }
 
@@ -97,6 +105,8 @@ export function planText(plan: Plan, qemu?: string): string {
   for (const d of plan.domains) lines.push(...domainLines(d));
   const topo = plan.dma.topology;
   const limit = topo.memlock ? (topo.memlock.soft === 'unlimited' ? 'unlimited' : formatSize(topo.memlock.soft)) : 'not checked';
+  lines.push('', `passthrough: ${plan.backend.backend === 'iommufd' ? 'iommufd (-object iommufd, each device by its VFIO cdev)' : 'VFIO container and groups'}`);
+  for (const r of plan.backend.reasons) lines.push(`  ${plan.backend.backend === 'iommufd' ? 'because' : 'not iommufd:'} ${r}`);
   lines.push('', 'DMA:', `  policy      ${POLICY_TEXT[plan.dma.policy]}`);
   lines.push(`  guest RAM   ${plan.guest.memory.regions.map((r) => `${r.name} ${hex(r.gpa)}-${hex(r.gpa + r.size - 1n)}`).join(', ')}`);
   for (const [i, c] of topo.containers.entries()) {
@@ -129,6 +139,7 @@ export function planCommand(state: RunState): Command {
     .option('--memlock <size>', "the VMM's RLIMIT_MEMLOCK (8G, bytes, or unlimited); default: this process's")
     .option('--qmp <socket>', 'give the QEMU command line a QMP monitor on this UNIX socket (for attach/detach later)')
     .option('--spare-root-ports <n>', 'give the QEMU command line N empty pcie-root-ports for hot-plug (q35)')
+    .option('--qemu <binary>', `the QEMU the guest will run; its version decides iommufd (8.2+) or the VFIO container (default ${DEFAULT_QEMU})`)
     .action(
       action(state, async (ctx, file: string, opts: PlanOptions & { format: PlanFormat; qmp?: string; spareRootPorts?: string }) => {
         const plan = await planFromFile(ctx, file, opts);
@@ -137,7 +148,8 @@ export function planCommand(state: RunState): Command {
         const spare = opts.spareRootPorts === undefined ? 0 : Number(opts.spareRootPorts);
         if (!Number.isInteger(spare) || spare < 0) throw invalidInput(`--spare-root-ports ${opts.spareRootPorts}: not a whole number`, 'e.g. --spare-root-ports 2');
         // The monitor and spare hot-plug ports are the VMM's choice, not the plan's.
-        const qemuCommandLineOf = (p: Plan) => commandLineOf(p, { ...(opts.qmp ? { qmp: { path: opts.qmp } } : {}), ...(spare > 0 ? { spareRootPorts: spare } : {}) });
+        const qemuCommandLineOf = (p: Plan) =>
+          commandLineOf(p, { ...(opts.qmp ? { qmp: { path: opts.qmp } } : {}), ...(spare > 0 ? { spareRootPorts: spare } : {}), ...(opts.qemu ? { binary: opts.qemu } : {}) });
         // --json turns text into JSON; qemu-args stays qemu-args (its JSON is the argv array).
         const format = ctx.globals.json && opts.format === 'text' ? 'json' : opts.format;
         if (format === 'qemu-args') {

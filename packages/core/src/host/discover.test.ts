@@ -1,3 +1,5 @@
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import test from 'ava';
 import { temporaryFixtureDir, createFixtureHost, createFixtureHostFromSpec, FIXTURE_HOSTS, type FixtureDevice, type FixtureSpec } from '@vfiokit/testkit';
 import { discoverHost, findDevice, findGroup, iommuKindOfUnit, parsePeName, parseReservedRegions } from './discover';
@@ -293,4 +295,24 @@ test('an iommufd kernel shows /dev/iommu and the cdev of each device on vfio-pci
   const m = discoverHost(host.fs);
   t.true(m.iommufd);
   t.deepEqual(m.devices.filter((d) => d.vfioCdev !== undefined).map((d) => [d.address, d.vfioCdev]), [['0000:04:00.0', 0]]);
+});
+
+test('an iommufd kernel lists the vfio-dev char device in /proc/devices; a host whose /proc/devices is not read says nothing', (t) => {
+  t.true(discoverHost(createFixtureHost('iommufd-workstation').fs).vfioCdevs);
+  t.is(workstation().vfioCdevs, undefined);
+});
+
+test("a vfio-dev/vfioN entry without a dev node (any kernel since 6.1, no CONFIG_VFIO_DEVICE_CDEV) is not a cdev", (t) => {
+  const host = createFixtureHost('workstation');
+  try {
+    // The entry as vfio_device_add leaves it without a dev_t.
+    const entry = join(host.root, 'sys/bus/pci/devices/0000:04:00.0/vfio-dev/vfio0');
+    mkdirSync(entry, { recursive: true });
+    writeFileSync(join(entry, 'uevent'), 'MAJOR=\n');
+    t.is(discoverHost(host.fs).devices.find((d) => d.address === '0000:04:00.0')!.vfioCdev, undefined);
+    writeFileSync(join(entry, 'dev'), '511:0\n');
+    t.is(discoverHost(host.fs).devices.find((d) => d.address === '0000:04:00.0')!.vfioCdev, 0);
+  } finally {
+    rmSync(host.root, { recursive: true, force: true });
+  }
 });

@@ -61,8 +61,15 @@ export function discoverHost(host: HostFs, options: DiscoverOptions = {}): HostM
     hostBridges: hostBridgesOf(devices),
     vfioPciLoaded: host.exists(`${PCI_DRIVERS}/vfio-pci`),
     iommufd: host.exists('/sys/class/misc/iommu'),
+    ...vfioCdevsOf(host),
     ...(pciIds.source === undefined ? {} : { pciIdsSource: pciIds.source }),
   };
+}
+
+/** vfio_cdev_init's char region (`NNN vfio-dev` in /proc/devices), when /proc/devices is readable. */
+function vfioCdevsOf(host: HostFs): { vfioCdevs?: boolean } {
+  const devices = host.readText('/proc/devices');
+  return devices === undefined ? {} : { vfioCdevs: /^\s*\d+ vfio-dev$/m.test(devices) };
 }
 
 /** Read one device; undefined when it is gone (a hot-unplug between list and read). */
@@ -112,8 +119,13 @@ export function readPciDevice(host: HostFs, address: string, pciIds: PciIds): Pc
     ...(subsystemDeviceId === undefined ? {} : { subsystemDeviceId }),
   });
   const sriov = readSriov(host, link);
-  // vfio_device_add puts the cdev's class device under the PCI device.
-  const cdev = host.list(`${link}/vfio-dev`).map((n) => /^vfio(\d+)$/.exec(n)?.[1]).find((n) => n !== undefined);
+  // vfio_device_add puts the device's class device under the PCI device;
+  // only with CONFIG_VFIO_DEVICE_CDEV does it have a dev_t (its `dev` file).
+  const cdev = host
+    .list(`${link}/vfio-dev`)
+    .filter((n) => host.exists(`${link}/vfio-dev/${n}/dev`))
+    .map((n) => /^vfio(\d+)$/.exec(n)?.[1])
+    .find((n) => n !== undefined);
   return {
     address,
     sysfsPath,

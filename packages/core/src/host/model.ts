@@ -67,8 +67,9 @@ export interface PciDevice {
   readonly physicalFunction?: string;
   /**
    * The N of the device's VFIO cdev, /dev/vfio/devices/vfioN (its
-   * `vfio-dev/vfioN` sysfs entry), on a kernel with CONFIG_VFIO_DEVICE_CDEV
-   * and the device bound to a vfio driver. Bound to an iommufd, the device
+   * `vfio-dev/vfioN/dev` sysfs node: the entry itself exists on any kernel
+   * since 6.1, its `dev` only with CONFIG_VFIO_DEVICE_CDEV), the device
+   * bound to a vfio driver. Bound to an iommufd, the device
    * is assigned on its own, not with its whole group.
    */
   readonly vfioCdev?: number;
@@ -179,6 +180,13 @@ export interface HostModel {
    * "iommu"). Debian's kernels are built without CONFIG_IOMMUFD.
    */
   readonly iommufd: boolean;
+  /**
+   * The kernel has VFIO device cdevs (CONFIG_VFIO_DEVICE_CDEV): /proc/devices
+   * lists the `vfio-dev` char major vfio_cdev_init registers (the sysfs
+   * `vfio-dev/vfioN` entries exist on any kernel since 6.1, cdev or not).
+   * Absent when /proc/devices cannot be read.
+   */
+  readonly vfioCdevs?: boolean;
   /** The pci.ids file names came from, absent when the host has none. */
   readonly pciIdsSource?: string;
 }

@@ -3,3 +3,4 @@
 export * from './spec';
 export * from './domains';
 export * from './plan';
+export * from './backend';

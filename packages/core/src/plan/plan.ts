@@ -38,6 +38,7 @@ import {
 } from '../dma/index';
 import { VfiokitError } from '../errors';
 import { checkViability, msiIsolationVerdict, refuseKnownProbeFailures, safetyViolations, type HostModel, type IommuGroup, type PciDevice, type SafetyFinding, type SafetyOverride } from '../host/index';
+import { chooseBackend, type BackendChoice, type VmmCapabilities } from './backend';
 import { pseriesDomains, q35Domains, type GuestPciDomain } from './domains';
 import { formatSelector, guestSpecProblems, isAddressSelector, type DeviceSelector, type GuestSpec } from './spec';
 
@@ -120,6 +121,8 @@ export interface Plan {
   readonly dma: DmaPlan;
   readonly hostIommu: HostIommuInfo;
   readonly compat: CompatReport;
+  /** iommufd or the VFIO container, and why. */
+  readonly backend: BackendChoice;
   readonly findings: readonly PlanFinding[];
   /** Commands to run on the host before starting the guest, in order. */
   readonly actions: readonly string[];
@@ -136,6 +139,11 @@ export interface PlanOptions {
   readonly hostIommu?: HostIommuInfo;
   /** What the host's sPAPR PEs offer; the window checks are skipped when absent. */
   readonly spapr?: SpaprHostCaps;
+  /**
+   * What the VMM offers (QEMU's version), asked only when the host offers
+   * iommufd; without it the plan keeps to the VFIO container and says so.
+   */
+  readonly vmm?: () => VmmCapabilities;
 }
 
 /** Thrown by assertPlanOk: a plan with refusals. */
@@ -414,6 +422,7 @@ export function planAssignment(host: HostModel, spec: GuestSpec, options: PlanOp
     topology,
     ...(guest.iommu.kind === 'spapr-tce' ? { tceWindows: tceWindowsOf(guest, domains) } : {}),
   };
+  const backend = chooseBackend(host, spec.machine, options.vmm ?? (() => ({ probeError: 'no QEMU was asked' })));
   const actions = findings.filter((f) => f.kind === 'action' && f.fix !== undefined).map((f) => f.fix!);
   return {
     spec,
@@ -424,6 +433,7 @@ export function planAssignment(host: HostModel, spec: GuestSpec, options: PlanOp
     dma,
     hostIommu,
     compat,
+    backend,
     findings,
     actions,
   };

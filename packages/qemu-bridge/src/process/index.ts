@@ -19,3 +19,4 @@ export {
   type CprOutcome,
   type QemuRelease,
 } from './cpr';
+export * from './version';

@@ -15,10 +15,10 @@ import { pseriesProfile } from './pseries/index';
 import { x86Profiles } from './x86/index';
 
 /** Every profile, in the order `pnpm lab` runs them without arguments. */
-export const PROFILES: readonly LabProfile[] = [...x86Profiles, pseriesProfile, arm64Profile];
+export const PROFILES: readonly LabProfile[] = [...x86Profiles, pseriesProfile, arm64Profile, iommufdProfile];
 
 /** Profiles that run only when named (`pnpm lab bench`): figures to read, minutes long, not tests for CI. */
-export const NAMED_ONLY: readonly LabProfile[] = [benchProfile, iommufdProfile];
+export const NAMED_ONLY: readonly LabProfile[] = [benchProfile];
 
 function findRepoRoot(from: string): string {
   let dir = from;

@@ -185,7 +185,7 @@ export function runScript(ctx: LabContext, host: X86Host, qemu: string): string 
     `${bin} x86 --backend kernel --topology ${topo} --out ${GUEST_OUT_DIR}/${RESULTS.compatKernel}`,
     `echo "${MARK} compat-exit=$?"`,
     ...hostFactsScript(`${GUEST_OUT_DIR}/${HOST_FACTS}`),
-    `{ echo "iommufd nodes:"; ls -l /dev/iommu /dev/vfio /dev/vfio/devices; grep -H . /sys/module/iommufd/parameters/* 2>/dev/null; true; } >> ${GUEST_OUT_DIR}/${HOST_FACTS} 2>&1`,
+    `{ echo "iommufd nodes:"; ls -l /dev/iommu /dev/vfio /dev/vfio/devices /sys/bus/pci/devices/0000:00:03.0/vfio-dev/*; echo "/proc/devices:"; cat /proc/devices; grep -H . /sys/module/iommufd/parameters/* 2>/dev/null; true; } >> ${GUEST_OUT_DIR}/${HOST_FACTS} 2>&1`,
     `echo "${MARK} stage=cases"`,
     `VFIOKIT_LAB_QEMU_IOMMUFD=${q(qemu)} ${q(ctx.nodePath)} packages/testkit/dist/lab/guest.js ${q(ctx.repoRoot)} .iommufd-lab.js > ${GUEST_OUT_DIR}/${GUEST_TAP}`,
     `echo "${MARK} cases-exit=$?"`,
