@@ -206,6 +206,25 @@ impl Rec {
     }
 }
 
+/// Runs `body` with raw calls on the bench's backend, closing every
+/// descriptor it pushes onto the list (newest first) however it ends.
+pub fn with_raw_fds(b: &Bench, body: impl FnOnce(&Arc<dyn Backend>, &mut Vec<vfio_core::backend::RawFd>) -> Result<(), Stop>) -> Result<(), Stop> {
+    let be = b.backend().clone();
+    let mut fds = Vec::new();
+    let outcome = body(&be, &mut fds);
+    for fd in fds.into_iter().rev() {
+        be.close(fd);
+    }
+    outcome
+}
+
+/// Records `VFIO_GROUP_GET_STATUS` of group fd `g` as a step named `label`.
+pub fn group_status(be: &Arc<dyn Backend>, g: vfio_core::backend::RawFd, r: &mut Rec, label: &str) {
+    let mut st = uapi::vfio_group_status { argsz: 8, flags: 0 };
+    let res = be.group_get_status(g, &mut st).map(|_| st.flags).map_err(|e| e.0);
+    r.step(label.to_string(), res, |f| format!("flags={f:#x}"));
+}
+
 /// Turns a vfio-core result into the errno a step records.
 pub fn errno<T>(r: vfio_core::Result<T>) -> Result<T, i32> {
     r.map_err(|e| e.errno)
@@ -219,21 +238,23 @@ pub struct Buffer {
     pub size: u64,
 }
 
+/// An anonymous, populated, read-write mapping of `len` bytes with the
+/// extra `flags` (MAP_PRIVATE or MAP_SHARED, MAP_HUGETLB), or the errno.
+fn mmap_anonymous(len: usize, flags: i32) -> Result<*mut libc::c_void, i32> {
+    // SAFETY: an anonymous mapping; no pointer is passed in.
+    let base = unsafe {
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_ANONYMOUS | libc::MAP_POPULATE | flags, -1, 0)
+    };
+    if base == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOMEM));
+    }
+    Ok(base)
+}
+
 impl Buffer {
     pub fn new(size: usize, align: usize) -> Self {
         let len = size + align;
-        // SAFETY: an anonymous private mapping; no pointer is passed in.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED, "mmap of {len} bytes for a DMA buffer failed");
+        let base = mmap_anonymous(len, libc::MAP_PRIVATE).unwrap_or_else(|e| panic!("mmap of {len} bytes for a DMA buffer failed: errno {e}"));
         let addr = (base as u64).next_multiple_of(align as u64);
         Self { base, len, addr, size: size as u64 }
     }
@@ -241,18 +262,7 @@ impl Buffer {
     /// `size` bytes of shared anonymous memory (MAP_SHARED: shmem pages,
     /// as QEMU's guest RAM with `share=on`), populated.
     pub fn shared(size: usize) -> Self {
-        // SAFETY: an anonymous shared mapping; no pointer is passed in.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED, "mmap of {size} shared bytes for a DMA buffer failed");
+        let base = mmap_anonymous(size, libc::MAP_SHARED).unwrap_or_else(|e| panic!("mmap of {size} shared bytes for a DMA buffer failed: errno {e}"));
         Self { base, len: size, addr: base as u64, size: size as u64 }
     }
 
@@ -260,20 +270,7 @@ impl Buffer {
     /// than the base page map (`tce_page_is_contained`). ENOMEM when the
     /// kernel has no free huge pages.
     pub fn huge(size: usize) -> Result<Self, i32> {
-        // SAFETY: an anonymous private mapping; no pointer is passed in.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE | libc::MAP_HUGETLB,
-                -1,
-                0,
-            )
-        };
-        if base == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOMEM));
-        }
+        let base = mmap_anonymous(size, libc::MAP_PRIVATE | libc::MAP_HUGETLB)?;
         Ok(Self { base, len: size, addr: base as u64, size: size as u64 })
     }
 

@@ -9,7 +9,7 @@ use vfio_core::spapr::{DmaDirection, TceContainer, TceVersion};
 use vfio_core::uapi::spapr as u;
 
 use crate::memlock::LowMemlock;
-use crate::spapr::{errno, in_child, Bench, Buffer, Rec, Stop};
+use crate::spapr::{errno, group_status, in_child, with_raw_fds, Bench, Buffer, Rec, Stop};
 
 pub struct SpaprCase {
     pub name: &'static str,
@@ -829,25 +829,18 @@ pub static CASES: &[SpaprCase] = &[
         run: |b, r| {
             use vfio_core::backend::{read_pod, buf_bytes};
             use vfio_core::uapi as k;
-            let be = b.backend().clone();
             let pe = b.pe(0).clone();
-            let mut fds = Vec::new();
-            let outcome = (|| -> Result<(), Stop> {
+            with_raw_fds(b, |be, fds| {
                 let c = r.must("open /dev/vfio/vfio", be.open_container().map_err(|e| e.0), none)?;
                 fds.push(c);
                 r.step("GET_API_VERSION", be.get_api_version(c).map_err(|e| e.0), |v| format!("{v}"));
                 let g = r.must("open group of pe0", be.open_group(pe.group).map_err(|e| e.0), none)?;
                 fds.push(g);
-                let status = |r: &mut Rec, label: &str| {
-                    let mut st = k::vfio_group_status { argsz: 8, flags: 0 };
-                    let res = be.group_get_status(g, &mut st).map(|_| st.flags).map_err(|e| e.0);
-                    r.step(label.to_string(), res, |f| format!("flags={f:#x}"));
-                };
-                status(r, "GROUP_GET_STATUS before SET_CONTAINER");
+                group_status(be, g, r, "GROUP_GET_STATUS before SET_CONTAINER");
                 let name = std::ffi::CString::new(pe.bdf.clone()).expect("a BDF has no NUL");
                 r.step("GET_DEVICE_FD before SET_CONTAINER", be.group_get_device_fd(g, &name).map_err(|e| e.0), none);
                 r.must("GROUP_SET_CONTAINER", be.group_set_container(g, c).map_err(|e| e.0), none)?;
-                status(r, "GROUP_GET_STATUS after SET_CONTAINER");
+                group_status(be, g, r, "GROUP_GET_STATUS after SET_CONTAINER");
                 r.step("GET_DEVICE_FD before SET_IOMMU", be.group_get_device_fd(g, &name).map_err(|e| e.0), none);
                 r.must("SET_IOMMU SPAPR_TCE_v2", be.set_iommu(c, k::VFIO_SPAPR_TCE_V2_IOMMU).map_err(|e| e.0), none)?;
                 let d = r.must("GET_DEVICE_FD", be.group_get_device_fd(g, &name).map_err(|e| e.0), none)?;
@@ -869,11 +862,7 @@ pub static CASES: &[SpaprCase] = &[
                     r.step(format!("DEVICE_GET_IRQ_INFO index={index}"), res, |i| format!("flags={:#x} count={}", i.flags, i.count));
                 }
                 Ok(())
-            })();
-            for fd in fds.into_iter().rev() {
-                be.close(fd);
-            }
-            outcome
+            })
         },
     },
 ];

@@ -20,7 +20,7 @@ use vfio_core::{Device, RegionInfo};
 use crate::edu::{
     EDU_BUFFER, EDU_DMA_CMD, EDU_DMA_COUNT, EDU_DMA_DST, EDU_DMA_RUN, EDU_DMA_SRC, EDU_DMA_TO_RAM, EDU_ID, EDU_ID_VALUE,
 };
-use crate::spapr::{errno, find_edus, group_of, Bench, Buffer, Rec, Stop, World};
+use crate::spapr::{errno, find_edus, group_of, group_status, with_raw_fds, Bench, Buffer, Rec, Stop, World};
 
 const PAGE: u64 = 0x1000;
 const LEN: usize = 2048;
@@ -215,25 +215,18 @@ pub fn two_functions_raw(b: &mut Bench, r: &mut Rec) -> Result<(), Stop> {
     if functions.len() < 2 {
         return Err(Stop(format!("the guest has {} edu function(s) in pe0's group, not 2", functions.len())));
     }
-    let be = b.backend().clone();
-    let pe = b.pe(0).clone();
-    let mut fds = Vec::new();
-    let outcome = (|| -> Result<(), Stop> {
+    let group = b.pe(0).group;
+    with_raw_fds(b, |be, fds| {
         let c = r.must("open /dev/vfio/vfio", be.open_container().map_err(|e| e.0), none)?;
         fds.push(c);
-        let g = r.must("open group of pe0", be.open_group(pe.group).map_err(|e| e.0), none)?;
+        let g = r.must("open group of pe0", be.open_group(group).map_err(|e| e.0), none)?;
         fds.push(g);
-        let status = |r: &mut Rec, label: &str| {
-            let mut st = k::vfio_group_status { argsz: 8, flags: 0 };
-            let res = be.group_get_status(g, &mut st).map(|_| st.flags).map_err(|e| e.0);
-            r.step(label.to_string(), res, |f| format!("flags={f:#x}"));
-        };
-        status(r, "GROUP_GET_STATUS (two functions, both bound to vfio-pci)");
+        group_status(be, g, r, "GROUP_GET_STATUS (two functions, both bound to vfio-pci)");
         let name = |bdf: &str| std::ffi::CString::new(bdf).expect("a BDF has no NUL");
         r.step("GET_DEVICE_FD function 1 before SET_CONTAINER", be.group_get_device_fd(g, &name(&functions[1])).map_err(|e| e.0), none);
         r.must("GROUP_SET_CONTAINER", be.group_set_container(g, c).map_err(|e| e.0), none)?;
         r.must("SET_IOMMU SPAPR_TCE_v2", be.set_iommu(c, k::VFIO_SPAPR_TCE_V2_IOMMU).map_err(|e| e.0), none)?;
-        status(r, "GROUP_GET_STATUS after SET_IOMMU");
+        group_status(be, g, r, "GROUP_GET_STATUS after SET_IOMMU");
         for (label, bdf) in [("function 0", &functions[0]), ("function 1", &functions[1]), ("function 0 again", &functions[0])] {
             if let Some(d) = r.step(format!("GET_DEVICE_FD {label}"), be.group_get_device_fd(g, &name(bdf)).map_err(|e| e.0), none) {
                 fds.push(d);
@@ -241,11 +234,7 @@ pub fn two_functions_raw(b: &mut Bench, r: &mut Rec) -> Result<(), Stop> {
         }
         r.step("GET_DEVICE_FD of a function not in the group (0000:00:02.2)", be.group_get_device_fd(g, &name("0000:00:02.2")).map_err(|e| e.0), none);
         Ok(())
-    })();
-    for fd in fds.into_iter().rev() {
-        be.close(fd);
-    }
-    outcome
+    })
 }
 
 fn discovery(phbs: usize, r: &mut Rec) -> Result<(), Stop> {
