@@ -116,22 +116,44 @@ export function exitCodeFor(code: string | undefined): ExitCode {
   return ExitCode.Internal;
 }
 
-/** Turn anything thrown into a CliError: known layer errors keep their message and code. */
-export function toCliError(err: unknown): CliError {
-  if (err instanceof CliError) return err;
+/**
+ * What the CLI prints and exits with for an error: its code, message, hint
+ * and details, and the exit code.
+ */
+export interface ErrorReport {
+  readonly code: string;
+  readonly message: string;
+  readonly hint?: string;
+  readonly exitCode: ExitCode;
+  readonly details: readonly string[];
+  /** What was thrown, for --debug's stack trace. */
+  readonly error: unknown;
+}
+
+/**
+ * Reads anything thrown as a report, building no new error: each layer's own
+ * error (core's VfiokitError family, vfio-core's VfioError, qemu-bridge's,
+ * Node's) already carries a stable `code`, a message naming object, cause
+ * and fix, and maybe a `hint`; the CLI only adds the exit code for the code.
+ * Anything without a code is a bug, reported as one.
+ */
+export function reportOf(err: unknown): ErrorReport {
+  if (err instanceof CliError) return { code: err.code, message: err.message, ...(err.hint === undefined ? {} : { hint: err.hint }), exitCode: err.exitCode, details: err.details, error: err };
   const code = layerCode(err);
   if (err instanceof Error && code !== undefined) {
     const hint = (err as { hint?: unknown }).hint;
     const details = (err as { details?: unknown }).details;
-    return new CliError(code, err.message, exitCodeFor(code), typeof hint === 'string' ? hint : undefined, {
-      cause: err,
-      ...(Array.isArray(details) ? { details: details.map(String) } : {}),
-    });
+    return {
+      code,
+      message: err.message,
+      ...(typeof hint === 'string' ? { hint } : {}),
+      exitCode: exitCodeFor(code),
+      details: Array.isArray(details) ? details.map(String) : [],
+      error: err,
+    };
   }
   const message = err instanceof Error ? err.message : String(err);
-  return new CliError('INTERNAL', `internal error: ${message}`, ExitCode.Internal, 'rerun with --debug and report the stack trace', {
-    cause: err,
-  });
+  return { code: 'INTERNAL', message: `internal error: ${message}`, hint: 'rerun with --debug and report the stack trace', exitCode: ExitCode.Internal, details: [], error: err };
 }
 
 export function notFound(message: string, hint: string): CliError {

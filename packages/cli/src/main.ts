@@ -12,7 +12,7 @@
 // reapers remove their folders (qemu-bridge's spawnTied and createRunDir).
 import { constants } from 'node:os';
 import { runInterruptCleanups } from './cleanup';
-import { exitCodeFor, interrupted, toCliError } from './errors';
+import { exitCodeFor, interrupted } from './errors';
 import { Output } from './output';
 
 /**
@@ -28,7 +28,7 @@ function loadCommands(): typeof import('./cli') {
     const code = (err as { code?: unknown }).code;
     if (typeof code !== 'string' || !code.startsWith('NATIVE_')) throw err;
     const argv = process.argv.slice(2);
-    new Output(argv.includes('--json'), argv.includes('--debug')).error(toCliError(err));
+    new Output(argv.includes('--json'), argv.includes('--debug')).error(err);
     process.exit(exitCodeFor(code));
   }
 }

@@ -2,7 +2,7 @@
 // document and nothing else, so scripts can pipe it; progress bars only ever
 // draw on a terminal's stderr.
 import { SingleBar, Presets } from 'cli-progress';
-import { CliError } from './errors';
+import { CliError, reportOf, type ErrorReport } from './errors';
 
 export interface Progress {
   update(done: number): void;
@@ -54,7 +54,9 @@ export class Output {
     return { update: (done) => bar.update(done), stop: () => bar.stop() };
   }
 
-  error(err: CliError): void {
+  /** Prints what was thrown, as `reportOf` reads it; returns the report (for its exit code). */
+  error(thrown: unknown): ErrorReport {
+    const err = reportOf(thrown);
     if (this.json) {
       const body = { error: { code: err.code, message: err.message, hint: err.hint ?? null, exitCode: err.exitCode, details: err.details } };
       this.stderr.write(`${JSON.stringify(body)}\n`);
@@ -62,9 +64,10 @@ export class Output {
       this.stderr.write(errorText(err));
     }
     if (this.debug) {
-      const cause = err.cause instanceof Error ? err.cause : err;
-      this.stderr.write(`${cause.stack ?? String(cause)}\n`);
+      const shown = err.error instanceof CliError && err.error.cause instanceof Error ? err.error.cause : err.error;
+      this.stderr.write(`${shown instanceof Error ? (shown.stack ?? String(shown)) : String(shown)}\n`);
     }
+    return err;
   }
 }
 
@@ -76,7 +79,7 @@ export const SHOWN_DETAILS = 5;
  * hint. A message is one line by contract; should one from below run long,
  * it is cut here rather than flooding the terminal (--json keeps it whole).
  */
-export function errorText(err: CliError): string {
+export function errorText(err: ErrorReport): string {
   const LIMIT = 400;
   const first = err.message.split('\n')[0]!;
   const summary = first.length > LIMIT ? `${first.slice(0, LIMIT)}... (--json prints all of it)` : first;

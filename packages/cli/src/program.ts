@@ -4,7 +4,7 @@
 // listed in cli.ts.
 import { Command, CommanderError, Option } from 'commander';
 import { CommandContext, GlobalOptions } from './context';
-import { CliError, toCliError } from './errors';
+import { CliError } from './errors';
 import { ExitCode, exitCodesHelp } from './exit-codes';
 import { Output } from './output';
 
@@ -33,14 +33,12 @@ export function action<A extends unknown[]>(state: RunState, body: ActionBody<A>
       const code = await body(ctx, ...(params.slice(0, -1) as A));
       state.exitCode = code ?? ExitCode.Ok;
     } catch (err) {
-      const cliErr = toCliError(err);
-      out.error(cliErr);
-      state.exitCode = cliErr.exitCode;
+      state.exitCode = out.error(err).exitCode;
     } finally {
       try {
         await ctx.dispose();
       } catch (err) {
-        out.error(toCliError(err));
+        out.error(err);
         if (state.exitCode === ExitCode.Ok) state.exitCode = ExitCode.HostFailure;
       }
     }
@@ -127,9 +125,7 @@ export async function runProgram(argv: readonly string[], commands: readonly Com
       out.error(usageError(err, failing.command));
       return ExitCode.Usage;
     }
-    const cliErr = toCliError(err);
-    out.error(cliErr);
-    return cliErr.exitCode;
+    return out.error(err).exitCode;
   }
 }
 

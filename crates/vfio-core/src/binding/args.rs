@@ -29,16 +29,18 @@ pub(super) fn num_or_str(name: &str, v: &Either<f64, String>) -> std::result::Re
 }
 
 /// A map batch as JS gives it to every container kind: iova, vaddr, size
-/// triples, and one flags word for all entries or one per entry.
+/// triples, and one flags word for all entries or one per entry (read and
+/// write for all when omitted).
 pub(super) fn map_batch_args<'a>(
     entries: &'a [u64],
-    flags: &'a Either<u32, Uint32ArraySlice>,
+    flags: &'a Option<Either<u32, Uint32ArraySlice>>,
 ) -> std::result::Result<(&'a [[u64; 3]], BatchFlags<'a>), crate::Error> {
     let triples = as_triples(entries)
         .ok_or_else(|| bad_arg(format!("entries has {} values, not a multiple of 3 (iova, vaddr, size)", entries.len())))?;
     let flags = match flags {
-        Either::A(all) => BatchFlags::All(*all),
-        Either::B(each) => BatchFlags::Each(each),
+        None => BatchFlags::All(crate::dma_flags::READ_WRITE),
+        Some(Either::A(all)) => BatchFlags::All(*all),
+        Some(Either::B(each)) => BatchFlags::Each(each),
     };
     Ok((triples, flags))
 }

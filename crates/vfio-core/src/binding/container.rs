@@ -238,11 +238,11 @@ impl Type1Container {
         })
     }
 
-    /// `VFIO_IOMMU_MAP_DMA` of one range.
+    /// `VFIO_IOMMU_MAP_DMA` of one range; `flags` (DmaFlags) default to read and write.
     #[napi]
-    pub fn map_dma(&self, env: &Env, iova: BigInt, vaddr: BigInt, size: BigInt, flags: u32) -> Result<()> {
+    pub fn map_dma(&self, env: &Env, iova: BigInt, vaddr: BigInt, size: BigInt, flags: Option<u32>) -> Result<()> {
         self.with(env, "VFIO_IOMMU_MAP_DMA", |c| {
-            c.map_dma(u64_of("iova", &iova)?, u64_of("vaddr", &vaddr)?, u64_of("size", &size)?, flags)
+            c.map_dma(u64_of("iova", &iova)?, u64_of("vaddr", &vaddr)?, u64_of("size", &size)?, flags.unwrap_or(crate::dma_flags::READ_WRITE))
         })
     }
 
@@ -287,20 +287,21 @@ impl Type1Container {
     }
 
     /// `VFIO_IOMMU_DIRTY_PAGES` GET_BITMAP: one bit per page of `pageSize`
-    /// over [iova, iova + size).
+    /// over [iova, iova + size) (4 KiB pages unless `pageSize` says otherwise).
     #[napi]
-    pub fn dirty_bitmap(&self, env: &Env, iova: BigInt, size: BigInt, page_size: BigInt) -> Result<BigUint64Array> {
+    pub fn dirty_bitmap(&self, env: &Env, iova: BigInt, size: BigInt, page_size: Option<BigInt>) -> Result<BigUint64Array> {
         self.with(env, "VFIO_IOMMU_DIRTY_PAGES", |c| {
-            c.dirty_bitmap(u64_of("iova", &iova)?, u64_of("size", &size)?, u64_of("pageSize", &page_size)?)
+            let page = page_size.as_ref().map(|p| u64_of("pageSize", p)).transpose()?.unwrap_or(0x1000);
+            c.dirty_bitmap(u64_of("iova", &iova)?, u64_of("size", &size)?, page)
         })
         .map(BigUint64Array::new)
     }
 
     /// Maps a batch: `entries` holds iova, vaddr, size triples; `flags` one
-    /// word per entry or one number for all. All or nothing: on failure the
+    /// word per entry or one number for all (read and write when omitted). All or nothing: on failure the
     /// error's `entryIndex` names the entry and nothing stays mapped.
     #[napi]
-    pub fn map_batch(&self, env: &Env, entries: BigUint64ArraySlice, flags: Either<u32, Uint32ArraySlice>) -> Result<BatchReportJs> {
+    pub fn map_batch(&self, env: &Env, entries: BigUint64ArraySlice, flags: Option<Either<u32, Uint32ArraySlice>>) -> Result<BatchReportJs> {
         let (triples, f) = map_batch_args(&entries, &flags).map_err(|e| js_err(env, e))?;
         self.with(env, "VFIO_IOMMU_MAP_DMA", |c| c.map_batch(triples, f)).map(Into::into)
     }

@@ -217,6 +217,19 @@ impl Device {
         })
     }
 
+    /// The 16-bit config-space word at `offset` (little-endian, as PCI is).
+    #[napi]
+    pub fn read_config16(&self, env: &Env, offset: i64) -> Result<u16> {
+        let b = self.read_region(env, crate::uapi::VFIO_PCI_CONFIG_REGION_INDEX, offset, 2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    /// Writes the 16-bit config-space word at `offset` (little-endian).
+    #[napi]
+    pub fn write_config16(&self, env: &Env, offset: i64, value: u16) -> Result<()> {
+        self.write_region(env, crate::uapi::VFIO_PCI_CONFIG_REGION_INDEX, offset, &value.to_le_bytes())
+    }
+
     /// mmap of `length` bytes at `offset` of region `index`.
     #[napi]
     pub fn map_region(&self, env: &Env, index: u32, offset: i64, length: u32) -> Result<MappedRegion> {

@@ -47,7 +47,7 @@ impl VfioBackend {
     }
 
     /// "kernel" or "mock".
-    #[napi(getter)]
+    #[napi(getter, ts_return_type = "'kernel' | 'mock'")]
     pub fn kind(&self) -> String {
         self.inner.kind().to_string()
     }
@@ -60,6 +60,13 @@ impl VfioBackend {
         let t1 = crate::Type1Container::open(self.inner.clone(), &groups, iommu.unwrap_or(crate::uapi::VFIO_TYPE1V2_IOMMU))
             .map_err(|e| js_err(env, e))?;
         Ok(Type1Container::new(t1))
+    }
+
+    /// An sPAPR TCE container owning group `group`'s PE, its IOMMU set to
+    /// `VFIO_SPAPR_TCE_v2_IOMMU` (v1 when `v2` is false); as `TceContainer.open`.
+    #[napi]
+    pub fn open_tce_container(&self, env: &Env, group: u32, v2: Option<bool>) -> Result<super::spapr::TceContainer> {
+        super::spapr::TceContainer::open(env, self, group, v2)
     }
 
     /// The new process's side of a live update: reads the hand-over on the

@@ -103,12 +103,12 @@ impl IommufdSpace {
     }
 
     /// IOMMU_IOAS_MAP at `iova` (null: the kernel chooses); returns the IOVA.
-    /// `flags` are DmaFlags (Read, Write).
+    /// `flags` are DmaFlags (Read, Write; both when omitted).
     #[napi]
-    pub fn map_dma(&self, env: &Env, iova: Option<BigInt>, vaddr: BigInt, size: BigInt, flags: u32) -> Result<BigInt> {
+    pub fn map_dma(&self, env: &Env, iova: Option<BigInt>, vaddr: BigInt, size: BigInt, flags: Option<u32>) -> Result<BigInt> {
         self.with(env, "IOMMU_IOAS_MAP", |s| {
             let iova = iova.as_ref().map(|i| u64_of("iova", i)).transpose()?;
-            s.ioas().map(iova, u64_of("vaddr", &vaddr)?, u64_of("size", &size)?, flags)
+            s.ioas().map(iova, u64_of("vaddr", &vaddr)?, u64_of("size", &size)?, flags.unwrap_or(crate::dma_flags::READ_WRITE))
         })
         .map(BigInt::from)
     }
@@ -126,7 +126,7 @@ impl IommufdSpace {
 
     /// As Type1Container.mapBatch: iova, vaddr, size triples, all or nothing.
     #[napi]
-    pub fn map_batch(&self, env: &Env, entries: BigUint64ArraySlice, flags: Either<u32, Uint32ArraySlice>) -> Result<BatchReportJs> {
+    pub fn map_batch(&self, env: &Env, entries: BigUint64ArraySlice, flags: Option<Either<u32, Uint32ArraySlice>>) -> Result<BatchReportJs> {
         let (triples, f) = map_batch_args(&entries, &flags).map_err(|e| js_err(env, e))?;
         self.with(env, "IOMMU_IOAS_MAP", |s| s.ioas().map_batch(triples, f)).map(Into::into)
     }

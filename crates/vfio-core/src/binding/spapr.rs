@@ -116,11 +116,11 @@ impl TceContainer {
         r.map_err(|e| js_err(env, e))
     }
 
-    /// `VFIO_IOMMU_MAP_DMA` into one window; `flags` is READ (1) | WRITE (2).
+    /// `VFIO_IOMMU_MAP_DMA` into one window; `flags` is READ (1) | WRITE (2), both when omitted.
     #[napi]
-    pub fn map(&mut self, env: &Env, iova: BigInt, vaddr: BigInt, size: BigInt, flags: u32) -> Result<()> {
+    pub fn map(&mut self, env: &Env, iova: BigInt, vaddr: BigInt, size: BigInt, flags: Option<u32>) -> Result<()> {
         let r = (|| {
-            let dir = direction_of(flags)?;
+            let dir = direction_of(flags.unwrap_or(crate::dma_flags::READ_WRITE))?;
             self.inner.map(u64_of("iova", &iova)?, u64_of("vaddr", &vaddr)?, u64_of("size", &size)?, dir)
         })();
         r.map_err(|e| js_err(env, e))

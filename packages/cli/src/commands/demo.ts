@@ -19,7 +19,7 @@ import { identityMapRun, mapText } from './map';
 import { loadQemuBridge, placementText } from './attach';
 import { ExitCode } from '../exit-codes';
 import { formatSize } from '../sizes';
-import { toCliError } from '../errors';
+import { reportOf } from '../errors';
 import { onInterrupt } from '../cleanup';
 import { checkpoint } from '../checkpoint';
 
@@ -73,7 +73,7 @@ function discoverStep(n: Narrator, model: HostModel): void {
 
 /** A step that is expected to fail shows QEMU's or vfiokit's own message. */
 function failureOf(err: unknown): string {
-  return toCliError(err).message;
+  return reportOf(err).message;
 }
 
 /**

@@ -30,7 +30,7 @@ import {
 import type { RunningQemu } from '@vfiokit/qemu-bridge';
 import { action, RunState, withRealHostExamples } from '../program';
 import type { CommandContext, HostSession } from '../context';
-import { CliError, toCliError } from '../errors';
+import { CliError, reportOf } from '../errors';
 import { ExitCode } from '../exit-codes';
 import { onInterrupt } from '../cleanup';
 import { checkpoint } from '../checkpoint';
@@ -95,7 +95,7 @@ function giveBack(session: HostSession, bound: readonly BindResult[]): { resets:
     try {
       restored.push(unbindGroup(session.fs, r.group, { store, onlyRecorded: true, devices: moved }));
     } catch (err) {
-      failures.push(`group ${r.group} (${moved.join(', ')}): ${toCliError(err).message}`);
+      failures.push(`group ${r.group} (${moved.join(', ')}): ${reportOf(err).message}`);
     }
   }
   return { resets, restored, failures };
@@ -266,7 +266,7 @@ export async function runGuest(ctx: CommandContext, file: string, qemuArgs: read
     // What stays on vfio-pci matters more than why QEMU ended: say it first.
     throw new CliError(
       'RUN_GIVE_BACK_FAILED',
-      `the run could not give every device back: ${given.failures[0]}${failure ? `; QEMU: ${toCliError(failure).message}` : ''}`,
+      `the run could not give every device back: ${given.failures[0]}${failure ? `; QEMU: ${reportOf(failure).message}` : ''}`,
       ExitCode.HostFailure,
       `give them back by hand: vfiokit unbind ${groups.join(' ')}`,
       { details: given.failures },

@@ -5,7 +5,8 @@ import { ContainerMappings } from './mappings';
 import { VTD_HOST, X86_MSI_WINDOW } from './target';
 import { Type1Model } from './type1-model';
 import { openMockDmaTarget } from './vfio-target';
-import { DmaTargetError, IovaCollisionError, InvalidLayoutError } from './errors';
+import { IovaCollisionError, InvalidLayoutError } from './errors';
+import { VfioError } from '../vfio/index';
 import { HOST_RAM } from '../vfio/host-ram.test-support';
 
 const GiB = 1n << 30n;
@@ -76,14 +77,16 @@ test('boot RAM cannot be unplugged', (t) => {
   t.throws(() => map.unplug('ram-below-4g'), { instanceOf: InvalidLayoutError, message: /is boot memory/ });
 });
 
-test('a map the kernel refuses surfaces as DmaTargetError with the errno, and the record stays empty', (t) => {
+test("a map the kernel refuses surfaces as vfio-core's VfioError as thrown, naming the ioctl, the entry and the fix, and the record stays empty", (t) => {
   // The policy is told of no reserved region, but the mock's group has the MSI window: the kernel's answer wins.
   const target = openMockDmaTarget(VTD_HOST, [group]);
   const container = new ContainerMappings('container 0', target, VTD_HOST.dmaEntryLimit);
   const map = new IdentityMap(container, { ...VTD_HOST, iovaRanges: [{ start: 0n, size: 1n << 39n }] }, []);
   const layout = placeRam({ regions: [{ name: 'ram-below-4g', gpa: 0n, size: 0xff000000n, source: 'boot' }] }, HOST_RAM);
-  const err = t.throws(() => map.mapAll(layout), { instanceOf: DmaTargetError });
-  t.deepEqual([err.errno, container.size], ['EINVAL', 0]);
+  const err = t.throws(() => map.mapAll(layout), { instanceOf: VfioError });
+  t.deepEqual([err.code, err.errno, err.ioctl, err.entryIndex, container.size], ['EINVAL', 22, 'VFIO_IOMMU_MAP_DMA', 0, 0]);
+  t.truthy(err.hint);
+  t.true(err.message.includes(err.object) && err.message.endsWith(err.hint!), err.message);
 });
 
 test('a guest without an IOMMU maps its RAM once into one container shared by all its groups', (t) => {

@@ -3,9 +3,8 @@
 // is updated only after the target accepted the whole batch (batches are all
 // or nothing), so record and container never disagree.
 import { coalesceRuns } from '../vfio/index';
-import { DmaTargetError, EntryLimitError } from './errors';
+import { EntryLimitError } from './errors';
 import { addrOf, IntervalMap, type Pages } from './intervals';
-import { hex } from './layout';
 import { setMap, setUnmap, type DmaTarget, type MapBatch, type UnmapBatch } from './target';
 
 /** One host mapping (one `vfio_dma` in the kernel): IOVA pages [iova, iova+pages) -> hva. */
@@ -36,12 +35,6 @@ export interface MappingStats {
   /** Live entries as the policy keeps them (upper bound of kernel `vfio_dma`s). */
   entries: number;
   peakEntries: number;
-}
-
-function errnoOf(e: unknown): string {
-  if (e instanceof DmaTargetError) return e.errno;
-  const code = (e as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : 'EUNKNOWN';
 }
 
 /** What one container holds, kept in step with it. */
@@ -130,17 +123,10 @@ export class ContainerMappings {
     for (const batch of splitByUnit(entries)) {
       const b = this.mapBatchOf(batch.length);
       batch.forEach((e, i) => setMap(b, i, addrOf(e.iova), e.hva, addrOf(e.pages), e.perm));
-      let ioctls: number;
-      try {
-        ioctls = this.target.mapBatch(b);
-      } catch (e) {
-        const first = batch[0]!;
-        throw new DmaTargetError(
-          `mapping ${batch.length} entries from IOVA ${hex(addrOf(first.iova))} into ${this.name} failed with ${errnoOf(e)}: ${(e as Error).message}`,
-          errnoOf(e),
-          e,
-        );
-      }
+      // A refusal propagates as the target threw it (vfio-core's VfioError
+      // names the ioctl, the container, the batch entry and the fix); the
+      // record is untouched, since the batch was all or nothing.
+      const ioctls = this.target.mapBatch(b);
       this.stats.calls++;
       this.stats.ioctls += ioctls;
       for (const e of batch) this.live.insert(e.iova, e.iova + e.pages, e);
@@ -171,16 +157,7 @@ export class ContainerMappings {
     }
     const b = this.unmapBatchOf(ranges.length);
     ranges.forEach((r, i) => setUnmap(b, i, addrOf(r.start), addrOf(r.end - r.start)));
-    let ioctls: number;
-    try {
-      ioctls = this.target.unmapBatch(b);
-    } catch (e) {
-      throw new DmaTargetError(
-        `unmapping ${ranges.length} ranges from IOVA ${hex(addrOf(ranges[0]!.start))} in ${this.name} failed with ${errnoOf(e)}: ${(e as Error).message}`,
-        errnoOf(e),
-        e,
-      );
-    }
+    const ioctls = this.target.unmapBatch(b);
     this.stats.calls++;
     this.stats.ioctls += ioctls;
     for (const r of ranges) {

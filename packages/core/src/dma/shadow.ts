@@ -166,7 +166,7 @@ export class ShadowTranslator {
   /**
    * Apply one guest operation. A refused operation (GuestOpError,
    * HostRefusalError, EntryLimitError) changes nothing, guest side or host
-   * side. A failure of the target itself (DmaTargetError: the kernel said no
+   * side. A failure of the target itself (vfio-core's VfioError: the kernel said no
    * where no check could foresee it, ENOMEM from the memlock limit say) leaves
    * a container holding less than the guest granted, never more.
    */

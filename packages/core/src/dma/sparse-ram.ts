@@ -19,7 +19,7 @@ export interface ReservedRam {
 export function reserveGuestRam(layout: GuestMemoryLayout, gap = 2n << 20n): ReservedRam {
   const align = 2n << 20n;
   const total = layout.regions.reduce((n, r) => n + r.size + gap, align);
-  const memory = new HostMemory(Number(total), 'reserve');
+  const memory = HostMemory.reserve(total);
   const base = (memory.address + align - 1n) & ~(align - 1n);
   return { layout: placeRam(layout, base, gap), memory };
 }

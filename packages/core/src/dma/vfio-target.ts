@@ -54,7 +54,7 @@ export function mockHostConfig(host: HostIommuInfo, groups: readonly DmaGroup[])
 
 /** One type1v2 container holding `groups` on `vfio` (a mock host or the kernel), as a DmaTarget. */
 export function openType1Target(vfio: VfioHost, groups: readonly number[]): VfioDmaTarget {
-  return new VfioDmaTarget(vfio.openType1(groups));
+  return new VfioDmaTarget(vfio.openType1([...groups]));
 }
 
 /** A type1v2 container of a host's groups, with what its IOMMU reports and the groups as the policy names them. */

@@ -3,7 +3,7 @@ import { HostMemory } from './index';
 const GiB = 1n << 30n;
 /** Exported so the module's exports hold it: a module-level const nobody
  * reads after load may be collected, and its memory unmapped with it. */
-export const HOST_RAM_REGION = new HostMemory(65 * 2 ** 30, 'reserve');
+export const HOST_RAM_REGION = HostMemory.reserve(65n << 30n);
 
 /**
  * The base (1 GiB aligned) of 64 GiB of reserved address space of this

@@ -49,7 +49,7 @@ function run(host: VfioHost, o: Obj, c: { op: string } & Record<string, unknown>
   switch (c.op) {
     case 'openType1':
       o.c?.close();
-      o.c = host.openType1([n('group')], { iommu: c.v1 ? IommuType.Type1 : IommuType.Type1v2 });
+      o.c = host.openType1([n('group')], c.v1 ? IommuType.Type1 : IommuType.Type1v2);
       return;
     case 'openTce':
       o.t?.release();

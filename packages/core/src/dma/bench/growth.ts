@@ -97,7 +97,7 @@ function child(kind: Kind, n: number): Point {
       const { VfioBackend } = createRequire(__filename)('@vfiokit/vfio-core') as typeof import('@vfiokit/vfio-core');
       // Maps pin, on the mock as on the kernel: the host addresses lie in a
       // sparse reservation of this process's address space.
-      const ram = new HostMemory(n * 0x2000, 'reserve');
+      const ram = HostMemory.reserve(BigInt(n * 0x2000));
       const a = new BigUint64Array(3 * n);
       for (let i = 0; i < n; i++) a.set([0x1_0000_0000n + BigInt(i) * 0x2000n, ram.address + BigInt(i) * 0x2000n, 0x1000n], 3 * i);
       const c = VfioBackend.mock({ dmaEntryLimit: n + 16 }).openType1([1]);
