@@ -483,7 +483,6 @@ fn a_space_that_cannot_attach_a_device_leaves_nothing_bound() {
 
 // ---- file mappings and moving them to another process (Linux 6.13) ----
 
-const RW: u32 = vfio_core::dma_flags::READ_WRITE;
 
 fn memfd(len: u64) -> vfio_core::live::GuestMemory {
     vfio_core::live::GuestMemory::create("vfiokit-test", len as usize).unwrap()
