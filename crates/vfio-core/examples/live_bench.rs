@@ -89,7 +89,7 @@ fn second_view(mem: &GuestMemory) -> GuestMemory {
 fn window(n: u64) -> Time {
     let (c, mem, raw) = setup(n);
     let maps: Vec<Mapping> = raw.iter().map(|m| Mapping { iova: m[0], size: m[2], offset: m[1] - mem.addr() }).collect();
-    let d = Description { groups: c.group_ids(), devices: vec![], memory_len: mem.len() as u64, irqs: vec![], mappings: maps };
+    let d = Description { iommufd: None, groups: c.group_ids(), devices: vec![], memory_len: mem.len() as u64, irqs: vec![], mappings: maps };
     timed(|| {
         assert_eq!(c.invalidate_all_vaddrs().expect("invalidate"), n * PAGE);
         let got = Description::parse(&d.to_text()).expect("parse");

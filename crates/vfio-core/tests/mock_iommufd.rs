@@ -510,7 +510,6 @@ fn a_device_whose_group_a_host_driver_holds_does_not_bind_eperm() {
 
 // ---- file mappings and moving them to another process (Linux 6.13) ----
 
-const RW: u32 = vfio_core::dma_flags::READ_WRITE;
 
 fn memfd(len: u64) -> vfio_core::live::GuestMemory {
     vfio_core::live::GuestMemory::create("vfiokit-test", len as usize).unwrap()

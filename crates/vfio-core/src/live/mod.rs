@@ -27,12 +27,14 @@
 //! If the old process dies after sending, the descriptors in flight or
 //! already received keep every object open: the new process owns them.
 
+mod iommufd;
 mod memory;
 mod wire;
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
+pub use iommufd::{hand_over_iommufd, prepare_iommufd, IommufdHandover, IommufdTakenOver};
 pub use memory::GuestMemory;
 pub use wire::{Description, IrqDesc, MAGIC};
 
@@ -230,6 +232,7 @@ fn describe(h: &Handover<'_>, mappings: &[Mapping]) -> (Description, Vec<RawFd>)
         fds.extend(&irq.eventfds);
     }
     let d = Description {
+        iommufd: None,
         groups: h.container.group_ids(),
         devices: h.devices.iter().map(|d| d.name().to_string()).collect(),
         memory_len: h.memory.len() as u64,
@@ -269,6 +272,9 @@ impl Incoming {
     /// Makes the objects from the received descriptors on `backend` and maps
     /// the guest memory here. Nothing is updated yet.
     pub fn adopt(self, backend: Arc<dyn Backend>) -> Result<TakenOver> {
+        if let Some(ioas) = self.description.iommufd {
+            return Err(wire_bad(format!("it hands over an iommufd (IOAS {ioas}), not a type1 container: adopt it with adopt_iommufd")));
+        }
         let d = self.description;
         let mut fds = self.fds.into_iter();
         let mut next = || fds.next().expect("wire::receive checked the count");
@@ -280,6 +286,10 @@ impl Incoming {
         let irqs = d.irqs.iter().map(|i| (i.device.clone(), i.index, (0..i.count).map(|_| next()).collect())).collect();
         Ok(TakenOver { container, devices, memory, mappings: d.mappings, irqs })
     }
+}
+
+fn wire_bad(detail: String) -> Error {
+    Error::new(libc::EPROTO, CALL, "hand-over description").with_detail(detail)
 }
 
 fn into_raw(fd: OwnedFd) -> RawFd {

@@ -164,6 +164,7 @@ fn pair() -> (OwnedFd, OwnedFd) {
 
 fn description(maps: usize, irq: u32) -> Description {
     Description {
+        iommufd: None,
         groups: vec![7, 9],
         devices: vec!["0000:00:03.0".into()],
         memory_len: 1 << 33,
@@ -234,4 +235,120 @@ fn the_old_process_reads_done_failed_or_a_closed_socket() {
     assert_eq!(wire::wait_reply(a.as_raw_fd()), Err("the new process failed: EINVAL on mapping 3".into()));
     drop(b);
     assert!(wire::wait_reply(a.as_raw_fd()).unwrap_err().contains("closed the socket"));
+}
+
+// ---- the iommufd hand-over ----
+
+mod iommufd_handover {
+    use super::*;
+    use crate::backend::IommufdProfile;
+    use crate::iommufd::{CdevDevice, Iommufd};
+
+    fn host() -> Arc<dyn Backend> {
+        Arc::new(MockBackend::new(
+            MockConfig::empty()
+                .with_group(MockGroupConfig::new(1).with_device(MockDeviceConfig::edu("0000:00:03.0")))
+                .with_iommufd(IommufdProfile::qemu_vtd(0, 0)),
+        ))
+    }
+
+    fn maps() -> Vec<Mapping> {
+        (0..4u64).map(|i| Mapping { iova: 16 * MB + i * MB, size: MB, offset: i * MB }).collect()
+    }
+
+    #[test]
+    fn prepare_refuses_unaligned_outside_or_overlapping_mappings_and_interrupts_of_devices_not_handed_over() {
+        let b = host();
+        let ictx = Iommufd::open(b).unwrap();
+        let mem = GuestMemory::create("t", (4 * MB) as usize).unwrap();
+        let cases: [(Vec<Mapping>, Vec<Irq>, &str); 4] = [
+            (vec![Mapping { iova: 16 * MB + 1, size: MB, offset: 0 }], vec![], "not page aligned"),
+            (vec![Mapping { iova: 16 * MB, size: MB, offset: 4 * MB }], vec![], "runs past the guest memory"),
+            (vec![Mapping { iova: 16 * MB, size: 2 * MB, offset: 0 }, Mapping { iova: 17 * MB, size: MB, offset: 2 * MB }], vec![], "overlap"),
+            (vec![], vec![Irq { device: "vfio0".into(), index: 1, eventfds: vec![0] }], "not handed over"),
+        ];
+        for (m, irqs, says) in cases {
+            let e = prepare_iommufd(&IommufdHandover { iommufd: &ictx, ioas_id: 1, devices: &[], memory: &mem, mappings: &m, irqs: &irqs }).unwrap_err();
+            assert_eq!(e.code(), "EINVAL");
+            assert!(e.detail.as_deref().unwrap().contains(says), "{e}");
+        }
+        prepare_iommufd(&IommufdHandover { iommufd: &ictx, ioas_id: 1, devices: &[], memory: &mem, mappings: &maps(), irqs: &[] }).unwrap();
+    }
+
+    #[test]
+    fn an_iommufd_description_reads_back_as_written_and_takes_no_group_lines() {
+        let d = Description {
+            iommufd: Some(3),
+            groups: vec![],
+            devices: vec!["vfio0".into()],
+            memory_len: 4 * MB,
+            irqs: vec![IrqDesc { device: "vfio0".into(), index: 1, count: 1 }],
+            mappings: maps(),
+        };
+        let text = d.to_text();
+        assert!(text.starts_with("vfiokit-live-update 1\niommufd 3\ndevice vfio0\n"), "{text}");
+        assert_eq!(Description::parse(&text).unwrap(), d);
+        assert_eq!(d.fd_count(), 4); // iommufd, one cdev, the memfd, one eventfd
+        let e = Description::parse(&text.replace("iommufd 3\n", "iommufd 3\ngroup 1\n")).unwrap_err();
+        assert!(e.detail.as_deref().unwrap().contains("'group 1' is not expected here"), "{e}");
+    }
+
+    fn incoming(d: Description) -> Incoming {
+        let mem = GuestMemory::create("t", d.memory_len as usize).unwrap();
+        // SAFETY: each dup is of a descriptor `mem` keeps open, owned once.
+        let fds = (0..d.fd_count()).map(|_| unsafe { OwnedFd::from_raw_fd(libc::dup(mem.raw_fd())) }).collect();
+        Incoming { description: d, fds }
+    }
+
+    #[test]
+    fn a_type1_description_is_not_adopted_as_an_iommufd_nor_the_other_way() {
+        let type1 = description(1, 0);
+        let e = incoming(type1.clone()).adopt_iommufd(host()).unwrap_err();
+        assert_eq!(e.code(), "EPROTO");
+        assert!(e.detail.as_deref().unwrap().contains("adopt it with adopt"), "{e}");
+        let iommufd = Description { iommufd: Some(1), groups: vec![], devices: vec![], memory_len: MB, irqs: vec![], mappings: vec![] };
+        let e = incoming(iommufd).adopt(host()).unwrap_err();
+        assert!(e.detail.as_deref().unwrap().contains("adopt it with adopt_iommufd"), "{e}");
+    }
+
+    #[test]
+    fn file_mappings_stay_put_while_their_accounting_moves_and_address_mappings_block_the_move() {
+        // What the new process's complete() asks of the kernel, on the mock:
+        // CHANGE_PROCESS succeeds over file mappings and changes no mapping.
+        let b = host();
+        let ictx = Iommufd::open(b.clone()).unwrap();
+        let ioas = ictx.alloc_ioas().unwrap();
+        let mut dev = CdevDevice::open(b, 0).unwrap();
+        dev.bind(&ictx).unwrap();
+        dev.attach(ioas.id()).unwrap();
+        let mem = GuestMemory::create("t", (4 * MB) as usize).unwrap();
+        for m in maps() {
+            assert_eq!(ioas.map_file(Some(m.iova), mem.raw_fd(), m.offset, m.size, RW), Ok(m.iova));
+        }
+        ictx.change_process().unwrap();
+        // Every mapping is where it was: each unmaps whole.
+        for m in maps() {
+            assert_eq!(ioas.unmap(m.iova, m.size), Ok(m.size));
+        }
+        let anon = crate::HostMemory::new(4096).unwrap();
+        ioas.map(Some(16 * MB), anon.addr(), 4096, RW).unwrap();
+        assert_eq!(ictx.change_process().unwrap_err().code(), "EINVAL");
+    }
+
+    #[test]
+    fn a_hand_over_whose_descriptors_cannot_be_sent_changes_nothing() {
+        // The mock's descriptors are entries of its own table: sendmsg refuses them (EBADF).
+        let b = host();
+        let ictx = Iommufd::open(b).unwrap();
+        let ioas = ictx.alloc_ioas().unwrap();
+        let mem = GuestMemory::create("t", (4 * MB) as usize).unwrap();
+        for m in maps() {
+            ioas.map_file(Some(m.iova), mem.raw_fd(), m.offset, m.size, RW).unwrap();
+        }
+        let (a, _b) = pair();
+        let e = hand_over_iommufd(a.as_raw_fd(), &IommufdHandover { iommufd: &ictx, ioas_id: ioas.id(), devices: &[], memory: &mem, mappings: &maps(), irqs: &[] })
+            .unwrap_err();
+        assert_eq!(e.code(), "EBADF");
+        assert_eq!(ioas.unmap_all(), Ok(4 * MB));
+    }
 }

@@ -12,7 +12,10 @@
 //! end
 //! ```
 //!
-//! Each of `container`, `group`, `device`, `memory` takes one descriptor,
+//! An iommufd IOAS is handed over with `iommufd IOAS_ID` in place of
+//! `container` and no `group` lines (its devices are VFIO cdevs).
+//!
+//! Each of `container` (or `iommufd`), `group`, `device`, `memory` takes one descriptor,
 //! each `irq DEVICE INDEX COUNT` takes COUNT, in line order; `map IOVA SIZE
 //! OFFSET` lines take none. The descriptors follow the text, at most
 //! [`MAX_FDS`] on each one-byte `.` message (SCM_RIGHTS). The new process
@@ -38,6 +41,8 @@ pub struct IrqDesc {
 /// What the text says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Description {
+    /// Some(IOAS id): an iommufd and its IOAS, not a type1 container.
+    pub iommufd: Option<u32>,
     pub groups: Vec<u32>,
     pub devices: Vec<String>,
     pub memory_len: u64,
@@ -64,7 +69,10 @@ impl Description {
     }
 
     pub fn to_text(&self) -> String {
-        let mut s = format!("{MAGIC}\ncontainer\n");
+        let mut s = match self.iommufd {
+            None => format!("{MAGIC}\ncontainer\n"),
+            Some(ioas) => format!("{MAGIC}\niommufd {ioas}\n"),
+        };
         for g in &self.groups {
             s.push_str(&format!("group {g}\n"));
         }
@@ -91,15 +99,19 @@ impl Description {
             Some((_, l)) => return Err(bad(format!("it starts '{l}', not '{MAGIC}': the peer speaks another version or is not vfiokit"))),
             None => return Err(bad("it is empty")),
         }
-        if lines.next().map(|(_, l)| l) != Some("container") {
-            return Err(bad("line 2 must be 'container'"));
-        }
-        let mut d = Description { groups: vec![], devices: vec![], memory_len: 0, irqs: vec![], mappings: vec![] };
+        let iommufd = match lines.next().map(|(_, l)| l) {
+            Some("container") => None,
+            Some(l) if l.starts_with("iommufd ") => Some(
+                u32::try_from(num(&l["iommufd ".len()..], 2)?).map_err(|_| bad("line 2: IOAS id too large"))?,
+            ),
+            _ => return Err(bad("line 2 must be 'container' or 'iommufd IOAS_ID'")),
+        };
+        let mut d = Description { iommufd, groups: vec![], devices: vec![], memory_len: 0, irqs: vec![], mappings: vec![] };
         let mut memory = false;
         for (n, line) in lines {
             let f: Vec<&str> = line.split(' ').collect();
             match (f[0], f.len()) {
-                ("group", 2) if d.devices.is_empty() && !memory => d.groups.push(u32::try_from(num(f[1], n)?).map_err(|_| bad(format!("line {n}: group id too large")))?),
+                ("group", 2) if iommufd.is_none() && d.devices.is_empty() && !memory => d.groups.push(u32::try_from(num(f[1], n)?).map_err(|_| bad(format!("line {n}: group id too large")))?),
                 ("device", 2) if !memory => d.devices.push(f[1].to_string()),
                 ("memory", 2) if !memory => {
                     d.memory_len = num(f[1], n)?;
@@ -123,7 +135,7 @@ impl Description {
                     d.mappings.push(m);
                 }
                 ("end", 1) if memory => {
-                    if d.groups.is_empty() {
+                    if d.iommufd.is_none() && d.groups.is_empty() {
                         return Err(bad("no group: a type1 container has at least one"));
                     }
                     return Ok(d);

@@ -1,0 +1,158 @@
+//! The hand-over of an iommufd IOAS (Linux 6.13 and later): what QEMU's
+//! cpr-transfer does for devices on iommufd since 10.1.
+//!
+//! Mappings made with IOMMU_IOAS_MAP_FILE hold the memfd's pages by file
+//! offset; no process address is in them, so unlike type1 nothing is
+//! invalidated and nothing is updated: the IOMMU entries and the pinned
+//! pages stay exactly as they are from start to end, and DMA never sees a
+//! change. What moves is who is charged for the pinned pages:
+//! IOMMU_IOAS_CHANGE_PROCESS, called by the new process, moves the
+//! accounting of every mapping of every IOAS of the iommufd to it, all or
+//! nothing (drivers/iommu/iommufd/ioas.c iommufd_ioas_change_process), and
+//! refuses with EINVAL while any mapping was made from addresses.
+//!
+//! The flow is type1's (see the module above): the old process sends the
+//! description (`iommufd IOAS_ID` in place of `container`) and the
+//! descriptors (iommufd, device cdevs, memfd, eventfds), the new one adopts
+//! them, calls CHANGE_PROCESS and answers. If the new process fails or dies,
+//! the old one calls CHANGE_PROCESS itself: the accounting comes back to it
+//! if the new process had moved it (the kernel keeps the dead process's mm
+//! referenced, mmgrab in change_mm), and nothing changes if it had not.
+
+use std::os::fd::{OwnedFd, RawFd};
+use std::sync::Arc;
+
+use super::wire::{self, Description, IrqDesc};
+use super::{into_raw, refuse, wire_bad, GuestMemory, Incoming, Irq, Mapping, Outcome};
+use crate::backend::Backend;
+use crate::device::Device;
+use crate::error::Result;
+use crate::iommufd::Iommufd;
+
+/// What the old process hands over.
+#[derive(Debug)]
+pub struct IommufdHandover<'a> {
+    pub iommufd: &'a Iommufd,
+    /// The IOAS the devices are attached to (told to the new process).
+    pub ioas_id: u32,
+    /// The device cdevs, bound to `iommufd`.
+    pub devices: &'a [&'a Device],
+    pub memory: &'a GuestMemory,
+    /// Every mapping: `size` bytes at `iova`, made with `Ioas::map_file`
+    /// from `memory`'s memfd at `offset`.
+    pub mappings: &'a [Mapping],
+    pub irqs: &'a [Irq],
+}
+
+/// The checks made before anything is sent: every mapping page aligned,
+/// inside the memory, none overlapping; interrupts only of devices handed
+/// over. Whether each mapping was made from the file, the kernel alone
+/// knows: CHANGE_PROCESS refuses the whole hand-over (EINVAL) if one was not.
+pub fn prepare_iommufd(h: &IommufdHandover<'_>) -> Result<()> {
+    let object = format!("iommufd fd {} IOAS {}", h.iommufd.raw_fd(), h.ioas_id);
+    let page = 4096u64;
+    let mut sorted = h.mappings.to_vec();
+    for m in h.mappings {
+        let what = format!("mapping at IOVA {:#x} (offset {:#x}, size {:#x})", m.iova, m.offset, m.size);
+        if m.size == 0 || (m.iova | m.offset | m.size) % page != 0 {
+            return Err(refuse(&object, libc::EINVAL, format!("{what} is empty or not page aligned")));
+        }
+        if m.offset.checked_add(m.size).is_none_or(|end| end > h.memory.len() as u64) {
+            return Err(refuse(&object, libc::EINVAL, format!("{what} runs past the guest memory's {:#x} bytes", h.memory.len())));
+        }
+    }
+    sorted.sort_by_key(|m| m.iova);
+    for w in sorted.windows(2) {
+        if w[0].iova + w[0].size > w[1].iova {
+            return Err(refuse(&object, libc::EINVAL, format!("mappings at IOVA {:#x} and {:#x} overlap", w[0].iova, w[1].iova)));
+        }
+    }
+    for irq in h.irqs {
+        if !h.devices.iter().any(|d| d.name() == irq.device) {
+            return Err(refuse(&object, libc::EINVAL, format!("interrupt eventfds of {} but that device is not handed over", irq.device)));
+        }
+    }
+    Ok(())
+}
+
+/// The old process's side: checks, sends, waits for the new process. On
+/// `failed` or a closed socket it takes the accounting back
+/// (CHANGE_PROCESS here) and carries on: [`Outcome::Restored`].
+pub fn hand_over_iommufd(socket: RawFd, h: &IommufdHandover<'_>) -> Result<Outcome> {
+    prepare_iommufd(h)?;
+    let mut fds = vec![h.iommufd.raw_fd()];
+    fds.extend(h.devices.iter().map(|d| d.raw_fd()));
+    fds.push(h.memory.raw_fd());
+    for irq in h.irqs {
+        fds.extend(&irq.eventfds);
+    }
+    let d = Description {
+        iommufd: Some(h.ioas_id),
+        groups: vec![],
+        devices: h.devices.iter().map(|d| d.name().to_string()).collect(),
+        memory_len: h.memory.len() as u64,
+        irqs: h.irqs.iter().map(|i| IrqDesc { device: i.device.clone(), index: i.index, count: i.eventfds.len() as u32 }).collect(),
+        mappings: h.mappings.to_vec(),
+    };
+    // Nothing was changed before the send, so a failed send needs no undo.
+    wire::send(socket, d.to_text().as_bytes(), &fds)?;
+    match wire::wait_reply(socket) {
+        Ok(()) => Ok(Outcome::HandedOver),
+        Err(reason) => {
+            h.iommufd.change_process()?;
+            Ok(Outcome::Restored { reason })
+        }
+    }
+}
+
+/// Everything the new process owns once it has adopted an iommufd hand-over.
+#[derive(Debug)]
+pub struct IommufdTakenOver {
+    pub iommufd: Iommufd,
+    pub ioas_id: u32,
+    /// The device cdevs, still bound and attached as the old process left them.
+    pub devices: Vec<Device>,
+    pub memory: GuestMemory,
+    pub mappings: Vec<Mapping>,
+    /// (device, irq index, eventfds in vector order).
+    pub irqs: Vec<(String, u32, Vec<OwnedFd>)>,
+}
+
+impl Incoming {
+    /// Makes the objects of an iommufd hand-over on `backend` and maps the
+    /// guest memory here (for this process's own access: the IOMMU never
+    /// needed its address). Refuses a type1 description.
+    pub fn adopt_iommufd(self, backend: Arc<dyn Backend>) -> Result<IommufdTakenOver> {
+        let d = self.description;
+        let Some(ioas_id) = d.iommufd else {
+            return Err(wire_bad("it hands over a type1 container, not an iommufd: adopt it with adopt".into()));
+        };
+        let mut fds = self.fds.into_iter();
+        let mut next = || fds.next().expect("wire::receive checked the count");
+        let iommufd = Iommufd::from_raw(backend.clone(), into_raw(next()));
+        let devices = d.devices.iter().map(|n| Device::from_raw(backend.clone(), into_raw(next()), n.clone())).collect();
+        let memory = GuestMemory::from_fd(next(), d.memory_len as usize)?;
+        let irqs = d.irqs.iter().map(|i| (i.device.clone(), i.index, (0..i.count).map(|_| next()).collect())).collect();
+        Ok(IommufdTakenOver { iommufd, ioas_id, devices, memory, mappings: d.mappings, irqs })
+    }
+}
+
+impl IommufdTakenOver {
+    /// Moves the pinned-page accounting of every mapping to this process
+    /// (IOMMU_IOAS_CHANGE_PROCESS, all or nothing) and tells the old
+    /// process: `done`, or `failed` with the reason.
+    pub fn complete(&self, socket: RawFd) -> Result<()> {
+        let r = self.iommufd.change_process();
+        let answer = match &r {
+            Ok(()) => "done\n".to_string(),
+            Err(e) => format!("failed {}\n", e.to_string().replace('\n', " ")),
+        };
+        let sent = wire::send_all(socket, answer.as_bytes());
+        r?;
+        match sent {
+            // The old process is gone: nobody else holds the objects now.
+            Err(e) if e.errno == libc::EPIPE || e.errno == libc::ECONNRESET => Ok(()),
+            other => other,
+        }
+    }
+}
