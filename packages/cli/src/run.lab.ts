@@ -8,30 +8,11 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
+import { DEVICES, driverOf, groupOf, overrideOf, soloBdf } from './lab/guest';
 
 // The program as shipped (dist/), not the copy built beside the lab cases in dist-test/.
 const BIN = join(__dirname, '..', 'dist', 'main.js');
-const DEVICES = '/sys/bus/pci/devices';
-
-function soloBdf(): string {
-  const file = process.env.VFIOKIT_LAB_TOPOLOGY_FILE;
-  assert.ok(file, 'VFIOKIT_LAB_TOPOLOGY_FILE is not set: this case runs only inside the lab guest');
-  const topology = JSON.parse(fs.readFileSync(file, 'utf8')) as { devices: { role: string; bdf: string }[] };
-  const solo = topology.devices.find((d) => d.role === 'solo');
-  assert.ok(solo, 'the lab topology has no solo device');
-  return solo.bdf;
-}
-
-const driverOf = (bdf: string): string | null => {
-  try {
-    return basename(fs.readlinkSync(`${DEVICES}/${bdf}/driver`));
-  } catch {
-    return null;
-  }
-};
-const overrideOf = (bdf: string) => fs.readFileSync(`${DEVICES}/${bdf}/driver_override`, 'utf8').trim();
-const groupOf = (bdf: string) => Number(basename(fs.readlinkSync(`${DEVICES}/${bdf}/iommu_group`)));
 
 /** Who holds /dev/vfio/N open. */
 function holders(group: number): number[] {
