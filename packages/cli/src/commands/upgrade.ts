@@ -19,7 +19,7 @@ import { Command } from 'commander';
 import type { RunDir, RunningQemu } from '@vfiokit/qemu-bridge';
 import { action, withRealHostExamples, type RunState } from '../program';
 import type { CommandContext } from '../context';
-import { CliError, toCliError } from '../errors';
+import { CliError, reportOf } from '../errors';
 import { ExitCode } from '../exit-codes';
 import { loadQemuBridge } from './attach';
 
@@ -144,7 +144,7 @@ export function serveControl(path: string, upgrade: (req: UpgradeRequest, log: (
       upgrade(req, (line) => send({ line }))
         .then((report) => send({ ok: true, report }))
         .catch((err) => {
-          const e = toCliError(err);
+          const e = reportOf(err);
           send({ ok: false, error: { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}), exitCode: e.exitCode } });
         })
         .finally(() => {
@@ -269,7 +269,7 @@ export async function upgradeRunningGuest(g: RunningGuest, binary: string | unde
       const status = await qb.queryStatus(session).catch(() => undefined);
       throw new CliError(
         'UPGRADE_FAILED',
-        `the upgrade of guest ${g.guest} failed: ${toCliError(err).message}`,
+        `the upgrade of guest ${g.guest} failed: ${reportOf(err).message}`,
         ExitCode.QemuFailure,
         status ? `the old QEMU (pid ${old.pid}) keeps the guest (${status.status})` : `the old QEMU (pid ${old.pid}) did not answer after the failure`,
         { cause: err },
