@@ -23,7 +23,7 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::sync::Arc;
 
 use super::wire::{self, Description, IrqDesc};
-use super::{into_raw, refuse, wire_bad, GuestMemory, Incoming, Irq, Mapping, Outcome};
+use super::{answer, into_raw, refuse, wire_bad, GuestMemory, Incoming, Irq, Mapping, Outcome};
 use crate::backend::Backend;
 use crate::device::Device;
 use crate::error::Result;
@@ -142,17 +142,6 @@ impl IommufdTakenOver {
     /// (IOMMU_IOAS_CHANGE_PROCESS, all or nothing) and tells the old
     /// process: `done`, or `failed` with the reason.
     pub fn complete(&self, socket: RawFd) -> Result<()> {
-        let r = self.iommufd.change_process();
-        let answer = match &r {
-            Ok(()) => "done\n".to_string(),
-            Err(e) => format!("failed {}\n", e.to_string().replace('\n', " ")),
-        };
-        let sent = wire::send_all(socket, answer.as_bytes());
-        r?;
-        match sent {
-            // The old process is gone: nobody else holds the objects now.
-            Err(e) if e.errno == libc::EPIPE || e.errno == libc::ECONNRESET => Ok(()),
-            other => other,
-        }
+        answer(socket, self.iommufd.change_process())
     }
 }

@@ -300,18 +300,23 @@ impl TakenOver {
     /// Updates every mapping to this process's addresses (all or nothing)
     /// and tells the old process: `done`, or `failed` with the reason.
     pub fn complete(&self, socket: RawFd) -> Result<()> {
-        let r = update_all(&self.container, &self.memory, &self.mappings);
-        let answer = match &r {
-            Ok(()) => "done\n".to_string(),
-            Err(e) => format!("failed {}\n", e.to_string().replace('\n', " ")),
-        };
-        let sent = wire::send_all(socket, answer.as_bytes());
-        r?;
-        match sent {
-            // The old process is gone: nobody else holds the objects now.
-            Err(e) if e.errno == libc::EPIPE || e.errno == libc::ECONNRESET => Ok(()),
-            other => other,
-        }
+        answer(socket, update_all(&self.container, &self.memory, &self.mappings))
+    }
+}
+
+/// Tells the old process how the new one's part ended (`done`, or `failed`
+/// with the reason) and returns that ending.
+fn answer(socket: RawFd, r: Result<()>) -> Result<()> {
+    let text = match &r {
+        Ok(()) => "done\n".to_string(),
+        Err(e) => format!("failed {}\n", e.to_string().replace('\n', " ")),
+    };
+    let sent = wire::send_all(socket, text.as_bytes());
+    r?;
+    match sent {
+        // The old process is gone: nobody else holds the objects now.
+        Err(e) if e.errno == libc::EPIPE || e.errno == libc::ECONNRESET => Ok(()),
+        other => other,
     }
 }
 

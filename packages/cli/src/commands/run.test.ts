@@ -5,13 +5,14 @@
 // QEMU itself would refuse them: the runs that need a QEMU that comes up use
 // a stand-in (`--qemu`) that starts the real QEMU without the vfio-pci
 // devices and with TCG, and everything else of the planned command line.
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { eventually, processAlive, processesMentioning, qemuAvailable } from '@vfiokit/testkit';
 import { EXAMPLES, parseJson, startVfiokit, vfiokit } from '../testing/run-cli';
+import { writeStandInQemu } from '../testing/stand-in-qemu';
 import { assertDocument } from '../json-schema';
 
 const hasQemu = qemuAvailable();
@@ -32,23 +33,7 @@ function setup(t: ExecutionContext): { host: string; tmp: string; qemu: string; 
   const tmp = join(base, 'tmp');
   const qemu = join(base, 'qemu');
   mkdirSync(tmp);
-  writeFileSync(
-    qemu,
-    [
-      '#!/bin/bash',
-      '# The planned QEMU without the simulated host\'s vfio-pci devices (this machine has none of them), under TCG.',
-      'args=()',
-      'while [ $# -gt 0 ]; do',
-      '  if [ "$1" = -device ] && [[ "$2" == vfio-pci,* ]]; then shift 2; continue; fi',
-      '  if [ "$1" = -accel ]; then args+=(-accel tcg); shift 2; continue; fi',
-      '  args+=("$1"); shift',
-      'done',
-      // biome-ignore lint/suspicious/noTemplateCurlyInString: the shell's array expansion, not a template
-      'exec qemu-system-x86_64 "${args[@]}"',
-      '',
-    ].join('\n'),
-  );
-  chmodSync(qemu, 0o755);
+  writeStandInQemu(qemu);
   return { host, tmp, qemu, args: (...rest) => ['--mock', 'sriov-server', '--mock-dir', host, ...rest] };
 }
 

@@ -5,13 +5,14 @@
 // As in run.test.ts the host is simulated and a stand-in drops the vfio-pci
 // devices QEMU could not open here, so this is cpr-transfer of the guest's
 // RAM and machine; with a VFIO device it is the lab's to show.
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test, { type ExecutionContext } from 'ava';
 import { connectQmp, queryStatus } from '@vfiokit/qemu-bridge';
 import { eventually, processAlive, processesMentioning, qemuBuild } from '@vfiokit/testkit';
 import { EXAMPLES, parseJson, startVfiokit, vfiokit } from '../testing/run-cli';
+import { writeStandInQemu } from '../testing/stand-in-qemu';
 import { assertDocument } from '../json-schema';
 import type { UpgradeReport } from './upgrade';
 
@@ -26,23 +27,7 @@ function setup(t: ExecutionContext, versions: readonly string[]): { host: string
   mkdirSync(tmp);
   const qemu: Record<string, string> = {};
   for (const v of versions) {
-    const path = join(base, `qemu-${v}`);
-    writeFileSync(
-      path,
-      [
-        '#!/bin/bash',
-        '# The planned QEMU without the simulated host\'s vfio-pci devices, under TCG.',
-        'args=()',
-        'while [ $# -gt 0 ]; do',
-        '  if [ "$1" = -device ] && [[ "$2" == vfio-pci,* ]]; then shift 2; continue; fi',
-        '  if [ "$1" = -accel ]; then args+=(-accel tcg); shift 2; continue; fi',
-        '  args+=("$1"); shift',
-        'done',
-        `exec ${qemuBuild(v).binary} "\${args[@]}"`,
-        '',
-      ].join('\n'),
-    );
-    chmodSync(path, 0o755);
+    const path = writeStandInQemu(join(base, `qemu-${v}`), qemuBuild(v).binary);
     qemu[v] = path;
   }
   return { host: join(base, 'host'), tmp, qemu, args: (...rest) => ['--mock', 'sriov-server', '--mock-dir', join(base, 'host'), ...rest] };

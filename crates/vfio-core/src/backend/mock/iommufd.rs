@@ -588,23 +588,16 @@ impl Host {
         let c = self.ictx(fd)?;
         let profile = self.profile()?;
         check_size(cmd.size, min_size!(iommu_ioas_map, iova))?;
-        let known = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE;
-        if cmd.flags & !known != 0 || cmd.__reserved != 0 {
+        if cmd.__reserved != 0 {
             return err(libc::EOPNOTSUPP);
         }
-        if cmd.iova == u64::MAX || cmd.length == u64::MAX {
-            return err(libc::EOVERFLOW);
-        }
-        if cmd.flags & (IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE) == 0 {
-            return err(libc::EINVAL);
-        }
+        let prot = map_prot(cmd.flags, cmd.iova, cmd.length)?;
         let ioas = self.ictxs[c].ioas_mut(cmd.ioas_id)?;
         // iopt_alloc_pages.
         if cmd.length > u64::MAX - PAGE_SIZE || cmd.length == 0 {
             return err(libc::EINVAL);
         }
         cmd.user_va.checked_add(cmd.length).ok_or(Errno(libc::EOVERFLOW))?;
-        let prot = cmd.flags & (IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE);
         let iova = place(ioas, &profile, cmd.flags, cmd.iova, cmd.user_va, cmd.length)?;
         ioas.areas.insert(iova, Area { last: iova + cmd.length - 1, uva: cmd.user_va, prot, file: false });
         cmd.iova = iova;
@@ -622,16 +615,7 @@ impl Host {
         let c = self.ictx(fd)?;
         let profile = self.profile()?;
         check_size(cmd.size, min_size!(iommu_ioas_map_file, iova))?;
-        let known = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE;
-        if cmd.flags & !known != 0 {
-            return err(libc::EOPNOTSUPP);
-        }
-        if cmd.iova == u64::MAX || cmd.length == u64::MAX {
-            return err(libc::EOVERFLOW);
-        }
-        if cmd.flags & (IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE) == 0 {
-            return err(libc::EINVAL);
-        }
+        let prot = map_prot(cmd.flags, cmd.iova, cmd.length)?;
         let ioas = self.ictxs[c].ioas_mut(cmd.ioas_id)?;
         if cmd.length == 0 {
             return err(libc::EINVAL);
@@ -642,7 +626,6 @@ impl Host {
         if cmd.length > u64::MAX - PAGE_SIZE {
             return err(libc::EINVAL);
         }
-        let prot = cmd.flags & (IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE);
         // The IOVA's offset in its page follows the start's, as a user
         // address's does (iopt_map_common with start_byte); the IOVA checks
         // (EEXIST, ...) come before the pages are pinned into the domains.
@@ -1094,6 +1077,23 @@ fn reserve_device(ioas: &mut IoasState, dev: usize, reserved: &[IovaSpan]) -> Sy
 
 /// iopt_alloc_area_pages: the length must keep the IOAS's alignment; the
 /// IOVA is the caller's (FIXED_IOVA, iopt_check_iova) or chosen (iopt_alloc_iova).
+/// The checks iommufd_ioas_map and iommufd_ioas_map_file both open with:
+/// unknown flags EOPNOTSUPP, an IOVA or length of ULONG_MAX EOVERFLOW,
+/// neither READ nor WRITE EINVAL. Returns the protection bits.
+fn map_prot(flags: u32, iova: u64, length: u64) -> SysResult<u32> {
+    let known = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE;
+    if flags & !known != 0 {
+        return err(libc::EOPNOTSUPP);
+    }
+    if iova == u64::MAX || length == u64::MAX {
+        return err(libc::EOVERFLOW);
+    }
+    match flags & (IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE) {
+        0 => err(libc::EINVAL),
+        prot => Ok(prot),
+    }
+}
+
 /// What memfd_pin_folios needs to know of a file: whether it is shmem or
 /// hugetlbfs (exactly the files F_GET_SEALS answers for: memfd_fcntl) and
 /// its size.
