@@ -281,14 +281,11 @@ fn iommufd_table() -> Vec<Entry> {
     }
 }
 
-/// The lab kernel's installed uapi headers: `VFIOKIT_KERNEL_HEADERS`, or the
-/// newest complete `kernels/headers-<version>/include` in the cache that
+/// The newest complete `kernels/headers-<version>/include` in the cache that
 /// packages/testkit/src/lab/iommufd/build-kernel.sh fills (`build-kernel.sh
-/// headers` installs them without building the kernel).
-fn lab_kernel_headers() -> Option<std::path::PathBuf> {
-    if let Some(dir) = std::env::var_os("VFIOKIT_KERNEL_HEADERS") {
-        return Some(dir.into());
-    }
+/// headers` installs them without building the kernel) whose version starts
+/// with `series` and whose linux/iommufd.h contains `needs`.
+fn cached_headers(series: &str, needs: &str) -> Option<std::path::PathBuf> {
     let cache = std::env::var_os("VFIOKIT_CACHE")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/vfiokit")))?;
@@ -296,12 +293,26 @@ fn lab_kernel_headers() -> Option<std::path::PathBuf> {
         .ok()?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("headers-")))
-        .filter(|p| p.join(".complete").exists() && p.join("include/linux/iommufd.h").exists())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&format!("headers-{series}"))))
+        .filter(|p| p.join(".complete").exists())
+        .filter(|p| std::fs::read_to_string(p.join("include/linux/iommufd.h")).is_ok_and(|t| t.contains(needs)))
         .filter_map(|p| Some((p.join(".complete").metadata().ok()?.modified().ok()?, p.join("include"))))
         .collect();
     found.sort();
     found.pop().map(|(_, p)| p)
+}
+
+/// The iommufd lab kernel's uapi headers: `VFIOKIT_KERNEL_HEADERS`, or the
+/// cached 6.12 ones. The series is pinned because uapi::iommufd has 6.12's
+/// layouts, which the lab kernel answers: later kernels grow some of these
+/// structs at the end (7.2's vfio_device_bind_iommufd and the attach and
+/// detach structs), which they accept at the old size through `argsz`, so
+/// the newest headers would not be an equal layout to compare with.
+fn lab_kernel_headers() -> Option<std::path::PathBuf> {
+    if let Some(dir) = std::env::var_os("VFIOKIT_KERNEL_HEADERS") {
+        return Some(dir.into());
+    }
+    cached_headers("6.12.", "IOMMU_IOAS_ALLOC")
 }
 
 #[test]
@@ -337,18 +348,7 @@ fn headers_613() -> Option<std::path::PathBuf> {
     if let Some(dir) = std::env::var_os("VFIOKIT_KERNEL_HEADERS_613") {
         return Some(dir.into());
     }
-    let cache = std::env::var_os("VFIOKIT_CACHE")
-        .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/vfiokit")))?;
-    let mut found: Vec<(std::time::SystemTime, std::path::PathBuf)> = std::fs::read_dir(cache.join("kernels"))
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("include"))
-        .filter(|p| std::fs::read_to_string(p.join("linux/iommufd.h")).is_ok_and(|t| t.contains("IOMMU_IOAS_CHANGE_PROCESS")))
-        .filter_map(|p| Some((p.join("linux/iommufd.h").metadata().ok()?.modified().ok()?, p)))
-        .collect();
-    found.sort();
-    found.pop().map(|(_, p)| p)
+    cached_headers("", "IOMMU_IOAS_CHANGE_PROCESS")
 }
 
 #[test]
