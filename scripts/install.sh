@@ -53,6 +53,10 @@ fi
 if command -v apt-get >/dev/null; then
   echo "install: lab kernel headers at $(bash packages/testkit/src/lab/iommufd/build-kernel.sh headers)"
   echo "install: iommufd lab kernel at $(bash packages/testkit/src/lab/iommufd/build-kernel.sh)"
+  # Only the headers of sid's 7.2 (about 3 minutes cold, no compile): the
+  # ABI test checks the 6.13 calls live update uses (IOMMU_IOAS_MAP_FILE,
+  # IOMMU_IOAS_CHANGE_PROCESS) against them.
+  echo "install: 6.13+ kernel headers at $(VFIOKIT_KERNEL_SUITE=sid VFIOKIT_KERNEL_SOURCE=linux-source-7.2 bash packages/testkit/src/lab/iommufd/build-kernel.sh headers)"
 fi
 
 # The pseries lab runs vfio-lab inside a ppc64le guest: a static binary
