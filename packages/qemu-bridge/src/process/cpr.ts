@@ -14,40 +14,13 @@
 // command to source QEMU", QEMU commit 360b5d77, tests/qtest/migration), so
 // the migrate command goes to the old QEMU while the new one's monitor is
 // still closed, and migration parameters cannot be set on the new one.
-import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { CprTransferError, QemuUnsupportedError } from '../errors';
 import type { QmpExecutor } from '../qmp/executor';
-
-export interface QemuRelease {
-  readonly major: number;
-  readonly minor: number;
-  readonly micro: number;
-}
+import { atLeast, type QemuRelease, releaseText } from './version';
 
 /** cpr-transfer with VFIO devices: QEMU 10.1 (the mode alone came in 10.0, for guests without them). */
 export const CPR_TRANSFER_WITH_VFIO: QemuRelease = { major: 10, minor: 1, micro: 0 };
-
-export function releaseText(v: QemuRelease): string {
-  return `${v.major}.${v.minor}.${v.micro}`;
-}
-
-export function atLeast(v: QemuRelease, min: QemuRelease): boolean {
-  return v.major !== min.major ? v.major > min.major : v.minor !== min.minor ? v.minor > min.minor : v.micro >= min.micro;
-}
-
-/** The release `binary --version` reports ("QEMU emulator version 11.1.3 (Debian ...)"). */
-export function qemuReleaseOf(binary: string): QemuRelease {
-  const r = spawnSync(binary, ['--version'], { encoding: 'utf8', timeout: 30_000 });
-  const m = /version (\d+)\.(\d+)(?:\.(\d+))?/.exec(r.stdout ?? '');
-  if (r.status !== 0 || m === null) {
-    throw new QemuUnsupportedError(
-      ['--version'],
-      `cannot tell which QEMU ${binary} is: '${binary} --version' ${r.error ? `failed (${r.error.message})` : `exited with ${r.status}`}${r.stderr ? `: ${String(r.stderr).trim().split('\n').pop()}` : ''}`,
-    );
-  }
-  return { major: Number(m[1]), minor: Number(m[2]), micro: Number(m[3] ?? 0) };
-}
 
 /**
  * Why `v` cannot take part in a cpr-transfer of a guest with VFIO devices,
@@ -105,11 +78,27 @@ export interface CprOutcome {
   readonly totalTimeMs: number | undefined;
 }
 
-/** Waits until `path` exists (the new QEMU listening), the deadline passes or `gone` says the process ended. */
+/**
+ * Whether a UNIX socket bound at `path` is listening, read from
+ * /proc/net/unix (net/unix/af_unix.c, unix_seq_show: the flags column has
+ * __SO_ACCEPTCON, 0x10000, once listen() ran). The file alone is not enough:
+ * bind() creates it before listen(), and a migrate in that gap was refused
+ * with ECONNREFUSED on a loaded machine. A trial connect is no way to ask:
+ * QEMU takes the first connection on its cpr channel as the cpr stream.
+ */
+export function unixSocketListening(path: string, table = readFileSync('/proc/net/unix', 'utf8')): boolean {
+  for (const line of table.split('\n').slice(1)) {
+    const cols = line.trim().split(/\s+/);
+    if (cols.length >= 8 && cols.slice(7).join(' ') === path && (Number.parseInt(cols[3]!, 16) & 0x10000) !== 0) return true;
+  }
+  return false;
+}
+
+/** Waits until the new QEMU listens on `path`, the deadline passes or `gone` says the process ended. */
 export async function waitForSocket(path: string, timeoutMs: number, gone: () => string | undefined): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (existsSync(path)) return;
+    if (existsSync(path) && unixSocketListening(path)) return;
     const why = gone();
     if (why !== undefined) throw new CprTransferError(why);
     if (Date.now() > deadline) throw new CprTransferError(`the new QEMU did not listen on its cpr channel ${path} within ${timeoutMs} ms`);

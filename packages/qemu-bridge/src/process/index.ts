@@ -5,18 +5,14 @@ export { spawnTied, resolveProgram, TiedSpawnError, type TiedSpawnOptions, type 
 export { createRunDir, type RunDir } from './run-dir';
 export { launchQemu, type LaunchOptions, type RunningQemu } from './launch';
 export {
-  atLeast,
   CPR_TRANSFER_WITH_VFIO,
   cprIncomingArgs,
   cprTargetArgv,
   cprTransfer,
   cprTransferRefusal,
-  qemuReleaseOf,
-  releaseText,
   resolvedMachineType,
   waitForSocket,
   type CprChannels,
   type CprOutcome,
-  type QemuRelease,
 } from './cpr';
 export * from './version';

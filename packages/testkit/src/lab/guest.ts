@@ -37,15 +37,21 @@ export function findLabFiles(repoRoot: string, suffix = '.lab.js'): string[] {
     }
   };
   const packages = join(repoRoot, 'packages');
-  for (const pkg of readdirSync(packages).sort()) {
-    for (const out of ['dist', 'dist-test']) {
-      const dist = join(packages, pkg, out);
-      try {
-        if (statSync(dist).isDirectory()) walk(dist);
-      } catch {
-        // a package that was not built has no lab cases to offer
-      }
+  const isDir = (p: string): boolean => {
+    try {
+      return statSync(p).isDirectory();
+    } catch {
+      return false;
     }
+  };
+  for (const pkg of readdirSync(packages).sort()) {
+    // A package that builds its lab cases apart (tsconfig.lab.json) has them
+    // in dist-test/ only; a dist/ of an older build may still hold copies
+    // (turbo restores whole cached outputs), which must not run twice or stale.
+    const own = join(packages, pkg, 'dist-test');
+    const out = isDir(own) ? own : join(packages, pkg, 'dist');
+    // a package that was not built has no lab cases to offer
+    if (isDir(out)) walk(out);
   }
   return found;
 }
