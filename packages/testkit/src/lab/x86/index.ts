@@ -67,6 +67,23 @@ export function x86Kernel(ctx: LabContext): Kernel {
   return { vmlinuz: join(pkg.root, 'boot', boot), moduleDir: join(pkg.root, 'lib', 'modules', releases[0]!), release: releases[0]! };
 }
 
+/** Where the guest finds Debian's udevadm (copied into the output folder). */
+const UDEVADM = 'udevadm';
+
+/**
+ * Debian's udev for the lab cases that need a real udevd (boot persistence,
+ * packages/cli/src/persist.lab.ts): the host root the guest runs in has no
+ * udev. Its udevadm is also the daemon (called as systemd-udevd) and needs
+ * only libraries every Debian base system has; it goes to the output
+ * folder, which the guest sees wherever the cache is.
+ */
+function stageUdevadm(ctx: LabContext): void {
+  const pkg = withAptRefresh(() => fetchPackage(ctx.cacheDir, 'udev'), ctx.log);
+  const dest = join(ctx.outDir, UDEVADM);
+  copyFileSync(join(pkg.root, 'bin', 'udevadm'), `${dest}.new`);
+  renameSync(`${dest}.new`, dest);
+}
+
 export function staticBusybox(ctx: LabContext): string {
   return join(withAptRefresh(() => fetchPackage(ctx.cacheDir, 'busybox-static'), ctx.log).root, 'bin', 'busybox');
 }
@@ -150,6 +167,7 @@ function runScript(ctx: LabContext, host: X86Host): string {
     VFIOKIT_LAB: '1',
     VFIOKIT_LAB_TOPOLOGY: X86_TOPOLOGY.name,
     VFIOKIT_LAB_TOPOLOGY_FILE: `${GUEST_OUT_DIR}/topology.json`,
+    ...(host.labCases ? { VFIOKIT_LAB_UDEVADM: `${GUEST_OUT_DIR}/${UDEVADM}` } : {}),
     ...(process.env.VFIOKIT_LAB_CASES ? { VFIOKIT_LAB_CASES: process.env.VFIOKIT_LAB_CASES } : {}),
   };
   return [
@@ -319,6 +337,7 @@ async function runX86(ctx: LabContext, host: X86Host): Promise<CaseReport[]> {
   );
   writeFileSync(join(ctx.outDir, 'topology.json'), `${JSON.stringify(topologyFile(host), null, 2)}\n`);
   writeFileSync(join(ctx.outDir, GUEST_RUN_SCRIPT), runScript(ctx, host));
+  if (host.labCases) stageUdevadm(ctx);
   const bin = buildConformance(ctx);
   runMock(ctx, bin);
 
