@@ -147,7 +147,7 @@ export async function identityMapRun(ctx: { out: Output; signal?: AbortSignal },
       // before it are unmapped here, before the container is closed.
       bar?.stop();
       const mappedBefore = mappings.size;
-      if (mappedBefore > 0) mappings.unmap([...mappings.entries()].map((e) => ({ start: e.iova, end: e.iova + e.pages })));
+      if (mappedBefore > 0) mappings.unmap([...mappings.entries()].map((e) => ({ iova: e.iova, size: e.size })));
       if (ctx.signal?.aborted && err === ctx.signal.reason) {
         ctx.out.note(`map stopped after ${mappedBefore} of ${entries.length} regions; unmapped them again, ${mappings.size} left in the container`);
       }
@@ -157,7 +157,7 @@ export async function identityMapRun(ctx: { out: Output; signal?: AbortSignal },
     const mapMs = ms(t1);
     const mapped = { calls: mappings.stats.calls, ioctls: mappings.stats.ioctls, entries: mappings.size };
     const t2 = process.hrtime.bigint();
-    mappings.unmap(entries.map((e) => ({ start: e.iova, end: e.iova + e.pages })));
+    mappings.unmap(entries.map((e) => ({ iova: e.iova, size: e.size })));
     return {
       backend,
       groups,

@@ -7,8 +7,9 @@ import { InvalidLayoutError, IovaCollisionError } from './errors';
 import type { GuestMemoryLayout, RamRegion } from './guest';
 import { pfn, pfnUp } from './intervals';
 import { hex, validateLayout } from './layout';
-import type { ContainerMappings, HostEntry } from './mappings';
+import type { ContainerMappings, HostEntry, IovaSpan } from './mappings';
 import { DMA_RW, type DmaGroup, type HostIommuInfo } from './target';
+import { asBytes, asHva, identityIova } from './units';
 
 /** Refuse, naming every collision, a set of regions the host cannot map at IOVA = GPA. */
 export function checkIdentityRegions(regions: readonly RamRegion[], host: HostIommuInfo, groups: readonly DmaGroup[]): void {
@@ -40,11 +41,16 @@ export function checkIdentityRegions(regions: readonly RamRegion[], host: HostIo
   }
 }
 
-/** The host entry that maps a region at IOVA = GPA. */
+/** The host entry that maps a region at IOVA = GPA: its bytes as they are, no page numbers between. */
 export function identityEntry(r: RamRegion, unit: number): HostEntry {
   if (r.hva === undefined)
     throw new InvalidLayoutError(`RAM region ${r.name} has no host address; the VMM must report where it mapped guest RAM`);
-  return { iova: pfn(r.gpa), pages: pfn(r.size), hva: r.hva, perm: DMA_RW, unit };
+  return { iova: identityIova(r.gpa), size: asBytes(r.size), hva: asHva(r.hva), perm: DMA_RW, unit };
+}
+
+/** The IOVA range a region holds at IOVA = GPA. */
+function identitySpan(r: RamRegion): IovaSpan {
+  return { iova: identityIova(r.gpa), size: asBytes(r.size) };
 }
 
 /**
@@ -105,15 +111,14 @@ export class IdentityMap {
     if (!r) throw new InvalidLayoutError(`no RAM region named ${name} is mapped in ${this.container.name}`);
     if (r.source === 'boot')
       throw new InvalidLayoutError(`RAM region ${name} at ${hex(r.gpa)} is boot memory and cannot be unplugged`);
-    this.container.unmap([{ start: pfn(r.gpa), end: pfn(r.gpa + r.size) }]);
+    this.container.unmap([identitySpan(r)]);
     this.layout = { ...this.layout, regions: this.layout.regions.filter((x) => x !== r) };
     this.units.delete(name);
   }
 
   /** Unmap everything this map put in the container. */
   unmapAll(): void {
-    const ranges = this.layout.regions.map((r) => ({ start: pfn(r.gpa), end: pfn(r.gpa + r.size) }));
-    this.container.unmap(ranges);
+    this.container.unmap(this.layout.regions.map(identitySpan));
     this.layout = { regions: [] };
   }
 }

@@ -4,16 +4,20 @@
 // or nothing), so record and container never disagree.
 import { coalesceRuns } from '../vfio/index';
 import { EntryLimitError } from './errors';
-import { addrOf, IntervalMap, type Pages } from './intervals';
+import { IntervalMap, pfn, pfnUp, type Pages } from './intervals';
 import { setMap, setUnmap, type DmaTarget, type MapBatch, type UnmapBatch } from './target';
+import { asBytes, type Bytes, type Hva, type Iova } from './units';
 
-/** One host mapping (one `vfio_dma` in the kernel): IOVA pages [iova, iova+pages) -> hva. */
+/**
+ * One host mapping (one `vfio_dma` in the kernel): IOVA [iova, iova + size)
+ * -> hva, in bytes, exactly as it goes into the batch and the ioctl.
+ */
 export interface HostEntry {
-  /** First IOVA page (4 KiB page number). */
-  readonly iova: Pages;
-  readonly pages: Pages;
+  /** IOVA of the first byte. */
+  readonly iova: Iova;
+  readonly size: Bytes;
   /** Host virtual address of the first byte. */
-  readonly hva: bigint;
+  readonly hva: Hva;
   /** DMA_READ | DMA_WRITE. */
   readonly perm: number;
   /**
@@ -24,6 +28,24 @@ export interface HostEntry {
   readonly unit: number;
   /** Whose entry this is, for the caller's own bookkeeping (the shadow policy puts its guest mapping id here). */
   readonly owner?: number;
+}
+
+/** An IOVA range [iova, iova + size) to unmap, covering whole entries. */
+export interface IovaSpan {
+  readonly iova: Iova;
+  readonly size: Bytes;
+}
+
+/**
+ * The record's keys: the 4 KiB pages an entry covers. Only the index uses
+ * them (page numbers are Numbers, so lookups stay free of bigint
+ * arithmetic); what is mapped and unmapped is always the entry's own bytes.
+ */
+function firstPage(iova: bigint): Pages {
+  return pfn(iova);
+}
+function endPage(iova: bigint, size: bigint): Pages {
+  return pfnUp(iova + size);
 }
 
 /** Counters a benchmark or report reads. */
@@ -85,9 +107,8 @@ export class ContainerMappings {
     let charged = 0n;
     const spans: [bigint, bigint][] = [];
     for (const [, , e] of this.live.entries()) {
-      const size = addrOf(e.pages);
-      charged += size;
-      spans.push([e.hva, e.hva + size]);
+      charged += e.size;
+      spans.push([e.hva, e.hva + e.size]);
     }
     spans.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
     let distinct = 0n;
@@ -100,8 +121,8 @@ export class ContainerMappings {
     return { charged, distinct };
   }
 
-  /** Entries overlapping IOVA pages [start, end). */
-  overlapping(start: number, end: number): HostEntry[] {
+  /** Entries overlapping IOVA pages [start, end) (the shadow policy's page numbers). */
+  overlapping(start: Pages | number, end: Pages | number): HostEntry[] {
     const [i, j] = this.live.overlapping(start, end);
     const out: HostEntry[] = [];
     for (let k = i; k < j; k++) out.push(this.live.valueAt(k));
@@ -122,24 +143,24 @@ export class ContainerMappings {
     }
     for (const batch of splitByUnit(entries)) {
       const b = this.mapBatchOf(batch.length);
-      batch.forEach((e, i) => setMap(b, i, addrOf(e.iova), e.hva, addrOf(e.pages), e.perm));
+      batch.forEach((e, i) => setMap(b, i, e.iova, e.hva, e.size, e.perm));
       // A refusal propagates as the target threw it (vfio-core's VfioError
       // names the ioctl, the container, the batch entry and the fix); the
       // record is untouched, since the batch was all or nothing.
       const ioctls = this.target.mapBatch(b);
       this.stats.calls++;
       this.stats.ioctls += ioctls;
-      for (const e of batch) this.live.insert(e.iova, e.iova + e.pages, e);
+      for (const e of batch) this.live.insert(firstPage(e.iova), endPage(e.iova, e.size), e);
       this.noteSize();
     }
   }
 
   /**
-   * Unmap IOVA page ranges, each covering whole live entries (the caller splits
+   * Unmap IOVA ranges, each covering whole live entries (the caller splits
    * nothing). One batched call; the target may coalesce neighbours, which is
    * safe for unmaps because every range edge is an entry edge.
    */
-  unmap(given: readonly { readonly start: number; readonly end: number }[]): void {
+  unmap(given: readonly IovaSpan[]): void {
     if (given.length === 0) return;
     // Sorted and joined where they touch: a kernel mapping merged from two
     // entries must go in one range, whatever order the caller listed them in.
@@ -149,19 +170,20 @@ export class ContainerMappings {
     // serves where one per run would otherwise go out. This relies on the
     // record holding all the container has, which it does: it is the only
     // path by which the policy maps.
-    const ranges: { start: number; end: number }[] = [];
-    for (const r of given.length === 1 ? given : [...given].sort((a, b) => a.start - b.start)) {
+    const ranges: { start: Iova; end: bigint }[] = [];
+    for (const r of given.length === 1 ? given : [...given].sort((a, b) => (a.iova < b.iova ? -1 : a.iova > b.iova ? 1 : 0))) {
       const last = ranges[ranges.length - 1];
-      if (last && (r.start <= last.end || this.isEmpty(last.end, r.start))) last.end = Math.max(last.end, r.end);
-      else ranges.push({ start: r.start, end: r.end });
+      const end = r.iova + r.size;
+      if (last && (r.iova <= last.end || this.isEmpty(endPage(last.end, 0n), firstPage(r.iova)))) last.end = end > last.end ? end : last.end;
+      else ranges.push({ start: r.iova, end });
     }
     const b = this.unmapBatchOf(ranges.length);
-    ranges.forEach((r, i) => setUnmap(b, i, addrOf(r.start), addrOf(r.end - r.start)));
+    ranges.forEach((r, i) => setUnmap(b, i, r.start, asBytes(r.end - r.start)));
     const ioctls = this.target.unmapBatch(b);
     this.stats.calls++;
     this.stats.ioctls += ioctls;
     for (const r of ranges) {
-      const [i, j] = this.live.overlapping(r.start, r.end);
+      const [i, j] = this.live.overlapping(firstPage(r.start), endPage(r.end, 0n));
       this.live.removeAt(i, j);
     }
     this.noteSize();
@@ -170,8 +192,9 @@ export class ContainerMappings {
   /** Unmap every live entry in one call: one range from the first to the last, as nothing else lies between them. */
   unmapAll(): void {
     if (this.live.size === 0) return;
+    const first = this.live.valueAt(0);
     const last = this.live.valueAt(this.live.size - 1);
-    this.unmap([{ start: this.live.valueAt(0).iova, end: last.iova + last.pages }]);
+    this.unmap([{ iova: first.iova, size: asBytes(last.iova + last.size - first.iova) }]);
   }
 
   /** True when no live entry overlaps IOVA pages [start, end). */
@@ -186,7 +209,6 @@ export class ContainerMappings {
   }
 }
 
-/** Whether the target's coalescing would merge a and b (contiguous in IOVA and host address, same permissions). */
 /**
  * Split entries into batches so that no batch holds two entries of different
  * units that vfio-core would coalesce into one mapping. Entries are sorted by
@@ -196,7 +218,7 @@ export class ContainerMappings {
  */
 export function splitByUnit(entries: readonly HostEntry[]): HostEntry[][] {
   if (entries.length === 1) return [entries as HostEntry[]];
-  const sorted = [...entries].sort((a, b) => a.iova - b.iova);
+  const sorted = [...entries].sort((a, b) => (a.iova < b.iova ? -1 : a.iova > b.iova ? 1 : 0));
   const joinsPrevious = joinsPreviousOf(sorted);
   const batches: HostEntry[][] = [];
   /** Per batch, the sorted index of its entry with the highest IOVA so far. */
@@ -216,9 +238,9 @@ function joinsPreviousOf(sorted: readonly HostEntry[]): boolean[] {
   const entries = new BigUint64Array(3 * sorted.length);
   const flags = new Uint32Array(sorted.length);
   sorted.forEach((e, i) => {
-    entries[3 * i] = addrOf(e.iova);
+    entries[3 * i] = e.iova;
     entries[3 * i + 1] = e.hva;
-    entries[3 * i + 2] = addrOf(e.pages);
+    entries[3 * i + 2] = e.size;
     flags[i] = e.perm;
   });
   const joins = sorted.map(() => true);

@@ -20,9 +20,10 @@ import { forbiddenPages, hitsForbidden, iovaCollisions } from './collisions';
 import { EntryLimitError, GuestOpError, HostRefusalError } from './errors';
 import type { GuestIommuCaps, GuestMemoryLayout, RamRegion } from './guest';
 import { IdentityMap } from './identity';
-import { addrOf, asPages, IntervalMap, PAGE_SHIFT, pfn, type Pages } from './intervals';
+import { addrOf, asPages, IntervalMap, PAGE_SHIFT, pfn, pfnUp, type Pages } from './intervals';
 import { hex, regionAt, validateLayout } from './layout';
-import { ContainerMappings, type HostEntry } from './mappings';
+import { ContainerMappings, type HostEntry, type IovaSpan } from './mappings';
+import { asBytes, asHva, asIova } from './units';
 import type { DomainType, GuestIommuOp } from './ops';
 import { DMA_RW, type DmaGroup, type DmaTarget, type HostIommuInfo } from './target';
 
@@ -379,7 +380,9 @@ export class ShadowTranslator {
 
   /** The host entries of guest mapping m, remembered as m's so a run can name its owners. */
   private entriesOf(m: GuestMapping, unit = m.unit): HostEntry[] {
-    return m.pieces.map((p) => ({ iova: p.iova, pages: p.pages, hva: p.hva, perm: m.perm, unit, owner: m.id }));
+    // The guest's page numbers become the host's bytes here, once: the
+    // container's record and the batch hold bytes from now on.
+    return m.pieces.map((p) => ({ iova: asIova(addrOf(p.iova)), size: asBytes(addrOf(p.pages)), hva: asHva(p.hva), perm: m.perm, unit, owner: m.id }));
   }
 
   /** Make the host reflect the domain's pending changes: one unmap batch, then one map batch, per container. */
@@ -388,7 +391,7 @@ export class ShadowTranslator {
     for (const gid of d.groups) {
       const g = this.groups.get(gid)!;
       if (g.mode !== 'tables') continue;
-      const ranges: { start: number; end: number }[] = [];
+      const ranges: IovaSpan[] = [];
       const collateral: GuestMapping[] = [];
       const removedIds = d.removed;
       for (const m of d.removed.values()) {
@@ -396,10 +399,11 @@ export class ShadowTranslator {
           const run = this.runOf(g, e);
           ranges.push(run);
           // Entries merged with this one under a shared unit but still mapped by the guest go back in.
-          for (const other of g.container.overlapping(run.start, run.end)) {
+          for (const other of g.container.overlapping(pfn(run.iova), pfnUp(run.iova + run.size))) {
             if (other.owner === undefined || removedIds.has(other.owner)) continue;
             // Still mapped by the guest, so still in its tables at the entry's IOVA.
-            const [i, j] = d.tables.overlapping(other.iova, other.iova + 1);
+            const page = pfn(other.iova);
+            const [i, j] = d.tables.overlapping(page, page + 1);
             const owner = i < j ? d.tables.valueAt(i) : undefined;
             if (owner && owner.id === other.owner && !collateral.includes(owner)) collateral.push(owner);
           }
@@ -426,24 +430,22 @@ export class ShadowTranslator {
   }
 
   /** The extent of the kernel mapping holding entry e: its mergeable same-unit neighbours included. */
-  private runOf(g: GroupState, e: HostEntry): { start: number; end: number } {
-    let start = e.iova;
-    let end = e.iova + e.pages;
+  private runOf(g: GroupState, e: HostEntry): IovaSpan {
     let left = e;
     for (;;) {
+      const start = pfn(left.iova);
       const prev = g.container.overlapping(start - 1, start)[0];
-      if (!prev || prev.unit !== e.unit || prev.perm !== left.perm || prev.hva + addrOf(prev.pages) !== left.hva) break;
-      start = prev.iova;
+      if (!prev || prev.unit !== e.unit || prev.perm !== left.perm || prev.iova + prev.size !== left.iova || prev.hva + prev.size !== left.hva) break;
       left = prev;
     }
     let right = e;
     for (;;) {
+      const end = pfnUp(right.iova + right.size);
       const next = g.container.overlapping(end, end + 1)[0];
-      if (!next || next.unit !== e.unit || next.perm !== right.perm || right.hva + addrOf(right.pages) !== next.hva) break;
-      end = next.iova + next.pages;
+      if (!next || next.unit !== e.unit || next.perm !== right.perm || right.iova + right.size !== next.iova || right.hva + right.size !== next.hva) break;
       right = next;
     }
-    return { start, end };
+    return { iova: left.iova, size: asBytes(right.iova + right.size - left.iova) };
   }
 
   private flushAll(): void {

@@ -2,6 +2,7 @@
 // needs to know about the host IOMMU. vfio-core's containers (mock and kernel)
 // are adapted to it in `vfio-target.ts`; tests may wrap it to watch calls.
 import type { AddressRange } from './guest';
+import type { Bytes, Hva, Iova } from './units';
 
 /** DMA permissions, as VFIO_DMA_MAP_FLAG_READ / _WRITE. */
 export const DMA_READ = 1;
@@ -78,7 +79,8 @@ export function mapBatchOf(n: number): MapBatch {
   return { entries: new BigUint64Array(3 * n), flags: new Uint32Array(n) };
 }
 
-export function setMap(b: MapBatch, i: number, iova: bigint, vaddr: bigint, size: bigint, flags: number): void {
+/** Entry i of `b`: IOVA [iova, iova + size) to host address vaddr, all in bytes as the ioctl takes them. */
+export function setMap(b: MapBatch, i: number, iova: Iova, vaddr: Hva, size: Bytes, flags: number): void {
   b.entries[3 * i] = iova;
   b.entries[3 * i + 1] = vaddr;
   b.entries[3 * i + 2] = size;
@@ -90,7 +92,7 @@ export function unmapBatchOf(n: number): UnmapBatch {
   return { entries: new BigUint64Array(2 * n) };
 }
 
-export function setUnmap(b: UnmapBatch, i: number, iova: bigint, size: bigint): void {
+export function setUnmap(b: UnmapBatch, i: number, iova: Iova, size: Bytes): void {
   b.entries[2 * i] = iova;
   b.entries[2 * i + 1] = size;
 }

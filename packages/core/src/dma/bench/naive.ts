@@ -7,6 +7,7 @@ import type { GuestMemoryLayout } from '../guest';
 import { regionAt } from '../layout';
 import type { GuestIommuOp } from '../ops';
 import { mapBatchOf, setMap, setUnmap, unmapBatchOf, DMA_RW, type DmaTarget } from '../target';
+import { asBytes, asHva, asIova } from '../units';
 
 const P = 4096n;
 
@@ -31,7 +32,7 @@ export class NaiveTranslator {
 
   private map1(iova: bigint, hva: bigint, size: bigint, perm: number): void {
     const b = mapBatchOf(1);
-    setMap(b, 0, iova, hva, size, perm);
+    setMap(b, 0, asIova(iova), asHva(hva), asBytes(size), perm);
     this.ioctls += this.target.mapBatch(b);
     this.calls++;
     if (++this.entries > this.peakEntries) this.peakEntries = this.entries;
@@ -39,7 +40,7 @@ export class NaiveTranslator {
 
   private unmap1(iova: bigint, size: bigint): void {
     const b = unmapBatchOf(1);
-    setUnmap(b, 0, iova, size);
+    setUnmap(b, 0, asIova(iova), asBytes(size));
     this.ioctls += this.target.unmapBatch(b);
     this.calls++;
     this.entries--;
