@@ -17,10 +17,8 @@ import * as os from 'node:os';
 import { join } from 'node:path';
 import { buildCommandLine, launchQemu } from '@vfiokit/qemu-bridge';
 import { assertDocument } from './json-schema';
-import { groupOf, soloBdf } from './lab/guest';
+import { BIN, groupOf, soloBdf } from './lab/guest';
 
-// The program as shipped (dist/), not the copy built beside the lab cases in dist-test/.
-const BIN = join(__dirname, '..', 'dist', 'main.js');
 
 /** Whether process `pid` holds /dev/vfio/`group` open. */
 function holds(pid: number, group: number): boolean {

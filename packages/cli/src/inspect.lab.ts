@@ -4,10 +4,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, readlinkSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { basename } from 'node:path';
+import { BIN } from './lab/guest';
 
-// The program as shipped (dist/), not the copy built beside the lab cases in dist-test/.
-const BIN = join(__dirname, '..', 'dist', 'main.js');
 
 function bdfOf(role: string): string {
   const file = process.env.VFIOKIT_LAB_TOPOLOGY_FILE;

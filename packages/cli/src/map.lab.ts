@@ -3,26 +3,9 @@
 // of its own into a type1v2 container holding the solo edu's group, through
 // the built binary, as an operator would run it. No testkit here.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { readFileSync, readlinkSync } from 'node:fs';
-import { basename, join } from 'node:path';
-
-// The program as shipped (dist/), not the copy built beside the lab cases in dist-test/.
-const BIN = join(__dirname, '..', 'dist', 'main.js');
-
-function soloBdf(): string {
-  const file = process.env.VFIOKIT_LAB_TOPOLOGY_FILE;
-  assert.ok(file, 'VFIOKIT_LAB_TOPOLOGY_FILE is not set: this case runs only inside the lab guest');
-  const topology = JSON.parse(readFileSync(file, 'utf8')) as { devices: { role: string; bdf: string }[] };
-  const solo = topology.devices.find((d) => d.role === 'solo');
-  assert.ok(solo, 'the lab topology has no solo device');
-  return solo.bdf;
-}
-
-function vfiokit(args: readonly string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 100_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+import { basename } from 'node:path';
+import { runVfiokit as vfiokit, soloBdf } from './lab/guest';
 
 export const cases: { name: string; run: () => void | Promise<void> }[] = [
   {

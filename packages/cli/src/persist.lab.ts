@@ -16,9 +16,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { assertDocument, type SchemaName } from './json-schema';
-import { DEVICES, driverOf, overrideOf, soloBdf } from './lab/guest';
+import { BIN, DEVICES, driverOf, overrideOf, soloBdf } from './lab/guest';
 
-const BIN = join(__dirname, 'main.js');
 /** Where the runner put Debian's udevadm (the guest's view of the output folder). */
 const UDEVADM = process.env.VFIOKIT_LAB_UDEVADM;
 const CONTROL = '/run/udev/control';

@@ -4,27 +4,14 @@
 // prints starts (stopped, -S) with the solo edu taken by its cdev. Run
 // through the built binary, as an operator would. No testkit here.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { launchQemu } from '@vfiokit/qemu-bridge';
+import { labDeviceBdf, runVfiokit } from './lab/guest';
 
-const BIN = join(__dirname, 'main.js');
-
-function soloBdf(): string {
-  const file = process.env.VFIOKIT_LAB_TOPOLOGY_FILE;
-  assert.ok(file, 'VFIOKIT_LAB_TOPOLOGY_FILE is not set: this case runs only inside the lab guest');
-  const topology = JSON.parse(readFileSync(file, 'utf8')) as { devices: { role: string; bdf: string }[] };
-  const solo = topology.devices.find((d) => d.role === 'solo');
-  assert.ok(solo, 'the lab topology has no solo device');
-  return solo.bdf;
-}
-
-function vfiokit(args: readonly string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 100_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const soloBdf = (): string => labDeviceBdf('solo');
+const vfiokit = runVfiokit;
 
 export const cases: { name: string; run: () => void | Promise<void>; timeoutMs?: number }[] = [
   {

@@ -9,10 +9,8 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join } from 'node:path';
-import { DEVICES, driverOf, groupOf, overrideOf, soloBdf } from './lab/guest';
+import { BIN, DEVICES, driverOf, groupOf, overrideOf, soloBdf } from './lab/guest';
 
-// The program as shipped (dist/), not the copy built beside the lab cases in dist-test/.
-const BIN = join(__dirname, '..', 'dist', 'main.js');
 
 /** Who holds /dev/vfio/N open. */
 function holders(group: number): number[] {

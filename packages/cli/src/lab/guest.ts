@@ -1,21 +1,35 @@
-// What the CLI's lab cases (src/*.lab.ts, run inside the lab's x86 guest)
-// share: the topology's solo edu and its state in sysfs. Not shipped
-// (package.json leaves dist/**/lab/** out of the tarball).
+// What the CLI's lab cases (src/*.lab.ts and *.iommufd-lab.ts, run inside
+// the lab guests) share: the topology's devices by role, their state in
+// sysfs, and the shipped vfiokit run as an operator would. Built with the
+// cases into dist-test/ (tsconfig.lab.json), never into dist/.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { basename } from 'node:path';
+import { basename, join } from 'node:path';
+
+/** The program as shipped (dist/main.js), not a copy built beside the lab cases in dist-test/. */
+export const BIN = join(__dirname, '..', '..', 'dist', 'main.js');
+
+/** Runs the shipped CLI with `args`, at most 100 s. */
+export function runVfiokit(args: readonly string[]): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 100_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The guest's BDF of the device playing `role` in the lab topology (VFIOKIT_LAB_TOPOLOGY_FILE). */
+export function labDeviceBdf(role: string): string {
+  const file = process.env.VFIOKIT_LAB_TOPOLOGY_FILE;
+  assert.ok(file, 'VFIOKIT_LAB_TOPOLOGY_FILE is not set: this case runs only inside the lab guest');
+  const topology = JSON.parse(fs.readFileSync(file, 'utf8')) as { devices: { role: string; bdf: string }[] };
+  const d = topology.devices.find((x) => x.role === role);
+  assert.ok(d, `the lab topology has no ${role} device`);
+  return d.bdf;
+}
 
 export const DEVICES = '/sys/bus/pci/devices';
 
 /** The PCI address of the lab topology's solo edu. */
-export function soloBdf(): string {
-  const file = process.env.VFIOKIT_LAB_TOPOLOGY_FILE;
-  assert.ok(file, 'VFIOKIT_LAB_TOPOLOGY_FILE is not set: this case runs only inside the lab guest');
-  const topology = JSON.parse(fs.readFileSync(file, 'utf8')) as { devices: { role: string; bdf: string }[] };
-  const solo = topology.devices.find((d) => d.role === 'solo');
-  assert.ok(solo, 'the lab topology has no solo device');
-  return solo.bdf;
-}
+export const soloBdf = (): string => labDeviceBdf('solo');
 
 /** The driver bound to `bdf`, or null. */
 export function driverOf(bdf: string): string | null {
