@@ -7,11 +7,18 @@
 // backend (it came in QEMU 8.2). What the kernel shows: QEMU holds
 // /dev/iommu and the device's cdev and never the group, the group is
 // blocked while the cdev is bound, and QMP shows the edu in the guest.
+// And the other way in: QEMU started with only the iommufd object, vfiokit
+// opening the cdev itself and hot-plugging it by fd (getfd, then
+// `vfio-pci,fd=NAME,iommufd=`), so QEMU needs no access to /dev/vfio at all.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { buildCommandLine } from './cmdline/builder';
+import { closefd } from './commands/fds';
+import { qomList } from './commands/queries';
+import { QmpCommandError } from './errors';
+import { attachGroup, detachDevices } from './hotplug/index';
 import type { VfioDeviceSpec } from './cmdline/layout';
 import { launchQemu, type RunningQemu } from './process/index';
 
@@ -70,7 +77,16 @@ async function qtreeBlock(vm: RunningQemu, id: string): Promise<string> {
   return lines.slice(at, end < 0 ? undefined : end).join('\n');
 }
 
-async function withCdevVm(dev: Solo, body: (vm: RunningQemu, argv: readonly string[]) => Promise<void>): Promise<void> {
+/**
+ * Runs `body` against a stopped QEMU with `-object iommufd`: with the solo
+ * edu on its command line, or (`dev` undefined) with no device and one
+ * empty root port under native PCIe hot-plug, whose unplug completes
+ * without a guest (packages/qemu-bridge/README.md).
+ */
+async function withCdevVm(
+  dev: Solo | undefined,
+  body: (vm: RunningQemu, argv: readonly string[], spareRootPorts: readonly string[]) => Promise<void>,
+): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfiokit-cdev-'));
   const socket = path.join(dir, 'qmp.sock');
   const cl = buildCommandLine({
@@ -79,15 +95,16 @@ async function withCdevVm(dev: Solo, body: (vm: RunningQemu, argv: readonly stri
     cpus: 1,
     accel: 'tcg',
     guestIommu: 'none',
-    devices: [dev],
+    devices: dev ? [dev] : [],
+    spareRootPorts: dev ? 0 : 1,
     iommufd: {},
     binary: qemuBinary(),
     qmp: { path: socket },
-    extraArgs: ['-S', '-display', 'none'],
+    extraArgs: ['-S', '-display', 'none', ...(dev ? [] : ['-global', 'ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off'])],
   });
   const vm = await launchQemu(cl.argv, { path: socket }, { startTimeoutMs: 90_000, commandTimeoutMs: 60_000 });
   try {
-    await body(vm, cl.argv);
+    await body(vm, cl.argv, cl.spareRootPorts);
   } finally {
     await vm.stop(10_000);
     fs.rmSync(dir, { recursive: true, force: true });
@@ -148,6 +165,61 @@ export const cases: { name: string; run: () => void | Promise<void>; timeoutMs?:
         // Measured: 65792 kB for 64 MiB of RAM (RAM less the 256 KiB that
         // pc.rom and the BIOS shadow, plus the BIOS ROMs, as type1 pinned it).
         assert.ok(kib('VmPin') >= GUEST_MIB * 1024 - 256, `VmPin ${kib('VmPin')} kB covers the guest RAM`);
+      });
+    },
+  },
+  {
+    name: 'an edu cdev vfiokit opened itself hot-plugs by fd= into a QEMU with only -object iommufd, which holds the cdev and never the group, and lets go of it on unplug',
+    timeoutMs: 300_000,
+    run: async () => {
+      const dev = solo();
+      const cdev = `/dev/vfio/devices/vfio${dev.cdev}`;
+      const group = `/dev/vfio/${dev.group}`;
+      await withCdevVm(undefined, async (vm, argv, spare) => {
+        assert.ok(argv.includes('iommufd,id=iommufd0') && !argv.some((a) => a.startsWith('vfio-pci')), `only the iommufd object: ${argv.join(' ')}`);
+        // The iommufd object opens /dev/iommu for its first device and closes
+        // it with its last (backends/iommufd.c iommufd_backend_connect /
+        // _disconnect count `users`): without a device QEMU holds neither.
+        const before = openFiles(vm.pid);
+        assert.ok(!before.includes('/dev/iommu') && !before.includes(cdev), `before the hot-plug QEMU holds neither /dev/iommu nor ${cdev}`);
+        // O_RDWR, as QEMU opens a cdev itself (iommufd_cdev_getfd, hw/vfio/iommufd.c).
+        const fd = fs.openSync(cdev, 'r+');
+        let placed;
+        try {
+          placed = await attachGroup(vm.qmp, [{ host: dev.host, group: dev.group, id: 'solo', deviceFd: fd, iommufd: 'iommufd0' }], {
+            rootPorts: spare,
+            deviceAddTimeoutMs: 120_000,
+          });
+        } finally {
+          // QEMU has its own copy (getfd dups it); from here on only QEMU's counts.
+          fs.closeSync(fd);
+        }
+        assert.deepEqual(placed, [{ id: 'solo', rootPort: spare[0], function: 0, guestVisible: false }]);
+        const held = openFiles(vm.pid);
+        assert.ok(held.includes(cdev) && held.includes('/dev/iommu'), `QEMU holds ${cdev}, passed by fd, and /dev/iommu (open: ${held.filter((f) => f.startsWith('/dev')).join(' ')})`);
+        assert.ok(!held.includes(group) && !held.includes('/dev/vfio/vfio'), 'QEMU opened neither the group nor the container');
+        // vfio-pci realize consumed the named fd (monitor_fd_param): nothing is left to close.
+        const left = await closefd(vm.qmp, 'vfiokit-fd-solo').then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+        assert.ok(left instanceof QmpCommandError && /not found/.test(left.desc), `the named fd was taken by the device: ${String(left)}`);
+        assert.equal(await vm.qmp.execute('qom-get', { path: '/machine/peripheral/solo', property: 'iommufd' }), '/objects/iommufd0');
+        assert.match(await qtreeBlock(vm, 'solo'), /pci id 1234:11e8/, 'the hot-plugged device is the edu (1234:11e8)');
+        // The cdev is bound to QEMU's iommufd: the group stays closed (vfio_device_block_group).
+        assert.throws(() => fs.openSync(group, 'r+'), { code: 'EBUSY' });
+
+        await detachDevices(vm.qmp, ['solo'], { timeoutMs: 60_000 });
+        assert.ok(!(await qomList(vm.qmp, '/machine/peripheral')).some((p) => p.name === 'solo'), 'solo is gone from QOM');
+        // The device's fd, and with the last device /dev/iommu, are closed
+        // when the device is finalized, which may come after DEVICE_DELETED.
+        const holding = (): string[] => openFiles(vm.pid).filter((f) => f === cdev || f === '/dev/iommu');
+        const until = Date.now() + 10_000;
+        while (holding().length > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
+        assert.deepEqual(holding(), [], 'QEMU let go of the cdev and /dev/iommu within 10 s of the unplug');
+        // Unbound, the cdev no longer blocks the group, while QEMU still runs.
+        fs.closeSync(fs.openSync(group, 'r+'));
+        assert.equal((await vm.qmp.execute('query-status') as { status: string }).status, 'prelaunch', 'QEMU is still up and stopped');
       });
     },
   },

@@ -2,6 +2,7 @@
 // refuses a device), against the fake peer with a small model of QEMU's QOM
 // tree: /machine/peripheral/<port>/<port> is the port's bus, whose child[N]
 // links name the devices on it, as qom-list shows on QEMU 7.2.
+import { closeSync, openSync } from 'node:fs';
 import test from 'ava';
 import { FakeQmpCommandError, FakeQmpPeer, type FakeQmpCall } from '@vfiokit/testkit';
 import { HotplugError } from '../errors';
@@ -137,6 +138,99 @@ test('an id already in the VM is refused before any device_add', async (t) => {
   const err = await t.throwsAsync(attachGroup(qmp, [{ host: '0000:07:00.0', group: 5, id: 'nic' }]), { instanceOf: HotplugError });
   t.is(err!.code, 'HOTPLUG_INVALID_REQUEST');
   t.is(peer.received.filter((r) => r.execute === 'device_add').length, 1);
+  await qmp.close();
+  await peer.close();
+});
+
+/** fakeVm plus QEMU's named fds: getfd adds a name, a device_add with fd=NAME takes it (monitor_fd_param), closefd drops it. */
+function fakeVmWithNamedFds(peer: FakeQmpPeer): { devices: Map<string, FakeDevice>; named: Set<string> } {
+  const devices = fakeVm(peer, 'releases');
+  const named = new Set<string>();
+  peer.handle('getfd', ({ arguments: a }: FakeQmpCall) => {
+    named.add(String(a!.fdname));
+    return {};
+  });
+  peer.handle('closefd', ({ arguments: a }: FakeQmpCall) => {
+    const name = String(a!.fdname);
+    if (!named.delete(name)) throw new FakeQmpCommandError('GenericError', `File descriptor named '${name}' not found`);
+    return {};
+  });
+  peer.handle('device_add', ({ arguments: a }: FakeQmpCall) => {
+    if (a!.fd !== undefined) named.delete(String(a!.fd));
+    devices.set(String(a!.id), { driver: String(a!.driver), bus: String(a!.bus), devfn: Number(String(a!.addr).split('.')[1]) });
+    return {};
+  });
+  return { devices, named };
+}
+
+test('a cdev fd is handed over with getfd and named in the device_add beside iommufd=, which takes it, and detach unplugs the device', async (t) => {
+  const peer = await FakeQmpPeer.listen();
+  const { devices, named } = fakeVmWithNamedFds(peer);
+  const qmp = await connectQmp(peer.address);
+  const fd = openSync('/dev/null', 'r+');
+  try {
+    const placed = await attachGroup(qmp, [{ host: '0000:05:00.0', group: 3, id: 'edu', deviceFd: fd, iommufd: 'iommufd0' }]);
+    t.deepEqual(placed, [{ id: 'edu', rootPort: 'rp1', function: 0, guestVisible: false }]);
+  } finally {
+    closeSync(fd);
+  }
+  t.deepEqual(
+    peer.received.filter((r) => r.execute === 'getfd' || r.execute === 'device_add').map((r) => [r.execute, r.arguments]),
+    [
+      ['getfd', { fdname: 'vfiokit-fd-edu' }],
+      ['device_add', { driver: 'vfio-pci', id: 'edu', host: '0000:05:00.0', iommufd: 'iommufd0', fd: 'vfiokit-fd-edu', bus: 'rp1', addr: '0.0' }],
+    ],
+  );
+  t.deepEqual([...named], [], 'the device took the named fd');
+  t.false(peer.received.some((r) => r.execute === 'closefd'), 'nothing was left to close');
+  await detachDevices(qmp, ['edu'], { timeoutMs: 10_000 });
+  t.is(devices.size, 0);
+  await qmp.close();
+  await peer.close();
+});
+
+test('a cdev fd hot-plug QEMU refuses closes the named fd again and leaves no device', async (t) => {
+  const peer = await FakeQmpPeer.listen();
+  const { devices, named } = fakeVmWithNamedFds(peer);
+  // QEMU 10.0's answer when the iommufd object is missing (src/real-qemu-matrix.test.ts),
+  // given while setting properties, before realize takes the named fd.
+  peer.handle('device_add', () => {
+    throw new FakeQmpCommandError('GenericError', "Device 'iommufd0' not found");
+  });
+  const qmp = await connectQmp(peer.address);
+  const fd = openSync('/dev/null', 'r+');
+  try {
+    const err = await t.throwsAsync(attachGroup(qmp, [{ host: '0000:05:00.0', group: 3, id: 'edu', deviceFd: fd, iommufd: 'iommufd0' }]), {
+      instanceOf: HotplugError,
+    });
+    t.is(err!.code, 'HOTPLUG_FAILED');
+    t.is(err!.message, "device_add of edu failed: Device 'iommufd0' not found");
+  } finally {
+    closeSync(fd);
+  }
+  t.deepEqual(
+    peer.received.filter((r) => r.execute === 'closefd').map((r) => r.arguments),
+    [{ fdname: 'vfiokit-fd-edu' }],
+  );
+  t.deepEqual([...named], [], 'no named fd is left in QEMU');
+  t.is(devices.size, 0);
+  await qmp.close();
+  await peer.close();
+});
+
+test('a device fd without an iommufd is refused before anything reaches QEMU', async (t) => {
+  const peer = await FakeQmpPeer.listen();
+  fakeVmWithNamedFds(peer);
+  const qmp = await connectQmp(peer.address);
+  const fd = openSync('/dev/null', 'r+');
+  try {
+    const err = await t.throwsAsync(attachGroup(qmp, [{ host: '0000:05:00.0', group: 3, id: 'edu', deviceFd: fd }]), { instanceOf: HotplugError });
+    t.is(err!.code, 'HOTPLUG_INVALID_REQUEST');
+    t.regex(err!.message, /^0000:05:00.0: a device fd needs an iommufd object to attach to/);
+  } finally {
+    closeSync(fd);
+  }
+  t.false(peer.received.some((r) => r.execute === 'getfd' || r.execute === 'device_add'));
   await qmp.close();
   await peer.close();
 });

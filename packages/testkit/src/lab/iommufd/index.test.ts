@@ -37,6 +37,18 @@ test('a listed difference that no longer differs fails, so the list cannot go st
   t.regex(r!.detail![0]!, /remove it from the list/);
 });
 
+test('a listed difference whose case no longer runs under that name fails, naming the entry', (t) => {
+  const reports = compareCompat(results('kernel', { renamed: 'ok' }), results('mock', { renamed: 'EINVAL' }), { old: 'repeating it succeeds' });
+  t.deepEqual(
+    reports.map((r) => [r.name, r.ok]),
+    [
+      ['renamed', false],
+      ['COMPAT_DIFFERENCES entry "old"', false],
+    ],
+  );
+  t.regex(reports[1]!.detail![0]!, /renamed or dropped it; rename or remove the entry/);
+});
+
 test('every listed compat difference has a reason naming where in the kernel it comes from', (t) => {
   for (const [name, why] of Object.entries(COMPAT_DIFFERENCES)) {
     t.regex(why, /\b(VC|IOPT|GROUP|iommufd_|iopt_|vfio_)/, name);

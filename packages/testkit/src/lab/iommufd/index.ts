@@ -207,7 +207,13 @@ function stepsOf(c: CaseLine | undefined): string {
  */
 export function compareCompat(compat: ResultsFile, legacy: ResultsFile, differences: Readonly<Record<string, string>>): CaseReport[] {
   const byName = new Map(legacy.cases.map((c) => [c.name, c]));
-  return compareResults(compat, legacy).map((r) => {
+  // A listed name no case has any more (the suite renamed or dropped it)
+  // would leave its real difference unexplained and the entry dead.
+  const run = new Set([...compat.cases, ...legacy.cases].map((c) => c.name));
+  const stale: CaseReport[] = Object.keys(differences)
+    .filter((name) => !run.has(name))
+    .map((name) => ({ name: `COMPAT_DIFFERENCES entry "${name}"`, ok: false, detail: ['no case of that name ran: the suite renamed or dropped it; rename or remove the entry'] }));
+  const compared = compareResults(compat, legacy).map((r) => {
     const why = differences[r.name];
     if (why === undefined) return r;
     if (r.ok) {
@@ -218,6 +224,7 @@ export function compareCompat(compat: ResultsFile, legacy: ResultsFile, differen
     const steps = k && l ? compareSteps(k.steps, l.steps, 'compat', 'type1') : [];
     return { name: `${r.name} (differs from legacy type1, as the kernel explains: ${why})`, ok: true, detail: [`compat ${stepsOf(k)}; type1 ${stepsOf(l)}`, ...steps] };
   });
+  return [...compared, ...stale];
 }
 
 /** The guest's `*.iommufd-lab.js` cases, from its TAP; a TAP without closing counts is a failure. */
