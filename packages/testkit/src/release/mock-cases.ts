@@ -191,7 +191,6 @@ function main(): void {
     process.stderr.write('usage: node mock-cases.js ADDON.node\n');
     process.exit(2);
   }
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const native = require(file) as Native;
   for (const c of mockCases(native)) {
     process.stdout.write(`${show({ case: c.name, saw: outcome(c.run), ...(c.selfMemory ? { selfMemory: true } : {}) })}\n`);

@@ -146,7 +146,6 @@ function main(): void {
     process.stderr.write('usage: node napi-cases.js ADDON.node kernel BDF | ADDON.node mock BDF GROUP MOCK-CONFIG-JSON\n');
     process.exit(2);
   }
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
   const native = require(file) as Native;
   const group = backend === 'kernel' ? groupOf(bdf) : Number(groupArg);
   const host = backend === 'kernel' ? native.VfioBackend.kernel() : native.VfioBackend.mock(JSON.parse(config!) as VfioCore.MockHostConfig);
