@@ -19,11 +19,11 @@
 //! if the new process had moved it (the kernel keeps the dead process's mm
 //! referenced, mmgrab in change_mm), and nothing changes if it had not.
 
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use super::wire::{self, Description, IrqDesc};
-use super::{answer, into_raw, refuse, wire_bad, GuestMemory, Incoming, Irq, Mapping, Outcome};
+use super::{adopt_devices, answer, into_raw, refuse, wire_bad, AdoptedIrqs, GuestMemory, Incoming, Irq, Mapping, Outcome};
 use crate::backend::Backend;
 use crate::device::Device;
 use crate::error::Result;
@@ -114,8 +114,7 @@ pub struct IommufdTakenOver {
     pub devices: Vec<Device>,
     pub memory: GuestMemory,
     pub mappings: Vec<Mapping>,
-    /// (device, irq index, eventfds in vector order).
-    pub irqs: Vec<(String, u32, Vec<OwnedFd>)>,
+    pub irqs: AdoptedIrqs,
 }
 
 impl Incoming {
@@ -130,9 +129,7 @@ impl Incoming {
         let mut fds = self.fds.into_iter();
         let mut next = || fds.next().expect("wire::receive checked the count");
         let iommufd = Iommufd::from_raw(backend.clone(), into_raw(next()));
-        let devices = d.devices.iter().map(|n| Device::from_raw(backend.clone(), into_raw(next()), n.clone())).collect();
-        let memory = GuestMemory::from_fd(next(), d.memory_len as usize)?;
-        let irqs = d.irqs.iter().map(|i| (i.device.clone(), i.index, (0..i.count).map(|_| next()).collect())).collect();
+        let (devices, memory, irqs) = adopt_devices(&backend, &d, &mut next)?;
         Ok(IommufdTakenOver { iommufd, ioas_id, devices, memory, mappings: d.mappings, irqs })
     }
 }

@@ -264,8 +264,7 @@ pub struct TakenOver {
     pub devices: Vec<Device>,
     pub memory: GuestMemory,
     pub mappings: Vec<Mapping>,
-    /// (device, irq index, eventfds in vector order).
-    pub irqs: Vec<(String, u32, Vec<OwnedFd>)>,
+    pub irqs: AdoptedIrqs,
 }
 
 impl Incoming {
@@ -281,11 +280,22 @@ impl Incoming {
         let container = Container::from_raw(backend.clone(), into_raw(next()));
         let groups: Vec<Group> = d.groups.iter().map(|&id| Group::from_raw(backend.clone(), id, into_raw(next()))).collect();
         let container = Type1Container::from_parts(container, groups);
-        let devices: Vec<Device> = d.devices.iter().map(|n| Device::from_raw(backend.clone(), into_raw(next()), n.clone())).collect();
-        let memory = GuestMemory::from_fd(next(), d.memory_len as usize)?;
-        let irqs = d.irqs.iter().map(|i| (i.device.clone(), i.index, (0..i.count).map(|_| next()).collect())).collect();
+        let (devices, memory, irqs) = adopt_devices(&backend, &d, &mut next)?;
         Ok(TakenOver { container, devices, memory, mappings: d.mappings, irqs })
     }
+}
+
+/// (device, irq index, eventfds in vector order).
+pub type AdoptedIrqs = Vec<(String, u32, Vec<OwnedFd>)>;
+
+/// The descriptors both kinds of hand-over send after their IOMMU's, in
+/// wire order: the devices, the guest memory, the enabled interrupts'
+/// eventfds. `next` yields the received descriptors in that order.
+fn adopt_devices(backend: &Arc<dyn Backend>, d: &Description, next: &mut impl FnMut() -> OwnedFd) -> Result<(Vec<Device>, GuestMemory, AdoptedIrqs)> {
+    let devices = d.devices.iter().map(|n| Device::from_raw(backend.clone(), into_raw(next()), n.clone())).collect();
+    let memory = GuestMemory::from_fd(next(), d.memory_len as usize)?;
+    let irqs = d.irqs.iter().map(|i| (i.device.clone(), i.index, (0..i.count).map(|_| next()).collect())).collect();
+    Ok((devices, memory, irqs))
 }
 
 fn wire_bad(detail: String) -> Error {
