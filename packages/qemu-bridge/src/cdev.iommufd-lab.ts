@@ -12,18 +12,14 @@
 // `vfio-pci,fd=NAME,iommufd=`), so QEMU needs no access to /dev/vfio at all.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { buildCommandLine } from './cmdline/builder';
 import { closefd } from './commands/fds';
 import { qomList } from './commands/queries';
 import { QmpCommandError } from './errors';
 import { attachGroup, detachDevices } from './hotplug/index';
 import type { VfioDeviceSpec } from './cmdline/layout';
-import { launchQemu, type RunningQemu } from './process/index';
-
-/** The inner guest's RAM: small, since it runs under TCG inside a TCG guest. */
-const GUEST_MIB = 64;
+import { GUEST_MIB, withInnerVm } from './lab/inner-vm';
+import type { RunningQemu } from './process/index';
 
 interface Solo extends VfioDeviceSpec {
   /** N of /dev/vfio/devices/vfioN. */
@@ -87,28 +83,17 @@ async function withCdevVm(
   dev: Solo | undefined,
   body: (vm: RunningQemu, argv: readonly string[], spareRootPorts: readonly string[]) => Promise<void>,
 ): Promise<void> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfiokit-cdev-'));
-  const socket = path.join(dir, 'qmp.sock');
-  const cl = buildCommandLine({
-    machine: 'q35',
-    memoryMiB: GUEST_MIB,
-    cpus: 1,
-    accel: 'tcg',
-    guestIommu: 'none',
-    devices: dev ? [dev] : [],
-    spareRootPorts: dev ? 0 : 1,
-    iommufd: {},
-    binary: qemuBinary(),
-    qmp: { path: socket },
-    extraArgs: ['-S', '-display', 'none', ...(dev ? [] : ['-global', 'ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off'])],
-  });
-  const vm = await launchQemu(cl.argv, { path: socket }, { startTimeoutMs: 90_000, commandTimeoutMs: 60_000 });
-  try {
-    await body(vm, cl.argv, cl.spareRootPorts);
-  } finally {
-    await vm.stop(10_000);
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
+  await withInnerVm(
+    {
+      guestIommu: 'none',
+      devices: dev ? [dev] : [],
+      spareRootPorts: dev ? 0 : 1,
+      iommufd: {},
+      binary: qemuBinary(),
+      extraArgs: dev ? [] : ['-global', 'ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off'],
+    },
+    (vm, cl) => body(vm, cl.argv, cl.spareRootPorts),
+  );
 }
 
 export const cases: { name: string; run: () => void | Promise<void>; timeoutMs?: number }[] = [

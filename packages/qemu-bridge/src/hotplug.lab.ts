@@ -8,16 +8,12 @@
 // loaded; and an unplug that no guest acknowledges ends in a clear error.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { buildCommandLine, type GuestIommu } from './cmdline/builder';
 import type { VfioDeviceSpec } from './cmdline/layout';
 import { HotplugError } from './errors';
 import { attachGroup, detachDevices } from './hotplug/index';
-import { launchQemu, type RunningQemu } from './process/index';
-
-/** The inner guest's RAM: small, since it runs under TCG inside a TCG guest. */
-const GUEST_MIB = 64;
+import { GUEST_MIB, withInnerVm } from './lab/inner-vm';
+import type { RunningQemu } from './process/index';
 
 interface TopologyDevice {
   readonly role: string;
@@ -58,30 +54,6 @@ function vmLckKiB(pid: number): number {
   const m = /^VmLck:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
   assert.ok(m, `/proc/${pid}/status has no VmLck line`);
   return Number(m[1]);
-}
-
-async function withInnerVm(
-  options: { guestIommu: GuestIommu; devices: readonly VfioDeviceSpec[]; spareRootPorts: number },
-  body: (vm: RunningQemu) => Promise<void>,
-): Promise<void> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfiokit-inner-'));
-  const socket = path.join(dir, 'qmp.sock');
-  const cl = buildCommandLine({
-    machine: 'q35',
-    memoryMiB: GUEST_MIB,
-    cpus: 1,
-    accel: 'tcg',
-    qmp: { path: socket },
-    extraArgs: ['-S', '-display', 'none'],
-    ...options,
-  });
-  const vm = await launchQemu(cl.argv, { path: socket }, { startTimeoutMs: 90_000, commandTimeoutMs: 60_000 });
-  try {
-    await body(vm);
-  } finally {
-    await vm.stop(10_000);
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
 }
 
 export const cases: { name: string; run: () => void | Promise<void> }[] = [
