@@ -26,8 +26,27 @@ export function countResults(log) {
   return { passed, failed, skipped, suites };
 }
 
+/**
+ * The names of the failed tests in a log: TAP's "not ok N - title" lines
+ * that are not SKIP or TODO, and cargo's "test path ... FAILED". CI prints
+ * them just above its closing line, where a reader of only the log's end
+ * still sees which tests failed, not only how many.
+ */
+export function failedTests(log) {
+  const names = [];
+  for (const line of log.split('\n')) {
+    let m = /not ok \d+ - (.*)$/.exec(line);
+    if (m && !/#\s*(SKIP|TODO)\b/i.test(m[1])) { names.push(m[1].trim()); continue; }
+    m = /^(?:\S+:\s)?test (\S+) \.\.\. FAILED\s*$/.exec(line);
+    if (m) names.push(m[1]);
+  }
+  return names;
+}
+
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const { passed, failed, skipped, suites } = countResults(readFileSync(process.argv[2] ?? 0, 'utf8'));
+  const log = readFileSync(process.argv[2] ?? 0, 'utf8');
+  const { passed, failed, skipped, suites } = countResults(log);
+  for (const name of failedTests(log)) process.stderr.write(`failed: ${name}\n`);
   process.stderr.write(`(${suites} suites counted)\n`);
   process.stdout.write(`${passed} passed, ${failed} failed, ${skipped} skipped\n`);
 }

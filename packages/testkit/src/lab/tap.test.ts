@@ -53,3 +53,20 @@ test('the closing line counts skips apart from passes and failures, from the lab
 test('a log with no skips still names the skipped count, as .ci/run reads three numbers', (t) => {
   t.is(closingLine('# pass 2\n# fail 0\n'), '2 passed, 0 failed, 0 skipped');
 });
+
+test('scripts/count-results.mjs names every failed test but not the skipped ones, for the end of the CI log', (t) => {
+  const log = [
+    'ok 1 - a',
+    'not ok 2 - b breaks',
+    'not ok 3 - c # SKIP no edu',
+    'vfio-core:test: test mock::tests::unmap_splits ... FAILED',
+    '# pass 1',
+    '# fail 1',
+  ].join('\n');
+  const r = spawnSync(process.execPath, [COUNT_RESULTS], { input: log, encoding: 'utf8' });
+  t.is(r.status, 0);
+  t.deepEqual(
+    r.stderr.split('\n').filter((l) => l.startsWith('failed: ')),
+    ['failed: b breaks', 'failed: mock::tests::unmap_splits'],
+  );
+});
