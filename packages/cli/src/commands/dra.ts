@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, Option } from 'commander';
-import { fileBindingStore, isVfiokitError } from '@vfiokit/core';
+import { fileBindingStore, isVfiokitError, processAlive } from '@vfiokit/core';
 import { Checkpoint, DEFAULT_CDI_DIR, DEFAULT_DRIVER_NAME, DEFAULT_REGISTRY_DIR, DraDriver, defaultPluginDir, takeInventory, type DriverStatus } from '@vfiokit/dra';
 import { action, RunState, withExamples } from '../program';
 import { CliError } from '../errors';
@@ -121,7 +121,7 @@ function statusCommand(state: RunState): Command {
         } catch {
           running = undefined;
         }
-        const alive = running !== undefined && isAlive(running.pid);
+        const alive = running !== undefined && processAlive(running.pid);
         const value = { driverName: o.driverName, host: host.description, inventory, claims, driver: running && alive ? running : null };
         ctx.out.result(value, () => {
           const lines = [`host: ${host.description}`];
@@ -140,15 +140,6 @@ function statusCommand(state: RunState): Command {
       }),
     );
   return withExamples(cmd, 'vfiokit dra status', 'vfiokit --mock dra-node dra status --json');
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 export function draCommand(state: RunState): Command {

@@ -16,6 +16,7 @@ import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node
 import { createServer, connect, type Server } from 'node:net';
 import { join } from 'node:path';
 import { Command } from 'commander';
+import { processAlive } from '@vfiokit/core';
 import type { RunDir, RunningQemu } from '@vfiokit/qemu-bridge';
 import { action, withRealHostExamples, type RunState } from '../program';
 import type { CommandContext } from '../context';
@@ -37,15 +38,6 @@ function recordPath(stateDir: string, guest: string): string {
   return join(stateDir, 'running', `${encodeURIComponent(guest)}.json`);
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * Records that this process runs `guest` and serves requests on `control`.
  * Refuses a guest that another live run already runs (two QEMUs of one name
@@ -55,7 +47,7 @@ export function recordRunningGuest(stateDir: string, guest: string, control: str
   const path = recordPath(stateDir, guest);
   mkdirSync(join(stateDir, 'running'), { recursive: true });
   const other = readRecord(path);
-  if (other !== undefined && other.pid !== process.pid && alive(other.pid)) {
+  if (other !== undefined && other.pid !== process.pid && processAlive(other.pid)) {
     throw new CliError('RUN_GUEST_RUNNING', `guest ${guest} is already running (vfiokit run, pid ${other.pid})`, ExitCode.Refused, `stop that run first, or give this guest another name`);
   }
   const tmp = `${path}.${process.pid}`;
@@ -79,7 +71,7 @@ function findRun(stateDir: string, guest: string): RunRecord {
   if (r === undefined) {
     throw new CliError('UPGRADE_GUEST_NOT_RUNNING', `no guest named ${guest} is running under vfiokit run on this host`, ExitCode.NotFound, "start it with 'vfiokit run GUEST.yaml' (the name is the spec's name)");
   }
-  if (!alive(r.pid)) {
+  if (!processAlive(r.pid)) {
     rmSync(recordPath(stateDir, guest), { force: true });
     throw new CliError('UPGRADE_GUEST_NOT_RUNNING', `guest ${guest} is not running: its vfiokit run (pid ${r.pid}) is gone`, ExitCode.NotFound, "start it again with 'vfiokit run GUEST.yaml'");
   }

@@ -12,6 +12,7 @@ export * from './msi-isolation';
 export * from './viability';
 export * from './probe';
 export * from './safety';
+export * from './process';
 export * from './state';
 export * from './bind';
 export * from './memlock';

@@ -6,6 +6,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { StateError } from './errors';
+import { processAlive } from './process';
 
 /** Where records go unless told otherwise: tmpfs, cleared at boot like the bindings it describes. */
 export const DEFAULT_STATE_DIR = '/run/vfiokit';
@@ -98,7 +99,7 @@ export function fileBindingStore(dir: string = DEFAULT_STATE_DIR): BindingStore 
           }
         }
         const holder = Number(fs.readFileSync(file, 'utf8').trim());
-        if (!Number.isInteger(holder) || holder <= 0 || !isAlive(holder)) {
+        if (!Number.isInteger(holder) || holder <= 0 || !processAlive(holder)) {
           fs.rmSync(file, { force: true }); // its holder died mid-switch: the records say what it did
           continue;
         }
@@ -124,15 +125,6 @@ export function fileBindingStore(dir: string = DEFAULT_STATE_DIR): BindingStore 
         .filter((r): r is BindingRecord => r !== undefined);
     },
   };
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** A synchronous pause: driver switching is synchronous, and so is waiting for the lock. */
