@@ -67,6 +67,18 @@ if [ -f "$dest/.complete-$suite" ]; then
   exit 0
 fi
 
+# The tree is built in $dest.partial and becomes $dest only once its QEMU
+# runs, so an interrupted fetch is never taken for a cached one.
+publish() {
+  chmod +x "$dest.partial/bin/qemu-system-x86_64"
+  "$dest.partial/bin/qemu-system-x86_64" --version >/dev/null
+  touch "$dest.partial/.complete-$suite"
+  rm -rf "$dest"
+  mv "$dest.partial" "$dest"
+  echo "$dest/bin/qemu-system-x86_64"
+  exit 0
+}
+
 rm -rf "$dest.partial"
 case $suite in
 bookworm*) ;;
@@ -97,13 +109,7 @@ lib=$root/usr/lib/x86_64-linux-gnu
 QEMU_MODULE_DIR="$lib/qemu" exec "$lib/ld-linux-x86-64.so.2" --library-path "$lib" \
   "$root/usr/bin/qemu-system-x86_64" -L "$root/usr/share/qemu" "$@"
 WRAPPER
-  chmod +x "$dest.partial/bin/qemu-system-x86_64"
-  "$dest.partial/bin/qemu-system-x86_64" --version >/dev/null
-  touch "$dest.partial/.complete-$suite"
-  rm -rf "$dest"
-  mv "$dest.partial" "$dest"
-  echo "$dest/bin/qemu-system-x86_64"
-  exit 0
+  publish
   ;;
 esac
 mkdir -p "$dest.partial/debs"
@@ -130,9 +136,4 @@ cat >"$dest.partial/bin/qemu-system-x86_64" <<'WRAPPER'
 here=$(dirname "$(readlink -f "$0")")/..
 QEMU_MODULE_DIR="$here/usr/lib/x86_64-linux-gnu/qemu" exec "$here/usr/bin/qemu-system-x86_64" "$@"
 WRAPPER
-chmod +x "$dest.partial/bin/qemu-system-x86_64"
-"$dest.partial/bin/qemu-system-x86_64" --version >/dev/null
-touch "$dest.partial/.complete-$suite"
-rm -rf "$dest"
-mv "$dest.partial" "$dest"
-echo "$dest/bin/qemu-system-x86_64"
+publish
