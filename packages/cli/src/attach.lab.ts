@@ -17,7 +17,8 @@ import * as os from 'node:os';
 import { join } from 'node:path';
 import { buildCommandLine, launchQemu } from '@vfiokit/qemu-bridge';
 import { assertDocument } from './json-schema';
-import { BIN, groupOf, soloBdf } from './lab/guest';
+import { iommuGroupOf } from '@vfiokit/testkit/lab-guest';
+import { BIN, soloBdf } from './lab/guest';
 
 
 /** Whether process `pid` holds /dev/vfio/`group` open. */
@@ -44,7 +45,7 @@ export const cases: { name: string; run: () => void | Promise<void>; timeoutMs?:
     timeoutMs: 300_000,
     run: async () => {
       const bdf = soloBdf();
-      const group = groupOf(bdf);
+      const group = iommuGroupOf(bdf);
       const dir = fs.mkdtempSync(join(os.tmpdir(), 'vfiokit-attach-'));
       const socket = join(dir, 'qmp.sock');
       // launchQemu keeps its own QMP client on `socket`, and a monitor greets

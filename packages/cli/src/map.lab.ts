@@ -1,17 +1,16 @@
 // The CLI on the real kernel (the lab's x86 guest, see
 // packages/testkit/src/lab/README.md): `vfiokit map` identity-maps real memory
 // of its own into a type1v2 container holding the solo edu's group, through
-// the built binary, as an operator would run it. No testkit here.
+// the built binary, as an operator would run it. No mock here.
 import assert from 'node:assert/strict';
-import { readFileSync, readlinkSync } from 'node:fs';
-import { basename } from 'node:path';
-import { runVfiokit as vfiokit, soloBdf } from './lab/guest';
+import { iommuGroupOf } from '@vfiokit/testkit/lab-guest';
+import { labDeviceBdf, runVfiokit as vfiokit, soloBdf } from './lab/guest';
 
 export const cases: { name: string; run: () => void | Promise<void> }[] = [
   {
     name: 'vfiokit map pins 64 MiB of its own memory into a kernel container and unmaps it, one ioctl each way',
     run: () => {
-      const group = basename(readlinkSync(`/sys/bus/pci/devices/${soloBdf()}/iommu_group`));
+      const group = String(iommuGroupOf(soloBdf()));
       const run = vfiokit(['--json', 'map', '--group', group, '--memory', '64M']);
       assert.equal(run.status, 0, run.stderr);
       const report = JSON.parse(run.stdout) as { backend: string; groups: number[]; regions: number; calls: number; ioctls: number; entries: number; unmapIoctls: number; host: { dmaEntryLimit: number } };
@@ -29,11 +28,7 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
   {
     name: 'vfiokit map of a group that is not viable is refused before /dev/vfio is opened',
     run: () => {
-      const file = process.env.VFIOKIT_LAB_TOPOLOGY_FILE!;
-      const topology = JSON.parse(readFileSync(file, 'utf8')) as { devices: { role: string; bdf: string }[] };
-      const blocked = topology.devices.find((d) => d.role === 'blocked');
-      assert.ok(blocked);
-      const group = basename(readlinkSync(`/sys/bus/pci/devices/${blocked.bdf}/iommu_group`));
+      const group = String(iommuGroupOf(labDeviceBdf('blocked')));
       const run = vfiokit(['map', '--group', group, '--memory', '64M']);
       assert.equal(run.status, 5, run.stderr);
       assert.match(run.stderr, new RegExp(`^vfiokit: group ${group} is not viable: `));

@@ -16,7 +16,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { assertDocument, type SchemaName } from './json-schema';
-import { BIN, DEVICES, driverOf, overrideOf, soloBdf } from './lab/guest';
+import { driverOf } from '@vfiokit/testkit/lab-guest';
+import { BIN, DEVICES, overrideOf, soloBdf } from './lab/guest';
 
 /** Where the runner put Debian's udevadm (the guest's view of the output folder). */
 const UDEVADM = process.env.VFIOKIT_LAB_UDEVADM;

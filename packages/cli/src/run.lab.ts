@@ -9,7 +9,8 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import { join } from 'node:path';
-import { BIN, DEVICES, driverOf, groupOf, overrideOf, soloBdf } from './lab/guest';
+import { driverOf, iommuGroupOf } from '@vfiokit/testkit/lab-guest';
+import { BIN, DEVICES, overrideOf, soloBdf } from './lab/guest';
 
 
 /** Who holds /dev/vfio/N open. */
@@ -83,7 +84,7 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
         try {
           const run = await startRun(bdf, dir);
           assert.equal(driverOf(bdf), 'vfio-pci');
-          assert.deepEqual(holders(groupOf(bdf)), [run.qemuPid], 'QEMU holds the group open');
+          assert.deepEqual(holders(iommuGroupOf(bdf)), [run.qemuPid], 'QEMU holds the group open');
           assert.ok(vmLckKiB(run.qemuPid) >= 60 * 1024, `QEMU pinned its RAM for the device: VmLck ${vmLckKiB(run.qemuPid)} kB`);
           process.kill(run.qemuPid, 'SIGTERM');
           const code = await run.ended;
@@ -92,9 +93,9 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
           // The kernel shows a reset attribute only for a function it can reset (edu has no FLR).
           const resettable = fs.existsSync(`${DEVICES}/${bdf}/reset`);
           assert.match(stdout, resettable ? new RegExp(`^reset ${bdf} `, 'm') : new RegExp(`^no reset for ${bdf}: the kernel offers no reset for it`, 'm'));
-          assert.match(stdout, new RegExp(`group ${groupOf(bdf)}: gave back\\n  ${bdf}  vfio-pci -> no driver \\(as before\\)\\n`));
+          assert.match(stdout, new RegExp(`group ${iommuGroupOf(bdf)}: gave back\\n  ${bdf}  vfio-pci -> no driver \\(as before\\)\\n`));
           assert.deepEqual([driverOf(bdf), overrideOf(bdf)], [null, '(null)']);
-          assert.deepEqual(holders(groupOf(bdf)), []);
+          assert.deepEqual(holders(iommuGroupOf(bdf)), []);
         } finally {
           fs.rmSync(dir, { recursive: true, force: true });
         }

@@ -12,7 +12,7 @@
 // `vfio-pci,fd=NAME,iommufd=`), so QEMU needs no access to /dev/vfio at all.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { iommuGroupOf, labDevice } from '@vfiokit/testkit/lab-guest';
 import { closefd } from './commands/fds';
 import { qomList } from './commands/queries';
 import { QmpCommandError } from './errors';
@@ -33,13 +33,9 @@ function qemuBinary(): string {
 }
 
 function solo(): Solo {
-  const file = process.env.VFIOKIT_LAB_TOPOLOGY_FILE;
-  assert.ok(file, 'VFIOKIT_LAB_TOPOLOGY_FILE is not set: this case runs only inside the lab guest');
-  const topo = JSON.parse(fs.readFileSync(file, 'utf8')) as { devices: { role: string; bdf: string }[] };
-  const d = topo.devices.find((x) => x.role === 'solo');
-  assert.ok(d, 'the lab topology has no solo device');
+  const d = labDevice('solo');
   const sys = `/sys/bus/pci/devices/${d.bdf}`;
-  const group = Number(path.basename(fs.readlinkSync(`${sys}/iommu_group`)));
+  const group = iommuGroupOf(d.bdf);
   const cdevs = fs.readdirSync(`${sys}/vfio-dev`).filter((n) => /^vfio\d+$/.test(n));
   assert.equal(cdevs.length, 1, `${sys}/vfio-dev has one vfioN (CONFIG_VFIO_DEVICE_CDEV)`);
   return { host: d.bdf, group, id: 'solo', cdev: Number(cdevs[0]!.slice(4)) };

@@ -8,26 +8,16 @@
 // loaded; and an unplug that no guest acknowledges ends in a clear error.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
+import { iommuGroupOf, labDevice } from '@vfiokit/testkit/lab-guest';
 import type { VfioDeviceSpec } from './cmdline/layout';
 import { HotplugError } from './errors';
 import { attachGroup, detachDevices } from './hotplug/index';
 import { GUEST_MIB, withInnerVm } from './lab/inner-vm';
 import type { RunningQemu } from './process/index';
 
-interface TopologyDevice {
-  readonly role: string;
-  readonly bdf: string;
-}
-
 function device(role: string): VfioDeviceSpec {
-  const file = process.env.VFIOKIT_LAB_TOPOLOGY_FILE;
-  assert.ok(file, 'VFIOKIT_LAB_TOPOLOGY_FILE is not set: this case runs only inside the lab guest');
-  const topo = JSON.parse(fs.readFileSync(file, 'utf8')) as { devices: TopologyDevice[] };
-  const d = topo.devices.find((x) => x.role === role);
-  assert.ok(d, `the lab topology has no device with role ${role}`);
-  const group = Number(path.basename(fs.readlinkSync(`/sys/bus/pci/devices/${d.bdf}/iommu_group`)));
-  return { host: d.bdf, group, id: role };
+  const d = labDevice(role);
+  return { host: d.bdf, group: iommuGroupOf(d.bdf), id: role };
 }
 
 /**

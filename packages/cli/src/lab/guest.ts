@@ -2,10 +2,10 @@
 // the lab guests) share: the topology's devices by role, their state in
 // sysfs, and the shipped vfiokit run as an operator would. Built with the
 // cases into dist-test/ (tsconfig.lab.json), never into dist/.
-import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
+import { labDevice } from '@vfiokit/testkit/lab-guest';
 
 /** The program as shipped (dist/main.js), not a copy built beside the lab cases in dist-test/. */
 export const BIN = join(__dirname, '..', '..', 'dist', 'main.js');
@@ -16,32 +16,14 @@ export function runVfiokit(args: readonly string[]): { status: number | null; st
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** The guest's BDF of the device playing `role` in the lab topology (VFIOKIT_LAB_TOPOLOGY_FILE). */
-export function labDeviceBdf(role: string): string {
-  const file = process.env.VFIOKIT_LAB_TOPOLOGY_FILE;
-  assert.ok(file, 'VFIOKIT_LAB_TOPOLOGY_FILE is not set: this case runs only inside the lab guest');
-  const topology = JSON.parse(fs.readFileSync(file, 'utf8')) as { devices: { role: string; bdf: string }[] };
-  const d = topology.devices.find((x) => x.role === role);
-  assert.ok(d, `the lab topology has no ${role} device`);
-  return d.bdf;
-}
+/** The guest's BDF of the device playing `role` in the lab topology. */
+export const labDeviceBdf = (role: string): string => labDevice(role).bdf;
 
 export const DEVICES = '/sys/bus/pci/devices';
 
 /** The PCI address of the lab topology's solo edu. */
 export const soloBdf = (): string => labDeviceBdf('solo');
 
-/** The driver bound to `bdf`, or null. */
-export function driverOf(bdf: string): string | null {
-  try {
-    return basename(fs.readlinkSync(`${DEVICES}/${bdf}/driver`));
-  } catch {
-    return null;
-  }
-}
-
 /** driver_override of `bdf` as sysfs shows it ('(null)' when unset). */
 export const overrideOf = (bdf: string) => fs.readFileSync(`${DEVICES}/${bdf}/driver_override`, 'utf8').trim();
 
-/** The IOMMU group of `bdf`. */
-export const groupOf = (bdf: string) => Number(basename(fs.readlinkSync(`${DEVICES}/${bdf}/iommu_group`)));

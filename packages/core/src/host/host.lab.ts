@@ -2,11 +2,12 @@
 // edu devices; see packages/testkit/src/lab/README.md). Discovery must report
 // what the kernel shows, the driver-core rules the fixture kernel models must
 // hold here too, and managed bind/unbind must work and leave the guest as it
-// found it. No testkit here: these cases read and write the real /sys.
+// found it. No mock here: these cases read and write the real /sys.
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { labDevice, labTopology } from '@vfiokit/testkit/lab-guest';
 import { bindGroup, groupHolders, unbindGroup } from './bind';
 import { discoverHost, findDevice, findGroup } from './discover';
 import { hasCapIpcLock } from './memlock';
@@ -14,27 +15,6 @@ import { findProtectedDevices } from './safety';
 import { createHostFs, errnoOf, type HostFs } from './seam';
 import { fileBindingStore } from './state';
 import { checkViability } from './viability';
-
-interface TopologyDevice {
-  readonly role: string;
-  readonly bdf: string;
-  readonly model: string;
-  readonly driver: string | null;
-  readonly groupWith: readonly string[];
-  readonly groupBridges: readonly string[];
-}
-
-function topology(): { readonly name: string; readonly devices: readonly TopologyDevice[] } {
-  const file = process.env.VFIOKIT_LAB_TOPOLOGY_FILE;
-  assert.ok(file, 'VFIOKIT_LAB_TOPOLOGY_FILE is not set: this case runs only inside the lab guest');
-  return JSON.parse(fs.readFileSync(file, 'utf8'));
-}
-
-const role = (name: string): TopologyDevice => {
-  const d = topology().devices.find((x) => x.role === name);
-  assert.ok(d, `the lab topology has no device with role ${name}`);
-  return d;
-};
 
 const host: HostFs = createHostFs();
 const driverOf = (bdf: string) => findDevice(discoverHost(host), bdf).driver ?? null;
@@ -52,14 +32,14 @@ function writeErrno(file: string, data: string): string {
 }
 
 /** The first pcie-pci-bridge of the topology (a PCIe-to-PCI bridge with no driver). */
-const bridgeOfBridgeGroup = () => role('bridge-a').groupBridges[0]!;
+const bridgeOfBridgeGroup = () => labDevice('bridge-a').groupBridges[0]!;
 
 export const cases: { name: string; run: () => void | Promise<void> }[] = [
   {
     name: 'discovery reports every lab device with the driver the topology says',
     run: () => {
       const model = discoverHost(host);
-      const t = topology();
+      const t = labTopology();
       assert.deepEqual(
         t.devices.map((d) => [d.role, findDevice(model, d.bdf).driver ?? null]),
         t.devices.map((d) => [d.role, d.driver]),
@@ -70,10 +50,10 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
     name: 'discovery groups every lab device with the devices and bridges the kernel grouped it with',
     run: () => {
       const model = discoverHost(host);
-      const t = topology();
+      const t = labTopology();
       for (const d of t.devices) {
         const group = findGroup(model, findDevice(model, d.bdf).iommuGroup!);
-        const expected = [...d.groupWith.map((r) => role(r).bdf), ...d.groupBridges].sort();
+        const expected = [...d.groupWith.map((r) => labDevice(r).bdf), ...d.groupBridges].sort();
         assert.deepEqual(group.devices.map((x) => x.address), expected, `group of ${d.role}`);
         assert.deepEqual(fs.readdirSync(`/sys/kernel/iommu_groups/${group.id}/devices`).sort(), expected, `kernel's group of ${d.role}`);
       }
@@ -97,7 +77,7 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
     name: "discovery reads the MSI window from every lab group's reserved_regions",
     run: () => {
       const model = discoverHost(host);
-      for (const d of topology().devices) {
+      for (const d of labTopology().devices) {
         const group = findGroup(model, findDevice(model, d.bdf).iommuGroup!);
         assert.ok(
           group.reservedRegions.some((r) => r.start === 0xfee00000n && r.size === 0x100000n && r.type === 'msi'),
@@ -110,22 +90,22 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
     name: 'discovery reads edu ids and sees the pcie-pci-bridge as a bridge in front of its devices',
     run: () => {
       const model = discoverHost(host);
-      const solo = findDevice(model, role('solo').bdf);
+      const solo = findDevice(model, labDevice('solo').bdf);
       assert.deepEqual([solo.vendorId, solo.deviceId, solo.isBridge], [0x1234, 0x11e8, false]);
       const bridge = findDevice(model, bridgeOfBridgeGroup());
       assert.deepEqual([bridge.isBridge, bridge.headerType, bridge.driver], [true, 'bridge', undefined]);
-      assert.equal(findDevice(model, role('bridge-a').bdf).upstream, bridge.address);
+      assert.equal(findDevice(model, labDevice('bridge-a').bdf).upstream, bridge.address);
     },
   },
   {
     name: 'viability: a group with an unbound device is viable, a group with virtio-pci is not, naming it',
     run: () => {
       const model = discoverHost(host);
-      const groupOf = (r: string) => findGroup(model, findDevice(model, role(r).bdf).iommuGroup!);
+      const groupOf = (r: string) => findGroup(model, findDevice(model, labDevice(r).bdf).iommuGroup!);
       assert.equal(checkViability(model, groupOf('solo')).viable, true);
       assert.deepEqual(checkViability(model, groupOf('bridge-a')).blocking, []);
       assert.deepEqual(checkViability(model, groupOf('blocked')).blocking, [
-        { address: role('blocked-peer').bdf, driver: 'virtio-pci', fix: `vfiokit bind ${role('blocked-peer').bdf}` },
+        { address: labDevice('blocked-peer').bdf, driver: 'virtio-pci', fix: `vfiokit bind ${labDevice('blocked-peer').bdf}` },
       ]);
     },
   },
@@ -157,27 +137,27 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
   },
   {
     name: 'kernel rule: binding a device that has a driver is EBUSY',
-    run: () => assert.equal(writeErrno('/sys/bus/pci/drivers/vfio-pci/bind', role('solo').bdf), 'EBUSY'),
+    run: () => assert.equal(writeErrno('/sys/bus/pci/drivers/vfio-pci/bind', labDevice('solo').bdf), 'EBUSY'),
   },
   {
     name: 'kernel rule: unbinding from a driver the device is not bound to is ENODEV',
-    run: () => assert.equal(writeErrno('/sys/bus/pci/drivers/virtio-pci/unbind', role('solo').bdf), 'ENODEV'),
+    run: () => assert.equal(writeErrno('/sys/bus/pci/drivers/virtio-pci/unbind', labDevice('solo').bdf), 'ENODEV'),
   },
   {
     name: 'kernel rule: binding a driver whose override does not name it is ENODEV',
-    run: () => assert.equal(writeErrno('/sys/bus/pci/drivers/virtio-pci/bind', role('bridge-b').bdf), 'ENODEV'),
+    run: () => assert.equal(writeErrno('/sys/bus/pci/drivers/virtio-pci/bind', labDevice('bridge-b').bdf), 'ENODEV'),
   },
   {
     name: 'managed bind moves the unbound bridge-b to vfio-pci, and a managed release leaves it unbound again',
     run: () => {
       const store = freshStore();
-      const b = role('bridge-b').bdf;
+      const b = labDevice('bridge-b').bdf;
       const bound = bindGroup(host, b, { store });
       assert.deepEqual(bound.changes, [{ address: b, to: 'vfio-pci' }]);
-      assert.deepEqual([driverOf(b), overrideOf(b), driverOf(role('bridge-a').bdf)], ['vfio-pci', 'vfio-pci', 'vfio-pci']);
+      assert.deepEqual([driverOf(b), overrideOf(b), driverOf(labDevice('bridge-a').bdf)], ['vfio-pci', 'vfio-pci', 'vfio-pci']);
       assert.equal(store.get(b)?.originalDriver, undefined);
       unbindGroup(host, b, { store, onlyRecorded: true });
-      assert.deepEqual([driverOf(b), overrideOf(b), driverOf(role('bridge-a').bdf)], [null, '(null)', 'vfio-pci']);
+      assert.deepEqual([driverOf(b), overrideOf(b), driverOf(labDevice('bridge-a').bdf)], [null, '(null)', 'vfio-pci']);
       assert.deepEqual(store.list(), []);
     },
   },
@@ -185,7 +165,7 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
     name: 'managed bind takes virtio-rng off virtio-pci, makes the group viable, and unbind gives it back',
     run: () => {
       const store = freshStore();
-      const peer = role('blocked-peer').bdf;
+      const peer = labDevice('blocked-peer').bdf;
       bindGroup(host, peer, { store });
       try {
         assert.equal(driverOf(peer), 'vfio-pci');
@@ -194,13 +174,13 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
       } finally {
         unbindGroup(host, peer, { store, onlyRecorded: true });
       }
-      assert.deepEqual([driverOf(peer), overrideOf(peer), driverOf(role('blocked').bdf)], ['virtio-pci', '(null)', 'vfio-pci']);
+      assert.deepEqual([driverOf(peer), overrideOf(peer), driverOf(labDevice('blocked').bdf)], ['virtio-pci', '(null)', 'vfio-pci']);
     },
   },
   {
     name: 'binding a group that is all on vfio-pci already writes nothing',
     run: () => {
-      const r = bindGroup(host, role('mf-0').bdf, { store: freshStore() });
+      const r = bindGroup(host, labDevice('mf-0').bdf, { store: freshStore() });
       assert.deepEqual([r.changes, r.steps], [[], []]);
     },
   },
@@ -208,7 +188,7 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
     name: 'releasing a group vfiokit did not bind leaves edu without a driver, and binding puts it back',
     run: () => {
       const store = freshStore();
-      const solo = role('solo').bdf;
+      const solo = labDevice('solo').bdf;
       const released = unbindGroup(host, solo, { store });
       try {
         assert.deepEqual(released.releases, [{ address: solo, recorded: false }]);
@@ -224,7 +204,7 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
     name: 'safety rules protect the bridges and none of the edu devices',
     run: () => {
       const model = discoverHost(host);
-      const edu = new Set(topology().devices.map((d) => d.bdf));
+      const edu = new Set(labTopology().devices.map((d) => d.bdf));
       const found = findProtectedDevices(host, model);
       assert.deepEqual(found.filter((f) => edu.has(f.address)), []);
       assert.ok(found.some((f) => f.address === bridgeOfBridgeGroup() && f.rule === 'bridge'));
@@ -233,7 +213,7 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
   {
     name: 'a group this process holds open is listed as held, and its release is refused instead of hanging',
     run: () => {
-      const solo = role('solo').bdf;
+      const solo = labDevice('solo').bdf;
       const group = findDevice(discoverHost(host), solo).iommuGroup!;
       const fd = fs.openSync(`/dev/vfio/${group}`, fs.constants.O_RDWR);
       try {

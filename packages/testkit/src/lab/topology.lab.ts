@@ -3,42 +3,18 @@
 // promises. Every other lab case builds on these facts.
 
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { basename } from 'node:path';
-
-interface TopologyDevice {
-  readonly role: string;
-  readonly bdf: string;
-  readonly driver: string | null;
-  readonly groupWith: readonly string[];
-  readonly groupBridges: readonly string[];
-}
-
-function topology(): { name: string; devices: TopologyDevice[] } {
-  const file = process.env.VFIOKIT_LAB_TOPOLOGY_FILE;
-  assert.ok(file, 'VFIOKIT_LAB_TOPOLOGY_FILE is not set: this case runs only inside the lab guest');
-  return JSON.parse(readFileSync(file, 'utf8')) as { name: string; devices: TopologyDevice[] };
-}
-
-const sysPci = (bdf: string, leaf: string): string => `/sys/bus/pci/devices/${bdf}/${leaf}`;
-
-function groupOf(bdf: string): string {
-  return basename(readlinkSync(sysPci(bdf, 'iommu_group')));
-}
-
-function driverOf(bdf: string): string | null {
-  return existsSync(sysPci(bdf, 'driver')) ? basename(readlinkSync(sysPci(bdf, 'driver'))) : null;
-}
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { driverOf, iommuGroupOf, labTopology } from './in-guest';
 
 export const cases: { name: string; run: () => void | Promise<void> }[] = [
   {
     name: 'the guest topology is the one VFIOKIT_LAB_TOPOLOGY names',
-    run: () => assert.equal(topology().name, process.env.VFIOKIT_LAB_TOPOLOGY),
+    run: () => assert.equal(labTopology().name, process.env.VFIOKIT_LAB_TOPOLOGY),
   },
   {
     name: 'every lab device is bound to the driver the topology says',
     run: () => {
-      const t = topology();
+      const t = labTopology();
       const seen = t.devices.map((d) => ({ role: d.role, driver: driverOf(d.bdf) }));
       assert.deepEqual(seen, t.devices.map((d) => ({ role: d.role, driver: d.driver })));
     },
@@ -46,10 +22,10 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
   {
     name: 'every lab device shares its IOMMU group with exactly the devices and bridges the topology says',
     run: () => {
-      const t = topology();
+      const t = labTopology();
       const byRole = new Map(t.devices.map((d) => [d.role, d.bdf]));
       for (const d of t.devices) {
-        const members = readdirSync(`/sys/kernel/iommu_groups/${groupOf(d.bdf)}/devices`).sort();
+        const members = readdirSync(`/sys/kernel/iommu_groups/${iommuGroupOf(d.bdf)}/devices`).sort();
         const expected = [...d.groupWith.map((r) => byRole.get(r)!), ...d.groupBridges].sort();
         assert.deepEqual(members, expected, `group of ${d.role} (${d.bdf})`);
       }
@@ -58,9 +34,9 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
   {
     name: 'every group with a device bound to vfio-pci has its /dev/vfio node',
     run: () => {
-      const t = topology();
+      const t = labTopology();
       for (const d of t.devices.filter((x) => x.driver === 'vfio-pci')) {
-        assert.ok(existsSync(`/dev/vfio/${groupOf(d.bdf)}`), `/dev/vfio/${groupOf(d.bdf)} for ${d.role}`);
+        assert.ok(existsSync(`/dev/vfio/${iommuGroupOf(d.bdf)}`), `/dev/vfio/${iommuGroupOf(d.bdf)} for ${d.role}`);
       }
       assert.ok(existsSync('/dev/vfio/vfio'), '/dev/vfio/vfio');
     },
@@ -68,9 +44,9 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
   {
     name: 'each group reports the MSI window as a reserved region',
     run: () => {
-      const t = topology();
+      const t = labTopology();
       for (const d of t.devices) {
-        const regions = readFileSync(`/sys/kernel/iommu_groups/${groupOf(d.bdf)}/reserved_regions`, 'utf8');
+        const regions = readFileSync(`/sys/kernel/iommu_groups/${iommuGroupOf(d.bdf)}/reserved_regions`, 'utf8');
         assert.match(regions, /^0x0*fee00000 0x0*feefffff msi$/m, `reserved_regions of ${d.role}`);
       }
     },
