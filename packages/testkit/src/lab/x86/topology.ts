@@ -91,16 +91,22 @@ export const X86_TOPOLOGY: LabTopology = {
  * IOMMU comes first: devices attach to it as they are created). Without
  * one, the machine's own IOMMU serves (arm64 `virt,iommu=smmuv3`). `blocked`
  * and its virtio peer sit in two slots behind a PCIe-to-PCI bridge, or as
- * two functions behind a root port (arm64: see ../arm64/guest.ts).
+ * two functions behind a root port (arm64: see ../arm64/guest.ts);
+ * `bridge-a` and `bridge-b` and their bridge may be left out (virtio-iommu:
+ * X86_ROOT_PORT_TOPOLOGY).
  */
-export function x86TopologyArgs(iommuDevice?: string, blocked: 'behind-bridge' | 'root-port-functions' = 'behind-bridge'): string[] {
+export function x86TopologyArgs(
+  iommuDevice?: string,
+  blocked: 'behind-bridge' | 'root-port-functions' = 'behind-bridge',
+  bridgePair: 'bridge-pair' | 'no-bridge-pair' = 'bridge-pair',
+): string[] {
   const d = (spec: string): string[] => ['-device', spec];
   return [
     ...(iommuDevice === undefined ? [] : d(iommuDevice)),
     ...d('edu,id=solo,bus=pcie.0,addr=0x3'),
-    ...d('pcie-pci-bridge,id=br1,bus=pcie.0,addr=0x4'),
-    ...d('edu,id=bridge-a,bus=br1,addr=0x1'),
-    ...d('edu,id=bridge-b,bus=br1,addr=0x2'),
+    ...(bridgePair === 'bridge-pair'
+      ? [...d('pcie-pci-bridge,id=br1,bus=pcie.0,addr=0x4'), ...d('edu,id=bridge-a,bus=br1,addr=0x1'), ...d('edu,id=bridge-b,bus=br1,addr=0x2')]
+      : []),
     ...d('pcie-root-port,id=rp1,chassis=1,bus=pcie.0,addr=0x5'),
     ...d('edu,id=mf-0,bus=rp1,addr=0x0.0,multifunction=on'),
     ...d('edu,id=mf-1,bus=rp1,addr=0x0.1'),
@@ -163,15 +169,5 @@ export const X86_ROOT_PORT_TOPOLOGY: LabTopology = {
 
 /** The `-device` arguments that build X86_ROOT_PORT_TOPOLOGY behind `iommuDevice`. */
 export function x86RootPortTopologyArgs(iommuDevice: string): string[] {
-  const d = (spec: string): string[] => ['-device', spec];
-  return [
-    ...d(iommuDevice),
-    ...d('edu,id=solo,bus=pcie.0,addr=0x3'),
-    ...d('pcie-root-port,id=rp1,chassis=1,bus=pcie.0,addr=0x5'),
-    ...d('edu,id=mf-0,bus=rp1,addr=0x0.0,multifunction=on'),
-    ...d('edu,id=mf-1,bus=rp1,addr=0x0.1'),
-    ...d('pcie-root-port,id=rp2,chassis=2,bus=pcie.0,addr=0x6'),
-    ...d('edu,id=blocked,bus=rp2,addr=0x0.0,multifunction=on'),
-    ...d('virtio-rng-pci,id=blocked-peer,bus=rp2,addr=0x0.1'),
-  ];
+  return x86TopologyArgs(iommuDevice, 'root-port-functions', 'no-bridge-pair');
 }
