@@ -123,8 +123,9 @@ export function x86TopologyArgs(
 // QEMU's virtio-iommu cannot serve a Linux guest's device behind a
 // PCIe-to-PCI bridge (measured with QEMU 7.2.22, the lab's, and 10.0.2 on
 // the lab's 6.12 kernel: vfio-pci's probe of 01:01.0 fails with -22 and the
-// device has no iommu_group; the lab README's "What the virtio-iommu host
-// measured"). The two sides disagree on the device's endpoint ID:
+// device has no iommu_group; the raw output is in
+// ../iommufd/virtio-iommu-bridge.md). The two sides disagree on the
+// device's endpoint ID:
 //  - QEMU gives a device on a conventional bus the address space of its
 //    requester-ID alias, the PCIe-to-PCI bridge's secondary bus with devfn
 //    0 (hw/pci/pci.c pci_device_iommu_address_space), so virtio-iommu knows
