@@ -1,7 +1,8 @@
 import test from 'ava';
 import { CaseLine, ResultsFile } from '../conformance';
 import { x86RootPortTopologyArgs, X86_ROOT_PORT_TOPOLOGY } from '../x86/topology';
-import { BIND_REFUSED, compareCompat, COMPAT_DIFFERENCES, IOMMUFD_VIRTIO_HOST, IOMMUFD_VTD_HOST, runScript, VIRTIO_RUNS, virtioRunScript } from './index';
+import { MARK } from '../initramfs';
+import { BIND_REFUSED, BRIDGED_EDU, bridgeProbeReport, compareCompat, COMPAT_DIFFERENCES, IOMMUFD_VIRTIO_HOST, IOMMUFD_VTD_HOST, runScript, VIRTIO_RUNS, virtioRunScript } from './index';
 
 function results(backend: string, cases: Record<string, string>): ResultsFile {
   const lines: CaseLine[] = Object.entries(cases).map(([name, result]) => ({
@@ -100,4 +101,24 @@ test('without unsafe interrupts the expected stop is the refused bind, by ioctl 
   t.regex('bind failed with EPERM', BIND_REFUSED);
   t.notRegex('BIND_IOMMUFD failed with EINVAL', BIND_REFUSED);
   t.notRegex('ATTACH_IOMMUFD_PT failed with EPERM', BIND_REFUSED);
+});
+
+test('the edu behind the PCIe-to-PCI bridge passes while it has no group and no driver, and fails naming the topology once it has them', (t) => {
+  const line = (group: string, driver: string, id = '0x1234:0x11e8'): string =>
+    `noise\r\n${MARK} behind-bridge ${BRIDGED_EDU} id=${id} group=${group} driver=${driver}\r\nmore`;
+  t.true(bridgeProbeReport(line('', '')).ok);
+  // No device at that address (cat fails): an empty group proves nothing.
+  t.false(bridgeProbeReport(line('', '', ':')).ok);
+  const fixed = bridgeProbeReport(line('9', 'vfio-pci'));
+  t.false(fixed.ok);
+  t.regex(fixed.detail!.join(' '), /group '9' and driver 'vfio-pci'.*X86_ROOT_PORT_TOPOLOGY/);
+  t.false(bridgeProbeReport('no marker at all').ok);
+});
+
+test('the virtio-iommu guest adds the bridged edu after the root ports, so their buses stay 01 and 02', (t) => {
+  const args = IOMMUFD_VIRTIO_HOST.topology!.args(IOMMUFD_VIRTIO_HOST.iommuDevice).filter((a) => a !== '-device');
+  const at = (id: string): number => args.findIndex((a) => a.includes(`id=${id},`));
+  t.true(at('rp2') > at('rp1') && at('br3') > at('rp2'));
+  t.regex(args[at('br3')]!, /addr=0x7$/);
+  t.regex(args[at('bridged')]!, /bus=br3,addr=0x1$/);
 });
