@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use common::*;
 use vfio_core::backend::mock::devices::edu;
-use vfio_core::backend::{IommufdProfile, MockDeviceConfig, MockGroupConfig, X86_MSI_WINDOW};
+use vfio_core::backend::{IommufdProfile, MockDeviceConfig, MockGroupConfig, VIRTIO_IOMMU, X86_MSI_WINDOW};
 use vfio_core::uapi::iommufd as u;
 use vfio_core::{Backend, BatchFlags, CdevDevice, Group, HostMemory, IovaRange, Iommufd, MockBackend, MockConfig};
 
@@ -506,6 +506,71 @@ fn a_device_whose_group_a_host_driver_holds_does_not_bind_eperm() {
     let ictx = Iommufd::open(b.clone()).unwrap();
     let mut dev = CdevDevice::open(b, 0).unwrap();
     assert_eq!(dev.bind(&ictx).unwrap_err().code(), "EPERM");
+}
+
+// ---- QEMU's virtio-iommu (the iommufd lab profile's second boot) ----
+
+/// The lab's virtio-iommu guest: no interrupt remapping, so MSIs are not
+/// isolated; one edu in group 1 with the x86 MSI window reserved.
+fn on_virtio_iommu(allow_unsafe_interrupts: bool) -> (Arc<dyn Backend>, Iommufd) {
+    let mut g = MockGroupConfig::new(1).with_device(MockDeviceConfig::edu("0000:00:03.0"));
+    g.reserved.extend_from_slice(VIRTIO_IOMMU.group_reserved);
+    let mut profile = IommufdProfile::for_host(&VIRTIO_IOMMU);
+    profile.allow_unsafe_interrupts = allow_unsafe_interrupts;
+    let mut config = MockConfig::empty().with_iommu_profile(&VIRTIO_IOMMU).with_group(g).with_iommufd(profile);
+    config.msi_isolated = false;
+    let b: Arc<dyn Backend> = Arc::new(MockBackend::new(config));
+    let ictx = Iommufd::open(b.clone()).unwrap();
+    (b, ictx)
+}
+
+#[test]
+fn without_msi_isolation_a_cdev_bind_is_eperm_until_iommufd_allows_unsafe_interrupts() {
+    let (b, ictx) = on_virtio_iommu(false);
+    let mut dev = CdevDevice::open(b, 0).unwrap();
+    assert_eq!(dev.bind(&ictx).unwrap_err().code(), "EPERM");
+    let (b, ictx) = on_virtio_iommu(true);
+    let mut dev = CdevDevice::open(b, 0).unwrap();
+    assert_eq!(dev.bind(&ictx), Ok(1));
+}
+
+#[test]
+fn on_virtio_iommu_an_attached_ioas_spans_2_pow_64_but_the_msi_window_in_4_kib_pages() {
+    let (b, ictx) = on_virtio_iommu(true);
+    let ioas = ictx.alloc_ioas().unwrap();
+    let mut dev = CdevDevice::open(b, 0).unwrap();
+    dev.bind(&ictx).unwrap();
+    dev.attach(ioas.id()).unwrap();
+    let got = ioas.iova_ranges().unwrap();
+    assert_eq!(got.ranges, vec![r(0, 0xfedf_ffff), r(0xfef0_0000, u64::MAX)]);
+    assert_eq!(got.alignment, 0x1000);
+}
+
+#[test]
+fn on_virtio_iommu_hw_info_is_type_none_with_no_data() {
+    let (b, ictx) = on_virtio_iommu(true);
+    let mut dev = CdevDevice::open(b, 0).unwrap();
+    let id = dev.bind(&ictx).unwrap();
+    let info = ictx.hw_info(id).unwrap();
+    assert_eq!((info.data_type, info.data.len(), info.capabilities), (u::IOMMU_HW_INFO_TYPE_NONE, 0, 0));
+}
+
+#[test]
+fn on_virtio_iommu_a_hwpt_allocated_before_any_attach_leaves_only_iova_0_in_its_ioas_until_destroyed() {
+    // 6.12's virtio-iommu sets a domain's geometry at its first attach:
+    // iopt_table_add_domain saw an aperture of 0-0 (the lab read [0x0-0x0]).
+    let (b, ictx) = on_virtio_iommu(true);
+    let ioas = ictx.alloc_ioas().unwrap();
+    let mut dev = CdevDevice::open(b, 0).unwrap();
+    let id = dev.bind(&ictx).unwrap();
+    let hwpt = ictx.alloc_hwpt(id, &ioas, 0).unwrap();
+    let got = ioas.iova_ranges().unwrap();
+    assert_eq!((got.ranges, got.alignment), (vec![r(0, 0)], 0x1000));
+    dev.attach(hwpt.id()).unwrap();
+    dev.detach().unwrap();
+    drop(hwpt);
+    let got = ioas.iova_ranges().unwrap();
+    assert_eq!((got.ranges, got.alignment), (vec![r(0, u64::MAX)], 1));
 }
 
 // ---- file mappings and moving them to another process (Linux 6.13) ----

@@ -28,9 +28,12 @@ pub struct TopologyDevice {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HostFacts {
-    /// `vtd`, `amd-vi`, `smmuv3`: a vfio-core [`vfio_core::backend::HostIommuProfile`].
+    /// `vtd`, `amd-vi`, `smmuv3`, `virtio-iommu`: a vfio-core [`vfio_core::backend::HostIommuProfile`].
     pub iommu: String,
     pub msi_isolated: bool,
+    /// `allow_unsafe_interrupts` of the VFIO IOMMU backend the suite runs
+    /// on: vfio_iommu_type1's (x86 suite, the mock's type1) or iommufd's
+    /// (iommufd suite, the mock's iommufd profile).
     pub allow_unsafe_interrupts: bool,
 }
 

@@ -249,6 +249,58 @@ mod tests {
         assert!(stopped > 20, "only {stopped} cases stopped: the refusal is not reached");
     }
 
+    /// The virtio-iommu boot's shape (X86_ROOT_PORT_TOPOLOGY in
+    /// packages/testkit/src/lab/x86/topology.ts): nothing behind a bridge.
+    fn root_port_shape(allow_unsafe_interrupts: bool) -> Topology {
+        let vfio = Some("vfio-pci");
+        Topology {
+            name: "x86-q35-edu-root-ports".into(),
+            dma_entry_limit: 65535,
+            host: facts("virtio-iommu", false, allow_unsafe_interrupts),
+            bridge_driver: None,
+            devices: vec![
+                device("solo", "0000:00:03.0", "edu", vfio, &["solo"], &[]),
+                device("mf-0", "0000:01:00.0", "edu", vfio, &["mf-0", "mf-1"], &[]),
+                device("mf-1", "0000:01:00.1", "edu", vfio, &["mf-0", "mf-1"], &[]),
+                device("blocked", "0000:02:00.0", "edu", vfio, &["blocked", "blocked-peer"], &[]),
+                device("blocked-peer", "0000:02:00.1", "virtio-rng-pci", Some("virtio-pci"), &["blocked", "blocked-peer"], &[]),
+            ],
+        }
+    }
+
+    fn run_iommufd(topology: Topology) -> Vec<(String, Option<String>, usize)> {
+        let host = LabHost::assigned(topology);
+        let backend = mock_host::mock_backend(&host, true);
+        iommufd::cases()
+            .into_iter()
+            .map(|case| {
+                let mut ctx = Ctx::new(Arc::clone(&backend), &host);
+                let outcome = (case.run)(&mut ctx);
+                let Line::Case { name, aborted, checks, .. } = ctx.finish(case.name, outcome) else { unreachable!() };
+                (name, aborted, checks.iter().filter(|c| !c.ok).count())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn on_virtio_iommu_every_iommufd_case_runs_to_its_end_once_iommufd_allows_unsafe_interrupts() {
+        for (name, aborted, failed) in run_iommufd(root_port_shape(true)) {
+            assert_eq!((aborted, failed), (None, 0), "case '{name}'");
+        }
+    }
+
+    #[test]
+    fn on_virtio_iommu_without_unsafe_interrupts_every_iommufd_case_that_stops_stops_at_the_refused_bind() {
+        // iommufd_device_bind: no isolated MSI and allow_unsafe_interrupts
+        // off is EPERM, what the lab's virtio-iommu boot shows first.
+        let results = run_iommufd(root_port_shape(false));
+        let stopped: Vec<_> = results.iter().filter_map(|(name, aborted, _)| aborted.as_ref().map(|a| (name, a))).collect();
+        for (name, why) in &stopped {
+            assert!(*why == "BIND_IOMMUFD failed with EPERM" || *why == "bind failed with EPERM", "case '{name}' stopped for another reason: {why}");
+        }
+        assert!(stopped.len() >= 4, "only {} cases stopped: the refusal is not reached", stopped.len());
+    }
+
     /// A sink the sPAPR suite writes its JSON lines into.
     #[derive(Clone, Default)]
     struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);

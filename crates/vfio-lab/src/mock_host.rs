@@ -24,7 +24,7 @@ use crate::host::LabHost;
 fn firmware_command(iommu: &str) -> u16 {
     use vfio_core::backend::mock::devices::pci;
     match iommu {
-        "vtd" | "amd-vi" => pci::COMMAND_IO | pci::COMMAND_MEMORY | pci::COMMAND_SERR,
+        "vtd" | "amd-vi" | "virtio-iommu" => pci::COMMAND_IO | pci::COMMAND_MEMORY | pci::COMMAND_SERR,
         _ => 0,
     }
 }
@@ -101,13 +101,17 @@ pub fn mock_config(host: &LabHost) -> MockConfig {
 
 /// The mock as the guest; `iommufd`: as the lab's own kernel, with
 /// /dev/iommu and device cdevs (vfio-core's iommufd profile on the same
-/// host IOMMU). The VT-d registers GET_HW_INFO returns depend on QEMU's
-/// options and are not compared (the iommufd suite shows only their type
-/// and length), so the profile carries zeros for them.
+/// host IOMMU, with iommufd's allow_unsafe_interrupts as the host facts
+/// say). The VT-d registers GET_HW_INFO returns depend on QEMU's options
+/// and are not compared (the iommufd suite shows only their type and
+/// length), so the profile carries zeros for them.
 pub fn mock_backend(host: &LabHost, iommufd: bool) -> Arc<dyn Backend> {
     let mut config = mock_config(host);
     if iommufd {
-        let mut profile = IommufdProfile::qemu_vtd(0, 0);
+        let facts = &host.topology.host;
+        let on = HostIommuProfile::named(&facts.iommu).expect("mock_config checked the profile name");
+        let mut profile = IommufdProfile::for_host(on);
+        profile.allow_unsafe_interrupts = facts.allow_unsafe_interrupts;
         // The lab kernel (iommufd/kernel.config over x86_64_defconfig +
         // kvm_guest.config) has no transparent huge pages, and serves
         // /dev/vfio/vfio from iommufd (VFIO_CONTAINER=n).

@@ -33,7 +33,7 @@ use crate::uapi::{
 pub use kernel::KernelBackend;
 pub use mock::{MemlockPolicy, MockBackend};
 pub use mock::config::*;
-pub use mock::profiles::{HostIommuProfile, AMD_HT_HOLE, AMD_VI, SMMUV3, SMMU_MSI_WINDOW, VTD, X86_MSI_WINDOW};
+pub use mock::profiles::{HostIommuProfile, AMD_HT_HOLE, AMD_VI, SMMUV3, SMMU_MSI_WINDOW, VIRTIO_IOMMU, VTD, X86_MSI_WINDOW};
 
 /// A descriptor a backend hands out: a real file descriptor for the kernel,
 /// an entry of the mock's descriptor table for the mock.

@@ -154,7 +154,7 @@ pub(super) fn config_of(c: Option<MockHostConfig>) -> std::result::Result<MockCo
     let mut profile = &crate::backend::VTD;
     if let Some(name) = &c.iommu_profile {
         let p = HostIommuProfile::named(name)
-            .ok_or_else(|| bad_arg(format!("iommuProfile {name:?}: the mock has \"vtd\", \"amd-vi\" and \"smmuv3\"")))?;
+            .ok_or_else(|| bad_arg(format!("iommuProfile {name:?}: the mock has {}", HostIommuProfile::names())))?;
         out = out.with_iommu_profile(p);
         profile = p;
     }
@@ -207,12 +207,7 @@ pub(super) fn config_of(c: Option<MockHostConfig>) -> std::result::Result<MockCo
     if c.iommufd == Some(true) {
         // The VT-d registers GET_HW_INFO returns depend on QEMU's options;
         // the binding does not expose GET_HW_INFO, so they stay zero here.
-        let p = if profile.name == "vtd" {
-            IommufdProfile::qemu_vtd(0, 0)
-        } else {
-            IommufdProfile::on(profile, crate::uapi::iommufd::IOMMU_HW_INFO_TYPE_NONE, Vec::new())
-        };
-        out = out.with_iommufd(p);
+        out = out.with_iommufd(IommufdProfile::for_host(profile));
         for g in &mut out.groups {
             for r in profile.group_reserved {
                 if !g.reserved.contains(r) {

@@ -106,6 +106,16 @@ pub struct IommufdProfile {
     /// it, not the type1 compatibility ioctls: the lab holds those to the
     /// kernel against the legacy type1 answers instead.
     pub vfio_compat_container: bool,
+    /// The IOMMU driver gives a domain its geometry only when a device first
+    /// attaches (virtio-iommu in 6.12.117: viommu_domain_alloc leaves it
+    /// zero, viommu_domain_finalise sets it from viommu_attach_dev). A HWPT
+    /// from IOMMU_HWPT_ALLOC joins its IOAS before any attach, so
+    /// iopt_table_add_domain sees an aperture of 0-0 and reserves
+    /// 1-ULONG_MAX there until the HWPT is destroyed (the lab read IOVA
+    /// ranges `[0x0-0x0]`); an automatic HWPT attaches first
+    /// (iommufd_hwpt_paging_alloc's immediate_attach, which exists for such
+    /// drivers) and gets the real aperture.
+    pub geometry_at_first_attach: bool,
 }
 
 impl fmt::Debug for MockConfig {

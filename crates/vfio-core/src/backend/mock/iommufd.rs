@@ -258,8 +258,8 @@ impl IoasState {
 
     /// iopt_table_add_domain: the domain's page size raises the alignment
     /// (every area must keep it: EADDRINUSE) and what lies outside its
-    /// aperture becomes reserved.
-    fn add_domain(&mut self, hwpt: u32, profile: &IommufdProfile) -> SysResult<()> {
+    /// aperture (the domain's geometry as it is then) becomes reserved.
+    fn add_domain(&mut self, hwpt: u32, profile: &IommufdProfile, ap: IovaSpan) -> SysResult<()> {
         let new_align = self.alignment(profile).max(1 << profile.pgsize_bitmap.trailing_zeros());
         if new_align > PAGE_SIZE {
             return err(libc::EINVAL);
@@ -267,7 +267,6 @@ impl IoasState {
         if new_align != self.alignment(profile) && !self.aligned_to(new_align) {
             return err(libc::EADDRINUSE);
         }
-        let ap = profile.aperture;
         let mut r = Ok(());
         if ap.start != 0 {
             r = self.reserve(0, ap.start - 1, Owner::Domain(hwpt));
@@ -847,7 +846,9 @@ impl Host {
             return err(libc::EOPNOTSUPP);
         }
         let id = ictx.alloc_id();
-        ictx.ioas_mut(cmd.pt_id)?.add_domain(id, &profile)?;
+        // No device has attached to the new domain yet.
+        let ap = if profile.geometry_at_first_attach { IovaSpan::new(0, 0) } else { profile.aperture };
+        ictx.ioas_mut(cmd.pt_id)?.add_domain(id, &profile, ap)?;
         ictx.objects.insert(id, Obj::Hwpt { ioas: cmd.pt_id, auto: false, devices: 0, dirty });
         cmd.out_hwpt_id = id;
         Ok(())
@@ -996,7 +997,7 @@ impl Host {
                         let id = ictx.alloc_id();
                         let ioas = ictx.ioas_mut(cmd.pt_id)?;
                         reserve_device(ioas, dev, &reserved)?;
-                        if let Err(e) = ioas.add_domain(id, &profile) {
+                        if let Err(e) = ioas.add_domain(id, &profile, profile.aperture) {
                             ioas.unreserve(Owner::Device(dev));
                             return Err(e);
                         }

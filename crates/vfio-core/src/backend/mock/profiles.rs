@@ -70,12 +70,37 @@ pub const SMMUV3: HostIommuProfile = HostIommuProfile {
     groups_join_at_probe: true,
 };
 
+/// QEMU's virtio-iommu-pci on q35, described by the ACPI VIOT table (the
+/// lab's `iommufd` profile, second boot, on its 6.12 kernel; QEMU 7.2 and
+/// 10.0 alike). The device offers every page size from 4 KiB
+/// (`page mask: 0xfffffffffffff000`) over a 64-bit input range, and
+/// reserves the x86 MSI window as a VIRTIO_IOMMU_RESV_MEM_T_MSI property of
+/// every endpoint's PROBE (hw/i386/pc.c sets it), which Linux lists as
+/// `msi` in each group. Devices join their group when a driver probes them
+/// (acpi_dma_configure -> viot_iommu_configure, from really_probe): an
+/// unbound edu has no `iommu_group`. Cache coherency is what
+/// viommu_capable answers for IOMMU_CAP_CACHE_COHERENCY (true); no lab case
+/// reads it here, since the iommufd kernel has no legacy type1.
+pub const VIRTIO_IOMMU: HostIommuProfile = HostIommuProfile {
+    name: "virtio-iommu",
+    iova_pgsizes: 0xffff_ffff_ffff_f000,
+    aperture: IovaSpan::new(0, u64::MAX),
+    group_reserved: &[X86_MSI_WINDOW],
+    enforce_cache_coherency: true,
+    groups_join_at_probe: true,
+};
+
 /// Every profile, by name.
-pub const PROFILES: [&HostIommuProfile; 3] = [&VTD, &AMD_VI, &SMMUV3];
+pub const PROFILES: [&HostIommuProfile; 4] = [&VTD, &AMD_VI, &SMMUV3, &VIRTIO_IOMMU];
 
 impl HostIommuProfile {
     pub fn named(name: &str) -> Option<&'static HostIommuProfile> {
         PROFILES.into_iter().find(|p| p.name == name)
+    }
+
+    /// The profiles' names, quoted and joined for an error message.
+    pub fn names() -> String {
+        PROFILES.iter().map(|p| format!("{:?}", p.name)).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -104,6 +129,7 @@ impl IommufdProfile {
             allow_unsafe_interrupts: false,
             transparent_hugepage: true,
             vfio_compat_container: false,
+            geometry_at_first_attach: false,
         }
     }
 
@@ -117,6 +143,27 @@ impl IommufdProfile {
         let mut bytes = vec![0u8; std::mem::size_of_val(&data)];
         crate::backend::write_pod(&mut bytes, 0, &data, std::mem::size_of_val(&data));
         Self::on(&VTD, crate::uapi::iommufd::IOMMU_HW_INFO_TYPE_INTEL_VTD, bytes)
+    }
+}
+
+impl IommufdProfile {
+    /// An iommufd kernel on `profile`'s IOMMU as the lab knows it: on
+    /// [`VTD`], QEMU's intel-iommu with zero registers (they depend on
+    /// QEMU's options); otherwise IOMMU_GET_HW_INFO answers
+    /// IOMMU_HW_INFO_TYPE_NONE with no data, which is what the lab kernel
+    /// answered on [`VIRTIO_IOMMU`] (type 0, data_len 0: virtio-iommu's
+    /// driver has no `hw_info` op), whose domains also get their geometry
+    /// only at their first attach
+    /// ([`IommufdProfile::geometry_at_first_attach`]). No profile has dirty
+    /// tracking.
+    pub fn for_host(profile: &HostIommuProfile) -> Self {
+        if profile.name == VTD.name {
+            Self::qemu_vtd(0, 0)
+        } else {
+            let mut p = Self::on(profile, crate::uapi::iommufd::IOMMU_HW_INFO_TYPE_NONE, Vec::new());
+            p.geometry_at_first_attach = profile.name == VIRTIO_IOMMU.name;
+            p
+        }
     }
 }
 

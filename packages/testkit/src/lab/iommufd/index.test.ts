@@ -1,6 +1,8 @@
 import test from 'ava';
 import { CaseLine, ResultsFile } from '../conformance';
-import { compareCompat, COMPAT_DIFFERENCES, IOMMUFD_VTD_HOST, runScript } from './index';
+import { x86RootPortTopologyArgs, X86_ROOT_PORT_TOPOLOGY } from '../x86/topology';
+import { MARK } from '../initramfs';
+import { BIND_REFUSED, BRIDGED_EDU, bridgeProbeReport, compareCompat, COMPAT_DIFFERENCES, IOMMUFD_VIRTIO_HOST, IOMMUFD_VTD_HOST, runScript, VIRTIO_RUNS, virtioRunScript } from './index';
 
 function results(backend: string, cases: Record<string, string>): ResultsFile {
   const lines: CaseLine[] = Object.entries(cases).map(([name, result]) => ({
@@ -63,4 +65,60 @@ test('the guest script runs the iommufd suite and the x86 suite on the kernel, t
   t.true(iommufd > 0 && x86 > iommufd);
   t.regex(script, /ls -l \/dev\/iommu/);
   t.regex(script, /VFIOKIT_LAB_QEMU_IOMMUFD='\/q\/qemu-system-x86_64' .* \.iommufd-lab\.js/);
+});
+
+test('the virtio-iommu guest runs the iommufd suite with unsafe interrupts refused, then allowed, each against its own topology file', (t) => {
+  const ctx = { repoRoot: '/r', cacheDir: '/c', outDir: '/o/virtio', nodePath: '/n', guestTimeoutMs: 1, log: () => {} };
+  const lines = virtioRunScript(ctx).split('\n');
+  const at = (re: RegExp): number => lines.findIndex((l) => re.test(l));
+  const off = at(/^echo 0 > \/sys\/module\/iommufd\/parameters\/allow_unsafe_interrupts$/);
+  const first = at(/vfio-lab iommufd --backend kernel --topology \S+\/topology\.json --out \S+\/conformance-iommufd-kernel\.jsonl/);
+  const on = at(/^echo 1 > \/sys\/module\/iommufd\/parameters\/allow_unsafe_interrupts$/);
+  const second = at(/vfio-lab iommufd --backend kernel --topology \S+\/topology-unsafe\.json --out \S+\/conformance-iommufd-unsafe-kernel\.jsonl/);
+  t.true(off >= 0 && off < first && first < on && on < second, lines.join('\n'));
+  t.deepEqual(
+    VIRTIO_RUNS.map((r) => r.allowUnsafeInterrupts),
+    [false, true],
+  );
+});
+
+test('the virtio-iommu guest puts nothing behind a PCIe-to-PCI bridge and keeps every role the iommufd suite opens', (t) => {
+  t.is(IOMMUFD_VIRTIO_HOST.topology?.layout, X86_ROOT_PORT_TOPOLOGY);
+  const args = x86RootPortTopologyArgs(IOMMUFD_VIRTIO_HOST.iommuDevice).join(' ');
+  t.notRegex(args, /pcie-pci-bridge|pci-bridge/);
+  t.regex(args, /^-device virtio-iommu-pci/);
+  t.deepEqual(
+    x86RootPortTopologyArgs('iommu').filter((a) => a !== '-device').map((a) => a.split(',')[1]),
+    [undefined, 'id=solo', 'id=rp1', 'id=mf-0', 'id=mf-1', 'id=rp2', 'id=blocked', 'id=blocked-peer'],
+  );
+  const roles = X86_ROOT_PORT_TOPOLOGY.devices.map((d) => d.role);
+  for (const role of ['solo', 'mf-0', 'mf-1', 'blocked', 'blocked-peer']) t.true(roles.includes(role), role);
+  t.true(X86_ROOT_PORT_TOPOLOGY.devices.every((d) => d.groupBridges.length === 0));
+});
+
+test('without unsafe interrupts the expected stop is the refused bind, by ioctl or through CdevDevice, and nothing else', (t) => {
+  t.regex('BIND_IOMMUFD failed with EPERM', BIND_REFUSED);
+  t.regex('bind failed with EPERM', BIND_REFUSED);
+  t.notRegex('BIND_IOMMUFD failed with EINVAL', BIND_REFUSED);
+  t.notRegex('ATTACH_IOMMUFD_PT failed with EPERM', BIND_REFUSED);
+});
+
+test('the edu behind the PCIe-to-PCI bridge passes while it has no group and no driver, and fails naming the topology once it has them', (t) => {
+  const line = (group: string, driver: string, id = '0x1234:0x11e8'): string =>
+    `noise\r\n${MARK} behind-bridge ${BRIDGED_EDU} id=${id} group=${group} driver=${driver}\r\nmore`;
+  t.true(bridgeProbeReport(line('', '')).ok);
+  // No device at that address (cat fails): an empty group proves nothing.
+  t.false(bridgeProbeReport(line('', '', ':')).ok);
+  const fixed = bridgeProbeReport(line('9', 'vfio-pci'));
+  t.false(fixed.ok);
+  t.regex(fixed.detail!.join(' '), /group '9' and driver 'vfio-pci'.*X86_ROOT_PORT_TOPOLOGY/);
+  t.false(bridgeProbeReport('no marker at all').ok);
+});
+
+test('the virtio-iommu guest adds the bridged edu after the root ports, so their buses stay 01 and 02', (t) => {
+  const args = IOMMUFD_VIRTIO_HOST.topology!.args(IOMMUFD_VIRTIO_HOST.iommuDevice).filter((a) => a !== '-device');
+  const at = (id: string): number => args.findIndex((a) => a.includes(`id=${id},`));
+  t.true(at('rp2') > at('rp1') && at('br3') > at('rp2'));
+  t.regex(args[at('br3')]!, /addr=0x7$/);
+  t.regex(args[at('bridged')]!, /bus=br3,addr=0x1$/);
 });

@@ -5,17 +5,24 @@
 // or the mock: a new host IOMMU is a new entry here and a new mock profile
 // in crates/vfio-lab/src/mock_host.rs.
 
+import { LabTopology } from './topology';
+
 /** What the mock must be configured as to answer like this guest (read by crates/vfio-lab/src/host.rs). */
 export interface LabHostFacts {
-  /** The mock's host profile: `vtd`, `amd-vi`, `smmuv3`. */
-  readonly iommu: 'vtd' | 'amd-vi' | 'smmuv3';
+  /** The mock's host profile: `vtd`, `amd-vi`, `smmuv3`, `virtio-iommu`. */
+  readonly iommu: 'vtd' | 'amd-vi' | 'smmuv3' | 'virtio-iommu';
   /**
    * Whether MSIs are isolated (x86: interrupt remapping on; Arm: a GIC ITS).
    * Without it vfio_iommu_type1 refuses VFIO_SET_IOMMU with EPERM unless
    * `allowUnsafeInterrupts`.
    */
   readonly msiIsolated: boolean;
-  /** vfio_iommu_type1's `allow_unsafe_interrupts` module parameter. */
+  /**
+   * The `allow_unsafe_interrupts` module parameter of the kernel's VFIO
+   * IOMMU backend: vfio_iommu_type1's, or iommufd's on the lab's iommufd
+   * kernel (there both the cdev and the compat container bind through
+   * iommufd_device_bind, which checks it).
+   */
   readonly allowUnsafeInterrupts: boolean;
 }
 
@@ -27,6 +34,11 @@ export interface X86Host {
   readonly machine: string;
   /** The IOMMU's `-device` (created before the devices that sit behind it). */
   readonly iommuDevice: string;
+  /**
+   * The guest's devices and the `-device` arguments that build them behind
+   * `iommuDevice`; X86_TOPOLOGY (x86TopologyArgs) when absent.
+   */
+  readonly topology?: { readonly layout: LabTopology; readonly args: (iommuDevice: string) => string[] };
   /** Kernel arguments that turn the IOMMU (and interrupt remapping) on or off. */
   readonly kernelArgs: string;
   /** vfio_iommu_type1's parameters beyond the topology's dma_entry_limit. */

@@ -42,9 +42,14 @@ const LAB_BIN = 'vfio-lab';
 /** What the guest saw of its IOMMU and interrupt remapping (the mock profiles' values come from here). */
 const HOST_FACTS = 'host-facts.txt';
 
+/** The devices `host` boots with. */
+export function hostTopology(host: X86Host): LabTopology {
+  return host.topology?.layout ?? X86_TOPOLOGY;
+}
+
 /** topology.json: the guest's devices and the host the mock is configured as. */
 export function topologyFile(host: X86Host): LabTopology & { readonly host: LabHostFacts } {
-  return { ...X86_TOPOLOGY, host: host.facts };
+  return { ...hostTopology(host), host: host.facts };
 }
 
 export interface Kernel {
@@ -114,10 +119,11 @@ export function buildConformance(ctx: LabContext): string {
 
 /**
  * Runs `suite` (x86, iommufd) on the host against the mock, configured from
- * the same topology file as the guest; results to `out` in the output folder.
+ * the same topology file as the guest (`topology`, in the output folder);
+ * results to `out` in the output folder.
  */
-export function runMock(ctx: LabContext, bin: string, suite = 'x86', out = MOCK_RESULTS): void {
-  const res = spawnSync(bin, [suite, '--backend', 'mock', '--topology', join(ctx.outDir, 'topology.json'), '--out', join(ctx.outDir, out)], {
+export function runMock(ctx: LabContext, bin: string, suite = 'x86', out = MOCK_RESULTS, topology = 'topology.json'): void {
+  const res = spawnSync(bin, [suite, '--backend', 'mock', '--topology', join(ctx.outDir, topology), '--out', join(ctx.outDir, out)], {
     encoding: 'utf8',
   });
   writeFileSync(join(ctx.outDir, out.replace(/\.jsonl$/, '.log')), res.stderr ?? '');
@@ -165,7 +171,7 @@ function runScript(ctx: LabContext, host: X86Host): string {
     PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
     HOME: '/tmp',
     VFIOKIT_LAB: '1',
-    VFIOKIT_LAB_TOPOLOGY: X86_TOPOLOGY.name,
+    VFIOKIT_LAB_TOPOLOGY: hostTopology(host).name,
     VFIOKIT_LAB_TOPOLOGY_FILE: `${GUEST_OUT_DIR}/topology.json`,
     ...(host.labCases ? { VFIOKIT_LAB_UDEVADM: `${GUEST_OUT_DIR}/${UDEVADM}` } : {}),
     ...(process.env.VFIOKIT_LAB_CASES ? { VFIOKIT_LAB_CASES: process.env.VFIOKIT_LAB_CASES } : {}),
@@ -208,7 +214,7 @@ export function qemuArgs(ctx: LabContext, host: X86Host, kernel: Kernel, initram
     '-kernel', kernel.vmlinuz,
     '-initrd', initramfs,
     '-append', `console=ttyS0 ${host.kernelArgs} panic=-1 loglevel=4`,
-    ...x86TopologyArgs(host.iommuDevice),
+    ...(host.topology?.args ?? x86TopologyArgs)(host.iommuDevice),
     ...share('hostroot', '/', TAG_HOST_ROOT, '0x8', true),
     ...share('labrepo', ctx.repoRoot, TAG_REPO, '0x9', true),
     ...share('labout', ctx.outDir, TAG_OUT, '0xa', false),
@@ -216,7 +222,7 @@ export function qemuArgs(ctx: LabContext, host: X86Host, kernel: Kernel, initram
 }
 
 /** Turns the guest's console markers into a setup case, throwing when setup itself failed. */
-export function setupReport(consoleText: string, consolePath: string): CaseReport {
+export function setupReport(consoleText: string, consolePath: string, topology: LabTopology = X86_TOPOLOGY): CaseReport {
   const marks = consoleText
     .split(/\r?\n/)
     .filter((l) => l.startsWith(MARK))
@@ -233,7 +239,7 @@ export function setupReport(consoleText: string, consolePath: string): CaseRepor
   const bound = marks.filter((m) => m.startsWith('bound='));
   return {
     name: `guest boots, loads the VFIO modules and binds ${bound.length} edu devices to vfio-pci`,
-    ok: bound.length === X86_TOPOLOGY.devices.filter((d) => d.driver === 'vfio-pci').length,
+    ok: bound.length === topology.devices.filter((d) => d.driver === 'vfio-pci').length,
     detail: bound,
   };
 }
@@ -331,7 +337,7 @@ async function runX86(ctx: LabContext, host: X86Host): Promise<CaseReport[]> {
       modules,
       // No dma_entry_limit: the guest runs with the kernel's default (X86_TOPOLOGY says which).
       moduleParams: { vfio_iommu_type1: host.type1Params.join(' ') },
-      bindToVfio: X86_TOPOLOGY.devices.filter((d) => d.driver === 'vfio-pci').map((d) => d.bdf),
+      bindToVfio: hostTopology(host).devices.filter((d) => d.driver === 'vfio-pci').map((d) => d.bdf),
       repoRoot: ctx.repoRoot,
     }),
   );
