@@ -315,6 +315,9 @@ fn new(args: &[String]) -> Res<()> {
     // SAFETY: the orchestrator passed these descriptors to this process alone.
     let (ho, mut ctl) = unsafe { (OwnedFd::from_raw_fd(ho), Ctl::new(OwnedFd::from_raw_fd(ctl_fd))) };
     let backend: Arc<dyn Backend> = Arc::new(KernelBackend::new());
+    // Started and waiting: a hand-over timed from here on does not count
+    // this process's own start (exec, the dynamic loader), tens of ms under TCG.
+    ctl.send("ready", &[])?;
     let taken = live::receive(ho.as_raw_fd()).and_then(|i| i.adopt(backend)).map_err(|e| e.to_string())?;
     if let Some(k) = die_after {
         live::update_all(&taken.container, &taken.memory, &taken.mappings[..k]).map_err(|e| e.to_string())?;
@@ -369,6 +372,7 @@ impl Run {
     }
 }
 
+/// Starts a new process and waits until it is ready to receive a hand-over.
 fn start_new(die_after: Option<usize>) -> Res<(Child, Ctl, OwnedFd)> {
     let (ho_old, ho_new) = socketpair();
     let (ctl_here, ctl_there) = socketpair();
@@ -377,7 +381,14 @@ fn start_new(die_after: Option<usize>) -> Res<(Child, Ctl, OwnedFd)> {
         a.extend(["--die-after".into(), k.to_string()]);
     }
     let child = spawn(&a, &[ho_new.as_raw_fd(), ctl_there.as_raw_fd()])?;
-    Ok((child, Ctl::new(ctl_here), ho_old))
+    // Only the child holds its ends now: if it dies, the wait below ends.
+    drop((ho_new, ctl_there));
+    let mut ctl = Ctl::new(ctl_here);
+    let ready = ctl.recv(600)?;
+    if ready != "ready" {
+        return Err(format!("the new process said {ready:?} instead of ready"));
+    }
+    Ok((child, ctl, ho_old))
 }
 
 fn num_field(line: &str, key: &str) -> Option<u64> {
@@ -385,42 +396,57 @@ fn num_field(line: &str, key: &str) -> Option<u64> {
 }
 
 /// Hand-overs of 1, 64 and 4096 mappings without DMA, in microseconds from
-/// the old process starting the hand-over (checks, then the invalidation):
+/// the old process starting the hand-over (checks of the description, then
+/// the one invalidating call), the new process already started and waiting:
 /// to the new one having updated every mapping and answered (`_new_us`), and
 /// to the old one having read that answer (`_old_us`). One clock
-/// (CLOCK_MONOTONIC) for both processes.
+/// (CLOCK_MONOTONIC) for both processes. The best of `TIMING_RUNS` hand-overs
+/// of each count (each between a new pair of processes): under TCG on a
+/// loaded machine one run alone drifts by tens of milliseconds.
 fn timings(bdf: &str, run: &mut Run) -> Res<()> {
     let limit: u64 = std::fs::read_to_string("/sys/module/vfio_iommu_type1/parameters/dma_entry_limit")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(65535);
     for n in [1u64, 64, 4096.min(limit)] {
-        let (ctl_here, ctl_there) = socketpair();
-        let args = ["live-old", "--bdf", bdf, "--maps", &n.to_string(), "--no-dma", "--ctl", &ctl_there.as_raw_fd().to_string()];
-        let mut old_child = spawn(&args.map(String::from), &[ctl_there.as_raw_fd()])?;
-        drop(ctl_there);
-        let mut old_ctl = Ctl::new(ctl_here);
-        let r = (|| -> Res<(u64, u64)> {
-            old_ctl.recv(600)?;
-            let (mut taker, mut taker_ctl, ho) = start_new(None)?;
-            old_ctl.send("handover", &[ho.as_raw_fd()])?;
-            drop(ho);
-            let updated = taker_ctl.recv(600)?;
-            let outcome = old_ctl.recv(600)?;
-            taker_ctl.send("stop", &[])?;
-            let _ = taker.wait();
-            let started = num_field(&outcome, "started_us").ok_or("no start time")?;
-            let last = num_field(&updated, "updated_us").ok_or("no update time")?;
-            let done = num_field(&outcome, "ended_us").ok_or("no end time")?;
-            Ok((last.saturating_sub(started), done.saturating_sub(started)))
-        })();
-        let _ = old_child.kill();
-        let _ = old_child.wait();
-        let (to_last_update, to_done) = r?;
+        let mut best: Option<(u64, u64)> = None;
+        for _ in 0..TIMING_RUNS {
+            let t = timed_handover(bdf, n)?;
+            best = Some(best.map_or(t, |b| if t.0 < b.0 { t } else { b }));
+        }
+        let (to_last_update, to_done) = best.expect("TIMING_RUNS > 0");
         run.put(&format!("timing_{n}_new_us"), to_last_update);
         run.put(&format!("timing_{n}_old_us"), to_done);
     }
     Ok(())
+}
+
+const TIMING_RUNS: usize = 3;
+
+/// One hand-over of `n` mappings without DMA: (start .. last update, start .. the old process's return), in microseconds.
+fn timed_handover(bdf: &str, n: u64) -> Res<(u64, u64)> {
+    let (ctl_here, ctl_there) = socketpair();
+    let args = ["live-old", "--bdf", bdf, "--maps", &n.to_string(), "--no-dma", "--ctl", &ctl_there.as_raw_fd().to_string()];
+    let mut old_child = spawn(&args.map(String::from), &[ctl_there.as_raw_fd()])?;
+    drop(ctl_there);
+    let mut old_ctl = Ctl::new(ctl_here);
+    let r = (|| -> Res<(u64, u64)> {
+        old_ctl.recv(600)?;
+        let (mut taker, mut taker_ctl, ho) = start_new(None)?;
+        old_ctl.send("handover", &[ho.as_raw_fd()])?;
+        drop(ho);
+        let updated = taker_ctl.recv(600)?;
+        let outcome = old_ctl.recv(600)?;
+        taker_ctl.send("stop", &[])?;
+        let _ = taker.wait();
+        let started = num_field(&outcome, "started_us").ok_or("no start time")?;
+        let last = num_field(&updated, "updated_us").ok_or("no update time")?;
+        let done = num_field(&outcome, "ended_us").ok_or("no end time")?;
+        Ok((last.saturating_sub(started), done.saturating_sub(started)))
+    })();
+    let _ = old_child.kill();
+    let _ = old_child.wait();
+    r
 }
 
 fn orchestrate(args: &[String], run: &mut Run) -> Res<()> {

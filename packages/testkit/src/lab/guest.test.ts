@@ -77,3 +77,18 @@ test("a case's own timeoutMs replaces the default, and a pattern runs only the c
     rmSync(root, { recursive: true, force: true });
   }
 });
+
+test('the lines a passing case returns (what it measured) become its detail, which the TAP carries to the lab log', async (t) => {
+  const root = workspace({
+    'packages/a/dist/m.lab.js': `exports.cases = [{ name: 'measures', run: async () => ['window 1.5 ms'] }, { name: 'quiet', run: () => {} }];`,
+  });
+  try {
+    const reports = await runLabFiles(root, findLabFiles(root), 2000);
+    t.deepEqual(reports, [
+      { name: 'a/m: measures', ok: true, detail: ['window 1.5 ms'] },
+      { name: 'a/m: quiet', ok: true },
+    ]);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});

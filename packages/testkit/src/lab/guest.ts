@@ -18,7 +18,12 @@ import { CaseReport } from './profile';
 
 export interface LabCase {
   readonly name: string;
-  readonly run: () => void | Promise<void>;
+  /**
+   * Throws to fail. May return what it measured (lines), which becomes the
+   * passing case's detail: in cases.tap and, through the host runner's TAP,
+   * in the lab log, where a comment printed by the case would not reach.
+   */
+  readonly run: () => undefined | string[] | Promise<undefined | string[]>;
   /** A case that starts several vfiokit processes (seconds each under TCG) may ask for more than the default. */
   readonly timeoutMs?: number;
 }
@@ -56,9 +61,9 @@ export function findLabFiles(repoRoot: string, suffix = '.lab.js'): string[] {
   return found;
 }
 
-function withTimeout(p: Promise<void>, ms: number, what: string): Promise<void> {
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<void>((_, reject) => {
+  const timeout = new Promise<T>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms / 1000} s`)), ms);
   });
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
@@ -91,8 +96,8 @@ export async function runLabFiles(repoRoot: string, files: readonly string[], ca
       const started = Date.now();
       let verdict = 'ok';
       try {
-        await withTimeout(Promise.resolve().then(() => c.run()), c.timeoutMs ?? caseTimeoutMs, `case '${c.name}'`);
-        reports.push({ name, ok: true });
+        const measured = await withTimeout(Promise.resolve().then(() => c.run()), c.timeoutMs ?? caseTimeoutMs, `case '${c.name}'`);
+        reports.push(Array.isArray(measured) && measured.length > 0 ? { name, ok: true, detail: measured.map(String) } : { name, ok: true });
       } catch (err) {
         reports.push({ name, ok: false, detail: describe(err) });
         verdict = `FAILED: ${describe(err)[0] ?? ''}`;
