@@ -106,6 +106,9 @@ pub struct IommufdProfile {
     /// it, not the type1 compatibility ioctls: the lab holds those to the
     /// kernel against the legacy type1 answers instead.
     pub vfio_compat_container: bool,
+    /// CONFIG_IOMMUFD_TEST: /dev/iommu also answers IOMMU_TEST_CMD, whose
+    /// selftest mock domain has dirty tracking (`iommufd_selftest.rs`).
+    pub selftest: bool,
 }
 
 impl fmt::Debug for MockConfig {

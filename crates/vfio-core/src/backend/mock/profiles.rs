@@ -104,6 +104,7 @@ impl IommufdProfile {
             allow_unsafe_interrupts: false,
             transparent_hugepage: true,
             vfio_compat_container: false,
+            selftest: false,
         }
     }
 
