@@ -517,8 +517,8 @@ impl Hwpt {
     /// and reports nothing.
     ///
     /// Refused here before the ioctl, with EINVAL: a zero `length` (6.12
-    /// refuses it; 7.x takes it as reaching 2^64) and a `page_size` that is
-    /// not a power of two (the kernel then counts one bit per its lowest
+    /// refuses it; 7.2 takes it from iova 0 as the whole address space)
+    /// and a `page_size` that is not a power of two (the kernel then counts one bit per its lowest
     /// set bit, a bitmap that does not say what the caller asked).
     pub fn dirty_bitmap(&self, iova: u64, length: u64, page_size: u64, clear: bool) -> Result<DirtyBitmap> {
         let detail = format!("HWPT {} iova {iova:#x} length {length:#x} page_size {page_size:#x}", self.id);

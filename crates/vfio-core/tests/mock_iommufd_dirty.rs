@@ -23,6 +23,7 @@ fn config() -> MockConfig {
     g.reserved = vec![X86_MSI_WINDOW];
     let mut profile = IommufdProfile::qemu_vtd(0, 0);
     profile.selftest = true;
+    profile.selftest_probes = true;
     MockConfig::empty().with_group(g).with_iommufd(profile)
 }
 
@@ -79,6 +80,19 @@ fn a_kernel_without_iommufd_test_answers_the_test_command_with_enotty() {
     let ictx = Iommufd::open(b).unwrap();
     let ioas = ictx.alloc_ioas().unwrap();
     assert_eq!(mock_domain(&ictx, ioas.id(), 0), Err(libc::ENOTTY));
+}
+
+#[test]
+fn behind_an_iommu_that_takes_every_device_without_a_firmware_node_mock_domain_is_einval() {
+    let mut c = config();
+    c.iommufd.as_mut().unwrap().selftest_probes = false;
+    let b: Arc<dyn Backend> = Arc::new(MockBackend::new(c));
+    let ictx = Iommufd::open(b).unwrap();
+    let ioas = ictx.alloc_ioas().unwrap();
+    assert_eq!(mock_domain(&ictx, ioas.id(), 1 << 7), Err(libc::EINVAL));
+    assert_eq!(mock_domain(&ictx, ioas.id(), 0), Err(libc::EINVAL));
+    // Nothing was left behind: the next object takes id 2.
+    assert_eq!(ictx.alloc_ioas().unwrap().id(), 2);
 }
 
 #[test]
@@ -339,4 +353,108 @@ fn marking_checks_its_range_before_the_hwpt_and_the_hwpt_before_tracking() {
     assert_eq!(mark(&ictx, 99, AP, MP, MP, &[1]), Err(libc::ENOENT));
     assert_eq!(mark(&ictx, ioas.id(), AP, MP, MP, &[1]), Err(libc::ENOENT));
     assert_eq!(mark(&ictx, auto, AP, MP, MP, &[1]), Err(libc::EINVAL));
+}
+
+// Results are dropped on purpose: only that each call returns matters.
+#[allow(dropping_copy_types)]
+mod sequences {
+    use super::*;
+    use proptest::prelude::*;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Map(u64, u64),
+        Unmap(u64, u64),
+        MockDomain(u32, u32),
+        AllocHwpt(u32, u32, u32),
+        Track(u32, u32),
+        Mark(u32, u64, u64, u64, Vec<u64>),
+        Read(u32, u64, u64, u64, u32, usize),
+        Destroy(u32),
+    }
+
+    /// Mostly plausible values, sometimes extreme ones.
+    fn n() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            4 => (0u64..64).prop_map(|p| AP + p * MP),
+            2 => (0u64..64).prop_map(|p| p * MP),
+            1 => Just(0u64),
+            1 => Just(u64::MAX),
+            1 => Just(u64::MAX - MP + 1),
+            1 => any::<u64>(),
+        ]
+    }
+
+    fn page() -> impl Strategy<Value = u64> {
+        prop_oneof![Just(MP), Just(1024), Just(4096), Just(0x1800), Just(0), Just(1), Just(1 << 63), any::<u64>()]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (n(), n()).prop_map(|(i, l)| Op::Map(i, l)),
+            (n(), n()).prop_map(|(i, l)| Op::Unmap(i, l)),
+            (0u32..12, 0u32..4).prop_map(|(p, f)| Op::MockDomain(p, f)),
+            (0u32..12, 0u32..12, 0u32..4).prop_map(|(d, p, f)| Op::AllocHwpt(d, p, f)),
+            (0u32..12, 0u32..3).prop_map(|(h, f)| Op::Track(h, f)),
+            (0u32..12, n(), n(), page(), prop::collection::vec(any::<u64>(), 0..3)).prop_map(|(h, i, l, p, b)| Op::Mark(h, i, l, p, b)),
+            (0u32..12, n(), n(), page(), 0u32..3, 0usize..4).prop_map(|(h, i, l, p, f, w)| Op::Read(h, i, l, p, f, w)),
+            (0u32..12).prop_map(Op::Destroy),
+        ]
+    }
+
+    fn run(ictx: &Iommufd, ioas: u32, op: &Op) {
+        let (b, fd) = (ictx.backend(), ictx.raw_fd());
+        match op {
+            Op::Map(iova, len) => {
+                let mut c = u::iommu_ioas_map {
+                    size: 40,
+                    flags: u::IOMMU_IOAS_MAP_FIXED_IOVA | u::IOMMU_IOAS_MAP_READABLE | u::IOMMU_IOAS_MAP_WRITEABLE,
+                    ioas_id: ioas,
+                    __reserved: 0,
+                    user_va: VA,
+                    length: *len,
+                    iova: *iova,
+                };
+                drop(b.ioas_map(fd, &mut c));
+            }
+            Op::Unmap(iova, len) => drop(b.ioas_unmap(fd, &mut u::iommu_ioas_unmap { size: 24, ioas_id: ioas, iova: *iova, length: *len })),
+            Op::MockDomain(pt, flags) => drop(mock_domain(ictx, *pt, *flags)),
+            Op::AllocHwpt(dev, pt, flags) => {
+                let mut c = u::iommu_hwpt_alloc { size: 48, flags: *flags, dev_id: *dev, pt_id: *pt, ..Default::default() };
+                drop(b.hwpt_alloc(fd, &mut c));
+            }
+            Op::Track(hwpt, flags) => drop(b.hwpt_set_dirty_tracking(fd, &u::iommu_hwpt_set_dirty_tracking { size: 16, flags: *flags, hwpt_id: *hwpt, __reserved: 0 })),
+            Op::Mark(hwpt, iova, len, page, bits) => drop(mark(ictx, *hwpt, *iova, *len, *page, bits)),
+            Op::Read(hwpt, iova, len, page, flags, words) => {
+                let mut bm = vec![0u64; *words];
+                drop(raw_bitmap(ictx, *hwpt, *iova, *len, *page, *flags, &mut bm));
+            }
+            Op::Destroy(id) => drop(ictx.destroy(*id)),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_dirty_tracking_sequences_never_panic_and_a_clearing_read_leaves_nothing_to_read(ops in prop::collection::vec(op(), 1..80)) {
+            let (_b, ictx) = open();
+            let ioas = ictx.alloc_ioas().unwrap();
+            for (i, op) in ops.iter().enumerate() {
+                let r = catch_unwind(AssertUnwindSafe(|| run(&ictx, ioas.id(), op)));
+                prop_assert!(r.is_ok(), "op {i} {op:?} panicked, after {:?}", &ops[..i]);
+            }
+            // Whatever happened, every HWPT reads clean after one clearing
+            // read of the whole aperture.
+            for hwpt in 1..12 {
+                let mut bm = vec![0u64; ((MOCK_APERTURE_LAST + 1 - AP) / MP / 64) as usize];
+                if raw_bitmap(&ictx, hwpt, AP, MOCK_APERTURE_LAST + 1 - AP, MP, 0, &mut bm).is_ok() {
+                    bm.fill(0);
+                    raw_bitmap(&ictx, hwpt, AP, MOCK_APERTURE_LAST + 1 - AP, MP, 0, &mut bm).unwrap();
+                    prop_assert!(bm.iter().all(|&w| w == 0), "HWPT {hwpt} still dirty after a clearing read");
+                }
+            }
+        }
+    }
 }

@@ -227,9 +227,10 @@ impl Backend for KernelBackend {
             // page_size 0: iommufd_check_iova_range refuses it before the
             // bitmap is touched.
             None if cmd.page_size == 0 => {}
-            // length 0: 6.12 refuses it, but 7.x dropped that check and
-            // takes the range as ending at 2^64 (last = iova - 1 wraps), a
-            // bitmap no buffer holds. Answer as 6.12 without asking.
+            // length 0: 6.12 refuses it, but 7.2 dropped that check: the
+            // last IOVA, iova - 1, wraps (EOVERFLOW), except from iova 0,
+            // where the range is the whole address space, a bitmap no
+            // buffer holds. Answer as 6.12 without asking.
             None => return Err(Errno(libc::EINVAL)),
         }
         cmd.data = bitmap.as_mut_ptr() as u64;

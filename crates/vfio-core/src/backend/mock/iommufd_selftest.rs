@@ -5,6 +5,11 @@
 //! the dirty bit of mapped entries as a device's write would. Its domains
 //! are the one place a lab kernel offers dirty tracking.
 //!
+//! Behind an IOMMU registered without a firmware node (QEMU's VT-d) the
+//! mock IOMMU never probes its devices, and MOCK_DOMAIN is EINVAL
+//! (`IommufdProfile::selftest_probes`): the lab runs these cases in a
+//! second guest without an IOMMU.
+//!
 //! The other test ops (access objects, reserved ranges, IOTLB and refcount
 //! checks) are not modelled and answer EOPNOTSUPP, as the kernel answers an
 //! op it does not know; nor are MOCK_FLAGS_DEVICE_HUGE_IOVA's 1 MiB pages
@@ -105,6 +110,12 @@ fn mock_domain(ictx: &mut IommufdCtx, cmd: &mut iommu_test_cmd, profile: &Iommuf
         ictx.objects.remove(&stdev);
         return Err(e);
     }
+    // iommufd_device_bind: a mock device another IOMMU driver failed to
+    // probe has no IOMMU, hence no IOMMU_CAP_CACHE_COHERENCY.
+    if !profile.selftest_probes {
+        ictx.objects.remove(&stdev);
+        return err(libc::EINVAL);
+    }
     let idev = ictx.insert(Obj::Device { dev: Dev::Mock { flags }, hwpt: None });
     match attach(ictx, idev, flags, cmd.id, profile) {
         Ok(hwpt) => {
@@ -152,11 +163,11 @@ fn dirty(ictx: &mut IommufdCtx, cmd: &mut iommu_test_cmd, bitmap: &[u64]) -> Sys
     let mapped: Vec<(u64, u64)> = ictx.ioas(ioas)?.areas.iter().map(|(&s, a)| (s, a.last)).collect();
     let Ok(domain) = ictx.domain_mut(cmd.id) else { return err(libc::ENOENT) };
     let mut count = 0u64;
-    for i in 0..max {
-        if bitmap[(i / 64) as usize] & (1 << (i % 64)) == 0 {
-            continue;
-        }
-        let index = (iova + i * page_size) / page_size;
+    // The set bits below max, in order.
+    let bits = bitmap.iter().enumerate().flat_map(|(w, &word)| (0..64u64).filter(move |b| word & (1 << b) != 0).map(move |b| w as u64 * 64 + b));
+    for i in bits.take_while(|&i| i < max) {
+        // Unsigned long arithmetic: the IOVA wraps past 2^64 as in C.
+        let index = iova.wrapping_add(i.wrapping_mul(page_size)) / page_size;
         let at = index.checked_mul(page);
         if at.is_some_and(|at| mapped.iter().any(|&(s, l)| at >= s && at <= l)) {
             domain.dirty.insert(index);

@@ -105,6 +105,7 @@ impl IommufdProfile {
             transparent_hugepage: true,
             vfio_compat_container: false,
             selftest: false,
+            selftest_probes: false,
         }
     }
 

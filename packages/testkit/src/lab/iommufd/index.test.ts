@@ -1,6 +1,6 @@
 import test from 'ava';
 import { CaseLine, ResultsFile } from '../conformance';
-import { compareCompat, COMPAT_DIFFERENCES, IOMMUFD_VTD_HOST, runScript } from './index';
+import { compareCompat, COMPAT_DIFFERENCES, IOMMUFD_SELFTEST_HOST, IOMMUFD_VTD_HOST, runScript, selftestRunScript } from './index';
 
 function results(backend: string, cases: Record<string, string>): ResultsFile {
   const lines: CaseLine[] = Object.entries(cases).map(([name, result]) => ({
@@ -63,4 +63,13 @@ test('the guest script runs the iommufd suite and the x86 suite on the kernel, t
   t.true(iommufd > 0 && x86 > iommufd);
   t.regex(script, /ls -l \/dev\/iommu/);
   t.regex(script, /VFIOKIT_LAB_QEMU_IOMMUFD='\/q\/qemu-system-x86_64' .* \.iommufd-lab\.js/);
+});
+
+test('the selftest guest has no IOMMU device and runs only the iommufd-selftest suite on the kernel', (t) => {
+  const ctx = { repoRoot: '/r', cacheDir: '/c', outDir: '/o', nodePath: '/n', guestTimeoutMs: 1, log: () => {} };
+  t.is(IOMMUFD_SELFTEST_HOST.iommuDevice, undefined);
+  t.notRegex(IOMMUFD_SELFTEST_HOST.kernelArgs, /intel_iommu/);
+  const script = selftestRunScript(ctx);
+  t.regex(script, /vfio-lab iommufd-selftest --backend kernel --topology \S+ --out \S+conformance-iommufd-selftest-kernel\.jsonl/);
+  t.notRegex(script, /vfio-lab (x86|iommufd) /);
 });

@@ -25,8 +25,11 @@ export interface X86Host {
   readonly description: string;
   /** `-M` value. */
   readonly machine: string;
-  /** The IOMMU's `-device` (created before the devices that sit behind it). */
-  readonly iommuDevice: string;
+  /**
+   * The IOMMU's `-device` (created before the devices that sit behind it);
+   * none for a guest without an IOMMU (the iommufd profile's selftest boot).
+   */
+  readonly iommuDevice?: string;
   /** Kernel arguments that turn the IOMMU (and interrupt remapping) on or off. */
   readonly kernelArgs: string;
   /** vfio_iommu_type1's parameters beyond the topology's dma_entry_limit. */
