@@ -545,6 +545,6 @@ pub fn cases() -> Vec<Case> {
         Case { name: "a batch into an IOAS is all or nothing", run: batch_rollback },
     ]
     .into_iter()
-    .chain(crate::iommufd_dirty::vtd_cases())
+    .chain(crate::iommufd_dirty::emulated_iommu_cases())
     .collect()
 }

@@ -1,6 +1,6 @@
 //! iommufd dirty tracking on the lab kernel and on the mock, compared step
 //! by step. QEMU's VT-d has none (the edu's HW_INFO capabilities and a
-//! dirty HWPT_ALLOC say so: [`vtd_cases`], in the iommufd suite), so the
+//! dirty HWPT_ALLOC say so: [`emulated_iommu_cases`], in the iommufd suite), so the
 //! positive path runs on IOMMUFD_TEST's selftest mock domain
 //! ([`selftest_cases`], the `iommufd-selftest` suite). That one needs a
 //! guest without an IOMMU: behind VT-d the mock IOMMU never probes its mock
@@ -109,21 +109,30 @@ fn tracked(ctx: &mut Ctx, pages: u64) -> Result<(RawFd, u32, u32, Aligned), Abor
     Ok((fd, ioas, hwpt, buf))
 }
 
-/// The edu behind VT-d, through the safe types: no dirty capability, and a
-/// dirty HWPT is EOPNOTSUPP.
+fn sys<T>(r: vfio_core::Result<T>) -> SysResult<T> {
+    r.map_err(|e| vfio_core::backend::Errno(e.errno))
+}
+
+/// The edu behind QEMU's IOMMU, through the safe types: no dirty
+/// capability, and a dirty HWPT is EOPNOTSUPP.
 fn vtd_has_none(ctx: &mut Ctx) -> CaseResult {
     let backend = Arc::clone(&ctx.backend);
     let n = ctx.host.cdev_of("solo").ok_or_else(|| Abort("solo has no cdev".into()))?;
-    let ictx = ctx.call("Iommufd::open", Iommufd::open(backend.clone()).map_err(|e| vfio_core::backend::Errno(e.errno)));
+    let ictx = ctx.call("Iommufd::open", sys(Iommufd::open(backend.clone())));
     let ictx = ctx.need(ictx, "Iommufd::open")?;
-    let ioas = ictx.alloc_ioas().map_err(|e| Abort(e.to_string()))?;
-    let mut dev = vfio_core::CdevDevice::open(backend, n).map_err(|e| Abort(e.to_string()))?;
-    let devid = dev.bind(&ictx).map_err(|e| Abort(e.to_string()))?;
-    let info = ictx.hw_info(devid).map_err(|e| Abort(e.to_string()))?;
+    let ioas = ctx.call("Iommufd::alloc_ioas", sys(ictx.alloc_ioas()));
+    let ioas = ctx.need(ioas, "alloc_ioas")?;
+    let dev = ctx.call("CdevDevice::open solo", sys(vfio_core::CdevDevice::open(backend, n)));
+    let mut dev = ctx.need(dev, "CdevDevice::open")?;
+    let devid = ctx.call("CdevDevice::bind", sys(dev.bind(&ictx)));
+    let devid = ctx.need(devid, "bind")?;
+    let info = ctx.call("Iommufd::hw_info solo", sys(ictx.hw_info(devid)));
+    let info = ctx.need(info, "hw_info")?;
     ctx.observe("HwInfo::dirty_tracking solo", info.dirty_tracking().to_string());
     let r = ictx.alloc_hwpt(devid, &ioas, IOMMU_HWPT_ALLOC_DIRTY_TRACKING).map(|h| h.id());
     ctx.observe("Iommufd::alloc_hwpt solo dirty", r.map_or_else(|e| e.code().to_string(), |id| format!("id={id}")));
-    let plain = ictx.alloc_hwpt(devid, &ioas, 0).map_err(|e| Abort(e.to_string()))?;
+    let plain = ctx.call("Iommufd::alloc_hwpt solo plain", sys(ictx.alloc_hwpt(devid, &ioas, 0)));
+    let plain = ctx.need(plain, "alloc_hwpt")?;
     ctx.observe("Hwpt::set_dirty_tracking plain", plain.set_dirty_tracking(true).map_or_else(|e| e.code().to_string(), |_| "ok".into()));
     ctx.observe("Hwpt::dirty_bitmap plain", plain.dirty_bitmap(0x10_0000, 0x1000, 0x1000, true).map_or_else(|e| e.code().to_string(), |_| "ok".into()));
     Ok(())
@@ -279,22 +288,24 @@ fn safe_types(ctx: &mut Ctx) -> CaseResult {
     Ok(())
 }
 
-/// Behind VT-d: a mock device gets no IOMMU, whatever it is attached to.
-fn no_mock_devices_behind_vtd(ctx: &mut Ctx) -> CaseResult {
+/// Behind VT-d a mock device gets no IOMMU, whatever it is attached to
+/// (MOCK_DOMAIN is EINVAL); behind virtio-iommu, which has a firmware
+/// node, the selftest IOMMU gets it.
+fn mock_devices_beside_the_host_iommu(ctx: &mut Ctx) -> CaseResult {
     let fd = open_iommufd(ctx)?;
     let ioas = need_ioas(ctx, fd)?;
     let _ = mock_domain(ctx, fd, ioas, 1 << 7); // mock_dev_create checks its flags first
     let _ = mock_domain(ctx, fd, ioas, 0);
     let _ = mock_domain(ctx, fd, ioas, MOCK_FLAGS_DEVICE_NO_DIRTY);
-    let _ = need_ioas(ctx, fd)?; // takes id 2: the failed ones left nothing
+    let _ = need_ioas(ctx, fd)?; // the lowest free id: what the failed ones left
     Ok(())
 }
 
-/// The cases for the VT-d guest (the iommufd suite).
-pub fn vtd_cases() -> Vec<Case> {
+/// The cases for the guests behind QEMU's IOMMUs (the iommufd suite).
+pub fn emulated_iommu_cases() -> Vec<Case> {
     vec![
-        Case { name: "iommufd dirty: the edu's VT-d has no dirty tracking", run: vtd_has_none },
-        Case { name: "iommufd dirty: behind VT-d a selftest mock device gets no IOMMU", run: no_mock_devices_behind_vtd },
+        Case { name: "iommufd dirty: the edu's emulated IOMMU has no dirty tracking", run: vtd_has_none },
+        Case { name: "iommufd dirty: a selftest mock device gets no IOMMU behind VT-d, and one behind virtio-iommu", run: mock_devices_beside_the_host_iommu },
     ]
 }
 

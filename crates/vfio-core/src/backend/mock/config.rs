@@ -117,7 +117,8 @@ pub struct IommufdProfile {
     /// IOMMU, so behind it a mock device gets no IOMMU and IOMMU_TEST's
     /// MOCK_DOMAIN fails in iommufd_device_bind with EINVAL (no
     /// IOMMU_CAP_CACHE_COHERENCY). The lab measured that behind QEMU's
-    /// VT-d; in a guest without an IOMMU the mock IOMMU probes them.
+    /// VT-d; in a guest without an IOMMU, and behind virtio-iommu (which
+    /// registers with its VIOT firmware node), the mock IOMMU probes them.
     pub selftest_probes: bool,
 }
 
