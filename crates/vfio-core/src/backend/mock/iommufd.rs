@@ -683,7 +683,7 @@ impl Host {
         }
         cmd.user_va.checked_add(cmd.length).ok_or(Errno(libc::EOVERFLOW))?;
         let iova = place(ioas, &profile, cmd.flags, cmd.iova, cmd.user_va, cmd.length)?;
-        ioas.areas.insert(iova, Area { last: iova + cmd.length - 1, uva: cmd.user_va, prot, file: false });
+        ioas.areas.insert(iova, Area { last: iova + (cmd.length - 1), uva: cmd.user_va, prot, file: false });
         cmd.iova = iova;
         Ok(())
     }
@@ -717,7 +717,7 @@ impl Host {
         if !ioas.domains.is_empty() && (!file.shmem || cmd.start + cmd.length > file.size) {
             return err(libc::EINVAL);
         }
-        ioas.areas.insert(iova, Area { last: iova + cmd.length - 1, uva: cmd.start, prot, file: true });
+        ioas.areas.insert(iova, Area { last: iova + (cmd.length - 1), uva: cmd.start, prot, file: true });
         cmd.iova = iova;
         Ok(())
     }
@@ -790,7 +790,7 @@ impl Host {
         let iova = place(dst, &profile, cmd.flags, cmd.dst_iova, pieces[0].1, cmd.length)?;
         // The copy shares the source's iopt_pages (iopt_get_pages), file or user.
         for (off, uva, len, file) in pieces {
-            dst.areas.insert(iova + off, Area { last: iova + off + len - 1, uva, prot, file });
+            dst.areas.insert(iova + off, Area { last: iova + off + (len - 1), uva, prot, file });
         }
         cmd.dst_iova = iova;
         Ok(())
