@@ -59,6 +59,38 @@ pub struct HwInfo {
     pub max_pasid_log2: u8,
 }
 
+impl HwInfo {
+    /// IOMMU_HW_CAP_DIRTY_TRACKING: a HWPT for this device can be allocated
+    /// with dirty tracking ([`Iommufd::alloc_hwpt`] with
+    /// `IOMMU_HWPT_ALLOC_DIRTY_TRACKING`); without it that is EOPNOTSUPP.
+    pub fn dirty_tracking(&self) -> bool {
+        self.capabilities & u::IOMMU_HW_CAP_DIRTY_TRACKING != 0
+    }
+}
+
+/// What IOMMU_HWPT_GET_DIRTY_BITMAP reported for `[iova, iova + length)`:
+/// bit n (of word n / 64) stands for the `page_size` bytes at
+/// `iova + n * page_size`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirtyBitmap {
+    pub iova: u64,
+    pub length: u64,
+    pub page_size: u64,
+    pub words: Vec<u64>,
+}
+
+impl DirtyBitmap {
+    /// The IOVA of each dirty page, in order.
+    pub fn dirty_pages(&self) -> impl Iterator<Item = u64> + '_ {
+        let pages = self.length / self.page_size;
+        (0..pages).filter(|&n| self.words[(n / 64) as usize] & (1 << (n % 64)) != 0).map(move |n| self.iova + n * self.page_size)
+    }
+
+    pub fn dirty_count(&self) -> u64 {
+        self.words.iter().map(|w| w.count_ones() as u64).sum()
+    }
+}
+
 /// The IOVA ranges an IOAS can map (IOMMU_IOAS_IOVA_RANGES): the holes
 /// between its reserved ranges, and the alignment every map must keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,7 +229,16 @@ impl Iommufd {
             ..Default::default()
         };
         self.file.backend.hwpt_alloc(self.file.fd, &mut cmd).map_err(|e| {
-            self.err(e.0, "IOMMU_HWPT_ALLOC").with_detail(format!("device {dev_id} on IOAS {} flags {flags:#x}", ioas.id))
+            // iommufd_hwpt_paging_alloc: device_iommu_capable(IOMMU_CAP_DIRTY_TRACKING).
+            let why = match e.0 {
+                libc::EOPNOTSUPP if flags & u::IOMMU_HWPT_ALLOC_DIRTY_TRACKING != 0 => {
+                    ": the device's IOMMU has no dirty tracking (IOMMU_GET_HW_INFO capability IOMMU_HW_CAP_DIRTY_TRACKING is unset; QEMU's emulated IOMMUs have none); allocate without the flag and track dirty pages another way"
+                }
+                libc::ENOENT => ": no bound device has that id",
+                libc::EINVAL => ": the page table id is not an IOAS or HWPT of this iommufd",
+                _ => "",
+            };
+            self.err(e.0, "IOMMU_HWPT_ALLOC").with_detail(format!("device {dev_id} on IOAS {} flags {flags:#x}{why}", ioas.id))
         })?;
         Ok(Hwpt { ictx: self.clone(), id: cmd.out_hwpt_id })
     }
@@ -442,7 +483,10 @@ impl Hwpt {
     }
 
     /// IOMMU_HWPT_SET_DIRTY_TRACKING: EOPNOTSUPP unless the HWPT was
-    /// allocated with IOMMU_HWPT_ALLOC_DIRTY_TRACKING on an IOMMU that can.
+    /// allocated with IOMMU_HWPT_ALLOC_DIRTY_TRACKING. Enabling clears
+    /// every dirty bit first (iopt_set_dirty_tracking ->
+    /// iopt_clear_dirty_data), so what [`Hwpt::dirty_bitmap`] reports
+    /// afterwards was written since; disabling keeps the bits set so far.
     pub fn set_dirty_tracking(&self, on: bool) -> Result<()> {
         let cmd = u::iommu_hwpt_set_dirty_tracking {
             size: size_of::<u::iommu_hwpt_set_dirty_tracking>(),
@@ -450,32 +494,69 @@ impl Hwpt {
             hwpt_id: self.id,
             __reserved: 0,
         };
-        self.ictx
-            .file
-            .backend
-            .hwpt_set_dirty_tracking(self.ictx.file.fd, &cmd)
-            .map_err(|e| self.ictx.err(e.0, "IOMMU_HWPT_SET_DIRTY_TRACKING").with_detail(format!("HWPT {}", self.id)))
+        self.ictx.file.backend.hwpt_set_dirty_tracking(self.ictx.file.fd, &cmd).map_err(|e| {
+            let why = match e.0 {
+                libc::EOPNOTSUPP => ": the HWPT was allocated without IOMMU_HWPT_ALLOC_DIRTY_TRACKING (or the kernel lacks dirty tracking)",
+                libc::ENOENT => ": no such HWPT in this iommufd",
+                _ => "",
+            };
+            self.ictx.err(e.0, "IOMMU_HWPT_SET_DIRTY_TRACKING").with_detail(format!("HWPT {} {}{why}", self.id, if on { "enable" } else { "disable" }))
+        })
     }
 
-    /// IOMMU_HWPT_GET_DIRTY_BITMAP over `[iova, iova + size)`, one bit per
-    /// `page_size`, bit n of word n / 64 for the page at `iova + n * page_size`.
-    pub fn dirty_bitmap(&self, iova: u64, size: u64, page_size: u64, clear: bool) -> Result<Vec<u64>> {
-        let pages = if page_size.is_power_of_two() { size >> page_size.trailing_zeros() } else { 0 };
-        let mut bitmap = vec![0u64; (pages.div_ceil(64) as usize).max(1)];
+    /// IOMMU_HWPT_GET_DIRTY_BITMAP over `[iova, iova + length)` at
+    /// `page_size` granularity; `clear` false passes
+    /// IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR, leaving the bits set for the
+    /// next read.
+    ///
+    /// The kernel requires `iova` and `iova + length` to be multiples of
+    /// the IOAS's IOVA alignment and of `page_size`, and a range covered by
+    /// contiguous mappings: where it meets a hole it stops without an error
+    /// (6.12's iommu_read_and_clear_dirty drops the walk's result), so the
+    /// pages after a hole read clean. While tracking is off it answers 0
+    /// and reports nothing.
+    ///
+    /// Refused here before the ioctl, with EINVAL: a zero `length` (6.12
+    /// refuses it; 7.2 takes it from iova 0 as the whole address space)
+    /// and a `page_size` that is not a power of two (the kernel then counts one bit per its lowest
+    /// set bit, a bitmap that does not say what the caller asked).
+    pub fn dirty_bitmap(&self, iova: u64, length: u64, page_size: u64, clear: bool) -> Result<DirtyBitmap> {
+        let detail = format!("HWPT {} iova {iova:#x} length {length:#x} page_size {page_size:#x}", self.id);
+        let refuse = |why: &str| self.ictx.err(libc::EINVAL, "IOMMU_HWPT_GET_DIRTY_BITMAP").with_detail(format!("{detail}: {why}"));
+        if !page_size.is_power_of_two() {
+            return Err(refuse("page_size must be a power of two"));
+        }
+        if length == 0 {
+            return Err(refuse("length must not be 0"));
+        }
+        let n = u::dirty_bitmap_words(length, page_size).unwrap_or(1) as usize;
+        let mut words = Vec::new();
+        words.try_reserve_exact(n).map_err(|_| {
+            self.ictx.err(libc::ENOMEM, "IOMMU_HWPT_GET_DIRTY_BITMAP").with_detail(format!("{detail}: a bitmap of {n} words does not fit in memory; read the range in parts"))
+        })?;
+        // The kernel only sets bits (iova_bitmap_set): start from zeros.
+        words.resize(n, 0);
         let mut cmd = u::iommu_hwpt_get_dirty_bitmap {
             size: size_of::<u::iommu_hwpt_get_dirty_bitmap>(),
             hwpt_id: self.id,
             flags: if clear { 0 } else { u::IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR },
             __reserved: 0,
             iova,
-            length: size,
+            length,
             page_size,
             data: 0,
         };
-        self.ictx.file.backend.hwpt_get_dirty_bitmap(self.ictx.file.fd, &mut cmd, &mut bitmap).map_err(|e| {
-            self.ictx.err(e.0, "IOMMU_HWPT_GET_DIRTY_BITMAP").with_detail(format!("HWPT {} iova {iova:#x} size {size:#x}", self.id))
+        self.ictx.file.backend.hwpt_get_dirty_bitmap(self.ictx.file.fd, &mut cmd, &mut words).map_err(|e| {
+            let why = match e.0 {
+                libc::EOPNOTSUPP => ": the HWPT was allocated without IOMMU_HWPT_ALLOC_DIRTY_TRACKING",
+                libc::EINVAL => ": iova and iova + length must be multiples of page_size and of the IOAS's IOVA alignment (IOMMU_IOAS_IOVA_RANGES)",
+                libc::EOVERFLOW => ": the range wraps past 2^64",
+                libc::ENOENT => ": no such HWPT in this iommufd",
+                _ => "",
+            };
+            self.ictx.err(e.0, "IOMMU_HWPT_GET_DIRTY_BITMAP").with_detail(format!("{detail}{why}"))
         })?;
-        Ok(bitmap)
+        Ok(DirtyBitmap { iova, length, page_size, words })
     }
 }
 

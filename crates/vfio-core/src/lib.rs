@@ -35,6 +35,6 @@ pub use container::{dma_flags, Container, IommuInfo, IovaRange, MigrationCap};
 pub use device::{DependentDevice, Device, DeviceInfo, IrqAction, IrqData, IrqInfo, MappedRegion, RegionInfo, SparseArea};
 pub use error::{Error, IommuModel, Result};
 pub use group::{Group, GroupStatus};
-pub use iommufd::{CdevDevice, HwInfo, Hwpt, Ioas, IoasRanges, Iommufd, IommufdSpace};
+pub use iommufd::{CdevDevice, DirtyBitmap, HwInfo, Hwpt, Ioas, IoasRanges, Iommufd, IommufdSpace};
 pub use memory::HostMemory;
 pub use type1::Type1Container;

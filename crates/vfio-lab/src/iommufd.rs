@@ -20,33 +20,33 @@ use crate::case::{Abort, Case, CaseResult, Ctx};
 use crate::edu::*;
 use crate::x86::util::{HostBuf, RW};
 
-const PAGE: u64 = 4096;
+pub(crate) const PAGE: u64 = 4096;
 const IOVA: u64 = 0x10_0000;
 /// The x86 MSI window every device reserves (IOMMU_RESV_MSI under VT-d).
 const MSI: u64 = 0xfee0_0000;
 
-fn sz<T>() -> u32 {
+pub(crate) fn sz<T>() -> u32 {
     size_of::<T>() as u32
 }
 
 /// A host buffer of `len` bytes whose address is 2 MiB aligned.
-struct Aligned {
+pub(crate) struct Aligned {
     buf: HostBuf,
     off: u64,
 }
 
 impl Aligned {
-    fn new(len: u64) -> Self {
+    pub(crate) fn new(len: u64) -> Self {
         let buf = HostBuf::new((len + (2 << 20)) as usize);
         let off = (2u64 << 20).wrapping_sub(buf.addr()) & ((2 << 20) - 1);
         Self { buf, off }
     }
-    fn addr(&self) -> u64 {
+    pub(crate) fn addr(&self) -> u64 {
         self.buf.addr() + self.off
     }
 }
 
-fn open_iommufd(ctx: &mut Ctx) -> Result<RawFd, Abort> {
+pub(crate) fn open_iommufd(ctx: &mut Ctx) -> Result<RawFd, Abort> {
     let r = ctx.backend.open_iommufd();
     let r = ctx.call("open /dev/iommu", r);
     let fd = ctx.need(r, "open /dev/iommu")?;
@@ -54,7 +54,7 @@ fn open_iommufd(ctx: &mut Ctx) -> Result<RawFd, Abort> {
     Ok(fd)
 }
 
-fn open_cdev(ctx: &mut Ctx, role: &str) -> Result<RawFd, Abort> {
+pub(crate) fn open_cdev(ctx: &mut Ctx, role: &str) -> Result<RawFd, Abort> {
     let n = ctx.host.cdev_of(role).ok_or_else(|| Abort(format!("{role} has no vfio-dev/vfioN (not bound to vfio-pci?)")))?;
     let r = ctx.backend.open_device_cdev(n);
     let r = ctx.call(format!("open cdev of {role}"), r);
@@ -63,18 +63,18 @@ fn open_cdev(ctx: &mut Ctx, role: &str) -> Result<RawFd, Abort> {
     Ok(fd)
 }
 
-fn ioas_alloc(ctx: &mut Ctx, fd: RawFd) -> SysResult<u32> {
+pub(crate) fn ioas_alloc(ctx: &mut Ctx, fd: RawFd) -> SysResult<u32> {
     let mut c = iommu_ioas_alloc { size: sz::<iommu_ioas_alloc>(), ..Default::default() };
     let r = ctx.backend.ioas_alloc(fd, &mut c).map(|_| c.out_ioas_id);
     ctx.call_v("IOAS_ALLOC", r, |id| format!("id={id}"))
 }
 
-fn need_ioas(ctx: &mut Ctx, fd: RawFd) -> Result<u32, Abort> {
+pub(crate) fn need_ioas(ctx: &mut Ctx, fd: RawFd) -> Result<u32, Abort> {
     let r = ioas_alloc(ctx, fd);
     ctx.need(r, "IOAS_ALLOC")
 }
 
-fn destroy(ctx: &mut Ctx, fd: RawFd, id: u32) -> SysResult<()> {
+pub(crate) fn destroy(ctx: &mut Ctx, fd: RawFd, id: u32) -> SysResult<()> {
     let r = ctx.backend.iommu_destroy(fd, &iommu_destroy { size: sz::<iommu_destroy>(), id });
     ctx.call(format!("DESTROY {id}"), r)
 }
@@ -97,12 +97,12 @@ fn prot_text(flags: u32) -> String {
     s
 }
 
-const RWF: u32 = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_FIXED_IOVA;
-const RWA: u32 = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
+pub(crate) const RWF: u32 = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_FIXED_IOVA;
+pub(crate) const RWA: u32 = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
 
 /// IOMMU_IOAS_MAP of `len` bytes at `buf + off`; records the IOVA the kernel answers.
 #[allow(clippy::too_many_arguments)]
-fn map(ctx: &mut Ctx, fd: RawFd, ioas: u32, buf: &Aligned, off: u64, iova: u64, len: u64, flags: u32) -> SysResult<u64> {
+pub(crate) fn map(ctx: &mut Ctx, fd: RawFd, ioas: u32, buf: &Aligned, off: u64, iova: u64, len: u64, flags: u32) -> SysResult<u64> {
     let mut c = iommu_ioas_map {
         size: sz::<iommu_ioas_map>(),
         flags,
@@ -121,13 +121,13 @@ fn map(ctx: &mut Ctx, fd: RawFd, ioas: u32, buf: &Aligned, off: u64, iova: u64, 
     ctx.call_v(label, r, |i| format!("iova={i:#x}"))
 }
 
-fn unmap(ctx: &mut Ctx, fd: RawFd, ioas: u32, iova: u64, len: u64) -> SysResult<u64> {
+pub(crate) fn unmap(ctx: &mut Ctx, fd: RawFd, ioas: u32, iova: u64, len: u64) -> SysResult<u64> {
     let mut c = iommu_ioas_unmap { size: sz::<iommu_ioas_unmap>(), ioas_id: ioas, iova, length: len };
     let r = ctx.backend.ioas_unmap(fd, &mut c).map(|_| c.length);
     ctx.call_v(format!("IOAS_UNMAP iova={iova:#x} len={len:#x}"), r, |n| format!("unmapped={n:#x}"))
 }
 
-fn ranges(ctx: &mut Ctx, fd: RawFd, ioas: u32, room: usize) -> SysResult<()> {
+pub(crate) fn ranges(ctx: &mut Ctx, fd: RawFd, ioas: u32, room: usize) -> SysResult<()> {
     let mut c = iommu_ioas_iova_ranges { size: sz::<iommu_ioas_iova_ranges>(), ioas_id: ioas, ..Default::default() };
     let mut buf = vec![iommu_iova_range::default(); room];
     let r = ctx.backend.ioas_iova_ranges(fd, &mut c, &mut buf);
@@ -149,19 +149,19 @@ fn allow(ctx: &mut Ctx, fd: RawFd, ioas: u32, list: &[(u64, u64)]) -> SysResult<
     ctx.call(format!("IOAS_ALLOW_IOVAS [{shown}]"), r)
 }
 
-fn bind(ctx: &mut Ctx, dev: RawFd, ictx: RawFd, label: &str) -> SysResult<u32> {
+pub(crate) fn bind(ctx: &mut Ctx, dev: RawFd, ictx: RawFd, label: &str) -> SysResult<u32> {
     let mut c = vfio_device_bind_iommufd { argsz: sz::<vfio_device_bind_iommufd>(), flags: 0, iommufd: ictx, out_devid: 0 };
     let r = ctx.backend.device_bind_iommufd(dev, &mut c).map(|_| c.out_devid);
     ctx.call_v(format!("BIND_IOMMUFD {label}"), r, |id| format!("devid={id}"))
 }
 
-fn attach(ctx: &mut Ctx, dev: RawFd, pt: u32, label: &str) -> SysResult<u32> {
+pub(crate) fn attach(ctx: &mut Ctx, dev: RawFd, pt: u32, label: &str) -> SysResult<u32> {
     let mut c = vfio_device_attach_iommufd_pt { argsz: sz::<vfio_device_attach_iommufd_pt>(), flags: 0, pt_id: pt };
     let r = ctx.backend.device_attach_iommufd_pt(dev, &mut c).map(|_| c.pt_id);
     ctx.call_v(format!("ATTACH_IOMMUFD_PT {label} pt={pt}"), r, |id| format!("pt={id}"))
 }
 
-fn detach(ctx: &mut Ctx, dev: RawFd, label: &str) -> SysResult<()> {
+pub(crate) fn detach(ctx: &mut Ctx, dev: RawFd, label: &str) -> SysResult<()> {
     let r = ctx.backend.device_detach_iommufd_pt(dev, &vfio_device_detach_iommufd_pt { argsz: 8, flags: 0 });
     ctx.call(format!("DETACH_IOMMUFD_PT {label}"), r)
 }
@@ -544,4 +544,7 @@ pub fn cases() -> Vec<Case> {
         Case { name: "edu DMA goes through an IOAS mapping and nowhere after unmap", run: edu_dma_through_an_ioas },
         Case { name: "a batch into an IOAS is all or nothing", run: batch_rollback },
     ]
+    .into_iter()
+    .chain(crate::iommufd_dirty::emulated_iommu_cases())
+    .collect()
 }

@@ -20,6 +20,7 @@ mod host;
 mod live_handover;
 mod memlock;
 mod iommufd;
+mod iommufd_dirty;
 mod mock_host;
 mod report;
 mod spapr;
@@ -48,7 +49,7 @@ struct Args {
     only: Option<String>,
 }
 
-const USAGE: &str = "usage: vfio-lab x86|iommufd --backend kernel|mock --topology FILE [--out FILE] [--sysfs DIR] [--only TEXT]\n       vfio-lab spapr --backend kernel|mock --phbs N [--out FILE]";
+const USAGE: &str = "usage: vfio-lab x86|iommufd|iommufd-selftest --backend kernel|mock --topology FILE [--out FILE] [--sysfs DIR] [--only TEXT]\n       vfio-lab spapr --backend kernel|mock --phbs N [--out FILE]";
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
@@ -66,8 +67,8 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown argument '{other}'")),
         }
     }
-    if args.suite != "x86" && args.suite != "iommufd" {
-        return Err(format!("unknown suite '{}': the suites are x86, iommufd and spapr", args.suite));
+    if !["x86", "iommufd", "iommufd-selftest"].contains(&args.suite.as_str()) {
+        return Err(format!("unknown suite '{}': the suites are x86, iommufd, iommufd-selftest and spapr", args.suite));
     }
     if args.backend != "kernel" && args.backend != "mock" {
         return Err(format!("--backend must be kernel or mock, not '{}'", args.backend));
@@ -81,7 +82,14 @@ fn parse_args() -> Result<Args, String> {
 fn run(args: &Args) -> Result<(), String> {
     let topology = Topology::load(&args.topology)?;
     eprintln!("vfio-lab {} {}: topology {}", args.backend, args.suite, topology.name);
-    let (host, backend): (LabHost, Arc<dyn Backend>) = if args.backend == "kernel" {
+    let selftest = args.suite == "iommufd-selftest";
+    let (host, backend): (LabHost, Arc<dyn Backend>) = if selftest {
+        // A guest without an IOMMU: no device plays a role, only
+        // IOMMUFD_TEST's mock devices.
+        let host = LabHost::assigned(topology);
+        let backend: Arc<dyn Backend> = if args.backend == "kernel" { Arc::new(KernelBackend::new()) } else { mock_host::mock_selftest_backend() };
+        (host, backend)
+    } else if args.backend == "kernel" {
         (LabHost::from_sysfs(topology, &args.sysfs)?, Arc::new(KernelBackend::new()))
     } else {
         let host = LabHost::assigned(topology);
@@ -96,7 +104,11 @@ fn run(args: &Args) -> Result<(), String> {
     let mut w = Writer::new(out, &args.suite, &args.backend).map_err(io_err)?;
     w.line(&Line::Host { devices: host.describe() }).map_err(io_err)?;
 
-    let cases: Vec<Case> = if args.suite == "iommufd" { iommufd::cases() } else { x86::cases() };
+    let cases: Vec<Case> = match args.suite.as_str() {
+        "iommufd" => iommufd::cases(),
+        "iommufd-selftest" => iommufd_dirty::selftest_cases(),
+        _ => x86::cases(),
+    };
     for case in cases.iter().filter(|c| args.only.as_ref().is_none_or(|o| c.name.contains(o.as_str()))) {
         let started = Instant::now();
         let mut ctx = Ctx::new(Arc::clone(&backend), &host);
@@ -222,6 +234,18 @@ mod tests {
             assert_eq!(aborted, None, "case '{name}' stopped early");
             let failed: Vec<_> = checks.iter().filter(|c| !c.ok).collect();
             assert!(failed.is_empty(), "case '{name}': {failed:?}");
+        }
+    }
+
+    #[test]
+    fn every_iommufd_selftest_case_runs_to_its_end_on_the_mock_without_an_iommu() {
+        let host = LabHost::assigned(lab_shape());
+        let backend = mock_host::mock_selftest_backend();
+        for case in iommufd_dirty::selftest_cases() {
+            let mut ctx = Ctx::new(Arc::clone(&backend), &host);
+            let outcome = (case.run)(&mut ctx);
+            let Line::Case { name, aborted, .. } = ctx.finish(case.name, outcome) else { unreachable!() };
+            assert_eq!(aborted, None, "case '{name}' stopped early");
         }
     }
 

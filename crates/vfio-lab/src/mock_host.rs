@@ -117,7 +117,26 @@ pub fn mock_backend(host: &LabHost, iommufd: bool) -> Arc<dyn Backend> {
         // /dev/vfio/vfio from iommufd (VFIO_CONTAINER=n).
         profile.transparent_hugepage = false;
         profile.vfio_compat_container = true;
+        // CONFIG_IOMMUFD_TEST: the selftest mock domain, the lab's only
+        // IOMMU with dirty tracking.
+        profile.selftest = true;
+        // Its mock IOMMU gets the mock devices unless an IOMMU registered
+        // without a firmware node came first: the lab saw MOCK_DOMAIN
+        // refused behind VT-d and succeed behind virtio-iommu (VIOT).
+        profile.selftest_probes = host.topology.host.iommu == "virtio-iommu";
         config = config.with_iommufd(profile);
     }
     Arc::new(MockBackend::new(config))
+}
+
+/// The mock as the lab kernel in a guest without an IOMMU: /dev/iommu with
+/// IOMMUFD_TEST, whose mock IOMMU then probes its mock devices, and no
+/// group (no IOMMU, so no device is in one).
+pub fn mock_selftest_backend() -> Arc<dyn Backend> {
+    let mut profile = IommufdProfile::qemu_vtd(0, 0);
+    profile.transparent_hugepage = false;
+    profile.vfio_compat_container = true;
+    profile.selftest = true;
+    profile.selftest_probes = true;
+    Arc::new(MockBackend::new(MockConfig::empty().with_iommufd(profile)))
 }

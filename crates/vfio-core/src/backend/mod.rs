@@ -319,6 +319,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
         let _ = (iommufd, cmd, bitmap);
         Err(Errno(libc::ENOTTY))
     }
+    /// `IOMMU_TEST_CMD` (CONFIG_IOMMUFD_TEST; the lab only): the mock
+    /// domain ops, and DIRTY, whose `uptr` is set to `bitmap`.
+    fn iommufd_test(&self, iommufd: RawFd, cmd: &mut crate::uapi::iommufd_test::iommu_test_cmd, bitmap: &[u64]) -> SysResult<()> {
+        let _ = (iommufd, cmd, bitmap);
+        Err(Errno(libc::ENOTTY))
+    }
     /// `VFIO_DEVICE_BIND_IOMMUFD` on a cdev fd: the kernel writes `out_devid`.
     fn device_bind_iommufd(&self, device: RawFd, cmd: &mut fd::vfio_device_bind_iommufd) -> SysResult<()> {
         let _ = (device, cmd);

@@ -19,6 +19,20 @@ pub struct IoasRangesJs {
     pub alignment: BigInt,
 }
 
+/// IOMMU_GET_HW_INFO for one device: what its IOMMU is and can do.
+#[napi(object, js_name = "IommuHwInfo")]
+pub struct HwInfoJs {
+    /// IOMMU_HW_INFO_TYPE_* (0 none, 1 Intel VT-d; later kernels add others).
+    pub data_type: u32,
+    /// IOMMU_HW_CAP_* bits.
+    pub capabilities: BigInt,
+    /// IOMMU_HW_CAP_DIRTY_TRACKING: the IOMMU records which pages the
+    /// device wrote (what a live migration needs from it). QEMU's emulated
+    /// IOMMUs have none.
+    pub dirty_tracking: bool,
+    pub max_pasid_log2: u32,
+}
+
 /// One iommufd with an IOAS and the devices attached to it. `close()` (or
 /// collection) closes the device cdevs, then the IOAS, then /dev/iommu.
 #[napi]
@@ -129,6 +143,24 @@ impl IommufdSpace {
     pub fn map_batch(&self, env: &Env, entries: BigUint64ArraySlice, flags: Option<Either<u32, Uint32ArraySlice>>) -> Result<BatchReportJs> {
         let (triples, f) = map_batch_args(&entries, &flags).map_err(|e| js_err(env, e))?;
         self.with(env, "IOMMU_IOAS_MAP", |s| s.ioas().map_batch(triples, f)).map(Into::into)
+    }
+
+    /// IOMMU_GET_HW_INFO for the device of cdev `cdev` (one of `cdevs`).
+    #[napi]
+    pub fn hw_info(&self, env: &Env, cdev: u32) -> Result<HwInfoJs> {
+        let i = self.with(env, "IOMMU_GET_HW_INFO", |s| {
+            let dev_id = s.device(cdev).and_then(|d| d.dev_id()).ok_or_else(|| {
+                crate::Error::new(libc::ENOENT, "IOMMU_GET_HW_INFO", s.object())
+                    .with_detail(format!("vfio{cdev} is not in this space; its cdevs are {:?}", self.cdevs))
+            })?;
+            s.iommufd().hw_info(dev_id)
+        })?;
+        Ok(HwInfoJs {
+            data_type: i.data_type,
+            capabilities: BigInt::from(i.capabilities),
+            dirty_tracking: i.dirty_tracking(),
+            max_pasid_log2: i.max_pasid_log2 as u32,
+        })
     }
 
     /// As Type1Container.unmapBatch: iova, size pairs.

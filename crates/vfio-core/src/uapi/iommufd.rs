@@ -219,6 +219,19 @@ pub struct iommu_hwpt_set_dirty_tracking {
 
 pub const IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR: u32 = 1;
 
+/// How many 64-bit words of bitmap IOMMU_HWPT_GET_DIRTY_BITMAP may write
+/// for `length` bytes at `page_size`, by the kernel's own arithmetic
+/// (iova_bitmap_alloc: one bit per `1 << __ffs(page_size)` bytes, so a
+/// page size that is not a power of two counts as its lowest set bit;
+/// `mapped_total_index` = ((length - 1) >> pgshift) / 64 + 1). None for a
+/// zero length or page size, which has no such bitmap.
+pub fn dirty_bitmap_words(length: u64, page_size: u64) -> Option<u64> {
+    if length == 0 || page_size == 0 {
+        return None;
+    }
+    Some(((length - 1) >> page_size.trailing_zeros()) / 64 + 1)
+}
+
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct iommu_hwpt_get_dirty_bitmap {
@@ -261,4 +274,20 @@ pub struct vfio_device_attach_iommufd_pt {
 pub struct vfio_device_detach_iommufd_pt {
     pub argsz: u32,
     pub flags: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dirty_bitmap_words;
+
+    #[test]
+    fn the_dirty_bitmap_has_a_bit_per_lowest_set_bit_of_page_size_up_to_the_last_byte() {
+        assert_eq!(dirty_bitmap_words(64 * 4096, 4096), Some(1));
+        assert_eq!(dirty_bitmap_words(65 * 4096, 4096), Some(2));
+        // 0x3000 counts as 0x1000: 48 bits, not 16.
+        assert_eq!(dirty_bitmap_words(0x30_000, 0x3000), Some(1));
+        assert_eq!(dirty_bitmap_words(0x30_0000, 0x3000), Some(12));
+        assert_eq!(dirty_bitmap_words(0, 4096), None);
+        assert_eq!(dirty_bitmap_words(4096, 0), None);
+    }
 }

@@ -10,11 +10,13 @@
 //!   chain header, container, group and device structures;
 //! - [`type1`]: the type1/type1v2 IOMMU (info, capabilities, map, unmap);
 //! - [`spapr`]: the sPAPR TCE IOMMU (owned by the sPAPR work);
-//! - [`iommufd`]: /dev/iommu and the VFIO device cdev (checked against the lab kernel's headers).
+//! - [`iommufd`]: /dev/iommu and the VFIO device cdev (checked against the lab kernel's headers);
+//! - [`iommufd_test`]: IOMMUFD_TEST's selftest command, for the lab only.
 
 #![allow(non_camel_case_types)]
 
 pub mod iommufd;
+pub mod iommufd_test;
 pub mod spapr;
 pub mod type1;
 

@@ -31,6 +31,7 @@ export type {
   IrqInfo,
   DependentDevice,
   IoasRanges,
+  IommuHwInfo,
   LiveIrq,
   HandOverOutcome,
   TceInfo,

@@ -82,3 +82,12 @@ test('a closed space answers EBADF and names openIommufd', (t) => {
   t.is(err.code, 'EBADF');
   t.false(s.isOpen);
 });
+
+test('hwInfo names the VT-d and no dirty tracking: a migration cannot ask this IOMMU which pages a device wrote', (t) => {
+  const s = iommufdHost().openIommufd([0, 1]);
+  const info = s.hwInfo(1);
+  t.deepEqual([info.dataType, info.capabilities, info.dirtyTracking], [1, 0n, false]);
+  t.is(code(() => s.hwInfo(5)), 'ENOENT');
+  s.close();
+  t.is(code(() => s.hwInfo(0)), 'EBADF');
+});

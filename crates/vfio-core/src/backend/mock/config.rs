@@ -106,6 +106,20 @@ pub struct IommufdProfile {
     /// it, not the type1 compatibility ioctls: the lab holds those to the
     /// kernel against the legacy type1 answers instead.
     pub vfio_compat_container: bool,
+    /// CONFIG_IOMMUFD_TEST: /dev/iommu also answers IOMMU_TEST_CMD, whose
+    /// selftest mock domain has dirty tracking (`iommufd_selftest.rs`).
+    pub selftest: bool,
+    /// Whether the selftest's mock IOMMU gets to probe the mock devices it
+    /// creates. __iommu_probe_device gives a device without a firmware
+    /// node the ops of the first IOMMU registered without one
+    /// (iommu_fwspec_ops -> iommu_ops_from_fwnode(NULL), 6.12); VT-d
+    /// registers that way at boot, before iommufd's init registers the mock
+    /// IOMMU, so behind it a mock device gets no IOMMU and IOMMU_TEST's
+    /// MOCK_DOMAIN fails in iommufd_device_bind with EINVAL (no
+    /// IOMMU_CAP_CACHE_COHERENCY). The lab measured that behind QEMU's
+    /// VT-d; in a guest without an IOMMU, and behind virtio-iommu (which
+    /// registers with its VIOT firmware node), the mock IOMMU probes them.
+    pub selftest_probes: bool,
     /// The IOMMU driver gives a domain its geometry only when a device first
     /// attaches (virtio-iommu in 6.12.117: viommu_domain_alloc leaves it
     /// zero, viommu_domain_finalise sets it from viommu_attach_dev). A HWPT

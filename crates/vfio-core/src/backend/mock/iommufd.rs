@@ -14,9 +14,10 @@
 //!   mapped in this process succeeds (the kernel pins when a domain is
 //!   attached and answers EFAULT) and the RLIMIT mode charges nothing;
 //! - no nested HWPTs, fault queues or PASIDs; dirty tracking only as the
-//!   IOMMU profile offers it (QEMU's intel-iommu does not).
+//!   IOMMU profile offers it (QEMU's intel-iommu does not), or on
+//!   IOMMUFD_TEST's selftest mock domain ([`selftest`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::super::{Errno, RawFd, SysResult};
 use super::config::{IommufdProfile, IovaSpan, VFIO_PCI};
@@ -27,6 +28,9 @@ use crate::uapi::iommufd::*;
 const PAGE_SIZE: u64 = 4096;
 /// HPAGE_SIZE on x86-64 with CONFIG_TRANSPARENT_HUGEPAGE (iopt_alloc_iova's max_alignment).
 const HPAGE_SIZE: u64 = 2 << 20;
+
+#[path = "iommufd_selftest.rs"]
+mod selftest;
 
 fn err<T>(errno: i32) -> SysResult<T> {
     Err(Errno(errno))
@@ -84,9 +88,54 @@ pub(super) struct IoasState {
     areas: BTreeMap<u64, Area>,
     reserved: Vec<(u64, u64, Owner)>,
     allowed: Vec<(u64, u64)>,
-    /// HWPTs whose domain is in this IOAS (iopt->domains).
-    domains: Vec<u32>,
+    /// HWPTs whose domain is in this IOAS (iopt->domains), each with its
+    /// smallest page.
+    domains: Vec<(u32, u64)>,
     disable_large_pages: bool,
+}
+
+/// Which IOMMU driver's ops made a domain (domain->owner): the host's
+/// (the profile), or IOMMUFD_TEST's selftest driver (mock_ops).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    Host,
+    Selftest,
+}
+
+/// A paging domain, as far as iommufd sees it.
+#[derive(Debug, Clone)]
+struct Domain {
+    driver: Driver,
+    /// The smallest page of its pgsize_bitmap.
+    page: u64,
+    /// Its geometry (both ends inclusive).
+    aperture: (u64, u64),
+    /// domain->dirty_ops: allocated with IOMMU_HWPT_ALLOC_DIRTY_TRACKING.
+    dirty_ops: bool,
+    /// set_dirty_tracking(true) happened last (MOCK_DIRTY_TRACK).
+    tracking: bool,
+    /// The dirty bits of its page table entries, by entry index (IOVA /
+    /// `page`): mock_iommu_domain's pfns with MOCK_PFN_DIRTY_IOVA.
+    dirty: BTreeSet<u64>,
+}
+
+impl Domain {
+    fn new(driver: Driver, profile: &IommufdProfile, dirty_ops: bool) -> Self {
+        let (page, aperture) = match driver {
+            Driver::Host => (1 << profile.pgsize_bitmap.trailing_zeros(), (profile.aperture.start, profile.aperture.end)),
+            Driver::Selftest => selftest::geometry(),
+        };
+        Self { driver, page, aperture, dirty_ops, tracking: false, dirty: BTreeSet::new() }
+    }
+}
+
+/// The device behind an iommufd_device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dev {
+    /// A PCI function of the mock host, by index.
+    Pci(usize),
+    /// A selftest mock device (mock_dev_create) with its MOCK_FLAGS_DEVICE_*.
+    Mock { flags: u32 },
 }
 
 #[derive(Debug)]
@@ -94,9 +143,12 @@ enum Obj {
     Ioas(IoasState),
     /// A paging HWPT on an IOAS. `auto` ones were made by an attach and go
     /// when their last device detaches.
-    Hwpt { ioas: u32, auto: bool, devices: usize, dirty: bool },
+    Hwpt { ioas: u32, auto: bool, devices: usize, domain: Domain },
     /// A bound device (iommufd_device), with the HWPT it is attached to.
-    Device { dev: usize, hwpt: Option<u32> },
+    Device { dev: Dev, hwpt: Option<u32> },
+    /// IOMMUFD_TEST's selftest object holding a mock device bound as
+    /// iommufd device `idev` (IOMMUFD_OBJ_SELFTEST).
+    Selftest { idev: u32 },
 }
 
 #[derive(Debug, Default)]
@@ -167,13 +219,9 @@ fn overlaps(s: u64, l: u64, start: u64, last: u64) -> bool {
 impl IoasState {
     /// iopt->iova_alignment (iopt_calculate_iova_alignment): PAGE_SIZE with
     /// large pages disabled, else 1, raised to each domain's smallest page.
-    fn alignment(&self, profile: &IommufdProfile) -> u64 {
+    fn alignment(&self) -> u64 {
         let base = if self.disable_large_pages { PAGE_SIZE } else { 1 };
-        if self.domains.is_empty() {
-            base
-        } else {
-            base.max(1 << profile.pgsize_bitmap.trailing_zeros())
-        }
+        self.domains.iter().fold(base, |a, &(_, page)| a.max(page))
     }
 
     fn area_in(&self, start: u64, last: u64) -> Option<(u64, Area)> {
@@ -259,32 +307,33 @@ impl IoasState {
     /// iopt_table_add_domain: the domain's page size raises the alignment
     /// (every area must keep it: EADDRINUSE) and what lies outside its
     /// aperture (the domain's geometry as it is then) becomes reserved.
-    fn add_domain(&mut self, hwpt: u32, profile: &IommufdProfile, ap: IovaSpan) -> SysResult<()> {
-        let new_align = self.alignment(profile).max(1 << profile.pgsize_bitmap.trailing_zeros());
+    fn add_domain(&mut self, hwpt: u32, domain: &Domain) -> SysResult<()> {
+        let new_align = self.alignment().max(domain.page);
         if new_align > PAGE_SIZE {
             return err(libc::EINVAL);
         }
-        if new_align != self.alignment(profile) && !self.aligned_to(new_align) {
+        if new_align != self.alignment() && !self.aligned_to(new_align) {
             return err(libc::EADDRINUSE);
         }
+        let (start, end) = domain.aperture;
         let mut r = Ok(());
-        if ap.start != 0 {
-            r = self.reserve(0, ap.start - 1, Owner::Domain(hwpt));
+        if start != 0 {
+            r = self.reserve(0, start - 1, Owner::Domain(hwpt));
         }
-        if r.is_ok() && ap.end != u64::MAX {
-            r = self.reserve(ap.end + 1, u64::MAX, Owner::Domain(hwpt));
+        if r.is_ok() && end != u64::MAX {
+            r = self.reserve(end + 1, u64::MAX, Owner::Domain(hwpt));
         }
         if r.is_err() {
             self.unreserve(Owner::Domain(hwpt));
             return r;
         }
-        self.domains.push(hwpt);
+        self.domains.push((hwpt, domain.page));
         Ok(())
     }
 
     fn remove_domain(&mut self, hwpt: u32) {
         self.unreserve(Owner::Domain(hwpt));
-        self.domains.retain(|&d| d != hwpt);
+        self.domains.retain(|&(d, _)| d != hwpt);
     }
 
     /// iopt_unmap_iova_range: whole areas only, in IOVA order; an area the
@@ -352,17 +401,25 @@ impl IommufdCtx {
     }
 
     /// iommufd_get_device: ENOENT unless `id` is a bound device.
-    fn device(&self, id: u32) -> SysResult<(usize, Option<u32>)> {
+    fn device(&self, id: u32) -> SysResult<(Dev, Option<u32>)> {
         match self.objects.get(&id) {
             Some(Obj::Device { dev, hwpt }) => Ok((*dev, *hwpt)),
             _ => err(libc::ENOENT),
         }
     }
 
-    /// iommufd_get_hwpt_paging: ENOENT unless `id` is a paging HWPT.
-    fn hwpt(&self, id: u32) -> SysResult<(u32, bool)> {
+    /// iommufd_get_hwpt_paging: ENOENT unless `id` is a paging HWPT. Its
+    /// IOAS and domain.
+    fn hwpt(&self, id: u32) -> SysResult<(u32, &Domain)> {
         match self.objects.get(&id) {
-            Some(Obj::Hwpt { ioas, dirty, .. }) => Ok((*ioas, *dirty)),
+            Some(Obj::Hwpt { ioas, domain, .. }) => Ok((*ioas, domain)),
+            _ => err(libc::ENOENT),
+        }
+    }
+
+    fn domain_mut(&mut self, id: u32) -> SysResult<&mut Domain> {
+        match self.objects.get_mut(&id) {
+            Some(Obj::Hwpt { domain, .. }) => Ok(domain),
             _ => err(libc::ENOENT),
         }
     }
@@ -375,6 +432,23 @@ impl IommufdCtx {
             Obj::Hwpt { auto, devices, .. } => *auto || *devices > 0,
             // The bound vfio device holds its iommufd_device (iommufd_device_bind).
             Obj::Device { .. } => true,
+            Obj::Selftest { .. } => false,
+        }
+    }
+
+    /// The dirty bits of entries an unmap took out of an IOAS's domains go
+    /// with them (mock_domain_unmap_pages erases the entry): a page mapped
+    /// there again starts clean.
+    fn forget_unmapped(&mut self, ioas_id: u32) {
+        let Ok(ioas) = self.ioas(ioas_id) else { return };
+        let areas: Vec<(u64, u64)> = ioas.areas.iter().map(|(&s, a)| (s, a.last)).collect();
+        for o in self.objects.values_mut() {
+            if let Obj::Hwpt { ioas, domain, .. } = o {
+                if *ioas == ioas_id {
+                    let page = domain.page;
+                    domain.dirty.retain(|&i| areas.iter().any(|&(s, l)| i * page >= s && i * page <= l));
+                }
+            }
         }
     }
 
@@ -388,7 +462,10 @@ impl IommufdCtx {
         *devices -= 1;
         let (ioas, gone) = (*ioas, *auto && *devices == 0);
         if let Ok(i) = self.ioas_mut(ioas) {
-            i.unreserve(Owner::Device(dev));
+            // A mock device has no reserved regions.
+            if let Dev::Pci(d) = dev {
+                i.unreserve(Owner::Device(d));
+            }
             if gone {
                 i.remove_domain(h);
             }
@@ -506,11 +583,20 @@ impl Host {
         if ictx.in_use(cmd.id) {
             return err(libc::EBUSY);
         }
-        // A user HWPT's destroy takes its domain out of its IOAS.
-        if let Some(Obj::Hwpt { ioas, .. }) = ictx.objects.remove(&cmd.id) {
-            if let Ok(i) = ictx.ioas_mut(ioas) {
-                i.remove_domain(cmd.id);
+        match ictx.objects.remove(&cmd.id) {
+            // A user HWPT's destroy takes its domain out of its IOAS.
+            Some(Obj::Hwpt { ioas, .. }) => {
+                if let Ok(i) = ictx.ioas_mut(ioas) {
+                    i.remove_domain(cmd.id);
+                }
             }
+            // iommufd_selftest_destroy: the mock device detaches (its
+            // automatic HWPT goes with it) and is unbound.
+            Some(Obj::Selftest { idev }) => {
+                ictx.detach(idev);
+                ictx.objects.remove(&idev);
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -537,7 +623,6 @@ impl Host {
     ) -> SysResult<()> {
         self.ioctls += 1;
         let c = self.ictx(fd)?;
-        let profile = self.profile()?;
         check_size(cmd.size, min_size!(iommu_ioas_iova_ranges, out_iova_alignment))?;
         if cmd.__reserved != 0 {
             return err(libc::EOPNOTSUPP);
@@ -549,7 +634,7 @@ impl Host {
             ranges[i] = iommu_iova_range { start: s, last: l };
         }
         cmd.num_iovas = free.len() as u32;
-        cmd.out_iova_alignment = ioas.alignment(&profile);
+        cmd.out_iova_alignment = ioas.alignment();
         if free.len() > max {
             return err(libc::EMSGSIZE);
         }
@@ -598,7 +683,7 @@ impl Host {
         }
         cmd.user_va.checked_add(cmd.length).ok_or(Errno(libc::EOVERFLOW))?;
         let iova = place(ioas, &profile, cmd.flags, cmd.iova, cmd.user_va, cmd.length)?;
-        ioas.areas.insert(iova, Area { last: iova + cmd.length - 1, uva: cmd.user_va, prot, file: false });
+        ioas.areas.insert(iova, Area { last: iova + (cmd.length - 1), uva: cmd.user_va, prot, file: false });
         cmd.iova = iova;
         Ok(())
     }
@@ -632,7 +717,7 @@ impl Host {
         if !ioas.domains.is_empty() && (!file.shmem || cmd.start + cmd.length > file.size) {
             return err(libc::EINVAL);
         }
-        ioas.areas.insert(iova, Area { last: iova + cmd.length - 1, uva: cmd.start, prot, file: true });
+        ioas.areas.insert(iova, Area { last: iova + (cmd.length - 1), uva: cmd.start, prot, file: true });
         cmd.iova = iova;
         Ok(())
     }
@@ -705,7 +790,7 @@ impl Host {
         let iova = place(dst, &profile, cmd.flags, cmd.dst_iova, pieces[0].1, cmd.length)?;
         // The copy shares the source's iopt_pages (iopt_get_pages), file or user.
         for (off, uva, len, file) in pieces {
-            dst.areas.insert(iova + off, Area { last: iova + off + len - 1, uva, prot, file });
+            dst.areas.insert(iova + off, Area { last: iova + off + (len - 1), uva, prot, file });
         }
         cmd.dst_iova = iova;
         Ok(())
@@ -736,6 +821,7 @@ impl Host {
             n
         };
         cmd.length = unmapped;
+        self.ictxs[c].forget_unmapped(cmd.ioas_id);
         Ok(())
     }
 
@@ -743,7 +829,6 @@ impl Host {
     pub(super) fn iommu_option(&mut self, fd: RawFd, cmd: &mut iommu_option) -> SysResult<()> {
         self.ioctls += 1;
         let c = self.ictx(fd)?;
-        let profile = self.profile()?;
         check_size(cmd.size, min_size!(iommu_option, val64))?;
         if cmd.__reserved != 0 {
             return err(libc::EOPNOTSUPP);
@@ -774,9 +859,9 @@ impl Host {
                             if !ioas.domains.is_empty() && !ioas.areas.is_empty() {
                                 return err(libc::EINVAL);
                             }
-                            let old = ioas.alignment(&profile);
+                            let old = ioas.alignment();
                             ioas.disable_large_pages = true;
-                            let new = ioas.alignment(&profile);
+                            let new = ioas.alignment();
                             if new > old && !ioas.aligned_to(new) {
                                 ioas.disable_large_pages = false;
                                 return err(libc::EADDRINUSE);
@@ -803,15 +888,20 @@ impl Host {
         if cmd.flags != 0 || cmd.__reserved != [0; 3] {
             return err(libc::EOPNOTSUPP);
         }
-        self.ictxs[c].device(cmd.dev_id)?;
+        let (dev, _) = self.ictxs[c].device(cmd.dev_id)?;
+        let (data_type, info) = match dev {
+            Dev::Pci(_) => (profile.hw_info_type, profile.hw_info.clone()),
+            Dev::Mock { .. } => selftest::hw_info(),
+        };
         let bytes = crate::backend::buf_bytes_mut(data);
         let room = bytes.len().min(cmd.data_len as usize);
-        let n = room.min(profile.hw_info.len());
-        bytes[..n].copy_from_slice(&profile.hw_info[..n]);
+        let n = room.min(info.len());
+        bytes[..n].copy_from_slice(&info[..n]);
         bytes[n..room].fill(0);
-        cmd.out_data_type = profile.hw_info_type;
-        cmd.data_len = profile.hw_info.len() as u32;
-        cmd.out_capabilities = if profile.dirty_tracking { IOMMU_HW_CAP_DIRTY_TRACKING } else { 0 };
+        cmd.out_data_type = data_type;
+        cmd.data_len = info.len() as u32;
+        // device_iommu_capable(IOMMU_CAP_DIRTY_TRACKING).
+        cmd.out_capabilities = if dirty_capable(&profile, dev) { IOMMU_HW_CAP_DIRTY_TRACKING } else { 0 };
         cmd.out_max_pasid_log2 = 0;
         Ok(())
     }
@@ -830,7 +920,7 @@ impl Host {
             return err(libc::EINVAL);
         }
         let ictx = &mut self.ictxs[c];
-        ictx.device(cmd.dev_id)?;
+        let (dev, _) = ictx.device(cmd.dev_id)?;
         match ictx.objects.get(&cmd.pt_id) {
             Some(Obj::Ioas(_)) => {}
             // A nested HWPT needs the driver's stage-1 data (IOMMU_HWPT_DATA_VTD_S1),
@@ -842,20 +932,24 @@ impl Host {
             return err(libc::EOPNOTSUPP);
         }
         let dirty = cmd.flags & IOMMU_HWPT_ALLOC_DIRTY_TRACKING != 0;
-        if dirty && !profile.dirty_tracking {
+        if dirty && !dirty_capable(&profile, dev) {
             return err(libc::EOPNOTSUPP);
         }
         let id = ictx.alloc_id();
-        // No device has attached to the new domain yet.
-        let ap = if profile.geometry_at_first_attach { IovaSpan::new(0, 0) } else { profile.aperture };
-        ictx.ioas_mut(cmd.pt_id)?.add_domain(id, &profile, ap)?;
-        ictx.objects.insert(id, Obj::Hwpt { ioas: cmd.pt_id, auto: false, devices: 0, dirty });
+        let mut domain = Domain::new(driver_of(dev), &profile, dirty);
+        // No device has attached to the new domain yet: a driver that sets
+        // the geometry at first attach has given it none.
+        if domain.driver == Driver::Host && profile.geometry_at_first_attach {
+            domain.aperture = (0, 0);
+        }
+        ictx.ioas_mut(cmd.pt_id)?.add_domain(id, &domain)?;
+        ictx.objects.insert(id, Obj::Hwpt { ioas: cmd.pt_id, auto: false, devices: 0, domain });
         cmd.out_hwpt_id = id;
         Ok(())
     }
 
-    // iommufd_hwpt_set_dirty_tracking -> iopt_set_dirty_tracking: EOPNOTSUPP
-    // for a domain without dirty ops.
+    // iommufd_hwpt_set_dirty_tracking -> iopt_set_dirty_tracking. Its
+    // __reserved is not checked (6.12 and 7.2 alike).
     pub(super) fn hwpt_set_dirty_tracking(&mut self, fd: RawFd, cmd: &iommu_hwpt_set_dirty_tracking) -> SysResult<()> {
         self.ioctls += 1;
         let c = self.ictx(fd)?;
@@ -863,44 +957,90 @@ impl Host {
         if cmd.flags & !IOMMU_HWPT_DIRTY_TRACKING_ENABLE != 0 {
             return err(libc::EOPNOTSUPP);
         }
-        let (_, dirty) = self.ictxs[c].hwpt(cmd.hwpt_id)?;
-        if !dirty {
+        let enable = cmd.flags & IOMMU_HWPT_DIRTY_TRACKING_ENABLE != 0;
+        let domain = self.ictxs[c].domain_mut(cmd.hwpt_id)?;
+        // A domain without dirty_ops (allocated without the flag).
+        if !domain.dirty_ops {
             return err(libc::EOPNOTSUPP);
         }
-        // A profile with dirty tracking is refused at HWPT_ALLOC above, so
-        // no dirty HWPT exists to get here.
-        err(libc::EOPNOTSUPP)
+        // Enabling first clears every dirty bit of the mapped areas
+        // (iopt_clear_dirty_data) for a clean snapshot; disabling keeps them.
+        if enable {
+            domain.dirty.clear();
+        }
+        domain.tracking = enable;
+        Ok(())
     }
 
-    // iommufd_hwpt_get_dirty_bitmap -> iommufd_check_iova_range, then
-    // iommu_read_and_clear_dirty (EOPNOTSUPP without dirty ops).
-    pub(super) fn hwpt_get_dirty_bitmap(&mut self, fd: RawFd, cmd: &mut iommu_hwpt_get_dirty_bitmap, _bitmap: &mut [u64]) -> SysResult<()> {
+    // iommufd_hwpt_get_dirty_bitmap -> iopt_read_and_clear_dirty_data:
+    // iommufd_check_iova_range, then iommu_read_and_clear_dirty (EOPNOTSUPP
+    // without dirty ops), which walks the contiguous areas from `iova`
+    // (iopt_for_each_contig_area) and has the driver report and clear each
+    // dirty page. The bitmap is only ever OR-ed into: bits of clean pages
+    // keep what the caller put there (iova_bitmap_set).
+    //
+    // Two answers of the kernel that look like bugs are followed as they
+    // are (6.12 and 7.2 alike): iommu_read_and_clear_dirty drops the
+    // result of iova_bitmap_for_each, so a range running into a hole in
+    // the mapping, and a domain whose tracking is off (the driver's
+    // EINVAL), both answer 0; the pages walked before the hole are
+    // reported and cleared.
+    pub(super) fn hwpt_get_dirty_bitmap(&mut self, fd: RawFd, cmd: &mut iommu_hwpt_get_dirty_bitmap, bitmap: &mut [u64]) -> SysResult<()> {
         self.ioctls += 1;
         let c = self.ictx(fd)?;
-        let profile = self.profile()?;
         check_size(cmd.size, min_size!(iommu_hwpt_get_dirty_bitmap, data))?;
         if cmd.flags & !IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR != 0 || cmd.__reserved != 0 {
             return err(libc::EOPNOTSUPP);
         }
-        let (ioas, dirty) = self.ictxs[c].hwpt(cmd.hwpt_id)?;
-        let align = self.ictxs[c].ioas(ioas)?.alignment(&profile);
-        if cmd.length == 0 {
-            return err(libc::EINVAL);
+        let ictx = &mut self.ictxs[c];
+        let (ioas, _) = ictx.hwpt(cmd.hwpt_id)?;
+        let ioas = ictx.ioas(ioas)?;
+        let last = check_dirty_range(cmd, ioas.alignment())?;
+        // The contiguous areas from iova: (first, last) of each piece.
+        let mut pieces = Vec::new();
+        let mut cur = cmd.iova;
+        while let Some((s, a)) = ioas.area_in(cur, cur) {
+            if !pieces.is_empty() && s != cur {
+                break;
+            }
+            let end = a.last.min(last);
+            pieces.push((cur, end));
+            if end == last {
+                break;
+            }
+            cur = end + 1;
         }
-        let last = cmd.iova.checked_add(cmd.length - 1).ok_or(Errno(libc::EOVERFLOW))?;
-        let end = last.wrapping_add(1);
-        if cmd.iova & (align - 1) != 0 || end & (align - 1) != 0 {
-            return err(libc::EINVAL);
+        let domain = ictx.domain_mut(cmd.hwpt_id)?;
+        if !domain.dirty_ops {
+            return err(libc::EOPNOTSUPP);
         }
-        if cmd.page_size == 0 {
-            return err(libc::EINVAL);
+        if !domain.tracking {
+            return Ok(());
         }
-        let pm = cmd.page_size.wrapping_sub(1);
-        if cmd.iova & pm != 0 || end & pm != 0 {
-            return err(libc::EINVAL);
+        let clear = cmd.flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR == 0;
+        let shift = cmd.page_size.trailing_zeros();
+        // The driver walks each piece page by page; only the dirty entries
+        // matter, so walk those.
+        let page = domain.page;
+        for (first, end) in pieces {
+            let dirty: Vec<u64> = domain.dirty.range(first / page..=end / page).copied().collect();
+            for index in dirty {
+                if clear {
+                    domain.dirty.remove(&index);
+                }
+                // iommu_dirty_bitmap_record(iova, page): every bit its bytes
+                // touch, relative to the bitmap's iova (areas keep the
+                // domain's page alignment, so the page ends before 2^64).
+                let iova = index * page;
+                let (b0, b1) = ((iova - cmd.iova) >> shift, (iova + (page - 1) - cmd.iova) >> shift);
+                for b in b0..=b1 {
+                    if let Some(w) = bitmap.get_mut((b / 64) as usize) {
+                        *w |= 1 << (b % 64);
+                    }
+                }
+            }
         }
-        let _ = dirty;
-        err(libc::EOPNOTSUPP)
+        Ok(())
     }
 
     // vfio_df_ioctl_bind_iommufd -> vfio_device_block_group, vfio_df_open,
@@ -941,7 +1081,7 @@ impl Host {
         if !self.viable(gid) {
             return err(libc::EPERM);
         }
-        let dev_id = self.ictxs[ctx].insert(Obj::Device { dev, hwpt: None });
+        let dev_id = self.ictxs[ctx].insert(Obj::Device { dev: Dev::Pci(dev), hwpt: None });
         // vfio_pci_core_enable, as for the group path's first open.
         let d = &mut self.devices[dev];
         d.model.config_mut().enable();
@@ -970,20 +1110,27 @@ impl Host {
         let peers: Vec<usize> = self.groups[&gid].devices.iter().copied().filter(|&d| d != dev).collect();
         let ictx = &mut self.ictxs[ctx];
         let group_hwpt = ictx.objects.values().find_map(|o| match o {
-            Obj::Device { dev: d, hwpt: Some(h) } if peers.contains(d) => Some(*h),
+            Obj::Device { dev: Dev::Pci(d), hwpt: Some(h) } if peers.contains(d) => Some(*h),
             _ => None,
         });
         let (_, old) = ictx.device(dev_id)?;
         let hwpt = match ictx.objects.get(&cmd.pt_id) {
             None => return err(libc::ENOENT),
+            // __iommu_attach_group: a domain of another IOMMU driver (a
+            // selftest mock domain) is EINVAL. No lab guest has both kinds
+            // of device (behind VT-d there are no mock devices), so this
+            // one is read from the source only.
+            Some(Obj::Hwpt { domain, .. }) if domain.driver != Driver::Host => return err(libc::EINVAL),
             Some(Obj::Hwpt { .. }) => cmd.pt_id,
             Some(Obj::Ioas(_)) => {
                 // iommufd_device_auto_get_domain: share the IOAS's automatic
-                // HWPT, else make one (its id is taken before the attach).
+                // HWPT (one of another driver refuses the attach with EINVAL
+                // and is passed over), else make one (its id is taken
+                // before the attach).
                 let existing = ictx
                     .objects
                     .iter()
-                    .find(|(_, o)| matches!(o, Obj::Hwpt { ioas, auto: true, .. } if *ioas == cmd.pt_id))
+                    .find(|(_, o)| matches!(o, Obj::Hwpt { ioas, auto: true, domain, .. } if *ioas == cmd.pt_id && domain.driver == Driver::Host))
                     .map(|(&id, _)| id);
                 match existing {
                     Some(id) => id,
@@ -997,11 +1144,12 @@ impl Host {
                         let id = ictx.alloc_id();
                         let ioas = ictx.ioas_mut(cmd.pt_id)?;
                         reserve_device(ioas, dev, &reserved)?;
-                        if let Err(e) = ioas.add_domain(id, &profile, profile.aperture) {
+                        let domain = Domain::new(Driver::Host, &profile, false);
+                        if let Err(e) = ioas.add_domain(id, &domain) {
                             ioas.unreserve(Owner::Device(dev));
                             return Err(e);
                         }
-                        ictx.objects.insert(id, Obj::Hwpt { ioas: cmd.pt_id, auto: true, devices: 1, dirty: false });
+                        ictx.objects.insert(id, Obj::Hwpt { ioas: cmd.pt_id, auto: true, devices: 1, domain });
                         if let Some(Obj::Device { hwpt, .. }) = ictx.objects.get_mut(&dev_id) {
                             *hwpt = Some(id);
                         }
@@ -1010,7 +1158,7 @@ impl Host {
                     }
                 }
             }
-            Some(Obj::Device { .. }) => return err(libc::EINVAL),
+            Some(Obj::Device { .. } | Obj::Selftest { .. }) => return err(libc::EINVAL),
         };
         if old == Some(hwpt) {
             cmd.pt_id = hwpt;
@@ -1056,6 +1204,45 @@ impl Host {
         self.ictxs[ctx].detach(dev_id);
         Ok(())
     }
+}
+
+/// device_iommu_capable(dev, IOMMU_CAP_DIRTY_TRACKING): the host IOMMU as
+/// its profile says; a mock device unless made with
+/// MOCK_FLAGS_DEVICE_NO_DIRTY (mock_domain_capable).
+fn dirty_capable(profile: &IommufdProfile, dev: Dev) -> bool {
+    match dev {
+        Dev::Pci(_) => profile.dirty_tracking,
+        Dev::Mock { flags } => flags & crate::uapi::iommufd_test::MOCK_FLAGS_DEVICE_NO_DIRTY == 0,
+    }
+}
+
+fn driver_of(dev: Dev) -> Driver {
+    match dev {
+        Dev::Pci(_) => Driver::Host,
+        Dev::Mock { .. } => Driver::Selftest,
+    }
+}
+
+/// iommufd_check_iova_range (6.12): a nonzero length not wrapping past
+/// 2^64, both ends on the IOAS's alignment and on `page_size`, which may be
+/// any nonzero value (only its mask is applied). Returns the last IOVA.
+fn check_dirty_range(cmd: &iommu_hwpt_get_dirty_bitmap, align: u64) -> SysResult<u64> {
+    if cmd.length == 0 {
+        return err(libc::EINVAL);
+    }
+    let last = cmd.iova.checked_add(cmd.length - 1).ok_or(Errno(libc::EOVERFLOW))?;
+    let end = last.wrapping_add(1);
+    if cmd.iova & (align - 1) != 0 || end & (align - 1) != 0 {
+        return err(libc::EINVAL);
+    }
+    if cmd.page_size == 0 {
+        return err(libc::EINVAL);
+    }
+    let mask = cmd.page_size - 1;
+    if cmd.iova & mask != 0 || end & mask != 0 {
+        return err(libc::EINVAL);
+    }
+    Ok(last)
 }
 
 /// The IOAS `at` names (from [`Host::device_ioas`]).
@@ -1116,7 +1303,7 @@ fn file_of(fd: i32) -> SysResult<FileFacts> {
 }
 
 fn place(ioas: &IoasState, profile: &IommufdProfile, flags: u32, iova: u64, uptr: u64, length: u64) -> SysResult<u64> {
-    let align = ioas.alignment(profile);
+    let align = ioas.alignment();
     if length & (align - 1) != 0 || length == 0 {
         return err(libc::EINVAL);
     }

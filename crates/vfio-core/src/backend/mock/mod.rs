@@ -411,6 +411,10 @@ impl Backend for MockBackend {
         self.lock().hwpt_get_dirty_bitmap(iommufd, cmd, bitmap)
     }
 
+    fn iommufd_test(&self, iommufd: RawFd, cmd: &mut crate::uapi::iommufd_test::iommu_test_cmd, bitmap: &[u64]) -> SysResult<()> {
+        self.lock().iommufd_test(iommufd, cmd, bitmap)
+    }
+
     fn device_bind_iommufd(&self, device: RawFd, cmd: &mut fd::vfio_device_bind_iommufd) -> SysResult<()> {
         self.lock().device_bind_iommufd(device, cmd)
     }

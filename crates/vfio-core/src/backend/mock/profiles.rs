@@ -129,6 +129,8 @@ impl IommufdProfile {
             allow_unsafe_interrupts: false,
             transparent_hugepage: true,
             vfio_compat_container: false,
+            selftest: false,
+            selftest_probes: false,
             geometry_at_first_attach: false,
         }
     }

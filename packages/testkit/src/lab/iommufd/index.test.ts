@@ -2,7 +2,20 @@ import test from 'ava';
 import { CaseLine, ResultsFile } from '../conformance';
 import { x86RootPortTopologyArgs, X86_ROOT_PORT_TOPOLOGY } from '../x86/topology';
 import { MARK } from '../initramfs';
-import { BIND_REFUSED, BRIDGED_EDU, bridgeProbeReport, compareCompat, COMPAT_DIFFERENCES, IOMMUFD_VIRTIO_HOST, IOMMUFD_VTD_HOST, runScript, VIRTIO_RUNS, virtioRunScript } from './index';
+import {
+  BIND_REFUSED,
+  BRIDGED_EDU,
+  bridgeProbeReport,
+  compareCompat,
+  COMPAT_DIFFERENCES,
+  IOMMUFD_SELFTEST_HOST,
+  IOMMUFD_VIRTIO_HOST,
+  IOMMUFD_VTD_HOST,
+  runScript,
+  selftestRunScript,
+  VIRTIO_RUNS,
+  virtioRunScript,
+} from './index';
 
 function results(backend: string, cases: Record<string, string>): ResultsFile {
   const lines: CaseLine[] = Object.entries(cases).map(([name, result]) => ({
@@ -65,6 +78,17 @@ test('the guest script runs the iommufd suite and the x86 suite on the kernel, t
   t.true(iommufd > 0 && x86 > iommufd);
   t.regex(script, /ls -l \/dev\/iommu/);
   t.regex(script, /VFIOKIT_LAB_QEMU_IOMMUFD='\/q\/qemu-system-x86_64' .* \.iommufd-lab\.js/);
+});
+
+test('the selftest guest has no IOMMU device and runs only the iommufd-selftest suite on the kernel', (t) => {
+  const ctx = { repoRoot: '/r', cacheDir: '/c', outDir: '/o', nodePath: '/n', guestTimeoutMs: 1, log: () => {} };
+  const args = IOMMUFD_SELFTEST_HOST.topology!.args(IOMMUFD_SELFTEST_HOST.iommuDevice);
+  t.false(args.some((a) => /iommu/.test(a)), args.join(' '));
+  t.true(args.includes('edu,id=solo,bus=pcie.0,addr=0x3'));
+  t.notRegex(IOMMUFD_SELFTEST_HOST.kernelArgs, /intel_iommu/);
+  const script = selftestRunScript(ctx);
+  t.regex(script, /vfio-lab iommufd-selftest --backend kernel --topology \S+ --out \S+conformance-iommufd-selftest-kernel\.jsonl/);
+  t.notRegex(script, /vfio-lab (x86|iommufd) /);
 });
 
 test('the virtio-iommu guest runs the iommufd suite with unsafe interrupts refused, then allowed, each against its own topology file', (t) => {
