@@ -332,14 +332,25 @@ fn closing_a_bound_cdev_unbinds_the_device_and_unblocks_its_group() {
 }
 
 #[test]
-fn hw_info_reports_the_vtd_registers_and_no_dirty_tracking() {
+fn hw_info_reports_the_vtd_registers_no_dirty_tracking_and_no_ats_for_edu() {
     let (b, ictx) = open();
     let mut dev = CdevDevice::open(b, 0).unwrap();
     let id = dev.bind(&ictx).unwrap();
     let info = ictx.hw_info(id).unwrap();
-    assert_eq!((info.data_type, info.data.len(), info.capabilities), (u::IOMMU_HW_INFO_TYPE_INTEL_VTD, 24, 0));
+    assert_eq!((info.data_type, info.data.len(), info.capabilities), (u::IOMMU_HW_INFO_TYPE_INTEL_VTD, 24, u::IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED));
     assert_eq!(u64::from_le_bytes(info.data[8..16].try_into().unwrap()), CAP);
     assert_eq!(u64::from_le_bytes(info.data[16..24].try_into().unwrap()), ECAP);
+}
+
+#[test]
+fn a_kernel_before_the_ats_bit_reports_no_capability_for_edu() {
+    let mut profile = IommufdProfile::qemu_vtd(CAP, ECAP);
+    profile.ats_not_supported_cap = false;
+    let b: Arc<dyn Backend> = Arc::new(MockBackend::new(MockConfig { iommufd: Some(profile), ..config() }));
+    let ictx = Iommufd::open(b.clone()).unwrap();
+    let mut dev = CdevDevice::open(b, 0).unwrap();
+    let id = dev.bind(&ictx).unwrap();
+    assert_eq!(ictx.hw_info(id).unwrap().capabilities, 0);
 }
 
 #[test]
@@ -603,3 +614,18 @@ fn change_process_moves_file_mappings_and_refuses_with_einval_while_any_ioas_hol
     let cmd = u::iommu_ioas_change_process { size: 8, __reserved: 1 };
     assert_eq!(b.ioas_change_process(ictx.raw_fd(), &cmd).map_err(|e| e.0), Err(libc::EOPNOTSUPP));
 }
+
+#[test]
+fn a_kernel_before_6_13_answers_map_file_and_change_process_with_enotty() {
+    let mut profile = IommufdProfile::qemu_vtd(CAP, ECAP);
+    profile.file_mappings = false;
+    let b: Arc<dyn Backend> = Arc::new(MockBackend::new(MockConfig { iommufd: Some(profile), ..config() }));
+    let ictx = Iommufd::open(b).unwrap();
+    let ioas = ictx.alloc_ioas().unwrap();
+    let m = memfd(0x4000);
+    assert_eq!(ioas.map_file(Some(0x10_0000), m.raw_fd(), 0, 0x1000, RW).unwrap_err().code(), "ENOTTY");
+    let e = ictx.change_process().unwrap_err();
+    assert_eq!(e.code(), "ENOTTY");
+    assert!(e.detail.as_deref().unwrap().contains("Linux 6.13"), "{e}");
+}
+

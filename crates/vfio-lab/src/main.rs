@@ -200,7 +200,7 @@ mod tests {
     }
 
     fn facts(iommu: &str, msi_isolated: bool, allow_unsafe_interrupts: bool) -> HostFacts {
-        HostFacts { iommu: iommu.into(), msi_isolated, allow_unsafe_interrupts }
+        HostFacts { iommu: iommu.into(), msi_isolated, allow_unsafe_interrupts, kernel: None }
     }
 
     #[test]

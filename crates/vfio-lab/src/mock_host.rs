@@ -113,7 +113,32 @@ pub fn mock_backend(host: &LabHost, iommufd: bool) -> Arc<dyn Backend> {
         // /dev/vfio/vfio from iommufd (VFIO_CONTAINER=n).
         profile.transparent_hugepage = false;
         profile.vfio_compat_container = true;
+        // What differs between the two sources the lab kernel builds from.
+        if let Some(v) = host.topology.host.kernel.as_deref().and_then(major_minor) {
+            profile.file_mappings = v >= (6, 13);
+            // Seen in the lab: 6.12.117 without the bit, 7.2.13 with it; no
+            // kernel between was booted, so only 6.12 and older go without.
+            profile.ats_not_supported_cap = v > (6, 12);
+        }
         config = config.with_iommufd(profile);
     }
     Arc::new(MockBackend::new(config))
+}
+
+/// `(major, minor)` of a kernel version such as `7.2.13-1` or `6.12.117`.
+pub fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let mut parts = version.split(['.', '-']);
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::major_minor;
+
+    #[test]
+    fn a_kernel_version_reads_as_its_major_and_minor() {
+        assert_eq!(major_minor("7.2.13-1"), Some((7, 2)));
+        assert_eq!(major_minor("6.12.117-1"), Some((6, 12)));
+        assert_eq!(major_minor("linux"), None);
+    }
 }

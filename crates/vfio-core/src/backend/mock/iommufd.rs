@@ -1,5 +1,6 @@
 //! iommufd (/dev/iommu) and VFIO device cdevs, as the kernel answers them
-//! (Linux 6.12: drivers/iommu/iommufd/{main,ioas,io_pagetable,device,
+//! (Linux 7.2, and 6.12 where `IommufdProfile` says so:
+//! drivers/iommu/iommufd/{main,ioas,io_pagetable,device,
 //! hw_pagetable}.c, drivers/vfio/{device_cdev,iommufd,vfio_main}.c).
 //!
 //! One [`IommufdCtx`] per open of /dev/iommu holds the objects (IOAS, HWPT,
@@ -614,6 +615,9 @@ impl Host {
         self.ioctls += 1;
         let c = self.ictx(fd)?;
         let profile = self.profile()?;
+        if !profile.file_mappings {
+            return err(libc::ENOTTY);
+        }
         check_size(cmd.size, min_size!(iommu_ioas_map_file, iova))?;
         let prot = map_prot(cmd.flags, cmd.iova, cmd.length)?;
         let ioas = self.ictxs[c].ioas_mut(cmd.ioas_id)?;
@@ -646,6 +650,9 @@ impl Host {
     pub(super) fn ioas_change_process(&mut self, fd: RawFd, cmd: &iommu_ioas_change_process) -> SysResult<()> {
         self.ioctls += 1;
         let c = self.ictx(fd)?;
+        if !self.profile()?.file_mappings {
+            return err(libc::ENOTTY);
+        }
         check_size(cmd.size, min_size!(iommu_ioas_change_process, __reserved))?;
         if cmd.__reserved != 0 {
             return err(libc::EOPNOTSUPP);
@@ -813,6 +820,9 @@ impl Host {
         cmd.out_data_type = profile.hw_info_type;
         cmd.data_len = profile.hw_info.len() as u32;
         cmd.out_capabilities = if profile.dirty_tracking { IOMMU_HW_CAP_DIRTY_TRACKING } else { 0 };
+        if profile.ats_not_supported_cap {
+            cmd.out_capabilities |= IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED;
+        }
         cmd.out_max_pasid_log2 = 0;
         Ok(())
     }

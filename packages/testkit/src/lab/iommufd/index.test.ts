@@ -1,6 +1,6 @@
 import test from 'ava';
 import { CaseLine, ResultsFile } from '../conformance';
-import { compareCompat, COMPAT_DIFFERENCES, IOMMUFD_VTD_HOST, runScript } from './index';
+import { compareCompat, COMPAT_DIFFERENCES, IOMMUFD_VTD_HOST, kernelVersion, runScript } from './index';
 
 function results(backend: string, cases: Record<string, string>): ResultsFile {
   const lines: CaseLine[] = Object.entries(cases).map(([name, result]) => ({
@@ -63,4 +63,8 @@ test('the guest script runs the iommufd suite and the x86 suite on the kernel, t
   t.true(iommufd > 0 && x86 > iommufd);
   t.regex(script, /ls -l \/dev\/iommu/);
   t.regex(script, /VFIOKIT_LAB_QEMU_IOMMUFD='\/q\/qemu-system-x86_64' .* \.iommufd-lab\.js/);
+});
+
+test('the version the mock is told is the lab kernel source version, without the "linux" build-kernel.sh writes', (t) => {
+  t.is(kernelVersion({ vmlinuz: '/k/bzImage', moduleDir: '', release: 'linux 7.2.13-1' }), '7.2.13-1');
 });

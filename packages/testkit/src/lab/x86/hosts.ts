@@ -17,6 +17,12 @@ export interface LabHostFacts {
   readonly msiIsolated: boolean;
   /** vfio_iommu_type1's `allow_unsafe_interrupts` module parameter. */
   readonly allowUnsafeInterrupts: boolean;
+  /**
+   * The guest kernel's version (`7.2.13-1`), where the mock's answers
+   * depend on it: the iommufd lab's kernel builds from linux-source-7.2 or
+   * linux-source-6.12. Absent: the newest the mock models.
+   */
+  readonly kernel?: string;
 }
 
 export interface X86Host {
