@@ -351,4 +351,27 @@ mod iommufd_handover {
         assert_eq!(e.code(), "EBADF");
         assert_eq!(ioas.unmap_all(), Ok(4 * MB));
     }
+
+    #[test]
+    fn a_hand_over_with_a_mapping_made_from_addresses_is_refused_before_anything_is_sent() {
+        let b = host();
+        let ictx = Iommufd::open(b).unwrap();
+        let ioas = ictx.alloc_ioas().unwrap();
+        let mem = GuestMemory::create("t", (4 * MB) as usize).unwrap();
+        for m in maps() {
+            ioas.map_file(Some(m.iova), mem.raw_fd(), m.offset, m.size, RW).unwrap();
+        }
+        let anon = crate::HostMemory::new(4096).unwrap();
+        ioas.map(Some(64 * MB), anon.addr(), 4096, RW).unwrap();
+        let (a, b_end) = pair();
+        let h = IommufdHandover { iommufd: &ictx, ioas_id: ioas.id(), devices: &[], memory: &mem, mappings: &maps(), irqs: &[] };
+        let e = hand_over_iommufd(a.as_raw_fd(), &h).unwrap_err();
+        assert_eq!((e.code(), e.ioctl), ("EINVAL", "IOMMU_IOAS_CHANGE_PROCESS"));
+        assert!(e.detail.as_deref().unwrap().contains("nothing was sent"), "{e}");
+        // Nothing is waiting on the other end.
+        let mut buf = [0u8; 8];
+        // SAFETY: a non-blocking recv into a live buffer of its length.
+        let n = unsafe { libc::recv(b_end.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        assert_eq!(n, -1);
+    }
 }
