@@ -41,29 +41,34 @@ use vfio_core::{Device, MappedRegion, Type1Container};
 
 use crate::edu::*;
 
-const PAGE: u64 = 4096;
+pub(crate) const PAGE: u64 = 4096;
 /// Below edu's 28-bit DMA mask.
-const IOVA0: u64 = 0x100_0000;
+pub(crate) const IOVA0: u64 = 0x100_0000;
 /// QEMU 7.2's edu refuses 4096 bytes into its own buffer; 4095 is safe.
 const LEN: usize = 4095;
 
-type Res<T> = Result<T, String>;
+pub(crate) type Res<T> = Result<T, String>;
 
-fn pattern() -> Vec<u8> {
+pub(crate) fn pattern() -> Vec<u8> {
     (0..LEN).map(|i| (i as u8).wrapping_mul(13).wrapping_add(5)).collect()
 }
 
-fn vmlck_kb(pid: u32) -> u64 {
+/// A `Vm*:` line of /proc/PID/status in kB (u64::MAX when unreadable).
+pub(crate) fn status_kb(pid: u32, key: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     text.lines()
-        .find_map(|l| l.strip_prefix("VmLck:"))
+        .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(':')))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(u64::MAX)
 }
 
+pub(crate) fn vmlck_kb(pid: u32) -> u64 {
+    status_kb(pid, "VmLck")
+}
+
 /// CLOCK_MONOTONIC in microseconds: one clock for every process, so the
 /// old process's start and the new one's last update can be subtracted.
-fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec into `ts`.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
@@ -75,7 +80,7 @@ fn group_of(bdf: &str) -> Res<u32> {
     link.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()).ok_or_else(|| format!("{bdf}: odd iommu_group link"))
 }
 
-fn socketpair() -> (OwnedFd, OwnedFd) {
+pub(crate) fn socketpair() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
     // SAFETY: fds has room for the two descriptors socketpair writes.
     let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
@@ -85,18 +90,18 @@ fn socketpair() -> (OwnedFd, OwnedFd) {
 }
 
 /// Line messages on a control socket, descriptors riding along.
-struct Ctl {
+pub(crate) struct Ctl {
     fd: OwnedFd,
     buf: Vec<u8>,
-    fds: Vec<OwnedFd>,
+    pub(crate) fds: Vec<OwnedFd>,
 }
 
 impl Ctl {
-    fn new(fd: OwnedFd) -> Self {
+    pub(crate) fn new(fd: OwnedFd) -> Self {
         Self { fd, buf: Vec::new(), fds: Vec::new() }
     }
 
-    fn send(&self, line: &str, fds: &[RawFd]) -> Res<()> {
+    pub(crate) fn send(&self, line: &str, fds: &[RawFd]) -> Res<()> {
         let data = format!("{line}\n");
         if fds.is_empty() {
             live_send_all(self.fd.as_raw_fd(), data.as_bytes())
@@ -106,7 +111,7 @@ impl Ctl {
     }
 
     /// The next line, waiting at most `secs`.
-    fn recv(&mut self, secs: u64) -> Res<String> {
+    pub(crate) fn recv(&mut self, secs: u64) -> Res<String> {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             if let Some(p) = self.buf.iter().position(|&b| b == b'\n') {
@@ -149,7 +154,7 @@ fn live_send_all(fd: RawFd, mut data: &[u8]) -> Res<()> {
 
 /// Starts this program again as `args`, giving it `keep` (and nothing else
 /// of ours: every descriptor here is close-on-exec).
-fn spawn(args: &[String], keep: &[RawFd]) -> Res<Child> {
+pub(crate) fn spawn(args: &[String], keep: &[RawFd]) -> Res<Child> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let keep = keep.to_vec();
     let mut cmd = Command::new(exe);
@@ -168,16 +173,16 @@ fn spawn(args: &[String], keep: &[RawFd]) -> Res<Child> {
     cmd.spawn().map_err(|e| format!("cannot start {args:?}: {e}"))
 }
 
-fn arg(args: &[String], name: &str) -> Option<String> {
+pub(crate) fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }
 
 // ---- edu's DMA engine ----
 
-struct Edu<'a> {
-    bar0: MappedRegion,
-    memory: &'a GuestMemory,
-    pages: u64,
+pub(crate) struct Edu<'a> {
+    pub(crate) bar0: MappedRegion,
+    pub(crate) memory: &'a GuestMemory,
+    pub(crate) pages: u64,
 }
 
 impl Edu<'_> {
@@ -192,7 +197,7 @@ impl Edu<'_> {
         Ok(())
     }
 
-    fn run(&self, src: u64, dst: u64, to_ram: bool) -> Res<()> {
+    pub(crate) fn run(&self, src: u64, dst: u64, to_ram: bool) -> Res<()> {
         self.idle()?;
         let cmd = EDU_DMA_RUN | if to_ram { EDU_DMA_TO_RAM } else { 0 };
         for (reg, v) in [(EDU_DMA_SRC, src), (EDU_DMA_DST, dst), (EDU_DMA_COUNT, LEN as u64), (EDU_DMA_CMD, cmd)] {
@@ -203,7 +208,7 @@ impl Edu<'_> {
 
     /// Copies edu's buffer into page `page` (never page 0, the seed) and
     /// reports whether the pattern landed there.
-    fn copy_into(&self, page: u64) -> Res<bool> {
+    pub(crate) fn copy_into(&self, page: u64) -> Res<bool> {
         let p = 1 + page % (self.pages - 1);
         let off = (p * PAGE) as usize;
         self.memory.write(off, &[0u8; LEN]).map_err(|e| e.to_string())?;
@@ -214,7 +219,7 @@ impl Edu<'_> {
     }
 }
 
-fn bar0_of(d: &Device) -> Res<MappedRegion> {
+pub(crate) fn bar0_of(d: &Device) -> Res<MappedRegion> {
     let r = d.region_info(VFIO_PCI_BAR0_REGION_INDEX).map_err(|e| e.to_string())?;
     d.map_region(&r, 0, 4096).map_err(|e| e.to_string())
 }
@@ -380,7 +385,7 @@ fn start_new(die_after: Option<usize>) -> Res<(Child, Ctl, OwnedFd)> {
     Ok((child, Ctl::new(ctl_here), ho_old))
 }
 
-fn num_field(line: &str, key: &str) -> Option<u64> {
+pub(crate) fn num_field(line: &str, key: &str) -> Option<u64> {
     line.split(' ').find_map(|w| w.strip_prefix(&format!("{key}="))).and_then(|v| v.parse().ok())
 }
 

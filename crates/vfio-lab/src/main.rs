@@ -18,6 +18,7 @@ mod case;
 mod edu;
 mod host;
 mod live_handover;
+mod live_iommufd;
 mod memlock;
 mod iommufd;
 mod mock_host;
@@ -115,6 +116,10 @@ fn main() {
         std::process::exit(spapr::main(&raw[1..]));
     }
     // A hand-over between processes on the kernel (live_handover.rs).
+    // The iommufd hand-over (live_iommufd.rs).
+    if raw.first().is_some_and(|a| a.starts_with("live-iommufd")) {
+        std::process::exit(live_iommufd::main(&raw));
+    }
     if raw.first().is_some_and(|a| a.starts_with("live-")) {
         std::process::exit(live_handover::main(&raw));
     }
