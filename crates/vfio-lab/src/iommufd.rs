@@ -463,7 +463,9 @@ fn start_dma(map: &vfio_core::MappedRegion, src: u64, dst: u64, count: u64, to_r
 /// Through the safe types: edu's engine copies a pattern through an IOAS
 /// mapping, and after unmap its DMA reaches nothing (a DMAR fault in the
 /// guest's log, no byte written).
-fn edu_dma_through_an_ioas(ctx: &mut Ctx) -> CaseResult {
+/// Through the safe types: an iommufd with one IOAS, solo's cdev bound and
+/// attached to it, bus mastering on and BAR0 mapped, each step recorded.
+fn edu_on_an_ioas(ctx: &mut Ctx) -> Result<(Iommufd, vfio_core::Ioas, CdevDevice, vfio_core::MappedRegion), Abort> {
     let backend = Arc::clone(&ctx.backend);
     let n = ctx.host.cdev_of("solo").ok_or_else(|| Abort("solo has no cdev".into()))?;
     let ictx = ctx.call("Iommufd::open", sys(Iommufd::open(backend.clone())));
@@ -483,6 +485,11 @@ fn edu_dma_through_an_ioas(ctx: &mut Ctx) -> CaseResult {
     let bar0 = ctx.need(sys(d.region_info(VFIO_PCI_BAR0_REGION_INDEX)), "BAR0 info")?;
     let m = ctx.call("Device::map_region BAR0", sys(d.map_region(&bar0, 0, 4096)));
     let m = ctx.need(m, "mmap BAR0")?;
+    Ok((ictx, ioas, dev, m))
+}
+
+fn edu_dma_through_an_ioas(ctx: &mut Ctx) -> CaseResult {
+    let (_ictx, ioas, dev, m) = edu_on_an_ioas(ctx)?;
     let mut src = HostBuf::new(PAGE as usize);
     let dst = HostBuf::new(PAGE as usize);
     src.bytes_mut()[..16].copy_from_slice(b"vfiokit-iommufd!");
@@ -669,28 +676,11 @@ fn file_mappings(ctx: &mut Ctx) -> CaseResult {
 /// the memfd; the device reaches the file's pages, no address of ours.
 fn edu_dma_through_a_file_mapping(ctx: &mut Ctx) -> CaseResult {
     use vfio_core::live::GuestMemory;
-    let backend = Arc::clone(&ctx.backend);
-    let n = ctx.host.cdev_of("solo").ok_or_else(|| Abort("solo has no cdev".into()))?;
     let mem = GuestMemory::create("vfiokit-lab-dma", 4 * PAGE as usize).map_err(|e| Abort(format!("memfd: {e}")))?;
-    let ictx = ctx.call("Iommufd::open", sys(Iommufd::open(backend.clone())));
-    let ictx = ctx.need(ictx, "Iommufd::open")?;
-    let ioas = ctx.call("Iommufd::alloc_ioas", sys(ictx.alloc_ioas()));
-    let ioas = ctx.need(ioas, "alloc_ioas")?;
+    let (_ictx, ioas, dev, m) = edu_on_an_ioas(ctx)?;
+    // Into the attached IOAS: the memfd's pages are pinned now.
     let r = ctx.call_v("Ioas::map_file memfd+0 len=0x2000", sys(ioas.map_file(Some(0x20_0000), mem.raw_fd(), 0, 2 * PAGE, RW)), |i| format!("iova={i:#x}"));
     ctx.need(r, "map_file")?;
-    let dev = ctx.call("CdevDevice::open solo", sys(CdevDevice::open(backend, n)));
-    let mut dev = ctx.need(dev, "CdevDevice::open")?;
-    let r = ctx.call("CdevDevice::bind", sys(dev.bind(&ictx)));
-    ctx.need(r, "bind")?;
-    let r = ctx.call("CdevDevice::attach IOAS", sys(dev.attach(ioas.id())));
-    ctx.need(r, "attach")?;
-    let d = dev.device();
-    let cmd = ctx.need(sys(d.read_config::<2>(4)), "read the command register")?;
-    let r = ctx.call("config command |= bus master", sys(d.write_config(4, &(u16::from_le_bytes(cmd) | 0x6).to_le_bytes())));
-    ctx.need(r, "enable bus mastering")?;
-    let bar0 = ctx.need(sys(d.region_info(VFIO_PCI_BAR0_REGION_INDEX)), "BAR0 info")?;
-    let m = ctx.call("Device::map_region BAR0", sys(d.map_region(&bar0, 0, 4096)));
-    let m = ctx.need(m, "mmap BAR0")?;
     let _ = mem.write(0, b"vfiokit-memfd-io");
     let _ = ctx.call("edu DMA file page 0 -> buffer", start_dma(&m, 0x20_0000, EDU_BUFFER, 16, false));
     let _ = ctx.call("edu DMA buffer -> file page 1", start_dma(&m, EDU_BUFFER, 0x20_1000, 16, true));

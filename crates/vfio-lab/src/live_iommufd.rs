@@ -35,18 +35,13 @@
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::sleep;
-use std::time::{Duration, Instant};
 
 use vfio_core::backend::{Backend, KernelBackend};
-use vfio_core::device::{IrqAction, IrqData};
-use vfio_core::live::{self, GuestMemory, Irq, IommufdHandover, Mapping, Outcome};
-use vfio_core::uapi::*;
+use vfio_core::live::{self, GuestMemory, IommufdHandover, Mapping, Outcome};
 use vfio_core::{CdevDevice, Iommufd};
 
-use crate::live_handover::{arg, bar0_of, socketpair, spawn, status_kb, Ctl, Edu, Res, IOVA0, PAGE};
+use crate::live_handover::{arg, bar0_of, drive, msi_and_bus_master, socketpair, spawn, status_kb, take_over, with_pump, Ctl, Edu, Res, IOVA0, PAGE};
 
 /// Room for every pin the processes make, well below what the guest has.
 const MEMLOCK: u64 = 64 << 20;
@@ -94,17 +89,8 @@ fn old(args: &[String]) -> Res<()> {
     dev.bind(&ictx).map_err(e)?;
     dev.attach(ioas.id()).map_err(e)?;
     let d = dev.device();
-    // SAFETY: eventfd takes no pointers; the result is checked and owned once.
-    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if efd < 0 {
-        return Err(format!("eventfd: {}", io::Error::last_os_error()));
-    }
-    // SAFETY: efd was just opened here and nothing else owns it.
-    let efd = unsafe { OwnedFd::from_raw_fd(efd) };
-    d.set_irqs(VFIO_PCI_MSI_IRQ_INDEX, 0, IrqAction::Trigger, IrqData::Eventfds(&[efd.as_raw_fd()])).map_err(e)?;
-    let irqs = [Irq { device: d.name().to_string(), index: VFIO_PCI_MSI_IRQ_INDEX, eventfds: vec![efd.as_raw_fd()] }];
-    let cmd = u16::from_le_bytes(d.read_config::<2>(4).map_err(e)?) | 0x4;
-    d.write_config(4, &cmd.to_le_bytes()).map_err(e)?;
+    let (_efd, irq) = msi_and_bus_master(d)?;
+    let irqs = [irq];
     let memory = GuestMemory::create("vfiokit-lab-guest-ram", (pages * PAGE) as usize).map_err(e)?;
     let mappings: Vec<Mapping> = (0..pages).map(|i| Mapping { iova: IOVA0 + i * PAGE, size: PAGE, offset: i * PAGE }).collect();
     for m in &mappings {
@@ -117,74 +103,45 @@ fn old(args: &[String]) -> Res<()> {
     ctl.send(&format!("mapped {}", pins(me)), &[])?;
     let e = |e: vfio_core::Error| e.to_string();
 
-    let stop = AtomicBool::new(false);
-    let (landed, missed) = (AtomicU64::new(0), AtomicU64::new(0));
-    let stray = std::cell::Cell::new(None::<u64>);
-    std::thread::scope(|s| -> Res<()> {
-        let pump = s.spawn(|| -> Res<()> {
-            let mut k = 0;
-            while !stop.load(Ordering::Relaxed) {
-                if edu.copy_into(k)? { &landed } else { &missed }.fetch_add(1, Ordering::Relaxed);
-                k += 1;
+    let stray_page = vfio_core::HostMemory::new(PAGE as usize).map_err(e)?;
+    let mut stray = None;
+    with_pump(&edu, true, |pumped| loop {
+        let line = ctl.recv(600)?;
+        match line.as_str() {
+            // One mapping made from this process's addresses, which
+            // CHANGE_PROCESS cannot move (IOPT_ADDRESS_USER).
+            "add-address-map" => {
+                let iova = ioas.map(None, stray_page.addr(), PAGE, vfio_core::dma_flags::READ_WRITE).map_err(e)?;
+                stray = Some(iova);
+                ctl.send(&format!("added iova={iova:#x}"), &[])?;
+                continue;
             }
-            Ok(())
-        });
-        let result = (|| -> Res<()> {
-            let stray_page = vfio_core::HostMemory::new(PAGE as usize).map_err(e)?;
-            loop {
-                let line = ctl.recv(600)?;
-                match line.as_str() {
-                    // One mapping made from this process's addresses, which
-                    // CHANGE_PROCESS cannot move (IOPT_ADDRESS_USER).
-                    "add-address-map" => {
-                        let iova = ioas.map(None, stray_page.addr(), PAGE, vfio_core::dma_flags::READ_WRITE).map_err(e)?;
-                        stray.set(Some(iova));
-                        ctl.send(&format!("added iova={iova:#x}"), &[])?;
-                        continue;
-                    }
-                    "drop-address-map" => {
-                        let n = stray.take().map(|iova| ioas.unmap(iova, PAGE)).transpose().map_err(e)?;
-                        ctl.send(&format!("dropped bytes={}", n.unwrap_or(0)), &[])?;
-                        continue;
-                    }
-                    "handover" => {}
-                    _ => return Ok(()),
-                }
-                let ho = ctl.fds.pop().ok_or("handover without a socket")?;
-                let h = IommufdHandover { iommufd: &ictx, ioas_id: ioas.id(), devices: &[d], memory: &memory, mappings: &mappings, irqs: &irqs };
-                let before = (landed.load(Ordering::Relaxed), missed.load(Ordering::Relaxed));
-                let outcome = match live::hand_over_iommufd(ho.as_raw_fd(), &h) {
-                    Ok(o) => o,
-                    // Refused before anything was sent: say why and go on.
-                    Err(err) => {
-                        let why = err.detail.clone().unwrap_or_default().replace(' ', "_");
-                        ctl.send(&format!("refused {} {} why={why}", err.code(), pins(me)), &[])?;
-                        continue;
-                    }
-                };
-                // Some DMA after the outcome, then report.
-                let target = landed.load(Ordering::Relaxed) + 3;
-                let t = Instant::now();
-                while landed.load(Ordering::Relaxed) + missed.load(Ordering::Relaxed) < target && t.elapsed() < Duration::from_secs(60) {
-                    sleep(Duration::from_millis(20));
-                }
-                let counts = format!(
-                    "landed={} missed={} before_landed={} before_missed={} {}",
-                    landed.load(Ordering::Relaxed),
-                    missed.load(Ordering::Relaxed),
-                    before.0,
-                    before.1,
-                    pins(me)
-                );
-                match outcome {
-                    Outcome::HandedOver => ctl.send(&format!("handed-over {counts}"), &[])?,
-                    Outcome::Restored { reason } => ctl.send(&format!("restored {counts} reason={}", reason.replace(' ', "_")), &[])?,
-                }
+            "drop-address-map" => {
+                let n = stray.take().map(|iova| ioas.unmap(iova, PAGE)).transpose().map_err(e)?;
+                ctl.send(&format!("dropped bytes={}", n.unwrap_or(0)), &[])?;
+                continue;
             }
-        })();
-        stop.store(true, Ordering::Relaxed);
-        let pumped = pump.join().map_err(|_| "the DMA thread panicked".to_string())?;
-        result.and(pumped)
+            "handover" => {}
+            _ => return Ok(()),
+        }
+        let ho = ctl.fds.pop().ok_or("handover without a socket")?;
+        let h = IommufdHandover { iommufd: &ictx, ioas_id: ioas.id(), devices: &[d], memory: &memory, mappings: &mappings, irqs: &irqs };
+        let before = pumped.now();
+        let outcome = match live::hand_over_iommufd(ho.as_raw_fd(), &h) {
+            Ok(o) => o,
+            // Refused before anything was sent: say why and go on.
+            Err(err) => {
+                let why = err.detail.clone().unwrap_or_default().replace(' ', "_");
+                ctl.send(&format!("refused {} {} why={why}", err.code(), pins(me)), &[])?;
+                continue;
+            }
+        };
+        // Some DMA after the outcome, then report.
+        let counts = format!("{} {}", pumped.after(before, true), pins(me));
+        match outcome {
+            Outcome::HandedOver => ctl.send(&format!("handed-over {counts}"), &[])?,
+            Outcome::Restored { reason } => ctl.send(&format!("restored {counts} reason={}", reason.replace(' ', "_")), &[])?,
+        }
     })
 }
 
@@ -224,25 +181,7 @@ fn new(args: &[String]) -> Res<()> {
     }
     let dev = taken.devices.first().ok_or("no device was handed over")?;
     let edu = Edu { bar0: bar0_of(dev)?, memory: &taken.memory, pages: taken.mappings.len() as u64 };
-    let (mut landed, mut missed) = (0, 0);
-    for k in 0..20 {
-        if edu.copy_into(k * 7)? {
-            landed += 1;
-        } else {
-            missed += 1;
-        }
-    }
-    let msi = match taken.irqs.first() {
-        Some((_, index, fds)) if *index == VFIO_PCI_MSI_IRQ_INDEX && fds.len() == 1 => {
-            edu.bar0.write_u32(crate::edu::EDU_IRQ_RAISE, 1).map_err(e)?;
-            let mut p = libc::pollfd { fd: fds[0].as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            // SAFETY: one valid pollfd, count 1.
-            let fired = unsafe { libc::poll(&mut p, 1, 2000) } > 0;
-            edu.bar0.write_u32(crate::edu::EDU_IRQ_ACK, 1).map_err(e)?;
-            if fired { "signalled" } else { "silent" }
-        }
-        _ => "not-handed-over",
-    };
+    let (landed, missed, msi) = drive(&edu, 7, &taken.irqs)?;
     let held = pins(me);
     let unmapped = taken.ioas.unmap_all().map_err(e)?;
     let after = edu.copy_into(5)?;
@@ -313,20 +252,8 @@ fn orchestrate(args: &[String], out: &mut serde_json::Map<String, serde_json::Va
         put("address_unmapped", old_ctl.recv(600)?.into());
 
         // 4. A new process that takes everything.
-        let (mut taker, mut taker_ctl, ho) = start_new(None)?;
-        old_ctl.send("handover", &[ho.as_raw_fd()])?;
-        drop(ho);
-        put("new_changed", taker_ctl.recv(600)?.into());
-        put("old_outcome", old_ctl.recv(600)?.into());
-        put("old_pins_after", pins(old_child.id()).into());
-        put("new_pins_after", pins(taker.id()).into());
-        old_child.kill().map_err(|e| e.to_string())?;
-        put("old_status", format!("{}", old_child.wait().map_err(|e| e.to_string())?).into());
-        put("new_pins_old_dead", pins(taker.id()).into());
-        taker_ctl.send("go", &[])?;
-        put("new_pumped", taker_ctl.recv(600)?.into());
-        put("new_status", format!("{}", taker.wait().map_err(|e| e.to_string())?).into());
-        Ok(())
+        let acct = |pid: u32| serde_json::Value::from(pins(pid));
+        take_over(&mut old_ctl, &mut old_child, start_new(None)?, ("new_changed", "pins"), acct, &mut put)
     })();
     let _ = old_child.kill();
     let _ = old_child.wait();

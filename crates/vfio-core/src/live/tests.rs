@@ -335,16 +335,21 @@ mod iommufd_handover {
         assert_eq!(ictx.change_process().unwrap_err().code(), "EINVAL");
     }
 
-    #[test]
-    fn a_hand_over_whose_descriptors_cannot_be_sent_changes_nothing() {
-        // The mock's descriptors are entries of its own table: sendmsg refuses them (EBADF).
-        let b = host();
-        let ictx = Iommufd::open(b).unwrap();
+    /// An iommufd on the mock whose IOAS maps [`maps`] from a memfd.
+    fn file_mapped() -> (Iommufd, crate::iommufd::Ioas, GuestMemory) {
+        let ictx = Iommufd::open(host()).unwrap();
         let ioas = ictx.alloc_ioas().unwrap();
         let mem = GuestMemory::create("t", (4 * MB) as usize).unwrap();
         for m in maps() {
             ioas.map_file(Some(m.iova), mem.raw_fd(), m.offset, m.size, RW).unwrap();
         }
+        (ictx, ioas, mem)
+    }
+
+    #[test]
+    fn a_hand_over_whose_descriptors_cannot_be_sent_changes_nothing() {
+        // The mock's descriptors are entries of its own table: sendmsg refuses them (EBADF).
+        let (ictx, ioas, mem) = file_mapped();
         let (a, _b) = pair();
         let e = hand_over_iommufd(a.as_raw_fd(), &IommufdHandover { iommufd: &ictx, ioas_id: ioas.id(), devices: &[], memory: &mem, mappings: &maps(), irqs: &[] })
             .unwrap_err();
@@ -354,13 +359,7 @@ mod iommufd_handover {
 
     #[test]
     fn a_hand_over_with_a_mapping_made_from_addresses_is_refused_before_anything_is_sent() {
-        let b = host();
-        let ictx = Iommufd::open(b).unwrap();
-        let ioas = ictx.alloc_ioas().unwrap();
-        let mem = GuestMemory::create("t", (4 * MB) as usize).unwrap();
-        for m in maps() {
-            ioas.map_file(Some(m.iova), mem.raw_fd(), m.offset, m.size, RW).unwrap();
-        }
+        let (ictx, ioas, mem) = file_mapped();
         let anon = crate::HostMemory::new(4096).unwrap();
         ioas.map(Some(64 * MB), anon.addr(), 4096, RW).unwrap();
         let (a, b_end) = pair();
