@@ -680,6 +680,11 @@ fn edu_dma_through_a_file_mapping(ctx: &mut Ctx) -> CaseResult {
     let (_ictx, ioas, dev, m) = edu_on_an_ioas(ctx)?;
     // Into the attached IOAS: the memfd's pages are pinned now.
     let r = ctx.call_v("Ioas::map_file memfd+0 len=0x2000", sys(ioas.map_file(Some(0x20_0000), mem.raw_fd(), 0, 2 * PAGE, RW)), |i| format!("iova={i:#x}"));
+    if r == Err(Errno(libc::ENOTTY)) {
+        // A kernel before 6.13 has no file mappings: that answer, compared
+        // with the mock's, is all this case can show there.
+        return Ok(());
+    }
     ctx.need(r, "map_file")?;
     let _ = mem.write(0, b"vfiokit-memfd-io");
     let _ = ctx.call("edu DMA file page 0 -> buffer", start_dma(&m, 0x20_0000, EDU_BUFFER, 16, false));
