@@ -21,7 +21,8 @@
 //! 2. (`--mode user` only) one killed right after CHANGE_PROCESS, before
 //!    it answers: the old one calls CHANGE_PROCESS itself and the charge
 //!    comes back to it from the dead process (ioas.c change_mm keeps its
-//!    mm referenced);
+//!    mm referenced). With `--dead-mm` this alone, for RLIMIT_MODE 1, where
+//!    the kernel cannot uncharge the dead mm and warns;
 //! 3. the old process adds one IOMMU_IOAS_MAP mapping of its own memory:
 //!    its hand-over is refused before anything is sent (its own
 //!    CHANGE_PROCESS answers EINVAL: only file mappings move), the new
@@ -35,6 +36,7 @@
 
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 
 use vfio_core::backend::{Backend, KernelBackend};
@@ -92,7 +94,12 @@ fn old(args: &[String]) -> Res<()> {
     let (_efd, irq) = msi_and_bus_master(d)?;
     let irqs = [irq];
     let memory = GuestMemory::create("vfiokit-lab-guest-ram", (pages * PAGE) as usize).map_err(e)?;
-    let mappings: Vec<Mapping> = (0..pages).map(|i| Mapping { iova: IOVA0 + i * PAGE, size: PAGE, offset: i * PAGE }).collect();
+    // One mapping per page, or with --one-map one for all (one iopt_pages).
+    let mappings: Vec<Mapping> = if args.iter().any(|a| a == "--one-map") {
+        vec![Mapping { iova: IOVA0, size: pages * PAGE, offset: 0 }]
+    } else {
+        (0..pages).map(|i| Mapping { iova: IOVA0 + i * PAGE, size: PAGE, offset: i * PAGE }).collect()
+    };
     for m in &mappings {
         ioas.map_file(Some(m.iova), memory.raw_fd(), m.offset, m.size, vfio_core::dma_flags::READ_WRITE).map_err(e)?;
     }
@@ -132,7 +139,7 @@ fn old(args: &[String]) -> Res<()> {
             // Refused before anything was sent: say why and go on.
             Err(err) => {
                 let why = err.detail.clone().unwrap_or_default().replace(' ', "_");
-                ctl.send(&format!("refused {} {} why={why}", err.code(), pins(me)), &[])?;
+                ctl.send(&format!("refused {} {} {} why={why}", err.code(), pumped.after(before, true), pins(me)), &[])?;
                 continue;
             }
         };
@@ -202,6 +209,37 @@ fn start_new(die: Option<&str>) -> Res<(std::process::Child, Ctl, OwnedFd)> {
     Ok((child, Ctl::new(ctl_here), ho_old))
 }
 
+/// The `WARNING:` lines of the kernel log (/dev/kmsg, read from its start
+/// without waiting) after the last record containing `note`, joined by ` | `.
+fn kernel_warnings_after(note: &str) -> String {
+    use std::io::Read;
+    let Ok(mut f) = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/kmsg") else {
+        return "unreadable".into();
+    };
+    let mut records = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    // One record per read; EAGAIN at the end, EPIPE when one was overwritten.
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => records.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(_) => break,
+        }
+    }
+    let from = records.iter().rposition(|r| r.contains(note)).map_or(records.len(), |i| i + 1);
+    let warned: Vec<String> = records[from..]
+        .iter()
+        .filter_map(|r| r.split_once(';').map(|(_, text)| text.trim().to_string()))
+        .filter(|t| t.starts_with("WARNING:"))
+        .collect();
+    warned.join(" | ")
+}
+
+/// What `--dead-mm` writes to the kernel log before its hand-over: the
+/// lab's console check takes a warning only after this line.
+pub const DEAD_MM_NOTE: &str = "vfiokit-lab: a new process dies right after IOMMU_IOAS_CHANGE_PROCESS; the old one takes the charge back";
+
 fn orchestrate(args: &[String], out: &mut serde_json::Map<String, serde_json::Value>) -> Res<()> {
     let mut put = |k: &str, v: serde_json::Value| {
         out.insert(k.into(), v);
@@ -210,8 +248,13 @@ fn orchestrate(args: &[String], out: &mut serde_json::Map<String, serde_json::Va
     let maps = arg(args, "--maps").unwrap_or_else(|| "64".into());
     let mode = arg(args, "--mode").unwrap_or_else(|| "mm".into());
     let (ctl_here, ctl_there) = socketpair();
-    let a = ["live-iommufd-old", "--bdf", &bdf, "--maps", &maps, "--mode", &mode, "--ctl", &ctl_there.as_raw_fd().to_string()];
-    let mut old_child = spawn(&a.map(String::from), &[ctl_there.as_raw_fd()])?;
+    let dead_mm = args.iter().any(|a| a == "--dead-mm");
+    let mut a: Vec<String> = ["live-iommufd-old", "--bdf", &bdf, "--maps", &maps, "--mode", &mode, "--ctl", &ctl_there.as_raw_fd().to_string()].map(String::from).to_vec();
+    if dead_mm {
+        // One iopt_pages: the kernel warns once per iopt_pages it cannot uncharge.
+        a.push("--one-map".into());
+    }
+    let mut old_child = spawn(&a, &[ctl_there.as_raw_fd()])?;
     drop(ctl_there);
     let mut old_ctl = Ctl::new(ctl_here);
     let result = (|| -> Res<()> {
@@ -221,12 +264,26 @@ fn orchestrate(args: &[String], out: &mut serde_json::Map<String, serde_json::Va
         }
         put("old_mapped", mapped.into());
 
+        // With --dead-mm alone: the path the other runs leave out (below),
+        // announced on the console first, since the kernel may warn.
+        if dead_mm {
+            let note = format!("{DEAD_MM_NOTE} (RLIMIT_MODE {mode})\n");
+            std::fs::write("/dev/kmsg", note.as_bytes()).map_err(|e| format!("/dev/kmsg: {e}"))?;
+            let (mut dying, _ctl, ho) = start_new(Some("after"))?;
+            old_ctl.send("handover", &[ho.as_raw_fd()])?;
+            drop(ho);
+            put("dying_after_status", format!("{}", dying.wait().map_err(|e| e.to_string())?).into());
+            put("after_dying_after", old_ctl.recv(600)?.into());
+            put("old_pins_dead_mm", pins(old_child.id()).into());
+            // The lab console shows only messages below KERN_WARNING
+            // (loglevel=4): the kernel's own log says what it warned.
+            put("kernel_warnings_after_note", kernel_warnings_after(DEAD_MM_NOTE).into());
+            return Ok(());
+        }
+
         // 1 and 2. New processes killed before and right after
-        // CHANGE_PROCESS. The second only with the user's accounting: with
-        // RLIMIT_MODE 1 the old process's CHANGE_PROCESS would uncharge the
-        // dead process's mm, which update_mm_locked_vm cannot reach
-        // (mmget_not_zero fails): EINVAL under a WARN_ON in
-        // iommufd_ioas_change_process, read in the 7.2 source, not run here.
+        // CHANGE_PROCESS. The second only with the user's accounting here:
+        // with RLIMIT_MODE 1 the kernel warns (the --dead-mm run above).
         let dies: &[&str] = if mode == "user" { &["before", "after"] } else { &["before"] };
         for &die in dies {
             let (mut dying, _ctl, ho) = start_new(Some(die))?;

@@ -104,10 +104,28 @@ pub fn hand_over_iommufd(socket: RawFd, h: &IommufdHandover<'_>) -> Result<Outco
     wire::send(socket, d.to_text().as_bytes(), &fds)?;
     match wire::wait_reply(socket) {
         Ok(()) => Ok(Outcome::HandedOver),
-        Err(reason) => {
-            h.iommufd.change_process()?;
-            Ok(Outcome::Restored { reason })
-        }
+        Err(reason) => take_back(h.iommufd, reason),
+    }
+}
+
+/// The old process takes the charge back after a failed or dead new one.
+/// With RLIMIT_MODE 1 and a new process killed right after its own
+/// CHANGE_PROCESS, the charge sits on a dead mm the kernel cannot uncharge
+/// (pages.c update_mm_locked_vm: mmget_not_zero fails): the call answers
+/// EINVAL (under a WARN_ON in iommufd_ioas_change_process) after charging
+/// this process and moving every mapping to it all the same (change_mm
+/// runs regardless). Seen on 7.2.13 in the lab. A second call, with nothing
+/// left to move, answers 0 exactly when every mapping is this process's:
+/// then the hand-over is restored, and the reason says what the kernel did.
+pub(super) fn take_back(iommufd: &Iommufd, reason: String) -> Result<Outcome> {
+    match iommufd.change_process() {
+        Ok(()) => Ok(Outcome::Restored { reason }),
+        Err(e) if e.errno == libc::EINVAL && iommufd.change_process().is_ok() => Ok(Outcome::Restored {
+            reason: format!(
+                "{reason}; taking the charge back answered EINVAL (the new process's mm was gone, RLIMIT_MODE 1) but every mapping is this process's"
+            ),
+        }),
+        Err(e) => Err(e),
     }
 }
 

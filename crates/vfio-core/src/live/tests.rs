@@ -373,4 +373,17 @@ mod iommufd_handover {
         let n = unsafe { libc::recv(b_end.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
         assert_eq!(n, -1);
     }
+
+    #[test]
+    fn taking_the_charge_back_restores_the_hand_over_and_passes_on_an_einval_a_second_call_confirms() {
+        // On the mock CHANGE_PROCESS is EINVAL only for an address mapping,
+        // which a second call answers alike: the error is passed on. (The
+        // kernel's other EINVAL, a charge left on a dead mm, is followed by
+        // a second call answering 0: the lab's iommufd hand-over case.)
+        let (ictx, ioas, _mem) = file_mapped();
+        assert_eq!(super::iommufd::take_back(&ictx, "gone".into()), Ok(Outcome::Restored { reason: "gone".into() }));
+        let anon = crate::HostMemory::new(4096).unwrap();
+        ioas.map(Some(64 * MB), anon.addr(), 4096, RW).unwrap();
+        assert_eq!(super::iommufd::take_back(&ictx, "gone".into()).unwrap_err().code(), "EINVAL");
+    }
 }

@@ -28,19 +28,19 @@ function hasFileMappings(release: string): boolean {
   return major > 6 || (major === 6 && minor >= 13);
 }
 
-function runHandover(mode: 'mm' | 'user'): Record<string, unknown> {
+function runHandover(mode: 'mm' | 'user', extra: readonly string[] = [], maps = MAPS): Record<string, unknown> {
   const topology = process.env.VFIOKIT_LAB_TOPOLOGY_FILE;
   assert.ok(topology, 'VFIOKIT_LAB_TOPOLOGY_FILE is not set: this case runs only inside the lab guest');
   const bin = path.join(path.dirname(topology), 'vfio-lab');
   let text: string;
   try {
-    text = execFileSync(bin, ['live-iommufd', '--bdf', soloBdf(), '--maps', String(MAPS), '--mode', mode], { encoding: 'utf8', timeout: 600_000 });
+    text = execFileSync(bin, ['live-iommufd', '--bdf', soloBdf(), '--maps', String(maps), '--mode', mode, ...extra], { encoding: 'utf8', timeout: 600_000 });
   } catch (err) {
     // The orchestrator prints its JSON (with `error`) and exits 1 on failure.
     text = String((err as { stdout?: string }).stdout ?? '');
   }
   const r = JSON.parse(text.trim().split('\n').pop() ?? '{}') as Record<string, unknown>;
-  console.log(`# iommufd hand-over (RLIMIT_MODE ${mode}): ${JSON.stringify(r)}`);
+  console.log(`# iommufd hand-over (RLIMIT_MODE ${mode}${extra.length > 0 ? ` ${extra.join(' ')}` : ''}): ${JSON.stringify(r)}`);
   return r;
 }
 
@@ -120,5 +120,26 @@ export const cases: { name: string; run: () => void; timeoutMs?: number }[] = [
     name: 'an iommufd hand-over with the user accounting (RLIMIT_MODE 0) moves VmPin, and a new process killed right after CHANGE_PROCESS leaves the old one to take the charge back',
     timeoutMs: 600_000,
     run: () => handoverOnThisKernel('user'),
+  },
+  {
+    name: "with RLIMIT_MODE 1, a new process killed right after CHANGE_PROCESS leaves a charge on its dead mm: the old one's CHANGE_PROCESS answers EINVAL with a kernel warning yet takes every mapping, and the hand-over is restored while edu DMA keeps landing",
+    timeoutMs: 600_000,
+    run: () => {
+      if (!hasFileMappings(os.release())) return handoverOnThisKernel('mm');
+      // Two pages in one mapping: one iopt_pages, so one warning.
+      const r = runHandover('mm', ['--dead-mm'], 2);
+      const all = JSON.stringify(r);
+      assert.equal(r.error, undefined, all);
+      assert.match(String(r.dying_after_status), /SIGKILL|signal: 9/, all);
+      // pages.c update_mm_locked_vm cannot mmget the dead mm: EINVAL under
+      // ioas.c's WARN_ON, in the kernel's log (the console shows less).
+      assert.match(String(r.kernel_warnings_after_note), /WARNING: .*iommufd_ioas_change_process/, all);
+      // vfio-core's take_back: the second call answers 0, every mapping is the old process's.
+      assert.match(String(r.after_dying_after), /^restored /, all);
+      assert.match(String(r.after_dying_after), /taking_the_charge_back_answered_EINVAL/, all);
+      assert.equal(num(r.after_dying_after, 'missed'), 0, all);
+      assert.ok(num(r.after_dying_after, 'landed') > num(r.after_dying_after, 'before_landed'), all);
+      assert.ok(num(r.old_pins_dead_mm, 'vmpin') >= 8, `the old process's VmPin holds the two pages again: ${all}`);
+    },
   },
 ];

@@ -28,6 +28,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CaseLine, compareResults, compareSteps, ResultsFile } from '../conformance';
 import { requireTool } from '../debian';
+import { ExpectedWarning } from '../console';
 import { LabError } from '../errors';
 import { buildInitramfs, GUEST_OUT_DIR, GUEST_RUN_SCRIPT, MARK, shQuote } from '../initramfs';
 import { CaseReport, LabContext, LabProfile } from '../profile';
@@ -129,6 +130,20 @@ export const COMPAT_DIFFERENCES: Readonly<Record<string, string>> = {
   'edu DMA lands in the pages mapped first while their vaddr is invalid and after an update to other memory': NO_VADDR,
   'live update: every vaddr is invalidated in one call, and only an invalidated mapping of the same extent takes a new one': NO_VADDR,
   'live update: no group joins while a vaddr is invalid, and unmapping an invalid mapping is allowed': `${NO_VADDR}; a group joins at any time`,
+};
+
+/**
+ * The warning the iommufd hand-over case (core/src/vfio/live.iommufd-lab.ts,
+ * `vfio-lab live-iommufd --dead-mm`) expects from the kernel, once, after
+ * it announces it: with IOMMU_OPTION_RLIMIT_MODE 1, CHANGE_PROCESS by the
+ * old process after the new one died holding the charge cannot uncharge
+ * the dead mm (pages.c update_mm_locked_vm: mmget_not_zero fails, -EINVAL)
+ * and ioas.c iommufd_ioas_change_process WARN_ONs that.
+ */
+export const DEAD_MM_WARNING: ExpectedWarning = {
+  at: /iommufd_ioas_change_process/,
+  after: 'vfiokit-lab: a new process dies right after IOMMU_IOAS_CHANGE_PROCESS; the old one takes the charge back',
+  why: "RLIMIT_MODE 1: the old process's CHANGE_PROCESS cannot uncharge a dead process's mm (update_mm_locked_vm, WARN_ON in iommufd_ioas_change_process)",
 };
 
 /**
@@ -290,7 +305,7 @@ async function runIommufd(ctx: LabContext, host: X86Host): Promise<CaseReport[]>
   const consolePath = join(ctx.outDir, 'console.log');
   const run = await bootGuest(ctx, host.name, kernel.release, qemuArgs(ctx, host, kernel, initramfs), consolePath);
   ctx.log(`${host.name} guest powered off after ${(run.elapsedMs / 1000).toFixed(1)} s (qemu exit ${run.exitCode})`);
-  const reports: CaseReport[] = [setupReport(run.console, consolePath), ...consoleReports(run.console, host)];
+  const reports: CaseReport[] = [setupReport(run.console, consolePath), ...consoleReports(run.console, host, [DEAD_MM_WARNING])];
 
   const iommufdKernelRun = readResults(join(ctx.outDir, RESULTS.iommufdKernel), 'iommufd suite on the kernel (guest)');
   const iommufdMockRun = readResults(join(ctx.outDir, RESULTS.iommufdMock), 'iommufd suite on the mock (host)');

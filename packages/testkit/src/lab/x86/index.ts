@@ -23,7 +23,7 @@ import {
   TAG_REPO,
 } from '../initramfs';
 import { resolveModules } from '../modules';
-import { consoleProblemsReport } from '../console';
+import { consoleProblemsReport, ExpectedWarning } from '../console';
 import { CaseReport, LabContext, LabProfile } from '../profile';
 import { GuestRun, runGuest } from '../qemu';
 import { parseTap } from '../tap';
@@ -244,7 +244,7 @@ export function setupReport(consoleText: string, consolePath: string): CaseRepor
  * faults the refused edu DMAs must cause (none when no container ever got
  * an IOMMU: no DMA ran).
  */
-export function consoleReports(consoleText: string, host: X86Host = X86_HOSTS[0]!): CaseReport[] {
+export function consoleReports(consoleText: string, host: X86Host = X86_HOSTS[0]!, expected: readonly ExpectedWarning[] = []): CaseReport[] {
   const lines = consoleText.split(/\r?\n/);
   const dmaRan = host.facts.msiIsolated || host.facts.allowUnsafeInterrupts;
   const name = dmaRan
@@ -253,7 +253,7 @@ export function consoleReports(consoleText: string, host: X86Host = X86_HOSTS[0]
   const faults = lines.filter((l) => host.faultLine.test(l));
   const ok = dmaRan ? faults.length > 0 : faults.length === 0;
   return [
-    consoleProblemsReport(consoleText),
+    consoleProblemsReport(consoleText, expected),
     ok
       ? { name, ok }
       : {
