@@ -269,6 +269,12 @@ fn ioas_prot(flags: u32) -> Option<u32> {
 }
 
 impl Ioas {
+    /// The IOAS `id` of `ictx`, made by someone else (a hand-over's old
+    /// process): owned from now on.
+    pub(crate) fn adopt(ictx: &Iommufd, id: u32) -> Self {
+        Self { ictx: ictx.clone(), id }
+    }
+
     pub fn id(&self) -> u32 {
         self.id
     }

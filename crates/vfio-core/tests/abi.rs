@@ -302,13 +302,15 @@ fn cached_headers(series: &str, needs: &str) -> Option<std::path::PathBuf> {
     found.pop().map(|(_, p)| p)
 }
 
-/// The iommufd lab kernel's uapi headers: `VFIOKIT_KERNEL_HEADERS`, or the
-/// cached 6.12 ones. The series is pinned because uapi::iommufd has 6.12's
-/// layouts, which the lab kernel answers: later kernels grow some of these
-/// structs at the end (7.2's vfio_device_bind_iommufd and the attach and
-/// detach structs), which they accept at the old size through `argsz`, so
-/// the newest headers would not be an equal layout to compare with.
-fn lab_kernel_headers() -> Option<std::path::PathBuf> {
+/// 6.12's uapi headers: `VFIOKIT_KERNEL_HEADERS`, or the cached 6.12 ones
+/// (`VFIOKIT_KERNEL_SUITE=trixie VFIOKIT_KERNEL_SOURCE=linux-source-6.12
+/// build-kernel.sh headers`, which scripts/install.sh runs). The series is
+/// pinned because uapi::iommufd has 6.12's layouts, which the 7.2 lab
+/// kernel answers too: later kernels grow some of these structs at the end
+/// (7.2's vfio_device_bind_iommufd and the attach and detach structs), and
+/// accept the old size through `argsz`, so the newest headers would not be
+/// an equal layout to compare with.
+fn headers_612() -> Option<std::path::PathBuf> {
     if let Some(dir) = std::env::var_os("VFIOKIT_KERNEL_HEADERS") {
         return Some(dir.into());
     }
@@ -316,9 +318,9 @@ fn lab_kernel_headers() -> Option<std::path::PathBuf> {
 }
 
 #[test]
-fn every_iommufd_and_cdev_size_offset_and_number_matches_the_lab_kernel_headers() {
-    let dir = lab_kernel_headers().expect(
-        "no lab kernel headers: run 'packages/testkit/src/lab/iommufd/build-kernel.sh headers' (it caches them under \
+fn every_iommufd_and_cdev_size_offset_and_number_matches_the_6_12_headers() {
+    let dir = headers_612().expect(
+        "no 6.12 kernel headers: run 'VFIOKIT_KERNEL_SUITE=trixie VFIOKIT_KERNEL_SOURCE=linux-source-6.12 packages/testkit/src/lab/iommufd/build-kernel.sh headers' (it caches them under \
          ${VFIOKIT_CACHE:-$HOME/.cache/vfiokit}/kernels/headers-<version>/) or set VFIOKIT_KERNEL_HEADERS to a headers_install include dir",
     );
     let entries = iommufd_table();
@@ -326,9 +328,9 @@ fn every_iommufd_and_cdev_size_offset_and_number_matches_the_lab_kernel_headers(
     assert!(bad.is_empty(), "uapi::iommufd disagrees with {}:\n{}", dir.display(), bad.join("\n"));
 }
 
-/// The Linux 6.13 additions for live update (file mappings and moving them
-/// to another process), checked apart: the iommufd lab kernel's headers
-/// above may be 6.12, which has neither.
+/// What came after 6.12, checked apart against newer headers: the Linux
+/// 6.13 additions for live update (file mappings and moving them to another
+/// process) and GET_HW_INFO's ATS bit (7.2 sets it).
 fn file_mapping_table() -> Vec<Entry> {
     use vfio_core::uapi::iommufd::*;
     abi_table! {
@@ -337,25 +339,25 @@ fn file_mapping_table() -> Vec<Entry> {
         ;
         const IOMMU_IOAS_MAP_FILE = "IOMMU_IOAS_MAP_FILE",
         const IOMMU_IOAS_CHANGE_PROCESS = "IOMMU_IOAS_CHANGE_PROCESS",
+        const IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED = "IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED",
     }
 }
 
-/// The newest cached kernel headers whose linux/iommufd.h has
-/// IOMMU_IOAS_CHANGE_PROCESS (6.13 or later: the sid linux-source-7.2 build,
-/// `VFIOKIT_KERNEL_SOURCE=linux-source-7.2 VFIOKIT_KERNEL_SUITE=sid
-/// build-kernel.sh headers`), or `VFIOKIT_KERNEL_HEADERS_613`.
+/// The newest cached kernel headers whose linux/iommufd.h has everything
+/// of [`file_mapping_table`] (the lab kernel's, sid's linux-source-7.2:
+/// `build-kernel.sh headers`), or `VFIOKIT_KERNEL_HEADERS_613`.
 fn headers_613() -> Option<std::path::PathBuf> {
     if let Some(dir) = std::env::var_os("VFIOKIT_KERNEL_HEADERS_613") {
         return Some(dir.into());
     }
-    cached_headers("", "IOMMU_IOAS_CHANGE_PROCESS")
+    cached_headers("", "IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED")
 }
 
 #[test]
-fn map_file_and_change_process_match_a_linux_6_13_or_later_header() {
+fn map_file_change_process_and_the_ats_bit_match_the_lab_kernel_7_2_headers() {
     let dir = headers_613().expect(
-        "no kernel headers of Linux 6.13 or later (IOMMU_IOAS_MAP_FILE, IOMMU_IOAS_CHANGE_PROCESS): run \
-         'VFIOKIT_KERNEL_SOURCE=linux-source-7.2 VFIOKIT_KERNEL_SUITE=sid packages/testkit/src/lab/iommufd/build-kernel.sh headers' \
+        "no kernel headers with IOMMU_IOAS_CHANGE_PROCESS and IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED: run \
+         'packages/testkit/src/lab/iommufd/build-kernel.sh headers' (sid's linux-source-7.2) \
          or set VFIOKIT_KERNEL_HEADERS_613 to a headers_install include dir",
     );
     let entries = file_mapping_table();

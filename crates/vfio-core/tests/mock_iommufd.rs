@@ -346,14 +346,25 @@ fn closing_a_bound_cdev_unbinds_the_device_and_unblocks_its_group() {
 }
 
 #[test]
-fn hw_info_reports_the_vtd_registers_and_no_dirty_tracking() {
+fn hw_info_reports_the_vtd_registers_no_dirty_tracking_and_no_ats_for_edu() {
     let (b, ictx) = open();
     let mut dev = CdevDevice::open(b, 0).unwrap();
     let id = dev.bind(&ictx).unwrap();
     let info = ictx.hw_info(id).unwrap();
-    assert_eq!((info.data_type, info.data.len(), info.capabilities), (u::IOMMU_HW_INFO_TYPE_INTEL_VTD, 24, 0));
+    assert_eq!((info.data_type, info.data.len(), info.capabilities), (u::IOMMU_HW_INFO_TYPE_INTEL_VTD, 24, u::IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED));
     assert_eq!(u64::from_le_bytes(info.data[8..16].try_into().unwrap()), CAP);
     assert_eq!(u64::from_le_bytes(info.data[16..24].try_into().unwrap()), ECAP);
+}
+
+#[test]
+fn a_kernel_before_the_ats_bit_reports_no_capability_for_edu() {
+    let mut profile = IommufdProfile::qemu_vtd(CAP, ECAP);
+    profile.ats_not_supported_cap = false;
+    let b: Arc<dyn Backend> = Arc::new(MockBackend::new(MockConfig { iommufd: Some(profile), ..config() }));
+    let ictx = Iommufd::open(b.clone()).unwrap();
+    let mut dev = CdevDevice::open(b, 0).unwrap();
+    let id = dev.bind(&ictx).unwrap();
+    assert_eq!(ictx.hw_info(id).unwrap().capabilities, 0);
 }
 
 #[test]
@@ -566,7 +577,10 @@ fn on_virtio_iommu_hw_info_is_type_none_with_no_data() {
     let mut dev = CdevDevice::open(b, 0).unwrap();
     let id = dev.bind(&ictx).unwrap();
     let info = ictx.hw_info(id).unwrap();
-    assert_eq!((info.data_type, info.data.len(), info.capabilities), (u::IOMMU_HW_INFO_TYPE_NONE, 0, 0));
+    // Capabilities: no dirty tracking; the ATS bit follows the kernel
+    // version the profile models (`ats_not_supported_cap`), not the IOMMU.
+    assert_eq!((info.data_type, info.data.len()), (u::IOMMU_HW_INFO_TYPE_NONE, 0));
+    assert_eq!(info.capabilities & u::IOMMU_HW_CAP_DIRTY_TRACKING, 0);
 }
 
 #[test]
@@ -681,4 +695,142 @@ fn change_process_moves_file_mappings_and_refuses_with_einval_while_any_ioas_hol
     // __reserved must be 0: EOPNOTSUPP.
     let cmd = u::iommu_ioas_change_process { size: 8, __reserved: 1 };
     assert_eq!(b.ioas_change_process(ictx.raw_fd(), &cmd).map_err(|e| e.0), Err(libc::EOPNOTSUPP));
+}
+
+#[test]
+fn a_kernel_before_6_13_answers_map_file_and_change_process_with_enotty() {
+    let mut profile = IommufdProfile::qemu_vtd(CAP, ECAP);
+    profile.file_mappings = false;
+    let b: Arc<dyn Backend> = Arc::new(MockBackend::new(MockConfig { iommufd: Some(profile), ..config() }));
+    let ictx = Iommufd::open(b).unwrap();
+    let ioas = ictx.alloc_ioas().unwrap();
+    let m = memfd(0x4000);
+    assert_eq!(ioas.map_file(Some(0x10_0000), m.raw_fd(), 0, 0x1000, RW).unwrap_err().code(), "ENOTTY");
+    let e = ictx.change_process().unwrap_err();
+    assert_eq!(e.code(), "ENOTTY");
+    assert!(e.detail.as_deref().unwrap().contains("Linux 6.13"), "{e}");
+}
+
+// ---- pinning and its accounting (io_pagetable.c, pages.c) ----
+
+/// The iommufd host with a RLIMIT_MEMLOCK of `pages` pages and no
+/// CAP_IPC_LOCK (`None`: exempt, as with CAP_IPC_LOCK).
+fn limited(pages: Option<u64>) -> (Arc<MockBackend>, Iommufd) {
+    let mut c = config();
+    c.memlock = vfio_core::backend::MemlockPolicy::Fixed(pages.map(|p| p * 4096));
+    let b = Arc::new(MockBackend::new(c));
+    let ictx = Iommufd::open(b.clone()).unwrap();
+    (b, ictx)
+}
+
+fn attached(b: &Arc<MockBackend>, ictx: &Iommufd, ioas: &vfio_core::Ioas) -> vfio_core::Result<CdevDevice> {
+    let mut dev = CdevDevice::open(b.clone(), 0).unwrap();
+    dev.bind(ictx).unwrap();
+    dev.attach(ioas.id()).map(|_| dev)
+}
+
+#[test]
+fn nothing_is_pinned_until_a_domain_is_attached_then_everything_the_ioas_maps_is() {
+    let (b, ictx) = limited(Some(64));
+    let ioas = ictx.alloc_ioas().unwrap();
+    let mem = HostMemory::new(16 * 4096).unwrap();
+    ioas.map(Some(0x10_0000), mem.addr(), 16 * 4096, RW).unwrap();
+    assert_eq!(b.iommufd_pinned_pages(), (0, 0), "no domain: a lazy reference only");
+    let dev = attached(&b, &ictx, &ioas).unwrap();
+    assert_eq!(b.iommufd_pinned_pages(), (16, 16), "pinned and charged to the user (RLIMIT_MODE 0)");
+    ioas.unmap(0x10_0000, 16 * 4096).unwrap();
+    assert_eq!(b.iommufd_pinned_pages(), (0, 0));
+    ioas.map(Some(0x10_0000), mem.addr(), 4 * 4096, RW).unwrap();
+    assert_eq!(b.iommufd_pinned_pages(), (4, 4), "a map into an IOAS with a domain pins at once");
+    dev.detach().unwrap();
+    assert_eq!(b.iommufd_pinned_pages(), (0, 0), "the last domain's removal unpins");
+}
+
+#[test]
+fn past_rlimit_memlock_the_attach_that_would_pin_fails_with_enomem_and_so_does_a_map_into_a_filled_ioas() {
+    let (b, ictx) = limited(Some(8));
+    let ioas = ictx.alloc_ioas().unwrap();
+    let mem = HostMemory::new(16 * 4096).unwrap();
+    ioas.map(Some(0x10_0000), mem.addr(), 16 * 4096, RW).unwrap();
+    assert_eq!(attached(&b, &ictx, &ioas).unwrap_err().code(), "ENOMEM");
+    assert_eq!(b.iommufd_pinned_pages(), (0, 0));
+    assert_eq!(ioas.iova_ranges().unwrap().ranges, vec![r(0, u64::MAX)], "the failed attach left no domain");
+    ioas.unmap_all().unwrap();
+    ioas.map(Some(0x10_0000), mem.addr(), 8 * 4096, RW).unwrap();
+    let _dev = attached(&b, &ictx, &ioas).unwrap();
+    let e = ioas.map(Some(0x20_0000), mem.addr() + 8 * 4096, 4096, RW).unwrap_err();
+    assert_eq!(e.code(), "ENOMEM");
+    assert_eq!(b.iommufd_pinned_pages(), (8, 8));
+    // The refused map left nothing: its IOVA maps once there is room.
+    ioas.unmap(0x10_0000, 8 * 4096).unwrap();
+    ioas.map(Some(0x20_0000), mem.addr() + 8 * 4096, 4096, RW).unwrap();
+}
+
+#[test]
+fn with_rlimit_mode_1_the_pins_are_charged_to_the_mm_locked_vm_not_the_user() {
+    let (b, ictx) = limited(Some(64));
+    ictx.set_rlimit_per_process(true).unwrap();
+    let ioas = ictx.alloc_ioas().unwrap();
+    let mem = HostMemory::new(4 * 4096).unwrap();
+    ioas.map(Some(0x10_0000), mem.addr(), 4 * 4096, RW).unwrap();
+    let _dev = attached(&b, &ictx, &ioas).unwrap();
+    assert_eq!((b.iommufd_pinned_pages(), b.locked_pages()), ((4, 0), 4));
+}
+
+#[test]
+fn a_caller_exempt_from_the_limit_pins_without_any_charge_but_vmpin_counts() {
+    let (b, ictx) = limited(None);
+    let ioas = ictx.alloc_ioas().unwrap();
+    let mem = HostMemory::new(4 * 4096).unwrap();
+    ioas.map(Some(0x10_0000), mem.addr(), 4 * 4096, RW).unwrap();
+    let _dev = attached(&b, &ictx, &ioas).unwrap();
+    assert_eq!((b.iommufd_pinned_pages(), b.locked_pages()), ((4, 0), 0));
+}
+
+#[test]
+fn pages_shared_by_a_copy_are_pinned_and_charged_once() {
+    let (b, ictx) = limited(Some(64));
+    let src = ictx.alloc_ioas().unwrap();
+    let mem = HostMemory::new(4 * 4096).unwrap();
+    src.map(Some(0x10_0000), mem.addr(), 4 * 4096, RW).unwrap();
+    let _dev = attached(&b, &ictx, &src).unwrap();
+    let dst = ictx.alloc_ioas().unwrap();
+    dst.copy_from(&src, 0x10_0000, 4 * 4096, Some(0x40_0000), RW).unwrap();
+    let _d2 = {
+        let mut d = CdevDevice::open(b.clone(), 1).unwrap();
+        d.bind(&ictx).unwrap();
+        d.attach(dst.id()).unwrap();
+        d
+    };
+    assert_eq!(b.iommufd_pinned_pages(), (4, 4));
+    src.unmap_all().unwrap();
+    assert_eq!(b.iommufd_pinned_pages(), (4, 4), "the copy still holds them");
+    dst.unmap_all().unwrap();
+    assert_eq!(b.iommufd_pinned_pages(), (0, 0));
+}
+
+#[test]
+fn host_memory_not_mapped_is_refused_with_efault_only_when_it_is_pinned() {
+    let (b, ictx) = limited(Some(64));
+    let ioas = ictx.alloc_ioas().unwrap();
+    ioas.map(Some(0x10_0000), 0x1000, 4096, RW).unwrap();
+    assert_eq!(attached(&b, &ictx, &ioas).unwrap_err().code(), "EFAULT");
+    ioas.unmap_all().unwrap();
+    let _dev = attached(&b, &ictx, &ioas).unwrap();
+    assert_eq!(ioas.map(Some(0x10_0000), 0x1000, 4096, RW).unwrap_err().code(), "EFAULT");
+}
+
+#[test]
+fn closing_the_iommufd_and_the_device_gives_every_pin_back() {
+    let (b, ictx) = limited(Some(64));
+    let ioas = ictx.alloc_ioas().unwrap();
+    let mem = HostMemory::new(4 * 4096).unwrap();
+    ioas.map(Some(0x10_0000), mem.addr(), 4 * 4096, RW).unwrap();
+    let dev = attached(&b, &ictx, &ioas).unwrap();
+    assert_eq!(b.iommufd_pinned_pages(), (4, 4));
+    drop(ioas);
+    drop(ictx);
+    assert_eq!(b.iommufd_pinned_pages(), (4, 4), "the bound device holds the context");
+    drop(dev);
+    assert_eq!(b.iommufd_pinned_pages(), (0, 0));
 }

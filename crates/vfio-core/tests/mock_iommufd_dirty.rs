@@ -12,7 +12,19 @@ use vfio_core::uapi::iommufd as u;
 use vfio_core::uapi::iommufd_test::*;
 use vfio_core::{Backend, CdevDevice, Ioas, IovaRange, Iommufd, MockBackend, MockConfig};
 
-const VA: u64 = 0x7000_0000_0000;
+/// User memory the mappings come from: real, since the mock pins as the
+/// kernel does (lazily, once a domain exists) and answers EFAULT for an
+/// address this process has not mapped. 16 MiB of address space,
+/// reserved once and never touched, covers every mapping here.
+fn va() -> u64 {
+    static MEMORY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *MEMORY.get_or_init(|| {
+        // SAFETY: a fresh private anonymous mapping, owned by no one else.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), 16 << 20, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+        assert_ne!(p, libc::MAP_FAILED, "mmap of the test's user memory");
+        p as u64
+    })
+}
 /// The mock domain's page (MOCK_IO_PAGE_SIZE) and aperture start.
 const MP: u64 = 2048;
 const AP: u64 = MOCK_APERTURE_START;
@@ -24,6 +36,8 @@ fn config() -> MockConfig {
     let mut profile = IommufdProfile::qemu_vtd(0, 0);
     profile.selftest = true;
     profile.selftest_probes = true;
+    // The selftest answers modelled are 6.12's, which sets no ATS bit.
+    profile.ats_not_supported_cap = false;
     MockConfig::empty().with_group(g).with_iommufd(profile)
 }
 
@@ -52,7 +66,7 @@ fn mark(ictx: &Iommufd, hwpt: u32, iova: u64, length: u64, page: u64, bits: &[u6
 fn tracked(pages: u64) -> (Arc<dyn Backend>, Iommufd, Ioas, vfio_core::Hwpt) {
     let (b, ictx) = open();
     let ioas = ictx.alloc_ioas().unwrap();
-    ioas.map(Some(AP), VA, pages * MP, vfio_core::dma_flags::READ_WRITE).unwrap();
+    ioas.map(Some(AP), va(), pages * MP, vfio_core::dma_flags::READ_WRITE).unwrap();
     let (_, _, idev) = mock_domain(&ictx, ioas.id(), 0).unwrap();
     let hwpt = ictx.alloc_hwpt(idev, &ioas, u::IOMMU_HWPT_ALLOC_DIRTY_TRACKING).unwrap();
     hwpt.set_dirty_tracking(true).unwrap();
@@ -278,7 +292,7 @@ fn enabling_tracking_again_starts_from_a_clean_snapshot() {
 #[test]
 fn a_read_running_into_a_hole_reports_and_clears_the_pages_before_it_and_answers_0() {
     let (_b, ictx, ioas, hwpt) = tracked(4);
-    ioas.map(Some(AP + 6 * MP), VA + 0x10_0000, 2 * MP, vfio_core::dma_flags::READ_WRITE).unwrap();
+    ioas.map(Some(AP + 6 * MP), va() + 0x10_0000, 2 * MP, vfio_core::dma_flags::READ_WRITE).unwrap();
     mark(&ictx, hwpt.id(), AP, 8 * MP, MP, &[0b1100_0011]).unwrap();
     assert_eq!(hwpt.dirty_bitmap(AP, 8 * MP, MP, true).unwrap().words, vec![0b11]);
     assert_eq!(hwpt.dirty_bitmap(AP + 6 * MP, 2 * MP, MP, true).unwrap().words, vec![0b11]);
@@ -293,7 +307,7 @@ fn an_unmapped_and_remapped_page_is_clean() {
     let (_b, ictx, ioas, hwpt) = tracked(4);
     mark(&ictx, hwpt.id(), AP, 4 * MP, MP, &[0b1111]).unwrap();
     ioas.unmap(AP, 4 * MP).unwrap();
-    ioas.map(Some(AP), VA, 4 * MP, vfio_core::dma_flags::READ_WRITE).unwrap();
+    ioas.map(Some(AP), va(), 4 * MP, vfio_core::dma_flags::READ_WRITE).unwrap();
     assert_eq!(hwpt.dirty_bitmap(AP, 4 * MP, MP, true).unwrap().words, vec![0]);
 }
 
@@ -412,7 +426,7 @@ mod sequences {
                     flags: u::IOMMU_IOAS_MAP_FIXED_IOVA | u::IOMMU_IOAS_MAP_READABLE | u::IOMMU_IOAS_MAP_WRITEABLE,
                     ioas_id: ioas,
                     __reserved: 0,
-                    user_va: VA,
+                    user_va: va(),
                     length: *len,
                     iova: *iova,
                 };

@@ -35,12 +35,17 @@ pub struct HostFacts {
     /// on: vfio_iommu_type1's (x86 suite, the mock's type1) or iommufd's
     /// (iommufd suite, the mock's iommufd profile).
     pub allow_unsafe_interrupts: bool,
+    /// The guest kernel's version (`7.2.13-1`) where the mock's answers
+    /// depend on it (the iommufd lab's kernel is built from either
+    /// linux-source-7.2 or linux-source-6.12); absent: the newest the lab knows.
+    #[serde(default)]
+    pub kernel: Option<String>,
 }
 
 impl Default for HostFacts {
     /// The x86 lab's own: VT-d with interrupt remapping.
     fn default() -> Self {
-        Self { iommu: "vtd".into(), msi_isolated: true, allow_unsafe_interrupts: false }
+        Self { iommu: "vtd".into(), msi_isolated: true, allow_unsafe_interrupts: false, kernel: None }
     }
 }
 

@@ -41,29 +41,34 @@ use vfio_core::{Device, MappedRegion, Type1Container};
 
 use crate::edu::*;
 
-const PAGE: u64 = 4096;
+pub(crate) const PAGE: u64 = 4096;
 /// Below edu's 28-bit DMA mask.
-const IOVA0: u64 = 0x100_0000;
+pub(crate) const IOVA0: u64 = 0x100_0000;
 /// QEMU 7.2's edu refuses 4096 bytes into its own buffer; 4095 is safe.
 const LEN: usize = 4095;
 
-type Res<T> = Result<T, String>;
+pub(crate) type Res<T> = Result<T, String>;
 
-fn pattern() -> Vec<u8> {
+pub(crate) fn pattern() -> Vec<u8> {
     (0..LEN).map(|i| (i as u8).wrapping_mul(13).wrapping_add(5)).collect()
 }
 
-fn vmlck_kb(pid: u32) -> u64 {
+/// A `Vm*:` line of /proc/PID/status in kB (u64::MAX when unreadable).
+pub(crate) fn status_kb(pid: u32, key: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     text.lines()
-        .find_map(|l| l.strip_prefix("VmLck:"))
+        .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(':')))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(u64::MAX)
 }
 
+pub(crate) fn vmlck_kb(pid: u32) -> u64 {
+    status_kb(pid, "VmLck")
+}
+
 /// CLOCK_MONOTONIC in microseconds: one clock for every process, so the
 /// old process's start and the new one's last update can be subtracted.
-fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec into `ts`.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
@@ -75,7 +80,7 @@ fn group_of(bdf: &str) -> Res<u32> {
     link.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok()).ok_or_else(|| format!("{bdf}: odd iommu_group link"))
 }
 
-fn socketpair() -> (OwnedFd, OwnedFd) {
+pub(crate) fn socketpair() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
     // SAFETY: fds has room for the two descriptors socketpair writes.
     let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
@@ -85,18 +90,18 @@ fn socketpair() -> (OwnedFd, OwnedFd) {
 }
 
 /// Line messages on a control socket, descriptors riding along.
-struct Ctl {
+pub(crate) struct Ctl {
     fd: OwnedFd,
     buf: Vec<u8>,
-    fds: Vec<OwnedFd>,
+    pub(crate) fds: Vec<OwnedFd>,
 }
 
 impl Ctl {
-    fn new(fd: OwnedFd) -> Self {
+    pub(crate) fn new(fd: OwnedFd) -> Self {
         Self { fd, buf: Vec::new(), fds: Vec::new() }
     }
 
-    fn send(&self, line: &str, fds: &[RawFd]) -> Res<()> {
+    pub(crate) fn send(&self, line: &str, fds: &[RawFd]) -> Res<()> {
         let data = format!("{line}\n");
         if fds.is_empty() {
             live_send_all(self.fd.as_raw_fd(), data.as_bytes())
@@ -106,7 +111,7 @@ impl Ctl {
     }
 
     /// The next line, waiting at most `secs`.
-    fn recv(&mut self, secs: u64) -> Res<String> {
+    pub(crate) fn recv(&mut self, secs: u64) -> Res<String> {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             if let Some(p) = self.buf.iter().position(|&b| b == b'\n') {
@@ -149,7 +154,7 @@ fn live_send_all(fd: RawFd, mut data: &[u8]) -> Res<()> {
 
 /// Starts this program again as `args`, giving it `keep` (and nothing else
 /// of ours: every descriptor here is close-on-exec).
-fn spawn(args: &[String], keep: &[RawFd]) -> Res<Child> {
+pub(crate) fn spawn(args: &[String], keep: &[RawFd]) -> Res<Child> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let keep = keep.to_vec();
     let mut cmd = Command::new(exe);
@@ -168,16 +173,16 @@ fn spawn(args: &[String], keep: &[RawFd]) -> Res<Child> {
     cmd.spawn().map_err(|e| format!("cannot start {args:?}: {e}"))
 }
 
-fn arg(args: &[String], name: &str) -> Option<String> {
+pub(crate) fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
 }
 
 // ---- edu's DMA engine ----
 
-struct Edu<'a> {
-    bar0: MappedRegion,
-    memory: &'a GuestMemory,
-    pages: u64,
+pub(crate) struct Edu<'a> {
+    pub(crate) bar0: MappedRegion,
+    pub(crate) memory: &'a GuestMemory,
+    pub(crate) pages: u64,
 }
 
 impl Edu<'_> {
@@ -192,7 +197,7 @@ impl Edu<'_> {
         Ok(())
     }
 
-    fn run(&self, src: u64, dst: u64, to_ram: bool) -> Res<()> {
+    pub(crate) fn run(&self, src: u64, dst: u64, to_ram: bool) -> Res<()> {
         self.idle()?;
         let cmd = EDU_DMA_RUN | if to_ram { EDU_DMA_TO_RAM } else { 0 };
         for (reg, v) in [(EDU_DMA_SRC, src), (EDU_DMA_DST, dst), (EDU_DMA_COUNT, LEN as u64), (EDU_DMA_CMD, cmd)] {
@@ -203,7 +208,7 @@ impl Edu<'_> {
 
     /// Copies edu's buffer into page `page` (never page 0, the seed) and
     /// reports whether the pattern landed there.
-    fn copy_into(&self, page: u64) -> Res<bool> {
+    pub(crate) fn copy_into(&self, page: u64) -> Res<bool> {
         let p = 1 + page % (self.pages - 1);
         let off = (p * PAGE) as usize;
         self.memory.write(off, &[0u8; LEN]).map_err(|e| e.to_string())?;
@@ -214,9 +219,99 @@ impl Edu<'_> {
     }
 }
 
-fn bar0_of(d: &Device) -> Res<MappedRegion> {
+pub(crate) fn bar0_of(d: &Device) -> Res<MappedRegion> {
     let r = d.region_info(VFIO_PCI_BAR0_REGION_INDEX).map_err(|e| e.to_string())?;
     d.map_region(&r, 0, 4096).map_err(|e| e.to_string())
+}
+
+/// edu's MSI on an eventfd, which goes along with the hand-over (the new
+/// process must see the device's interrupts without setting them again),
+/// and bus mastering on. The eventfd stays open as long as the result.
+pub(crate) fn msi_and_bus_master(d: &Device) -> Res<(OwnedFd, Irq)> {
+    // SAFETY: eventfd takes no pointers; the result is checked and owned once.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if efd < 0 {
+        return Err(format!("eventfd: {}", io::Error::last_os_error()));
+    }
+    // SAFETY: efd was just opened here and nothing else owns it.
+    let efd = unsafe { OwnedFd::from_raw_fd(efd) };
+    d.set_irqs(VFIO_PCI_MSI_IRQ_INDEX, 0, IrqAction::Trigger, IrqData::Eventfds(&[efd.as_raw_fd()])).map_err(|e| e.to_string())?;
+    let irq = Irq { device: d.name().to_string(), index: VFIO_PCI_MSI_IRQ_INDEX, eventfds: vec![efd.as_raw_fd()] };
+    let cmd = u16::from_le_bytes(d.read_config::<2>(4).map_err(|e| e.to_string())?) | 0x4;
+    d.write_config(4, &cmd.to_le_bytes()).map_err(|e| e.to_string())?;
+    Ok((efd, irq))
+}
+
+/// The copies edu's engine made from the pump thread so far.
+#[derive(Default)]
+pub(crate) struct Pumped {
+    landed: AtomicU64,
+    missed: AtomicU64,
+}
+
+impl Pumped {
+    pub(crate) fn now(&self) -> (u64, u64) {
+        (self.landed.load(Ordering::Relaxed), self.missed.load(Ordering::Relaxed))
+    }
+
+    /// Waits (at most 60 s) for three more copies when the pump runs, and
+    /// describes the counts now and at `before`.
+    pub(crate) fn after(&self, before: (u64, u64), running: bool) -> String {
+        let target = if running { self.now().0 + 3 } else { 0 };
+        let t = Instant::now();
+        while self.now().0 + self.now().1 < target && t.elapsed() < Duration::from_secs(60) {
+            sleep(Duration::from_millis(20));
+        }
+        let (landed, missed) = self.now();
+        format!("landed={landed} missed={missed} before_landed={} before_missed={}", before.0, before.1)
+    }
+}
+
+/// Runs `control` while a thread keeps edu copying into the guest memory
+/// (when `running`), checking each copy; stops the thread after.
+pub(crate) fn with_pump(edu: &Edu, running: bool, control: impl FnOnce(&Pumped) -> Res<()>) -> Res<()> {
+    let stop = AtomicBool::new(false);
+    let counts = Pumped::default();
+    std::thread::scope(|s| -> Res<()> {
+        let pump = s.spawn(|| -> Res<()> {
+            let mut k = 0;
+            while running && !stop.load(Ordering::Relaxed) {
+                if edu.copy_into(k)? { &counts.landed } else { &counts.missed }.fetch_add(1, Ordering::Relaxed);
+                k += 1;
+            }
+            Ok(())
+        });
+        let result = control(&counts);
+        stop.store(true, Ordering::Relaxed);
+        let pumped = pump.join().map_err(|_| "the DMA thread panicked".to_string())?;
+        result.and(pumped)
+    })
+}
+
+/// The new owner's check: 20 copies through the mappings it took over
+/// (page `k * stride` for k in 0..20), then edu's MSI, which must signal
+/// the eventfd it received. Returns (landed, missed, what the MSI did).
+pub(crate) fn drive(edu: &Edu, stride: u64, irqs: &live::AdoptedIrqs) -> Res<(u32, u32, &'static str)> {
+    let (mut landed, mut missed) = (0, 0);
+    for k in 0..20 {
+        if edu.copy_into(k * stride)? {
+            landed += 1;
+        } else {
+            missed += 1;
+        }
+    }
+    let msi = match irqs.first() {
+        Some((_, index, fds)) if *index == VFIO_PCI_MSI_IRQ_INDEX && fds.len() == 1 => {
+            edu.bar0.write_u32(EDU_IRQ_RAISE, 1).map_err(|e| e.to_string())?;
+            let mut p = libc::pollfd { fd: fds[0].as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, count 1.
+            let fired = unsafe { libc::poll(&mut p, 1, 2000) } > 0;
+            edu.bar0.write_u32(EDU_IRQ_ACK, 1).map_err(|e| e.to_string())?;
+            if fired { "signalled" } else { "silent" }
+        }
+        _ => "not-handed-over",
+    };
+    Ok((landed, missed, msi))
 }
 
 // ---- the old process ----
@@ -230,19 +325,8 @@ fn old(args: &[String]) -> Res<()> {
     let backend: Arc<dyn Backend> = Arc::new(KernelBackend::new());
     let c = Type1Container::open(backend, &[group_of(&bdf)?], VFIO_TYPE1V2_IOMMU).map_err(|e| e.to_string())?;
     let dev = c.device(&bdf).map_err(|e| e.to_string())?;
-    // edu's MSI signals an eventfd, which goes along with the hand-over: the
-    // new process must see the device's interrupts without setting it again.
-    // SAFETY: eventfd takes no pointers; the result is checked and owned once.
-    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if efd < 0 {
-        return Err(format!("eventfd: {}", io::Error::last_os_error()));
-    }
-    // SAFETY: efd was just opened here and nothing else owns it.
-    let efd = unsafe { OwnedFd::from_raw_fd(efd) };
-    dev.set_irqs(VFIO_PCI_MSI_IRQ_INDEX, 0, IrqAction::Trigger, IrqData::Eventfds(&[efd.as_raw_fd()])).map_err(|e| e.to_string())?;
-    let irqs = [Irq { device: bdf.clone(), index: VFIO_PCI_MSI_IRQ_INDEX, eventfds: vec![efd.as_raw_fd()] }];
-    let cmd = u16::from_le_bytes(dev.read_config::<2>(4).map_err(|e| e.to_string())?) | 0x4;
-    dev.write_config(4, &cmd.to_le_bytes()).map_err(|e| e.to_string())?;
+    let (_efd, irq) = msi_and_bus_master(&dev)?;
+    let irqs = [irq];
     let memory = GuestMemory::create("vfiokit-lab-guest-ram", (pages * PAGE) as usize).map_err(|e| e.to_string())?;
     let raw: Vec<[u64; 3]> = (0..pages).map(|i| [IOVA0 + i * PAGE, memory.addr() + i * PAGE, PAGE]).collect();
     for m in &raw {
@@ -256,53 +340,25 @@ fn old(args: &[String]) -> Res<()> {
     }
     ctl.send(&format!("mapped vmlck={}", vmlck_kb(std::process::id())), &[])?;
 
-    let stop = AtomicBool::new(false);
-    let (landed, missed) = (AtomicU64::new(0), AtomicU64::new(0));
-    std::thread::scope(|s| -> Res<()> {
-        let pump = s.spawn(|| -> Res<()> {
-            let mut k = 0;
-            while dma && !stop.load(Ordering::Relaxed) {
-                if edu.copy_into(k)? { &landed } else { &missed }.fetch_add(1, Ordering::Relaxed);
-                k += 1;
+    with_pump(&edu, dma, |pumped| loop {
+        let line = ctl.recv(600)?;
+        if line != "handover" {
+            return Ok(());
+        }
+        let ho = ctl.fds.pop().ok_or("handover without a socket")?;
+        let h = Handover { container: &c, devices: &[&dev], memory: &memory, mappings: &raw, irqs: &irqs };
+        let before = pumped.now();
+        let started = now_us();
+        let outcome = live::hand_over(ho.as_raw_fd(), &h).map_err(|e| e.to_string())?;
+        let ended = now_us();
+        // Some DMA after the outcome, then report.
+        let counts = format!("started_us={started} ended_us={ended} {}", pumped.after(before, dma));
+        match outcome {
+            Outcome::HandedOver => ctl.send(&format!("handed-over {counts}"), &[])?,
+            Outcome::Restored { reason } => {
+                ctl.send(&format!("restored {counts} vmlck={} reason={}", vmlck_kb(std::process::id()), reason.replace(' ', "_")), &[])?
             }
-            Ok(())
-        });
-        let result = (|| -> Res<()> {
-            loop {
-                let line = ctl.recv(600)?;
-                if line != "handover" {
-                    return Ok(());
-                }
-                let ho = ctl.fds.pop().ok_or("handover without a socket")?;
-                let h = Handover { container: &c, devices: &[&dev], memory: &memory, mappings: &raw, irqs: &irqs };
-                let before = (landed.load(Ordering::Relaxed), missed.load(Ordering::Relaxed));
-                let started = now_us();
-                let outcome = live::hand_over(ho.as_raw_fd(), &h).map_err(|e| e.to_string())?;
-                let ended = now_us();
-                // Some DMA after the outcome, then report.
-                let target = if dma { landed.load(Ordering::Relaxed) + 3 } else { 0 };
-                let t = Instant::now();
-                while landed.load(Ordering::Relaxed) + missed.load(Ordering::Relaxed) < target && t.elapsed() < Duration::from_secs(60) {
-                    sleep(Duration::from_millis(20));
-                }
-                let counts = format!(
-                    "started_us={started} ended_us={ended} landed={} missed={} before_landed={} before_missed={}",
-                    landed.load(Ordering::Relaxed),
-                    missed.load(Ordering::Relaxed),
-                    before.0,
-                    before.1
-                );
-                match outcome {
-                    Outcome::HandedOver => ctl.send(&format!("handed-over {counts}"), &[])?,
-                    Outcome::Restored { reason } => {
-                        ctl.send(&format!("restored {counts} vmlck={} reason={}", vmlck_kb(std::process::id()), reason.replace(' ', "_")), &[])?
-                    }
-                }
-            }
-        })();
-        stop.store(true, Ordering::Relaxed);
-        let pumped = pump.join().map_err(|_| "the DMA thread panicked".to_string())?;
-        result.and(pumped)
+        }
     })
 }
 
@@ -334,26 +390,8 @@ fn new(args: &[String]) -> Res<()> {
     let dev = taken.devices.first().ok_or("no device was handed over")?;
     let pages = taken.mappings.len() as u64;
     let edu = Edu { bar0: bar0_of(dev)?, memory: &taken.memory, pages };
-    let (mut landed, mut missed) = (0, 0);
-    for k in 0..20 {
-        if edu.copy_into(k * 97)? {
-            landed += 1;
-        } else {
-            missed += 1;
-        }
-    }
+    let (landed, missed, msi) = drive(&edu, 97, &taken.irqs)?;
     let vmlck = vmlck_kb(std::process::id());
-    let msi = match taken.irqs.first() {
-        Some((_, index, fds)) if *index == VFIO_PCI_MSI_IRQ_INDEX && fds.len() == 1 => {
-            edu.bar0.write_u32(EDU_IRQ_RAISE, 1).map_err(|e| e.to_string())?;
-            let mut p = libc::pollfd { fd: fds[0].as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            // SAFETY: one valid pollfd, count 1.
-            let fired = unsafe { libc::poll(&mut p, 1, 2000) } > 0;
-            edu.bar0.write_u32(EDU_IRQ_ACK, 1).map_err(|e| e.to_string())?;
-            if fired { "signalled" } else { "silent" }
-        }
-        _ => "not-handed-over",
-    };
     let unmapped = taken.container.unmap_all().map_err(|e| e.to_string())?;
     let after = edu.copy_into(5)?;
     ctl.send(&format!("pumped landed={landed} missed={missed} vmlck={vmlck} unmapped={unmapped:#x} after_unmap={after} msi={msi}"), &[])?;
@@ -391,7 +429,7 @@ fn start_new(die_after: Option<usize>) -> Res<(Child, Ctl, OwnedFd)> {
     Ok((child, ctl, ho_old))
 }
 
-fn num_field(line: &str, key: &str) -> Option<u64> {
+pub(crate) fn num_field(line: &str, key: &str) -> Option<u64> {
     line.split(' ').find_map(|w| w.strip_prefix(&format!("{key}="))).and_then(|v| v.parse().ok())
 }
 
@@ -471,24 +509,43 @@ fn orchestrate(args: &[String], run: &mut Run) -> Res<()> {
         run.put("after_dying_new", old_ctl.recv(600)?);
 
         // 2. A new process that takes everything.
-        let (mut taker, mut taker_ctl, ho) = start_new(None)?;
-        old_ctl.send("handover", &[ho.as_raw_fd()])?;
-        drop(ho);
-        run.put("new_updated", taker_ctl.recv(600)?);
-        run.put("old_outcome", old_ctl.recv(600)?);
-        run.put("old_vmlck_after", vmlck_kb(old_child.id()));
-        run.put("new_vmlck_after", vmlck_kb(taker.id()));
-        old_child.kill().map_err(|e| e.to_string())?;
-        run.put("old_status", format!("{}", old_child.wait().map_err(|e| e.to_string())?));
-        run.put("new_vmlck_old_dead", vmlck_kb(taker.id()));
-        taker_ctl.send("go", &[])?;
-        run.put("new_pumped", taker_ctl.recv(600)?);
-        run.put("new_status", format!("{}", taker.wait().map_err(|e| e.to_string())?));
-        Ok(())
+        let acct = |pid: u32| serde_json::Value::from(vmlck_kb(pid));
+        take_over(&mut old_ctl, &mut old_child, start_new(None)?, ("new_updated", "vmlck"), acct, &mut |k, v| run.put(k, v))
     })();
     let _ = old_child.kill();
     let _ = old_child.wait();
     result
+}
+
+/// The last step of both orchestrators: the old process hands over to
+/// `new` (its child, control socket and hand-over socket), both report,
+/// `acct` reads each process's accounting; the old one is killed with
+/// SIGKILL, and the new one, told `go`, drives edu through what it took.
+/// Puts `keys.0` (the new process's first line), `old_outcome`,
+/// `old_{keys.1}_after`, `new_{keys.1}_after`, `old_status`,
+/// `new_{keys.1}_old_dead`, `new_pumped` and `new_status`.
+pub(crate) fn take_over(
+    old_ctl: &mut Ctl,
+    old_child: &mut Child,
+    new: (Child, Ctl, OwnedFd),
+    keys: (&str, &str),
+    acct: impl Fn(u32) -> serde_json::Value,
+    put: &mut dyn FnMut(&str, serde_json::Value),
+) -> Res<()> {
+    let (mut taker, mut taker_ctl, ho) = new;
+    old_ctl.send("handover", &[ho.as_raw_fd()])?;
+    drop(ho);
+    put(keys.0, taker_ctl.recv(600)?.into());
+    put("old_outcome", old_ctl.recv(600)?.into());
+    put(&format!("old_{}_after", keys.1), acct(old_child.id()));
+    put(&format!("new_{}_after", keys.1), acct(taker.id()));
+    old_child.kill().map_err(|e| e.to_string())?;
+    put("old_status", format!("{}", old_child.wait().map_err(|e| e.to_string())?).into());
+    put(&format!("new_{}_old_dead", keys.1), acct(taker.id()));
+    taker_ctl.send("go", &[])?;
+    put("new_pumped", taker_ctl.recv(600)?.into());
+    put("new_status", format!("{}", taker.wait().map_err(|e| e.to_string())?).into());
+    Ok(())
 }
 
 pub fn main(args: &[String]) -> i32 {

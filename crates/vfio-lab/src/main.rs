@@ -18,6 +18,7 @@ mod case;
 mod edu;
 mod host;
 mod live_handover;
+mod live_iommufd;
 mod memlock;
 mod iommufd;
 mod iommufd_dirty;
@@ -87,7 +88,11 @@ fn run(args: &Args) -> Result<(), String> {
         // A guest without an IOMMU: no device plays a role, only
         // IOMMUFD_TEST's mock devices.
         let host = LabHost::assigned(topology);
-        let backend: Arc<dyn Backend> = if args.backend == "kernel" { Arc::new(KernelBackend::new()) } else { mock_host::mock_selftest_backend() };
+        let backend: Arc<dyn Backend> = if args.backend == "kernel" {
+            Arc::new(KernelBackend::new())
+        } else {
+            mock_host::mock_selftest_backend(host.topology.host.kernel.as_deref())
+        };
         (host, backend)
     } else if args.backend == "kernel" {
         (LabHost::from_sysfs(topology, &args.sysfs)?, Arc::new(KernelBackend::new()))
@@ -127,6 +132,10 @@ fn main() {
         std::process::exit(spapr::main(&raw[1..]));
     }
     // A hand-over between processes on the kernel (live_handover.rs).
+    // The iommufd hand-over (live_iommufd.rs).
+    if raw.first().is_some_and(|a| a.starts_with("live-iommufd")) {
+        std::process::exit(live_iommufd::main(&raw));
+    }
     if raw.first().is_some_and(|a| a.starts_with("live-")) {
         std::process::exit(live_handover::main(&raw));
     }
@@ -212,7 +221,7 @@ mod tests {
     }
 
     fn facts(iommu: &str, msi_isolated: bool, allow_unsafe_interrupts: bool) -> HostFacts {
-        HostFacts { iommu: iommu.into(), msi_isolated, allow_unsafe_interrupts }
+        HostFacts { iommu: iommu.into(), msi_isolated, allow_unsafe_interrupts, kernel: None }
     }
 
     #[test]
@@ -240,7 +249,7 @@ mod tests {
     #[test]
     fn every_iommufd_selftest_case_runs_to_its_end_on_the_mock_without_an_iommu() {
         let host = LabHost::assigned(lab_shape());
-        let backend = mock_host::mock_selftest_backend();
+        let backend = mock_host::mock_selftest_backend(None);
         for case in iommufd_dirty::selftest_cases() {
             let mut ctx = Ctx::new(Arc::clone(&backend), &host);
             let outcome = (case.run)(&mut ctx);

@@ -124,6 +124,7 @@ pub fn mock_backend(host: &LabHost, iommufd: bool) -> Arc<dyn Backend> {
         // without a firmware node came first: the lab saw MOCK_DOMAIN
         // refused behind VT-d and succeed behind virtio-iommu (VIOT).
         profile.selftest_probes = host.topology.host.iommu == "virtio-iommu";
+        kernel_answers(&mut profile, host.topology.host.kernel.as_deref());
         config = config.with_iommufd(profile);
     }
     Arc::new(MockBackend::new(config))
@@ -132,11 +133,41 @@ pub fn mock_backend(host: &LabHost, iommufd: bool) -> Arc<dyn Backend> {
 /// The mock as the lab kernel in a guest without an IOMMU: /dev/iommu with
 /// IOMMUFD_TEST, whose mock IOMMU then probes its mock devices, and no
 /// group (no IOMMU, so no device is in one).
-pub fn mock_selftest_backend() -> Arc<dyn Backend> {
+pub fn mock_selftest_backend(kernel: Option<&str>) -> Arc<dyn Backend> {
     let mut profile = IommufdProfile::qemu_vtd(0, 0);
     profile.transparent_hugepage = false;
     profile.vfio_compat_container = true;
     profile.selftest = true;
     profile.selftest_probes = true;
+    kernel_answers(&mut profile, kernel);
     Arc::new(MockBackend::new(MockConfig::empty().with_iommufd(profile)))
+}
+
+/// What differs between the two sources the lab kernel builds from (6.12
+/// and 7.2), for the kernel the lab booted (`None`: the newer).
+fn kernel_answers(profile: &mut IommufdProfile, kernel: Option<&str>) {
+    if let Some(v) = kernel.and_then(major_minor) {
+        profile.file_mappings = v >= (6, 13);
+        // Seen in the lab: 6.12.117 without the bit, 7.2.13 with it; no
+        // kernel between was booted, so only 6.12 and older go without.
+        profile.ats_not_supported_cap = v > (6, 12);
+    }
+}
+
+/// `(major, minor)` of a kernel version such as `7.2.13-1` or `6.12.117`.
+pub fn major_minor(version: &str) -> Option<(u32, u32)> {
+    let mut parts = version.split(['.', '-']);
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::major_minor;
+
+    #[test]
+    fn a_kernel_version_reads_as_its_major_and_minor() {
+        assert_eq!(major_minor("7.2.13-1"), Some((7, 2)));
+        assert_eq!(major_minor("6.12.117-1"), Some((6, 12)));
+        assert_eq!(major_minor("linux"), None);
+    }
 }

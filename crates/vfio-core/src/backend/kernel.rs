@@ -188,6 +188,16 @@ impl Backend for KernelBackend {
         size_tagged(iommufd, fd::IOMMU_IOAS_CHANGE_PROCESS, &mut c)
     }
 
+    fn pinned_pages(&self) -> SysResult<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").map_err(|e| Errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmPin:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .ok_or(Errno(libc::ENODATA))?;
+        Ok(kb * 1024 / crate::backend::mock::pin::host_page_size())
+    }
+
     fn ioas_unmap(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_unmap) -> SysResult<()> {
         size_tagged(iommufd, fd::IOMMU_IOAS_UNMAP, cmd)
     }

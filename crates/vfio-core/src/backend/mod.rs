@@ -277,6 +277,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
         let _ = (iommufd, cmd);
         Err(Errno(libc::ENOTTY))
     }
+    /// The pages the kernel holds pinned for this process through iommufd
+    /// and the like (`mm->pinned_vm`, `VmPin` in /proc/self/status): iommufd
+    /// pins lazily, only while a mapping sits in an IOAS with a domain, and
+    /// counts every pin there whatever it charges to locked_vm
+    /// (pages.c iopt_pages_update_pinned). type1 never counts here.
+    fn pinned_pages(&self) -> SysResult<u64> {
+        Err(Errno(libc::ENOTTY))
+    }
     /// `IOMMU_IOAS_COPY`: the kernel writes `dst_iova` when it chose it.
     fn ioas_copy(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_copy) -> SysResult<()> {
         let _ = (iommufd, cmd);

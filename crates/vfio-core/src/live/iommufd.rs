@@ -27,7 +27,7 @@ use super::{adopt_devices, answer, into_raw, refuse, wire_bad, AdoptedIrqs, Gues
 use crate::backend::Backend;
 use crate::device::Device;
 use crate::error::Result;
-use crate::iommufd::Iommufd;
+use crate::iommufd::{Ioas, Iommufd};
 
 /// What the old process hands over.
 #[derive(Debug)]
@@ -46,8 +46,11 @@ pub struct IommufdHandover<'a> {
 
 /// The checks made before anything is sent: every mapping page aligned,
 /// inside the memory, none overlapping; interrupts only of devices handed
-/// over. Whether each mapping was made from the file, the kernel alone
-/// knows: CHANGE_PROCESS refuses the whole hand-over (EINVAL) if one was not.
+/// over; and the kernel's own: IOMMU_IOAS_CHANGE_PROCESS called here, by
+/// the process that holds the charge, moves nothing (need_charge_update
+/// finds the caller's mm and user) but checks what the new process's call
+/// would: ENOTTY before Linux 6.13, EINVAL while any mapping of the iommufd
+/// was made from addresses rather than a file, which only the kernel knows.
 pub fn prepare_iommufd(h: &IommufdHandover<'_>) -> Result<()> {
     let object = format!("iommufd fd {} IOAS {}", h.iommufd.raw_fd(), h.ioas_id);
     let page = 4096u64;
@@ -72,7 +75,10 @@ pub fn prepare_iommufd(h: &IommufdHandover<'_>) -> Result<()> {
             return Err(refuse(&object, libc::EINVAL, format!("interrupt eventfds of {} but that device is not handed over", irq.device)));
         }
     }
-    Ok(())
+    h.iommufd.change_process().map_err(|e| {
+        let detail = format!("{}; nothing was sent: the new process could not take the mappings", e.detail.clone().unwrap_or_default());
+        e.with_detail(detail)
+    })
 }
 
 /// The old process's side: checks, sends, waits for the new process. On
@@ -98,10 +104,28 @@ pub fn hand_over_iommufd(socket: RawFd, h: &IommufdHandover<'_>) -> Result<Outco
     wire::send(socket, d.to_text().as_bytes(), &fds)?;
     match wire::wait_reply(socket) {
         Ok(()) => Ok(Outcome::HandedOver),
-        Err(reason) => {
-            h.iommufd.change_process()?;
-            Ok(Outcome::Restored { reason })
-        }
+        Err(reason) => take_back(h.iommufd, reason),
+    }
+}
+
+/// The old process takes the charge back after a failed or dead new one.
+/// With RLIMIT_MODE 1 and a new process killed right after its own
+/// CHANGE_PROCESS, the charge sits on a dead mm the kernel cannot uncharge
+/// (pages.c update_mm_locked_vm: mmget_not_zero fails): the call answers
+/// EINVAL (under a WARN_ON in iommufd_ioas_change_process) after charging
+/// this process and moving every mapping to it all the same (change_mm
+/// runs regardless). Seen on 7.2.13 in the lab. A second call, with nothing
+/// left to move, answers 0 exactly when every mapping is this process's:
+/// then the hand-over is restored, and the reason says what the kernel did.
+pub(super) fn take_back(iommufd: &Iommufd, reason: String) -> Result<Outcome> {
+    match iommufd.change_process() {
+        Ok(()) => Ok(Outcome::Restored { reason }),
+        Err(e) if e.errno == libc::EINVAL && iommufd.change_process().is_ok() => Ok(Outcome::Restored {
+            reason: format!(
+                "{reason}; taking the charge back answered EINVAL (the new process's mm was gone, RLIMIT_MODE 1) but every mapping is this process's"
+            ),
+        }),
+        Err(e) => Err(e),
     }
 }
 
@@ -109,7 +133,9 @@ pub fn hand_over_iommufd(socket: RawFd, h: &IommufdHandover<'_>) -> Result<Outco
 #[derive(Debug)]
 pub struct IommufdTakenOver {
     pub iommufd: Iommufd,
-    pub ioas_id: u32,
+    /// The IOAS the devices are attached to, owned here now (dropping it
+    /// asks its destroy, which the kernel refuses while devices use it).
+    pub ioas: Ioas,
     /// The device cdevs, still bound and attached as the old process left them.
     pub devices: Vec<Device>,
     pub memory: GuestMemory,
@@ -129,8 +155,9 @@ impl Incoming {
         let mut fds = self.fds.into_iter();
         let mut next = || fds.next().expect("wire::receive checked the count");
         let iommufd = Iommufd::from_raw(backend.clone(), into_raw(next()));
+        let ioas = Ioas::adopt(&iommufd, ioas_id);
         let (devices, memory, irqs) = adopt_devices(&backend, &d, &mut next)?;
-        Ok(IommufdTakenOver { iommufd, ioas_id, devices, memory, mappings: d.mappings, irqs })
+        Ok(IommufdTakenOver { iommufd, ioas, devices, memory, mappings: d.mappings, irqs })
     }
 }
 

@@ -335,20 +335,55 @@ mod iommufd_handover {
         assert_eq!(ictx.change_process().unwrap_err().code(), "EINVAL");
     }
 
-    #[test]
-    fn a_hand_over_whose_descriptors_cannot_be_sent_changes_nothing() {
-        // The mock's descriptors are entries of its own table: sendmsg refuses them (EBADF).
-        let b = host();
-        let ictx = Iommufd::open(b).unwrap();
+    /// An iommufd on the mock whose IOAS maps [`maps`] from a memfd.
+    fn file_mapped() -> (Iommufd, crate::iommufd::Ioas, GuestMemory) {
+        let ictx = Iommufd::open(host()).unwrap();
         let ioas = ictx.alloc_ioas().unwrap();
         let mem = GuestMemory::create("t", (4 * MB) as usize).unwrap();
         for m in maps() {
             ioas.map_file(Some(m.iova), mem.raw_fd(), m.offset, m.size, RW).unwrap();
         }
+        (ictx, ioas, mem)
+    }
+
+    #[test]
+    fn a_hand_over_whose_descriptors_cannot_be_sent_changes_nothing() {
+        // The mock's descriptors are entries of its own table: sendmsg refuses them (EBADF).
+        let (ictx, ioas, mem) = file_mapped();
         let (a, _b) = pair();
         let e = hand_over_iommufd(a.as_raw_fd(), &IommufdHandover { iommufd: &ictx, ioas_id: ioas.id(), devices: &[], memory: &mem, mappings: &maps(), irqs: &[] })
             .unwrap_err();
         assert_eq!(e.code(), "EBADF");
         assert_eq!(ioas.unmap_all(), Ok(4 * MB));
+    }
+
+    #[test]
+    fn a_hand_over_with_a_mapping_made_from_addresses_is_refused_before_anything_is_sent() {
+        let (ictx, ioas, mem) = file_mapped();
+        let anon = crate::HostMemory::new(4096).unwrap();
+        ioas.map(Some(64 * MB), anon.addr(), 4096, RW).unwrap();
+        let (a, b_end) = pair();
+        let h = IommufdHandover { iommufd: &ictx, ioas_id: ioas.id(), devices: &[], memory: &mem, mappings: &maps(), irqs: &[] };
+        let e = hand_over_iommufd(a.as_raw_fd(), &h).unwrap_err();
+        assert_eq!((e.code(), e.ioctl), ("EINVAL", "IOMMU_IOAS_CHANGE_PROCESS"));
+        assert!(e.detail.as_deref().unwrap().contains("nothing was sent"), "{e}");
+        // Nothing is waiting on the other end.
+        let mut buf = [0u8; 8];
+        // SAFETY: a non-blocking recv into a live buffer of its length.
+        let n = unsafe { libc::recv(b_end.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+        assert_eq!(n, -1);
+    }
+
+    #[test]
+    fn taking_the_charge_back_restores_the_hand_over_and_passes_on_an_einval_a_second_call_confirms() {
+        // On the mock CHANGE_PROCESS is EINVAL only for an address mapping,
+        // which a second call answers alike: the error is passed on. (The
+        // kernel's other EINVAL, a charge left on a dead mm, is followed by
+        // a second call answering 0: the lab's iommufd hand-over case.)
+        let (ictx, ioas, _mem) = file_mapped();
+        assert_eq!(super::iommufd::take_back(&ictx, "gone".into()), Ok(Outcome::Restored { reason: "gone".into() }));
+        let anon = crate::HostMemory::new(4096).unwrap();
+        ioas.map(Some(64 * MB), anon.addr(), 4096, RW).unwrap();
+        assert_eq!(super::iommufd::take_back(&ictx, "gone".into()).unwrap_err().code(), "EINVAL");
     }
 }

@@ -181,6 +181,9 @@ pub struct iommu_hwpt_alloc {
 pub const IOMMU_HW_INFO_TYPE_NONE: u32 = 0;
 pub const IOMMU_HW_INFO_TYPE_INTEL_VTD: u32 = 1;
 pub const IOMMU_HW_CAP_DIRTY_TRACKING: u64 = 1 << 0;
+/// Set by GET_HW_INFO for a device that cannot use ATS (a later addition
+/// than 6.12: 6.12.117 leaves the bit clear, 7.2 sets it for edu).
+pub const IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED: u64 = 1 << 3;
 
 /// `struct iommu_hw_info_vtd`: the VT-d unit's capability registers.
 #[repr(C)]

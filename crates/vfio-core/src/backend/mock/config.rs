@@ -130,6 +130,17 @@ pub struct IommufdProfile {
     /// (iommufd_hwpt_paging_alloc's immediate_attach, which exists for such
     /// drivers) and gets the real aperture.
     pub geometry_at_first_attach: bool,
+    /// IOMMU_IOAS_MAP_FILE and IOMMU_IOAS_CHANGE_PROCESS exist (Linux 6.13,
+    /// ioas.c); before, the iommufd answers both with ENOTTY
+    /// (iommufd_fops_ioctl finds no op for the number).
+    pub file_mappings: bool,
+    /// GET_HW_INFO sets IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED for a device
+    /// whose IOMMU will not use ATS for it (device.c
+    /// iommufd_get_hw_info: `!device_iommu_capable(dev,
+    /// IOMMU_CAP_PCI_ATS_SUPPORTED)`). No mock device has an ATS
+    /// capability, so with this every device gets the bit. Seen in the lab:
+    /// 6.12.117 leaves it out, 7.2.13 sets it for edu.
+    pub ats_not_supported_cap: bool,
 }
 
 impl fmt::Debug for MockConfig {

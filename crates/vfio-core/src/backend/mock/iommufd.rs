@@ -1,5 +1,6 @@
 //! iommufd (/dev/iommu) and VFIO device cdevs, as the kernel answers them
-//! (Linux 6.12: drivers/iommu/iommufd/{main,ioas,io_pagetable,device,
+//! (Linux 7.2, and 6.12 where `IommufdProfile` says so:
+//! drivers/iommu/iommufd/{main,ioas,io_pagetable,pages,device,
 //! hw_pagetable}.c, drivers/vfio/{device_cdev,iommufd,vfio_main}.c).
 //!
 //! One [`IommufdCtx`] per open of /dev/iommu holds the objects (IOAS, HWPT,
@@ -9,10 +10,19 @@
 //! device's reserved regions, a domain's aperture), the allowed ranges of
 //! ALLOW_IOVAS and the IOVA alignment its domains impose.
 //!
+//! Pinning is lazy, as in the kernel: pages are pinned (and charged) only
+//! while an area mapping them sits in an IOAS that holds a domain, so the
+//! first attach or HWPT_ALLOC pins all the IOAS maps, and a map into such
+//! an IOAS pins at once; then an address not mapped is EFAULT, a file that
+//! is no memfd EINVAL, and a charge past RLIMIT_MEMLOCK ENOMEM, each
+//! failing the call that pinned. The charge follows iopt_pages'
+//! account mode (pages.c iopt_pages_update_pinned): none with
+//! CAP_IPC_LOCK at map time, the user's locked_vm, or with
+//! IOMMU_OPTION_RLIMIT_MODE 1 the mm's; every pin counts in pinned_vm.
+//!
 //! Known differences from the kernel, by design (as for type1):
-//! - nothing is pinned, so a map or attach over host memory that is not
-//!   mapped in this process succeeds (the kernel pins when a domain is
-//!   attached and answers EFAULT) and the RLIMIT mode charges nothing;
+//! - protection is not checked at pin time (as type1's mock: mincore);
+//! - the user's locked_vm counts only this mock host's pins;
 //! - no nested HWPTs, fault queues or PASIDs; dirty tracking only as the
 //!   IOMMU profile offers it (QEMU's intel-iommu does not), or on
 //!   IOMMUFD_TEST's selftest mock domain ([`selftest`]).
@@ -79,6 +89,79 @@ struct Area {
     /// from the mapping process's addresses (IOPT_ADDRESS_USER): the only
     /// kind IOMMU_IOAS_CHANGE_PROCESS moves.
     file: bool,
+    /// The iopt_pages the area maps a part of (a copy shares its source's).
+    pages: u32,
+    /// Where a device's DMA to the area's first byte lands in this
+    /// process: `uva` for an address mapping, the file's page cache as
+    /// the mock maps it ([`FileMap`]) for a file mapping.
+    host: u64,
+}
+
+/// The mock's own shared mapping of a mapped file: the page cache pages
+/// the kernel pins and a device reaches (memfd_pin_folios), seen from this
+/// process. It holds the file as the kernel's iopt_pages does (fget), so
+/// closing the caller's descriptor changes nothing.
+#[derive(Debug)]
+struct FileMap {
+    addr: u64,
+    len: usize,
+}
+
+impl FileMap {
+    /// Maps `len` bytes of `fd` from the page-aligned `offset`; `None` when
+    /// the file cannot be mapped shared (DMA to it then goes nowhere, and
+    /// pinning it is refused: only shmem and hugetlbfs files pin).
+    fn new(fd: i32, offset: u64, len: u64) -> Option<Self> {
+        let len = usize::try_from(len).ok()?;
+        // SAFETY: a new shared mapping at no hint touches no existing
+        // memory; the result is checked against MAP_FAILED.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, offset as libc::off_t)
+        };
+        (p != libc::MAP_FAILED).then(|| Self { addr: p as u64, len })
+    }
+}
+
+impl Drop for FileMap {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` made, which nothing else owns.
+        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+    }
+}
+
+/// How an iopt_pages charges its pinned pages (iopt_alloc_pages,
+/// iopt_map_common): NONE when the mapping process had CAP_IPC_LOCK, else
+/// to the user's locked_vm, or with IOMMU_OPTION_RLIMIT_MODE 1 to the mm's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Account {
+    None,
+    User,
+    Mm,
+}
+
+/// An iopt_pages: the user memory or file range mappings share, and how
+/// many of its pages are pinned now. iommufd pins lazily: a page is pinned
+/// while an area mapping it is filled into a domain, that is while its IOAS
+/// holds a HWPT (iopt_fill_domain / iopt_area_unfill_domain); an IOAS
+/// without one pins and charges nothing (iopt_map_user_pages' comment).
+#[derive(Debug, Clone)]
+struct Pages {
+    /// The page-aligned user address or file offset of page 0.
+    base: u64,
+    npages: u64,
+    file: Option<PagesFile>,
+    /// A file's pages as this process sees them, kept mapped while they are mapped.
+    _map: Option<std::sync::Arc<FileMap>>,
+    account: Account,
+    /// npinned (== last_npinned outside a call): charged and in VmPin.
+    pinned: u64,
+}
+
+/// What memfd_pin_folios checks when the pages of a file are pinned.
+#[derive(Debug, Clone, Copy)]
+struct PagesFile {
+    shmem: bool,
+    size: u64,
 }
 
 /// An io_pagetable.
@@ -156,6 +239,19 @@ pub(super) struct IommufdCtx {
     objects: BTreeMap<u32, Obj>,
     /// IOPT_PAGES_ACCOUNT_MM rather than _USER (IOMMU_OPTION_RLIMIT_MODE).
     account_mm: bool,
+    /// The iopt_pages of this context's areas, by an id of the mock's own.
+    pages: BTreeMap<u32, Pages>,
+    next_pages: u32,
+}
+
+/// The counters iommufd charges pinned pages to, besides the mm's
+/// locked_vm (`MockMm`, which type1 charges too): the user's locked_vm
+/// (IOPT_PAGES_ACCOUNT_USER, incr_user_locked_vm) and the mm's pinned_vm
+/// (VmPin; every pin counts there, whatever the account mode).
+#[derive(Debug, Default)]
+pub(super) struct IommufdAccounting {
+    pub(super) user_locked: u64,
+    pub(super) pinned_vm: u64,
 }
 
 /// One open of /dev/vfio/devices/vfioN (a vfio_device_file).
@@ -362,11 +458,67 @@ impl IoasState {
         if a.prot & need == 0 {
             return None;
         }
-        Some((a.uva + (iova - s), a.last - iova + 1))
+        Some((a.host + (iova - s), a.last - iova + 1))
     }
 }
 
 impl IommufdCtx {
+    /// iopt_alloc_pages for a map of `length` bytes from `start` (a user
+    /// address or a file offset): the pages it spans, by a new id.
+    /// Returns its id and where DMA to `start` lands.
+    fn new_pages(&mut self, start: u64, length: u64, file: Option<(i32, PagesFile)>, account: Account) -> (u32, u64) {
+        let base = start - start % PAGE_SIZE;
+        let npages = (start % PAGE_SIZE + length).div_ceil(PAGE_SIZE);
+        let map = file.and_then(|(fd, _)| FileMap::new(fd, base, npages * PAGE_SIZE)).map(std::sync::Arc::new);
+        let host = match (&file, &map) {
+            (None, _) => start,
+            (Some(_), Some(m)) => m.addr + start % PAGE_SIZE,
+            (Some(_), None) => 0,
+        };
+        self.next_pages += 1;
+        self.pages.insert(self.next_pages, Pages { base, npages, file: file.map(|(_, f)| f), _map: map, account, pinned: 0 });
+        (self.next_pages, host)
+    }
+
+    /// How many pages each iopt_pages must hold pinned now: the union of
+    /// the page ranges of its areas that sit in an IOAS holding a domain.
+    fn wanted_pins(&self) -> BTreeMap<u32, u64> {
+        let mut ranges: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+        for o in self.objects.values() {
+            let Obj::Ioas(ioas) = o else { continue };
+            if ioas.domains.is_empty() {
+                continue;
+            }
+            for (&iova, a) in &ioas.areas {
+                let Some(p) = self.pages.get(&a.pages) else { continue };
+                let first = (a.uva - p.base) / PAGE_SIZE;
+                let last = (a.uva + (a.last - iova) - p.base) / PAGE_SIZE;
+                ranges.entry(a.pages).or_default().push((first, last));
+            }
+        }
+        self.pages
+            .keys()
+            .map(|&id| {
+                let mut r = ranges.remove(&id).unwrap_or_default();
+                r.sort_unstable();
+                let (mut total, mut end) = (0u64, 0u64);
+                for (f, l) in r {
+                    let from = f.max(end);
+                    if l + 1 > from {
+                        total += l + 1 - from;
+                    }
+                    end = end.max(l + 1);
+                }
+                (id, total)
+            })
+            .collect()
+    }
+
+    /// Whether an area of any IOAS still maps part of iopt_pages `id`.
+    fn pages_in_use(&self, id: u32) -> bool {
+        self.objects.values().any(|o| matches!(o, Obj::Ioas(i) if i.areas.values().any(|a| a.pages == id)))
+    }
+
     /// xa_alloc with XA_FLAGS_ALLOC1: the lowest free id from 1.
     fn alloc_id(&self) -> u32 {
         let mut id = 1;
@@ -497,6 +649,94 @@ impl Host {
         }
     }
 
+    /// The account mode of a new iopt_pages for the calling thread
+    /// (iopt_alloc_pages: NONE with CAP_IPC_LOCK, else USER; iopt_map_common
+    /// turns USER into MM when the context's RLIMIT_MODE is 1).
+    fn account_for(&self, c: usize) -> Account {
+        if self.mm.ipc_lock_exempt() {
+            Account::None
+        } else if self.ictxs[c].account_mm {
+            Account::Mm
+        } else {
+            Account::User
+        }
+    }
+
+    /// iopt_pages_update_pinned, increment: USER charges the user's
+    /// locked_vm against RLIMIT_MEMLOCK (incr_user_locked_vm), MM the mm's
+    /// (__account_locked_vm), NONE nothing; every pin counts in pinned_vm.
+    fn charge_pins(&mut self, account: Account, n: u64) -> SysResult<()> {
+        match account {
+            Account::None => {}
+            Account::User => {
+                let limit = self.mm.rlimit_pages();
+                if limit.is_some_and(|l| self.iommufd_acct.user_locked + n > l) {
+                    return err(libc::ENOMEM);
+                }
+                self.iommufd_acct.user_locked += n;
+            }
+            Account::Mm => self.mm.charge_against_rlimit(n)?,
+        }
+        self.iommufd_acct.pinned_vm += n;
+        Ok(())
+    }
+
+    fn uncharge_pins(&mut self, account: Account, n: u64) {
+        match account {
+            Account::None => {}
+            Account::User => self.iommufd_acct.user_locked = self.iommufd_acct.user_locked.saturating_sub(n),
+            Account::Mm => self.mm.uncharge(n),
+        }
+        self.iommufd_acct.pinned_vm = self.iommufd_acct.pinned_vm.saturating_sub(n);
+    }
+
+    /// Brings the pins of context `c` to what its areas and domains need
+    /// (iopt_fill_domain on a first domain or a map into a filled IOAS,
+    /// iopt_area_unfill_domain on unmap or the last domain's removal).
+    /// New pins come all or nothing: what pinning reads first refuses
+    /// (memfd_pin_folios: a file neither shmem nor hugetlbfs, or a range
+    /// past its end, EINVAL; pin_user_pages: an address not mapped,
+    /// EFAULT), then the charge (ENOMEM); on a refusal nothing changed and
+    /// the caller undoes its own step. Pages no area maps any more go.
+    fn repin(&mut self, c: usize) -> SysResult<()> {
+        let wanted = self.ictxs[c].wanted_pins();
+        let mut charged: Vec<(Account, u64)> = Vec::new();
+        let mut result = Ok(());
+        for (&id, &want) in &wanted {
+            let p = self.ictxs[c].pages[&id].clone();
+            if want <= p.pinned {
+                continue;
+            }
+            let readable = match p.file {
+                Some(f) => f.shmem && p.base + p.npages * PAGE_SIZE <= f.size.next_multiple_of(PAGE_SIZE),
+                None => super::pin::range_mapped(p.base, p.npages * PAGE_SIZE),
+            };
+            let r = if readable { self.charge_pins(p.account, want - p.pinned) } else { err(if p.file.is_some() { libc::EINVAL } else { libc::EFAULT }) };
+            if let Err(e) = r {
+                result = Err(e);
+                break;
+            }
+            charged.push((p.account, want - p.pinned));
+        }
+        if let Err(e) = result {
+            for (account, n) in charged {
+                self.uncharge_pins(account, n);
+            }
+            return Err(e);
+        }
+        for (id, want) in wanted {
+            let p = self.ictxs[c].pages[&id].clone();
+            if want < p.pinned {
+                self.uncharge_pins(p.account, p.pinned - want);
+            }
+            self.ictxs[c].pages.get_mut(&id).expect("listed above").pinned = want;
+            if want == 0 && !self.ictxs[c].pages_in_use(id) {
+                self.ictxs[c].pages.remove(&id);
+            }
+        }
+        Ok(())
+    }
+
     // iommufd_fops_open: /dev/iommu exists only with CONFIG_IOMMUFD.
     pub(super) fn open_iommufd(&mut self) -> SysResult<RawFd> {
         self.profile()?;
@@ -559,6 +799,14 @@ impl Host {
         // vfio_df_iommufd_unbind: detach, then iommufd_device_unbind.
         self.ictxs[ctx].detach(dev_id);
         self.ictxs[ctx].objects.remove(&dev_id);
+        // The context's last reference when its own fd is already closed
+        // (iommufd_ctx_put in vfio_df_iommufd_unbind): its objects go.
+        let fd_open = self.fds.values().any(|o| matches!(o, FdObj::Iommufd(x) if *x == ctx));
+        if !fd_open && !self.cdevs.iter().any(|cd| cd.bound.map(|(x, _)| x) == Some(ctx)) {
+            self.ictxs[ctx].objects.clear();
+        }
+        // Only unpins: it cannot fail.
+        let _ = self.repin(ctx);
         let dev = self.cdevs[c].dev;
         self.release_device(dev);
     }
@@ -568,6 +816,8 @@ impl Host {
         // (iommufd_ctx_get in vfio_df_iommufd_bind); otherwise all go.
         if !self.cdevs.iter().any(|c| c.bound.map(|(x, _)| x) == Some(ctx)) {
             self.ictxs[ctx].objects.clear();
+            // Only unpins: it cannot fail.
+            let _ = self.repin(ctx);
         }
     }
 
@@ -598,7 +848,7 @@ impl Host {
             }
             _ => {}
         }
-        Ok(())
+        self.repin(c)
     }
 
     // iommufd_ioas_alloc_ioctl.
@@ -683,8 +933,23 @@ impl Host {
         }
         cmd.user_va.checked_add(cmd.length).ok_or(Errno(libc::EOVERFLOW))?;
         let iova = place(ioas, &profile, cmd.flags, cmd.iova, cmd.user_va, cmd.length)?;
-        ioas.areas.insert(iova, Area { last: iova + (cmd.length - 1), uva: cmd.user_va, prot, file: false });
+        let account = self.account_for(c);
+        let (pages, host) = self.ictxs[c].new_pages(cmd.user_va, cmd.length, None, account);
+        self.insert_area(c, cmd.ioas_id, iova, Area { last: iova + (cmd.length - 1), uva: cmd.user_va, prot, file: false, pages, host })?;
         cmd.iova = iova;
+        Ok(())
+    }
+
+    /// Puts a new area in an IOAS and pins it if the IOAS holds a domain
+    /// (iopt_map_pages -> iopt_fill_domains_pages); a refused pin takes it
+    /// out again.
+    fn insert_area(&mut self, c: usize, ioas: u32, iova: u64, area: Area) -> SysResult<()> {
+        self.ictxs[c].ioas_mut(ioas)?.areas.insert(iova, area);
+        if let Err(e) = self.repin(c) {
+            self.ictxs[c].ioas_mut(ioas)?.areas.remove(&iova);
+            self.repin(c)?;
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -698,6 +963,9 @@ impl Host {
         self.ioctls += 1;
         let c = self.ictx(fd)?;
         let profile = self.profile()?;
+        if !profile.file_mappings {
+            return err(libc::ENOTTY);
+        }
         check_size(cmd.size, min_size!(iommu_ioas_map_file, iova))?;
         let prot = map_prot(cmd.flags, cmd.iova, cmd.length)?;
         let ioas = self.ictxs[c].ioas_mut(cmd.ioas_id)?;
@@ -714,22 +982,27 @@ impl Host {
         // address's does (iopt_map_common with start_byte); the IOVA checks
         // (EEXIST, ...) come before the pages are pinned into the domains.
         let iova = place(ioas, &profile, cmd.flags, cmd.iova, cmd.start, cmd.length)?;
-        if !ioas.domains.is_empty() && (!file.shmem || cmd.start + cmd.length > file.size) {
-            return err(libc::EINVAL);
-        }
-        ioas.areas.insert(iova, Area { last: iova + (cmd.length - 1), uva: cmd.start, prot, file: true });
+        let account = self.account_for(c);
+        let facts = Some((cmd.fd, PagesFile { shmem: file.shmem, size: file.size }));
+        let (pages, host) = self.ictxs[c].new_pages(cmd.start, cmd.length, facts, account);
+        self.insert_area(c, cmd.ioas_id, iova, Area { last: iova + (cmd.length - 1), uva: cmd.start, prot, file: true, pages, host })?;
         cmd.iova = iova;
         Ok(())
     }
 
     // iommufd_ioas_change_process (ioas.c, Linux 6.13): every area of every
     // IOAS of the context must be a file area (EINVAL otherwise, nothing
-    // changed); then the pinned-page charge moves to the caller. The mock
-    // does not account iommufd pins (unlike type1), so the move itself has
-    // nothing to change here.
+    // changed); then the pinned-page charge moves to the caller where the
+    // caller's mm or user differs (need_charge_update). A mock host is one
+    // process (its descriptors are its own numbers, not the kernel's, so
+    // they cannot reach another process): the caller already holds every
+    // charge and nothing moves, as the kernel answers a same-process call.
     pub(super) fn ioas_change_process(&mut self, fd: RawFd, cmd: &iommu_ioas_change_process) -> SysResult<()> {
         self.ioctls += 1;
         let c = self.ictx(fd)?;
+        if !self.profile()?.file_mappings {
+            return err(libc::ENOTTY);
+        }
         check_size(cmd.size, min_size!(iommu_ioas_change_process, __reserved))?;
         if cmd.__reserved != 0 {
             return err(libc::EOPNOTSUPP);
@@ -779,7 +1052,7 @@ impl Host {
         loop {
             let Some((s, a)) = src.area_in(cur, cur).filter(|_| cur <= last) else { return err(libc::ENOENT) };
             let end = a.last.min(last);
-            pieces.push((cur - cmd.src_iova, a.uva + (cur - s), end - cur + 1, a.file));
+            pieces.push((cur - cmd.src_iova, a.uva + (cur - s), end - cur + 1, a.file, a.pages, a.host + (cur - s)));
             if end == last {
                 break;
             }
@@ -788,9 +1061,18 @@ impl Host {
         let dst = self.ictxs[c].ioas_mut(cmd.dst_ioas_id)?;
         let prot = cmd.flags & (IOMMU_IOAS_MAP_WRITEABLE | IOMMU_IOAS_MAP_READABLE);
         let iova = place(dst, &profile, cmd.flags, cmd.dst_iova, pieces[0].1, cmd.length)?;
-        // The copy shares the source's iopt_pages (iopt_get_pages), file or user.
-        for (off, uva, len, file) in pieces {
-            dst.areas.insert(iova + off, Area { last: iova + off + (len - 1), uva, prot, file });
+        // The copy shares the source's iopt_pages (iopt_get_pages), file or
+        // user: a page both map is pinned and charged once.
+        for &(off, uva, len, file, pages, host) in &pieces {
+            dst.areas.insert(iova + off, Area { last: iova + off + (len - 1), uva, prot, file, pages, host });
+        }
+        if let Err(e) = self.repin(c) {
+            let dst = self.ictxs[c].ioas_mut(cmd.dst_ioas_id)?;
+            for (off, ..) in pieces {
+                dst.areas.remove(&(iova + off));
+            }
+            self.repin(c)?;
+            return Err(e);
         }
         cmd.dst_iova = iova;
         Ok(())
@@ -814,12 +1096,15 @@ impl Host {
             }
             let last = cmd.iova.checked_add(cmd.length - 1).ok_or(Errno(libc::EOVERFLOW))?;
             let (n, r) = ioas.unmap_range(cmd.iova, last);
+            // What was unmapped before a refusal is unpinned all the same.
+            self.repin(c)?;
             r?;
             if n == 0 {
                 return err(libc::ENOENT);
             }
             n
         };
+        self.repin(c)?;
         cmd.length = unmapped;
         self.ictxs[c].forget_unmapped(cmd.ioas_id);
         Ok(())
@@ -902,6 +1187,11 @@ impl Host {
         cmd.data_len = info.len() as u32;
         // device_iommu_capable(IOMMU_CAP_DIRTY_TRACKING).
         cmd.out_capabilities = if dirty_capable(&profile, dev) { IOMMU_HW_CAP_DIRTY_TRACKING } else { 0 };
+        // 7.2's device.c iommufd_get_hw_info: no mock device (PCI or
+        // selftest) has ATS, so every one gets the bit where the kernel sets it.
+        if profile.ats_not_supported_cap {
+            cmd.out_capabilities |= IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED;
+        }
         cmd.out_max_pasid_log2 = 0;
         Ok(())
     }
@@ -944,6 +1234,14 @@ impl Host {
         }
         ictx.ioas_mut(cmd.pt_id)?.add_domain(id, &domain)?;
         ictx.objects.insert(id, Obj::Hwpt { ioas: cmd.pt_id, auto: false, devices: 0, domain });
+        // The first domain of an IOAS pins what it maps (iopt_fill_domain).
+        if let Err(e) = self.repin(c) {
+            let ictx = &mut self.ictxs[c];
+            ictx.objects.remove(&id);
+            ictx.ioas_mut(cmd.pt_id)?.remove_domain(id);
+            self.repin(c)?;
+            return Err(e);
+        }
         cmd.out_hwpt_id = id;
         Ok(())
     }
@@ -1153,6 +1451,14 @@ impl Host {
                         if let Some(Obj::Device { hwpt, .. }) = ictx.objects.get_mut(&dev_id) {
                             *hwpt = Some(id);
                         }
+                        // A first domain pins what the IOAS maps
+                        // (iopt_table_add_domain -> iopt_fill_domain); a
+                        // refused pin fails the attach and frees the domain.
+                        if let Err(e) = self.repin(ctx) {
+                            self.ictxs[ctx].detach(dev_id);
+                            self.repin(ctx)?;
+                            return Err(e);
+                        }
                         cmd.pt_id = id;
                         return Ok(());
                     }
@@ -1189,6 +1495,9 @@ impl Host {
         if let Some(Obj::Device { hwpt: h, .. }) = ictx.objects.get_mut(&dev_id) {
             *h = Some(hwpt);
         }
+        // The HWPT's domain was already in its IOAS; a replace may have
+        // taken the last domain out of the old one.
+        self.repin(ctx)?;
         cmd.pt_id = hwpt;
         Ok(())
     }
@@ -1202,7 +1511,7 @@ impl Host {
             return err(libc::EINVAL);
         }
         self.ictxs[ctx].detach(dev_id);
-        Ok(())
+        self.repin(ctx)
     }
 }
 

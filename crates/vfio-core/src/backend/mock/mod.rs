@@ -96,6 +96,8 @@ struct Host {
     ioctls: u64,
     /// The process's mm as the IOMMUs pin into it (locked_vm).
     mm: Arc<MockMm>,
+    /// iommufd's other counters: the user's locked_vm and the mm's pinned_vm.
+    iommufd_acct: iommufd::IommufdAccounting,
 }
 
 /// The mock kernel. One `MockBackend` is one simulated host; share it
@@ -157,6 +159,7 @@ impl MockBackend {
                 ictxs: Vec::new(),
                 cdevs: Vec::new(),
                 ioctls: 0,
+                iommufd_acct: Default::default(),
             }),
         }
     }
@@ -170,6 +173,13 @@ impl MockBackend {
     /// Pages this host's IOMMUs hold pinned and charged to locked_vm.
     pub fn locked_pages(&self) -> u64 {
         self.lock().mm.locked_pages()
+    }
+
+    /// Pages iommufd holds pinned for this host's process (its VmPin), and
+    /// those charged to the user's locked_vm (IOPT_PAGES_ACCOUNT_USER).
+    pub fn iommufd_pinned_pages(&self) -> (u64, u64) {
+        let h = self.lock();
+        (h.iommufd_acct.pinned_vm, h.iommufd_acct.user_locked)
     }
 
     /// How many ioctls this host has served (for coalescing reports).
@@ -388,6 +398,10 @@ impl Backend for MockBackend {
 
     fn ioas_unmap(&self, iommufd: RawFd, cmd: &mut fd::iommu_ioas_unmap) -> SysResult<()> {
         self.lock().ioas_unmap(iommufd, cmd)
+    }
+
+    fn pinned_pages(&self) -> SysResult<u64> {
+        Ok(self.lock().iommufd_acct.pinned_vm)
     }
 
     fn iommu_option(&self, iommufd: RawFd, cmd: &mut fd::iommu_option) -> SysResult<()> {

@@ -221,6 +221,44 @@ impl MockMm {
         }
     }
 
+    /// Whether a pin by the calling thread is exempt from accounting:
+    /// `capable(CAP_IPC_LOCK)` (iommufd's iopt_alloc_pages then chooses
+    /// IOPT_PAGES_ACCOUNT_NONE), or a fixed policy without a limit.
+    pub fn ipc_lock_exempt(&self) -> bool {
+        match self.policy {
+            MemlockPolicy::Fixed(limit) => limit.is_none(),
+            MemlockPolicy::Process => has_ipc_lock(),
+        }
+    }
+
+    /// RLIMIT_MEMLOCK in pages with no capability bypass, as iommufd's
+    /// incr_user_locked_vm and `__account_locked_vm(.., bypass_rlim=false)`
+    /// read it; `None` when infinite.
+    pub fn rlimit_pages(&self) -> Option<u64> {
+        let page = host_page_size();
+        match self.policy {
+            MemlockPolicy::Fixed(limit) => limit.map(|b| b / page),
+            MemlockPolicy::Process => memlock_rlimit().map(|b| b / page),
+        }
+    }
+
+    /// `__account_locked_vm(mm, pages, true, task, false)`: charges `pages`
+    /// to locked_vm unless that passes RLIMIT_MEMLOCK (ENOMEM, nothing
+    /// charged); no CAP_IPC_LOCK bypass (iommufd's IOPT_PAGES_ACCOUNT_MM).
+    pub fn charge_against_rlimit(&self, pages: u64) -> SysResult<()> {
+        if let Some(limit) = self.rlimit_pages() {
+            let own = match self.policy {
+                MemlockPolicy::Fixed(_) => 0,
+                MemlockPolicy::Process => process_locked_pages(host_page_size()),
+            };
+            if self.locked_pages().saturating_add(own).saturating_add(pages) > limit {
+                return Err(Errno(libc::ENOMEM));
+            }
+        }
+        self.locked.fetch_add(pages, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// `vfio_lock_acct(dma, npage, true)` / `account_locked_vm(mm, npage,
     /// true)`: charges `pages`, or fails with ENOMEM (charging nothing) when
     /// locked_vm would pass the limit.

@@ -118,7 +118,8 @@ impl MockConfig {
 impl IommufdProfile {
     /// An iommufd kernel on `profile`'s IOMMU: its paging domains have the
     /// profile's page sizes and aperture; `hw_info_type` and `hw_info` are
-    /// what IOMMU_GET_HW_INFO returned in the lab.
+    /// what IOMMU_GET_HW_INFO returned in the lab. It answers as the lab's
+    /// kernel (7.2): file mappings and the ATS-not-supported bit.
     pub fn on(profile: &HostIommuProfile, hw_info_type: u32, hw_info: Vec<u8>) -> Self {
         Self {
             pgsize_bitmap: profile.iova_pgsizes,
@@ -132,6 +133,8 @@ impl IommufdProfile {
             selftest: false,
             selftest_probes: false,
             geometry_at_first_attach: false,
+            file_mappings: true,
+            ats_not_supported_cap: true,
         }
     }
 

@@ -11,6 +11,7 @@ import {
   IOMMUFD_SELFTEST_HOST,
   IOMMUFD_VIRTIO_HOST,
   IOMMUFD_VTD_HOST,
+  kernelVersion,
   runScript,
   selftestRunScript,
   VIRTIO_RUNS,
@@ -145,4 +146,8 @@ test('the virtio-iommu guest adds the bridged edu after the root ports, so their
   t.true(at('rp2') > at('rp1') && at('br3') > at('rp2'));
   t.regex(args[at('br3')]!, /addr=0x7$/);
   t.regex(args[at('bridged')]!, /bus=br3,addr=0x1$/);
+});
+
+test('the version the mock is told is the lab kernel source version, without the "linux" build-kernel.sh writes', (t) => {
+  t.is(kernelVersion({ vmlinuz: '/k/bzImage', moduleDir: '', release: 'linux 7.2.13-1' }), '7.2.13-1');
 });

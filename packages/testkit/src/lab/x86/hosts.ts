@@ -24,6 +24,12 @@ export interface LabHostFacts {
    * iommufd_device_bind, which checks it).
    */
   readonly allowUnsafeInterrupts: boolean;
+  /**
+   * The guest kernel's version (`7.2.13-1`), where the mock's answers
+   * depend on it: the iommufd lab's kernel builds from linux-source-7.2 or
+   * linux-source-6.12. Absent: the newest the mock models.
+   */
+  readonly kernel?: string;
 }
 
 export interface X86Host {
