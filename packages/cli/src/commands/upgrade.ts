@@ -242,7 +242,7 @@ export async function upgradeRunningGuest(g: RunningGuest, binary: string | unde
       'UPGRADE_DEVICE_RESET',
       `guest ${g.guest} cannot be upgraded: ${marked.map((m) => `${m.address}: ${m.cause}`).join('; ')}. QEMU marks such a device for reset (vfio_pci_compute_needs_reset), and the new QEMU resets it while starting on the descriptors it is sent; that turns off the device's memory decoding, vfio-pci revokes its BAR mappings, and the old QEMU, still running the guest, dies on its next BAR access`,
       ExitCode.Refused,
-      `the guest runs on under QEMU ${qb.releaseText(oldRelease)} (pid ${old.pid}); cpr-transfer works with devices that have FLR (reset_method lists flr or af_flr), such as SR-IOV virtual functions`,
+      `the guest runs on under QEMU ${qb.releaseText(oldRelease)} (pid ${old.pid}); QEMU leaves a device with FLR alone (reset_method lists flr or af_flr, as SR-IOV virtual functions do): assign such devices to a guest that is to be upgraded`,
     );
   }
 
