@@ -7,10 +7,11 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import { join } from 'node:path';
 import { driverOf, iommuGroupOf } from '@vfiokit/testkit/lab-guest';
-import { BIN, DEVICES, overrideOf, soloBdf } from './lab/guest';
+import { BIN, DEVICES, overrideOf, runVfiokit, soloBdf } from './lab/guest';
 
 
 /** Who holds /dev/vfio/N open. */
@@ -49,11 +50,15 @@ async function withSoloUnbound(body: (bdf: string) => Promise<void>): Promise<vo
   }
 }
 
-/** Start `vfiokit run` on a 64 MiB q35 guest holding `bdf`, stopped before boot; resolves once QEMU runs. */
-async function startRun(bdf: string, dir: string) {
+/**
+ * Start `vfiokit run` on a 64 MiB q35 guest named `name` holding `bdf`
+ * (stopped before boot unless `qemuArgs` say otherwise), `runOptions` before
+ * the spec; resolves once QEMU runs.
+ */
+async function startRun(bdf: string, dir: string, { name = 'lab-run', runOptions = [] as readonly string[], qemuArgs = ['-S', '-display', 'none'] as readonly string[] } = {}) {
   const spec = join(dir, 'guest.yaml');
-  fs.writeFileSync(spec, `name: lab-run\nmemory: 64M\nmachine: q35\niommu: none\ndevices:\n  - ${bdf}\n`);
-  const child = spawn(process.execPath, [BIN, 'run', '--accel', 'tcg', spec, '--', '-S', '-display', 'none'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: dir } });
+  fs.writeFileSync(spec, `name: ${name}\nmemory: 64M\nmachine: q35\niommu: none\ndevices:\n  - ${bdf}\n`);
+  const child = spawn(process.execPath, [BIN, 'run', '--accel', 'tcg', ...runOptions, spec, '--', ...qemuArgs], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: dir } });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -73,6 +78,32 @@ async function startRun(bdf: string, dir: string) {
     });
   });
   return { child, qemuPid, ended, out: () => ({ stdout, stderr }) };
+}
+
+/** query-status over the QMP socket at `path`: one connection, capabilities negotiated, then closed. */
+function qmpStatus(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(path);
+    let buf = '';
+    let step = 0;
+    socket.setEncoding('utf8').on('data', (d: string) => {
+      buf += d;
+      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+        const msg = JSON.parse(buf.slice(0, nl)) as { QMP?: unknown; return?: { status?: string }; error?: unknown; event?: string };
+        buf = buf.slice(nl + 1);
+        if (msg.event !== undefined) continue;
+        if (msg.error !== undefined) return reject(new Error(JSON.stringify(msg.error)));
+        if (step === 0) socket.write('{"execute":"qmp_capabilities"}\n');
+        else if (step === 1) socket.write('{"execute":"query-status"}\n');
+        else {
+          socket.end();
+          return resolve(msg.return!.status!);
+        }
+        step++;
+      }
+    });
+    socket.on('error', reject);
+  });
 }
 
 export const cases: { name: string; run: () => void | Promise<void> }[] = [
@@ -115,6 +146,41 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
           assert.throws(() => process.kill(run.qemuPid, 0), 'QEMU is gone');
           assert.deepEqual([driverOf(bdf), overrideOf(bdf)], [null, '(null)']);
           assert.deepEqual(fs.readdirSync(dir), ['guest.yaml'], 'the run left no folder behind');
+        } finally {
+          fs.rmSync(dir, { recursive: true, force: true });
+        }
+      }),
+  },
+  {
+    // The lab found that a cpr-transfer of a guest holding edu loses it: the
+    // new QEMU resets edu (QEMU marks a device without
+    // VFIO_DEVICE_FLAGS_RESET in vfio_pci_compute_needs_reset) under the old
+    // one, which dies on its next BAR access. Needs sid's QEMU 11.1
+    // (VFIOKIT_LAB_QEMU_CPR): under 7.2 the version refusal comes first.
+    name: 'vfiokit upgrade refuses a guest holding the solo edu, which has no reset, before anything starts, and the guest runs on under the old QEMU 11.1',
+    run: () =>
+      withSoloUnbound(async (bdf) => {
+        const cpr = process.env.VFIOKIT_LAB_QEMU_CPR;
+        assert.ok(cpr, 'no QEMU 11.1 for the lab (VFIOKIT_LAB_QEMU_CPR unset): run scripts/fetch-qemu.sh sid on the host');
+        // The kernel offers edu no reset: no reset_method (pci_dev_reset_method_attr_is_visible).
+        assert.equal(fs.existsSync(`${DEVICES}/${bdf}/reset_method`), false, 'edu has no reset_method');
+        const dir = fs.mkdtempSync(join(os.tmpdir(), 'vfiokit-run-lab-'));
+        try {
+          const run = await startRun(bdf, dir, { name: 'lab-upgrade', runOptions: ['--qemu', cpr], qemuArgs: ['-display', 'none'] });
+          const qmp = /QMP monitor at (\S+);/.exec(run.out().stdout)![1]!;
+          assert.equal(await qmpStatus(qmp), 'running');
+          const up = runVfiokit(['upgrade', 'lab-upgrade']);
+          assert.equal(up.status, 5, up.stdout + up.stderr);
+          assert.match(up.stderr, new RegExp(`guest lab-upgrade cannot be upgraded: ${bdf.replace(/\./g, '\\.')}: the kernel offers no reset for it \\(no reset_method: VFIO reports it without VFIO_DEVICE_FLAGS_RESET\\)`));
+          assert.match(up.stderr, /QEMU leaves a device with FLR alone \(reset_method lists flr or af_flr/);
+          assert.doesNotMatch(run.out().stdout, /new QEMU/, 'no new QEMU was started');
+          assert.deepEqual(holders(iommuGroupOf(bdf)), [run.qemuPid], 'the old QEMU still holds the group, alone');
+          assert.equal(await qmpStatus(qmp), 'running', 'the guest runs on under the old QEMU');
+          run.child.kill('SIGINT');
+          const code = await run.ended;
+          assert.equal(code, 130, run.out().stdout + run.out().stderr);
+          assert.deepEqual([driverOf(bdf), overrideOf(bdf)], [null, '(null)']);
+          assert.deepEqual(fs.readdirSync(dir), ['guest.yaml'], 'the run left nothing behind');
         } finally {
           fs.rmSync(dir, { recursive: true, force: true });
         }

@@ -190,6 +190,8 @@ export async function runGuest(ctx: CommandContext, file: string, qemuArgs: read
           dir,
           qmpPath,
           ...(raise ? { memlock: memlock.raiseTo! } : {}),
+          fs: session.fs,
+          devices: plan.groups.flatMap((g) => g.functions.map((f) => f.address)),
           current: () => ({ qemu: qemu!, argv, release }),
           handOver: (q, a, r) => {
             qemu = q;

@@ -105,6 +105,29 @@ test('upgrade to QEMU 10.0 is refused, saying 10.0 has cpr-transfer but not for 
   await nothingLeft(tmp);
 });
 
+test('upgrade refuses a guest holding a device the kernel offers no reset before anything starts, naming the device, why QEMU would reset it and FLR, and the guest runs on under the old QEMU', async (t) => {
+  t.timeout(200_000);
+  const { host, tmp, qemu, args } = setup(t, ['11.1']);
+  // The first VF, as a function the kernel offers no reset: the kernel then
+  // shows neither reset_method nor reset (pci_dev_reset_method_attr_is_visible).
+  await vfiokit(args('check', '0000:3b:02.0')); // makes the simulated host (the VF is not on vfio-pci yet: refused)
+  for (const f of ['reset_method', 'reset']) rmSync(join(host, 'sys/bus/pci/devices/0000:3b:02.0', f));
+  const { run, pid, qmp } = await startRun(t, tmp, args('run', '--accel', 'tcg', '--qemu', qemu['11.1']!, SPEC, '--', '-display', 'none'));
+  const up = await vfiokit(args('upgrade', GUEST), { env: { TMPDIR: tmp } });
+  t.is(up.code, 5, up.stderr);
+  t.regex(up.stderr, /guest nfv-guest cannot be upgraded: 0000:3b:02\.0: the kernel offers no reset for it \(no reset_method: VFIO reports it without VFIO_DEVICE_FLAGS_RESET\)\. QEMU marks such a device for reset \(vfio_pci_compute_needs_reset\)/);
+  t.notRegex(up.stderr, /0000:3b:02\.1/, 'the VF with FLR is not named');
+  t.regex(up.stderr, /the guest runs on under QEMU 11\.1\.\d+ \(pid \d+\); QEMU leaves a device with FLR alone \(reset_method lists flr or af_flr/);
+  t.is(processesMentioning(tmp).filter((p) => p.argv.includes('-incoming')).length, 0, 'no new QEMU was started');
+  t.true(processAlive(pid));
+  const session = await connectQmp({ path: qmp });
+  t.deepEqual(await queryStatus(session), { status: 'running', running: true });
+  await session.close();
+  run.child.kill('SIGINT');
+  t.is((await run.ended).code, 130);
+  await nothingLeft(tmp);
+});
+
 test('upgrade of a guest no run manages names the guest and how to start it', async (t) => {
   const { args } = setup(t, []);
   const up = await vfiokit(args('upgrade', 'no-such-guest'));

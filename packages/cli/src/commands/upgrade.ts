@@ -16,13 +16,14 @@ import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node
 import { createServer, connect, type Server } from 'node:net';
 import { join } from 'node:path';
 import { Command } from 'commander';
-import { processAlive } from '@vfiokit/core';
+import { processAlive, type HostFs } from '@vfiokit/core';
 import type { RunDir, RunningQemu } from '@vfiokit/qemu-bridge';
 import { action, withRealHostExamples, type RunState } from '../program';
 import type { CommandContext } from '../context';
 import { CliError, reportOf } from '../errors';
 import { ExitCode } from '../exit-codes';
 import { loadQemuBridge } from './attach';
+import { devicesQemuResetsOnIncoming } from '../cpr-reset';
 
 // ---- where a running guest is found ----
 
@@ -186,6 +187,9 @@ export interface RunningGuest {
   /** The QMP socket the operator knows; the new QEMU takes it over. */
   readonly qmpPath: string;
   readonly memlock?: { readonly soft: bigint; readonly hard: bigint | undefined };
+  /** The host, and the PCI functions the guest holds through VFIO. */
+  readonly fs: HostFs;
+  readonly devices: readonly string[];
   /** The QEMU running the guest now, its argv and release (undefined: unknown). */
   current(): { readonly qemu: RunningQemu; readonly argv: readonly string[]; readonly release: import('@vfiokit/qemu-bridge').QemuRelease | undefined };
   /** The new QEMU runs the guest: the run waits on it from now on. */
@@ -199,7 +203,8 @@ let upgrades = 0;
 /**
  * Replaces the guest's QEMU with a new process of `binary` by cpr-transfer.
  * Refuses (changing nothing) when either QEMU is older than cpr-transfer
- * with VFIO needs. On a failure after the migrate command the old QEMU keeps
+ * with VFIO needs, or when the guest holds a device the new QEMU would reset
+ * under the running guest. On a failure after the migrate command the old QEMU keeps
  * the guest (QEMU resumes it after a failed outgoing migration) and the new
  * one is killed.
  */
@@ -225,6 +230,19 @@ export async function upgradeRunningGuest(g: RunningGuest, binary: string | unde
       `the new QEMU ${target} is ${qb.releaseText(newRelease)}, older than the running ${qb.releaseText(oldRelease)}: QEMU migrates device state forward, and the running machine type may not exist in the older build`,
       ExitCode.Refused,
       `give --qemu a QEMU ${qb.releaseText(oldRelease)} or later`,
+    );
+  }
+
+  // Before anything starts: the new QEMU resets every device
+  // vfio_pci_compute_needs_reset marks while the old one still runs the
+  // guest, which then dies on its next BAR access (see cpr-reset.ts).
+  const marked = devicesQemuResetsOnIncoming(g.fs, g.devices);
+  if (marked.length > 0) {
+    throw new CliError(
+      'UPGRADE_DEVICE_RESET',
+      `guest ${g.guest} cannot be upgraded: ${marked.map((m) => `${m.address}: ${m.cause}`).join('; ')}. QEMU marks such a device for reset (vfio_pci_compute_needs_reset), and the new QEMU resets it while starting on the descriptors it is sent; that turns off the device's memory decoding, vfio-pci revokes its BAR mappings, and the old QEMU, still running the guest, dies on its next BAR access`,
+      ExitCode.Refused,
+      `the guest runs on under QEMU ${qb.releaseText(oldRelease)} (pid ${old.pid}); QEMU leaves a device with FLR alone (reset_method lists flr or af_flr, as SR-IOV virtual functions do): assign such devices to a guest that is to be upgraded`,
     );
   }
 
