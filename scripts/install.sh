@@ -23,16 +23,30 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   fi
 fi
 
+# A step that prints where it put what it fetched or built. Its failure
+# ends the install, naming the step: a test that needs the piece would
+# otherwise fail later for a reason the log no longer shows (an echo of a
+# failed command substitution succeeds).
+step() {
+  local what=$1 out
+  shift
+  if ! out=$("$@"); then
+    echo "install: FAILED to get $what ($*); its messages are above" >&2
+    exit 1
+  fi
+  echo "install: $what at ${out##*$'\n'}"
+}
+
 # QEMU 10.0 beside the system's 7.2 for the QEMU test matrix, unpacked into
 # ${VFIOKIT_CACHE:-$HOME/.cache/vfiokit}/qemu/ (reused when present).
 if command -v apt-get >/dev/null; then
-  echo "install: QEMU 10.0 at $(scripts/fetch-qemu.sh bookworm-backports)"
+  step "QEMU 10.0" scripts/fetch-qemu.sh bookworm-backports
 fi
 # QEMU 11.1 from sid for `vfiokit upgrade` (cpr-transfer with VFIO needs 10.1+):
 # a sid root made by mmdebstrap (it needs sid's glibc and libraries), about
 # 2 minutes and 200 MB cold, reused while sid's version stays the same.
 if command -v apt-get >/dev/null && command -v mmdebstrap >/dev/null; then
-  echo "install: QEMU 11.1 at $(scripts/fetch-qemu.sh sid)"
+  step "QEMU 11.1" scripts/fetch-qemu.sh sid
 fi
 
 if ! command -v cargo >/dev/null; then
@@ -51,12 +65,12 @@ fi
 # against them (Debian's 6.1 linux-libc-dev has no linux/iommufd.h). The
 # build's progress goes to stderr once a minute.
 if command -v apt-get >/dev/null; then
-  echo "install: lab kernel headers at $(bash packages/testkit/src/lab/iommufd/build-kernel.sh headers)"
-  echo "install: iommufd lab kernel at $(bash packages/testkit/src/lab/iommufd/build-kernel.sh)"
+  step "lab kernel headers" bash packages/testkit/src/lab/iommufd/build-kernel.sh headers
+  step "iommufd lab kernel" bash packages/testkit/src/lab/iommufd/build-kernel.sh
   # Only the headers of sid's 7.2 (about 3 minutes cold, no compile): the
   # ABI test checks the 6.13 calls live update uses (IOMMU_IOAS_MAP_FILE,
   # IOMMU_IOAS_CHANGE_PROCESS) against them.
-  echo "install: 6.13+ kernel headers at $(VFIOKIT_KERNEL_SUITE=sid VFIOKIT_KERNEL_SOURCE=linux-source-7.2 bash packages/testkit/src/lab/iommufd/build-kernel.sh headers)"
+  step "6.13+ kernel headers" env VFIOKIT_KERNEL_SUITE=sid VFIOKIT_KERNEL_SOURCE=linux-source-7.2 bash packages/testkit/src/lab/iommufd/build-kernel.sh headers
 fi
 
 # The pseries lab runs vfio-lab inside a ppc64le guest: a static binary
@@ -80,7 +94,7 @@ pnpm install --frozen-lockfile
 # built (about 8-18 minutes cold, Go required) or reused from
 # ${VFIOKIT_CACHE:-$HOME/.cache/vfiokit}/kubernetes/ (see packages/dra/README.md).
 if command -v go >/dev/null; then
-  bash packages/dra/scripts/kube-binaries.sh all >/dev/null
+  step "Kubernetes binaries" bash packages/dra/scripts/kube-binaries.sh all
 else
   echo "install: Go is not installed, so the DRA tests cannot build kube-apiserver; install golang >= 1.25" >&2
 fi
