@@ -86,7 +86,9 @@ test('a closed space answers EBADF and names openIommufd', (t) => {
 test('hwInfo names the VT-d and no dirty tracking: a migration cannot ask this IOMMU which pages a device wrote', (t) => {
   const s = iommufdHost().openIommufd([0, 1]);
   const info = s.hwInfo(1);
-  t.deepEqual([info.dataType, info.capabilities, info.dirtyTracking], [1, 0n, false]);
+  // Bit 0 is IOMMU_HW_CAP_DIRTY_TRACKING; other bits follow the kernel
+  // version the mock models (7.2's ATS bit), not the IOMMU.
+  t.deepEqual([info.dataType, info.capabilities & 1n, info.dirtyTracking], [1, 0n, false]);
   t.is(code(() => s.hwInfo(5)), 'ENOENT');
   s.close();
   t.is(code(() => s.hwInfo(0)), 'EBADF');
