@@ -23,19 +23,9 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   fi
 fi
 
-# A step that prints where it put what it fetched or built. Its failure
-# ends the install, naming the step: a test that needs the piece would
-# otherwise fail later for a reason the log no longer shows (an echo of a
-# failed command substitution succeeds).
-step() {
-  local what=$1 out
-  shift
-  if ! out=$("$@"); then
-    echo "install: FAILED to get $what ($*); its messages are above" >&2
-    exit 1
-  fi
-  echo "install: $what at ${out##*$'\n'}"
-}
+# step WHAT COMMAND...: ends the install naming WHAT when COMMAND fails.
+# shellcheck source=install-step.sh
+source scripts/install-step.sh
 
 # QEMU 10.0 beside the system's 7.2 for the QEMU test matrix, unpacked into
 # ${VFIOKIT_CACHE:-$HOME/.cache/vfiokit}/qemu/ (reused when present).
