@@ -410,23 +410,30 @@ impl Run {
     }
 }
 
-/// Starts a new process and waits until it is ready to receive a hand-over.
-fn start_new(die_after: Option<usize>) -> Res<(Child, Ctl, OwnedFd)> {
+/// Starts `vfio-lab SUBCOMMAND --ho FD --ctl FD EXTRA...`, the new process
+/// of a hand-over, with a socketpair for the hand-over itself and one for
+/// the lab's control messages. Only the child holds its ends when this
+/// returns, so a read on either of ours ends when it dies.
+pub(crate) fn start_process(subcommand: &str, extra: &[String]) -> Res<(Child, Ctl, OwnedFd)> {
     let (ho_old, ho_new) = socketpair();
     let (ctl_here, ctl_there) = socketpair();
-    let mut a = vec!["live-new".to_string(), "--ho".into(), ho_new.as_raw_fd().to_string(), "--ctl".into(), ctl_there.as_raw_fd().to_string()];
-    if let Some(k) = die_after {
-        a.extend(["--die-after".into(), k.to_string()]);
-    }
+    let mut a = vec![subcommand.to_string(), "--ho".into(), ho_new.as_raw_fd().to_string(), "--ctl".into(), ctl_there.as_raw_fd().to_string()];
+    a.extend_from_slice(extra);
     let child = spawn(&a, &[ho_new.as_raw_fd(), ctl_there.as_raw_fd()])?;
-    // Only the child holds its ends now: if it dies, the wait below ends.
     drop((ho_new, ctl_there));
-    let mut ctl = Ctl::new(ctl_here);
+    Ok((child, Ctl::new(ctl_here), ho_old))
+}
+
+/// Starts a new process and waits until it is ready to receive a hand-over,
+/// so that a timing from the invalidate holds no process start-up.
+fn start_new(die_after: Option<usize>) -> Res<(Child, Ctl, OwnedFd)> {
+    let extra: Vec<String> = die_after.map(|k| vec!["--die-after".into(), k.to_string()]).unwrap_or_default();
+    let (child, mut ctl, ho) = start_process("live-new", &extra)?;
     let ready = ctl.recv(600)?;
     if ready != "ready" {
         return Err(format!("the new process said {ready:?} instead of ready"));
     }
-    Ok((child, ctl, ho_old))
+    Ok((child, ctl, ho))
 }
 
 pub(crate) fn num_field(line: &str, key: &str) -> Option<u64> {

@@ -43,7 +43,7 @@ use vfio_core::backend::{Backend, KernelBackend};
 use vfio_core::live::{self, GuestMemory, IommufdHandover, Mapping, Outcome};
 use vfio_core::{CdevDevice, Iommufd};
 
-use crate::live_handover::{arg, bar0_of, drive, msi_and_bus_master, socketpair, spawn, status_kb, take_over, with_pump, Ctl, Edu, Res, IOVA0, PAGE};
+use crate::live_handover::{arg, bar0_of, drive, msi_and_bus_master, socketpair, spawn, start_process, status_kb, take_over, with_pump, Ctl, Edu, Res, IOVA0, PAGE};
 
 /// Room for every pin the processes make, well below what the guest has.
 const MEMLOCK: u64 = 64 << 20;
@@ -199,14 +199,8 @@ fn new(args: &[String]) -> Res<()> {
 // ---- the orchestrator ----
 
 fn start_new(die: Option<&str>) -> Res<(std::process::Child, Ctl, OwnedFd)> {
-    let (ho_old, ho_new) = socketpair();
-    let (ctl_here, ctl_there) = socketpair();
-    let mut a = vec!["live-iommufd-new".to_string(), "--ho".into(), ho_new.as_raw_fd().to_string(), "--ctl".into(), ctl_there.as_raw_fd().to_string()];
-    if let Some(d) = die {
-        a.extend(["--die".into(), d.into()]);
-    }
-    let child = spawn(&a, &[ho_new.as_raw_fd(), ctl_there.as_raw_fd()])?;
-    Ok((child, Ctl::new(ctl_here), ho_old))
+    let extra: Vec<String> = die.map(|d| vec!["--die".into(), d.into()]).unwrap_or_default();
+    start_process("live-iommufd-new", &extra)
 }
 
 /// The `WARNING:` lines of the kernel log (/dev/kmsg, read from its start
