@@ -96,7 +96,8 @@ export function qemuArgs(host: Arm64Host, paths: QemuPaths): string[] {
     '-serial', 'stdio',
     '-kernel', paths.vmlinuz,
     '-initrd', paths.initramfs,
-    '-append', 'console=ttyAMA0 panic=-1 loglevel=4',
+    // loglevel=5 so the console check sees KERN_WARNING (see ../x86/index.ts).
+    '-append', 'console=ttyAMA0 panic=-1 loglevel=5',
     ...x86TopologyArgs(undefined, 'root-port-functions'),
     '-device', `virtio-serial-pci,id=vser,bus=pcie.0,addr=${RESULTS_SLOT}`,
     '-chardev', `file,id=results,path=${paths.results}`,

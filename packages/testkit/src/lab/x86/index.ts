@@ -236,7 +236,9 @@ export function qemuArgs(ctx: LabContext, host: X86Host, kernel: Kernel, initram
     '-serial', 'stdio',
     '-kernel', kernel.vmlinuz,
     '-initrd', initramfs,
-    '-append', `console=ttyS0 ${host.kernelArgs} panic=-1 loglevel=4`,
+    // loglevel=5: the console prints levels below it, and a WARNING is
+    // KERN_WARNING (4); at 4 the "no Oops, BUG, WARNING" check saw none.
+    '-append', `console=ttyS0 ${host.kernelArgs} panic=-1 loglevel=5`,
     ...(host.topology?.args ?? x86TopologyArgs)(host.iommuDevice),
     ...share('hostroot', '/', TAG_HOST_ROOT, '0x8', true),
     ...share('labrepo', ctx.repoRoot, TAG_REPO, '0x9', true),
