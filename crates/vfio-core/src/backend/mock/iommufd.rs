@@ -1290,9 +1290,10 @@ impl Host {
         if cmd.flags & !IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR != 0 || cmd.__reserved != 0 {
             return err(libc::EOPNOTSUPP);
         }
+        let generic_pt = self.profile()?.selftest_generic_pt;
         let ictx = &mut self.ictxs[c];
-        let (ioas, _) = ictx.hwpt(cmd.hwpt_id)?;
-        let ioas = ictx.ioas(ioas)?;
+        let (ioas_id, _) = ictx.hwpt(cmd.hwpt_id)?;
+        let ioas = ictx.ioas(ioas_id)?;
         let last = check_dirty_range(cmd, ioas.alignment())?;
         // The contiguous areas from iova: (first, last) of each piece.
         let mut pieces = Vec::new();
@@ -1317,8 +1318,26 @@ impl Host {
         }
         let clear = cmd.flags & IOMMU_HWPT_GET_DIRTY_BITMAP_NO_CLEAR == 0;
         let shift = cmd.page_size.trailing_zeros();
-        // The driver walks each piece page by page; only the dirty entries
-        // matter, so walk those.
+        // iommu_dirty_bitmap_record(iova, length): every bit its bytes
+        // touch, relative to the bitmap's iova (areas keep the domain's
+        // page alignment, so the range ends before 2^64).
+        let mut record = |iova: u64, length: u64| {
+            let (b0, b1) = ((iova - cmd.iova) >> shift, (iova + (length - 1) - cmd.iova) >> shift);
+            for b in b0..=b1 {
+                if let Some(w) = bitmap.get_mut((b / 64) as usize) {
+                    *w |= 1 << (b % 64);
+                }
+            }
+        };
+        if generic_pt && domain.driver == Driver::Selftest {
+            let mut dirty = std::mem::take(&mut domain.dirty);
+            let ioas = self.ictxs[c].ioas(ioas_id)?;
+            selftest::pt_read_and_clear(ioas, &mut dirty, &pieces, clear, record);
+            self.ictxs[c].domain_mut(cmd.hwpt_id)?.dirty = dirty;
+            return Ok(());
+        }
+        // 6.12's drivers walk each piece page by page; only the dirty
+        // entries matter, so walk those.
         let page = domain.page;
         for (first, end) in pieces {
             let dirty: Vec<u64> = domain.dirty.range(first / page..=end / page).copied().collect();
@@ -1326,16 +1345,7 @@ impl Host {
                 if clear {
                     domain.dirty.remove(&index);
                 }
-                // iommu_dirty_bitmap_record(iova, page): every bit its bytes
-                // touch, relative to the bitmap's iova (areas keep the
-                // domain's page alignment, so the page ends before 2^64).
-                let iova = index * page;
-                let (b0, b1) = ((iova - cmd.iova) >> shift, (iova + (page - 1) - cmd.iova) >> shift);
-                for b in b0..=b1 {
-                    if let Some(w) = bitmap.get_mut((b / 64) as usize) {
-                        *w |= 1 << (b % 64);
-                    }
-                }
+                record(index * page, page);
             }
         }
         Ok(())
