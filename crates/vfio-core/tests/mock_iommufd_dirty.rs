@@ -500,6 +500,17 @@ fn on_7_2_the_mock_takes_no_two_cpu_pages_of_one_mapping_as_contiguous() {
 }
 
 #[test]
+fn on_7_2_a_read_while_tracking_is_off_still_reports_and_clears_what_is_marked() {
+    let ictx = seven_two();
+    let (_ioas, hwpt) = tracked_72(&ictx, &by_page(4));
+    mark(&ictx, hwpt.id(), AP, 4 * 4096, 4096, &[0b1111]).unwrap();
+    hwpt.set_dirty_tracking(false).unwrap();
+    assert_eq!(mark(&ictx, hwpt.id(), AP, 8 * MP, MP, &[1]), Err(libc::EINVAL));
+    assert_eq!(hwpt.dirty_bitmap(AP, 8 * MP, MP, true).unwrap().words, vec![0b0101_0101]);
+    assert_eq!(hwpt.dirty_bitmap(AP, 8 * MP, MP, true).unwrap().words, vec![0]);
+}
+
+#[test]
 fn on_7_2_an_unmapped_and_remapped_page_is_clean() {
     let ictx = seven_two();
     let (ioas, hwpt) = tracked_72(&ictx, &by_page(2));

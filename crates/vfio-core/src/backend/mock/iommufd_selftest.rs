@@ -19,7 +19,7 @@
 //! 7.2 rebuilt the mock domain on the generic page table
 //! (`IommufdProfile::selftest_generic_pt`; 7.2.13's selftest.c,
 //! drivers/iommu/generic_pt/iommu_pt.h and fmt/amdv1.h), which answers
-//! otherwise in three ways, each modelled here:
+//! otherwise in four ways, each modelled here:
 //! - DIRTY marks the entry at `iova + i * page_size` for each set bit
 //!   (`set_dirty`, by IOVA: 6.12's index arithmetic is gone) and counts
 //!   every set bit, whether an entry was there or not.
@@ -33,6 +33,9 @@
 //!   `end_index` is its last item (or the walk's end, if that comes
 //!   first): one item short of the entry when the walk covers its end.
 //!   So a dirty 4 KiB page reads back as its first 2 KiB only.
+//! - A read while tracking is off reports and clears what is marked: the
+//!   generic page table's read_and_clear_dirty has no tracking state to
+//!   check (6.12's mock driver answered EINVAL, which iommufd swallowed).
 //! - Device flags: MOCK_FLAGS_DEVICE_HUGE_IOVA is unknown (EINVAL), and
 //!   MOCK_FLAGS_DEVICE_PASID is known (not modelled: EOPNOTSUPP).
 //!
