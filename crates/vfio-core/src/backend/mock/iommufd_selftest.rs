@@ -232,15 +232,17 @@ fn pt_entry_at(ioas: &super::IoasState, item: u64) -> Option<(u64, u32)> {
     let (start, area) = ioas.area_in(iova, iova)?;
     let page = super::PAGE_SIZE;
     let pa = |at: u64| area.uva.wrapping_add(at - start) % page;
-    let run_start = start.max(iova - pa(iova));
-    let run_last = area.last.min(iova - pa(iova) + (page - 1));
+    // The CPU page holding `iova`, cut to the area.
+    let page_start = iova.saturating_sub(pa(iova));
+    let run_start = start.max(page_start);
+    let run_last = area.last.min(page_start.saturating_add(page - 1));
     let mut cur = run_start;
     loop {
         let mut size = page;
-        while size > MOCK_IO_PAGE_SIZE && (cur % size != 0 || pa(cur) % size != 0 || cur + (size - 1) > run_last) {
+        while size > MOCK_IO_PAGE_SIZE && (cur % size != 0 || pa(cur) % size != 0 || cur.saturating_add(size - 1) > run_last) {
             size /= 2;
         }
-        if iova < cur + size {
+        if iova < cur.saturating_add(size) {
             let lg2 = (size / MOCK_IO_PAGE_SIZE).trailing_zeros();
             return Some((cur / MOCK_IO_PAGE_SIZE, lg2));
         }
