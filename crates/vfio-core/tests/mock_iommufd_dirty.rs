@@ -3,7 +3,8 @@
 //! IOMMU_HWPT_GET_DIRTY_BITMAP on IOMMUFD_TEST's selftest mock domain (the
 //! one IOMMU with dirty tracking a lab kernel has), and the test command
 //! that creates mock devices and marks pages dirty. The iommufd lab
-//! profile holds each rule to the 6.12 kernel.
+//! profile holds each rule to the 6.12 kernel and to 7.2's (the
+//! `selftest_generic_pt` answers, from `seven_two()` on).
 
 use std::sync::Arc;
 
@@ -36,8 +37,10 @@ fn config() -> MockConfig {
     let mut profile = IommufdProfile::qemu_vtd(0, 0);
     profile.selftest = true;
     profile.selftest_probes = true;
-    // The selftest answers modelled are 6.12's, which sets no ATS bit.
+    // These tests hold the mock to 6.12's selftest answers (no ATS bit,
+    // the xarray mock domain); 7.2's are below, on `seven_two()`.
     profile.ats_not_supported_cap = false;
+    profile.selftest_generic_pt = false;
     MockConfig::empty().with_group(g).with_iommufd(profile)
 }
 
@@ -369,6 +372,154 @@ fn marking_checks_its_range_before_the_hwpt_and_the_hwpt_before_tracking() {
     assert_eq!(mark(&ictx, auto, AP, MP, MP, &[1]), Err(libc::EINVAL));
 }
 
+#[test]
+fn device_flags_6_12_knows_huge_iova_not_modelled_and_not_pasid() {
+    let (_b, ictx) = open();
+    let ioas = ictx.alloc_ioas().unwrap();
+    assert_eq!(mock_domain(&ictx, ioas.id(), MOCK_FLAGS_DEVICE_HUGE_IOVA), Err(libc::EOPNOTSUPP));
+    assert_eq!(mock_domain(&ictx, ioas.id(), MOCK_FLAGS_DEVICE_PASID), Err(libc::EINVAL));
+}
+
+// 7.2: the mock domain on the generic page table (AMDv1 format, 2 KiB
+// items; selftest.c, generic_pt/iommu_pt.h and fmt/amdv1.h).
+
+/// The same kernel as 7.2 answers it.
+fn seven_two() -> Iommufd {
+    let mut c = config();
+    let p = c.iommufd.as_mut().unwrap();
+    p.selftest_generic_pt = true;
+    p.ats_not_supported_cap = true;
+    Iommufd::open(Arc::new(MockBackend::new(c))).unwrap()
+}
+
+/// On 7.2: `len` bytes from `va() + off` at `iova`, one mapping per CPU
+/// page as the lab maps them, then a mock device, a dirty HWPT, tracking on.
+fn tracked_72(ictx: &Iommufd, mappings: &[(u64, u64, u64)]) -> (Ioas, vfio_core::Hwpt) {
+    let ioas = ictx.alloc_ioas().unwrap();
+    for &(iova, off, len) in mappings {
+        ioas.map(Some(iova), va() + off, len, vfio_core::dma_flags::READ_WRITE).unwrap();
+    }
+    let (_, _, idev) = mock_domain(ictx, ioas.id(), 0).unwrap();
+    let hwpt = ictx.alloc_hwpt(idev, &ioas, u::IOMMU_HWPT_ALLOC_DIRTY_TRACKING).unwrap();
+    hwpt.set_dirty_tracking(true).unwrap();
+    (ioas, hwpt)
+}
+
+/// `pages` CPU pages from the aperture's start, one mapping each.
+fn by_page(pages: u64) -> Vec<(u64, u64, u64)> {
+    (0..pages).map(|p| (AP + p * 4096, p * 4096, 4096)).collect()
+}
+
+#[test]
+fn on_7_2_a_mock_device_reports_dirty_tracking_and_ats_not_supported() {
+    let ictx = seven_two();
+    let ioas = ictx.alloc_ioas().unwrap();
+    let (_, _, idev) = mock_domain(&ictx, ioas.id(), 0).unwrap();
+    assert_eq!(ictx.hw_info(idev).unwrap().capabilities, u::IOMMU_HW_CAP_DIRTY_TRACKING | u::IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED);
+    let (_, _, plain) = mock_domain(&ictx, ioas.id(), MOCK_FLAGS_DEVICE_NO_DIRTY).unwrap();
+    assert_eq!(ictx.hw_info(plain).unwrap().capabilities, u::IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED);
+}
+
+#[test]
+fn device_flags_on_7_2_huge_iova_is_unknown_and_pasid_known_but_not_modelled() {
+    let ictx = seven_two();
+    let ioas = ictx.alloc_ioas().unwrap();
+    assert_eq!(mock_domain(&ictx, ioas.id(), MOCK_FLAGS_DEVICE_HUGE_IOVA), Err(libc::EINVAL));
+    assert_eq!(mock_domain(&ictx, ioas.id(), MOCK_FLAGS_DEVICE_PASID), Err(libc::EOPNOTSUPP));
+    assert_eq!(mock_domain(&ictx, ioas.id(), 1 << 7), Err(libc::EINVAL));
+    // Nothing was left behind by the refusals.
+    assert_eq!(mock_domain(&ictx, ioas.id(), 0), Ok((2, 4, 3)));
+}
+
+#[test]
+fn on_7_2_marking_counts_every_set_bit_and_marks_only_mapped_entries() {
+    let ictx = seven_two();
+    let (_ioas, hwpt) = tracked_72(&ictx, &by_page(2));
+    // Bits 0, 2 and 5: the third lies past the four mapped 2 KiB items,
+    // and counts all the same.
+    assert_eq!(mark(&ictx, hwpt.id(), AP, 8 * MP, MP, &[0b10_0101]), Ok(3));
+    let got = hwpt.dirty_bitmap(AP, 4 * MP, MP, true).unwrap();
+    // Items 0 and 2 each start a 4 KiB entry: read back as themselves.
+    assert_eq!(got.words, vec![0b101]);
+    hwpt.set_dirty_tracking(false).unwrap();
+    assert_eq!(mark(&ictx, hwpt.id(), AP, 8 * MP, MP, &[1]), Err(libc::EINVAL));
+}
+
+#[test]
+fn on_7_2_marking_at_4k_marks_the_item_at_each_iova() {
+    let ictx = seven_two();
+    let (_ioas, hwpt) = tracked_72(&ictx, &by_page(4));
+    assert_eq!(mark(&ictx, hwpt.id(), AP, 4 * 4096, 4096, &[0b1010]), Ok(2));
+    // The items at AP + 4 KiB and AP + 12 KiB: 2 and 6.
+    assert_eq!(hwpt.dirty_bitmap(AP, 8 * MP, MP, true).unwrap().words, vec![0b0100_0100]);
+}
+
+#[test]
+fn on_7_2_a_dirty_4k_entry_reads_back_as_its_first_2k_and_clears_whole() {
+    let ictx = seven_two();
+    let (_ioas, hwpt) = tracked_72(&ictx, &by_page(8));
+    // Items 1, 2, 5, 12 and 15: each 4 KiB page is one entry of two items,
+    // recorded one item short (record_dirty's end_index - index).
+    mark(&ictx, hwpt.id(), AP, 16 * MP, MP, &[0b1001_0000_0010_0110]).unwrap();
+    assert_eq!(hwpt.dirty_bitmap(AP, 16 * MP, MP, false).unwrap().words, vec![0b0101_0000_0001_0101]);
+    // At 4 KiB one bit per entry; at 1 KiB two per recorded item.
+    assert_eq!(hwpt.dirty_bitmap(AP, 16 * MP, 4096, false).unwrap().words, vec![0b1100_0111]);
+    assert_eq!(hwpt.dirty_bitmap(AP, 4 * MP, 1024, false).unwrap().words, vec![0b11_0011]);
+    // Reading clears the whole entry, the item never reported included.
+    mark(&ictx, hwpt.id(), AP, 2 * MP, MP, &[0b10]).unwrap();
+    assert_eq!(hwpt.dirty_bitmap(AP, 16 * MP, MP, true).unwrap().dirty_count(), 5);
+    assert_eq!(hwpt.dirty_bitmap(AP, 16 * MP, MP, true).unwrap().words, vec![0]);
+}
+
+#[test]
+fn on_7_2_a_walk_ending_inside_an_entry_records_up_to_its_end() {
+    let ictx = seven_two();
+    let (_ioas, hwpt) = tracked_72(&ictx, &by_page(2));
+    mark(&ictx, hwpt.id(), AP, 4 * MP, MP, &[0b1000]).unwrap();
+    // The walk ends on item 2, inside the entry of items 2 and 3.
+    assert_eq!(hwpt.dirty_bitmap(AP, 3 * MP, MP, false).unwrap().words, vec![0b100]);
+}
+
+#[test]
+fn on_7_2_a_mapping_whose_iova_and_address_disagree_within_a_page_is_held_in_single_items() {
+    // IOVA 2 KiB into a page, the address at a page start: no entry can be
+    // larger than an item, so every marked item reads back as itself.
+    let ictx = seven_two();
+    let (_ioas, hwpt) = tracked_72(&ictx, &[(AP + MP, 0, 8 * MP)]);
+    mark(&ictx, hwpt.id(), AP + MP, 8 * MP, MP, &[0b1010_0110]).unwrap();
+    assert_eq!(hwpt.dirty_bitmap(AP + MP, 8 * MP, MP, true).unwrap().words, vec![0b1010_0110]);
+}
+
+#[test]
+fn on_7_2_the_mock_takes_no_two_cpu_pages_of_one_mapping_as_contiguous() {
+    // One mapping of four pages: entries of one page each all the same.
+    let ictx = seven_two();
+    let (_ioas, hwpt) = tracked_72(&ictx, &[(AP, 0, 4 * 4096)]);
+    mark(&ictx, hwpt.id(), AP, 8 * MP, MP, &[0b1010_0000]).unwrap();
+    assert_eq!(hwpt.dirty_bitmap(AP, 8 * MP, MP, true).unwrap().words, vec![0b0101_0000]);
+}
+
+#[test]
+fn on_7_2_a_read_while_tracking_is_off_still_reports_and_clears_what_is_marked() {
+    let ictx = seven_two();
+    let (_ioas, hwpt) = tracked_72(&ictx, &by_page(4));
+    mark(&ictx, hwpt.id(), AP, 4 * 4096, 4096, &[0b1111]).unwrap();
+    hwpt.set_dirty_tracking(false).unwrap();
+    assert_eq!(mark(&ictx, hwpt.id(), AP, 8 * MP, MP, &[1]), Err(libc::EINVAL));
+    assert_eq!(hwpt.dirty_bitmap(AP, 8 * MP, MP, true).unwrap().words, vec![0b0101_0101]);
+    assert_eq!(hwpt.dirty_bitmap(AP, 8 * MP, MP, true).unwrap().words, vec![0]);
+}
+
+#[test]
+fn on_7_2_an_unmapped_and_remapped_page_is_clean() {
+    let ictx = seven_two();
+    let (ioas, hwpt) = tracked_72(&ictx, &by_page(2));
+    mark(&ictx, hwpt.id(), AP, 4 * MP, MP, &[0b1111]).unwrap();
+    ioas.unmap(AP, 4096).unwrap();
+    ioas.map(Some(AP), va(), 4096, vfio_core::dma_flags::READ_WRITE).unwrap();
+    assert_eq!(hwpt.dirty_bitmap(AP, 4 * MP, MP, true).unwrap().words, vec![0b100]);
+}
+
 // Results are dropped on purpose: only that each call returns matters.
 #[allow(dropping_copy_types)]
 mod sequences {
@@ -454,21 +605,31 @@ mod sequences {
         #[test]
         fn random_dirty_tracking_sequences_never_panic_and_a_clearing_read_leaves_nothing_to_read(ops in prop::collection::vec(op(), 1..80)) {
             let (_b, ictx) = open();
-            let ioas = ictx.alloc_ioas().unwrap();
-            for (i, op) in ops.iter().enumerate() {
-                let r = catch_unwind(AssertUnwindSafe(|| run(&ictx, ioas.id(), op)));
-                prop_assert!(r.is_ok(), "op {i} {op:?} panicked, after {:?}", &ops[..i]);
-            }
-            // Whatever happened, every HWPT reads clean after one clearing
-            // read of the whole aperture.
-            for hwpt in 1..12 {
-                let mut bm = vec![0u64; ((MOCK_APERTURE_LAST + 1 - AP) / MP / 64) as usize];
-                if raw_bitmap(&ictx, hwpt, AP, MOCK_APERTURE_LAST + 1 - AP, MP, 0, &mut bm).is_ok() {
-                    bm.fill(0);
-                    raw_bitmap(&ictx, hwpt, AP, MOCK_APERTURE_LAST + 1 - AP, MP, 0, &mut bm).unwrap();
-                    prop_assert!(bm.iter().all(|&w| w == 0), "HWPT {hwpt} still dirty after a clearing read");
-                }
+            check(&ictx, &ops)?;
+        }
+
+        #[test]
+        fn on_7_2_random_dirty_tracking_sequences_never_panic_and_a_clearing_read_leaves_nothing_to_read(ops in prop::collection::vec(op(), 1..80)) {
+            check(&seven_two(), &ops)?;
+        }
+    }
+
+    fn check(ictx: &Iommufd, ops: &[Op]) -> Result<(), TestCaseError> {
+        let ioas = ictx.alloc_ioas().unwrap();
+        for (i, op) in ops.iter().enumerate() {
+            let r = catch_unwind(AssertUnwindSafe(|| run(ictx, ioas.id(), op)));
+            prop_assert!(r.is_ok(), "op {i} {op:?} panicked, after {:?}", &ops[..i]);
+        }
+        // Whatever happened, every HWPT reads clean after one clearing
+        // read of the whole aperture.
+        for hwpt in 1..12 {
+            let mut bm = vec![0u64; ((MOCK_APERTURE_LAST + 1 - AP) / MP / 64) as usize];
+            if raw_bitmap(ictx, hwpt, AP, MOCK_APERTURE_LAST + 1 - AP, MP, 0, &mut bm).is_ok() {
+                bm.fill(0);
+                raw_bitmap(ictx, hwpt, AP, MOCK_APERTURE_LAST + 1 - AP, MP, 0, &mut bm).unwrap();
+                prop_assert!(bm.iter().all(|&w| w == 0), "HWPT {hwpt} still dirty after a clearing read");
             }
         }
+        Ok(())
     }
 }

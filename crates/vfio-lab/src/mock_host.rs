@@ -123,6 +123,7 @@ pub fn mock_backend(host: &LabHost, iommufd: bool) -> Arc<dyn Backend> {
         // Its mock IOMMU gets the mock devices unless an IOMMU registered
         // without a firmware node came first: the lab saw MOCK_DOMAIN
         // refused behind VT-d and succeed behind virtio-iommu (VIOT).
+        // (6.12; from 7.2 on it always does, see kernel_answers).
         profile.selftest_probes = host.topology.host.iommu == "virtio-iommu";
         kernel_answers(&mut profile, host.topology.host.kernel.as_deref());
         config = config.with_iommufd(profile);
@@ -144,13 +145,25 @@ pub fn mock_selftest_backend(kernel: Option<&str>) -> Arc<dyn Backend> {
 }
 
 /// What differs between the two sources the lab kernel builds from (6.12
-/// and 7.2), for the kernel the lab booted (`None`: the newer).
-fn kernel_answers(profile: &mut IommufdProfile, kernel: Option<&str>) {
-    if let Some(v) = kernel.and_then(major_minor) {
-        profile.file_mappings = v >= (6, 13);
-        // Seen in the lab: 6.12.117 without the bit, 7.2.13 with it; no
-        // kernel between was booted, so only 6.12 and older go without.
-        profile.ats_not_supported_cap = v > (6, 12);
+/// and 7.2), for the kernel the lab booted (`None`: the newer). Seen in
+/// the lab on 6.12.117 and 7.2.13; no kernel between was booted, so what
+/// 7.2 does is taken for everything after 6.12 unless the source says
+/// when it came (file mappings: 6.13).
+pub fn kernel_answers(profile: &mut IommufdProfile, kernel: Option<&str>) {
+    let v = kernel.and_then(major_minor).unwrap_or((u32::MAX, 0));
+    profile.file_mappings = v >= (6, 13);
+    profile.ats_not_supported_cap = v > (6, 12);
+    profile.selftest_generic_pt = v > (6, 12);
+    // 7.2's mock_dev_create adds a mock device with
+    // iommu_mock_device_add, which gives it a fwspec naming the mock
+    // IOMMU's fwnode (iommu.c), so its own IOMMU probes it whichever IOMMU
+    // registered first: the lab saw MOCK_DOMAIN succeed behind VT-d.
+    if v > (6, 12) {
+        profile.selftest_probes = true;
+        // 7.2's viommu_domain_alloc_paging gives a virtio-iommu domain its
+        // geometry at allocation (virtio-iommu.c), where 6.12 waited for
+        // the first attach.
+        profile.geometry_at_first_attach = false;
     }
 }
 
@@ -162,12 +175,51 @@ pub fn major_minor(version: &str) -> Option<(u32, u32)> {
 
 #[cfg(test)]
 mod tests {
-    use super::major_minor;
+    use super::{kernel_answers, major_minor};
+    use vfio_core::backend::{HostIommuProfile, IommufdProfile};
 
     #[test]
     fn a_kernel_version_reads_as_its_major_and_minor() {
         assert_eq!(major_minor("7.2.13-1"), Some((7, 2)));
         assert_eq!(major_minor("6.12.117-1"), Some((6, 12)));
         assert_eq!(major_minor("linux"), None);
+    }
+
+    fn answers(kernel: Option<&str>, selftest_probes: bool) -> IommufdProfile {
+        let mut p = IommufdProfile::for_host(HostIommuProfile::named("vtd").unwrap());
+        p.selftest_probes = selftest_probes;
+        kernel_answers(&mut p, kernel);
+        p
+    }
+
+    #[test]
+    fn a_virtio_iommu_domain_gets_its_geometry_at_first_attach_on_6_12_and_at_allocation_on_7_2() {
+        let on = |kernel| {
+            let mut p = IommufdProfile::for_host(HostIommuProfile::named("virtio-iommu").unwrap());
+            kernel_answers(&mut p, Some(kernel));
+            p.geometry_at_first_attach
+        };
+        assert!(on("6.12.117-1"));
+        assert!(!on("7.2.13-1"));
+    }
+
+    #[test]
+    fn told_6_12_the_mock_answers_as_6_12_in_every_way_the_lab_saw_7_2_differ() {
+        let p = answers(Some("6.12.117-1"), false);
+        assert!(!p.file_mappings && !p.ats_not_supported_cap && !p.selftest_generic_pt);
+        // Behind VT-d the selftest IOMMU still gets no mock device.
+        assert!(!p.selftest_probes);
+    }
+
+    #[test]
+    fn told_7_2_the_mock_answers_as_7_2_and_its_selftest_iommu_probes_behind_vt_d() {
+        let p = answers(Some("7.2.13-1"), false);
+        assert!(p.file_mappings && p.ats_not_supported_cap && p.selftest_generic_pt && p.selftest_probes);
+    }
+
+    #[test]
+    fn told_nothing_the_mock_answers_as_the_newer_kernel() {
+        let p = answers(None, false);
+        assert!(p.file_mappings && p.ats_not_supported_cap && p.selftest_generic_pt && p.selftest_probes);
     }
 }

@@ -24,10 +24,13 @@ pub const MOCK_APERTURE_START: u64 = 1 << 24;
 pub const MOCK_APERTURE_LAST: u64 = (1 << 31) - 1;
 
 /// `mock_dev_create`'s flags: a device whose IOMMU reports no dirty
-/// tracking (`mock_domain_capable`), and one whose domains also take
-/// 1 MiB pages.
+/// tracking (`mock_domain_capable`), one whose domains also take 1 MiB
+/// pages (6.12; gone by 7.2, whose HWPT_ALLOC data asks for
+/// MOCK_IOMMUPT_HUGE instead), and one with PASIDs (7.2's
+/// `pasid-num-bits` property; not in 6.12).
 pub const MOCK_FLAGS_DEVICE_NO_DIRTY: u32 = 1 << 0;
 pub const MOCK_FLAGS_DEVICE_HUGE_IOVA: u32 = 1 << 1;
+pub const MOCK_FLAGS_DEVICE_PASID: u32 = 1 << 2;
 
 /// `IOMMU_HW_INFO_TYPE_SELFTEST` and the register value its
 /// `struct iommu_test_hw_info { flags, test_reg }` carries.

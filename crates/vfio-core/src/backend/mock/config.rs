@@ -128,7 +128,9 @@ pub struct IommufdProfile {
     /// 1-ULONG_MAX there until the HWPT is destroyed (the lab read IOVA
     /// ranges `[0x0-0x0]`); an automatic HWPT attaches first
     /// (iommufd_hwpt_paging_alloc's immediate_attach, which exists for such
-    /// drivers) and gets the real aperture.
+    /// drivers) and gets the real aperture. 7.2's viommu_domain_alloc_paging
+    /// sets the geometry at allocation, so there it is false (vfio-lab's
+    /// kernel_answers).
     pub geometry_at_first_attach: bool,
     /// IOMMU_IOAS_MAP_FILE and IOMMU_IOAS_CHANGE_PROCESS exist (Linux 6.13,
     /// ioas.c); before, the iommufd answers both with ENOTTY
@@ -141,6 +143,17 @@ pub struct IommufdProfile {
     /// capability, so with this every device gets the bit. Seen in the lab:
     /// 6.12.117 leaves it out, 7.2.13 sets it for edu.
     pub ats_not_supported_cap: bool,
+    /// IOMMUFD_TEST's mock domain is built on the generic page table
+    /// (7.2's selftest.c: an AMDv1-format table with 2 KiB items,
+    /// drivers/iommu/generic_pt/fmt/iommu_mock.c), not 6.12's xarray of
+    /// 2 KiB pfns. What the selftest answers otherwise then
+    /// (`iommufd_selftest.rs` cites each): DIRTY marks the entry at each
+    /// IOVA and counts every set bit, mapped or not; a mapping is held in
+    /// contiguous entries as large as alignment allows, whose dirty state
+    /// is read and cleared as one; MOCK_FLAGS_DEVICE_HUGE_IOVA is gone
+    /// (MOCK_IOMMUPT_HUGE took its place) and MOCK_FLAGS_DEVICE_PASID is
+    /// known. Seen in the lab: 6.12.117 without, 7.2.13 with.
+    pub selftest_generic_pt: bool,
 }
 
 impl fmt::Debug for MockConfig {

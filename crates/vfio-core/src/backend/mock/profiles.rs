@@ -119,7 +119,8 @@ impl IommufdProfile {
     /// An iommufd kernel on `profile`'s IOMMU: its paging domains have the
     /// profile's page sizes and aperture; `hw_info_type` and `hw_info` are
     /// what IOMMU_GET_HW_INFO returned in the lab. It answers as the lab's
-    /// kernel (7.2): file mappings and the ATS-not-supported bit.
+    /// kernel (7.2): file mappings, the ATS-not-supported bit and the
+    /// selftest mock domain on the generic page table.
     pub fn on(profile: &HostIommuProfile, hw_info_type: u32, hw_info: Vec<u8>) -> Self {
         Self {
             pgsize_bitmap: profile.iova_pgsizes,
@@ -135,6 +136,7 @@ impl IommufdProfile {
             geometry_at_first_attach: false,
             file_mappings: true,
             ats_not_supported_cap: true,
+            selftest_generic_pt: true,
         }
     }
 

@@ -15,6 +15,8 @@ import {
   runScript,
   selftestRunScript,
   VIRTIO_RUNS,
+  virtioBridgeProbe,
+  virtioHostFor,
   virtioRunScript,
 } from './index';
 
@@ -150,4 +152,19 @@ test('the virtio-iommu guest adds the bridged edu after the root ports, so their
 
 test('the version the mock is told is the lab kernel source version, without the "linux" build-kernel.sh writes', (t) => {
   t.is(kernelVersion({ vmlinuz: '/k/bzImage', moduleDir: '', release: 'linux 7.2.13-1' }), '7.2.13-1');
+});
+
+test('on 6.12 the virtio-iommu guest keeps the bridged edu and probes it; from 7.2 on, where the bridge takes every group down, it leaves both out', (t) => {
+  t.true(virtioBridgeProbe('6.12.117-1'));
+  t.false(virtioBridgeProbe('7.2.13-1'));
+  t.false(virtioBridgeProbe('6.13.1'));
+  t.is(virtioHostFor('6.12.117-1'), IOMMUFD_VIRTIO_HOST);
+  const on72 = virtioHostFor('7.2.13-1');
+  const args = on72.topology!.args(on72.iommuDevice).join(' ');
+  t.notRegex(args, /pcie-pci-bridge|id=bridged/);
+  t.is(args, x86RootPortTopologyArgs(on72.iommuDevice).join(' '));
+  t.is(on72.topology?.layout, X86_ROOT_PORT_TOPOLOGY);
+  const ctx = { repoRoot: '/r', cacheDir: '/c', outDir: '/o/virtio', nodePath: '/n', guestTimeoutMs: 1, log: () => {} };
+  t.regex(virtioRunScript(ctx), /behind-bridge/);
+  t.notRegex(virtioRunScript(ctx, false), /behind-bridge|drivers_probe/);
 });

@@ -35,10 +35,12 @@
 // A second, short boot of the same kernel without an IOMMU runs
 // `vfio-lab iommufd-selftest`: iommufd dirty tracking on IOMMUFD_TEST's
 // selftest mock domain, compared call by call with the mock. QEMU's VT-d
-// has no dirty tracking, and behind it the selftest's mock IOMMU never
-// probes its mock devices (6.12 __iommu_probe_device gives a device
+// has no dirty tracking, and on 6.12 behind it the selftest's mock IOMMU
+// never probes its mock devices (__iommu_probe_device gives a device
 // without a firmware node to the first IOMMU registered without one,
-// VT-d), so that needs a guest where the mock IOMMU is the only one.
+// VT-d), so that needs a guest where the mock IOMMU is the only one (7.2
+// names the mock IOMMU in each mock device's fwspec, so there the VT-d
+// boot gets them too; the selftest boot runs on both kernels alike).
 
 import { spawn } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -112,7 +114,7 @@ const DMAR_FAULT = /DMAR: \[DMA (Write|Read)[^\]]*\] Request device \[[0-9a-f:.]
 /** The VT-d guest: the x86 profile's host, on the lab kernel. */
 export const IOMMUFD_VTD_HOST: X86Host = {
   name: 'iommufd',
-  description: 'q35 + intel-iommu (VT-d), the lab-built kernel (7.2) with iommufd: /dev/iommu, VFIO cdevs, the type1 compat container',
+  description: 'q35 + intel-iommu (VT-d), the lab-built kernel (sid\'s 7.2 unless told otherwise) with iommufd: /dev/iommu, VFIO cdevs, the type1 compat container',
   machine: 'q35,kernel-irqchip=split',
   iommuDevice: 'intel-iommu,intremap=on,caching-mode=on',
   kernelArgs: 'intel_iommu=on iommu=on no_timer_check',
@@ -141,8 +143,8 @@ export const IOMMUFD_VIRTIO_HOST: X86Host = {
   faultLine: VIOMMU_FAULT,
   // Beside the topology, one edu behind a PCIe-to-PCI bridge on its own
   // bus (after the root ports', so their bus numbers stay 01 and 02): the
-  // fact that keeps the topology off bridges, checked on every run
-  // (bridgeProbeReport).
+  // fact that keeps the topology off bridges, checked on every run on 6.12
+  // (bridgeProbeReport); 7.2 loses every group to it (virtioBridgeProbe).
   topology: {
     layout: X86_ROOT_PORT_TOPOLOGY,
     args: (iommu) => [...x86RootPortTopologyArgs(iommu), '-device', 'pcie-pci-bridge,id=br3,bus=pcie.0,addr=0x7', '-device', 'edu,id=bridged,bus=br3,addr=0x1'],
@@ -151,6 +153,34 @@ export const IOMMUFD_VIRTIO_HOST: X86Host = {
 
 /** The edu the virtio-iommu guest puts behind a PCIe-to-PCI bridge. */
 export const BRIDGED_EDU = '0000:03:01.0';
+
+/**
+ * Whether the virtio-iommu guest on lab kernel `version` (`7.2.13-1`) can
+ * have the PCIe-to-PCI bridge at all. On 6.12.117 a device joins its group
+ * when a driver probes it, so only the edu behind the bridge goes without
+ * one. On 7.2.13 every device joins at once when virtio-iommu registers
+ * (bus_iommu_probe in iommu_device_register; the boot logs `Adding to
+ * iommu group N` for each), and with the bridge there /sys/kernel/
+ * iommu_groups is empty by the time init runs, so vfio-pci's probe of
+ * 00:03.0 fails with EINVAL (three boots by hand, one lab run); the same
+ * boot without the bridge keeps every group. 7.2's iommu_device_register
+ * undoes itself when bus_iommu_probe fails (iommu_device_unregister drops
+ * every group) and viommu_probe ignores its result (iommu.c,
+ * virtio-iommu.c): one group that cannot be set up, most likely the
+ * bridge's (an endpoint QEMU's virtio-iommu does not serve; not traced
+ * further), costs them all. So from 7.2 on the boot leaves the bridge out,
+ * and the bridge case runs on 6.12 only.
+ */
+export function virtioBridgeProbe(version: string): boolean {
+  const [major, minor] = version.split(/[.-]/).map(Number);
+  return major !== undefined && minor !== undefined && (major < 6 || (major === 6 && minor <= 12));
+}
+
+/** IOMMUFD_VIRTIO_HOST for lab kernel `version`: without the bridge where it takes the groups down. */
+export function virtioHostFor(version: string): X86Host {
+  if (virtioBridgeProbe(version)) return IOMMUFD_VIRTIO_HOST;
+  return { ...IOMMUFD_VIRTIO_HOST, topology: { layout: X86_ROOT_PORT_TOPOLOGY, args: (iommu) => x86RootPortTopologyArgs(iommu) } };
+}
 /** edu's vendor:device as sysfs prints them (QEMU hw/misc/edu.c). */
 const EDU_ID = '0x1234:0x11e8';
 
@@ -168,7 +198,7 @@ const NO_VADDR = 'the compat container has no VFIO_UPDATE_VADDR (VC iommufd_vfio
 export const IOMMUFD_SELFTEST_HOST: X86Host = {
   ...IOMMUFD_VTD_HOST,
   name: 'iommufd-selftest',
-  description: 'q35 without an IOMMU, the lab-built 6.12 kernel: IOMMUFD_TEST\'s mock IOMMU and its dirty tracking',
+  description: 'q35 without an IOMMU, the lab-built kernel: IOMMUFD_TEST\'s mock IOMMU and its dirty tracking',
   kernelArgs: 'no_timer_check',
   // The lab topology's devices, and no IOMMU device in front of them.
   topology: { layout: X86_TOPOLOGY, args: () => x86TopologyArgs() },
@@ -234,7 +264,8 @@ export const DEAD_MM_WARNING: ExpectedWarning = {
 
 /**
  * The lab kernel: build-kernel.sh prints its cached folder (building it
- * first, 25 minutes or more on 2 cores, when the source version or config changed).
+ * first when the source version or config changed: about 29 minutes of CPU
+ * for 7.2, 15 for 6.12).
  * Its progress is relayed; a failure names what is missing.
  */
 export async function iommufdKernel(ctx: LabContext): Promise<Kernel> {
@@ -324,7 +355,7 @@ export function selftestRunScript(ctx: LabContext): string {
  * entry, iommufd's allow_unsafe_interrupts set to that run's value first,
  * then the host facts.
  */
-export function virtioRunScript(ctx: LabContext): string {
+export function virtioRunScript(ctx: LabContext, bridge = true): string {
   const q = shQuote;
   const bin = `${GUEST_OUT_DIR}/${LAB_BIN}`;
   const param = '/sys/module/iommufd/parameters/allow_unsafe_interrupts';
@@ -332,9 +363,13 @@ export function virtioRunScript(ctx: LabContext): string {
     `# Generated by packages/testkit/src/lab/iommufd/index.ts (${IOMMUFD_VIRTIO_HOST.name}); run by the guest init inside the host root.`,
     `export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp VFIOKIT_LAB=1`,
     `cd ${q(ctx.repoRoot)} || exit 1`,
-    `b=/sys/bus/pci/devices/${BRIDGED_EDU}`,
-    `echo vfio-pci > $b/driver_override; echo ${BRIDGED_EDU} > /sys/bus/pci/drivers_probe 2>/dev/null`,
-    `g=$(readlink $b/iommu_group); d=$(readlink $b/driver); echo "${MARK} behind-bridge ${BRIDGED_EDU} id=$(cat $b/vendor):$(cat $b/device) group=\${g##*/} driver=\${d##*/}"`,
+    ...(bridge
+      ? [
+          `b=/sys/bus/pci/devices/${BRIDGED_EDU}`,
+          `echo vfio-pci > $b/driver_override; echo ${BRIDGED_EDU} > /sys/bus/pci/drivers_probe 2>/dev/null`,
+          `g=$(readlink $b/iommu_group); d=$(readlink $b/driver); echo "${MARK} behind-bridge ${BRIDGED_EDU} id=$(cat $b/vendor):$(cat $b/device) group=\${g##*/} driver=\${d##*/}"`,
+        ]
+      : []),
     ...VIRTIO_RUNS.flatMap((r, i) => [
       `echo ${r.allowUnsafeInterrupts ? 1 : 0} > ${param}`,
       `echo "${MARK} stage=iommufd-${i + 1} allow_unsafe_interrupts=$(cat ${param})"`,
@@ -380,7 +415,8 @@ export function bridgeProbeReport(consoleText: string): CaseReport {
  * unsafe interrupts are refused.
  */
 async function runVirtio(parent: LabContext, kernel: Kernel, busybox: string, bin: string): Promise<CaseReport[]> {
-  const host = IOMMUFD_VIRTIO_HOST;
+  const bridge = virtioBridgeProbe(kernelVersion(kernel));
+  const host = virtioHostFor(kernelVersion(kernel));
   const ctx: LabContext = { ...parent, outDir: join(parent.outDir, VIRTIO_DIR) };
   mkdirSync(ctx.outDir, { recursive: true });
   const topology = hostTopology(host);
@@ -393,14 +429,14 @@ async function runVirtio(parent: LabContext, kernel: Kernel, busybox: string, bi
     writeFileSync(join(ctx.outDir, r.topology), `${JSON.stringify(file, null, 2)}\n`);
     runMock(ctx, labBin, 'iommufd', r.mock, r.topology);
   }
-  writeFileSync(join(ctx.outDir, GUEST_RUN_SCRIPT), virtioRunScript(ctx));
+  writeFileSync(join(ctx.outDir, GUEST_RUN_SCRIPT), virtioRunScript(ctx, bridge));
 
   const consolePath = join(ctx.outDir, 'console.log');
   const run = await bootGuest(ctx, host.name, kernel.release, qemuArgs(ctx, host, kernel, initramfs), consolePath);
   ctx.log(`${host.name} guest powered off after ${(run.elapsedMs / 1000).toFixed(1)} s (qemu exit ${run.exitCode})`);
   // DMA ran (and faulted after unmap) in the run that allowed unsafe interrupts.
   const dmaRan = { ...host, facts: { ...host.facts, allowUnsafeInterrupts: VIRTIO_RUNS.some((r) => r.allowUnsafeInterrupts) } };
-  const reports: CaseReport[] = [setupReport(run.console, consolePath, topology), ...consoleReports(run.console, dmaRan), bridgeProbeReport(run.console)];
+  const reports: CaseReport[] = [setupReport(run.console, consolePath, topology), ...consoleReports(run.console, dmaRan), ...(bridge ? [bridgeProbeReport(run.console)] : [])];
   for (const r of VIRTIO_RUNS) {
     const onKernel = readResults(join(ctx.outDir, r.kernel), `iommufd suite on the kernel, ${r.label} (guest)`);
     const onMock = readResults(join(ctx.outDir, r.mock), `iommufd suite on the mock, ${r.label} (host)`);
