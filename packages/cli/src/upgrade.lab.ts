@@ -153,6 +153,16 @@ function traceLogs(dir: string): string {
     .join('\n');
 }
 
+/** What a case leaves, however it ends: the memfd it read, the run (stopped with SIGINT if still up), its folder. */
+async function cleanUp(dir: string, ram: { fd: number } | undefined, run: Awaited<ReturnType<typeof startRun>> | undefined): Promise<void> {
+  if (ram) fs.closeSync(ram.fd);
+  if (run && run.child.exitCode === null) {
+    run.child.kill('SIGINT');
+    await run.ended;
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
 /** The lab's QEMU 11.1 and the bus-reset edu, on vfio-pci and resettable, as the cases start. */
 function labSetup(): { qemu: string; bdf: string; group: number } {
   const qemu = process.env.VFIOKIT_LAB_QEMU_CPR;
@@ -259,12 +269,7 @@ export const cases: { name: string; timeoutMs?: number; run: () => Promise<strin
             `guest ready after ${bootS.toFixed(1)} s, upgrade ${upgradeS.toFixed(1)} s (QEMU 11.1 on KVM nested in the lab's TCG guest)`,
         ];
       } finally {
-        if (ram) fs.closeSync(ram.fd);
-        if (run && run.child.exitCode === null) {
-          run.child.kill('SIGINT');
-          await run.ended;
-        }
-        fs.rmSync(dir, { recursive: true, force: true });
+        await cleanUp(dir, ram, run);
       }
     },
   },
@@ -300,12 +305,7 @@ export const cases: { name: string; timeoutMs?: number; run: () => Promise<strin
         assert.deepEqual(holders(group), []);
         return undefined;
       } finally {
-        if (ram) fs.closeSync(ram.fd);
-        if (run && run.child.exitCode === null) {
-          run.child.kill('SIGINT');
-          await run.ended;
-        }
-        fs.rmSync(dir, { recursive: true, force: true });
+        await cleanUp(dir, ram, run);
       }
     },
   },
