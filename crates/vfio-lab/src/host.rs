@@ -21,13 +21,9 @@ pub struct TopologyDevice {
     pub driver: Option<String>,
     pub group_with: Vec<String>,
     pub group_bridges: Vec<String>,
-    /// The kernel's reset methods for it (`reset_method`, probed when it was
-    /// added); empty when it offers none.
-    #[serde(default)]
-    pub reset_methods: Vec<String>,
-    /// Whether a reset still works when vfio-pci opens it
-    /// (VFIO_DEVICE_FLAGS_RESET): a `bus` method goes stale once another
-    /// device joins the bus.
+    /// Whether a reset works when vfio-pci opens it (VFIO_DEVICE_FLAGS_RESET).
+    /// Not the same as a listed `resetMethods` (read by topology.lab.ts
+    /// only): a `bus` method goes stale once another device joins the bus.
     #[serde(default)]
     pub reset_works: bool,
 }

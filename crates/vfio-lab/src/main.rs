@@ -165,7 +165,6 @@ mod tests {
             driver: driver.map(String::from),
             group_with: with.iter().map(|s| s.to_string()).collect(),
             group_bridges: bridges.iter().map(|s| s.to_string()).collect(),
-            reset_methods: Vec::new(),
             reset_works: false,
         }
     }
@@ -190,7 +189,7 @@ mod tests {
                 device("mf-1", "0000:02:00.1", "edu", vfio, &["mf-0", "mf-1"], &[]),
                 device("blocked", "0000:03:01.0", "edu", vfio, &["blocked", "blocked-peer"], &["0000:00:06.0"]),
                 device("blocked-peer", "0000:03:02.0", "virtio-rng-pci", Some("virtio-pci"), &["blocked", "blocked-peer"], &["0000:00:06.0"]),
-                TopologyDevice { reset_methods: vec!["bus".into()], reset_works: true, ..device("bus-reset", "0000:04:00.0", "edu", vfio, &["bus-reset"], &[]) },
+                TopologyDevice { reset_works: true, ..device("bus-reset", "0000:04:00.0", "edu", vfio, &["bus-reset"], &[]) },
             ],
         }
     }
