@@ -21,6 +21,11 @@ pub struct TopologyDevice {
     pub driver: Option<String>,
     pub group_with: Vec<String>,
     pub group_bridges: Vec<String>,
+    /// Whether a reset works when vfio-pci opens it (VFIO_DEVICE_FLAGS_RESET).
+    /// Not the same as a listed `resetMethods` (read by topology.lab.ts
+    /// only): a `bus` method goes stale once another device joins the bus.
+    #[serde(default)]
+    pub reset_works: bool,
 }
 
 /// The host the guest is (packages/testkit/src/lab/x86/hosts.ts `LabHostFacts`):
@@ -152,6 +157,12 @@ impl LabHost {
 
     pub fn device(&self, role: &str) -> &TopologyDevice {
         self.topology.devices.iter().find(|d| d.role == role).unwrap_or_else(|| panic!("the lab topology has no device playing '{role}'"))
+    }
+
+    /// Whether the topology has a device playing `role` (some roles exist
+    /// in one profile's guest only: `bus-reset` in the x86 topology).
+    pub fn has(&self, role: &str) -> bool {
+        self.topology.devices.iter().any(|d| d.role == role)
     }
 
     pub fn group_of(&self, role: &str) -> u32 {

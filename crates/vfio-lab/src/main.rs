@@ -165,6 +165,7 @@ mod tests {
             driver: driver.map(String::from),
             group_with: with.iter().map(|s| s.to_string()).collect(),
             group_bridges: bridges.iter().map(|s| s.to_string()).collect(),
+            reset_works: false,
         }
     }
 
@@ -188,6 +189,7 @@ mod tests {
                 device("mf-1", "0000:02:00.1", "edu", vfio, &["mf-0", "mf-1"], &[]),
                 device("blocked", "0000:03:01.0", "edu", vfio, &["blocked", "blocked-peer"], &["0000:00:06.0"]),
                 device("blocked-peer", "0000:03:02.0", "virtio-rng-pci", Some("virtio-pci"), &["blocked", "blocked-peer"], &["0000:00:06.0"]),
+                TopologyDevice { reset_works: true, ..device("bus-reset", "0000:04:00.0", "edu", vfio, &["bus-reset"], &[]) },
             ],
         }
     }
@@ -263,6 +265,25 @@ mod tests {
         assert_complete(lab_shape_on(facts("amd-vi", true, false)));
         assert_complete(lab_shape_on(facts("smmuv3", true, false)));
         assert_complete(lab_shape_on(facts("vtd", false, true)));
+    }
+
+    #[test]
+    fn the_mock_resets_the_edu_the_topology_gives_a_reset_method_and_refuses_the_others() {
+        // topology.json's resetMethods, checked against the kernel's
+        // reset_method by topology.lab.ts, is what the mock's edu answers.
+        let lines = run_all(lab_shape());
+        let steps = lines
+            .iter()
+            .find_map(|l| match l {
+                Line::Case { name, steps, .. } if name.starts_with("DEVICE_RESET") => Some(steps),
+                _ => None,
+            })
+            .expect("the DEVICE_RESET case ran");
+        let results: Vec<(&str, &str)> = steps.iter().filter(|s| s.call.starts_with("DEVICE_RESET")).map(|s| (s.call.as_str(), s.result.as_str())).collect();
+        assert_eq!(
+            results,
+            [("DEVICE_RESET solo", "EINVAL"), ("DEVICE_RESET bridge-a", "EINVAL"), ("DEVICE_RESET mf-0", "EINVAL"), ("DEVICE_RESET bus-reset", "ok")]
+        );
     }
 
     #[test]

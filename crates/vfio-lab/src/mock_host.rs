@@ -82,6 +82,9 @@ pub fn mock_config(host: &LabHost) -> MockConfig {
                 let mut edu = MockDeviceConfig::edu(&d.bdf).bound_to(d.driver.as_deref());
                 if let DeviceModelConfig::Edu(e) = &mut edu.model {
                     e.command_at_boot = firmware_command(&facts.iommu);
+                    // vfio-pci's reset_works, what the topology says the kernel
+                    // answered at open (not every listed method still works).
+                    e.reset = d.reset_works;
                 }
                 edu
             }

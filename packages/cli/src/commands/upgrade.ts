@@ -23,7 +23,7 @@ import type { CommandContext } from '../context';
 import { CliError, reportOf } from '../errors';
 import { ExitCode } from '../exit-codes';
 import { loadQemuBridge } from './attach';
-import { devicesQemuResetsOnIncoming } from '../cpr-reset';
+import { devicesCprTransferNeedsKvmFor, devicesQemuResetsOnIncoming } from '../cpr-reset';
 
 // ---- where a running guest is found ----
 
@@ -242,7 +242,7 @@ export async function upgradeRunningGuest(g: RunningGuest, binary: string | unde
       'UPGRADE_DEVICE_RESET',
       `guest ${g.guest} cannot be upgraded: ${marked.map((m) => `${m.address}: ${m.cause}`).join('; ')}. QEMU marks such a device for reset (vfio_pci_compute_needs_reset), and the new QEMU resets it while starting on the descriptors it is sent; that turns off the device's memory decoding, vfio-pci revokes its BAR mappings, and the old QEMU, still running the guest, dies on its next BAR access`,
       ExitCode.Refused,
-      `the guest runs on under QEMU ${qb.releaseText(oldRelease)} (pid ${old.pid}); QEMU leaves a device with FLR alone (reset_method lists flr or af_flr, as SR-IOV virtual functions do): assign such devices to a guest that is to be upgraded`,
+      `the guest runs on under QEMU ${qb.releaseText(oldRelease)} (pid ${old.pid}); QEMU leaves alone a device with FLR (reset_method lists flr or af_flr, as SR-IOV virtual functions do) or with a bus reset that works (reset_method lists bus and nothing else is on its bus; the x86 lab upgraded such a device under KVM with its DMA running): assign such devices to a guest that is to be upgraded`,
     );
   }
 
@@ -254,6 +254,20 @@ export async function upgradeRunningGuest(g: RunningGuest, binary: string | unde
   const nextQmp = `${g.qmpPath}.next`;
   const session = await qb.connectQmp({ path: g.qmpPath }, { connectTimeoutMs: 10_000, greetingTimeoutMs: 10_000, commandTimeoutMs: 30_000 });
   try {
+    // Still before anything starts: without KVM, the old QEMU dies as the
+    // migration starts if a device has interrupts (cpr-reset.ts).
+    const kvm = (await session.execute('query-kvm')) as { enabled?: boolean } | undefined;
+    if (kvm?.enabled !== true) {
+      const bound = devicesCprTransferNeedsKvmFor(g.fs, g.devices);
+      if (bound.length > 0) {
+        throw new CliError(
+          'UPGRADE_NEEDS_KVM',
+          `guest ${g.guest} cannot be upgraded: its QEMU runs without KVM, and ${bound.map((b) => `${b.address} has ${b.interrupts}`).join('; ')}. When a cpr-transfer starts, QEMU moves each VFIO device's interrupts into KVM (vfio_cpr_set_msi_virq) without asking whether KVM runs, and the old QEMU, still running the guest, dies with SIGSEGV`,
+          ExitCode.Refused,
+          `the guest runs on under QEMU ${qb.releaseText(oldRelease)} (pid ${old.pid}); start a guest that is to be upgraded under KVM (vfiokit run --accel kvm, the default)`,
+        );
+      }
+    }
     const machine = await qb.resolvedMachineType(session);
     const before = await qb.queryStatus(session);
     const argv = qb.cprTargetArgv(oldArgv, target, machine, ch).map((a) => (a.startsWith(`unix:${g.qmpPath},`) ? `unix:${nextQmp}${a.slice(`unix:${g.qmpPath}`.length)}` : a));

@@ -2,8 +2,9 @@
 // the lab guests) share: the topology's devices by role, their state in
 // sysfs, and the shipped vfiokit run as an operator would. Built with the
 // cases into dist-test/ (tsconfig.lab.json), never into dist/.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import { join } from 'node:path';
 import { labDevice } from '@vfiokit/testkit/lab-guest';
 
@@ -27,3 +28,80 @@ export const soloBdf = (): string => labDeviceBdf('solo');
 /** driver_override of `bdf` as sysfs shows it ('(null)' when unset). */
 export const overrideOf = (bdf: string) => fs.readFileSync(`${DEVICES}/${bdf}/driver_override`, 'utf8').trim();
 
+/** Who holds /dev/vfio/N open. */
+export function holders(group: number): number[] {
+  return fs
+    .readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .filter((pid) => {
+      try {
+        return fs.readdirSync(`/proc/${pid}/fd`).some((fd) => fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === `/dev/vfio/${group}`);
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
+/** VmLck of `pid` in KiB: the kernel's locked_vm, where type1 charges the pages it pins. */
+export const vmLckKiB = (pid: number): number => Number(/^VmLck:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+
+/**
+ * Start `vfiokit run` on a 64 MiB q35 guest named `name` holding `bdf`
+ * (stopped before boot unless `qemuArgs` say otherwise), `runOptions` before
+ * the spec, under `accel` (TCG unless told); resolves once QEMU runs.
+ */
+export async function startRun(
+  bdf: string,
+  dir: string,
+  { name = 'lab-run', runOptions = [] as readonly string[], qemuArgs = ['-S', '-display', 'none'] as readonly string[], accel = 'tcg' as 'tcg' | 'kvm' } = {},
+) {
+  const spec = join(dir, 'guest.yaml');
+  fs.writeFileSync(spec, `name: ${name}\nmemory: 64M\nmachine: q35\niommu: none\ndevices:\n  - ${bdf}\n`);
+  const child = spawn(process.execPath, [BIN, 'run', '--accel', accel, ...runOptions, spec, '--', ...qemuArgs], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: dir } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const ended = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const qemuPid = await new Promise<number>((resolve, reject) => {
+    const poll = setInterval(() => {
+      const m = /QEMU is running \(pid (\d+)\)/.exec(stdout);
+      if (m) {
+        clearInterval(poll);
+        resolve(Number(m[1]));
+      }
+    }, 100);
+    void ended.then((code) => {
+      clearInterval(poll);
+      reject(new Error(`vfiokit run ended with ${code} before QEMU ran:\n${stdout}\n${stderr}`));
+    });
+  });
+  return { child, qemuPid, ended, out: () => ({ stdout, stderr }) };
+}
+
+/** query-status over the QMP socket at `path`: one connection, capabilities negotiated, then closed. */
+export function qmpStatus(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(path);
+    let buf = '';
+    let step = 0;
+    socket.setEncoding('utf8').on('data', (d: string) => {
+      buf += d;
+      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+        const msg = JSON.parse(buf.slice(0, nl)) as { QMP?: unknown; return?: { status?: string }; error?: unknown; event?: string };
+        buf = buf.slice(nl + 1);
+        if (msg.event !== undefined) continue;
+        if (msg.error !== undefined) return reject(new Error(JSON.stringify(msg.error)));
+        if (step === 0) socket.write('{"execute":"qmp_capabilities"}\n');
+        else if (step === 1) socket.write('{"execute":"query-status"}\n');
+        else {
+          socket.end();
+          return resolve(msg.return!.status!);
+        }
+        step++;
+      }
+    });
+    socket.on('error', reject);
+  });
+}

@@ -37,6 +37,11 @@ export interface AcsInfo {
 export interface ConfigSpaceInfo {
   readonly headerType: HeaderType;
   readonly multifunction: boolean;
+  /** PCI_INTERRUPT_PIN (0x3d): 0 without INTx, 1-4 for INTA-INTD. */
+  readonly interruptPin: number;
+  /** Whether the capability list (when readable) has MSI (id 0x05) and MSI-X (id 0x11). */
+  readonly msi?: boolean;
+  readonly msix?: boolean;
   readonly pcieType?: PcieType;
   readonly acs?: AcsInfo;
 }
@@ -56,6 +61,8 @@ const PCIE_TYPES: Readonly<Record<number, PcieType>> = {
 const ACS_BITS: readonly string[] = ['SV', 'TB', 'RR', 'CR', 'UF', 'EC', 'DT'];
 
 const PCI_CAP_ID_EXP = 0x10;
+const PCI_CAP_ID_MSI = 0x05;
+const PCI_CAP_ID_MSIX = 0x11;
 const PCI_EXT_CAP_ID_ACS = 0x0d;
 
 /** Parse the readable part of a config space; undefined when even the header is missing. */
@@ -70,13 +77,15 @@ export function parseConfigSpace(config: Uint8Array | undefined): ConfigSpaceInf
 
   // Standard capability list (PCI_CAPABILITY_LIST at 0x34 when PCI_STATUS_CAP_LIST is set).
   let pcieType: PcieType | undefined;
-  if (u16(0x06) & 0x10 && config.length >= 0x100) {
-    let pos = u8(0x34) & 0xfc;
+  let caps: { msi: boolean; msix: boolean } | undefined;
+  if (config.length >= 0x100) {
+    caps = { msi: false, msix: false };
+    let pos = u16(0x06) & 0x10 ? u8(0x34) & 0xfc : 0;
     for (let hops = 0; pos >= 0x40 && hops < 48; hops++) {
-      if (u8(pos) === PCI_CAP_ID_EXP) {
-        pcieType = PCIE_TYPES[(u16(pos + 2) >> 4) & 0xf];
-        break;
-      }
+      const id = u8(pos);
+      if (id === PCI_CAP_ID_EXP && pcieType === undefined) pcieType = PCIE_TYPES[(u16(pos + 2) >> 4) & 0xf];
+      if (id === PCI_CAP_ID_MSI) caps.msi = true;
+      if (id === PCI_CAP_ID_MSIX) caps.msix = true;
       pos = u8(pos + 1) & 0xfc;
     }
   }
@@ -104,6 +113,8 @@ export function parseConfigSpace(config: Uint8Array | undefined): ConfigSpaceInf
   return {
     headerType,
     multifunction: (rawHeader & 0x80) !== 0,
+    interruptPin: u8(0x3d),
+    ...(caps === undefined ? {} : caps),
     ...(pcieType === undefined ? {} : { pcieType }),
     ...(acs === undefined ? {} : { acs }),
   };

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { createFixtureHost } from '@vfiokit/testkit';
-import { resetFunction } from './reset';
+import { resetFunction, workingResetMethods } from './reset';
 
 test('a function with a reset method is reset through its reset attribute', (t) => {
   const host = createFixtureHost('sriov-server');
@@ -27,4 +27,16 @@ test('a reset the kernel refuses is reported with its errno, not thrown', (t) =>
   const r = resetFunction(host.fs, '0000:3b:02.0');
   t.false(r.done);
   t.regex(r.reason!, /^the kernel refused the reset with EBUSY/);
+});
+
+test('a bus reset counts only while the function is alone on its bus, as pci_parent_bus_reset decides at open', (t) => {
+  // The x86 lab: bridge-a (01:01.0) was probed alone and lists `bus`, but bridge-b (01:02.0) joined its bus.
+  const lab = ['0000:00:03.0', '0000:00:04.0', '0000:01:01.0', '0000:01:02.0', '0000:00:07.0', '0000:04:00.0'];
+  t.deepEqual(workingResetMethods('0000:01:01.0', ['bus'], lab), []);
+  t.deepEqual(workingResetMethods('0000:04:00.0', ['bus'], lab), ['bus']);
+  // Other methods do not depend on the bus; the list keeps its order.
+  t.deepEqual(workingResetMethods('0000:01:01.0', ['flr', 'pm', 'bus'], lab), ['flr', 'pm']);
+  // Another domain's bus of the same number is another bus.
+  t.deepEqual(workingResetMethods('0000:04:00.0', ['bus'], [...lab, '0001:04:00.0']), ['bus']);
+  t.deepEqual(workingResetMethods('0000:04:00.0', [], lab), []);
 });

@@ -43,3 +43,26 @@ export function resetFunction(host: HostFs, address: string): ResetOutcome {
     return { address, done: false, methods, step, reason: `the kernel refused the reset${errno ? ` with ${errno}` : ''}: ${err instanceof Error ? err.message : String(err)}` };
   }
 }
+
+/**
+ * The methods of `address`'s `reset_method` list (`methods`) that still
+ * work, given the addresses of every PCI function on the host (`functions`):
+ * what vfio-pci finds when the device is opened (vfio_pci_core_enable sets
+ * reset_works from pci_try_reset_function, VFIO_DEVICE_FLAGS_RESET).
+ *
+ * The list is probed once, when the function is added
+ * (pci_init_reset_methods from pci_device_add, drivers/pci/probe.c), and
+ * `bus` can go stale: pci_parent_bus_reset (drivers/pci/pci.c) takes only a
+ * function alone on its bus, and the first function enumerated on a bus is
+ * alone when it is probed. The x86 lab measured it: of two edu devices
+ * behind one PCIe-to-PCI bridge, the first lists `bus`, yet VFIO reports it
+ * without VFIO_DEVICE_FLAGS_RESET and DEVICE_RESET answers EINVAL. A slot
+ * reset (the same `bus` entry, through a hotplug driver's reset_slot) is
+ * also refused for a multifunction device, which is never alone on its bus;
+ * so `bus` counts only while no other function shares the bus.
+ */
+export function workingResetMethods(address: string, methods: readonly string[], functions: readonly string[]): string[] {
+  const bus = address.slice(0, address.lastIndexOf(':') + 1);
+  const alone = !functions.some((f) => f !== address && f.startsWith(bus));
+  return methods.filter((m) => m !== 'bus' || alone);
+}

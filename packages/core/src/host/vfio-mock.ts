@@ -4,6 +4,7 @@
 // driver_managed_dma); a test holds it to checkViability on every fixture.
 import { VfioHost, type MockDeviceConfig, type MockDeviceModel, type MockGroupConfig, type MockHostConfig } from '../vfio/index';
 import type { HostModel, PciDevice } from './model';
+import { workingResetMethods } from './reset';
 
 const EDU = { vendor: 0x1234, device: 0x11e8 };
 
@@ -23,9 +24,10 @@ export function vfioHostOf(model: HostModel, backend: 'kernel' | 'mock'): VfioHo
  * machine gives, as the pseries lab measured it on the real kernel.
  */
 export function vfioMockHostConfig(model: HostModel): MockHostConfig {
+  const functions = model.devices.map((d) => d.address);
   const groups: MockGroupConfig[] = model.groups.map((g) => ({
     id: g.id,
-    devices: g.devices.map(mockDevice),
+    devices: g.devices.map((d) => mockDevice(d, functions)),
     // vfio_iommu_resv_exclude leaves direct-relaxable regions in the IOVA
     // ranges (they are identity maps the device may give up); every other
     // reserved region is cut out of what the container accepts.
@@ -63,12 +65,13 @@ function mockKernelFor(release: string | undefined): '6.1' | '6.12' {
   return major > 6 || (major === 6 && minor >= 12) ? '6.12' : '6.1';
 }
 
-function mockDevice(d: PciDevice): MockDeviceConfig {
-  return { address: d.address, ...(d.driver === undefined ? {} : { driver: d.driver }), model: deviceModel(d) };
+function mockDevice(d: PciDevice, functions: readonly string[]): MockDeviceConfig {
+  return { address: d.address, ...(d.driver === undefined ? {} : { driver: d.driver }), model: deviceModel(d, functions) };
 }
 
-function deviceModel(d: PciDevice): MockDeviceModel {
-  const reset = (d.resetMethods?.length ?? 0) > 0;
+function deviceModel(d: PciDevice, functions: readonly string[]): MockDeviceModel {
+  // VFIO_DEVICE_FLAGS_RESET: a method that still works when the device is opened.
+  const reset = workingResetMethods(d.address, d.resetMethods ?? [], functions).length > 0;
   if (d.vendorId === EDU.vendor && d.deviceId === EDU.device) return { kind: 'edu', reset };
   return {
     kind: 'generic',

@@ -32,6 +32,20 @@ export const cases: { name: string; run: () => void | Promise<void> }[] = [
     },
   },
   {
+    // What the mock's `reset` (VFIO_DEVICE_FLAGS_RESET, DEVICE_RESET) and
+    // `vfiokit upgrade`'s refusal (packages/cli/src/cpr-reset.ts) rest on.
+    name: 'every lab device has exactly the reset methods the topology says (reset_method; none where the attribute is hidden)',
+    run: () => {
+      const t = labTopology();
+      const methods = (bdf: string): string[] => {
+        const file = `/sys/bus/pci/devices/${bdf}/reset_method`;
+        return existsSync(file) ? readFileSync(file, 'utf8').trim().split(/\s+/).filter(Boolean) : [];
+      };
+      const seen = t.devices.map((d) => ({ role: d.role, methods: methods(d.bdf) }));
+      assert.deepEqual(seen, t.devices.map((d) => ({ role: d.role, methods: [...(d.resetMethods ?? [])] })), `reset_method read: ${JSON.stringify(seen)}`);
+    },
+  },
+  {
     name: 'every group with a device bound to vfio-pci has its /dev/vfio node',
     run: () => {
       const t = labTopology();

@@ -28,14 +28,18 @@ import { LabHostFacts } from '../x86/hosts';
 
 export const MARK = 'vfiokit-arm64:';
 
-/** The x86 roles, with `blocked` and `blocked-peer` as functions 0 and 1 behind a second root port (00:06.0). */
+/**
+ * The x86 roles, with `blocked` and `blocked-peer` as functions 0 and 1
+ * behind a second root port (00:06.0), and without `bus-reset` (only the
+ * x86 profile's `vfiokit upgrade` case uses it).
+ */
 export const ARM64_TOPOLOGY: LabTopology = {
   ...X86_TOPOLOGY,
   name: 'arm64-virt-edu',
   // Measured: the lab's arm64 guest binds shpchp to the pcie-pci-bridge at
   // 00:04.0, so bridge-a's group is not viable there.
   bridgeDriver: 'shpchp',
-  devices: X86_TOPOLOGY.devices.map((d) =>
+  devices: X86_TOPOLOGY.devices.filter((d) => d.role !== 'bus-reset').map((d) =>
     d.role === 'blocked'
       ? { ...d, bdf: '0000:03:00.0', groupBridges: [] }
       : d.role === 'blocked-peer'
@@ -98,7 +102,7 @@ export function qemuArgs(host: Arm64Host, paths: QemuPaths): string[] {
     '-initrd', paths.initramfs,
     // loglevel=5 so the console check sees KERN_WARNING (see ../x86/index.ts).
     '-append', 'console=ttyAMA0 panic=-1 loglevel=5',
-    ...x86TopologyArgs(undefined, 'root-port-functions'),
+    ...x86TopologyArgs(undefined, 'root-port-functions', 'bridge-pair', 'no-bus-reset-port'),
     '-device', `virtio-serial-pci,id=vser,bus=pcie.0,addr=${RESULTS_SLOT}`,
     '-chardev', `file,id=results,path=${paths.results}`,
     '-device', 'virtconsole,bus=vser.0,chardev=results',

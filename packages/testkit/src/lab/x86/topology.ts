@@ -19,6 +19,20 @@ export interface LabDevice {
   readonly groupWith: readonly string[];
   /** Bridges and ports that are in the same IOMMU group as the device. */
   readonly groupBridges: readonly string[];
+  /**
+   * The guest kernel's reset methods for it (sysfs `reset_method`), probed
+   * when the device was added; absent when it offers none (the attribute
+   * is then hidden).
+   */
+  readonly resetMethods?: readonly string[];
+  /**
+   * Whether one of them still works when vfio-pci opens it: VFIO reports
+   * VFIO_DEVICE_FLAGS_RESET (vdev->reset_works, set in vfio_pci_core_enable
+   * from pci_try_reset_function) and DEVICE_RESET succeeds. `bus` goes
+   * stale once another device joins the bus (pci_parent_bus_reset takes
+   * only a device alone on its bus), so a listed method is not enough.
+   */
+  readonly resetWorks?: boolean;
 }
 
 export interface LabTopology {
@@ -51,6 +65,10 @@ export const X86_TOPOLOGY: LabTopology = {
       driver: 'vfio-pci',
       groupWith: ['bridge-a', 'bridge-b'],
       groupBridges: ['0000:00:04.0'],
+      // Probed while it was alone on bus 01, before bridge-b was added
+      // (pci_init_reset_methods from pci_device_add): stale, VFIO finds no
+      // reset at open. So for mf-0 and blocked, each first on its bus.
+      resetMethods: ['bus'],
     },
     {
       role: 'bridge-b',
@@ -62,7 +80,7 @@ export const X86_TOPOLOGY: LabTopology = {
       groupWith: ['bridge-a', 'bridge-b'],
       groupBridges: ['0000:00:04.0'],
     },
-    { role: 'mf-0', bdf: '0000:02:00.0', model: 'edu', driver: 'vfio-pci', groupWith: ['mf-0', 'mf-1'], groupBridges: [] },
+    { role: 'mf-0', bdf: '0000:02:00.0', model: 'edu', driver: 'vfio-pci', groupWith: ['mf-0', 'mf-1'], groupBridges: [], resetMethods: ['bus'] },
     { role: 'mf-1', bdf: '0000:02:00.1', model: 'edu', driver: 'vfio-pci', groupWith: ['mf-0', 'mf-1'], groupBridges: [] },
     {
       role: 'blocked',
@@ -71,6 +89,7 @@ export const X86_TOPOLOGY: LabTopology = {
       driver: 'vfio-pci',
       groupWith: ['blocked', 'blocked-peer'],
       groupBridges: ['0000:00:06.0'],
+      resetMethods: ['bus'],
     },
     {
       role: 'blocked-peer',
@@ -83,6 +102,25 @@ export const X86_TOPOLOGY: LabTopology = {
       groupWith: ['blocked', 'blocked-peer'],
       groupBridges: ['0000:00:06.0'],
     },
+    {
+      // The one edu the kernel can reset: edu has no FLR and no PM
+      // capability (hw/misc/edu.c adds only MSI), so a function reset is
+      // left to the bus, and pci_parent_bus_reset (drivers/pci/pci.c) takes
+      // a device only when it is alone on a bus below a bridge, as here
+      // behind its own root port (00:07.0; SeaBIOS numbers its secondary
+      // bus 04 after the three bridges before it). QEMU's
+      // vfio_pci_compute_needs_reset then leaves it out of its system
+      // reset (VFIO_DEVICE_FLAGS_RESET, no PM reset), which is what
+      // `vfiokit upgrade` needs (packages/cli/src/cpr-reset.ts).
+      role: 'bus-reset',
+      bdf: '0000:04:00.0',
+      model: 'edu',
+      driver: 'vfio-pci',
+      groupWith: ['bus-reset'],
+      groupBridges: [],
+      resetMethods: ['bus'],
+      resetWorks: true,
+    },
   ],
 };
 
@@ -93,12 +131,14 @@ export const X86_TOPOLOGY: LabTopology = {
  * and its virtio peer sit in two slots behind a PCIe-to-PCI bridge, or as
  * two functions behind a root port (arm64: see ../arm64/guest.ts);
  * `bridge-a` and `bridge-b` and their bridge may be left out (virtio-iommu:
- * X86_ROOT_PORT_TOPOLOGY).
+ * X86_ROOT_PORT_TOPOLOGY), and so may `bus-reset` and its root port (the
+ * topologies that do not list it: X86_ROOT_PORT_TOPOLOGY, arm64's).
  */
 export function x86TopologyArgs(
   iommuDevice?: string,
   blocked: 'behind-bridge' | 'root-port-functions' = 'behind-bridge',
   bridgePair: 'bridge-pair' | 'no-bridge-pair' = 'bridge-pair',
+  busReset: 'bus-reset-port' | 'no-bus-reset-port' = 'bus-reset-port',
 ): string[] {
   const d = (spec: string): string[] => ['-device', spec];
   return [
@@ -117,6 +157,7 @@ export function x86TopologyArgs(
           ...d('edu,id=blocked,bus=rp2,addr=0x0.0,multifunction=on'),
           ...d('virtio-rng-pci,id=blocked-peer,bus=rp2,addr=0x0.1'),
         ]),
+    ...(busReset === 'bus-reset-port' ? [...d('pcie-root-port,id=rp3,chassis=3,bus=pcie.0,addr=0x7'), ...d('edu,id=bus-reset,bus=rp3,addr=0x0')] : []),
   ];
 }
 
@@ -152,7 +193,7 @@ function moved(role: string, bdf: string): LabDevice {
 
 /**
  * The x86 roles on pcie.0 and behind root ports only (no `bridge-a` or
- * `bridge-b`): `mf-0`/`mf-1` behind one root port, `blocked` and its
+ * `bridge-b`; no `bus-reset`, which only the upgrade lab case uses): `mf-0`/`mf-1` behind one root port, `blocked` and its
  * virtio peer as functions 0 and 1 behind another, as on arm64. With no
  * bridge at 00:04.0, SeaBIOS numbers the root ports' buses 01 and 02.
  */
@@ -170,5 +211,5 @@ export const X86_ROOT_PORT_TOPOLOGY: LabTopology = {
 
 /** The `-device` arguments that build X86_ROOT_PORT_TOPOLOGY behind `iommuDevice`. */
 export function x86RootPortTopologyArgs(iommuDevice: string): string[] {
-  return x86TopologyArgs(iommuDevice, 'root-port-functions', 'no-bridge-pair');
+  return x86TopologyArgs(iommuDevice, 'root-port-functions', 'no-bridge-pair', 'no-bus-reset-port');
 }
