@@ -9,6 +9,7 @@ use napi_derive::napi;
 
 use super::args::{map_batch_args, u64_of, unmap_batch_args};
 use super::container::{BatchReportJs, IovaRangeJs};
+use super::device::MappedRegion;
 use super::error::{bad_arg, js_err};
 use super::live::{GuestMemory, IommufdHandOverTask, LiveIrqJs};
 
@@ -207,6 +208,32 @@ impl IommufdSpace {
         .map(BigInt::from)
     }
 
+    /// mmap of `length` bytes at `offset` of region `index` of the device of
+    /// cdev `cdev` (one of `cdevs`), as `Device.mapRegion`. The mapping
+    /// keeps the device file open until it is collected, even past `close()`.
+    #[napi]
+    pub fn map_region(&self, env: &Env, cdev: u32, index: u32, offset: i64, length: u32) -> Result<MappedRegion> {
+        let m = self.with(env, "mmap", |s| {
+            let off = u64::try_from(offset).map_err(|_| bad_arg("offset must not be negative"))?;
+            let d = cdev_device(s, cdev, &self.cdevs)?;
+            d.map_region(&d.region(index)?, off, length as usize)
+        })?;
+        Ok(MappedRegion::own(m, length, format!("region {index} mapping of vfio{cdev} in {}", self.object)))
+    }
+
+    /// The 16-bit config-space word at `offset` of the device of cdev `cdev`.
+    #[napi]
+    pub fn read_config16(&self, env: &Env, cdev: u32, offset: u32) -> Result<u16> {
+        self.with(env, "pread", |s| cdev_device(s, cdev, &self.cdevs)?.read_config::<2>(offset as u64)).map(u16::from_le_bytes)
+    }
+
+    /// Writes the 16-bit config-space word at `offset` of the device of cdev
+    /// `cdev` (e.g. the command register's bus master bit before DMA).
+    #[napi]
+    pub fn write_config16(&self, env: &Env, cdev: u32, offset: u32, value: u16) -> Result<()> {
+        self.with(env, "pwrite", |s| cdev_device(s, cdev, &self.cdevs)?.write_config(offset as u64, &value.to_le_bytes()))
+    }
+
     /// The old process's side of an iommufd live update (Linux 6.13):
     /// the iommufd, every device cdev of this space, `memory` and `irqs`'
     /// eventfds go to the process at the other end of the UNIX socket
@@ -250,3 +277,9 @@ pub(super) fn with_open<R>(
 }
 
 pub(super) type OpenSpace = Arc<Mutex<Option<crate::IommufdSpace>>>;
+
+fn cdev_device<'a>(s: &'a crate::IommufdSpace, cdev: u32, cdevs: &[u32]) -> crate::Result<&'a crate::Device> {
+    s.device(cdev).map(crate::CdevDevice::device).ok_or_else(|| {
+        crate::Error::new(libc::ENOENT, "device", s.object()).with_detail(format!("vfio{cdev} is not in this space; its cdevs are {cdevs:?}"))
+    })
+}
