@@ -10,11 +10,12 @@
 // with edu's DMA landing before, during and after:
 //
 //   node --expose-gc live-iommufd-child.js old BDF
-//   node --expose-gc live-iommufd-child.js new
+//   node --expose-gc live-iommufd-child.js new       (or new-dies)
 //
 // Each prints JSON lines on stdout; `new` waits for `go` on stdin (sent once
 // the old process is killed) before it drives edu's DMA itself.
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import { collect } from '../collect.test-support';
 import { GuestMemory, PciRegion, VfioError, VfioHost } from '../index';
 import { copyInto, dmaAround, dmaBefore, IOVA0, PAGES, say, SOCKET_FD, untilGo } from './live-child';
@@ -107,7 +108,10 @@ async function old(bdf: string): Promise<void> {
   const before = await dmaBefore(bar0, memory);
   const vmpinBefore = statusKb('VmPin');
   // The BAR mapping takes no lock the hand-over holds: edu copies throughout.
-  const { outcome, landed, missed, during, duringMissed } = await dmaAround(bar0, memory, before, () => space.handOver(SOCKET_FD, memory, maps));
+  // A rejection (the new process gone before the descriptors were sent) is
+  // reported as an outcome: this process keeps everything either way.
+  const handOver = () => space.handOver(SOCKET_FD, memory, maps).catch((e: VfioError) => ({ rejected: e.code, message: e.message }));
+  const { outcome, landed, missed, during, duringMissed } = await dmaAround(bar0, memory, before, handOver);
   say({ role: 'old', cdev, outcome, landed, missed, during, duringMissed, vmpinBefore, vmpinAfter: statusKb('VmPin') });
   // Wait to be killed: the parent sends SIGKILL, as an upgrade would end it.
   setInterval(() => undefined, 1000);
@@ -136,12 +140,20 @@ async function takeOver(): Promise<void> {
   space.close();
 }
 
+/** A new process that dies mid-way: it says when the hand-over starts arriving, then waits to be killed without taking over. */
+function dieOnArrival(): void {
+  const s = new net.Socket({ fd: SOCKET_FD, readable: true, writable: false });
+  s.once('data', () => say({ role: 'new', arrived: true }));
+  setInterval(() => undefined, 1000);
+}
+
 if (require.main === module) {
   const roles: Record<string, () => Promise<void>> = {
     'old-mock': oldMock,
     'new-mock': newMock,
     old: () => old(process.argv[3] ?? ''),
     new: takeOver,
+    'new-dies': async () => dieOnArrival(),
   };
   const run = roles[process.argv[2] ?? ''];
   if (!run) {

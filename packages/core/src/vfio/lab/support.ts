@@ -49,13 +49,14 @@ export function exited(child: ChildProcess): Promise<string> {
 
 /**
  * `node --expose-gc CHILD old ...oldArgs` and `node --expose-gc CHILD new`
+ * (or `newRole`)
  * joined by one socketpair, each side's fd 3: the old one's stdio pipe 3
  * (libuv makes pipes socketpairs) handed to the new one. The new one's
  * stdin stays a pipe, for its `go`.
  */
-export function spawnHandOverPair(child: string, oldArgs: readonly string[]): { oldP: ChildProcess; newP: ChildProcess } {
+export function spawnHandOverPair(child: string, oldArgs: readonly string[], newRole = 'new'): { oldP: ChildProcess; newP: ChildProcess } {
   const oldP = spawn(process.execPath, ['--expose-gc', child, 'old', ...oldArgs], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
-  const newP = spawn(process.execPath, ['--expose-gc', child, 'new'], { stdio: ['pipe', 'pipe', 'pipe', oldP.stdio[3] as Socket] });
+  const newP = spawn(process.execPath, ['--expose-gc', child, newRole], { stdio: ['pipe', 'pipe', 'pipe', oldP.stdio[3] as Socket] });
   (oldP.stdio[3] as Socket).destroy();
   return { oldP, newP };
 }
