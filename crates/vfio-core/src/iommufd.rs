@@ -683,6 +683,19 @@ impl IommufdSpace {
         Ok(Self { devices, hwpts, ioas, ictx })
     }
 
+    /// The space a live hand-over delivered to this process
+    /// ([`crate::live::IommufdTakenOver`]): its iommufd, its IOAS and the
+    /// device cdevs, still bound and attached as the old process left
+    /// them. Each device must be named `vfioN` as [`CdevDevice::open`]
+    /// names it (EPROTO otherwise, before anything is taken). The devices'
+    /// iommufd ids and HWPTs are the old process's knowledge, not sent in
+    /// the description: `dev_id` is None and `hwpts` is empty here.
+    pub fn adopt(ictx: Iommufd, ioas: Ioas, devices: Vec<Device>) -> Result<Self> {
+        let indexes = devices.iter().map(|d| cdev_index(d.name())).collect::<Result<Vec<u32>>>()?;
+        let devices = devices.into_iter().zip(indexes).map(|(device, index)| CdevDevice { device, index, dev_id: None }).collect();
+        Ok(Self { devices, hwpts: Vec::new(), ioas, ictx })
+    }
+
     pub fn iommufd(&self) -> &Iommufd {
         &self.ictx
     }
@@ -709,4 +722,12 @@ impl IommufdSpace {
         let list: Vec<String> = self.devices.iter().map(|d| format!("vfio{}", d.index())).collect();
         format!("{} ({})", self.ioas.object(), list.join(", "))
     }
+}
+
+/// N of a device named `vfioN` (/dev/vfio/devices/vfioN).
+pub fn cdev_index(name: &str) -> Result<u32> {
+    name.strip_prefix("vfio").and_then(|n| n.parse().ok()).ok_or_else(|| {
+        Error::new(libc::EPROTO, "live update", format!("device {name}"))
+            .with_detail("an iommufd hand-over names its devices vfioN (their cdevs); this one is not a cdev")
+    })
 }

@@ -244,7 +244,7 @@ impl Device {
             })
             .map_err(|e| js_err(env, e))?;
         let object = format!("region {index} mapping of {}", self.dev.object);
-        Ok(MappedRegion { dev: self.dev.clone(), id, length, object })
+        Ok(MappedRegion { backing: Backing::Container { dev: self.dev.clone(), id }, length, object })
     }
 }
 
@@ -252,25 +252,42 @@ impl Device {
 /// stores of the named width, little-endian. It keeps its device open.
 #[napi]
 pub struct MappedRegion {
-    dev: Arc<DeviceRef>,
-    id: u64,
+    backing: Backing,
     length: u32,
     object: String,
 }
 
+/// Where the mmap lives: in its type1 container's table (closed with the
+/// container), or held here (a device of an iommufd space; the mmap keeps
+/// the device file open in the kernel until it is collected).
+enum Backing {
+    Container { dev: Arc<DeviceRef>, id: u64 },
+    Own(crate::MappedRegion),
+}
+
 impl MappedRegion {
+    /// A mapping of a device of an iommufd space.
+    pub(super) fn own(m: crate::MappedRegion, length: u32, object: String) -> Self {
+        Self { backing: Backing::Own(m), length, object }
+    }
+
     fn call<R>(&self, env: &Env, f: impl FnOnce(&crate::MappedRegion) -> crate::Result<R>) -> Result<R> {
-        self.dev
-            .shared
-            .with("mmio", &self.object, |o| o.regions.get(self.id).ok_or_else(|| closed("mmio", &self.object)).and_then(|(_, m)| f(m)))
-            .map_err(|e| js_err(env, e))
+        match &self.backing {
+            Backing::Container { dev, id } => dev
+                .shared
+                .with("mmio", &self.object, |o| o.regions.get(*id).ok_or_else(|| closed("mmio", &self.object)).and_then(|(_, m)| f(m))),
+            Backing::Own(m) => f(m),
+        }
+        .map_err(|e| js_err(env, e))
     }
 }
 
 impl Drop for MappedRegion {
     fn drop(&mut self) {
-        let gone = self.dev.shared.with("munmap", &self.object, |o| Ok(o.regions.remove(self.id))).ok().flatten();
-        drop(gone);
+        if let Backing::Container { dev, id } = &self.backing {
+            let gone = dev.shared.with("munmap", &self.object, |o| Ok(o.regions.remove(*id))).ok().flatten();
+            drop(gone);
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use napi::Env;
 use napi_derive::napi;
 
 use super::container::Type1Container;
-use super::live::{take_over_task, TakeOverTask};
+use super::live::{take_over_iommufd_task, take_over_task, TakeOverIommufdTask, TakeOverTask};
 use super::error::js_err;
 use super::mock_host::{config_of, MockHostConfig};
 use crate::backend::{self, KernelBackend, MockBackend};
@@ -76,6 +76,18 @@ impl VfioBackend {
     #[napi(ts_return_type = "Promise<TakenOver>")]
     pub fn take_over(&self, socket_fd: i32) -> AsyncTask<TakeOverTask> {
         AsyncTask::new(take_over_task(self.inner.clone(), socket_fd))
+    }
+
+    /// The new process's side of an iommufd live update (Linux 6.13): reads
+    /// the hand-over `IommufdSpace.handOver` sends on the UNIX socket
+    /// `socketFd`, takes the iommufd, its IOAS, the device cdevs, the guest
+    /// memory (mapped here) and the eventfds, moves the pinned-page charge
+    /// of every mapping to this process (IOMMU_IOAS_CHANGE_PROCESS, all or
+    /// nothing), then tells the old process. Rejects (closing everything it
+    /// received) when any step fails; the old process then keeps it all.
+    #[napi(ts_return_type = "Promise<IommufdTakenOver>")]
+    pub fn take_over_iommufd(&self, socket_fd: i32) -> AsyncTask<TakeOverIommufdTask> {
+        AsyncTask::new(take_over_iommufd_task(self.inner.clone(), socket_fd))
     }
 
     /// Device cdevs `cdevs` (the N of /dev/vfio/devices/vfioN) bound to a

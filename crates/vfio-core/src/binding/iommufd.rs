@@ -1,7 +1,7 @@
 //! Device cdevs bound to an iommufd and attached to one IOAS: the iommufd
 //! counterpart of a type1 container (`VfioBackend.openIommufd`).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::*;
 use napi::Env;
@@ -9,7 +9,9 @@ use napi_derive::napi;
 
 use super::args::{map_batch_args, u64_of, unmap_batch_args};
 use super::container::{BatchReportJs, IovaRangeJs};
-use super::error::js_err;
+use super::device::MappedRegion;
+use super::error::{bad_arg, js_err};
+use super::live::{GuestMemory, IommufdHandOverTask, LiveIrqJs};
 
 /// IOMMU_IOAS_IOVA_RANGES: where the IOAS can map, and the alignment every
 /// map keeps (the smallest IOMMU page once a device is attached).
@@ -37,7 +39,9 @@ pub struct HwInfoJs {
 /// collection) closes the device cdevs, then the IOAS, then /dev/iommu.
 #[napi]
 pub struct IommufdSpace {
-    open: Mutex<Option<crate::IommufdSpace>>,
+    /// Shared by every handle of this space (`IommufdTakenOver.space`) and
+    /// by a hand-over running on libuv's pool.
+    open: Arc<Mutex<Option<crate::IommufdSpace>>>,
     object: String,
     cdevs: Vec<u32>,
     hwpts: Vec<u32>,
@@ -53,7 +57,19 @@ impl IommufdSpace {
             hwpts: s.hwpts().to_vec(),
             ioas_id: s.ioas().id(),
             backend_kind: s.iommufd().backend_kind().to_string(),
-            open: Mutex::new(Some(s)),
+            open: Arc::new(Mutex::new(Some(s))),
+        }
+    }
+
+    /// Another handle of the same open space.
+    pub(super) fn handle(&self) -> Self {
+        Self {
+            open: self.open.clone(),
+            object: self.object.clone(),
+            cdevs: self.cdevs.clone(),
+            hwpts: self.hwpts.clone(),
+            ioas_id: self.ioas_id,
+            backend_kind: self.backend_kind.clone(),
         }
     }
 
@@ -61,13 +77,14 @@ impl IommufdSpace {
         let guard = self.open.lock().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
             Some(s) => f(s).map_err(|e| js_err(env, e)),
-            None => Err(js_err(
-                env,
-                crate::Error::new(libc::EBADF, ioctl, format!("{} (closed)", self.object))
-                    .with_detail("it was closed by close(); open a new one with VfioHost.openIommufd"),
-            )),
+            None => Err(js_err(env, closed(ioctl, &self.object))),
         }
     }
+}
+
+pub(super) fn closed(ioctl: &'static str, object: &str) -> crate::Error {
+    crate::Error::new(libc::EBADF, ioctl, format!("{object} (closed)"))
+        .with_detail("it was closed by close(); open a new one with VfioHost.openIommufd")
 }
 
 #[napi]
@@ -149,9 +166,15 @@ impl IommufdSpace {
     #[napi]
     pub fn hw_info(&self, env: &Env, cdev: u32) -> Result<HwInfoJs> {
         let i = self.with(env, "IOMMU_GET_HW_INFO", |s| {
-            let dev_id = s.device(cdev).and_then(|d| d.dev_id()).ok_or_else(|| {
+            let d = s.device(cdev).ok_or_else(|| {
                 crate::Error::new(libc::ENOENT, "IOMMU_GET_HW_INFO", s.object())
                     .with_detail(format!("vfio{cdev} is not in this space; its cdevs are {:?}", self.cdevs))
+            })?;
+            // A device taken over in a live hand-over: the old process's
+            // bind gave the id, and the description does not carry it.
+            let dev_id = d.dev_id().ok_or_else(|| {
+                crate::Error::new(libc::ENOENT, "IOMMU_GET_HW_INFO", s.object())
+                    .with_detail(format!("vfio{cdev} was taken over from another process, which knows its iommufd device id; ask it there"))
             })?;
             s.iommufd().hw_info(dev_id)
         })?;
@@ -169,4 +192,94 @@ impl IommufdSpace {
         let pairs = unmap_batch_args(&entries).map_err(|e| js_err(env, e))?;
         self.with(env, "IOMMU_IOAS_UNMAP", |s| s.ioas().unmap_batch(pairs)).map(Into::into)
     }
+
+    /// IOMMU_IOAS_MAP_FILE (Linux 6.13): `size` bytes of `memory`'s memfd
+    /// from byte `offset`, at `iova` (null: the kernel chooses); returns the
+    /// IOVA. The IOMMU holds the file's pages, not this process's addresses,
+    /// which is what lets `handOver` move the mapping to another process.
+    /// Before 6.13: ENOTTY.
+    #[napi]
+    pub fn map_file(&self, env: &Env, iova: Option<BigInt>, memory: &GuestMemory, offset: BigInt, size: BigInt, flags: Option<u32>) -> Result<BigInt> {
+        self.with(env, "IOMMU_IOAS_MAP_FILE", |s| {
+            let iova = iova.as_ref().map(|i| u64_of("iova", i)).transpose()?;
+            let flags = flags.unwrap_or(crate::dma_flags::READ_WRITE);
+            s.ioas().map_file(iova, memory.inner.raw_fd(), u64_of("offset", &offset)?, u64_of("size", &size)?, flags)
+        })
+        .map(BigInt::from)
+    }
+
+    /// mmap of `length` bytes at `offset` of region `index` of the device of
+    /// cdev `cdev` (one of `cdevs`), as `Device.mapRegion`. The mapping
+    /// keeps the device file open until it is collected, even past `close()`.
+    #[napi]
+    pub fn map_region(&self, env: &Env, cdev: u32, index: u32, offset: i64, length: u32) -> Result<MappedRegion> {
+        let m = self.with(env, "mmap", |s| {
+            let off = u64::try_from(offset).map_err(|_| bad_arg("offset must not be negative"))?;
+            let d = cdev_device(s, cdev, &self.cdevs)?;
+            d.map_region(&d.region(index)?, off, length as usize)
+        })?;
+        Ok(MappedRegion::own(m, length, format!("region {index} mapping of vfio{cdev} in {}", self.object)))
+    }
+
+    /// The 16-bit config-space word at `offset` of the device of cdev `cdev`.
+    #[napi]
+    pub fn read_config16(&self, env: &Env, cdev: u32, offset: u32) -> Result<u16> {
+        self.with(env, "pread", |s| cdev_device(s, cdev, &self.cdevs)?.read_config::<2>(offset as u64)).map(u16::from_le_bytes)
+    }
+
+    /// Writes the 16-bit config-space word at `offset` of the device of cdev
+    /// `cdev` (e.g. the command register's bus master bit before DMA).
+    #[napi]
+    pub fn write_config16(&self, env: &Env, cdev: u32, offset: u32, value: u16) -> Result<()> {
+        self.with(env, "pwrite", |s| cdev_device(s, cdev, &self.cdevs)?.write_config(offset as u64, &value.to_le_bytes()))
+    }
+
+    /// The old process's side of an iommufd live update (Linux 6.13):
+    /// the iommufd, every device cdev of this space, `memory` and `irqs`'
+    /// eventfds go to the process at the other end of the UNIX socket
+    /// `socketFd` with the description of `mappings` (iova, offset, size
+    /// triples, each made with `mapFile` from `memory`), and the new process
+    /// takes the pinned-page charge with IOMMU_IOAS_CHANGE_PROCESS. Nothing
+    /// is remapped: DMA never sees a change. Rejects before anything is sent
+    /// when it cannot work (ENOTTY before 6.13, EINVAL while a mapping of
+    /// the iommufd was made from addresses, or for a triple outside
+    /// `memory`). Resolves once the new process answers: `handedOver`, or
+    /// not with the reason when it failed or died (the charge is this
+    /// process's again). Calls on this space wait until it settles.
+    #[napi(ts_return_type = "Promise<HandOverOutcome>")]
+    pub fn hand_over(
+        &self,
+        env: &Env,
+        socket_fd: i32,
+        memory: &GuestMemory,
+        mappings: BigUint64ArraySlice,
+        irqs: Option<Vec<LiveIrqJs>>,
+    ) -> Result<AsyncTask<IommufdHandOverTask>> {
+        if !mappings.len().is_multiple_of(3) {
+            return Err(js_err(env, bad_arg(format!("mappings has {} values, not a multiple of 3 (iova, offset, size)", mappings.len()))));
+        }
+        let mappings = mappings.chunks_exact(3).map(|c| crate::live::Mapping { iova: c[0], offset: c[1], size: c[2] }).collect();
+        Ok(AsyncTask::new(IommufdHandOverTask::new(self.open.clone(), self.object.clone(), socket_fd, memory, mappings, irqs)))
+    }
+}
+
+/// Runs `f` on the open space of a hand-over task, off the JS thread.
+pub(super) fn with_open<R>(
+    open: &Mutex<Option<crate::IommufdSpace>>,
+    object: &str,
+    f: impl FnOnce(&crate::IommufdSpace) -> crate::Result<R>,
+) -> crate::Result<R> {
+    let guard = open.lock().unwrap_or_else(|p| p.into_inner());
+    match guard.as_ref() {
+        Some(s) => f(s),
+        None => Err(closed("live update", object)),
+    }
+}
+
+pub(super) type OpenSpace = Arc<Mutex<Option<crate::IommufdSpace>>>;
+
+fn cdev_device<'a>(s: &'a crate::IommufdSpace, cdev: u32, cdevs: &[u32]) -> crate::Result<&'a crate::Device> {
+    s.device(cdev).map(crate::CdevDevice::device).ok_or_else(|| {
+        crate::Error::new(libc::ENOENT, "device", s.object()).with_detail(format!("vfio{cdev} is not in this space; its cdevs are {cdevs:?}"))
+    })
 }

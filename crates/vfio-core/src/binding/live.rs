@@ -11,6 +11,7 @@ use napi_derive::napi;
 use super::container::{Shared, Type1Container};
 use super::device::Device;
 use super::error::{bad_arg, js_err};
+use super::iommufd::{with_open, IommufdSpace, OpenSpace};
 use crate::live;
 
 /// Guest RAM in a memfd, mapped shared: the only memory a live hand-over
@@ -101,12 +102,20 @@ impl Task for HandOverTask {
     }
 
     fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Self::JsValue> {
-        match output {
-            Ok(live::Outcome::HandedOver) => Ok(HandOverOutcomeJs { handed_over: true, reason: None }),
-            Ok(live::Outcome::Restored { reason }) => Ok(HandOverOutcomeJs { handed_over: false, reason: Some(reason) }),
-            Err(e) => Err(js_err(&env, e)),
-        }
+        outcome_js(&env, output)
     }
+}
+
+fn outcome_js(env: &Env, output: crate::Result<live::Outcome>) -> Result<HandOverOutcomeJs> {
+    match output {
+        Ok(live::Outcome::HandedOver) => Ok(HandOverOutcomeJs { handed_over: true, reason: None }),
+        Ok(live::Outcome::Restored { reason }) => Ok(HandOverOutcomeJs { handed_over: false, reason: Some(reason) }),
+        Err(e) => Err(js_err(env, e)),
+    }
+}
+
+fn irqs_of(irqs: Option<Vec<LiveIrqJs>>) -> Vec<live::Irq> {
+    irqs.unwrap_or_default().into_iter().map(|i| live::Irq { device: i.device, index: i.index, eventfds: i.eventfds }).collect()
 }
 
 fn live_call() -> &'static str {
@@ -129,7 +138,7 @@ impl Type1Container {
             socket,
             memory: memory.inner.clone(),
             mappings: mappings.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect(),
-            irqs: irqs.unwrap_or_default().into_iter().map(|i| live::Irq { device: i.device, index: i.index, eventfds: i.eventfds }).collect(),
+            irqs: irqs_of(irqs),
         })
     }
 }
@@ -222,4 +231,139 @@ impl Task for TakeOverTask {
 
 pub(super) fn take_over_task(backend: Arc<dyn crate::backend::Backend>, socket: i32) -> TakeOverTask {
     TakeOverTask { backend, socket }
+}
+
+// ---- the iommufd hand-over (Linux 6.13: IOMMU_IOAS_MAP_FILE mappings move
+// with IOMMU_IOAS_CHANGE_PROCESS; vfio-core's live::iommufd) ----
+
+/// `IommufdSpace.handOver` on libuv's pool: it waits for the new process.
+pub struct IommufdHandOverTask {
+    open: OpenSpace,
+    object: String,
+    socket: i32,
+    memory: Arc<live::GuestMemory>,
+    mappings: Vec<live::Mapping>,
+    irqs: Vec<live::Irq>,
+}
+
+impl IommufdHandOverTask {
+    pub(super) fn new(open: OpenSpace, object: String, socket: i32, memory: &GuestMemory, mappings: Vec<live::Mapping>, irqs: Option<Vec<LiveIrqJs>>) -> Self {
+        Self { open, object, socket, memory: memory.inner.clone(), mappings, irqs: irqs_of(irqs) }
+    }
+}
+
+impl Task for IommufdHandOverTask {
+    type Output = crate::Result<live::Outcome>;
+    type JsValue = HandOverOutcomeJs;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        Ok(with_open(&self.open, &self.object, |s| {
+            let devices: Vec<&crate::Device> = s.devices().iter().map(crate::CdevDevice::device).collect();
+            let h = live::IommufdHandover {
+                iommufd: s.iommufd(),
+                ioas_id: s.ioas().id(),
+                devices: &devices,
+                memory: &self.memory,
+                mappings: &self.mappings,
+                irqs: &self.irqs,
+            };
+            live::hand_over_iommufd(self.socket, &h)
+        }))
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        outcome_js(&env, output)
+    }
+}
+
+/// What a new process holds after `VfioBackend.takeOverIommufd`: the
+/// pinned pages are charged to it, the old process may exit.
+#[napi]
+pub struct IommufdTakenOver {
+    space: IommufdSpace,
+    memory: Arc<live::GuestMemory>,
+    mappings: Vec<live::Mapping>,
+    irqs: Vec<(String, u32, Vec<i32>)>,
+}
+
+#[napi]
+impl IommufdTakenOver {
+    /// The iommufd, its IOAS and the device cdevs, bound and attached as the
+    /// old process left them (`hwpts` is empty and `hwInfo` refuses: the
+    /// devices' iommufd ids stayed with the old process). Every handle is
+    /// the same space: `close()` on one closes it.
+    #[napi(getter)]
+    pub fn space(&self) -> IommufdSpace {
+        self.space.handle()
+    }
+
+    /// The guest memory, mapped in this process.
+    #[napi(getter)]
+    pub fn memory(&self) -> GuestMemory {
+        GuestMemory { inner: self.memory.clone() }
+    }
+
+    /// The mappings as the old process described them: iova, offset, size
+    /// triples (the order `handOver` takes them in).
+    #[napi(getter)]
+    pub fn mappings(&self) -> BigUint64Array {
+        self.mappings.iter().flat_map(|m| [m.iova, m.offset, m.size]).collect::<Vec<u64>>().into()
+    }
+
+    /// The interrupts' eventfds; the caller owns (and closes) them.
+    #[napi(getter)]
+    pub fn irqs(&self) -> Vec<LiveIrqJs> {
+        self.irqs.iter().map(|(d, i, f)| LiveIrqJs { device: d.clone(), index: *i, eventfds: f.clone() }).collect()
+    }
+}
+
+type Adopted = (crate::IommufdSpace, live::GuestMemory, Vec<live::Mapping>, live::AdoptedIrqs);
+
+pub struct TakeOverIommufdTask {
+    backend: Arc<dyn crate::backend::Backend>,
+    socket: i32,
+}
+
+impl Task for TakeOverIommufdTask {
+    type Output = crate::Result<Adopted>;
+    type JsValue = IommufdTakenOver;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        Ok(take_over_iommufd(self.backend.clone(), self.socket))
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        let (space, memory, mappings, irqs) = output.map_err(|e| js_err(&env, e))?;
+        let irqs = irqs.into_iter().map(|(d, i, fds)| (d, i, fds.into_iter().map(std::os::fd::IntoRawFd::into_raw_fd).collect())).collect();
+        Ok(IommufdTakenOver { space: IommufdSpace::new(space), memory: Arc::new(memory), mappings, irqs })
+    }
+}
+
+/// Receives, adopts, checks every device is a cdev (before the charge
+/// moves: a space this process cannot hold must not take it), then moves
+/// the charge and answers the old process. On any error everything received
+/// is closed again (dropped).
+fn take_over_iommufd(backend: Arc<dyn crate::backend::Backend>, socket: i32) -> crate::Result<Adopted> {
+    let adopted = live::receive(socket)?.adopt_iommufd(backend).and_then(|t| {
+        t.devices.iter().try_for_each(|d| crate::iommufd::cdev_index(d.name()).map(drop))?;
+        Ok(t)
+    });
+    // The old process waits for an answer, and the socket stays open as
+    // long as the JS side holds it: say why rather than leave it waiting.
+    let t = match adopted {
+        Ok(t) => t,
+        Err(e) => {
+            // The error to report is this one, whether or not the answer went out.
+            let _ = live::answer(socket, Err(e.clone()));
+            return Err(e);
+        }
+    };
+    t.complete(socket)?;
+    let live::IommufdTakenOver { iommufd, ioas, devices, memory, mappings, irqs } = t;
+    let space = crate::IommufdSpace::adopt(iommufd, ioas, devices)?;
+    Ok((space, memory, mappings, irqs))
+}
+
+pub(super) fn take_over_iommufd_task(backend: Arc<dyn crate::backend::Backend>, socket: i32) -> TakeOverIommufdTask {
+    TakeOverIommufdTask { backend, socket }
 }

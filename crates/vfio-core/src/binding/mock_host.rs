@@ -92,7 +92,10 @@ pub struct MockHostConfig {
     /// A kernel with CONFIG_IOMMUFD and CONFIG_VFIO_DEVICE_CDEV (the iommufd
     /// lab's 6.12): /dev/iommu and /dev/vfio/devices/vfioN exist, and each
     /// group reserves the host IOMMU profile's regions (the MSI window) in an
-    /// IOAS its devices attach to. Default false, as Debian's kernels.
+    /// IOAS its devices attach to. Default false, as Debian's kernels. Its
+    /// iommufd answers as Linux 7.2 (IOMMU_IOAS_MAP_FILE and
+    /// IOMMU_IOAS_CHANGE_PROCESS, Linux 6.13) unless `kernel` is given:
+    /// then both answer ENOTTY, as 6.12's do.
     pub iommufd: Option<bool>,
 }
 
@@ -207,7 +210,14 @@ pub(super) fn config_of(c: Option<MockHostConfig>) -> std::result::Result<MockCo
     if c.iommufd == Some(true) {
         // The VT-d registers GET_HW_INFO returns depend on QEMU's options;
         // the binding does not expose GET_HW_INFO, so they stay zero here.
-        out = out.with_iommufd(IommufdProfile::for_host(profile));
+        let mut p = IommufdProfile::for_host(profile);
+        // The profile answers as the lab's 7.2; a kernel named explicitly
+        // here predates 6.13, whose iommufd has no IOMMU_IOAS_MAP_FILE nor
+        // IOMMU_IOAS_CHANGE_PROCESS (both ENOTTY, as the lab's 6.12 answers).
+        if c.kernel.is_some() {
+            p.file_mappings = false;
+        }
+        out = out.with_iommufd(p);
         for g in &mut out.groups {
             for r in profile.group_reserved {
                 if !g.reserved.contains(r) {

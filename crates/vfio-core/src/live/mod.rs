@@ -316,7 +316,7 @@ impl TakenOver {
 
 /// Tells the old process how the new one's part ended (`done`, or `failed`
 /// with the reason) and returns that ending.
-fn answer(socket: RawFd, r: Result<()>) -> Result<()> {
+pub fn answer(socket: RawFd, r: Result<()>) -> Result<()> {
     let text = match &r {
         Ok(()) => "done\n".to_string(),
         Err(e) => format!("failed {}\n", e.to_string().replace('\n', " ")),

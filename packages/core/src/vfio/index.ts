@@ -14,6 +14,7 @@ export {
   HostMemory,
   GuestMemory,
   TakenOver,
+  IommufdTakenOver,
   VfioError,
   coalesceRuns,
 } from '@vfiokit/vfio-core';

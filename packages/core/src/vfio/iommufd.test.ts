@@ -93,3 +93,15 @@ test('hwInfo names the VT-d and no dirty tracking: a migration cannot ask this I
   s.close();
   t.is(code(() => s.hwInfo(0)), 'EBADF');
 });
+
+test('a device of the space has its config space and BARs: the command register takes bus master, edu BAR0 reads its identification', (t) => {
+  const s = iommufdHost().openIommufd([0]);
+  s.writeConfig16(0, 4, s.readConfig16(0, 4) | 0x6);
+  t.is(s.readConfig16(0, 4) & 0x6, 0x6);
+  const bar0 = s.mapRegion(0, 0, 0, 4096);
+  // hw/misc/edu.c: 0x00 reads 0x010000ed (version 1.0, "ed").
+  t.is(bar0.read32(0), 0x010000ed);
+  t.is(code(() => s.mapRegion(7, 0, 0, 4096)), 'ENOENT');
+  s.close();
+  t.is(code(() => s.readConfig16(0, 4)), 'EBADF');
+});

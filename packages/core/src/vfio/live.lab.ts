@@ -6,11 +6,9 @@
 // (the old one is then killed with SIGKILL); the locked-memory accounting
 // follows the owner; the new owner can unmap.
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import type { Socket } from 'node:net';
+import { execFileSync } from 'node:child_process';
 import * as path from 'node:path';
-import * as readline from 'node:readline';
-import { soloBdf } from './lab/support';
+import { assertHandedOverWithDma, exited, killOldThenGo, linesOf, soloBdf, spawnHandOverPair } from './lab/support';
 
 /** Separate 4 KiB mappings, so one hand-over makes thousands of calls (well inside the lab's dma_entry_limit, the default 65535). */
 const MAPS = 4000;
@@ -21,42 +19,12 @@ function num(line: unknown, key: string): number {
   return Number(m[1]);
 }
 
-/** The JSON lines a child prints, one at a time, each within `ms`. */
-function linesOf(child: ChildProcess, label: string): (ms: number) => Promise<Record<string, unknown>> {
-  const queue: string[] = [];
-  const waiting: ((l: string) => void)[] = [];
-  let stderr = '';
-  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  readline.createInterface({ input: child.stdout! }).on('line', (l) => (waiting.length > 0 ? waiting.shift()!(l) : queue.push(l)));
-  return (ms) =>
-    new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${label} said nothing within ${ms} ms; stderr: ${stderr}`)), ms);
-      const take = (l: string) => {
-        clearTimeout(timer);
-        resolve(JSON.parse(l) as Record<string, unknown>);
-      };
-      if (queue.length > 0) take(queue.shift()!);
-      else waiting.push(take);
-    });
-}
-
-function exited(child: ChildProcess): Promise<string> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.signalCode !== null) resolve(String(child.signalCode ?? child.exitCode));
-    else child.once('exit', (code, signal) => resolve(String(signal ?? code)));
-  });
-}
-
 export const cases: { name: string; run: () => void | string[] | Promise<void> }[] = [
   {
     name: 'through the TypeScript API: handOver and takeOver between two node processes, edu DMA landing before, during and after, the old one killed',
     run: async () => {
       const child = path.join(__dirname, 'lab', 'live-child.js');
-      // One socketpair between the two children: the old one's stdio pipe 3
-      // (libuv makes pipes socketpairs) handed to the new one as its fd 3.
-      const oldP = spawn(process.execPath, ['--expose-gc', child, 'old', soloBdf()], { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
-      const newP = spawn(process.execPath, ['--expose-gc', child, 'new'], { stdio: ['pipe', 'pipe', 'pipe', oldP.stdio[3] as Socket] });
-      (oldP.stdio[3] as Socket).destroy();
+      const { oldP, newP } = spawnHandOverPair(child, [soloBdf()]);
       try {
         const fromOld = linesOf(oldP, 'the old process');
         const fromNew = linesOf(newP, 'the new process');
@@ -64,15 +32,8 @@ export const cases: { name: string; run: () => void | string[] | Promise<void> }
         const o = await fromOld(300_000);
         console.log(`# live hand-over through the API: old ${JSON.stringify(o)} new ${JSON.stringify(taken)}`);
         assert.deepEqual(taken.devices, [soloBdf()], JSON.stringify(taken));
-        assert.deepEqual(o.outcome, { handedOver: true }, JSON.stringify(o));
-        assert.equal(o.missed, 0, JSON.stringify(o));
-        assert.equal(o.duringMissed, 0, JSON.stringify(o));
-        assert.ok(Number(o.landed) >= 8, JSON.stringify(o));
-        oldP.kill('SIGKILL');
-        assert.equal(await exited(oldP), 'SIGKILL');
-        newP.stdin!.write('go\n');
-        const n = await fromNew(300_000);
-        console.log(`# after the old process was killed: ${JSON.stringify(n)}`);
+        assertHandedOverWithDma(o);
+        const n = await killOldThenGo(oldP, newP, fromNew);
         assert.deepEqual([n.landed, n.missed, n.unmapped, n.afterUnmap], [20, 0, String(64 * 4096), false], JSON.stringify(n));
         assert.equal(await exited(newP), '0');
       } finally {

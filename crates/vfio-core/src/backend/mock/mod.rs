@@ -100,6 +100,10 @@ struct Host {
     iommufd_acct: iommufd::IommufdAccounting,
 }
 
+/// The mock's descriptors are numbered from here, above what a test
+/// process has open, so no mock number is also one of the process's own.
+pub(super) const FIRST_FD: RawFd = 1000;
+
 /// The mock kernel. One `MockBackend` is one simulated host; share it
 /// (`Arc`) between the containers, groups and devices of a test.
 pub struct MockBackend {
@@ -152,7 +156,7 @@ impl MockBackend {
                 config,
                 drivers,
                 fds: HashMap::new(),
-                next_fd: 1000,
+                next_fd: FIRST_FD,
                 containers: Vec::new(),
                 groups,
                 devices,

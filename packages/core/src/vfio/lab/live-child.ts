@@ -3,26 +3,27 @@
 // and `node --expose-gc live-child.js new`, their fd 3 the two ends of one
 // UNIX socketpair (the parent passes one child's stdio pipe to the other).
 // Each prints JSON lines on stdout; `new` waits for `go` on stdin (sent once
-// the old process is killed) before it drives edu's DMA itself.
+// the old process is killed) before it drives edu's DMA itself. The edu
+// helpers serve live-iommufd-child.ts too.
 import * as fs from 'node:fs';
 import * as readline from 'node:readline';
 import { collect } from '../collect.test-support';
 import { GuestMemory, packTriples, PciRegion, VfioHost, type Device } from '../index';
 
-const SOCKET_FD = 3;
-const PAGES = 64;
-const IOVA0 = 0x1000000n;
+export const SOCKET_FD = 3;
+export const PAGES = 64;
+export const IOVA0 = 0x1000000n;
 const LEN = 4095; // QEMU 7.2's edu refuses 4096 bytes into its buffer
-const PATTERN = Buffer.from(Array.from({ length: LEN }, (_, i) => (i * 13 + 5) & 0xff));
+export const PATTERN = Buffer.from(Array.from({ length: LEN }, (_, i) => (i * 13 + 5) & 0xff));
 
-type Bar0 = ReturnType<Device['mapRegion']>;
+export type Bar0 = ReturnType<Device['mapRegion']>;
 
-function say(o: Record<string, unknown>): void {
+export function say(o: Record<string, unknown>): void {
   process.stdout.write(JSON.stringify(o) + '\n');
 }
 
 /** edu (hw/misc/edu.c): one DMA, waiting for the engine to go idle before and after. */
-async function eduDma(bar0: Bar0, src: bigint, dst: bigint, toRam: boolean): Promise<void> {
+export async function eduDma(bar0: Bar0, src: bigint, dst: bigint, toRam: boolean): Promise<void> {
   const idle = async () => {
     for (let i = 0; i < 20000; i++) {
       if ((bar0.read32(0x98) & 1) === 0) return;
@@ -39,11 +40,53 @@ async function eduDma(bar0: Bar0, src: bigint, dst: bigint, toRam: boolean): Pro
 }
 
 /** Copies edu's buffer into page 1 + k % (PAGES - 1) and says whether the pattern landed. */
-async function copyInto(bar0: Bar0, memory: GuestMemory, k: number): Promise<boolean> {
+export async function copyInto(bar0: Bar0, memory: GuestMemory, k: number): Promise<boolean> {
   const page = 1 + (k % (PAGES - 1));
   memory.write(page * 4096, Buffer.alloc(LEN));
   await eduDma(bar0, 0x40000n, IOVA0 + BigInt(page) * 4096n, true);
   return memory.read(page * 4096, LEN).equals(PATTERN);
+}
+
+/** Seeds edu's buffer from page 0, then five copies: the DMA before a hand-over. */
+export async function dmaBefore(bar0: Bar0, memory: GuestMemory): Promise<{ landed: number; missed: number }> {
+  memory.write(0, PATTERN);
+  await eduDma(bar0, IOVA0, 0x40000n, false);
+  let landed = 0;
+  let missed = 0;
+  for (let k = 0; k < 5; k++) (await copyInto(bar0, memory, k)) ? landed++ : missed++;
+  await collect();
+  return { landed, missed };
+}
+
+/**
+ * Starts the hand-over `handOver` (it runs off the event loop) and keeps
+ * edu copying until it settles, then three copies more: the DMA during and
+ * after, added to `before`'s counts.
+ */
+export async function dmaAround<T>(
+  bar0: Bar0,
+  memory: GuestMemory,
+  before: { landed: number; missed: number },
+  handOver: () => Promise<T>,
+): Promise<{ outcome: T; landed: number; missed: number; during: number; duringMissed: number }> {
+  let { landed, missed } = before;
+  let during = 0;
+  let duringMissed = 0;
+  let settled = false;
+  const handing = handOver().finally(() => {
+    settled = true;
+  });
+  for (let k = 5; !settled; k++) (await copyInto(bar0, memory, k)) ? during++ : duringMissed++;
+  const outcome = await handing;
+  for (let k = 0; k < 3; k++) (await copyInto(bar0, memory, k)) ? landed++ : missed++;
+  return { outcome, landed, missed, during, duringMissed };
+}
+
+/** Waits for the parent's `go` line on stdin. */
+export async function untilGo(): Promise<void> {
+  const lines = readline.createInterface({ input: process.stdin });
+  for await (const line of lines) if (line === 'go') break;
+  lines.close();
 }
 
 async function old(bdf: string): Promise<void> {
@@ -58,22 +101,8 @@ async function old(bdf: string): Promise<void> {
     container.mapDma(...maps[i]);
   }
   const bar0 = device.mapRegion(PciRegion.Bar0, 0, 4096);
-  memory.write(0, PATTERN);
-  await eduDma(bar0, IOVA0, 0x40000n, false);
-  let landed = 0;
-  let missed = 0;
-  for (let k = 0; k < 5; k++) (await copyInto(bar0, memory, k)) ? landed++ : missed++;
-  await collect();
-  // The hand-over runs off the event loop; edu keeps copying meanwhile.
-  let during = 0;
-  let duringMissed = 0;
-  let settled = false;
-  const handing = container.handOver(SOCKET_FD, memory, packTriples(maps)).finally(() => {
-    settled = true;
-  });
-  for (let k = 5; !settled; k++) (await copyInto(bar0, memory, k)) ? during++ : duringMissed++;
-  const outcome = await handing;
-  for (let k = 0; k < 3; k++) (await copyInto(bar0, memory, k)) ? landed++ : missed++;
+  const before = await dmaBefore(bar0, memory);
+  const { outcome, landed, missed, during, duringMissed } = await dmaAround(bar0, memory, before, () => container.handOver(SOCKET_FD, memory, packTriples(maps)));
   say({ role: 'old', outcome, landed, missed, during, duringMissed });
   // Wait to be killed: the parent sends SIGKILL, as an upgrade would end it.
   setInterval(() => undefined, 1000);
@@ -82,9 +111,7 @@ async function old(bdf: string): Promise<void> {
 async function takeOver(): Promise<void> {
   const taken = await VfioHost.kernel().takeOver(SOCKET_FD);
   say({ role: 'new', taken: true, devices: taken.devices.map((d) => d.name) });
-  const lines = readline.createInterface({ input: process.stdin });
-  for await (const line of lines) if (line === 'go') break;
-  lines.close();
+  await untilGo();
   // The old process is dead: only this one's handles keep everything open.
   await collect();
   const device = taken.devices[0];
