@@ -237,6 +237,18 @@ fn the_old_process_reads_done_failed_or_a_closed_socket() {
     assert!(wire::wait_reply(a.as_raw_fd()).unwrap_err().contains("closed the socket"));
 }
 
+#[test]
+fn a_new_process_that_dies_with_the_description_unread_reads_as_closed_not_as_a_failed_read() {
+    // The kernel resets the peer of a UNIX stream socket closed with unread
+    // data (ECONNRESET, not end of stream); the iommufd lab met it when the
+    // new process was killed as the hand-over arrived.
+    let (a, b) = pair();
+    wire::send_all(a.as_raw_fd(), description(1, 0).to_text().as_bytes()).unwrap();
+    drop(b);
+    let e = wire::wait_reply(a.as_raw_fd()).unwrap_err();
+    assert!(e.contains("closed the socket"), "{e}");
+}
+
 // ---- the iommufd hand-over ----
 
 mod iommufd_handover {

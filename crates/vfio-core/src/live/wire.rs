@@ -261,6 +261,8 @@ fn find_end(data: &[u8]) -> Option<usize> {
     data.windows(5).position(|w| w == b"\nend\n").map(|p| p + 5)
 }
 
+const PEER_CLOSED: &str = "the new process closed the socket before it answered (it died or gave up)";
+
 /// Waits for the new process's one-line answer. `Err` carries why the
 /// hand-over did not happen: its `failed` reason, or that it closed the
 /// socket (died) first.
@@ -278,11 +280,17 @@ pub fn wait_reply(socket: RawFd) -> std::result::Result<(), String> {
                     poll(socket, libc::POLLIN).map_err(|e| e.to_string())?;
                     continue;
                 }
+                // A UNIX stream socket closed with data still unread in
+                // its queue (the description the dead process never read)
+                // resets its peer (net/unix/af_unix.c unix_release_sock:
+                // ECONNRESET) instead of ending the stream: it died all the
+                // same.
+                libc::ECONNRESET => return Err(PEER_CLOSED.into()),
                 _ => return Err(format!("reading the new process's answer failed: {}", std::io::Error::from_raw_os_error(errno))),
             }
         }
         if n == 0 {
-            return Err("the new process closed the socket before it answered (it died or gave up)".into());
+            return Err(PEER_CLOSED.into());
         }
         line.extend_from_slice(&b[..n as usize]);
         if let Some(p) = line.iter().position(|&c| c == b'\n') {
