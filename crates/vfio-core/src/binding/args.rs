@@ -45,6 +45,13 @@ pub(super) fn map_batch_args<'a>(
     Ok((triples, flags))
 }
 
+/// The mappings of a live hand-over as JS gives them: triples whose fields
+/// `fields` names for the message (`iova, vaddr, size` for type1, `iova,
+/// offset, size` for iommufd's file mappings).
+pub(super) fn hand_over_mappings<'a>(mappings: &'a [u64], fields: &str) -> std::result::Result<&'a [[u64; 3]], crate::Error> {
+    as_triples(mappings).ok_or_else(|| bad_arg(format!("mappings has {} values, not a multiple of 3 ({fields})", mappings.len())))
+}
+
 /// An unmap batch as JS gives it: iova, size pairs.
 pub(super) fn unmap_batch_args(entries: &[u64]) -> std::result::Result<&[[u64; 2]], crate::Error> {
     as_pairs(entries).ok_or_else(|| bad_arg(format!("entries has {} values, not a multiple of 2 (iova, size)", entries.len())))

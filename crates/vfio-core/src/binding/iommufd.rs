@@ -7,7 +7,7 @@ use napi::bindgen_prelude::*;
 use napi::Env;
 use napi_derive::napi;
 
-use super::args::{map_batch_args, u64_of, unmap_batch_args};
+use super::args::{hand_over_mappings, map_batch_args, u64_of, unmap_batch_args};
 use super::container::{BatchReportJs, IovaRangeJs};
 use super::device::MappedRegion;
 use super::error::{bad_arg, js_err};
@@ -255,10 +255,8 @@ impl IommufdSpace {
         mappings: BigUint64ArraySlice,
         irqs: Option<Vec<LiveIrqJs>>,
     ) -> Result<AsyncTask<IommufdHandOverTask>> {
-        if !mappings.len().is_multiple_of(3) {
-            return Err(js_err(env, bad_arg(format!("mappings has {} values, not a multiple of 3 (iova, offset, size)", mappings.len()))));
-        }
-        let mappings = mappings.chunks_exact(3).map(|c| crate::live::Mapping { iova: c[0], offset: c[1], size: c[2] }).collect();
+        let triples = hand_over_mappings(&mappings, "iova, offset, size").map_err(|e| js_err(env, e))?;
+        let mappings = triples.iter().map(|&[iova, offset, size]| crate::live::Mapping { iova, offset, size }).collect();
         Ok(AsyncTask::new(IommufdHandOverTask::new(self.open.clone(), self.object.clone(), socket_fd, memory, mappings, irqs)))
     }
 }

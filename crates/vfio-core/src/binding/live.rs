@@ -9,6 +9,7 @@ use napi::{Env, Task};
 use napi_derive::napi;
 
 use super::container::{Shared, Type1Container};
+use super::args::hand_over_mappings;
 use super::device::Device;
 use super::error::{bad_arg, js_err};
 use super::iommufd::{with_open, IommufdSpace, OpenSpace};
@@ -130,14 +131,12 @@ impl Type1Container {
         mappings: &[u64],
         irqs: Option<Vec<LiveIrqJs>>,
     ) -> std::result::Result<HandOverTask, crate::Error> {
-        if !mappings.len().is_multiple_of(3) {
-            return Err(bad_arg(format!("mappings has {} values, not a multiple of 3 (iova, vaddr, size)", mappings.len())));
-        }
+        let mappings = hand_over_mappings(mappings, "iova, vaddr, size")?;
         Ok(HandOverTask {
             shared: self.shared.clone(),
             socket,
             memory: memory.inner.clone(),
-            mappings: mappings.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect(),
+            mappings: mappings.to_vec(),
             irqs: irqs_of(irqs),
         })
     }
