@@ -119,6 +119,18 @@ fn irqs_of(irqs: Option<Vec<LiveIrqJs>>) -> Vec<live::Irq> {
     irqs.unwrap_or_default().into_iter().map(|i| live::Irq { device: i.device, index: i.index, eventfds: i.eventfds }).collect()
 }
 
+/// A take-over's interrupts as the new process holds them: the eventfds
+/// leave Rust's ownership, the caller owns (and closes) them.
+type OwnedIrqs = Vec<(String, u32, Vec<i32>)>;
+
+fn owned_irqs(irqs: live::AdoptedIrqs) -> OwnedIrqs {
+    irqs.into_iter().map(|(d, i, fds)| (d, i, fds.into_iter().map(std::os::fd::IntoRawFd::into_raw_fd).collect())).collect()
+}
+
+fn irqs_js(irqs: &OwnedIrqs) -> Vec<LiveIrqJs> {
+    irqs.iter().map(|(d, i, f)| LiveIrqJs { device: d.clone(), index: *i, eventfds: f.clone() }).collect()
+}
+
 fn live_call() -> &'static str {
     "live update"
 }
@@ -172,7 +184,7 @@ pub struct TakenOver {
     /// One handle per device: its last handle collected closes the fd.
     devices: Vec<Device>,
     memory: Arc<live::GuestMemory>,
-    irqs: Vec<(String, u32, Vec<i32>)>,
+    irqs: OwnedIrqs,
 }
 
 #[napi]
@@ -198,7 +210,7 @@ impl TakenOver {
     /// The interrupts' eventfds; the caller owns (and closes) them.
     #[napi(getter)]
     pub fn irqs(&self) -> Vec<LiveIrqJs> {
-        self.irqs.iter().map(|(d, i, f)| LiveIrqJs { device: d.clone(), index: *i, eventfds: f.clone() }).collect()
+        irqs_js(&self.irqs)
     }
 }
 
@@ -217,11 +229,7 @@ impl Task for TakeOverTask {
 
     fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Self::JsValue> {
         let t = output.map_err(|e| js_err(&env, e))?;
-        let irqs = t
-            .irqs
-            .into_iter()
-            .map(|(d, i, fds)| (d, i, fds.into_iter().map(std::os::fd::IntoRawFd::into_raw_fd).collect()))
-            .collect();
+        let irqs = owned_irqs(t.irqs);
         let container = Type1Container::new(t.container);
         let devices = container.adopt_devices(t.devices);
         Ok(TakenOver { container, devices, memory: Arc::new(t.memory), irqs })
@@ -282,7 +290,7 @@ pub struct IommufdTakenOver {
     space: IommufdSpace,
     memory: Arc<live::GuestMemory>,
     mappings: Vec<live::Mapping>,
-    irqs: Vec<(String, u32, Vec<i32>)>,
+    irqs: OwnedIrqs,
 }
 
 #[napi]
@@ -312,7 +320,7 @@ impl IommufdTakenOver {
     /// The interrupts' eventfds; the caller owns (and closes) them.
     #[napi(getter)]
     pub fn irqs(&self) -> Vec<LiveIrqJs> {
-        self.irqs.iter().map(|(d, i, f)| LiveIrqJs { device: d.clone(), index: *i, eventfds: f.clone() }).collect()
+        irqs_js(&self.irqs)
     }
 }
 
@@ -333,8 +341,7 @@ impl Task for TakeOverIommufdTask {
 
     fn resolve(&mut self, env: Env, output: Self::Output) -> Result<Self::JsValue> {
         let (space, memory, mappings, irqs) = output.map_err(|e| js_err(&env, e))?;
-        let irqs = irqs.into_iter().map(|(d, i, fds)| (d, i, fds.into_iter().map(std::os::fd::IntoRawFd::into_raw_fd).collect())).collect();
-        Ok(IommufdTakenOver { space: IommufdSpace::new(space), memory: Arc::new(memory), mappings, irqs })
+        Ok(IommufdTakenOver { space: IommufdSpace::new(space), memory: Arc::new(memory), mappings, irqs: owned_irqs(irqs) })
     }
 }
 
