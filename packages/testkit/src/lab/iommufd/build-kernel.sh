@@ -102,13 +102,15 @@ listed=$(apt-cache "${apt_opts[@]}" show "$source_pkg" 2>/dev/null | awk '/^Vers
 # with this config, or (for `headers`) complete uapi headers.
 cached_revisions() {
   local d v
-  for d in "$cache/$series".*-"$config_hash" "$cache/headers-$series".*; do
+  if [ "$1" = headers ]; then
+    set -- "$cache/headers-$series".*
+  else
+    set -- "$cache/$series".*-"$config_hash"
+  fi
+  for d in "$@"; do
     [ -f "$d/.complete" ] || continue
-    v=${d##*/}; v=${v#headers-}; v=${v%-"$config_hash"}
-    case "$1:$d" in
-      headers:*/headers-*|build:*-"$config_hash") echo "$v" ;;
-    esac
-  done | sort -rV | uniq
+    v=${d##*/}; v=${v#headers-}; echo "${v%-"$config_hash"}"
+  done | sort -rV
 }
 want=build
 [ "${1:-}" = headers ] && want=headers
