@@ -13,15 +13,11 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { sendWithFds } from '../fdpass';
 import { GuestMemory, HostMemory, VfioError, VfioHost } from './index';
-import { collect } from './collect.test-support';
+import { collect, openFds } from './collect.test-support';
 import { mockIommufdHost } from './lab/live-iommufd-child';
 
 const IOVA0 = 0x1000000n;
 const PAGE = 4096n;
-
-function openFds(): number {
-  return fs.readdirSync('/proc/self/fd').length;
-}
 
 function fdList(): string {
   return fs

@@ -5,15 +5,10 @@
 import test from 'ava';
 import * as fs from 'node:fs';
 import { GuestMemory, HostMemory, packTriples, VfioError, VfioHost } from './index';
-import { collect } from './collect.test-support';
+import { collect, openFds } from './collect.test-support';
 import { outcome } from './lab/support';
 
 const MB = 1n << 20n;
-
-
-function openFds(): number {
-  return fs.readdirSync('/proc/self/fd').length;
-}
 
 test('guest memory is a memfd this process maps shared, read back as written', (t) => {
   const m = new GuestMemory(3 * 4096 + 1);

@@ -16,16 +16,12 @@
 // the old process is killed) before it drives edu's DMA itself.
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import { collect } from '../collect.test-support';
+import { collect, openFds } from '../collect.test-support';
 import { GuestMemory, PciRegion, VfioError, VfioHost } from '../index';
 import { copyInto, dmaAround, dmaBefore, IOVA0, PAGES, say, SOCKET_FD, untilGo } from './live-child';
 
 /** The mock's hand-over maps a few pages; the lab's all of PAGES. */
 const MOCK_PAGES = 4;
-
-function openFds(): number {
-  return fs.readdirSync('/proc/self/fd').length;
-}
 
 /** The mock host of live.iommufd.test.ts: one edu behind an iommufd, a 7.2 kernel. */
 export function mockIommufdHost(kernel?: '6.12'): VfioHost {
