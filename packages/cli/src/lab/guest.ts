@@ -4,8 +4,8 @@
 // cases into dist-test/ (tsconfig.lab.json), never into dist/.
 import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import { join } from 'node:path';
+import { connectQmp, queryStatus } from '@vfiokit/qemu-bridge';
 import { labDevice } from '@vfiokit/testkit/lab-guest';
 
 /** The program as shipped (dist/main.js), not a copy built beside the lab cases in dist-test/. */
@@ -80,28 +80,12 @@ export async function startRun(
   return { child, qemuPid, ended, out: () => ({ stdout, stderr }) };
 }
 
-/** query-status over the QMP socket at `path`: one connection, capabilities negotiated, then closed. */
-export function qmpStatus(path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(path);
-    let buf = '';
-    let step = 0;
-    socket.setEncoding('utf8').on('data', (d: string) => {
-      buf += d;
-      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-        const msg = JSON.parse(buf.slice(0, nl)) as { QMP?: unknown; return?: { status?: string }; error?: unknown; event?: string };
-        buf = buf.slice(nl + 1);
-        if (msg.event !== undefined) continue;
-        if (msg.error !== undefined) return reject(new Error(JSON.stringify(msg.error)));
-        if (step === 0) socket.write('{"execute":"qmp_capabilities"}\n');
-        else if (step === 1) socket.write('{"execute":"query-status"}\n');
-        else {
-          socket.end();
-          return resolve(msg.return!.status!);
-        }
-        step++;
-      }
-    });
-    socket.on('error', reject);
-  });
+/** query-status over the QMP socket at `path`, by qemu-bridge's client: one session, then closed. */
+export async function qmpStatus(path: string): Promise<string> {
+  const qmp = await connectQmp({ path }, { connectTimeoutMs: 10_000, greetingTimeoutMs: 10_000, commandTimeoutMs: 30_000 });
+  try {
+    return (await queryStatus(qmp)).status;
+  } finally {
+    await qmp.close();
+  }
 }
